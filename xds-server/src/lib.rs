@@ -1,0 +1,8 @@
+//! Envoy xDS control plane with locality-priority failover.
+//!
+//! The crate reads as a pipeline: [`sources`] → [`model`] → [`policy`] → [`translate`] (pure) →
+//! [`cache`] → [`server`].
+
+pub mod model;
+pub mod policy;
+pub mod sources;

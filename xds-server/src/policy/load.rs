@@ -1,0 +1,1 @@
+//! Reading failover policy YAML files into a validated [`super::PolicySet`].

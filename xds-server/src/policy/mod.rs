@@ -1,0 +1,215 @@
+//! Failover policies: what the user wrote (YAML, later a CRD), validated into [`FailoverPolicy`], and
+//! resolved to one effective policy per service (service > namespace > mesh default > built-in default).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::model::{labels, ServiceId};
+
+pub mod load;
+
+/// A region → region rule: clients in `from` prefer `to` right after their own region.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RegionFailover {
+    pub from: String,
+    pub to: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct OutlierDetection {
+    pub consecutive_5xx: u32,
+    /// Connection failures and 502/503/504. Envoy's own default leaves this unenforced; we enforce it,
+    /// because a refused connection is the clearest "this locality is gone" signal there is.
+    pub consecutive_gateway_failure: u32,
+    pub interval: Duration,
+    pub base_ejection_time: Duration,
+    pub max_ejection_percent: u32,
+}
+
+impl Default for OutlierDetection {
+    fn default() -> Self {
+        Self {
+            consecutive_5xx: 5,
+            consecutive_gateway_failure: 2,
+            interval: Duration::from_secs(1),
+            base_ejection_time: Duration::from_secs(30),
+            // 100 so that a whole dead zone can be ejected; Envoy's default (10) would keep sending
+            // most of the traffic to a dead zone.
+            max_ejection_percent: 100,
+        }
+    }
+}
+
+/// The validated settings the translator applies to one service.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FailoverPolicy {
+    /// Ordered label keys; an endpoint's priority is decided by how many leading keys match the client.
+    /// Never empty after validation: the built-in order is region, zone, subzone.
+    pub failover_priority: Vec<String>,
+    pub failover: Vec<RegionFailover>,
+    pub outlier_detection: OutlierDetection,
+    pub overprovisioning_factor: u32,
+    /// Percent; 0 disables Envoy's panic mode, which would otherwise spread traffic over dead hosts in
+    /// exactly the large outages failover exists for.
+    pub panic_threshold: u32,
+}
+
+pub fn default_failover_priority() -> Vec<String> {
+    vec![
+        labels::REGION.to_string(),
+        labels::ZONE.to_string(),
+        labels::SUBZONE.to_string(),
+    ]
+}
+
+impl Default for FailoverPolicy {
+    fn default() -> Self {
+        Self {
+            failover_priority: default_failover_priority(),
+            failover: Vec::new(),
+            outlier_detection: OutlierDetection::default(),
+            overprovisioning_factor: 140,
+            panic_threshold: 0,
+        }
+    }
+}
+
+impl FailoverPolicy {
+    /// The label keys whose client values decide this policy's EDS answer. Clients that agree on all of
+    /// them share one encoded answer.
+    pub fn client_keys(&self) -> Vec<&str> {
+        let mut keys: Vec<&str> = self.failover_priority.iter().map(String::as_str).collect();
+        if !self.failover.is_empty() && !keys.contains(&labels::REGION) {
+            keys.push(labels::REGION);
+        }
+        keys
+    }
+
+    /// Failover target regions for a client region, in preference order.
+    pub fn failover_targets<'a>(&'a self, client_region: &'a str) -> impl Iterator<Item = &'a str> {
+        self.failover
+            .iter()
+            .filter(move |rule| rule.from == client_region)
+            .map(|rule| rule.to.as_str())
+    }
+}
+
+/// Which policy object a setting came from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum PolicyOrigin {
+    BuiltIn,
+    /// A named policy and where it was read from (a file path).
+    Named {
+        namespace: String,
+        name: String,
+        source: String,
+    },
+}
+
+/// What a policy applies to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PolicyScope {
+    /// `namespace: "*"`.
+    Mesh,
+    Namespace(String),
+    Service(ServiceId),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyEntry {
+    pub scope: PolicyScope,
+    pub origin: PolicyOrigin,
+    pub policy: Arc<FailoverPolicy>,
+}
+
+/// The effective policy for one service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedPolicy {
+    pub policy: Arc<FailoverPolicy>,
+    pub origin: PolicyOrigin,
+}
+
+/// All active policies. At most one entry per scope (the loader rejects duplicates).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PolicySet {
+    pub entries: Vec<PolicyEntry>,
+}
+
+impl PolicySet {
+    /// Most specific wins: service > namespace > mesh default > built-in default.
+    pub fn resolve(&self, service: &ServiceId) -> ResolvedPolicy {
+        let find = |scope: &PolicyScope| self.entries.iter().find(|e| &e.scope == scope);
+        find(&PolicyScope::Service(service.clone()))
+            .or_else(|| find(&PolicyScope::Namespace(service.namespace.clone())))
+            .or_else(|| find(&PolicyScope::Mesh))
+            .map(|e| ResolvedPolicy {
+                policy: e.policy.clone(),
+                origin: e.origin.clone(),
+            })
+            .unwrap_or_else(|| ResolvedPolicy {
+                policy: Arc::new(FailoverPolicy::default()),
+                origin: PolicyOrigin::BuiltIn,
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(scope: PolicyScope, factor: u32) -> PolicyEntry {
+        PolicyEntry {
+            scope,
+            origin: PolicyOrigin::Named {
+                namespace: "x".into(),
+                name: format!("p{factor}"),
+                source: "test".into(),
+            },
+            policy: Arc::new(FailoverPolicy {
+                overprovisioning_factor: factor,
+                ..FailoverPolicy::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn most_specific_scope_wins() {
+        let set = PolicySet {
+            entries: vec![
+                entry(PolicyScope::Mesh, 101),
+                entry(PolicyScope::Namespace("shop".into()), 102),
+                entry(PolicyScope::Service(ServiceId::new("shop", "checkout")), 103),
+            ],
+        };
+        let factor = |ns: &str, name: &str| {
+            set.resolve(&ServiceId::new(ns, name))
+                .policy
+                .overprovisioning_factor
+        };
+        assert_eq!(factor("shop", "checkout"), 103);
+        assert_eq!(factor("shop", "cart"), 102);
+        assert_eq!(factor("other", "checkout"), 101);
+        let empty = PolicySet::default();
+        let resolved = empty.resolve(&ServiceId::new("a", "b"));
+        assert_eq!(resolved.origin, PolicyOrigin::BuiltIn);
+        assert_eq!(*resolved.policy, FailoverPolicy::default());
+    }
+
+    #[test]
+    fn failover_rules_add_region_to_client_keys() {
+        let policy = FailoverPolicy {
+            failover_priority: vec!["topology.istio.io/cluster".into()],
+            failover: vec![RegionFailover {
+                from: "a".into(),
+                to: "b".into(),
+            }],
+            ..FailoverPolicy::default()
+        };
+        assert_eq!(
+            policy.client_keys(),
+            vec!["topology.istio.io/cluster", labels::REGION]
+        );
+        assert_eq!(policy.failover_targets("a").collect::<Vec<_>>(), vec!["b"]);
+        assert_eq!(policy.failover_targets("b").count(), 0);
+    }
+}

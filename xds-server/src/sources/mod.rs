@@ -1,0 +1,3 @@
+//! Discovery sources. Each publishes a complete, validated [`crate::model::Registry`], never a partial one.
+
+pub mod file;
