@@ -6,3 +6,4 @@
 pub mod model;
 pub mod policy;
 pub mod sources;
+pub mod translate;

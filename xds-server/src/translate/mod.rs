@@ -1,0 +1,6 @@
+//! The pure translator: model + policy + client locality class → Envoy resources.
+
+pub mod priorities;
+pub mod resources;
+
+pub use priorities::{priorities, LocalityClass, PriorityPlan};

@@ -1,0 +1,525 @@
+//! Model + policy + priority plan → Envoy resources. Pure functions; no I/O, no clocks.
+//!
+//! Only fields without protobuf maps are used, so encoding is deterministic and encoded bytes can serve as
+//! change detection (envoy-types maps are HashMaps).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use envoy_types::pb::envoy::config::cluster::v3::{
+    cluster::{self, ClusterDiscoveryType, CommonLbConfig, DiscoveryType, EdsClusterConfig},
+    Cluster, OutlierDetection as EnvoyOutlierDetection,
+};
+use envoy_types::pb::envoy::config::core::v3::{
+    address, config_source::ConfigSourceSpecifier, socket_address::PortSpecifier, Address,
+    AggregatedConfigSource, ApiVersion, ConfigSource, HealthStatus, Locality as EnvoyLocality,
+    SocketAddress,
+};
+use envoy_types::pb::envoy::config::endpoint::v3::{
+    cluster_load_assignment::Policy as LoadAssignmentPolicy, lb_endpoint::HostIdentifier,
+    ClusterLoadAssignment, Endpoint as EnvoyEndpoint, LbEndpoint, LocalityLbEndpoints,
+};
+use envoy_types::pb::envoy::config::listener::v3::{filter, Filter, FilterChain, Listener};
+use envoy_types::pb::envoy::config::route::v3::{
+    retry_policy::{retry_host_predicate, retry_priority, RetryHostPredicate, RetryPriority},
+    route::Action,
+    route_action::ClusterSpecifier,
+    route_match::PathSpecifier,
+    RetryPolicy, Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost,
+};
+use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    http_connection_manager::RouteSpecifier, http_filter, HttpConnectionManager, HttpFilter, Rds,
+};
+use envoy_types::pb::envoy::extensions::retry::host::previous_hosts::v3::PreviousHostsPredicate;
+use envoy_types::pb::envoy::extensions::retry::priority::previous_priorities::v3::PreviousPrioritiesConfig;
+use envoy_types::pb::envoy::r#type::v3::Percent;
+use envoy_types::pb::google::protobuf::{Duration as PbDuration, UInt32Value};
+use envoy_types::util::pack_any;
+
+use crate::model::{Endpoint, Health, Service, ServiceId, ServicePort};
+use crate::policy::FailoverPolicy;
+use crate::translate::priorities::PriorityPlan;
+
+pub const LISTENER_NAME: &str = "outbound_http";
+pub const ROUTE_CONFIG_NAME: &str = "outbound";
+
+/// `NAME.NAMESPACE:PORT`: readable in Envoy's admin output and unique per service port.
+pub fn cluster_name(id: &ServiceId, port: &ServicePort) -> String {
+    format!("{}.{}:{}", id.name, id.namespace, port.port)
+}
+
+fn duration(d: std::time::Duration) -> PbDuration {
+    PbDuration {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    }
+}
+
+fn ads_config_source() -> ConfigSource {
+    ConfigSource {
+        resource_api_version: ApiVersion::V3 as i32,
+        config_source_specifier: Some(ConfigSourceSpecifier::Ads(AggregatedConfigSource {})),
+        ..ConfigSource::default()
+    }
+}
+
+/// An EDS-over-ADS cluster carrying the policy's failure detection and spillover settings.
+pub fn cluster(name: &str, policy: &FailoverPolicy) -> Cluster {
+    let od = &policy.outlier_detection;
+    Cluster {
+        name: name.to_string(),
+        cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32)),
+        eds_cluster_config: Some(EdsClusterConfig {
+            eds_config: Some(ads_config_source()),
+            service_name: name.to_string(),
+        }),
+        connect_timeout: Some(duration(std::time::Duration::from_secs(1))),
+        outlier_detection: Some(EnvoyOutlierDetection {
+            consecutive_5xx: Some(UInt32Value {
+                value: od.consecutive_5xx,
+            }),
+            enforcing_consecutive_5xx: Some(UInt32Value {
+                value: if od.consecutive_5xx == 0 { 0 } else { 100 },
+            }),
+            consecutive_gateway_failure: Some(UInt32Value {
+                value: od.consecutive_gateway_failure,
+            }),
+            // Envoy's default is 0 (detected but never enforced): a refused connection would not eject.
+            enforcing_consecutive_gateway_failure: Some(UInt32Value {
+                value: if od.consecutive_gateway_failure == 0 {
+                    0
+                } else {
+                    100
+                },
+            }),
+            interval: Some(duration(od.interval)),
+            base_ejection_time: Some(duration(od.base_ejection_time)),
+            max_ejection_percent: Some(UInt32Value {
+                value: od.max_ejection_percent,
+            }),
+            // Success-rate ejection needs request volume a failover setup cannot promise; consecutive
+            // failures are the signal we rely on.
+            enforcing_success_rate: Some(UInt32Value { value: 0 }),
+            ..EnvoyOutlierDetection::default()
+        }),
+        common_lb_config: Some(CommonLbConfig {
+            healthy_panic_threshold: Some(Percent {
+                value: f64::from(policy.panic_threshold),
+            }),
+            // Envoy batches host-set changes for 1 s by default, so a second ejection reaches the load
+            // balancer late and costs failed requests. Failover wants every change applied at once.
+            update_merge_window: Some(duration(std::time::Duration::ZERO)),
+            ..CommonLbConfig::default()
+        }),
+        lb_policy: cluster::LbPolicy::RoundRobin as i32,
+        ..Cluster::default()
+    }
+}
+
+fn health_status(health: Health) -> HealthStatus {
+    match health {
+        Health::Healthy => HealthStatus::Healthy,
+        Health::Unhealthy => HealthStatus::Unhealthy,
+        Health::Draining => HealthStatus::Draining,
+    }
+}
+
+/// Endpoints grouped by (priority, locality). Localities within a level are sorted so the encoding is
+/// stable whatever order the source listed them in.
+pub fn load_assignment(
+    name: &str,
+    service: &Service,
+    port: &ServicePort,
+    plan: &PriorityPlan,
+    policy: &FailoverPolicy,
+) -> ClusterLoadAssignment {
+    let mut groups = Vec::new();
+    for level in &plan.levels {
+        let mut by_locality: BTreeMap<&crate::model::Locality, Vec<&Endpoint>> = BTreeMap::new();
+        for &i in &level.endpoints {
+            let ep = &service.endpoints[i];
+            by_locality.entry(&ep.locality).or_default().push(ep);
+        }
+        for (locality, mut eps) in by_locality {
+            eps.sort_by_key(|ep| (ep.address, ep.target_port(port)));
+            groups.push(LocalityLbEndpoints {
+                locality: Some(EnvoyLocality {
+                    region: locality.region.clone(),
+                    zone: locality.zone.clone(),
+                    sub_zone: locality.subzone.clone(),
+                    ..EnvoyLocality::default()
+                }),
+                lb_endpoints: eps
+                    .into_iter()
+                    .map(|ep| LbEndpoint {
+                        health_status: health_status(ep.health) as i32,
+                        host_identifier: Some(HostIdentifier::Endpoint(EnvoyEndpoint {
+                            address: Some(socket_address(
+                                &ep.address.to_string(),
+                                ep.target_port(port),
+                            )),
+                            ..EnvoyEndpoint::default()
+                        })),
+                        ..LbEndpoint::default()
+                    })
+                    .collect(),
+                priority: level.priority,
+                ..LocalityLbEndpoints::default()
+            });
+        }
+    }
+    ClusterLoadAssignment {
+        cluster_name: name.to_string(),
+        endpoints: groups,
+        policy: Some(LoadAssignmentPolicy {
+            overprovisioning_factor: Some(UInt32Value {
+                value: policy.overprovisioning_factor,
+            }),
+            ..LoadAssignmentPolicy::default()
+        }),
+        ..ClusterLoadAssignment::default()
+    }
+}
+
+fn socket_address(address: &str, port: u16) -> Address {
+    Address {
+        address: Some(address::Address::SocketAddress(SocketAddress {
+            address: address.to_string(),
+            port_specifier: Some(PortSpecifier::PortValue(u32::from(port))),
+            ..SocketAddress::default()
+        })),
+    }
+}
+
+/// The outbound HTTP listener every client gets, on the address it asked for.
+pub fn listener(address: &str, port: u16) -> Listener {
+    let hcm = HttpConnectionManager {
+        stat_prefix: LISTENER_NAME.to_string(),
+        route_specifier: Some(RouteSpecifier::Rds(Rds {
+            config_source: Some(ads_config_source()),
+            route_config_name: ROUTE_CONFIG_NAME.to_string(),
+        })),
+        http_filters: vec![HttpFilter {
+            name: "envoy.filters.http.router".to_string(),
+            config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(
+                Router::default(),
+            ))),
+            ..HttpFilter::default()
+        }],
+        ..HttpConnectionManager::default()
+    };
+    Listener {
+        name: LISTENER_NAME.to_string(),
+        address: Some(socket_address(address, port)),
+        filter_chains: vec![FilterChain {
+            filters: vec![Filter {
+                name: "envoy.filters.network.http_connection_manager".to_string(),
+                config_type: Some(filter::ConfigType::TypedConfig(pack_any(hcm))),
+            }],
+            ..FilterChain::default()
+        }],
+        ..Listener::default()
+    }
+}
+
+/// Retries that turn a failover into (nearly) no failed requests: a retry goes to another host
+/// (previous_hosts) and, once a priority has failed, to the next priority (previous_priorities).
+fn retry_policy() -> RetryPolicy {
+    RetryPolicy {
+        retry_on: "connect-failure,refused-stream,unavailable,reset,5xx".to_string(),
+        num_retries: Some(UInt32Value { value: 2 }),
+        retry_host_predicate: vec![RetryHostPredicate {
+            name: "envoy.retry_host_predicates.previous_hosts".to_string(),
+            config_type: Some(retry_host_predicate::ConfigType::TypedConfig(pack_any(
+                PreviousHostsPredicate {},
+            ))),
+        }],
+        host_selection_retry_max_attempts: 5,
+        retry_priority: Some(RetryPriority {
+            name: "envoy.retry_priorities.previous_priorities".to_string(),
+            config_type: Some(retry_priority::ConfigType::TypedConfig(pack_any(
+                PreviousPrioritiesConfig { update_frequency: 1 },
+            ))),
+        }),
+        ..RetryPolicy::default()
+    }
+}
+
+/// Host names a client may use for a service port. The bare `NAME` is only offered where it is
+/// unambiguous for this client (see [`route_configuration`]).
+fn domains(id: &ServiceId, port: &ServicePort, default_port: bool, bare: bool) -> Vec<String> {
+    let mut hosts = vec![
+        format!("{}.{}", id.name, id.namespace),
+        format!("{}.{}.svc", id.name, id.namespace),
+        format!("{}.{}.svc.cluster.local", id.name, id.namespace),
+    ];
+    if bare {
+        hosts.insert(0, id.name.clone());
+    }
+    let mut out = Vec::new();
+    for host in hosts {
+        out.push(format!("{host}:{}", port.port));
+        if default_port {
+            out.push(host);
+        }
+    }
+    out
+}
+
+/// One virtual host per service port. A bare service name resolves like Kubernetes DNS: to the client's
+/// own namespace first; else to the only service with that name; an ambiguous name is left out rather
+/// than routed to a guess.
+pub fn route_configuration<'a>(
+    services: impl IntoIterator<Item = &'a Service>,
+    client_namespace: Option<&str>,
+) -> RouteConfiguration {
+    let services: Vec<&Service> = services.into_iter().collect();
+    let mut namespaces_by_name: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for svc in &services {
+        namespaces_by_name
+            .entry(svc.id.name.as_str())
+            .or_default()
+            .insert(svc.id.namespace.as_str());
+    }
+    let bare_ok = |id: &ServiceId| {
+        let namespaces = &namespaces_by_name[id.name.as_str()];
+        match client_namespace {
+            Some(ns) if namespaces.contains(ns) => ns == id.namespace,
+            _ => namespaces.len() == 1,
+        }
+    };
+    let mut virtual_hosts = Vec::new();
+    for svc in &services {
+        let bare = bare_ok(&svc.id);
+        for (i, port) in svc.ports.iter().enumerate() {
+            let name = cluster_name(&svc.id, port);
+            virtual_hosts.push(VirtualHost {
+                name: name.clone(),
+                domains: domains(&svc.id, port, i == 0, bare),
+                routes: vec![Route {
+                    r#match: Some(RouteMatch {
+                        path_specifier: Some(PathSpecifier::Prefix("/".to_string())),
+                        ..RouteMatch::default()
+                    }),
+                    action: Some(Action::Route(RouteAction {
+                        cluster_specifier: Some(ClusterSpecifier::Cluster(name)),
+                        retry_policy: Some(retry_policy()),
+                        ..RouteAction::default()
+                    })),
+                    ..Route::default()
+                }],
+                ..VirtualHost::default()
+            });
+        }
+    }
+    RouteConfiguration {
+        name: ROUTE_CONFIG_NAME.to_string(),
+        virtual_hosts,
+        ..RouteConfiguration::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ClientInfo, Locality};
+    use crate::translate::priorities::{priorities, LocalityClass};
+    use prost::Message;
+
+    fn endpoint(ip: &str, locality: Locality, health: Health) -> Endpoint {
+        Endpoint {
+            address: ip.parse().unwrap(),
+            port_overrides: BTreeMap::new(),
+            locality,
+            labels: BTreeMap::new(),
+            health,
+        }
+    }
+
+    fn service(ns: &str, name: &str, ports: &[u16], endpoints: Vec<Endpoint>) -> Service {
+        Service {
+            id: ServiceId::new(ns, name),
+            ports: ports
+                .iter()
+                .enumerate()
+                .map(|(i, p)| ServicePort {
+                    name: format!("p{i}"),
+                    port: *p,
+                })
+                .collect(),
+            endpoints,
+        }
+    }
+
+    #[test]
+    fn load_assignment_groups_by_priority_and_locality_with_health() {
+        let east_b = Locality::new("us-east1", "us-east1-b", "");
+        let east_c = Locality::new("us-east1", "us-east1-c", "");
+        let west = Locality::new("us-west1", "us-west1-a", "");
+        let mut svc = service(
+            "shop",
+            "checkout",
+            &[8080],
+            vec![
+                endpoint("10.0.0.3", west.clone(), Health::Healthy),
+                endpoint("10.0.0.2", east_c.clone(), Health::Unhealthy),
+                endpoint("10.0.0.1", east_b.clone(), Health::Draining),
+                endpoint("10.0.0.4", east_b.clone(), Health::Healthy),
+            ],
+        );
+        svc.endpoints[1]
+            .port_overrides
+            .insert("p0".to_string(), 9002);
+        let policy = FailoverPolicy::default();
+        let client = ClientInfo {
+            locality: east_b.clone(),
+            ..ClientInfo::default()
+        };
+        let plan = priorities(&LocalityClass::of(&client, &policy), &svc.endpoints, &policy);
+        let cla = load_assignment("checkout.shop:8080", &svc, &svc.ports[0], &plan, &policy);
+        let summary: Vec<(u32, String, Vec<(String, u32, i32)>)> = cla
+            .endpoints
+            .iter()
+            .map(|g| {
+                (
+                    g.priority,
+                    g.locality.as_ref().unwrap().zone.clone(),
+                    g.lb_endpoints
+                        .iter()
+                        .map(|lb| {
+                            let Some(HostIdentifier::Endpoint(e)) = &lb.host_identifier else {
+                                panic!("endpoint expected")
+                            };
+                            let Some(address::Address::SocketAddress(sa)) =
+                                &e.address.as_ref().unwrap().address
+                            else {
+                                panic!("socket address expected")
+                            };
+                            let Some(PortSpecifier::PortValue(port)) = sa.port_specifier else {
+                                panic!("port expected")
+                            };
+                            (sa.address.clone(), port, lb.health_status)
+                        })
+                        .collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                (
+                    0,
+                    "us-east1-b".to_string(),
+                    vec![
+                        ("10.0.0.1".to_string(), 8080, HealthStatus::Draining as i32),
+                        ("10.0.0.4".to_string(), 8080, HealthStatus::Healthy as i32),
+                    ]
+                ),
+                (
+                    1,
+                    "us-east1-c".to_string(),
+                    vec![("10.0.0.2".to_string(), 9002, HealthStatus::Unhealthy as i32)]
+                ),
+                (
+                    2,
+                    "us-west1-a".to_string(),
+                    vec![("10.0.0.3".to_string(), 8080, HealthStatus::Healthy as i32)]
+                ),
+            ]
+        );
+        assert_eq!(
+            cla.policy.unwrap().overprovisioning_factor.unwrap().value,
+            140
+        );
+    }
+
+    #[test]
+    fn encoding_is_deterministic_whatever_the_source_order() {
+        let a = Locality::new("r", "a", "");
+        let b = Locality::new("r", "b", "");
+        let eps = vec![
+            endpoint("10.0.0.1", a.clone(), Health::Healthy),
+            endpoint("10.0.0.2", b.clone(), Health::Healthy),
+            endpoint("10.0.0.3", a.clone(), Health::Healthy),
+        ];
+        let mut reversed = eps.clone();
+        reversed.reverse();
+        let policy = FailoverPolicy::default();
+        let class = LocalityClass::of(&ClientInfo::default(), &policy);
+        let encode = |eps: Vec<Endpoint>| {
+            let svc = service("ns", "s", &[80], eps);
+            let plan = priorities(&class, &svc.endpoints, &policy);
+            load_assignment("s.ns:80", &svc, &svc.ports[0], &plan, &policy).encode_to_vec()
+        };
+        assert_eq!(encode(eps), encode(reversed));
+        assert_eq!(
+            cluster("x", &policy).encode_to_vec(),
+            cluster("x", &policy).encode_to_vec()
+        );
+    }
+
+    #[test]
+    fn cluster_enforces_gateway_failures_and_disables_merge_window() {
+        let c = cluster("checkout.shop:8080", &FailoverPolicy::default());
+        let od = c.outlier_detection.unwrap();
+        assert_eq!(od.enforcing_consecutive_gateway_failure.unwrap().value, 100);
+        assert_eq!(od.max_ejection_percent.unwrap().value, 100);
+        let lb = c.common_lb_config.unwrap();
+        assert_eq!(lb.update_merge_window.unwrap(), duration(std::time::Duration::ZERO));
+        assert_eq!(lb.healthy_panic_threshold.unwrap().value, 0.0);
+        assert_eq!(
+            c.eds_cluster_config.unwrap().service_name,
+            "checkout.shop:8080"
+        );
+    }
+
+    #[test]
+    fn routes_cover_every_host_form_and_bare_names_resolve_like_dns() {
+        let checkout = service("shop", "checkout", &[8080, 9090], vec![]);
+        let cart_shop = service("shop", "cart", &[80], vec![]);
+        let cart_other = service("other", "cart", &[80], vec![]);
+        let all = [checkout, cart_shop, cart_other];
+        let rc = route_configuration(&all, None);
+        let vh = |name: &str| {
+            rc.virtual_hosts
+                .iter()
+                .find(|v| v.name == name)
+                .unwrap_or_else(|| panic!("no virtual host {name}"))
+                .domains
+                .clone()
+        };
+        let domains = vh("checkout.shop:8080");
+        for host in [
+            "checkout",
+            "checkout:8080",
+            "checkout.shop",
+            "checkout.shop:8080",
+            "checkout.shop.svc",
+            "checkout.shop.svc:8080",
+            "checkout.shop.svc.cluster.local",
+            "checkout.shop.svc.cluster.local:8080",
+        ] {
+            assert!(domains.contains(&host.to_string()), "missing {host}");
+        }
+        let second_port = vh("checkout.shop:9090");
+        assert!(second_port.contains(&"checkout.shop:9090".to_string()));
+        assert!(
+            !second_port.contains(&"checkout.shop".to_string()),
+            "a port-less host belongs to the first port only"
+        );
+        // ambiguous bare name without a client namespace: left out
+        assert!(!vh("cart.shop:80").contains(&"cart".to_string()));
+        assert!(!vh("cart.other:80").contains(&"cart".to_string()));
+        // with a client namespace: resolves there
+        let rc = route_configuration(&all, Some("other"));
+        let other = rc.virtual_hosts.iter().find(|v| v.name == "cart.other:80");
+        assert!(other.unwrap().domains.contains(&"cart".to_string()));
+        // no domain appears twice (Envoy would reject the whole route configuration)
+        let mut seen = BTreeSet::new();
+        for v in &rc.virtual_hosts {
+            for d in &v.domains {
+                assert!(seen.insert(d.clone()), "duplicate domain {d}");
+            }
+        }
+    }
+}
