@@ -3,7 +3,9 @@
 //! The crate reads as a pipeline: [`sources`] → [`model`] → [`policy`] → [`translate`] (pure) →
 //! [`cache`] → [`server`].
 
+pub mod cache;
 pub mod model;
 pub mod policy;
+pub mod server;
 pub mod sources;
 pub mod translate;

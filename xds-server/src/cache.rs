@@ -1,0 +1,488 @@
+//! The versioned cache between the translator and the xDS server.
+//!
+//! A [`Snapshot`] is an immutable view of everything a client can be sent. Answers are built lazily and
+//! memoised: a cluster's EDS answer once per [`LocalityClass`] (not per client), the listener once per
+//! requested bind address, the routes once per client namespace. A new snapshot reuses the memo of every
+//! cluster whose service and policy did not change, so an endpoint change re-encodes only what it touched.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use envoy_types::pb::google::protobuf::Any;
+use envoy_types::util::pack_any;
+
+use crate::model::{ClientInfo, Registry, Service, ServicePort};
+use crate::policy::{PolicySet, ResolvedPolicy};
+use crate::translate::{self, resources, LocalityClass};
+
+pub const CLUSTER_TYPE: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+pub const ENDPOINT_TYPE: &str =
+    "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+pub const LISTENER_TYPE: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+pub const ROUTE_TYPE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+
+/// The resource types we serve, in make-before-break push order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ResourceType {
+    Cluster,
+    Endpoint,
+    Listener,
+    Route,
+}
+
+impl ResourceType {
+    pub const PUSH_ORDER: [ResourceType; 4] = [
+        ResourceType::Cluster,
+        ResourceType::Endpoint,
+        ResourceType::Listener,
+        ResourceType::Route,
+    ];
+
+    pub fn from_type_url(url: &str) -> Option<Self> {
+        match url {
+            CLUSTER_TYPE => Some(Self::Cluster),
+            ENDPOINT_TYPE => Some(Self::Endpoint),
+            LISTENER_TYPE => Some(Self::Listener),
+            ROUTE_TYPE => Some(Self::Route),
+            _ => None,
+        }
+    }
+
+    pub fn type_url(self) -> &'static str {
+        match self {
+            Self::Cluster => CLUSTER_TYPE,
+            Self::Endpoint => ENDPOINT_TYPE,
+            Self::Listener => LISTENER_TYPE,
+            Self::Route => ROUTE_TYPE,
+        }
+    }
+
+    /// CDS and LDS are always sent whole; EDS and RDS only for the names a client asks for.
+    pub fn is_wildcard_type(self) -> bool {
+        matches!(self, Self::Cluster | Self::Listener)
+    }
+
+    /// The type whose resources a change of this type forces Envoy to fetch again (a re-created cluster
+    /// waits for its endpoints, a re-created listener for its routes).
+    pub fn dependent(self) -> Option<Self> {
+        match self {
+            Self::Cluster => Some(Self::Endpoint),
+            Self::Listener => Some(Self::Route),
+            _ => None,
+        }
+    }
+
+    pub fn short_name(self) -> &'static str {
+        match self {
+            Self::Cluster => "CDS",
+            Self::Endpoint => "EDS",
+            Self::Listener => "LDS",
+            Self::Route => "RDS",
+        }
+    }
+}
+
+/// One encoded resource and a content hash that serves as its version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resource {
+    pub name: String,
+    pub any: Any,
+    pub hash: u64,
+}
+
+impl Resource {
+    fn new<T: prost::Name + prost::Message>(name: String, message: T) -> Arc<Self> {
+        let any = pack_any(message);
+        let hash = content_hash(&any.value);
+        Arc::new(Self { name, any, hash })
+    }
+}
+
+/// Stable within one build of the server, which is all a version needs: Envoy only compares versions
+/// for equality, and a restarted server answers every new stream anyway.
+fn content_hash(bytes: &[u8]) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    h.finish()
+}
+
+/// The version string of a set of resources: a hash of their names and contents.
+pub fn version_of(resources: &[Arc<Resource>]) -> String {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for r in resources {
+        r.name.hash(&mut h);
+        r.hash.hash(&mut h);
+    }
+    format!("{:016x}", h.finish())
+}
+
+/// Everything the snapshot needs to answer for one Envoy cluster (one service port).
+#[derive(Debug)]
+pub struct ClusterEntry {
+    pub service: Arc<Service>,
+    pub port: ServicePort,
+    pub policy: ResolvedPolicy,
+    pub cluster: Arc<Resource>,
+    eds: DashMap<LocalityClass, Arc<Resource>>,
+}
+
+impl ClusterEntry {
+    fn new(name: String, service: Arc<Service>, port: ServicePort, policy: ResolvedPolicy) -> Self {
+        let cluster = Resource::new(name.clone(), resources::cluster(&name, &policy.policy));
+        Self {
+            service,
+            port,
+            policy,
+            cluster,
+            eds: DashMap::new(),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.cluster.name
+    }
+
+    /// The EDS answer for one class of clients, computed and encoded at most once.
+    pub fn load_assignment(&self, class: &LocalityClass) -> Arc<Resource> {
+        if let Some(hit) = self.eds.get(class) {
+            return hit.clone();
+        }
+        let policy = &self.policy.policy;
+        let plan = translate::priorities(class, &self.service.endpoints, policy);
+        let cla =
+            resources::load_assignment(self.name(), &self.service, &self.port, &plan, policy);
+        let resource = Resource::new(self.name().to_string(), cla);
+        self.eds.insert(class.clone(), resource.clone());
+        resource
+    }
+
+    pub fn class_of(&self, client: &ClientInfo) -> LocalityClass {
+        LocalityClass::of(client, &self.policy.policy)
+    }
+
+    pub fn cached_classes(&self) -> usize {
+        self.eds.len()
+    }
+}
+
+/// Settings that shape generated resources but come from flags, not from sources.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TranslateSettings {
+    pub listener_address: String,
+    pub listener_port: u16,
+}
+
+impl Default for TranslateSettings {
+    fn default() -> Self {
+        Self {
+            listener_address: "0.0.0.0".to_string(),
+            listener_port: 15001,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Increases by one with every published snapshot; for logs and diagnostics.
+    pub generation: u64,
+    pub registry: Arc<Registry>,
+    pub policies: Arc<PolicySet>,
+    settings: TranslateSettings,
+    clusters: BTreeMap<String, Arc<ClusterEntry>>,
+    listeners: DashMap<(String, u16), Arc<Resource>>,
+    routes: DashMap<Option<String>, Arc<Resource>>,
+}
+
+impl Snapshot {
+    /// Builds the next snapshot, reusing `previous`'s per-cluster memos where service and policy are
+    /// unchanged.
+    pub fn build(
+        previous: Option<&Snapshot>,
+        registry: Arc<Registry>,
+        policies: Arc<PolicySet>,
+        settings: TranslateSettings,
+    ) -> Self {
+        let mut clusters = BTreeMap::new();
+        for service in registry.services.values() {
+            let resolved = policies.resolve(&service.id);
+            let shared = Arc::new(service.clone());
+            for port in &service.ports {
+                let name = resources::cluster_name(&service.id, port);
+                let reused = previous.and_then(|p| p.clusters.get(&name)).filter(|old| {
+                    *old.service == *service && old.port == *port && old.policy == resolved
+                });
+                let entry = match reused {
+                    Some(old) => old.clone(),
+                    None => Arc::new(ClusterEntry::new(
+                        name.clone(),
+                        shared.clone(),
+                        port.clone(),
+                        resolved.clone(),
+                    )),
+                };
+                clusters.insert(name, entry);
+            }
+        }
+        // Routes and listeners depend only on the service set and settings: keep their memos when those
+        // did not change.
+        let same_routes = previous.is_some_and(|p| {
+            p.settings == settings
+                && p.registry.services.len() == registry.services.len()
+                && p.registry
+                    .services
+                    .iter()
+                    .zip(registry.services.iter())
+                    .all(|((a_id, a), (b_id, b))| a_id == b_id && a.ports == b.ports)
+        });
+        let (listeners, routes) = match previous {
+            Some(p) if same_routes => (p.listeners.clone(), p.routes.clone()),
+            _ => (DashMap::new(), DashMap::new()),
+        };
+        Self {
+            generation: previous.map_or(1, |p| p.generation + 1),
+            registry,
+            policies,
+            settings,
+            clusters,
+            listeners,
+            routes,
+        }
+    }
+
+    pub fn clusters(&self) -> impl Iterator<Item = &Arc<ClusterEntry>> {
+        self.clusters.values()
+    }
+
+    pub fn cluster(&self, name: &str) -> Option<&Arc<ClusterEntry>> {
+        self.clusters.get(name)
+    }
+
+    fn listener_for(&self, client: &ClientInfo) -> Arc<Resource> {
+        let over = client.listener.as_ref();
+        let address = over
+            .and_then(|o| o.address.clone())
+            .unwrap_or_else(|| self.settings.listener_address.clone());
+        let port = over
+            .and_then(|o| o.port)
+            .unwrap_or(self.settings.listener_port);
+        self.listeners
+            .entry((address.clone(), port))
+            .or_insert_with(|| {
+                Resource::new(
+                    resources::LISTENER_NAME.to_string(),
+                    resources::listener(&address, port),
+                )
+            })
+            .clone()
+    }
+
+    fn routes_for(&self, client: &ClientInfo) -> Arc<Resource> {
+        self.routes
+            .entry(client.namespace.clone())
+            .or_insert_with(|| {
+                Resource::new(
+                    resources::ROUTE_CONFIG_NAME.to_string(),
+                    resources::route_configuration(
+                        self.registry.services.values(),
+                        client.namespace.as_deref(),
+                    ),
+                )
+            })
+            .clone()
+    }
+
+    /// What `client` should have of one type. `names` is the subscription (`None` = wildcard); names that
+    /// do not exist are left out, as the protocol allows.
+    pub fn resources_for(
+        &self,
+        kind: ResourceType,
+        client: &ClientInfo,
+        names: Option<&BTreeSet<String>>,
+    ) -> Vec<Arc<Resource>> {
+        let wanted = |name: &str| names.is_none_or(|n| n.contains(name));
+        match kind {
+            ResourceType::Cluster => self
+                .clusters
+                .values()
+                .filter(|c| wanted(c.name()))
+                .map(|c| c.cluster.clone())
+                .collect(),
+            ResourceType::Endpoint => {
+                // EDS is never wildcard for us: with no names, nothing is wanted.
+                let Some(names) = names else {
+                    return Vec::new();
+                };
+                names
+                    .iter()
+                    .filter_map(|n| self.clusters.get(n))
+                    .map(|c| c.load_assignment(&c.class_of(client)))
+                    .collect()
+            }
+            ResourceType::Listener => {
+                let l = self.listener_for(client);
+                if wanted(&l.name) {
+                    vec![l]
+                } else {
+                    Vec::new()
+                }
+            }
+            ResourceType::Route => {
+                let r = self.routes_for(client);
+                if names.is_some_and(|n| n.contains(&r.name)) {
+                    vec![r]
+                } else {
+                    Vec::new()
+                }
+            }
+        }
+    }
+
+    /// Number of distinct (cluster, class) EDS answers encoded so far.
+    pub fn cached_eds_answers(&self) -> usize {
+        self.clusters.values().map(|c| c.cached_classes()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Endpoint, Health, Locality, ServiceId};
+    use crate::policy::{FailoverPolicy, PolicyEntry, PolicyOrigin, PolicyScope};
+    use std::collections::BTreeMap as Map;
+
+    fn registry(endpoint_ip: &str) -> Arc<Registry> {
+        let svc = |name: &str, ip: &str| Service {
+            id: ServiceId::new("shop", name),
+            ports: vec![ServicePort {
+                name: "http".into(),
+                port: 8080,
+            }],
+            endpoints: vec![Endpoint {
+                address: ip.parse().unwrap(),
+                port_overrides: Map::new(),
+                locality: Locality::new("r", "z1", ""),
+                labels: Map::new(),
+                health: Health::Healthy,
+            }],
+        };
+        Arc::new(Registry::from_services([
+            svc("a", endpoint_ip),
+            svc("b", "10.0.0.9"),
+        ]))
+    }
+
+    fn client(zone: &str, node: &str) -> ClientInfo {
+        ClientInfo {
+            node_id: node.into(),
+            locality: Locality::new("r", zone, ""),
+            ..ClientInfo::default()
+        }
+    }
+
+    fn names(n: &[&str]) -> BTreeSet<String> {
+        n.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn eds_answers_are_shared_per_class_and_only_named_ones_are_returned() {
+        let snap = Snapshot::build(
+            None,
+            registry("10.0.0.1"),
+            Arc::default(),
+            TranslateSettings::default(),
+        );
+        let want = names(&["a.shop:8080", "missing.shop:80"]);
+        let one = snap.resources_for(ResourceType::Endpoint, &client("z1", "n1"), Some(&want));
+        let two = snap.resources_for(ResourceType::Endpoint, &client("z1", "n2"), Some(&want));
+        assert_eq!(one.len(), 1);
+        assert!(Arc::ptr_eq(&one[0], &two[0]), "same class shares one encoding");
+        let other = snap.resources_for(ResourceType::Endpoint, &client("z2", "n3"), Some(&want));
+        assert!(!Arc::ptr_eq(&one[0], &other[0]));
+        assert_eq!(snap.cached_eds_answers(), 2);
+        assert!(snap
+            .resources_for(ResourceType::Endpoint, &client("z1", "n1"), None)
+            .is_empty());
+        let cds = snap.resources_for(ResourceType::Cluster, &client("z1", "n1"), None);
+        assert_eq!(
+            cds.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+            vec!["a.shop:8080", "b.shop:8080"]
+        );
+    }
+
+    #[test]
+    fn next_snapshot_reuses_unchanged_clusters_only() {
+        let first = Snapshot::build(
+            None,
+            registry("10.0.0.1"),
+            Arc::default(),
+            TranslateSettings::default(),
+        );
+        let second = Snapshot::build(
+            Some(&first),
+            registry("10.0.0.2"),
+            Arc::default(),
+            TranslateSettings::default(),
+        );
+        assert_eq!(second.generation, 2);
+        assert!(!Arc::ptr_eq(
+            first.cluster("a.shop:8080").unwrap(),
+            second.cluster("a.shop:8080").unwrap()
+        ));
+        assert!(Arc::ptr_eq(
+            first.cluster("b.shop:8080").unwrap(),
+            second.cluster("b.shop:8080").unwrap()
+        ));
+        // An endpoint change leaves the CDS resource byte-identical, so Envoy keeps its outlier state.
+        assert_eq!(
+            first.cluster("a.shop:8080").unwrap().cluster.hash,
+            second.cluster("a.shop:8080").unwrap().cluster.hash
+        );
+        // A policy change rebuilds the cluster it applies to.
+        let policies = Arc::new(PolicySet {
+            entries: vec![PolicyEntry {
+                scope: PolicyScope::Service(ServiceId::new("shop", "b")),
+                origin: PolicyOrigin::BuiltIn,
+                policy: Arc::new(FailoverPolicy {
+                    panic_threshold: 10,
+                    ..FailoverPolicy::default()
+                }),
+            }],
+        });
+        let third = Snapshot::build(
+            Some(&second),
+            registry("10.0.0.2"),
+            policies,
+            TranslateSettings::default(),
+        );
+        assert_ne!(
+            second.cluster("b.shop:8080").unwrap().cluster.hash,
+            third.cluster("b.shop:8080").unwrap().cluster.hash
+        );
+    }
+
+    #[test]
+    fn listener_honours_client_override_and_versions_follow_content() {
+        let snap = Snapshot::build(
+            None,
+            registry("10.0.0.1"),
+            Arc::default(),
+            TranslateSettings::default(),
+        );
+        let mut c = client("z1", "n1");
+        let default = snap.resources_for(ResourceType::Listener, &c, None);
+        c.listener = Some(crate::model::ListenerOverride {
+            address: Some("127.0.0.1".into()),
+            port: Some(20001),
+        });
+        let custom = snap.resources_for(ResourceType::Listener, &c, None);
+        assert_ne!(version_of(&default), version_of(&custom));
+        assert_eq!(version_of(&default), version_of(&default.clone()));
+        let routes = snap.resources_for(ResourceType::Route, &c, Some(&names(&["outbound"])));
+        assert_eq!(routes.len(), 1);
+        assert!(snap
+            .resources_for(ResourceType::Route, &c, Some(&names(&["other"])))
+            .is_empty());
+    }
+}

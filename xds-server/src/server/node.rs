@@ -1,0 +1,186 @@
+//! What a connecting Envoy tells us about itself (its `node`), turned into a [`ClientInfo`].
+
+use std::collections::BTreeMap;
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
+
+use crate::model::{ClientInfo, ListenerOverride, Locality};
+
+/// Node metadata keys we read. Documented in the README.
+pub const META_LABELS: &str = "labels";
+pub const META_NAMESPACE: &str = "namespace";
+pub const META_LISTENER_ADDRESS: &str = "listener_address";
+pub const META_LISTENER_PORT: &str = "listener_port";
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum NodeError {
+    #[error("the first request on a stream must carry `node` (Envoy always sends it)")]
+    Missing,
+    #[error("node metadata `{field}`: {reason}")]
+    BadMetadata { field: String, reason: String },
+}
+
+fn bad(field: &str, reason: impl Into<String>) -> NodeError {
+    NodeError::BadMetadata {
+        field: field.to_string(),
+        reason: reason.into(),
+    }
+}
+
+fn as_string(field: &str, value: &Value) -> Result<String, NodeError> {
+    match &value.kind {
+        Some(Kind::StringValue(s)) => Ok(s.clone()),
+        _ => Err(bad(field, "must be a string")),
+    }
+}
+
+fn as_port(value: &Value) -> Result<u16, NodeError> {
+    let n = match &value.kind {
+        Some(Kind::NumberValue(n)) => *n,
+        Some(Kind::StringValue(s)) => s
+            .trim()
+            .parse::<f64>()
+            .map_err(|_| bad(META_LISTENER_PORT, format!("{s:?} is not a number")))?,
+        _ => return Err(bad(META_LISTENER_PORT, "must be a number")),
+    };
+    if n.fract() != 0.0 || !(1.0..=65535.0).contains(&n) {
+        return Err(bad(
+            META_LISTENER_PORT,
+            format!("{n} is not a port (a whole number from 1 to 65535)"),
+        ));
+    }
+    Ok(n as u16)
+}
+
+fn labels(value: &Value) -> Result<BTreeMap<String, String>, NodeError> {
+    let Some(Kind::StructValue(Struct { fields })) = &value.kind else {
+        return Err(bad(META_LABELS, "must be a map of label → string value"));
+    };
+    fields
+        .iter()
+        .map(|(k, v)| Ok((k.clone(), as_string(&format!("{META_LABELS}.{k}"), v)?)))
+        .collect()
+}
+
+pub fn client_info(node: Option<&Node>) -> Result<ClientInfo, NodeError> {
+    let node = node.ok_or(NodeError::Missing)?;
+    let locality = node
+        .locality
+        .as_ref()
+        .map(|l| Locality::new(&l.region, &l.zone, &l.sub_zone))
+        .unwrap_or_default();
+    let mut info = ClientInfo {
+        node_id: node.id.clone(),
+        cluster: node.cluster.clone(),
+        locality,
+        ..ClientInfo::default()
+    };
+    let Some(meta) = &node.metadata else {
+        return Ok(info);
+    };
+    if let Some(v) = meta.fields.get(META_LABELS) {
+        info.labels = labels(v)?;
+    }
+    if let Some(v) = meta.fields.get(META_NAMESPACE) {
+        info.namespace = Some(as_string(META_NAMESPACE, v)?).filter(|s| !s.is_empty());
+    }
+    let address = meta
+        .fields
+        .get(META_LISTENER_ADDRESS)
+        .map(|v| {
+            let s = as_string(META_LISTENER_ADDRESS, v)?;
+            s.parse::<std::net::IpAddr>()
+                .map_err(|_| bad(META_LISTENER_ADDRESS, format!("{s:?} is not an IP address")))?;
+            Ok(s)
+        })
+        .transpose()?;
+    let port = meta.fields.get(META_LISTENER_PORT).map(as_port).transpose()?;
+    if address.is_some() || port.is_some() {
+        info.listener = Some(ListenerOverride { address, port });
+    }
+    Ok(info)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoy_types::pb::envoy::config::core::v3::Locality as EnvoyLocality;
+    use std::collections::HashMap;
+
+    fn string(s: &str) -> Value {
+        Value {
+            kind: Some(Kind::StringValue(s.into())),
+        }
+    }
+    fn number(n: f64) -> Value {
+        Value {
+            kind: Some(Kind::NumberValue(n)),
+        }
+    }
+
+    fn node(meta: Vec<(&str, Value)>) -> Node {
+        Node {
+            id: "sidecar-1".into(),
+            cluster: "shop".into(),
+            locality: Some(EnvoyLocality {
+                region: "us-east1".into(),
+                zone: "us-east1-b".into(),
+                sub_zone: String::new(),
+            }),
+            metadata: Some(Struct {
+                fields: meta
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect::<HashMap<_, _>>(),
+            }),
+            ..Node::default()
+        }
+    }
+
+    #[test]
+    fn reads_locality_labels_namespace_and_listener_override() {
+        let labels = Value {
+            kind: Some(Kind::StructValue(Struct {
+                fields: HashMap::from([("topology.istio.io/cluster".to_string(), string("east"))]),
+            })),
+        };
+        let info = client_info(Some(&node(vec![
+            (META_LABELS, labels),
+            (META_NAMESPACE, string("shop")),
+            (META_LISTENER_ADDRESS, string("127.0.0.1")),
+            (META_LISTENER_PORT, number(20001.0)),
+        ])))
+        .unwrap();
+        assert_eq!(info.node_id, "sidecar-1");
+        assert_eq!(info.locality, Locality::new("us-east1", "us-east1-b", ""));
+        assert_eq!(info.label("topology.istio.io/cluster"), Some("east"));
+        assert_eq!(info.namespace.as_deref(), Some("shop"));
+        let l = info.listener.unwrap();
+        assert_eq!(l.address.as_deref(), Some("127.0.0.1"));
+        assert_eq!(l.port, Some(20001));
+        // the port may also come as a string (Envoy's --service-node style tooling often does that)
+        let info = client_info(Some(&node(vec![(META_LISTENER_PORT, string("20002"))]))).unwrap();
+        assert_eq!(info.listener.unwrap().port, Some(20002));
+    }
+
+    #[test]
+    fn bad_metadata_is_a_clear_error() {
+        assert_eq!(client_info(None), Err(NodeError::Missing));
+        let err = client_info(Some(&node(vec![(META_LISTENER_PORT, number(70000.0))])))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "node metadata `listener_port`: 70000 is not a port (a whole number from 1 to 65535)"
+        );
+        let err = client_info(Some(&node(vec![(META_LISTENER_ADDRESS, string("localhost"))])))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listener_address") && err.contains("not an IP"), "{err}");
+        let err = client_info(Some(&node(vec![(META_LABELS, string("x"))])))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`labels`"), "{err}");
+    }
+}
