@@ -27,6 +27,8 @@ pub struct EnvoyOptions {
     pub namespace: Option<String>,
     pub labels: BTreeMap<String, String>,
     pub xds: SocketAddr,
+    /// The port asked for in node metadata `listener_port` (a free port if `None`).
+    pub listener_port: Option<u16>,
 }
 
 impl EnvoyOptions {
@@ -39,6 +41,7 @@ impl EnvoyOptions {
             namespace: None,
             labels: BTreeMap::new(),
             xds,
+            listener_port: None,
         }
     }
 
@@ -49,6 +52,11 @@ impl EnvoyOptions {
 
     pub fn subzone(mut self, subzone: &str) -> Self {
         self.subzone = subzone.to_string();
+        self
+    }
+
+    pub fn listener_port(mut self, port: u16) -> Self {
+        self.listener_port = Some(port);
         self
     }
 
@@ -184,7 +192,7 @@ impl Envoy {
     pub fn spawn(opts: EnvoyOptions) -> Envoy {
         let dir = TempDir::new(&format!("envoy-{}", opts.node_id));
         let admin_port = crate::ports::free_port();
-        let listener_port = crate::ports::free_port();
+        let listener_port = opts.listener_port.unwrap_or_else(crate::ports::free_port);
         let doc = bootstrap(&opts, admin_port, listener_port);
         let bootstrap_path = dir.join("bootstrap.yaml");
         std::fs::write(
