@@ -28,14 +28,18 @@ use connection::{AdsConnection, RequestKind};
 /// slows its own stream, and picks up the newest snapshot when it catches up.
 const STREAM_QUEUE: usize = 16;
 
+/// The snapshot stream the server reads. `None` until the sources have a complete view: streams opened
+/// before that wait (Envoy waits with them) rather than get an empty or partial configuration.
+pub type Snapshots = watch::Receiver<Option<Arc<Snapshot>>>;
+
 #[derive(Clone)]
 pub struct AdsService {
-    snapshots: watch::Receiver<Arc<Snapshot>>,
+    snapshots: Snapshots,
     next_stream_id: Arc<AtomicU64>,
 }
 
 impl AdsService {
-    pub fn new(snapshots: watch::Receiver<Arc<Snapshot>>) -> Self {
+    pub fn new(snapshots: Snapshots) -> Self {
         Self {
             snapshots,
             next_stream_id: Arc::new(AtomicU64::new(1)),
@@ -57,12 +61,19 @@ fn summarize(resp: &DiscoveryResponse) -> (&'static str, usize) {
 async fn run_stream(
     stream_id: u64,
     mut inbound: Streaming<DiscoveryRequest>,
-    mut snapshots: watch::Receiver<Arc<Snapshot>>,
+    mut snapshots: Snapshots,
     tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
 ) {
     let mut conn = AdsConnection::new();
+    if snapshots.borrow().is_none() {
+        debug!(stream_id, "waiting for the sources' first complete view");
+        if snapshots.wait_for(Option::is_some).await.is_err() {
+            return;
+        }
+    }
     // Snapshots published before the first request are covered by answering that request.
     snapshots.mark_unchanged();
+    let current = |s: &Snapshots| s.borrow().clone().expect("present once the wait is over");
     let node = |conn: &AdsConnection| conn.client().map(|c| c.node_id.clone()).unwrap_or_default();
     loop {
         let responses = tokio::select! {
@@ -75,7 +86,7 @@ async fn run_stream(
                     }
                     None => break,
                 };
-                let snapshot = snapshots.borrow().clone();
+                let snapshot = current(&snapshots);
                 let first = conn.client().is_none();
                 match conn.on_request(&req, &snapshot) {
                     Ok((what, responses)) => {
@@ -111,7 +122,7 @@ async fn run_stream(
                     break;
                 }
                 let snapshot = snapshots.borrow_and_update().clone();
-                conn.on_snapshot(&snapshot)
+                conn.on_snapshot(&snapshot.expect("snapshots are never unset"))
             }
         };
         for resp in responses {

@@ -1,0 +1,212 @@
+//! The Kubernetes source: Services, EndpointSlices and Node labels, watched through kube-runtime
+//! reflectors, converted by the pure [`convert`] module and published as whole registries.
+//!
+//! Nothing is published until every watch has finished its initial list, so Envoy never sees a partial
+//! view. After that, watch errors only delay updates (the reflectors retry with backoff and the last
+//! registry stays published), and a relist (410 Gone) swaps a store's content in one step.
+
+pub mod convert;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{stream, Stream, StreamExt};
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::{self, store::Writer, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use crate::model::Registry;
+use convert::{build_registry, ConvertSettings, NodeLabels};
+
+/// Coalescing of bursts (a rollout touches many slices at once): wait for this much quiet...
+const DEBOUNCE_QUIET: Duration = Duration::from_millis(50);
+/// ...but never delay an update by more than this.
+const DEBOUNCE_CAP: Duration = Duration::from_millis(500);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Watched {
+    Services,
+    EndpointSlices,
+    Nodes,
+}
+
+/// What a watch stream reports to the publishing loop.
+enum Signal {
+    Changed(Watched),
+    Synced(Watched),
+    Error(Watched, String),
+}
+
+fn signals<K, S>(what: Watched, events: S) -> impl Stream<Item = Signal> + Send
+where
+    S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send,
+{
+    events.map(move |ev| match ev {
+        Ok(watcher::Event::InitDone) => Signal::Synced(what),
+        Ok(_) => Signal::Changed(what),
+        Err(e) => Signal::Error(what, e.to_string()),
+    })
+}
+
+fn reflect<K>(
+    what: Watched,
+    writer: Writer<K>,
+    events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+) -> impl Stream<Item = Signal> + Send
+where
+    K: kube::runtime::reflector::Lookup + Clone + Send + Sync + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    signals(what, reflector::reflector(writer, events.default_backoff()))
+}
+
+#[derive(Debug, Clone)]
+pub struct KubeSourceSettings {
+    pub convert: ConvertSettings,
+}
+
+struct Stores {
+    services: Store<Service>,
+    slices: Store<EndpointSlice>,
+    nodes: Store<PartialObjectMeta<Node>>,
+}
+
+impl Stores {
+    fn registry(&self, settings: &ConvertSettings) -> Registry {
+        let nodes: HashMap<String, NodeLabels> = self
+            .nodes
+            .state()
+            .iter()
+            .filter_map(|n| {
+                Some((
+                    n.metadata.name.clone()?,
+                    NodeLabels(n.metadata.labels.clone().unwrap_or_default()),
+                ))
+            })
+            .collect();
+        let services = self.services.state();
+        let slices = self.slices.state();
+        let (registry, skipped) = build_registry(
+            services.iter().map(|s| s.as_ref()),
+            slices.iter().map(|s| s.as_ref()),
+            &nodes,
+            settings,
+        );
+        for s in skipped {
+            warn!(object = %s.object, reason = %s.reason, "skipped part of a Kubernetes object");
+        }
+        registry
+    }
+}
+
+/// Watches the cluster and publishes a registry into `tx` once everything is listed, then after every
+/// (debounced) change. Runs until `tx` has no receivers.
+pub async fn run(
+    client: Client,
+    settings: KubeSourceSettings,
+    tx: watch::Sender<Option<Arc<Registry>>>,
+) {
+    let cfg = watcher::Config::default();
+    let (services, w_services) = reflector::store();
+    let (slices, w_slices) = reflector::store();
+    let (nodes, w_nodes) = reflector::store();
+    let stores = Stores {
+        services,
+        slices,
+        nodes,
+    };
+    let mut events = stream::select_all([
+        reflect(
+            Watched::Services,
+            w_services,
+            watcher(Api::<Service>::all(client.clone()), cfg.clone()),
+        )
+        .boxed(),
+        reflect(
+            Watched::EndpointSlices,
+            w_slices,
+            watcher(Api::<EndpointSlice>::all(client.clone()), cfg.clone()),
+        )
+        .boxed(),
+        reflect(
+            Watched::Nodes,
+            w_nodes,
+            watcher(
+                Api::<PartialObjectMeta<Node>>::all(client.clone()),
+                cfg.clone(),
+            ),
+        )
+        .boxed(),
+    ]);
+
+    let mut synced: HashMap<Watched, bool> = HashMap::new();
+    let all_synced = |s: &HashMap<Watched, bool>| s.values().filter(|v| **v).count() == 3;
+    let mut dirty_since: Option<tokio::time::Instant> = None;
+    loop {
+        let next = match dirty_since {
+            Some(since) if all_synced(&synced) => {
+                let deadline =
+                    (since + DEBOUNCE_CAP).min(tokio::time::Instant::now() + DEBOUNCE_QUIET);
+                match tokio::time::timeout_at(deadline, events.next()).await {
+                    Ok(ev) => ev,
+                    Err(_) => {
+                        dirty_since = None;
+                        let registry = stores.registry(&settings.convert);
+                        let changed = tx.borrow().as_deref() != Some(&registry);
+                        if changed {
+                            debug!(
+                                services = registry.services.len(),
+                                "Kubernetes state changed"
+                            );
+                            if tx.send(Some(Arc::new(registry))).is_err() {
+                                return;
+                            }
+                        }
+                        continue;
+                    }
+                }
+            }
+            _ => events.next().await,
+        };
+        let Some(signal) = next else {
+            return;
+        };
+        match signal {
+            Signal::Synced(what) => {
+                let first = !synced.get(&what).copied().unwrap_or(false);
+                synced.insert(what, true);
+                if first {
+                    info!(watch = ?what, "initial list complete");
+                } else {
+                    info!(watch = ?what, "relisted");
+                }
+                dirty_since.get_or_insert_with(tokio::time::Instant::now);
+                if first && all_synced(&synced) {
+                    // Publish the first complete view at once: Envoys are waiting for it.
+                    let registry = stores.registry(&settings.convert);
+                    info!(
+                        services = registry.services.len(),
+                        "Kubernetes source synced"
+                    );
+                    dirty_since = None;
+                    if tx.send(Some(Arc::new(registry))).is_err() {
+                        return;
+                    }
+                }
+            }
+            Signal::Changed(what) => {
+                debug!(watch = ?what, "Kubernetes object changed");
+                dirty_since.get_or_insert_with(tokio::time::Instant::now);
+            }
+            Signal::Error(what, error) => {
+                warn!(watch = ?what, %error, "Kubernetes watch error; retrying with backoff, serving the last known state");
+            }
+        }
+    }
+}
