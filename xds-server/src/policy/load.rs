@@ -1,1 +1,1617 @@
 //! Reading failover policy YAML files into a validated [`super::PolicySet`].
+//!
+//! A file holds one or more YAML documents (separated by `---`; empty documents are skipped, a file
+//! with no document at all is an error):
+//!
+//! ```yaml
+//! apiVersion: anything/v1          # optional, not checked yet
+//! kind: FailoverPolicy
+//! metadata: {name: checkout, namespace: shop}   # namespace "*": the mesh-wide default
+//! spec:
+//!   service: checkout              # absent: every service of the namespace
+//!   failoverPriority: [topology.kubernetes.io/region, topology.kubernetes.io/zone]
+//!   failover: [{from: us-east1, to: us-west1}]
+//!   outlierDetection: {consecutive5xx: 3, consecutiveGatewayFailure: 2, interval: 2s,
+//!                      baseEjectionTime: 30s, maxEjectionPercent: 100}
+//!   overprovisioningFactor: 140    # 100..=100000
+//!   panicThreshold: 0              # percent
+//! ```
+//!
+//! Every field of `spec` is optional and defaults to [`FailoverPolicy::default`]. Durations are written
+//! like `500ms`, `2s`, `1.5s`, `1m`, `1h` or `1m30s`. At most one policy may exist per scope (service,
+//! namespace, mesh), across all files.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::{self, Visitor};
+use serde::{Deserialize, Deserializer};
+use tracing::{error, info, warn};
+
+use super::{
+    default_failover_priority, FailoverPolicy, OutlierDetection, PolicyEntry, PolicyOrigin,
+    PolicyScope, PolicySet, RegionFailover,
+};
+use crate::model::ServiceId;
+use crate::sources::watch::{self, FileChange};
+use crate::sources::yaml::{self, FieldPath};
+
+pub use crate::sources::watch::WatchHandle;
+
+/// The only `kind` accepted.
+pub const KIND: &str = "FailoverPolicy";
+
+/// Why a policy file was rejected. `Display` is `FILE[:LINE[:COLUMN]]: document N: [FIELD: ]REASON`,
+/// e.g. `policies/shop.yaml:9:5: document 2: spec.panicThreshold: must be between 0 and 100 (percent), got 150`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    /// The file or directory could not be read (missing, permissions, not UTF-8).
+    #[error("{}", yaml::located(file, None, None, None, "", &format!("cannot read policies: {reason}")))]
+    Read { file: String, reason: String },
+    /// No YAML document with content.
+    #[error(
+        "{}",
+        yaml::located(
+            file,
+            None,
+            None,
+            None,
+            "",
+            "file is empty; a policy file needs at least one `kind: FailoverPolicy` document"
+        )
+    )]
+    Empty { file: String },
+    /// The YAML itself is malformed. `document` is 1-based.
+    #[error("{}", yaml::located(file, *line, *column, Some(&format!("document {document}")), "", &format!("invalid YAML: {reason}")))]
+    Syntax {
+        file: String,
+        document: usize,
+        line: Option<usize>,
+        column: Option<usize>,
+        reason: String,
+    },
+    /// Well-formed YAML with a wrong, missing, unknown, meaningless or conflicting setting.
+    #[error("{}", yaml::located(file, *line, *column, Some(&format!("document {document}")), field, reason))]
+    Invalid {
+        file: String,
+        document: usize,
+        line: Option<usize>,
+        column: Option<usize>,
+        /// Like `spec.outlierDetection.maxEjectionPercent`; empty for the document as a whole.
+        field: String,
+        reason: String,
+    },
+}
+
+impl PolicyError {
+    pub fn file(&self) -> &str {
+        match self {
+            Self::Read { file, .. }
+            | Self::Empty { file }
+            | Self::Syntax { file, .. }
+            | Self::Invalid { file, .. } => file,
+        }
+    }
+
+    /// 1-based document index within the file, where it applies.
+    pub fn document(&self) -> Option<usize> {
+        match self {
+            Self::Syntax { document, .. } | Self::Invalid { document, .. } => Some(*document),
+            Self::Read { .. } | Self::Empty { .. } => None,
+        }
+    }
+
+    /// 1-based line, where known.
+    pub fn line(&self) -> Option<usize> {
+        match self {
+            Self::Syntax { line, .. } | Self::Invalid { line, .. } => *line,
+            Self::Read { .. } | Self::Empty { .. } => None,
+        }
+    }
+
+    pub fn field(&self) -> &str {
+        match self {
+            Self::Invalid { field, .. } => field,
+            _ => "",
+        }
+    }
+
+    /// The reason alone, without file, document, line or field.
+    pub fn reason(&self) -> String {
+        match self {
+            Self::Read { reason, .. } => format!("cannot read policies: {reason}"),
+            Self::Empty { .. } => "file is empty".to_string(),
+            Self::Syntax { reason, .. } => format!("invalid YAML: {reason}"),
+            Self::Invalid { reason, .. } => reason.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawPolicy {
+    #[allow(dead_code)]
+    api_version: Option<String>,
+    /// Checked before deserializing (so a foreign kind is reported as such, not as unknown fields).
+    #[allow(dead_code)]
+    kind: Option<String>,
+    metadata: RawMetadata,
+    spec: RawSpec,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetadata {
+    name: Option<String>,
+    namespace: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawSpec {
+    service: Option<String>,
+    failover_priority: Option<Vec<String>>,
+    failover: Option<Vec<RawRule>>,
+    outlier_detection: Option<RawOutlier>,
+    overprovisioning_factor: Option<i64>,
+    panic_threshold: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    from: String,
+    to: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawOutlier {
+    #[serde(rename = "consecutive5xx")]
+    consecutive_5xx: Option<i64>,
+    consecutive_gateway_failure: Option<i64>,
+    interval: Option<RawDuration>,
+    base_ejection_time: Option<RawDuration>,
+    max_ejection_percent: Option<i64>,
+}
+
+/// Any scalar, kept as text so that `interval: 2` gets a "needs a unit" message rather than a type error.
+#[derive(Debug)]
+struct RawDuration(String);
+
+impl<'de> Deserialize<'de> for RawDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = RawDuration;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration like `500ms`, `2s` or `1m`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawDuration, E> {
+                Ok(RawDuration(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawDuration, E> {
+                Ok(RawDuration(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawDuration, E> {
+                Ok(RawDuration(v.to_string()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<RawDuration, E> {
+                Ok(RawDuration(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Parses `500ms`, `2s`, `1.5s`, `1m`, `1h`, `1m30s` (units `ns`, `us`/`µs`, `ms`, `s`, `m`, `h`).
+/// Zero, negative and unit-less values are rejected.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    const FORMS: &str = "write a duration like `500ms`, `2s`, `1.5s` or `1m`";
+    let s = text.trim();
+    if s.is_empty() {
+        return Err(format!("empty duration; {FORMS}"));
+    }
+    if s.starts_with('-') {
+        return Err(format!("negative duration `{s}`; {FORMS}"));
+    }
+    if s.parse::<f64>().is_ok() {
+        return Err(format!("duration `{s}` has no unit; {FORMS}"));
+    }
+    let garbage = || format!("`{s}` is not a duration; {FORMS}");
+    let mut rest = s;
+    let mut nanos: u128 = 0;
+    while !rest.is_empty() {
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(garbage)?;
+        let (number, tail) = rest.split_at(number_len);
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        let unit_nanos: u128 = match unit {
+            "ns" => 1,
+            "us" | "µs" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
+            _ => return Err(garbage()),
+        };
+        let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+        if (whole.is_empty() && fraction.is_empty()) || fraction.contains('.') {
+            return Err(garbage());
+        }
+        let whole: u128 = if whole.is_empty() {
+            0
+        } else {
+            whole.parse().map_err(|_| garbage())?
+        };
+        let fraction = &fraction[..fraction.len().min(18)];
+        let mut part = whole.checked_mul(unit_nanos).ok_or_else(garbage)?;
+        if !fraction.is_empty() {
+            let digits: u128 = fraction.parse().map_err(|_| garbage())?;
+            part += digits * unit_nanos / 10u128.pow(fraction.len() as u32);
+        }
+        nanos = nanos.checked_add(part).ok_or_else(garbage)?;
+        rest = tail;
+    }
+    if nanos == 0 {
+        return Err(format!("duration `{s}` must be greater than zero"));
+    }
+    let secs = u64::try_from(nanos / 1_000_000_000).map_err(|_| garbage())?;
+    Ok(Duration::new(secs, (nanos % 1_000_000_000) as u32))
+}
+
+/// One validated document, with what a conflict message needs.
+#[derive(Debug, Clone)]
+struct Parsed {
+    entry: PolicyEntry,
+    /// 1-based; 0 when unknown (entries seeded from an already published set).
+    document: usize,
+    /// Where the field deciding the scope is (`spec.service` or `metadata.namespace`).
+    scope_field: String,
+    line: Option<usize>,
+    column: Option<usize>,
+}
+
+impl Parsed {
+    fn describe(&self) -> String {
+        match &self.entry.origin {
+            PolicyOrigin::Named {
+                namespace, name, ..
+            } => format!("{namespace}/{name}"),
+            PolicyOrigin::BuiltIn => "built-in".to_string(),
+        }
+    }
+
+    fn source(&self) -> &str {
+        match &self.entry.origin {
+            PolicyOrigin::Named { source, .. } => source,
+            PolicyOrigin::BuiltIn => "",
+        }
+    }
+
+    /// ` (FILE, document N, line L)` as far as known.
+    fn whereabouts(&self) -> String {
+        let mut parts = vec![self.source().to_string()];
+        if self.document > 0 {
+            parts.push(format!("document {}", self.document));
+        }
+        if let Some(line) = self.line {
+            parts.push(format!("line {line}"));
+        }
+        format!(" ({})", parts.join(", "))
+    }
+}
+
+fn describe_scope(scope: &PolicyScope) -> String {
+    match scope {
+        PolicyScope::Mesh => "the mesh default (namespace \"*\")".to_string(),
+        PolicyScope::Namespace(ns) => format!("namespace {ns}"),
+        PolicyScope::Service(id) => format!("service {id}"),
+    }
+}
+
+/// The error for `new` having the same scope as the already accepted `other`.
+fn conflict(new: &Parsed, other: &Parsed) -> PolicyError {
+    PolicyError::Invalid {
+        file: new.source().to_string(),
+        document: new.document,
+        line: new.line,
+        column: new.column,
+        field: new.scope_field.clone(),
+        reason: format!(
+            "policy {} has the same scope ({}) as policy {}{}; only one policy may apply per scope: \
+             merge them or delete one",
+            new.describe(),
+            describe_scope(&new.entry.scope),
+            other.describe(),
+            other.whereabouts(),
+        ),
+    }
+}
+
+fn find_conflict<'a>(
+    new: &Parsed,
+    accepted: impl IntoIterator<Item = &'a Parsed>,
+) -> Option<PolicyError> {
+    accepted
+        .into_iter()
+        .find(|p| p.entry.scope == new.entry.scope)
+        .map(|other| conflict(new, other))
+}
+
+/// Parses and validates the policy documents of one file. `source_name` (usually the path) names the
+/// file in errors and becomes each entry's [`PolicyOrigin::Named`] `source`.
+pub fn parse_policies(source_name: &str, text: &str) -> Result<Vec<PolicyEntry>, PolicyError> {
+    Ok(parse_file(source_name, text)?
+        .into_iter()
+        .map(|p| p.entry)
+        .collect())
+}
+
+fn parse_file(file: &str, text: &str) -> Result<Vec<Parsed>, PolicyError> {
+    // Pass 1: well-formed YAML without duplicate keys; find the non-empty documents.
+    let mut empty = Vec::new();
+    for (i, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+        let is_null = yaml::probe(document).map_err(|err| {
+            if yaml::is_duplicate_key(&err) {
+                let p = yaml::schema_problem(&err);
+                return PolicyError::Invalid {
+                    file: file.to_string(),
+                    document: i + 1,
+                    line: p.line,
+                    column: p.column,
+                    field: p.field,
+                    reason: p.reason,
+                };
+            }
+            let p = yaml::syntax_problem(&err);
+            PolicyError::Syntax {
+                file: file.to_string(),
+                document: i + 1,
+                line: p.line,
+                column: p.column,
+                reason: p.reason,
+            }
+        })?;
+        empty.push(is_null);
+    }
+    if empty.iter().all(|e| *e) {
+        return Err(PolicyError::Empty {
+            file: file.to_string(),
+        });
+    }
+    // The documents as plain values, for the `kind` check (`None` if not representable, e.g. a huge
+    // integer somewhere: the typed pass reports that).
+    let values: Vec<Option<serde_yaml_ng::Value>> = serde_yaml_ng::Deserializer::from_str(text)
+        .map(|document| serde_yaml_ng::Value::deserialize(document).ok())
+        .collect();
+
+    let mut parsed: Vec<Parsed> = Vec::new();
+    for (i, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+        if empty[i] {
+            continue;
+        }
+
+        let invalid = |path: &FieldPath, reason: String| {
+            let pos = yaml::locate_nearest(text, i, path);
+            PolicyError::Invalid {
+                file: file.to_string(),
+                document: i + 1,
+                line: pos.map(|p| p.line),
+                column: pos.map(|p| p.column),
+                field: path.to_string(),
+                reason,
+            }
+        };
+        if let Some(value) = &values[i] {
+            check_kind(value).map_err(|(path, reason)| invalid(&path, reason))?;
+        }
+        let raw = RawPolicy::deserialize(document).map_err(|err| {
+            let p = yaml::schema_problem(&err);
+            PolicyError::Invalid {
+                file: file.to_string(),
+                document: i + 1,
+                line: p.line,
+                column: p.column,
+                field: p.field,
+                reason: p.reason,
+            }
+        })?;
+        let (scope, namespace, name, policy) =
+            build(raw).map_err(|(path, reason)| invalid(&path, reason))?;
+        let scope_path = match scope {
+            PolicyScope::Service(_) => FieldPath::root().key("spec").key("service"),
+            _ => FieldPath::root().key("metadata").key("namespace"),
+        };
+        let pos = yaml::locate_nearest(text, i, &scope_path);
+        let new = Parsed {
+            entry: PolicyEntry {
+                scope,
+                origin: PolicyOrigin::Named {
+                    namespace,
+                    name,
+                    source: file.to_string(),
+                },
+                policy: Arc::new(policy),
+            },
+            document: i + 1,
+            scope_field: scope_path.to_string(),
+            line: pos.map(|p| p.line),
+            column: pos.map(|p| p.column),
+        };
+        if let Some(err) = find_conflict(&new, &parsed) {
+            return Err(err);
+        }
+        parsed.push(new);
+    }
+    Ok(parsed)
+}
+
+type Invalid = (FieldPath, String);
+
+fn check_kind(value: &serde_yaml_ng::Value) -> Result<(), Invalid> {
+    let root = FieldPath::root();
+    let Some(map) = value.as_mapping() else {
+        return Err((
+            root,
+            format!(
+                "a policy document must be a mapping with `kind: {KIND}`, `metadata` and `spec`"
+            ),
+        ));
+    };
+    match map.get("kind") {
+        None => Err((
+            root.key("kind"),
+            format!("missing field `kind` (expected `kind: {KIND}`)"),
+        )),
+        Some(serde_yaml_ng::Value::String(kind)) if kind == KIND => Ok(()),
+        Some(other) => {
+            let shown = match other {
+                serde_yaml_ng::Value::String(s) => s.clone(),
+                v => serde_yaml_ng::to_string(v)
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string(),
+            };
+            let hint = yaml::did_you_mean(&shown, &[KIND])
+                .map(|k| format!("; did you mean `{k}`?"))
+                .unwrap_or_default();
+            Err((
+                root.key("kind"),
+                format!("unsupported kind `{shown}`, expected `{KIND}`{hint}"),
+            ))
+        }
+    }
+}
+
+/// Range-checks an integer setting.
+fn in_range(
+    path: &FieldPath,
+    value: i64,
+    min: i64,
+    max: i64,
+    explain: &str,
+) -> Result<u32, Invalid> {
+    if value < min || value > max {
+        return Err((
+            path.clone(),
+            format!("must be between {min} and {max}{explain}, got {value}"),
+        ));
+    }
+    Ok(value as u32)
+}
+
+fn build(raw: RawPolicy) -> Result<(PolicyScope, String, String, FailoverPolicy), Invalid> {
+    let meta = FieldPath::root().key("metadata");
+    let name = raw.metadata.name.ok_or_else(|| {
+        (
+            meta.key("name"),
+            "missing field `name` (every policy needs a name)".to_string(),
+        )
+    })?;
+    yaml::check_dns_subdomain(&name, "policy name").map_err(|r| (meta.key("name"), r))?;
+    let namespace = raw.metadata.namespace.ok_or_else(|| {
+        (
+            meta.key("namespace"),
+            "missing field `namespace` (use \"*\" for the mesh-wide default)".to_string(),
+        )
+    })?;
+    if namespace != "*" {
+        yaml::check_dns_label(&namespace, "namespace").map_err(|r| {
+            (
+                meta.key("namespace"),
+                format!("{r}, or \"*\" for the mesh default"),
+            )
+        })?;
+    }
+
+    let spec_path = FieldPath::root().key("spec");
+    let spec = raw.spec;
+    let scope =
+        match (namespace.as_str(), spec.service) {
+            ("*", Some(_)) => return Err((
+                spec_path.key("service"),
+                "a mesh default (namespace \"*\") applies to every service; remove `service`, or \
+                 set metadata.namespace to the service's namespace"
+                    .to_string(),
+            )),
+            ("*", None) => PolicyScope::Mesh,
+            (ns, None) => PolicyScope::Namespace(ns.to_string()),
+            (ns, Some(service)) => {
+                yaml::check_dns_label(&service, "service name")
+                    .map_err(|r| (spec_path.key("service"), r))?;
+                PolicyScope::Service(ServiceId::new(ns, service))
+            }
+        };
+
+    let mut policy = FailoverPolicy::default();
+
+    if let Some(keys) = spec.failover_priority {
+        let path = spec_path.key("failoverPriority");
+        if keys.is_empty() {
+            return Err((
+                path,
+                format!(
+                    "must list at least one label key; omit it for the default order ({})",
+                    default_failover_priority().join(", ")
+                ),
+            ));
+        }
+        for (i, key) in keys.iter().enumerate() {
+            if key.trim().is_empty() {
+                return Err((path.index(i), "label keys must not be empty".to_string()));
+            }
+            if key.contains(char::is_whitespace) {
+                return Err((
+                    path.index(i),
+                    format!("label key {key:?} contains whitespace"),
+                ));
+            }
+            if let Some(first) = keys[..i].iter().position(|k| k == key) {
+                return Err((
+                    path.index(i),
+                    format!("duplicate label key `{key}` (also failoverPriority[{first}])"),
+                ));
+            }
+        }
+        policy.failover_priority = keys;
+    }
+
+    if let Some(rules) = spec.failover {
+        let path = spec_path.key("failover");
+        let mut seen: Vec<RegionFailover> = Vec::with_capacity(rules.len());
+        for (i, rule) in rules.into_iter().enumerate() {
+            for (field, value) in [("from", &rule.from), ("to", &rule.to)] {
+                if value.trim().is_empty() {
+                    return Err((path.index(i).key(field), "must name a region".to_string()));
+                }
+            }
+            if rule.from == rule.to {
+                return Err((
+                    path.index(i),
+                    format!(
+                        "`from` and `to` are both `{}`: a region cannot fail over to itself",
+                        rule.from
+                    ),
+                ));
+            }
+            let rule = RegionFailover {
+                from: rule.from,
+                to: rule.to,
+            };
+            if let Some(first) = seen.iter().position(|r| *r == rule) {
+                return Err((
+                    path.index(i),
+                    format!(
+                        "duplicate rule {} → {} (also failover[{first}])",
+                        rule.from, rule.to
+                    ),
+                ));
+            }
+            seen.push(rule);
+        }
+        policy.failover = seen;
+    }
+
+    if let Some(raw) = spec.outlier_detection {
+        let path = spec_path.key("outlierDetection");
+        let mut od = OutlierDetection::default();
+        let count = |key: &str, v: i64| in_range(&path.key(key), v, 0, u32::MAX as i64, "");
+        if let Some(v) = raw.consecutive_5xx {
+            od.consecutive_5xx = count("consecutive5xx", v)?;
+        }
+        if let Some(v) = raw.consecutive_gateway_failure {
+            od.consecutive_gateway_failure = count("consecutiveGatewayFailure", v)?;
+        }
+        let duration = |key: &str, v: &RawDuration| {
+            parse_duration(&v.0).map_err(|reason| (path.key(key), reason))
+        };
+        if let Some(v) = &raw.interval {
+            od.interval = duration("interval", v)?;
+        }
+        if let Some(v) = &raw.base_ejection_time {
+            od.base_ejection_time = duration("baseEjectionTime", v)?;
+        }
+        if let Some(v) = raw.max_ejection_percent {
+            let key = path.key("maxEjectionPercent");
+            od.max_ejection_percent = in_range(&key, v, 0, 100, " (percent)")?;
+            if od.max_ejection_percent == 0 {
+                return Err((
+                    key,
+                    "0 means no host can ever be ejected, so traffic could never fail over to \
+                     another locality; use 100 to let a whole dead zone be ejected"
+                        .to_string(),
+                ));
+            }
+        }
+        if od.consecutive_5xx == 0 && od.consecutive_gateway_failure == 0 {
+            return Err((
+                path,
+                "consecutive5xx and consecutiveGatewayFailure are both 0: outlier detection would \
+                 never eject a host, so traffic could never fail over to another locality; set at \
+                 least one of them above 0"
+                    .to_string(),
+            ));
+        }
+        policy.outlier_detection = od;
+    }
+
+    if let Some(v) = spec.overprovisioning_factor {
+        policy.overprovisioning_factor = in_range(
+            &spec_path.key("overprovisioningFactor"),
+            v,
+            100,
+            100_000,
+            " (below 100 even a fully healthy level would spill traffic to the next one)",
+        )?;
+    }
+    if let Some(v) = spec.panic_threshold {
+        policy.panic_threshold = in_range(
+            &spec_path.key("panicThreshold"),
+            v,
+            0,
+            100,
+            " (percent; 0 disables panic mode)",
+        )?;
+    }
+
+    Ok((scope, namespace, name, policy))
+}
+
+fn is_policy_file_name(name: &str) -> bool {
+    (name.ends_with(".yaml") || name.ends_with(".yml")) && !name.starts_with('.')
+}
+
+fn read_error(path: &Path, err: impl fmt::Display) -> PolicyError {
+    PolicyError::Read {
+        file: path.display().to_string(),
+        reason: err.to_string(),
+    }
+}
+
+fn parse_bytes(file: &str, bytes: &[u8]) -> Result<Vec<Parsed>, PolicyError> {
+    let text = std::str::from_utf8(bytes).map_err(|err| PolicyError::Read {
+        file: file.to_string(),
+        reason: format!("not valid UTF-8: {err}"),
+    })?;
+    parse_file(file, text)
+}
+
+/// The policy files of a directory: `*.yaml` / `*.yml`, not hidden, sorted by name, non-recursive.
+fn policy_files(dir: &Path) -> Result<Vec<PathBuf>, PolicyError> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| read_error(dir, e))? {
+        let entry = entry.map_err(|e| read_error(dir, e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let path = dir.join(name);
+        if is_policy_file_name(name) && std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// A file, or a directory of *.yaml / *.yml files (sorted by name, non-recursive). Entries come in file
+/// order, then document order; a scope defined twice (even in different files) is an error.
+pub fn load_policies(path: &Path) -> Result<PolicySet, PolicyError> {
+    let meta = std::fs::metadata(path).map_err(|e| read_error(path, e))?;
+    let files = if meta.is_dir() {
+        policy_files(path)?
+    } else {
+        vec![path.to_path_buf()]
+    };
+    let mut accepted: Vec<Parsed> = Vec::new();
+    for file in files {
+        let bytes = std::fs::read(&file).map_err(|e| read_error(&file, e))?;
+        for new in parse_bytes(&file.display().to_string(), &bytes)? {
+            if let Some(err) = find_conflict(&new, &accepted) {
+                return Err(err);
+            }
+            accepted.push(new);
+        }
+    }
+    Ok(PolicySet {
+        entries: accepted.into_iter().map(|p| p.entry).collect(),
+    })
+}
+
+/// Logs a rejected file with structured fields `file`, `document`, `line` (when known), `field`, `reason`.
+fn log_rejected(err: &PolicyError) {
+    let (file, field, reason) = (err.file(), err.field(), err.reason());
+    let document = err.document().unwrap_or(0);
+    match err.line() {
+        Some(line) => error!(
+            file,
+            document,
+            line,
+            field,
+            %reason,
+            "policy file rejected; keeping its last good policies"
+        ),
+        None => error!(
+            file,
+            document,
+            field,
+            %reason,
+            "policy file rejected; keeping its last good policies"
+        ),
+    }
+}
+
+/// The watcher's state: the last good policies of every file, keyed by file (as written in `source`),
+/// and the valid files held back because they define a scope another file already defines.
+struct PolicyFiles {
+    files: BTreeMap<String, Vec<Parsed>>,
+    blocked: BTreeMap<String, Vec<Parsed>>,
+}
+
+/// What happened to one file in a batch.
+enum FileUpdate {
+    Parsed(Result<Vec<Parsed>, PolicyError>),
+    /// Deleted; `drop_policies` in directory mode.
+    Deleted {
+        drop_policies: bool,
+    },
+}
+
+impl PolicyFiles {
+    fn new() -> Self {
+        Self {
+            files: BTreeMap::new(),
+            blocked: BTreeMap::new(),
+        }
+    }
+
+    /// Starts from what was already published (normally `load_policies` of the same path).
+    fn seeded(current: &PolicySet) -> Self {
+        let mut state = Self::new();
+        for entry in &current.entries {
+            if let PolicyOrigin::Named { source, .. } = &entry.origin {
+                state.files.entry(source.clone()).or_default().push(Parsed {
+                    entry: entry.clone(),
+                    document: 0,
+                    scope_field: String::new(),
+                    line: None,
+                    column: None,
+                });
+            }
+        }
+        state
+    }
+
+    /// Applies a batch and returns the errors to log (only for files of this batch).
+    fn update(&mut self, batch: Vec<(String, FileUpdate)>) -> Vec<PolicyError> {
+        let mut errors = Vec::new();
+        let mut pending = Vec::new();
+        let mut in_batch = Vec::new();
+        for (file, update) in batch {
+            self.blocked.remove(&file);
+            match update {
+                FileUpdate::Deleted { drop_policies } => {
+                    if drop_policies && self.files.remove(&file).is_some() {
+                        info!(file = %file, "policy file removed; its policies no longer apply");
+                    } else if !drop_policies {
+                        warn!(
+                            file = %file,
+                            "policy file is gone; keeping its last good policies until it reappears"
+                        );
+                    }
+                }
+                FileUpdate::Parsed(Err(err)) => errors.push(err),
+                FileUpdate::Parsed(Ok(parsed)) => {
+                    in_batch.push(file.clone());
+                    pending.push((file, parsed));
+                }
+            }
+        }
+        // Files held back earlier may fit now.
+        pending.extend(std::mem::take(&mut self.blocked));
+        for (file, parsed, err) in self.accept(pending) {
+            if in_batch.contains(&file) {
+                errors.push(err);
+            }
+            self.blocked.insert(file, parsed);
+        }
+        errors
+    }
+
+    /// Accepts each new file content that does not conflict with the other files' current policies,
+    /// retrying until nothing more can be accepted (so a policy can move from one file to another in
+    /// one batch, in either order). Returns the files that stay rejected.
+    fn accept(
+        &mut self,
+        mut pending: Vec<(String, Vec<Parsed>)>,
+    ) -> Vec<(String, Vec<Parsed>, PolicyError)> {
+        loop {
+            let mut progressed = false;
+            let mut rejected = Vec::new();
+            for (file, parsed) in pending {
+                let others = self
+                    .files
+                    .iter()
+                    .filter(|(f, _)| **f != file)
+                    .flat_map(|(_, p)| p);
+                let found = parsed
+                    .iter()
+                    .find_map(|new| find_conflict(new, others.clone()));
+                match found {
+                    None => {
+                        self.files.insert(file, parsed);
+                        progressed = true;
+                    }
+                    Some(err) => rejected.push((file, parsed, err)),
+                }
+            }
+            if rejected.is_empty() || !progressed {
+                return rejected;
+            }
+            pending = rejected.into_iter().map(|(f, p, _)| (f, p)).collect();
+        }
+    }
+
+    fn merged(&self) -> PolicySet {
+        PolicySet {
+            entries: self
+                .files
+                .values()
+                .flatten()
+                .map(|p| p.entry.clone())
+                .collect(),
+        }
+    }
+}
+
+/// Like [`crate::sources::file::watch_endpoints_file`], for a policy file or directory (needs a tokio
+/// runtime): each file is loaded independently; a file that becomes invalid (or would define a scope
+/// another file already defines) keeps its last good entries and is logged (`tracing::error!` with
+/// fields `file`, `document`, `line`, `field`, `reason`); the others update. In directory mode a
+/// deleted file's policies are removed; a watched single file that disappears keeps its policies. The
+/// merged [`PolicySet`] is sent whenever it changes. Dropping the handle stops watching.
+pub fn watch_policies(
+    path: PathBuf,
+    tx: tokio::sync::watch::Sender<Arc<PolicySet>>,
+) -> anyhow::Result<WatchHandle> {
+    let dir_mode = std::fs::metadata(&path).is_ok_and(|m| m.is_dir());
+    let (dir, file_name) = if dir_mode {
+        (path.clone(), None)
+    } else {
+        let (dir, name) = watch::split_file_path(&path)?;
+        (dir, Some(name))
+    };
+    let mut state = PolicyFiles::seeded(&tx.borrow());
+    let on_change = move |changes: Vec<FileChange>| {
+        let batch = changes
+            .into_iter()
+            .map(|change| {
+                let file = if dir_mode {
+                    change.path.display().to_string()
+                } else {
+                    path.display().to_string()
+                };
+                let update = match change.content {
+                    None => FileUpdate::Deleted {
+                        drop_policies: dir_mode,
+                    },
+                    Some(bytes) => FileUpdate::Parsed(parse_bytes(&file, &bytes)),
+                };
+                (file, update)
+            })
+            .collect();
+        for err in state.update(batch) {
+            log_rejected(&err);
+        }
+        let merged = state.merged();
+        let policies = merged.entries.len();
+        let sent = tx.send_if_modified(|current| {
+            if **current == merged {
+                return false;
+            }
+            *current = Arc::new(merged);
+            true
+        });
+        if sent {
+            info!(policies, "failover policies reloaded");
+        }
+    };
+    match file_name {
+        None => watch::watch_stable_files(dir, is_policy_file_name, on_change),
+        Some(name) => watch::watch_stable_files(dir, move |n| n == name, on_change),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::labels;
+    use crate::sources::watch::testutil::TempDir;
+
+    const FULL: &str = "\
+apiVersion: failover.example.com/v1alpha1
+kind: FailoverPolicy
+metadata: {name: checkout, namespace: shop}
+spec:
+  service: checkout
+  failoverPriority: [topology.kubernetes.io/region, topology.kubernetes.io/zone]
+  failover: [{from: us-east1, to: us-west1}]
+  outlierDetection: {consecutive5xx: 3, consecutiveGatewayFailure: 4, interval: 2s, baseEjectionTime: 1m, maxEjectionPercent: 50}
+  overprovisioningFactor: 200
+  panicThreshold: 10
+";
+
+    fn parse(text: &str) -> Result<Vec<PolicyEntry>, PolicyError> {
+        parse_policies("p.yaml", text)
+    }
+
+    fn doc(namespace: &str, name: &str, spec: &str) -> String {
+        format!(
+            "kind: FailoverPolicy\nmetadata:\n  name: {name}\n  namespace: \"{namespace}\"\nspec:\n{spec}"
+        )
+    }
+
+    /// (document, line, field, reason, display) of an Invalid error.
+    fn invalid(text: &str) -> (usize, Option<usize>, String, String, String) {
+        match parse(text) {
+            Err(err @ PolicyError::Invalid { .. }) => (
+                err.document().unwrap(),
+                err.line(),
+                err.field().to_string(),
+                err.reason(),
+                err.to_string(),
+            ),
+            other => panic!("expected an Invalid error, got {other:?}"),
+        }
+    }
+
+    fn spec_error(spec: &str) -> (Option<usize>, String, String) {
+        let (_, line, field, reason, _) = invalid(&doc("shop", "p", spec));
+        (line, field, reason)
+    }
+
+    #[test]
+    fn parses_every_field() {
+        let entries = parse(FULL).unwrap();
+        assert_eq!(entries.len(), 1);
+        let e = &entries[0];
+        assert_eq!(
+            e.scope,
+            PolicyScope::Service(ServiceId::new("shop", "checkout"))
+        );
+        assert_eq!(
+            e.origin,
+            PolicyOrigin::Named {
+                namespace: "shop".into(),
+                name: "checkout".into(),
+                source: "p.yaml".into()
+            }
+        );
+        let expected = FailoverPolicy {
+            failover_priority: vec![labels::REGION.into(), labels::ZONE.into()],
+            failover: vec![RegionFailover {
+                from: "us-east1".into(),
+                to: "us-west1".into(),
+            }],
+            outlier_detection: OutlierDetection {
+                consecutive_5xx: 3,
+                consecutive_gateway_failure: 4,
+                interval: Duration::from_secs(2),
+                base_ejection_time: Duration::from_secs(60),
+                max_ejection_percent: 50,
+            },
+            overprovisioning_factor: 200,
+            panic_threshold: 10,
+        };
+        assert_eq!(*e.policy, expected);
+    }
+
+    #[test]
+    fn absent_fields_take_the_defaults_and_scopes_follow_metadata() {
+        let text = format!(
+            "{}---\n{}",
+            doc(
+                "shop",
+                "ns-default",
+                "  outlierDetection: {consecutive5xx: 7}\n"
+            ),
+            doc("*", "mesh", "  {}\n")
+        );
+        let entries = parse(&text).unwrap();
+        assert_eq!(entries[0].scope, PolicyScope::Namespace("shop".into()));
+        assert_eq!(
+            *entries[0].policy,
+            FailoverPolicy {
+                outlier_detection: OutlierDetection {
+                    consecutive_5xx: 7,
+                    ..OutlierDetection::default()
+                },
+                ..FailoverPolicy::default()
+            }
+        );
+        assert_eq!(entries[1].scope, PolicyScope::Mesh);
+        assert_eq!(*entries[1].policy, FailoverPolicy::default());
+    }
+
+    #[test]
+    fn the_shipped_example_policies_are_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/local/policies");
+        if dir.exists() {
+            let set = load_policies(&dir).unwrap();
+            assert!(!set.entries.is_empty());
+        }
+    }
+
+    #[test]
+    fn empty_documents_are_skipped_but_an_empty_file_is_an_error() {
+        let text = format!(
+            "---\n{}---\n---\n",
+            doc("shop", "a", "  panicThreshold: 1\n")
+        );
+        assert_eq!(parse(&text).unwrap().len(), 1);
+        for empty in ["", "# nothing\n", "---\n", "---\n---\n", "~\n"] {
+            let err = parse(empty).unwrap_err();
+            assert!(
+                matches!(err, PolicyError::Empty { .. }),
+                "{empty:?}: {err:?}"
+            );
+            assert!(err.to_string().contains("file is empty"), "{err}");
+        }
+    }
+
+    #[test]
+    fn syntax_errors_name_document_and_line() {
+        let text = format!("{}---\nkind: [\n", doc("shop", "a", "  {}\n"));
+        let err = parse(&text).unwrap_err();
+        assert!(matches!(err, PolicyError::Syntax { .. }), "{err:?}");
+        assert_eq!(err.document(), Some(2));
+        assert!(err.line().unwrap() >= 7, "{err}");
+        assert!(err.to_string().starts_with("p.yaml:"), "{err}");
+        assert!(
+            err.to_string().contains("document 2: invalid YAML"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn duplicate_keys_are_rejected() {
+        let (document, line, field, reason, _) = invalid(&format!(
+            "{}---\n{}",
+            doc("a", "x", "  {}\n"),
+            doc("b", "y", "  panicThreshold: 1\n  panicThreshold: 2\n")
+        ));
+        assert_eq!((document, line), (2, Some(14)));
+        assert_eq!(field, "spec.panicThreshold");
+        assert!(reason.starts_with("duplicate key"), "{reason}");
+    }
+
+    #[test]
+    fn kind_is_checked_first() {
+        let (document, line, field, reason, display) =
+            invalid("kind: Deployment\nmetadata: {name: x}\nspec: {replicas: 3}\n");
+        assert_eq!((document, line, field.as_str()), (1, Some(1), "kind"));
+        assert!(reason.contains("unsupported kind `Deployment`"), "{reason}");
+        assert_eq!(display, format!("p.yaml:1:1: document 1: kind: {reason}"));
+        let (_, _, _, reason, _) = invalid("kind: failoverpolicy\nmetadata: {}\nspec: {}\n");
+        assert!(
+            reason.contains("did you mean `FailoverPolicy`?"),
+            "{reason}"
+        );
+        let (_, _, field, reason, _) = invalid("metadata: {name: a, namespace: b}\nspec: {}\n");
+        assert_eq!(field, "kind");
+        assert!(reason.contains("missing field `kind`"), "{reason}");
+        let (_, _, field, _, _) = invalid("- kind: FailoverPolicy\n");
+        assert_eq!(field, "");
+    }
+
+    #[test]
+    fn metadata_is_required_and_checked() {
+        let (_, line, field, reason, _) =
+            invalid("kind: FailoverPolicy\nmetadata: {name: a}\nspec: {}\n");
+        assert_eq!((line, field.as_str()), (Some(2), "metadata.namespace"));
+        assert!(reason.contains("\"*\""), "{reason}");
+        let (_, _, field, _, _) =
+            invalid("kind: FailoverPolicy\nmetadata: {namespace: a}\nspec: {}\n");
+        assert_eq!(field, "metadata.name");
+        let (_, _, field, reason, _) = invalid("kind: FailoverPolicy\nspec: {}\n");
+        assert_eq!(field, "metadata");
+        assert!(reason.contains("missing field `metadata`"), "{reason}");
+        let (_, _, field, _, _) =
+            invalid("kind: FailoverPolicy\nmetadata: {name: a, namespace: Shop}\nspec: {}\n");
+        assert_eq!(field, "metadata.namespace");
+        let (_, _, field, _, _) =
+            invalid("kind: FailoverPolicy\nmetadata: {name: a, namespace: shop}\n");
+        assert_eq!(field, "spec");
+    }
+
+    #[test]
+    fn unknown_fields_suggest_the_known_one() {
+        let (document, line, field, reason, display) = invalid(&format!(
+            "{}---\n{}",
+            doc("a", "x", "  {}\n"),
+            doc("b", "y", "  failoverPriorty: [a]\n")
+        ));
+        assert_eq!((document, line), (2, Some(13)));
+        assert_eq!(field, "spec.failoverPriorty");
+        assert!(
+            reason.contains("did you mean `failoverPriority`?"),
+            "{reason}"
+        );
+        assert!(
+            display.starts_with("p.yaml:13:3: document 2: spec.failoverPriorty: unknown field"),
+            "{display}"
+        );
+        let (_, field, reason) = spec_error("  outlierDetection: {consecutive_5xx: 1}\n");
+        assert_eq!(field, "spec.outlierDetection.consecutive_5xx");
+        assert!(
+            reason.contains("did you mean `consecutive5xx`?"),
+            "{reason}"
+        );
+        let (_, _, field, _, _) = invalid(&format!("extra: 1\n{}", doc("a", "x", "  {}\n")));
+        assert_eq!(field, "extra");
+    }
+
+    #[test]
+    fn mesh_default_cannot_name_a_service() {
+        let (_, line, field, reason, _) = invalid(&doc("*", "m", "  service: checkout\n"));
+        assert_eq!((line, field.as_str()), (Some(6), "spec.service"));
+        assert!(reason.contains("mesh default"), "{reason}");
+    }
+
+    #[test]
+    fn failover_rules_are_checked() {
+        let (line, field, reason) =
+            spec_error("  failover:\n  - {from: a, to: b}\n  - {from: c, to: c}\n");
+        assert_eq!((line, field.as_str()), (Some(8), "spec.failover[1]"));
+        assert!(reason.contains("cannot fail over to itself"), "{reason}");
+        let (_, field, reason) =
+            spec_error("  failover:\n  - {from: a, to: b}\n  - {from: a, to: b}\n");
+        assert_eq!(field, "spec.failover[1]");
+        assert!(
+            reason.contains("duplicate rule a → b (also failover[0])"),
+            "{reason}"
+        );
+        let (_, field, _) = spec_error("  failover: [{from: '', to: b}]\n");
+        assert_eq!(field, "spec.failover[0].from");
+        let (_, field, reason) = spec_error("  failover: [{from: a}]\n");
+        assert_eq!(field, "spec.failover[0].to");
+        assert!(reason.contains("missing field"), "{reason}");
+        // Several targets for one region are fine (preference order).
+        parse(&doc(
+            "shop",
+            "p",
+            "  failover: [{from: a, to: b}, {from: a, to: c}]\n",
+        ))
+        .unwrap();
+    }
+
+    #[test]
+    fn failover_priority_is_checked() {
+        let (line, field, reason) = spec_error("  failoverPriority:\n  - a\n  - b\n  - a\n");
+        assert_eq!(
+            (line, field.as_str()),
+            (Some(9), "spec.failoverPriority[2]")
+        );
+        assert!(reason.contains("duplicate label key `a`"), "{reason}");
+        let (_, field, reason) = spec_error("  failoverPriority: [a, '']\n");
+        assert_eq!(field, "spec.failoverPriority[1]");
+        assert!(reason.contains("empty"), "{reason}");
+        let (_, field, reason) = spec_error("  failoverPriority: []\n");
+        assert_eq!(field, "spec.failoverPriority");
+        assert!(reason.contains("omit it"), "{reason}");
+    }
+
+    #[test]
+    fn numbers_are_range_checked() {
+        let cases = [
+            ("  panicThreshold: 101\n", "spec.panicThreshold"),
+            ("  panicThreshold: -1\n", "spec.panicThreshold"),
+            (
+                "  overprovisioningFactor: 99\n",
+                "spec.overprovisioningFactor",
+            ),
+            (
+                "  overprovisioningFactor: 100001\n",
+                "spec.overprovisioningFactor",
+            ),
+            (
+                "  outlierDetection: {maxEjectionPercent: 101}\n",
+                "spec.outlierDetection.maxEjectionPercent",
+            ),
+            (
+                "  outlierDetection: {maxEjectionPercent: 0}\n",
+                "spec.outlierDetection.maxEjectionPercent",
+            ),
+            (
+                "  outlierDetection: {consecutive5xx: -2}\n",
+                "spec.outlierDetection.consecutive5xx",
+            ),
+        ];
+        for (spec, expected) in cases {
+            let (line, field, _) = spec_error(spec);
+            assert_eq!(field, expected, "{spec}");
+            assert_eq!(line, Some(6), "{spec}");
+        }
+        let (_, _, reason) = spec_error("  overprovisioningFactor: 50\n");
+        assert!(reason.contains("spill traffic"), "{reason}");
+        for ok in [
+            "  overprovisioningFactor: 100\n",
+            "  overprovisioningFactor: 100000\n",
+            "  panicThreshold: 100\n",
+            "  outlierDetection: {maxEjectionPercent: 1}\n",
+        ] {
+            parse(&doc("shop", "p", ok)).unwrap();
+        }
+    }
+
+    #[test]
+    fn outlier_detection_that_cannot_eject_is_rejected() {
+        let (line, field, reason) = spec_error(
+            "  outlierDetection:\n    consecutive5xx: 0\n    consecutiveGatewayFailure: 0\n",
+        );
+        assert_eq!((line, field.as_str()), (Some(6), "spec.outlierDetection"));
+        assert!(reason.contains("could never fail over"), "{reason}");
+        // One of them is enough (the other keeps its default or is set).
+        parse(&doc(
+            "shop",
+            "p",
+            "  outlierDetection: {consecutive5xx: 0}\n",
+        ))
+        .unwrap();
+        parse(&doc(
+            "shop",
+            "p",
+            "  outlierDetection: {consecutiveGatewayFailure: 0}\n",
+        ))
+        .unwrap();
+    }
+
+    #[test]
+    fn durations() {
+        let ok = [
+            ("500ms", Duration::from_millis(500)),
+            ("2s", Duration::from_secs(2)),
+            ("1.5s", Duration::from_millis(1500)),
+            ("1m", Duration::from_secs(60)),
+            ("1h", Duration::from_secs(3600)),
+            ("1m30s", Duration::from_secs(90)),
+            ("0.25ms", Duration::from_micros(250)),
+            (".5s", Duration::from_millis(500)),
+            ("10us", Duration::from_micros(10)),
+            ("7ns", Duration::from_nanos(7)),
+        ];
+        for (text, expected) in ok {
+            assert_eq!(parse_duration(text), Ok(expected), "{text}");
+        }
+        for (text, needle) in [
+            ("", "empty"),
+            ("-1s", "negative"),
+            ("0s", "greater than zero"),
+            ("0ms", "greater than zero"),
+            ("2", "no unit"),
+            ("1.5", "no unit"),
+            ("abc", "not a duration"),
+            ("2 s", "not a duration"),
+            ("2sec", "not a duration"),
+            ("1..2s", "not a duration"),
+            ("s", "not a duration"),
+            ("99999999999999999999999h", "not a duration"),
+        ] {
+            let err = parse_duration(text).unwrap_err();
+            assert!(err.contains(needle), "{text}: {err}");
+        }
+        let (line, field, reason) = spec_error("  outlierDetection:\n    interval: 5\n");
+        assert_eq!(
+            (line, field.as_str()),
+            (Some(7), "spec.outlierDetection.interval")
+        );
+        assert!(reason.contains("no unit"), "{reason}");
+        let (_, field, reason) = spec_error("  outlierDetection: {baseEjectionTime: -3s}\n");
+        assert_eq!(field, "spec.outlierDetection.baseEjectionTime");
+        assert!(reason.contains("negative"), "{reason}");
+    }
+
+    #[test]
+    fn the_same_scope_twice_in_a_file_is_an_error_naming_both() {
+        let text = format!(
+            "{}---\n{}",
+            doc("shop", "first", "  service: checkout\n"),
+            doc("shop", "second", "  service: checkout\n")
+        );
+        let (document, line, field, reason, _) = invalid(&text);
+        assert_eq!((document, line), (2, Some(13)));
+        assert_eq!(field, "spec.service");
+        assert!(reason.contains("shop/second"), "{reason}");
+        assert!(
+            reason.contains("shop/first (p.yaml, document 1, line 6)"),
+            "{reason}"
+        );
+        assert!(reason.contains("service shop/checkout"), "{reason}");
+
+        let text = format!(
+            "{}---\n{}",
+            doc("*", "a", "  {}\n"),
+            doc("*", "b", "  {}\n")
+        );
+        let (_, _, field, reason, _) = invalid(&text);
+        assert_eq!(field, "metadata.namespace");
+        assert!(reason.contains("mesh default"), "{reason}");
+        // A namespace default and a service policy in it are different scopes.
+        parse(&format!(
+            "{}---\n{}",
+            doc("shop", "a", "  {}\n"),
+            doc("shop", "b", "  service: cart\n")
+        ))
+        .unwrap();
+    }
+
+    #[test]
+    fn load_reads_a_file_or_a_sorted_directory() {
+        let dir = TempDir::new("policy-load");
+        std::fs::write(dir.join("b.yml"), doc("shop", "b", "  panicThreshold: 2\n")).unwrap();
+        std::fs::write(dir.join("a.yaml"), doc("*", "a", "  panicThreshold: 1\n")).unwrap();
+        std::fs::write(dir.join("notes.txt"), "not a policy").unwrap();
+        std::fs::write(dir.join(".hidden.yaml"), "garbage: [").unwrap();
+        std::fs::create_dir(dir.join("sub.yaml")).unwrap();
+        let set = load_policies(dir.path()).unwrap();
+        let names: Vec<String> = set
+            .entries
+            .iter()
+            .map(|e| match &e.origin {
+                PolicyOrigin::Named { name, source, .. } => {
+                    assert!(source.starts_with(&dir.path().display().to_string()));
+                    name.clone()
+                }
+                PolicyOrigin::BuiltIn => unreachable!(),
+            })
+            .collect();
+        assert_eq!(names, vec!["a", "b"]);
+
+        let single = load_policies(&dir.join("b.yml")).unwrap();
+        assert_eq!(single.entries.len(), 1);
+
+        let empty = TempDir::new("policy-load-empty");
+        assert_eq!(load_policies(empty.path()).unwrap(), PolicySet::default());
+        let err = load_policies(&dir.join("missing.yaml")).unwrap_err();
+        assert!(matches!(err, PolicyError::Read { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn load_rejects_the_same_scope_in_two_files() {
+        let dir = TempDir::new("policy-load-dup");
+        std::fs::write(dir.join("a.yaml"), doc("shop", "a", "  {}\n")).unwrap();
+        std::fs::write(dir.join("b.yaml"), doc("shop", "b", "  {}\n")).unwrap();
+        let err = load_policies(dir.path()).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("b.yaml:4:"), "{text}");
+        assert!(text.contains("shop/b"), "{text}");
+        assert!(text.contains("shop/a ("), "{text}");
+        assert!(text.contains("a.yaml, document 1, line 4)"), "{text}");
+        assert!(text.contains("namespace shop"), "{text}");
+    }
+
+    #[test]
+    fn load_rejects_an_invalid_file_in_a_directory() {
+        let dir = TempDir::new("policy-load-bad");
+        std::fs::write(
+            dir.join("a.yaml"),
+            doc("shop", "a", "  panicThreshold: 200\n"),
+        )
+        .unwrap();
+        let err = load_policies(dir.path()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("a.yaml:6:3: document 1: spec.panicThreshold: "),
+            "{err}"
+        );
+    }
+
+    fn factor_of(set: &PolicySet, ns: &str) -> u32 {
+        set.resolve(&ServiceId::new(ns, "svc"))
+            .policy
+            .overprovisioning_factor
+    }
+
+    fn with_factor(ns: &str, name: &str, factor: u32) -> String {
+        doc(ns, name, &format!("  overprovisioningFactor: {factor}\n"))
+    }
+
+    async fn changed(
+        rx: &mut tokio::sync::watch::Receiver<Arc<PolicySet>>,
+        within: Duration,
+    ) -> Arc<PolicySet> {
+        tokio::time::timeout(within, rx.changed())
+            .await
+            .expect("no policy set sent in time")
+            .expect("sender dropped");
+        rx.borrow_and_update().clone()
+    }
+
+    async fn unchanged(rx: &mut tokio::sync::watch::Receiver<Arc<PolicySet>>, for_: Duration) {
+        tokio::time::sleep(for_).await;
+        assert!(!rx.has_changed().unwrap(), "a policy set was sent");
+    }
+
+    #[tokio::test]
+    async fn watching_a_directory_updates_files_independently() {
+        let dir = TempDir::new("policy-watch-dir");
+        std::fs::write(dir.join("a.yaml"), with_factor("a", "pa", 110)).unwrap();
+        std::fs::write(dir.join("b.yaml"), with_factor("b", "pb", 120)).unwrap();
+        let initial = load_policies(dir.path()).unwrap();
+        let (tx, mut rx) = tokio::sync::watch::channel(Arc::new(initial));
+        let _handle = watch_policies(dir.path().to_path_buf(), tx).unwrap();
+        unchanged(&mut rx, Duration::from_millis(300)).await;
+
+        // A valid edit of one file.
+        let t0 = std::time::Instant::now();
+        std::fs::write(dir.join("a.yaml"), with_factor("a", "pa", 111)).unwrap();
+        let set = changed(&mut rx, Duration::from_secs(1)).await;
+        assert!(
+            t0.elapsed() < Duration::from_millis(900),
+            "{:?}",
+            t0.elapsed()
+        );
+        assert_eq!((factor_of(&set, "a"), factor_of(&set, "b")), (111, 120));
+
+        // a.yaml turns invalid: it keeps its last good policy while b.yaml updates.
+        std::fs::write(dir.join("a.yaml"), with_factor("a", "pa", 1)).unwrap();
+        unchanged(&mut rx, Duration::from_millis(400)).await;
+        dir.replace("b.yaml", &with_factor("b", "pb", 121));
+        let set = changed(&mut rx, Duration::from_secs(1)).await;
+        assert_eq!((factor_of(&set, "a"), factor_of(&set, "b")), (111, 121));
+
+        // A new file claiming a's scope is rejected; a's policy stays.
+        std::fs::write(dir.join("c.yaml"), with_factor("a", "pc", 130)).unwrap();
+        unchanged(&mut rx, Duration::from_millis(400)).await;
+
+        // a.yaml moves to another namespace: the held-back c.yaml now fits and is accepted too.
+        std::fs::write(dir.join("a.yaml"), with_factor("z", "pa", 140)).unwrap();
+        let set = changed(&mut rx, Duration::from_secs(1)).await;
+        assert_eq!((factor_of(&set, "a"), factor_of(&set, "z")), (130, 140));
+
+        // A deleted file's policies go away.
+        std::fs::remove_file(dir.join("b.yaml")).unwrap();
+        let set = changed(&mut rx, Duration::from_secs(1)).await;
+        assert_eq!(factor_of(&set, "b"), 140 /* the built-in default */);
+        assert_eq!(set.entries.len(), 2);
+        assert_eq!(factor_of(&set, "a"), 130);
+    }
+
+    #[tokio::test]
+    async fn watching_a_single_file_keeps_it_when_deleted() {
+        let dir = TempDir::new("policy-watch-file");
+        let path = dir.join("policy.yaml");
+        std::fs::write(&path, with_factor("a", "p", 110)).unwrap();
+        let (tx, mut rx) = tokio::sync::watch::channel(Arc::new(load_policies(&path).unwrap()));
+        let _handle = watch_policies(path.clone(), tx).unwrap();
+        unchanged(&mut rx, Duration::from_millis(300)).await;
+
+        dir.replace("policy.yaml", &with_factor("a", "p", 115));
+        let set = changed(&mut rx, Duration::from_secs(1)).await;
+        assert_eq!(factor_of(&set, "a"), 115);
+        assert_eq!(set.entries.len(), 1);
+
+        std::fs::remove_file(&path).unwrap();
+        unchanged(&mut rx, Duration::from_millis(400)).await;
+        std::fs::write(&path, "").unwrap();
+        unchanged(&mut rx, Duration::from_millis(400)).await;
+        std::fs::write(&path, with_factor("a", "p", 116)).unwrap();
+        let set = changed(&mut rx, Duration::from_secs(1)).await;
+        assert_eq!(factor_of(&set, "a"), 116);
+    }
+
+    fn parsed(file: &str, ns: &str, name: &str) -> FileUpdate {
+        FileUpdate::Parsed(parse_file(file, &with_factor(ns, name, 150)))
+    }
+
+    #[test]
+    fn a_policy_can_move_between_files_in_one_batch_in_either_order() {
+        for (from, to) in [("a.yaml", "b.yaml"), ("b.yaml", "a.yaml")] {
+            let mut state = PolicyFiles::new();
+            assert!(state
+                .update(vec![(from.into(), parsed(from, "shop", "p"))])
+                .is_empty());
+            // `to` now defines the scope, `from` defines another one; in sorted order.
+            let mut batch = vec![
+                (from.to_string(), parsed(from, "other", "q")),
+                (to.to_string(), parsed(to, "shop", "p")),
+            ];
+            batch.sort_by(|a, b| a.0.cmp(&b.0));
+            assert!(state.update(batch).is_empty(), "{from} → {to}");
+            assert_eq!(state.merged().entries.len(), 2);
+            assert!(state.blocked.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_conflicting_file_is_held_back_until_it_fits() {
+        let mut state = PolicyFiles::new();
+        let errors = state.update(vec![
+            ("a.yaml".into(), parsed("a.yaml", "shop", "p")),
+            ("b.yaml".into(), parsed("b.yaml", "shop", "q")),
+        ]);
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].file(), "b.yaml");
+        assert!(
+            errors[0]
+                .reason()
+                .contains("shop/p (a.yaml, document 1, line 4)"),
+            "{}",
+            errors[0]
+        );
+        assert_eq!(state.merged().entries.len(), 1);
+
+        // An unrelated change: b.yaml still does not fit, and is not reported again.
+        let errors = state.update(vec![("c.yaml".into(), parsed("c.yaml", "x", "r"))]);
+        assert!(errors.is_empty());
+        assert_eq!(state.merged().entries.len(), 2);
+
+        // a.yaml goes away (directory mode): b.yaml takes over.
+        let errors = state.update(vec![(
+            "a.yaml".into(),
+            FileUpdate::Deleted {
+                drop_policies: true,
+            },
+        )]);
+        assert!(errors.is_empty());
+        let set = state.merged();
+        assert_eq!(set.entries.len(), 2);
+        assert!(set.entries.iter().any(|e| matches!(
+            &e.origin,
+            PolicyOrigin::Named { name, .. } if name == "q"
+        )));
+
+        // An invalid new content keeps the last good policies.
+        let errors = state.update(vec![(
+            "c.yaml".into(),
+            FileUpdate::Parsed(parse_file(
+                "c.yaml",
+                "kind: FailoverPolicy
+",
+            )),
+        )]);
+        assert_eq!(errors.len(), 1);
+        assert_eq!(state.merged(), set);
+    }
+
+    #[test]
+    fn seeding_from_a_published_set_groups_by_source() {
+        let text = format!(
+            "{}---\n{}",
+            with_factor("a", "x", 101),
+            with_factor("b", "y", 102)
+        );
+        let set = PolicySet {
+            entries: parse_policies("one.yaml", &text).unwrap(),
+        };
+        let state = PolicyFiles::seeded(&set);
+        assert_eq!(state.files.len(), 1);
+        assert_eq!(state.merged(), set);
+    }
+}
