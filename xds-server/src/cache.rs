@@ -151,8 +151,7 @@ impl ClusterEntry {
         }
         let policy = &self.policy.policy;
         let plan = translate::priorities(class, &self.service.endpoints, policy);
-        let cla =
-            resources::load_assignment(self.name(), &self.service, &self.port, &plan, policy);
+        let cla = resources::load_assignment(self.name(), &self.service, &self.port, &plan, policy);
         let resource = Resource::new(self.name().to_string(), cla);
         self.eds.insert(class.clone(), resource.clone());
         resource
@@ -397,7 +396,10 @@ mod tests {
         let one = snap.resources_for(ResourceType::Endpoint, &client("z1", "n1"), Some(&want));
         let two = snap.resources_for(ResourceType::Endpoint, &client("z1", "n2"), Some(&want));
         assert_eq!(one.len(), 1);
-        assert!(Arc::ptr_eq(&one[0], &two[0]), "same class shares one encoding");
+        assert!(
+            Arc::ptr_eq(&one[0], &two[0]),
+            "same class shares one encoding"
+        );
         let other = snap.resources_for(ResourceType::Endpoint, &client("z2", "n3"), Some(&want));
         assert!(!Arc::ptr_eq(&one[0], &other[0]));
         assert_eq!(snap.cached_eds_answers(), 2);

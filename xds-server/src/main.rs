@@ -1,1 +1,249 @@
-fn main() {}
+//! `xds-server`: serves Envoy clusters with locality-priority failover over ADS.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use tokio::sync::watch;
+use tracing::info;
+
+use xds_server::cache::{Snapshot, TranslateSettings};
+use xds_server::model::Registry;
+use xds_server::policy::{load as policy_load, PolicySet};
+use xds_server::server::AdsService;
+use xds_server::sources::file as endpoints_file;
+use xds_server::sources::kubernetes::{self, convert::ConvertSettings, KubeSourceSettings};
+
+async fn kube_client(args: &Args) -> anyhow::Result<kube::Client> {
+    let config = match &args.kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            let options = kube::config::KubeConfigOptions {
+                context: args.context.clone(),
+                ..Default::default()
+            };
+            kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+                .await
+                .with_context(|| format!("using kubeconfig {}", path.display()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("no in-cluster config and no usable kubeconfig (pass --kubeconfig)")?,
+    };
+    kube::Client::try_from(config).context("building the Kubernetes client")
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum SourceKind {
+    /// A local endpoints file (`--endpoints`); no cluster needed.
+    File,
+    /// The Kubernetes API (in-cluster config, or `--kubeconfig`).
+    Kubernetes,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Envoy xDS control plane with locality-priority failover.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Where services and endpoints come from.
+    #[arg(long, env = "XDS_SOURCE", value_enum, default_value = "file")]
+    source: SourceKind,
+
+    /// Endpoints file (YAML) to serve with `--source file`; watched, edits reach Envoy within a second.
+    #[arg(long, env = "XDS_ENDPOINTS", required_if_eq("source", "file"))]
+    endpoints: Option<PathBuf>,
+
+    /// Kubeconfig for `--source kubernetes` (default: in-cluster config, then $KUBECONFIG / ~/.kube/config).
+    #[arg(long, env = "XDS_KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+
+    /// Kubeconfig context to use (default: the current context).
+    #[arg(long, env = "XDS_KUBE_CONTEXT", requires = "kubeconfig")]
+    context: Option<String>,
+
+    /// Node label that holds an endpoint's subzone (`--source kubernetes`).
+    #[arg(long, env = "XDS_SUBZONE_LABEL", default_value = xds_server::model::labels::SUBZONE)]
+    subzone_label: String,
+
+    /// Failover policy file, or a directory of *.yaml / *.yml policy files; watched.
+    #[arg(long, env = "XDS_POLICIES")]
+    policies: Option<PathBuf>,
+
+    /// Address the ADS gRPC server listens on.
+    #[arg(long, env = "XDS_ADDR", default_value = "0.0.0.0:18000")]
+    xds_addr: SocketAddr,
+
+    /// Port of the generated outbound HTTP listener (a client may override it in its node metadata).
+    #[arg(long, env = "XDS_LISTENER_PORT", default_value_t = 15001)]
+    listener_port: u16,
+
+    /// Address of the generated outbound HTTP listener.
+    #[arg(long, env = "XDS_LISTENER_ADDRESS", default_value = "0.0.0.0")]
+    listener_address: std::net::IpAddr,
+
+    /// Log format on stderr. Filter with RUST_LOG (default: info).
+    #[arg(long, env = "XDS_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Rebuilds and publishes a snapshot whenever the registry or the policies change. `watch` channels
+/// coalesce bursts: a slow rebuild only ever sees the newest inputs.
+async fn publish_snapshots(
+    mut registry: watch::Receiver<Option<Arc<Registry>>>,
+    mut policies: watch::Receiver<Arc<PolicySet>>,
+    snapshots: watch::Sender<Option<Arc<Snapshot>>>,
+    settings: TranslateSettings,
+) {
+    registry.mark_changed();
+    loop {
+        tokio::select! {
+            r = registry.changed() => if r.is_err() { return },
+            p = policies.changed() => if p.is_err() { return },
+        }
+        let Some(reg) = registry.borrow_and_update().clone() else {
+            continue; // the source has no complete view yet
+        };
+        let pol = policies.borrow_and_update().clone();
+        let previous = snapshots.borrow().clone();
+        let changed: Vec<String> = match &previous {
+            Some(p) => p
+                .registry
+                .changed_services(&reg)
+                .into_iter()
+                .map(|s| s.to_string())
+                .collect(),
+            None => reg.services.keys().map(|s| s.to_string()).collect(),
+        };
+        let next = Snapshot::build(previous.as_deref(), reg, pol, settings.clone());
+        info!(
+            generation = next.generation,
+            services = next.registry.services.len(),
+            changed_services = ?changed,
+            policies = next.policies.entries.len(),
+            "publishing new snapshot"
+        );
+        snapshots.send_replace(Some(Arc::new(next)));
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("install SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    info!("shutting down");
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    init_logging(args.log_format);
+
+    // Startup refuses bad input outright: there is no last good state to fall back to yet.
+    let policies = match &args.policies {
+        Some(path) => policy_load::load_policies(path)
+            .with_context(|| format!("loading policies from {}", path.display()))?,
+        None => PolicySet::default(),
+    };
+    let (policy_tx, policy_rx) = watch::channel(Arc::new(policies));
+    let _policy_watch = match &args.policies {
+        Some(path) => Some(
+            policy_load::watch_policies(path.clone(), policy_tx)
+                .context("watching the policies")?,
+        ),
+        None => None,
+    };
+
+    let (registry_tx, registry_rx) = watch::channel(None::<Arc<Registry>>);
+    let _endpoints_watch = match args.source {
+        SourceKind::File => {
+            let path = args
+                .endpoints
+                .clone()
+                .context("--endpoints is required with --source file")?;
+            let registry = endpoints_file::load_endpoints_file(&path)
+                .with_context(|| format!("loading endpoints file {}", path.display()))?;
+            info!(endpoints_file = %path.display(), services = registry.services.len(), "loaded endpoints file");
+            let (file_tx, mut file_rx) = watch::channel(Arc::new(registry));
+            registry_tx.send_replace(Some(file_rx.borrow_and_update().clone()));
+            tokio::spawn(async move {
+                while file_rx.changed().await.is_ok() {
+                    let latest = file_rx.borrow_and_update().clone();
+                    registry_tx.send_replace(Some(latest));
+                }
+            });
+            Some(
+                endpoints_file::watch_endpoints_file(path, file_tx)
+                    .context("watching the endpoints file")?,
+            )
+        }
+        SourceKind::Kubernetes => {
+            let client = kube_client(&args).await?;
+            let settings = KubeSourceSettings {
+                convert: ConvertSettings {
+                    subzone_label: args.subzone_label.clone(),
+                },
+            };
+            info!("watching Kubernetes; xDS answers wait until the initial lists are complete");
+            tokio::spawn(kubernetes::run(client, settings, registry_tx));
+            None
+        }
+    };
+
+    let settings = TranslateSettings {
+        listener_address: args.listener_address.to_string(),
+        listener_port: args.listener_port,
+    };
+    let (snapshot_tx, snapshot_rx) = watch::channel(None);
+    tokio::spawn(publish_snapshots(
+        registry_rx,
+        policy_rx,
+        snapshot_tx,
+        settings,
+    ));
+
+    let listener = tokio::net::TcpListener::bind(args.xds_addr)
+        .await
+        .with_context(|| format!("binding the xDS address {}", args.xds_addr))?;
+    info!(xds_addr = %listener.local_addr()?, "xDS server listening (ADS, state of the world)");
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .add_service(AdsService::new(snapshot_rx).into_server())
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown_signal(),
+        )
+        .await
+        .context("serving xDS")?;
+    Ok(())
+}

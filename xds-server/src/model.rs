@@ -76,7 +76,13 @@ impl Locality {
 
 impl fmt::Display for Locality {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let part = |s: &str| if s.is_empty() { "-".to_string() } else { s.to_string() };
+        let part = |s: &str| {
+            if s.is_empty() {
+                "-".to_string()
+            } else {
+                s.to_string()
+            }
+        };
         write!(
             f,
             "{}/{}/{}",

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::model::{labels, ServiceId};
 
+pub mod crd;
 pub mod load;
 
 /// A region → region rule: clients in `from` prefer `to` right after their own region.
@@ -178,7 +179,10 @@ mod tests {
             entries: vec![
                 entry(PolicyScope::Mesh, 101),
                 entry(PolicyScope::Namespace("shop".into()), 102),
-                entry(PolicyScope::Service(ServiceId::new("shop", "checkout")), 103),
+                entry(
+                    PolicyScope::Service(ServiceId::new("shop", "checkout")),
+                    103,
+                ),
             ],
         };
         let factor = |ns: &str, name: &str| {

@@ -125,7 +125,11 @@ impl AdsConnection {
 
         let (what, force) = if let Some(status) = &req.error_detail {
             let nack = Nack {
-                version: st.sent.as_ref().map(|s| s.version.clone()).unwrap_or_default(),
+                version: st
+                    .sent
+                    .as_ref()
+                    .map(|s| s.version.clone())
+                    .unwrap_or_default(),
                 message: shorten_error(&status.message),
             };
             st.nack = Some(nack.clone());
@@ -223,25 +227,27 @@ mod tests {
     use std::sync::Arc;
 
     fn registry(services: &[(&str, &[&str])]) -> Arc<Registry> {
-        Arc::new(Registry::from_services(services.iter().map(|(name, ips)| {
-            Service {
-                id: ServiceId::new("shop", *name),
-                ports: vec![ServicePort {
-                    name: "http".into(),
-                    port: 8080,
-                }],
-                endpoints: ips
-                    .iter()
-                    .map(|ip| Endpoint {
-                        address: ip.parse().unwrap(),
-                        port_overrides: Map::new(),
-                        locality: Locality::new("r", "z", ""),
-                        labels: Map::new(),
-                        health: Health::Healthy,
-                    })
-                    .collect(),
-            }
-        })))
+        Arc::new(Registry::from_services(services.iter().map(
+            |(name, ips)| {
+                Service {
+                    id: ServiceId::new("shop", *name),
+                    ports: vec![ServicePort {
+                        name: "http".into(),
+                        port: 8080,
+                    }],
+                    endpoints: ips
+                        .iter()
+                        .map(|ip| Endpoint {
+                            address: ip.parse().unwrap(),
+                            port_overrides: Map::new(),
+                            locality: Locality::new("r", "z", ""),
+                            labels: Map::new(),
+                            health: Health::Healthy,
+                        })
+                        .collect(),
+                }
+            },
+        )))
     }
 
     fn snapshot(prev: Option<&Snapshot>, services: &[(&str, &[&str])]) -> Snapshot {
@@ -334,7 +340,9 @@ mod tests {
             .unwrap();
         assert_eq!(what, RequestKind::StaleNonce);
         assert!(out.is_empty());
-        let (what, _) = conn.on_request(&ack(&pushed[0], &[EDS_A]), &second).unwrap();
+        let (what, _) = conn
+            .on_request(&ack(&pushed[0], &[EDS_A]), &second)
+            .unwrap();
         assert_eq!(what, RequestKind::Ack);
     }
 
@@ -346,8 +354,9 @@ mod tests {
         let mut nack = request(ENDPOINT_TYPE, &[EDS_A], "", &eds.nonce);
         nack.error_detail = Some(Status {
             code: 13,
-            message: "cluster_name: \"a\"\nendpoints {\n}\n\nProto constraint validation failed: bad"
-                .into(),
+            message:
+                "cluster_name: \"a\"\nendpoints {\n}\n\nProto constraint validation failed: bad"
+                    .into(),
             details: vec![],
         });
         let (what, out) = conn.on_request(&nack, &first).unwrap();
@@ -366,7 +375,11 @@ mod tests {
         assert_eq!(pushed.len(), 1);
         let (what, _) = conn.on_request(&ack(&pushed[0], &[EDS_A]), &fixed).unwrap();
         assert_eq!(what, RequestKind::Ack);
-        assert!(conn.type_state(ResourceType::Endpoint).unwrap().nack.is_none());
+        assert!(conn
+            .type_state(ResourceType::Endpoint)
+            .unwrap()
+            .nack
+            .is_none());
     }
 
     #[test]
@@ -382,7 +395,10 @@ mod tests {
         let changed = snapshot(Some(&same), &[("a", &["10.0.0.2"])]);
         let pushed = conn.on_snapshot(&changed);
         assert_eq!(
-            pushed.iter().map(|r| r.type_url.as_str()).collect::<Vec<_>>(),
+            pushed
+                .iter()
+                .map(|r| r.type_url.as_str())
+                .collect::<Vec<_>>(),
             vec![ENDPOINT_TYPE],
             "CDS must stay untouched so Envoy keeps its outlier-detection state"
         );
@@ -434,7 +450,12 @@ mod tests {
         // endpoints with the same version and nonce as before. Without an answer it would wait 15 s.
         one(&mut conn, &request(CLUSTER_TYPE, &[], "", ""), &snap).unwrap();
         assert!(one(&mut conn, &ack(&eds, &[EDS_A]), &snap).is_some());
-        let eds2 = conn.type_state(ResourceType::Endpoint).unwrap().sent.clone().unwrap();
+        let eds2 = conn
+            .type_state(ResourceType::Endpoint)
+            .unwrap()
+            .sent
+            .clone()
+            .unwrap();
         assert!(one(
             &mut conn,
             &request(ENDPOINT_TYPE, &[EDS_A], &eds2.version, &eds2.nonce),
@@ -449,13 +470,21 @@ mod tests {
         let mut conn = AdsConnection::new();
         let lds = one(&mut conn, &request(LISTENER_TYPE, &[], "", ""), &snap).unwrap();
         assert_eq!(lds.resources.len(), 1);
-        let rds = one(&mut conn, &request(ROUTE_TYPE, &["outbound"], "", ""), &snap).unwrap();
+        let rds = one(
+            &mut conn,
+            &request(ROUTE_TYPE, &["outbound"], "", ""),
+            &snap,
+        )
+        .unwrap();
         assert_eq!(rds.resources.len(), 1);
         // A new service changes routes but not the listener.
         let next = snapshot(Some(&snap), &[("a", &["10.0.0.1"]), ("b", &["10.0.0.2"])]);
         let pushed = conn.on_snapshot(&next);
         assert_eq!(
-            pushed.iter().map(|r| r.type_url.as_str()).collect::<Vec<_>>(),
+            pushed
+                .iter()
+                .map(|r| r.type_url.as_str())
+                .collect::<Vec<_>>(),
             vec![ROUTE_TYPE]
         );
     }
@@ -474,7 +503,10 @@ mod tests {
         let mut conn = AdsConnection::new();
         let mut req = request(CLUSTER_TYPE, &[], "", "");
         req.node = None;
-        assert_eq!(conn.on_request(&req, &snap).unwrap_err(), NodeError::Missing);
+        assert_eq!(
+            conn.on_request(&req, &snap).unwrap_err(),
+            NodeError::Missing
+        );
         let req = request("type.googleapis.com/envoy.Unknown", &[], "", "");
         let (what, out) = conn.on_request(&req, &snap).unwrap();
         assert!(matches!(what, RequestKind::UnknownType(_)));

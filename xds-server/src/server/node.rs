@@ -95,7 +95,11 @@ pub fn client_info(node: Option<&Node>) -> Result<ClientInfo, NodeError> {
             Ok(s)
         })
         .transpose()?;
-    let port = meta.fields.get(META_LISTENER_PORT).map(as_port).transpose()?;
+    let port = meta
+        .fields
+        .get(META_LISTENER_PORT)
+        .map(as_port)
+        .transpose()?;
     if address.is_some() || port.is_some() {
         info.listener = Some(ListenerOverride { address, port });
     }
@@ -174,10 +178,16 @@ mod tests {
             err,
             "node metadata `listener_port`: 70000 is not a port (a whole number from 1 to 65535)"
         );
-        let err = client_info(Some(&node(vec![(META_LISTENER_ADDRESS, string("localhost"))])))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("listener_address") && err.contains("not an IP"), "{err}");
+        let err = client_info(Some(&node(vec![(
+            META_LISTENER_ADDRESS,
+            string("localhost"),
+        )])))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("listener_address") && err.contains("not an IP"),
+            "{err}"
+        );
         let err = client_info(Some(&node(vec![(META_LABELS, string("x"))])))
             .unwrap_err()
             .to_string();

@@ -159,8 +159,12 @@ pub fn priorities(
         .enumerate()
         .map(|(priority, rank)| {
             let matched = keys.len() - rank.unmatched;
-            let failover_rule = (rank.failover < targets.len())
-                .then(|| (client_region.to_string(), targets[rank.failover].to_string()));
+            let failover_rule = (rank.failover < targets.len()).then(|| {
+                (
+                    client_region.to_string(),
+                    targets[rank.failover].to_string(),
+                )
+            });
             PriorityLevel {
                 priority: priority as u32,
                 reason: LevelReason {
@@ -210,6 +214,9 @@ mod tests {
         plan.priority_of_each(eps.len())
     }
 
+    /// (region, zone, subzone) of a client in the tables.
+    type ClientLocality = (&'static str, &'static str, &'static str);
+
     fn assert_gap_free(plan: &PriorityPlan, n: usize) {
         for (i, level) in plan.levels.iter().enumerate() {
             assert_eq!(level.priority as usize, i, "levels must be numbered 0..N");
@@ -236,7 +243,7 @@ mod tests {
         let eps = topology();
         let policy = FailoverPolicy::default();
         // client locality → expected priority of each endpoint of `topology()`
-        let table: &[((&str, &str, &str), [u32; 5])] = &[
+        let table: &[(ClientLocality, [u32; 5])] = &[
             // same subzone first, then same zone, then same region, then the rest
             (("us-east1", "us-east1-b", "rack-1"), [0, 1, 2, 3, 3]),
             (("us-east1", "us-east1-b", "rack-2"), [1, 0, 2, 3, 3]),
@@ -275,7 +282,7 @@ mod tests {
             ],
             ..FailoverPolicy::default()
         };
-        let table: &[((&str, &str, &str), [u32; 5])] = &[
+        let table: &[(ClientLocality, [u32; 5])] = &[
             // eu-west4 is the first target, us-west1 the second
             (("us-east1", "us-east1-b", "rack-1"), [0, 1, 2, 4, 3]),
             (("us-east1", "us-east1-c", ""), [1, 1, 0, 3, 2]),
@@ -365,9 +372,15 @@ mod tests {
         a.labels.insert("app".into(), "x".into());
         let mut b = client("us-east1", "us-east1-b", "");
         b.node_id = "b".into();
-        assert_eq!(LocalityClass::of(&a, &policy), LocalityClass::of(&b, &policy));
+        assert_eq!(
+            LocalityClass::of(&a, &policy),
+            LocalityClass::of(&b, &policy)
+        );
         let c = client("us-east1", "us-east1-c", "");
-        assert_ne!(LocalityClass::of(&a, &policy), LocalityClass::of(&c, &policy));
+        assert_ne!(
+            LocalityClass::of(&a, &policy),
+            LocalityClass::of(&c, &policy)
+        );
         assert_eq!(
             LocalityClass::of(&a, &policy).to_string(),
             "region=us-east1,zone=us-east1-b,subzone=-"

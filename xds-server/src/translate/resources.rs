@@ -147,7 +147,6 @@ pub fn load_assignment(
                     region: locality.region.clone(),
                     zone: locality.zone.clone(),
                     sub_zone: locality.subzone.clone(),
-                    ..EnvoyLocality::default()
                 }),
                 lb_endpoints: eps
                     .into_iter()
@@ -238,7 +237,9 @@ fn retry_policy() -> RetryPolicy {
         retry_priority: Some(RetryPriority {
             name: "envoy.retry_priorities.previous_priorities".to_string(),
             config_type: Some(retry_priority::ConfigType::TypedConfig(pack_any(
-                PreviousPrioritiesConfig { update_frequency: 1 },
+                PreviousPrioritiesConfig {
+                    update_frequency: 1,
+                },
             ))),
         }),
         ..RetryPolicy::default()
@@ -375,9 +376,14 @@ mod tests {
             locality: east_b.clone(),
             ..ClientInfo::default()
         };
-        let plan = priorities(&LocalityClass::of(&client, &policy), &svc.endpoints, &policy);
+        let plan = priorities(
+            &LocalityClass::of(&client, &policy),
+            &svc.endpoints,
+            &policy,
+        );
         let cla = load_assignment("checkout.shop:8080", &svc, &svc.ports[0], &plan, &policy);
-        let summary: Vec<(u32, String, Vec<(String, u32, i32)>)> = cla
+        type Host = (String, u32, i32);
+        let summary: Vec<(u32, String, Vec<Host>)> = cla
             .endpoints
             .iter()
             .map(|g| {
@@ -465,7 +471,10 @@ mod tests {
         assert_eq!(od.enforcing_consecutive_gateway_failure.unwrap().value, 100);
         assert_eq!(od.max_ejection_percent.unwrap().value, 100);
         let lb = c.common_lb_config.unwrap();
-        assert_eq!(lb.update_merge_window.unwrap(), duration(std::time::Duration::ZERO));
+        assert_eq!(
+            lb.update_merge_window.unwrap(),
+            duration(std::time::Duration::ZERO)
+        );
         assert_eq!(lb.healthy_panic_threshold.unwrap().value, 0.0);
         assert_eq!(
             c.eds_cluster_config.unwrap().service_name,
