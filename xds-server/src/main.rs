@@ -54,12 +54,17 @@ enum LogFormat {
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
+    /// Print the FailoverPolicy CustomResourceDefinition (YAML) and exit; `deploy/kubernetes/crd.yaml` is
+    /// this output.
+    #[arg(long, exclusive = true)]
+    print_crd: bool,
+
     /// Where services and endpoints come from.
     #[arg(long, env = "XDS_SOURCE", value_enum, default_value = "file")]
     source: SourceKind,
 
     /// Endpoints file (YAML) to serve with `--source file`; watched, edits reach Envoy within a second.
-    #[arg(long, env = "XDS_ENDPOINTS", required_if_eq("source", "file"))]
+    #[arg(long, env = "XDS_ENDPOINTS")]
     endpoints: Option<PathBuf>,
 
     /// Kubeconfig for `--source kubernetes` (default: in-cluster config, then $KUBECONFIG / ~/.kube/config).
@@ -166,6 +171,10 @@ async fn shutdown_signal() {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.print_crd {
+        print!("{}", xds_server::policy::crd::crd_yaml());
+        return Ok(());
+    }
     init_logging(args.log_format);
 
     // Startup refuses bad input outright: there is no last good state to fall back to yet.
