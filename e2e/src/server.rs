@@ -210,6 +210,8 @@ fn command(log_path: &Path) -> Command {
     cmd.stdin(Stdio::null())
         .stdout(log.try_clone().expect("clone log file handle"))
         .stderr(log);
+    // Plain text in the log file (no ANSI colours), so tests and people can grep it.
+    cmd.env("NO_COLOR", "1");
     if std::env::var_os("RUST_LOG").is_none() {
         cmd.env("RUST_LOG", "info");
     }

@@ -10,7 +10,7 @@ const PROPAGATION: Duration = Duration::from_secs(3);
 
 #[test]
 fn endpoints_file_edits_reach_envoy() {
-    let mut mesh = Mesh::start(1);
+    let mut mesh = Mesh::start(2);
     let envoy = mesh.envoy("client-b-edit", EAST_B);
     let addr = envoy.listener_addr();
     let p0_ports = |envoy: &e2e::envoy::Envoy| -> Vec<u16> {
@@ -21,7 +21,7 @@ fn endpoints_file_edits_reach_envoy() {
             .map(|h| h.port)
             .collect()
     };
-    assert_eq!(p0_ports(&envoy).len(), 1);
+    assert_eq!(p0_ports(&envoy).len(), 2);
     let version_before = envoy.eds_version(CLUSTER);
 
     // 1. Add a backend in the client's zone, rewriting the file in place.
@@ -54,7 +54,8 @@ fn endpoints_file_edits_reach_envoy() {
         "the new backend got no traffic"
     );
 
-    // 2. Mark it not ready (atomic rewrite): it stays listed, as UNHEALTHY, and gets no traffic.
+    // 2. Mark it not ready (atomic rewrite): it stays listed, as UNHEALTHY, and gets no traffic. (With
+    //    2 of 3 local hosts healthy Envoy may spill a little traffic to the next zone: that is correct.)
     let t0 = Instant::now();
     mesh.members[i].ready = false;
     mesh.write_endpoints();
@@ -73,7 +74,8 @@ fn endpoints_file_edits_reach_envoy() {
     );
     let before = mesh.members[i].backend.requests();
     let t = traffic::send(addr, HOST, 20, Duration::from_millis(5));
-    assert!(t.all(EAST_B.zone), "{t}");
+    assert_eq!(t.failures, 0, "{t}");
+    assert!(t.count(EAST_B.zone) > 0, "{t}");
     assert_eq!(
         mesh.members[i].backend.requests(),
         before,
@@ -96,11 +98,17 @@ fn endpoints_file_edits_reach_envoy() {
     );
     assert_eq!(envoy.eds_version(CLUSTER), version_before);
     let t = traffic::send(addr, HOST, 20, Duration::from_millis(5));
-    assert!(t.all(EAST_B.zone), "{t}");
+    assert_eq!(t.failures, 0, "{t}");
+    let rejected = e2e::poll(Duration::from_secs(2), Duration::from_millis(50), || {
+        let lines = mesh.server.log_lines_with("endpoints.yaml");
+        lines
+            .into_iter()
+            .find(|l| l.contains("ERROR") || l.contains("WARN"))
+    });
+    println!("server on the broken file: {rejected:?}");
     assert!(
-        mesh.server
-            .wait_for_log("endpoints.yaml", Duration::from_secs(2)),
-        "the server did not log the bad file"
+        rejected.is_some_and(|l| l.contains("line")),
+        "the server did not log the bad file with its line"
     );
 
     // 4. The next good edit applies again.

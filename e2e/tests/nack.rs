@@ -16,7 +16,7 @@ fn a_nacked_listener_is_not_resent_in_a_loop() {
     let port = e2e::ports::free_port();
     let _taken = TcpListener::bind(("127.0.0.1", port)).expect("take the port");
     let envoy = Envoy::spawn(
-        mesh.envoy_options("client-nack", EAST_B)
+        mesh.envoy_options("rejecting-client", EAST_B)
             .listener_port(port),
     );
 
@@ -64,7 +64,7 @@ fn a_nacked_listener_is_not_resent_in_a_loop() {
         .server
         .log_lines_with("nack")
         .into_iter()
-        .filter(|l| l.contains("client-nack"))
+        .filter(|l| l.contains("rejecting-client"))
         .collect();
     println!("server NACK log lines: {nacks:#?}");
     assert_eq!(

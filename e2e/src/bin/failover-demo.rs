@@ -139,6 +139,18 @@ fn run() -> Result<(), String> {
             EAST_B.zone, sw.after
         ));
     }
+    // us-east1-c's hosts may still be ejected; wait until Envoy trusts every host again.
+    let t0 = Instant::now();
+    let cleared = e2e::poll(Duration::from_secs(60), Duration::from_millis(100), || {
+        (!envoy.hosts(CLUSTER).iter().any(|h| h.failed_outlier_check)).then_some(())
+    });
+    if cleared.is_none() {
+        return Err("some hosts stayed ejected for 60 s after coming back".to_string());
+    }
+    println!(
+        "      all hosts back in rotation {:.1} s later",
+        t0.elapsed().as_secs_f64()
+    );
 
     // 5. Planned drain through the endpoints file: health from the source moves traffic at once.
     println!(
