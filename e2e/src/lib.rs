@@ -17,6 +17,7 @@
 //! Every process is killed when its handle is dropped. When a test panics, the handles print the tail of
 //! their logs so the failure explains itself. Set `E2E_KEEP=1` to keep the temporary directories.
 
+pub mod apiserver;
 pub mod backend;
 pub mod envoy;
 pub mod http;
