@@ -75,6 +75,11 @@ struct Args {
     #[arg(long, env = "XDS_KUBE_CONTEXT", requires = "kubeconfig")]
     context: Option<String>,
 
+    /// FailoverPolicy objects without `service` in this namespace are the mesh-wide default
+    /// (`--source kubernetes`).
+    #[arg(long, env = "XDS_MESH_NAMESPACE", default_value = "xds-system")]
+    mesh_namespace: String,
+
     /// Node label that holds an endpoint's subzone (`--source kubernetes`).
     #[arg(long, env = "XDS_SUBZONE_LABEL", default_value = xds_server::model::labels::SUBZONE)]
     subzone_label: String,
@@ -116,7 +121,7 @@ fn init_logging(format: LogFormat) {
 /// coalesce bursts: a slow rebuild only ever sees the newest inputs.
 async fn publish_snapshots(
     mut registry: watch::Receiver<Option<Arc<Registry>>>,
-    mut policies: watch::Receiver<Arc<PolicySet>>,
+    mut policies: watch::Receiver<Option<Arc<PolicySet>>>,
     snapshots: watch::Sender<Option<Arc<Snapshot>>>,
     settings: TranslateSettings,
 ) {
@@ -129,7 +134,9 @@ async fn publish_snapshots(
         let Some(reg) = registry.borrow_and_update().clone() else {
             continue; // the source has no complete view yet
         };
-        let pol = policies.borrow_and_update().clone();
+        let Some(pol) = policies.borrow_and_update().clone() else {
+            continue; // custom resource policies not listed yet
+        };
         let previous = snapshots.borrow().clone();
         let changed: Vec<String> = match &previous {
             Some(p) => p
@@ -150,6 +157,20 @@ async fn publish_snapshots(
         );
         snapshots.send_replace(Some(Arc::new(next)));
     }
+}
+
+/// Feeds an always-complete source (a file) into a channel whose `None` means "not complete yet".
+fn forward<T: Send + Sync + 'static>(
+    mut from: watch::Receiver<Arc<T>>,
+    to: watch::Sender<Option<Arc<T>>>,
+) {
+    to.send_replace(Some(from.borrow_and_update().clone()));
+    tokio::spawn(async move {
+        while from.changed().await.is_ok() {
+            let latest = from.borrow_and_update().clone();
+            to.send_replace(Some(latest));
+        }
+    });
 }
 
 async fn shutdown_signal() {
@@ -183,7 +204,7 @@ async fn main() -> anyhow::Result<()> {
             .with_context(|| format!("loading policies from {}", path.display()))?,
         None => PolicySet::default(),
     };
-    let (policy_tx, policy_rx) = watch::channel(Arc::new(policies));
+    let (policy_tx, file_policy_rx) = watch::channel(Arc::new(policies));
     let _policy_watch = match &args.policies {
         Some(path) => Some(
             policy_load::watch_policies(path.clone(), policy_tx)
@@ -191,6 +212,12 @@ async fn main() -> anyhow::Result<()> {
         ),
         None => None,
     };
+
+    // Policies in force: the file policies, merged with FailoverPolicy custom resources in Kubernetes.
+    let (merged_policy_tx, policy_rx) = watch::channel(None::<Arc<PolicySet>>);
+    if args.source == SourceKind::File {
+        forward(file_policy_rx.clone(), merged_policy_tx.clone());
+    }
 
     let (registry_tx, registry_rx) = watch::channel(None::<Arc<Registry>>);
     let _endpoints_watch = match args.source {
@@ -202,14 +229,8 @@ async fn main() -> anyhow::Result<()> {
             let registry = endpoints_file::load_endpoints_file(&path)
                 .with_context(|| format!("loading endpoints file {}", path.display()))?;
             info!(endpoints_file = %path.display(), services = registry.services.len(), "loaded endpoints file");
-            let (file_tx, mut file_rx) = watch::channel(Arc::new(registry));
-            registry_tx.send_replace(Some(file_rx.borrow_and_update().clone()));
-            tokio::spawn(async move {
-                while file_rx.changed().await.is_ok() {
-                    let latest = file_rx.borrow_and_update().clone();
-                    registry_tx.send_replace(Some(latest));
-                }
-            });
+            let (file_tx, file_rx) = watch::channel(Arc::new(registry));
+            forward(file_rx, registry_tx);
             Some(
                 endpoints_file::watch_endpoints_file(path, file_tx)
                     .context("watching the endpoints file")?,
@@ -217,6 +238,12 @@ async fn main() -> anyhow::Result<()> {
         }
         SourceKind::Kubernetes => {
             let client = kube_client(&args).await?;
+            tokio::spawn(xds_server::policy::kube::run(
+                client.clone(),
+                args.mesh_namespace.clone(),
+                file_policy_rx.clone(),
+                merged_policy_tx.clone(),
+            ));
             let settings = KubeSourceSettings {
                 convert: ConvertSettings {
                     subzone_label: args.subzone_label.clone(),

@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::model::{labels, ServiceId};
 
 pub mod crd;
+pub mod kube;
 pub mod load;
 
 /// A region → region rule: clients in `from` prefer `to` right after their own region.
