@@ -12,6 +12,7 @@ use tracing::info;
 use xds_server::cache::{Snapshot, TranslateSettings};
 use xds_server::model::Registry;
 use xds_server::policy::{load as policy_load, PolicySet};
+use xds_server::server::node::LocalityLookup;
 use xds_server::server::AdsService;
 use xds_server::sources::file as endpoints_file;
 use xds_server::sources::kubernetes::{self, convert::ConvertSettings, KubeSourceSettings};
@@ -220,6 +221,7 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let (registry_tx, registry_rx) = watch::channel(None::<Arc<Registry>>);
+    let mut locator: Option<Arc<kubernetes::PodLocator>> = None;
     let _endpoints_watch = match args.source {
         SourceKind::File => {
             let path = args
@@ -250,7 +252,7 @@ async fn main() -> anyhow::Result<()> {
                 },
             };
             info!("watching Kubernetes; xDS answers wait until the initial lists are complete");
-            tokio::spawn(kubernetes::run(client, settings, registry_tx));
+            locator = Some(kubernetes::start(client, settings, registry_tx));
             None
         }
     };
@@ -274,7 +276,11 @@ async fn main() -> anyhow::Result<()> {
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
-        .add_service(AdsService::new(snapshot_rx).into_server())
+        .add_service(
+            AdsService::new(snapshot_rx)
+                .with_lookup(locator.map(|l| l as Arc<dyn LocalityLookup>))
+                .into_server(),
+        )
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
             shutdown_signal(),

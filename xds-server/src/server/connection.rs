@@ -9,7 +9,8 @@ use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, Discovery
 
 use crate::cache::{version_of, ResourceType, Snapshot};
 use crate::model::ClientInfo;
-use crate::server::node::{client_info, NodeError};
+use crate::server::node::{client_info, pod_hint, LocalityLookup, NodeError, PodHint};
+use std::sync::Arc;
 
 /// What one type URL's conversation looks like so far.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -49,11 +50,15 @@ pub enum RequestKind {
     UnknownType(String),
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct AdsConnection {
     client: Option<ClientInfo>,
     types: BTreeMap<ResourceType, TypeState>,
     nonce: u64,
+    lookup: Option<Arc<dyn LocalityLookup>>,
+    /// Set while the client's locality should come from its pod but is not known yet (the pod watch
+    /// may lag behind a freshly started pod); retried on every request and snapshot.
+    pending_pod: Option<PodHint>,
 }
 
 /// Envoy's NACK text is a dump of the whole resource followed by the actual validation error; keep the
@@ -85,6 +90,26 @@ impl AdsConnection {
         Self::default()
     }
 
+    /// Clients without `node.locality` are located through their pod.
+    pub fn with_lookup(lookup: Option<Arc<dyn LocalityLookup>>) -> Self {
+        Self {
+            lookup,
+            ..Self::default()
+        }
+    }
+
+    fn resolve_pending_locality(&mut self) {
+        let (Some(hint), Some(lookup), Some(client)) =
+            (&self.pending_pod, &self.lookup, &mut self.client)
+        else {
+            return;
+        };
+        if let Some(locality) = lookup.locality_of(hint) {
+            client.locality = locality;
+            self.pending_pod = None;
+        }
+    }
+
     pub fn client(&self) -> Option<&ClientInfo> {
         self.client.as_ref()
     }
@@ -100,8 +125,13 @@ impl AdsConnection {
         snapshot: &Snapshot,
     ) -> Result<(RequestKind, Vec<DiscoveryResponse>), NodeError> {
         if self.client.is_none() {
-            self.client = Some(client_info(req.node.as_ref())?);
+            let client = client_info(req.node.as_ref())?;
+            if client.locality == Default::default() && self.lookup.is_some() {
+                self.pending_pod = pod_hint(req.node.as_ref());
+            }
+            self.client = Some(client);
         }
+        self.resolve_pending_locality();
         let Some(kind) = ResourceType::from_type_url(&req.type_url) else {
             return Ok((RequestKind::UnknownType(req.type_url.clone()), Vec::new()));
         };
@@ -155,6 +185,7 @@ impl AdsConnection {
     /// (CDS, EDS, LDS, RDS). A re-sent cluster (listener) is followed by its endpoints (routes) even if
     /// those are unchanged, so Envoy never waits on a warming resource.
     pub fn on_snapshot(&mut self, snapshot: &Snapshot) -> Vec<DiscoveryResponse> {
+        self.resolve_pending_locality();
         let mut forced = BTreeSet::new();
         let mut out = Vec::new();
         for kind in ResourceType::PUSH_ORDER {
@@ -514,6 +545,44 @@ mod tests {
         // Empty CDS is still a complete answer: Envoy needs it to finish initialising.
         let cds = one(&mut conn, &request(CLUSTER_TYPE, &[], "", ""), &snap).unwrap();
         assert!(cds.resources.is_empty());
+    }
+
+    struct Pods(std::sync::Mutex<Option<Locality>>);
+    impl LocalityLookup for Pods {
+        fn locality_of(&self, pod: &PodHint) -> Option<Locality> {
+            assert_eq!(pod.name.as_deref(), Some("web-1"));
+            assert_eq!(pod.namespace.as_deref(), Some("shop"));
+            self.0.lock().unwrap().clone()
+        }
+    }
+
+    #[test]
+    fn client_without_locality_is_located_through_its_pod_even_when_the_pod_shows_up_late() {
+        use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
+        let snap = snapshot(None, &[("a", &["10.0.0.1"])]);
+        let pods = Arc::new(Pods(std::sync::Mutex::new(None)));
+        let mut conn = AdsConnection::with_lookup(Some(pods.clone()));
+        let mut req = request(CLUSTER_TYPE, &[], "", "");
+        let s = |v: &str| Value {
+            kind: Some(Kind::StringValue(v.into())),
+        };
+        req.node = Some(Node {
+            id: "web-1".into(),
+            metadata: Some(Struct {
+                fields: [
+                    ("pod_name".to_string(), s("web-1")),
+                    ("namespace".to_string(), s("shop")),
+                ]
+                .into_iter()
+                .collect(),
+            }),
+            ..Node::default()
+        });
+        conn.on_request(&req, &snap).unwrap();
+        assert_eq!(conn.client().unwrap().locality, Locality::default());
+        *pods.0.lock().unwrap() = Some(Locality::new("r", "z", ""));
+        conn.on_snapshot(&snap);
+        assert_eq!(conn.client().unwrap().locality, Locality::new("r", "z", ""));
     }
 
     #[test]

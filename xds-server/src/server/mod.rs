@@ -36,6 +36,7 @@ pub type Snapshots = watch::Receiver<Option<Arc<Snapshot>>>;
 pub struct AdsService {
     snapshots: Snapshots,
     next_stream_id: Arc<AtomicU64>,
+    lookup: Option<Arc<dyn node::LocalityLookup>>,
 }
 
 impl AdsService {
@@ -43,7 +44,14 @@ impl AdsService {
         Self {
             snapshots,
             next_stream_id: Arc::new(AtomicU64::new(1)),
+            lookup: None,
         }
+    }
+
+    /// Locate clients whose bootstrap has no `node.locality` through their pod.
+    pub fn with_lookup(mut self, lookup: Option<Arc<dyn node::LocalityLookup>>) -> Self {
+        self.lookup = lookup;
+        self
     }
 
     pub fn into_server(self) -> AggregatedDiscoveryServiceServer<Self> {
@@ -62,9 +70,10 @@ async fn run_stream(
     stream_id: u64,
     mut inbound: Streaming<DiscoveryRequest>,
     mut snapshots: Snapshots,
+    lookup: Option<Arc<dyn node::LocalityLookup>>,
     tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
 ) {
-    let mut conn = AdsConnection::new();
+    let mut conn = AdsConnection::with_lookup(lookup);
     if snapshots.borrow().is_none() {
         debug!(stream_id, "waiting for the sources' first complete view");
         if snapshots.wait_for(Option::is_some).await.is_err() {
@@ -153,6 +162,7 @@ impl AggregatedDiscoveryService for AdsService {
             stream_id,
             request.into_inner(),
             self.snapshots.clone(),
+            self.lookup.clone(),
             tx,
         ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))

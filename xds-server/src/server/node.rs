@@ -12,6 +12,38 @@ pub const META_LABELS: &str = "labels";
 pub const META_NAMESPACE: &str = "namespace";
 pub const META_LISTENER_ADDRESS: &str = "listener_address";
 pub const META_LISTENER_PORT: &str = "listener_port";
+pub const META_POD_NAME: &str = "pod_name";
+pub const META_POD_IP: &str = "pod_ip";
+
+/// Which pod a client runs in, when its bootstrap does not set `node.locality`: node metadata `pod_name`
+/// (with `namespace`) or `pod_ip`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct PodHint {
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    pub ip: Option<String>,
+}
+
+/// Finds a client's locality from where its pod runs (the Kubernetes source implements it: Pod →
+/// Node → topology labels).
+pub trait LocalityLookup: Send + Sync {
+    fn locality_of(&self, pod: &PodHint) -> Option<Locality>;
+}
+
+/// The pod a client says it runs in, if it says.
+pub fn pod_hint(node: Option<&Node>) -> Option<PodHint> {
+    let meta = node?.metadata.as_ref()?;
+    let get = |key: &str| match meta.fields.get(key).and_then(|v| v.kind.as_ref()) {
+        Some(Kind::StringValue(s)) if !s.is_empty() => Some(s.clone()),
+        _ => None,
+    };
+    let hint = PodHint {
+        namespace: get(META_NAMESPACE),
+        name: get(META_POD_NAME),
+        ip: get(META_POD_IP),
+    };
+    (hint.name.is_some() || hint.ip.is_some()).then_some(hint)
+}
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum NodeError {

@@ -71,6 +71,19 @@ pub fn health(ep: &SliceEndpoint) -> Health {
     }
 }
 
+/// Locality from a Node's labels; a zone given by the EndpointSlice wins over the Node's.
+pub fn node_locality(node: &NodeLabels, slice_zone: Option<&str>, subzone_label: &str) -> Locality {
+    Locality {
+        region: node.get(labels::REGION).unwrap_or_default().to_string(),
+        zone: slice_zone
+            .filter(|z| !z.is_empty())
+            .or_else(|| node.get(labels::ZONE))
+            .unwrap_or_default()
+            .to_string(),
+        subzone: node.get(subzone_label).unwrap_or_default().to_string(),
+    }
+}
+
 /// Healthy, then still serving while draining, then unhealthy.
 fn health_rank(h: Health) -> u8 {
     match h {
@@ -192,22 +205,12 @@ pub fn build_registry<'a>(
             }
             for ep in &slice.endpoints {
                 let node = ep.node_name.as_ref().and_then(|n| nodes.get(n));
-                let zone = ep
-                    .zone
-                    .clone()
-                    .filter(|z| !z.is_empty())
-                    .or_else(|| node.and_then(|n| n.get(labels::ZONE)).map(str::to_string))
-                    .unwrap_or_default();
-                let locality = Locality {
-                    region: node
-                        .and_then(|n| n.get(labels::REGION))
-                        .unwrap_or_default()
-                        .to_string(),
-                    zone,
-                    subzone: node
-                        .and_then(|n| n.get(&settings.subzone_label))
-                        .unwrap_or_default()
-                        .to_string(),
+                let locality = match node {
+                    Some(n) => node_locality(n, ep.zone.as_deref(), &settings.subzone_label),
+                    None => Locality {
+                        zone: ep.zone.clone().unwrap_or_default(),
+                        ..Locality::default()
+                    },
                 };
                 let health = health(ep);
                 for addr in &ep.addresses {

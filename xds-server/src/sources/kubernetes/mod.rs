@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{stream, Stream, StreamExt};
-use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, store::Writer, Store};
@@ -21,7 +21,8 @@ use kube::{Api, Client};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use crate::model::Registry;
+use crate::model::{Locality, Registry};
+use crate::server::node::{LocalityLookup, PodHint};
 use convert::{build_registry, ConvertSettings, NodeLabels};
 
 /// Coalescing of bursts (a rollout touches many slices at once): wait for this much quiet...
@@ -34,7 +35,10 @@ enum Watched {
     Services,
     EndpointSlices,
     Nodes,
+    Pods,
 }
+
+const WATCHES: usize = 4;
 
 /// What a watch stream reports to the publishing loop.
 enum Signal {
@@ -77,6 +81,36 @@ struct Stores {
     nodes: Store<PartialObjectMeta<Node>>,
 }
 
+/// Client locality through Pod → Node labels, for Envoys whose bootstrap has no `node.locality`.
+pub struct PodLocator {
+    pods: Store<Pod>,
+    nodes: Store<PartialObjectMeta<Node>>,
+    subzone_label: String,
+}
+
+impl LocalityLookup for PodLocator {
+    fn locality_of(&self, hint: &PodHint) -> Option<Locality> {
+        let pod = match (&hint.name, &hint.namespace, &hint.ip) {
+            (Some(name), Some(ns), _) => self
+                .pods
+                .get(&reflector::ObjectRef::new(name).within(ns))
+                .map(|p| (*p).clone()),
+            (_, _, Some(ip)) => self
+                .pods
+                .find(|p| {
+                    p.status.as_ref().and_then(|s| s.pod_ip.as_deref()) == Some(ip.as_str())
+                        && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+                })
+                .map(|p| (*p).clone()),
+            _ => None,
+        }?;
+        let node_name = pod.spec.as_ref()?.node_name.clone()?;
+        let node = self.nodes.get(&reflector::ObjectRef::new(&node_name))?;
+        let labels = NodeLabels(node.metadata.labels.clone().unwrap_or_default());
+        Some(convert::node_locality(&labels, None, &self.subzone_label))
+    }
+}
+
 impl Stores {
     fn registry(&self, settings: &ConvertSettings) -> Registry {
         let nodes: HashMap<String, NodeLabels> = self
@@ -105,23 +139,29 @@ impl Stores {
     }
 }
 
-/// Watches the cluster and publishes a registry into `tx` once everything is listed, then after every
-/// (debounced) change. Runs until `tx` has no receivers.
-pub async fn run(
+/// Starts watching the cluster: publishes a registry into `tx` once everything is listed, then after
+/// every (debounced) change, until `tx` has no receivers. Returns the pod-based client locator.
+pub fn start(
     client: Client,
     settings: KubeSourceSettings,
     tx: watch::Sender<Option<Arc<Registry>>>,
-) {
+) -> Arc<PodLocator> {
     let cfg = watcher::Config::default();
     let (services, w_services) = reflector::store();
     let (slices, w_slices) = reflector::store();
     let (nodes, w_nodes) = reflector::store();
+    let (pods, w_pods) = reflector::store();
+    let locator = Arc::new(PodLocator {
+        pods,
+        nodes: nodes.clone(),
+        subzone_label: settings.convert.subzone_label.clone(),
+    });
     let stores = Stores {
         services,
         slices,
         nodes,
     };
-    let mut events = stream::select_all([
+    let events = stream::select_all([
         reflect(
             Watched::Services,
             w_services,
@@ -143,10 +183,25 @@ pub async fn run(
             ),
         )
         .boxed(),
+        reflect(
+            Watched::Pods,
+            w_pods,
+            watcher(Api::<Pod>::all(client.clone()), cfg.clone()),
+        )
+        .boxed(),
     ]);
+    tokio::spawn(publish(events, stores, settings, tx));
+    locator
+}
 
+async fn publish(
+    mut events: stream::SelectAll<futures::stream::BoxStream<'static, Signal>>,
+    stores: Stores,
+    settings: KubeSourceSettings,
+    tx: watch::Sender<Option<Arc<Registry>>>,
+) {
     let mut synced: HashMap<Watched, bool> = HashMap::new();
-    let all_synced = |s: &HashMap<Watched, bool>| s.values().filter(|v| **v).count() == 3;
+    let all_synced = |s: &HashMap<Watched, bool>| s.values().filter(|v| **v).count() == WATCHES;
     let mut dirty_since: Option<tokio::time::Instant> = None;
     loop {
         let next = match dirty_since {
@@ -200,6 +255,8 @@ pub async fn run(
                     }
                 }
             }
+            // Pods only serve client lookups, which read the store directly.
+            Signal::Changed(Watched::Pods) => {}
             Signal::Changed(what) => {
                 debug!(watch = ?what, "Kubernetes object changed");
                 dirty_since.get_or_insert_with(tokio::time::Instant::now);
