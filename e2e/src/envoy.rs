@@ -349,6 +349,23 @@ impl Envoy {
         })
     }
 
+    /// One section of `/config_dump` by the end of its `@type`, e.g. `ListenersConfigDump`,
+    /// `RoutesConfigDump`, `ClustersConfigDump`, `EndpointsConfigDump` (`Null` if absent).
+    pub fn config_dump_section(&self, type_suffix: &str) -> Json {
+        let dump = self.config_dump(type_suffix == "EndpointsConfigDump");
+        dump["configs"]
+            .as_array()
+            .and_then(|configs| {
+                configs.iter().find(|c| {
+                    c["@type"]
+                        .as_str()
+                        .is_some_and(|t| t.ends_with(&format!(".{type_suffix}")))
+                })
+            })
+            .cloned()
+            .unwrap_or(Json::Null)
+    }
+
     /// All stats whose name matches the regex `filter`, as name → value text.
     pub fn stats(&self, filter: &str) -> BTreeMap<String, String> {
         let text = self

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 use e2e::topology::{Mesh, CLUSTER, EAST_B, HOST};
 use e2e::traffic;
 
-const PROPAGATION: Duration = Duration::from_secs(3);
+/// The issue promises "within a second"; allow some slack for a loaded CI machine.
+const PROPAGATION: Duration = Duration::from_secs(2);
 
 #[test]
 fn endpoints_file_edits_reach_envoy() {

@@ -42,6 +42,29 @@ fn clients_in_different_zones_see_different_priorities() {
         expect(&[(WEST_A.zone, 0), (EAST_B.zone, 1), (EAST_C.zone, 1)], 2)
     );
 
+    // Each client got its own listener address (node metadata) and the shared route config.
+    for envoy in [&east, &west] {
+        let listeners = envoy.config_dump_section("ListenersConfigDump");
+        let listener = &listeners["dynamic_listeners"][0];
+        assert_eq!(
+            listener["name"].as_str(),
+            Some("outbound_http"),
+            "{listeners}"
+        );
+        let sa = &listener["active_state"]["listener"]["address"]["socket_address"];
+        assert_eq!(sa["address"].as_str(), Some("127.0.0.1"), "{listener}");
+        assert_eq!(
+            sa["port_value"].as_u64(),
+            Some(u64::from(envoy.listener_addr().port()))
+        );
+        let routes = envoy.config_dump_section("RoutesConfigDump");
+        assert_eq!(
+            routes["dynamic_route_configs"][0]["route_config"]["name"].as_str(),
+            Some("outbound"),
+            "{routes}"
+        );
+    }
+
     // Each client is served by its own zone.
     let t = traffic::send(
         east.listener_addr(),
