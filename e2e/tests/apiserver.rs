@@ -796,3 +796,128 @@ fn raw_protocol_without_an_async_runtime() {
         .iter()
         .any(|r| r.is_watch_of("services") && r.param("resourceVersion").as_deref() == Some("1")));
 }
+
+#[tokio::test]
+async fn endpoint_slices_by_service_label_and_discovery() {
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    let server = ApiServer::start();
+    let slice = |name: &str, service: &str, zone: &str, ready: bool| {
+        json!({
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {"name": name, "namespace": "apps",
+                         "labels": {"kubernetes.io/service-name": service}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+            "endpoints": [{"addresses": ["10.1.0.1"], "zone": zone, "nodeName": "n1",
+                           "conditions": {"ready": ready, "serving": ready, "terminating": false}}],
+        })
+    };
+    server.apply(slice("web-abc", "web", "z1", true));
+    server.apply(slice("db-abc", "db", "z1", true));
+    let client = client(&server).await;
+    let api: Api<EndpointSlice> = Api::namespaced(client.clone(), "apps");
+    let config = watcher::Config::default().labels("kubernetes.io/service-name=web");
+    let mut events = drive(watcher(api, config));
+    let init: Vec<String> = until(&mut events, is_init_done)
+        .await
+        .iter()
+        .map(summary)
+        .collect();
+    assert_eq!(init, ["Init", "InitApply web-abc", "InitDone"]);
+    server.apply(slice("web-abc", "web", "z1", false));
+    match next(&mut events).await {
+        Ok(Event::Apply(s)) => {
+            let conditions = s.endpoints[0].conditions.clone().unwrap();
+            assert_eq!(conditions.ready, Some(false));
+            assert_eq!(s.endpoints[0].zone.as_deref(), Some("z1"));
+        }
+        other => panic!("expected Apply web-abc, got {other:?}"),
+    }
+
+    // Version and discovery, for clients that check them.
+    let version = client.apiserver_version().await.unwrap();
+    assert_eq!(
+        (version.major.as_str(), version.minor.as_str()),
+        ("1", "33")
+    );
+    let (info, _) = policy_kind();
+    server.register_kind(info);
+    let discovery = kube::Discovery::new(client).run().await.unwrap();
+    let kinds: BTreeSet<String> = discovery
+        .groups()
+        .flat_map(|g| g.recommended_resources())
+        .map(|(ar, _)| format!("{}/{}", ar.api_version, ar.kind))
+        .collect();
+    for want in [
+        "v1/Service",
+        "v1/Node",
+        "discovery.k8s.io/v1/EndpointSlice",
+        "failover.example.io/v1alpha1/FailoverPolicy",
+    ] {
+        assert!(kinds.contains(want), "{want} not in {kinds:?}");
+    }
+}
+
+#[tokio::test]
+async fn injected_failures_block_one_resource_until_cleared() {
+    let server = ApiServer::start();
+    server.apply(service("default", "a", json!({})));
+    server.apply(node("n1", "z1"));
+    // 500, not 503: kube's client itself retries 429/503/504 (up to 15 times, backing off).
+    server.fail_requests("services", 500);
+    let client = client(&server).await;
+    let services: Api<Service> = Api::all(client.clone());
+    match services.list(&ListParams::default()).await {
+        Err(kube::Error::Api(s)) => {
+            assert_eq!((s.code, s.reason.as_str()), (500, "InternalError"))
+        }
+        other => panic!("expected 500, got {other:?}"),
+    }
+    let nodes: Api<Node> = Api::all(client);
+    assert_eq!(
+        nodes
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+
+    let mut events = drive(watcher(services, watcher::Config::default()).default_backoff());
+    until(&mut events, |e| e.is_err()).await;
+    server.clear_failures();
+    let init: Vec<String> = until(&mut events, is_init_done)
+        .await
+        .iter()
+        .map(summary)
+        .filter(|s| !s.starts_with("Err"))
+        .collect();
+    assert_eq!(init, ["Init", "InitApply a", "InitDone"]);
+}
+
+#[tokio::test]
+async fn streaming_list_watcher_config_works_too() {
+    let server = ApiServer::start();
+    server.apply(service("default", "a", json!({})));
+    server.apply(service("default", "b", json!({})));
+    let client = client(&server).await;
+    let api: Api<Service> = Api::namespaced(client, "default");
+    let config = watcher::Config::default().streaming_lists();
+    let mut events = drive(watcher(api, config));
+    let init: Vec<String> = until(&mut events, is_init_done)
+        .await
+        .iter()
+        .map(summary)
+        .collect();
+    assert_eq!(init, ["Init", "InitApply a", "InitApply b", "InitDone"]);
+    server.apply(service("default", "c", json!({})));
+    assert_eq!(summary(&next(&mut events).await), "Apply c");
+    let requests = server.requests();
+    assert!(!requests.iter().any(|r| r.is_list_of("services")));
+    assert!(requests
+        .iter()
+        .any(|r| r.is_watch_of("services")
+            && r.param("sendInitialEvents").as_deref() == Some("true")));
+}

@@ -335,6 +335,25 @@ fn resource(
     let k = st
         .kind_by_plural(group, version, plural)
         .ok_or_else(|| not_found(&req.path))?;
+    if let Some(&code) = st.failures.get(*plural) {
+        let reason = match code {
+            400 => "BadRequest",
+            401 => "Unauthorized",
+            403 => "Forbidden",
+            404 => "NotFound",
+            409 => "Conflict",
+            410 => "Expired",
+            429 => "TooManyRequests",
+            503 => "ServiceUnavailable",
+            504 => "Timeout",
+            _ => "InternalError",
+        };
+        return Err(ApiError::new(
+            code,
+            reason,
+            format!("injected failure for {plural}"),
+        ));
+    }
     if st.info(k).namespaced && ns.is_none() && rest.len() > 1 {
         return Err(not_found(&req.path));
     }

@@ -341,6 +341,21 @@ preferences: {{}}
         self.lock().requests.clear();
     }
 
+    /// Makes every new request on a resource (by plural, e.g. `endpointslices`; lists, watches,
+    /// gets and writes alike) fail with this HTTP code and a Status body, until
+    /// [`ApiServer::clear_failures`]. Open watches are not affected (see [`ApiServer::stop`] or
+    /// [`ApiServer::expire_history`] to end them). For tests like "one resource cannot be listed".
+    /// Note that kube's client retries 429, 503 and 504 itself (up to 15 times, backing off up to
+    /// minutes) before the caller sees an error: use e.g. 500 or 403 for a prompt failure.
+    pub fn fail_requests(&self, plural: &str, code: u16) {
+        self.lock().failures.insert(plural.to_string(), code);
+    }
+
+    /// Undoes every [`ApiServer::fail_requests`].
+    pub fn clear_failures(&self) {
+        self.lock().failures.clear();
+    }
+
     /// Serves another kind, e.g. a custom resource. Replaces a kind with the same group and kind.
     pub fn register_kind(&self, info: KindInfo) {
         self.lock().register_kind(info);

@@ -166,6 +166,8 @@ pub struct Store {
     kinds: Vec<Kind>,
     watches: Vec<Watch>,
     pub requests: Vec<RequestRecord>,
+    /// Injected failures: plural → HTTP code answered to every request on that resource.
+    pub failures: std::collections::HashMap<String, u16>,
 }
 
 fn parse_rv(s: &str) -> Result<u64, ApiError> {
@@ -195,6 +197,7 @@ impl Store {
             kinds: Vec::new(),
             watches: Vec::new(),
             requests: Vec::new(),
+            failures: Default::default(),
         };
         for k in kinds {
             s.register_kind(k);
