@@ -724,6 +724,8 @@ async fn status_patches_on_a_custom_kind_are_stored_and_watched() {
 /// Plain `#[test]`, raw HTTP: the exact wire format of a few answers.
 #[test]
 fn raw_protocol_without_an_async_runtime() {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<ApiServer>();
     let server = ApiServer::start();
     server.apply(service("default", "a", json!({})));
     let get = |path: &str| e2e::http::get(server.addr(), "127.0.0.1", path, WAIT).expect("GET");

@@ -31,6 +31,24 @@
 //!
 //! The server runs on its own thread with its own tokio runtime, so every method is synchronous
 //! and can be called from plain `#[test]` functions as well as from async tests.
+//!
+//! What a kube client test should know:
+//! - `kube::runtime::watcher::Config::default()` works as is (paged LIST with `limit=500`, then a
+//!   WATCH from the list's resourceVersion with `allowWatchBookmarks=true&timeoutSeconds=290`);
+//!   `.streaming_lists()` works too. Bookmarks are sent only when a test calls
+//!   [`ApiServer::send_bookmarks`], never on a timer.
+//! - Give watchers a backoff (`.default_backoff()`): during [`ApiServer::stop`] every request is
+//!   refused at once, and a watcher without backoff retries in a hot loop. With kube's default
+//!   backoff the first retry (and so the relist after a 410) comes about 0.8 s later (jittered).
+//! - A watcher that reconnects after [`ApiServer::restart`] resumes from its last resourceVersion
+//!   and gets the missed events replayed (no relist). To force a relist, call
+//!   [`ApiServer::expire_history`] (while running or while stopped).
+//! - kube's client retries 429/503/504 answers itself; see [`ApiServer::fail_requests`].
+//! - Namespaced kinds: [`ApiServer::delete`] and [`ApiServer::get`] with `namespace: None` mean
+//!   `default`. Cluster-scoped kinds ignore the namespace.
+//! - Objects are not validated beyond apiVersion/kind/name, so tests can serve malformed objects
+//!   (e.g. a wrong field type) to check that the client survives them.
+//! - Finalizers and graceful deletion are not modelled: a delete removes the object at once.
 
 mod http;
 mod select;
