@@ -9,4 +9,7 @@ cd "$ROOT"
 bash scripts/ensure-envoy.sh
 export ENVOY_BIN="${ENVOY_BIN:-$ROOT/.venv/bin/envoy}"
 
+# Build the server first, with cargo's progress visible (the demo would otherwise build it silently).
+cargo build --release -p xds-server --bin xds-server
+cargo build --release -p e2e --bin failover-demo
 exec cargo run --quiet --release -p e2e --bin failover-demo

@@ -37,16 +37,16 @@ fn run() -> Result<(), String> {
     println!("           us-east1: us-east1-b, us-east1-c    us-west1: us-west1-a");
     println!("  client   one Envoy in us-east1/us-east1-b\n");
 
-    let started = Instant::now();
-    print!("  building and starting xds-server ... ");
+    print!("  xds-server binary ... ");
     flush();
-    e2e::paths::server_bin();
+    let build = Instant::now();
+    let bin = e2e::paths::server_bin();
+    println!("{} ({:.1} s)", bin.display(), build.elapsed().as_secs_f64());
+    let started = Instant::now();
+    print!("  starting xds-server and 6 backends ... ");
+    flush();
     let mut mesh = Mesh::start_with_policy(2, Some(DEMO_POLICY));
-    println!(
-        "up on {} ({:.1} s)",
-        mesh.server.addr(),
-        started.elapsed().as_secs_f64()
-    );
+    println!("xDS on {}", mesh.server.addr());
     print!(
         "  starting Envoy {} ... ",
         e2e::paths::envoy_bin().display()
@@ -184,7 +184,7 @@ fn run() -> Result<(), String> {
     report(&sw, EAST_B, &[])?;
 
     println!(
-        "\nDone: every failover happened. (total {:.1} s)",
+        "\nDone: every failover happened ({:.1} s).",
         started.elapsed().as_secs_f64()
     );
     Ok(())
