@@ -9,7 +9,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, Discovery
 
 use crate::cache::{version_of, ResourceType, Snapshot};
 use crate::model::ClientInfo;
-use crate::server::node::{client_info, pod_hint, LocalityLookup, NodeError, PodHint};
+use crate::server::node::{ClientIdentity, LocalityLookup, NodeError};
 use std::sync::Arc;
 
 /// What one type URL's conversation looks like so far.
@@ -52,13 +52,9 @@ pub enum RequestKind {
 
 #[derive(Default)]
 pub struct AdsConnection {
-    client: Option<ClientInfo>,
+    client: ClientIdentity,
     types: BTreeMap<ResourceType, TypeState>,
     nonce: u64,
-    lookup: Option<Arc<dyn LocalityLookup>>,
-    /// Set while the client's locality should come from its pod but is not known yet (the pod watch
-    /// may lag behind a freshly started pod); retried on every request and snapshot.
-    pending_pod: Option<PodHint>,
 }
 
 /// Envoy's NACK text is a dump of the whole resource followed by the actual validation error; keep the
@@ -93,25 +89,13 @@ impl AdsConnection {
     /// Clients without `node.locality` are located through their pod.
     pub fn with_lookup(lookup: Option<Arc<dyn LocalityLookup>>) -> Self {
         Self {
-            lookup,
+            client: ClientIdentity::new(lookup),
             ..Self::default()
         }
     }
 
-    fn resolve_pending_locality(&mut self) {
-        let (Some(hint), Some(lookup), Some(client)) =
-            (&self.pending_pod, &self.lookup, &mut self.client)
-        else {
-            return;
-        };
-        if let Some(locality) = lookup.locality_of(hint) {
-            client.locality = locality;
-            self.pending_pod = None;
-        }
-    }
-
     pub fn client(&self) -> Option<&ClientInfo> {
-        self.client.as_ref()
+        self.client.get()
     }
 
     pub fn type_state(&self, kind: ResourceType) -> Option<&TypeState> {
@@ -124,14 +108,7 @@ impl AdsConnection {
         req: &DiscoveryRequest,
         snapshot: &Snapshot,
     ) -> Result<(RequestKind, Vec<DiscoveryResponse>), NodeError> {
-        if self.client.is_none() {
-            let client = client_info(req.node.as_ref())?;
-            if client.locality == Default::default() && self.lookup.is_some() {
-                self.pending_pod = pod_hint(req.node.as_ref());
-            }
-            self.client = Some(client);
-        }
-        self.resolve_pending_locality();
+        self.client.observe(req.node.as_ref())?;
         let Some(kind) = ResourceType::from_type_url(&req.type_url) else {
             return Ok((RequestKind::UnknownType(req.type_url.clone()), Vec::new()));
         };
@@ -185,7 +162,7 @@ impl AdsConnection {
     /// (CDS, EDS, LDS, RDS). A re-sent cluster (listener) is followed by its endpoints (routes) even if
     /// those are unchanged, so Envoy never waits on a warming resource.
     pub fn on_snapshot(&mut self, snapshot: &Snapshot) -> Vec<DiscoveryResponse> {
-        self.resolve_pending_locality();
+        self.client.refresh();
         let mut forced = BTreeSet::new();
         let mut out = Vec::new();
         for kind in ResourceType::PUSH_ORDER {
@@ -211,7 +188,7 @@ impl AdsConnection {
         snapshot: &Snapshot,
         force: bool,
     ) -> Option<DiscoveryResponse> {
-        let client = self.client.as_ref()?;
+        let client = self.client.get()?;
         let st = self.types.get(&kind)?;
         let resources = snapshot.resources_for(kind, client, st.names.as_ref());
         let version = version_of(&resources);
@@ -549,7 +526,7 @@ mod tests {
 
     struct Pods(std::sync::Mutex<Option<Locality>>);
     impl LocalityLookup for Pods {
-        fn locality_of(&self, pod: &PodHint) -> Option<Locality> {
+        fn locality_of(&self, pod: &crate::server::node::PodHint) -> Option<Locality> {
             assert_eq!(pod.name.as_deref(), Some("web-1"));
             assert_eq!(pod.namespace.as_deref(), Some("shop"));
             self.0.lock().unwrap().clone()

@@ -2,6 +2,7 @@
 //! with requests and snapshots and sends what it answers.
 
 pub mod connection;
+pub mod delta;
 pub mod node;
 
 use std::pin::Pin;
@@ -23,6 +24,7 @@ use tracing::{debug, info, warn};
 
 use crate::cache::{ResourceType, Snapshot};
 use connection::{AdsConnection, RequestKind};
+use delta::DeltaConnection;
 
 /// Responses queued per stream before the stream's task waits for the client; a slow client only ever
 /// slows its own stream, and picks up the newest snapshot when it catches up.
@@ -61,19 +63,94 @@ impl AdsService {
 
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
-fn summarize(resp: &DiscoveryResponse) -> (&'static str, usize) {
-    let kind = ResourceType::from_type_url(&resp.type_url).map_or("?", |k| k.short_name());
-    (kind, resp.resources.len())
+/// What the stream loop needs of a protocol state machine (state of the world or Delta).
+trait StreamMachine: Send + 'static {
+    type Req: Send + 'static;
+    type Resp: Send + 'static;
+    const PROTOCOL: &'static str;
+    fn on_request(
+        &mut self,
+        req: &Self::Req,
+        snapshot: &Snapshot,
+    ) -> Result<(RequestKind, Vec<Self::Resp>), node::NodeError>;
+    fn on_snapshot(&mut self, snapshot: &Snapshot) -> Vec<Self::Resp>;
+    fn client(&self) -> Option<&crate::model::ClientInfo>;
+    fn request_type(req: &Self::Req) -> &str;
+    /// (type, resources, nonce) for the push log.
+    fn describe(resp: &Self::Resp) -> (&'static str, usize, &str);
 }
 
-async fn run_stream(
+fn short_type(url: &str) -> &'static str {
+    ResourceType::from_type_url(url).map_or("?", |k| k.short_name())
+}
+
+impl StreamMachine for AdsConnection {
+    type Req = DiscoveryRequest;
+    type Resp = DiscoveryResponse;
+    const PROTOCOL: &'static str = "sotw";
+    fn on_request(
+        &mut self,
+        req: &DiscoveryRequest,
+        snapshot: &Snapshot,
+    ) -> Result<(RequestKind, Vec<DiscoveryResponse>), node::NodeError> {
+        AdsConnection::on_request(self, req, snapshot)
+    }
+    fn on_snapshot(&mut self, snapshot: &Snapshot) -> Vec<DiscoveryResponse> {
+        AdsConnection::on_snapshot(self, snapshot)
+    }
+    fn client(&self) -> Option<&crate::model::ClientInfo> {
+        AdsConnection::client(self)
+    }
+    fn request_type(req: &DiscoveryRequest) -> &str {
+        &req.type_url
+    }
+    fn describe(resp: &DiscoveryResponse) -> (&'static str, usize, &str) {
+        (
+            short_type(&resp.type_url),
+            resp.resources.len(),
+            &resp.nonce,
+        )
+    }
+}
+
+impl StreamMachine for DeltaConnection {
+    type Req = DeltaDiscoveryRequest;
+    type Resp = DeltaDiscoveryResponse;
+    const PROTOCOL: &'static str = "delta";
+    fn on_request(
+        &mut self,
+        req: &DeltaDiscoveryRequest,
+        snapshot: &Snapshot,
+    ) -> Result<(RequestKind, Vec<DeltaDiscoveryResponse>), node::NodeError> {
+        DeltaConnection::on_request(self, req, snapshot)
+    }
+    fn on_snapshot(&mut self, snapshot: &Snapshot) -> Vec<DeltaDiscoveryResponse> {
+        DeltaConnection::on_snapshot(self, snapshot)
+    }
+    fn client(&self) -> Option<&crate::model::ClientInfo> {
+        DeltaConnection::client(self)
+    }
+    fn request_type(req: &DeltaDiscoveryRequest) -> &str {
+        &req.type_url
+    }
+    fn describe(resp: &DeltaDiscoveryResponse) -> (&'static str, usize, &str) {
+        (
+            short_type(&resp.type_url),
+            resp.resources.len(),
+            &resp.nonce,
+        )
+    }
+}
+
+async fn run_stream<M: StreamMachine>(
     stream_id: u64,
-    mut inbound: Streaming<DiscoveryRequest>,
+    mut conn: M,
+    mut inbound: Streaming<M::Req>,
     mut snapshots: Snapshots,
-    lookup: Option<Arc<dyn node::LocalityLookup>>,
-    tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
-) {
-    let mut conn = AdsConnection::with_lookup(lookup);
+    tx: mpsc::Sender<Result<M::Resp, Status>>,
+) where
+    Streaming<M::Req>: Stream<Item = Result<M::Req, Status>> + Unpin,
+{
     if snapshots.borrow().is_none() {
         debug!(stream_id, "waiting for the sources' first complete view");
         if snapshots.wait_for(Option::is_some).await.is_err() {
@@ -83,7 +160,8 @@ async fn run_stream(
     // Snapshots published before the first request are covered by answering that request.
     snapshots.mark_unchanged();
     let current = |s: &Snapshots| s.borrow().clone().expect("present once the wait is over");
-    let node = |conn: &AdsConnection| conn.client().map(|c| c.node_id.clone()).unwrap_or_default();
+    let node = |conn: &M| conn.client().map(|c| c.node_id.clone()).unwrap_or_default();
+    let protocol = M::PROTOCOL;
     loop {
         let responses = tokio::select! {
             req = inbound.next() => {
@@ -101,20 +179,21 @@ async fn run_stream(
                     Ok((what, responses)) => {
                         if first {
                             let c = conn.client().expect("set by the first request");
-                            info!(stream_id, node = %c.node_id, cluster = %c.cluster,
+                            info!(stream_id, protocol, node = %c.node_id, cluster = %c.cluster,
                                   locality = %c.locality, "Envoy connected");
                         }
+                        let type_url = M::request_type(&req);
                         match what {
                             RequestKind::Nack(nack) => warn!(
-                                stream_id, node = %node(&conn), type_url = %req.type_url,
+                                stream_id, node = %node(&conn), type_url = %type_url,
                                 rejected_version = %nack.version, error = %nack.message,
                                 "Envoy rejected config (NACK); not re-sending that version"),
                             RequestKind::UnknownType(url) => debug!(
                                 stream_id, node = %node(&conn), type_url = %url,
                                 "request for a type we do not serve; ignored"),
                             RequestKind::StaleNonce => debug!(
-                                stream_id, node = %node(&conn), type_url = %req.type_url,
-                                nonce = %req.response_nonce, "stale nonce; ignored"),
+                                stream_id, node = %node(&conn), type_url = %type_url,
+                                "stale nonce; ignored"),
                             RequestKind::Initial | RequestKind::Ack => {}
                         }
                         responses
@@ -135,16 +214,15 @@ async fn run_stream(
             }
         };
         for resp in responses {
-            let (kind, count) = summarize(&resp);
-            debug!(stream_id, node = %node(&conn), kind, resources = count,
-                   version = %resp.version_info, nonce = %resp.nonce, "push");
+            let (kind, count, nonce) = M::describe(&resp);
+            debug!(stream_id, node = %node(&conn), kind, resources = count, nonce, "push");
             if tx.send(Ok(resp)).await.is_err() {
                 return;
             }
         }
     }
     if let Some(c) = conn.client() {
-        info!(stream_id, node = %c.node_id, "Envoy disconnected");
+        info!(stream_id, protocol, node = %c.node_id, "Envoy disconnected");
     }
 }
 
@@ -160,9 +238,9 @@ impl AggregatedDiscoveryService for AdsService {
         let (tx, rx) = mpsc::channel(STREAM_QUEUE);
         tokio::spawn(run_stream(
             stream_id,
+            AdsConnection::with_lookup(self.lookup.clone()),
             request.into_inner(),
             self.snapshots.clone(),
-            self.lookup.clone(),
             tx,
         ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -172,10 +250,17 @@ impl AggregatedDiscoveryService for AdsService {
 
     async fn delta_aggregated_resources(
         &self,
-        _request: Request<Streaming<DeltaDiscoveryRequest>>,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        Err(Status::unimplemented(
-            "incremental (delta) xDS is not served yet; configure Envoy with api_type: GRPC",
-        ))
+        let stream_id = self.next_stream_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+        tokio::spawn(run_stream(
+            stream_id,
+            DeltaConnection::with_lookup(self.lookup.clone()),
+            request.into_inner(),
+            self.snapshots.clone(),
+            tx,
+        ));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }

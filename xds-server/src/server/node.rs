@@ -30,6 +30,54 @@ pub trait LocalityLookup: Send + Sync {
     fn locality_of(&self, pod: &PodHint) -> Option<Locality>;
 }
 
+/// Who is on the other end of a stream: set from the first request's `node`; for a client without
+/// `node.locality`, its locality comes from its pod, retried until the pod watch knows it (it may lag
+/// behind a freshly started pod).
+#[derive(Default)]
+pub struct ClientIdentity {
+    client: Option<ClientInfo>,
+    lookup: Option<std::sync::Arc<dyn LocalityLookup>>,
+    pending_pod: Option<PodHint>,
+}
+
+impl ClientIdentity {
+    pub fn new(lookup: Option<std::sync::Arc<dyn LocalityLookup>>) -> Self {
+        Self {
+            lookup,
+            ..Self::default()
+        }
+    }
+
+    pub fn get(&self) -> Option<&ClientInfo> {
+        self.client.as_ref()
+    }
+
+    /// Reads `node` on the first request; on every call, retries a pending pod lookup.
+    pub fn observe(&mut self, node: Option<&Node>) -> Result<&ClientInfo, NodeError> {
+        if self.client.is_none() {
+            let client = client_info(node)?;
+            if client.locality == Locality::default() && self.lookup.is_some() {
+                self.pending_pod = pod_hint(node);
+            }
+            self.client = Some(client);
+        }
+        self.refresh();
+        Ok(self.client.as_ref().expect("set above"))
+    }
+
+    pub fn refresh(&mut self) {
+        let (Some(hint), Some(lookup), Some(client)) =
+            (&self.pending_pod, &self.lookup, &mut self.client)
+        else {
+            return;
+        };
+        if let Some(locality) = lookup.locality_of(hint) {
+            client.locality = locality;
+            self.pending_pod = None;
+        }
+    }
+}
+
 /// The pod a client says it runs in, if it says.
 pub fn pod_hint(node: Option<&Node>) -> Option<PodHint> {
     let meta = node?.metadata.as_ref()?;
