@@ -31,5 +31,10 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "cargo build --workspace"
 cargo build --workspace
 
+# The end-to-end tests run the server binary just built (otherwise each test process would ask cargo).
+TARGET_DIR="${CARGO_TARGET_DIR:-target}"
+[[ "$TARGET_DIR" = /* ]] || TARGET_DIR="$ROOT/$TARGET_DIR"
+export XDS_SERVER_BIN="${XDS_SERVER_BIN:-$TARGET_DIR/debug/xds-server}"
+
 step "cargo test --workspace"
 cargo test --workspace
