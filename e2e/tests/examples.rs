@@ -1,4 +1,4 @@
-//! The shipped examples work: `deploy/local/endpoints.yaml` with `deploy/local/policies/`, and the
+//! The shipped examples work: `deploy/local/endpoints.yaml` with `policies/`, and the
 //! server refuses an invalid endpoints file at startup.
 
 use std::collections::BTreeMap;
@@ -12,7 +12,7 @@ fn deploy_local_examples_load_and_policies_apply() {
     let root = e2e::paths::workspace_root();
     let server = XdsServer::start(
         ServerArgs::new(root.join("deploy/local/endpoints.yaml"))
-            .policies(root.join("deploy/local/policies")),
+            .policies(root.join("policies")),
     );
     let envoy = Envoy::start(
         EnvoyOptions::new("client-examples", "us-east1", "us-east1-b", server.addr())

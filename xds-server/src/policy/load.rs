@@ -1061,7 +1061,7 @@ spec:
 
     #[test]
     fn the_shipped_example_policies_are_valid() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/local/policies");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
         if dir.exists() {
             let set = load_policies(&dir).unwrap();
             assert!(!set.entries.is_empty());
