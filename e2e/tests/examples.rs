@@ -11,8 +11,7 @@ use e2e::server::{ServerArgs, XdsServer};
 fn deploy_local_examples_load_and_policies_apply() {
     let root = e2e::paths::workspace_root();
     let server = XdsServer::start(
-        ServerArgs::new(root.join("deploy/local/endpoints.yaml"))
-            .policies(root.join("policies")),
+        ServerArgs::new(root.join("deploy/local/endpoints.yaml")).policies(root.join("policies")),
     );
     let envoy = Envoy::start(
         EnvoyOptions::new("client-examples", "us-east1", "us-east1-b", server.addr())
