@@ -273,9 +273,27 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding the xDS address {}", args.xds_addr))?;
     info!(xds_addr = %listener.local_addr()?, "xDS server listening (ADS, state of the world)");
+    // Standard gRPC health (Kubernetes `grpc` probes, grpc-health-probe): NOT_SERVING until the sources
+    // have a complete view and the first snapshot exists, SERVING after.
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+    {
+        let mut snapshots = snapshot_rx.clone();
+        tokio::spawn(async move {
+            if snapshots.wait_for(Option::is_some).await.is_ok() {
+                info!("first complete snapshot built; reporting SERVING");
+                health
+                    .set_service_status("", tonic_health::ServingStatus::Serving)
+                    .await;
+            }
+        });
+    }
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .add_service(health_service)
         .add_service(
             AdsService::new(snapshot_rx)
                 .with_lookup(locator.map(|l| l as Arc<dyn LocalityLookup>))

@@ -588,6 +588,13 @@ fn deployment_runs_two_locked_down_replicas_spread_over_zones() {
         );
     }
 
+    // Readiness follows the gRPC health service, which reports SERVING only after the initial sync.
+    let readiness = server.readiness_probe.as_ref().expect("readiness probe");
+    assert!(
+        readiness.grpc.is_some(),
+        "readiness must use the gRPC health service: {readiness:?}"
+    );
+
     // At least one replica survives voluntary disruptions.
     let budget = the_one!(manifests, PodDisruptionBudget);
     assert_eq!(budget.metadata.namespace, deployment.metadata.namespace);

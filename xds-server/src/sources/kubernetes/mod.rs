@@ -201,6 +201,8 @@ async fn publish(
     tx: watch::Sender<Option<Arc<Registry>>>,
 ) {
     let mut synced: HashMap<Watched, bool> = HashMap::new();
+    // Per watch, since start; in every error line until metrics exist.
+    let mut errors: HashMap<Watched, u64> = HashMap::new();
     let all_synced = |s: &HashMap<Watched, bool>| s.values().filter(|v| **v).count() == WATCHES;
     let mut dirty_since: Option<tokio::time::Instant> = None;
     loop {
@@ -262,7 +264,9 @@ async fn publish(
                 dirty_since.get_or_insert_with(tokio::time::Instant::now);
             }
             Signal::Error(what, error) => {
-                warn!(watch = ?what, %error, "Kubernetes watch error; retrying with backoff, serving the last known state");
+                *errors.entry(what).or_default() += 1;
+                warn!(watch = ?what, errors_total = errors[&what], %error,
+                      "Kubernetes watch error; retrying with backoff, serving the last known state");
             }
         }
     }

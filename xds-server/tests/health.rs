@@ -1,0 +1,105 @@
+//! The standard gRPC health service on the xDS port: NOT_SERVING until the sources have a complete view.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Server(Child);
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(args: &[&str]) -> (Server, u16) {
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_xds-server"))
+        .args(args)
+        .args(["--xds-addr", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start xds-server");
+    (Server(child), port)
+}
+
+async fn status(port: u16) -> Option<ServingStatus> {
+    let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))
+        .ok()?
+        .connect()
+        .await
+        .ok()?;
+    let mut client = HealthClient::new(channel);
+    let resp = client
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .ok()?;
+    ServingStatus::try_from(resp.into_inner().status).ok()
+}
+
+async fn wait_status(port: u16) -> ServingStatus {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(s) = status(port).await {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "health service never answered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn serving_once_the_endpoints_file_is_loaded() {
+    let dir = std::env::temp_dir().join(format!("xds-health-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("endpoints.yaml");
+    std::fs::write(&file, "services: []\n").unwrap();
+    let (_server, port) = start(&["--endpoints", file.to_str().unwrap()]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while wait_status(port).await != ServingStatus::Serving {
+        assert!(Instant::now() < deadline, "never became SERVING");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn not_serving_while_kubernetes_is_unreachable() {
+    let dir = std::env::temp_dir().join(format!("xds-health-kube-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = dir.join("kubeconfig");
+    // Nothing listens there: the initial lists never complete.
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: 'http://127.0.0.1:{}'}}\n\
+             users:\n- name: u\n  user: {{}}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\n\
+             current-context: x\n",
+            free_port()
+        ),
+    )
+    .unwrap();
+    let (_server, port) = start(&[
+        "--source",
+        "kubernetes",
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+    ]);
+    assert_eq!(wait_status(port).await, ServingStatus::NotServing);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(wait_status(port).await, ServingStatus::NotServing);
+}
