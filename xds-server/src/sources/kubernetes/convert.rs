@@ -163,7 +163,9 @@ pub fn build_registry<'a>(
             });
             continue;
         }
-        let mut endpoints: BTreeMap<IpAddr, Endpoint> = BTreeMap::new();
+        // Keyed by address *and* ports: pods sharing an IP (hostNetwork pods on one node) with
+        // different ports are different endpoints, as they are to kube-proxy.
+        let mut endpoints: BTreeMap<(IpAddr, BTreeMap<String, u16>), Endpoint> = BTreeMap::new();
         let mut slices = by_service.remove(&id).unwrap_or_default();
         // Deterministic whatever order the watch delivered the slices in.
         slices.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
@@ -228,13 +230,14 @@ pub fn build_registry<'a>(
                         labels: BTreeMap::new(),
                         health,
                     };
-                    // The same address can sit in two slices while the controller moves it; keep the
-                    // healthiest view of it.
-                    match endpoints.get(&address) {
+                    // The same endpoint (address and ports) can sit in two slices while the
+                    // controller moves it; keep the healthiest view of it.
+                    let key = (address, overrides.clone());
+                    match endpoints.get(&key) {
                         Some(existing)
                             if health_rank(existing.health) <= health_rank(candidate.health) => {}
                         _ => {
-                            endpoints.insert(address, candidate);
+                            endpoints.insert(key, candidate);
                         }
                     }
                 }
@@ -401,6 +404,48 @@ mod tests {
         assert_eq!(ep.health, Health::Healthy);
         assert_eq!(ep.target_port(&s.ports[0]), 18080);
         assert_eq!(ep.target_port(&s.ports[1]), 19090);
+    }
+
+    #[test]
+    fn one_address_with_different_ports_in_two_slices_is_two_endpoints() {
+        // hostNetwork pods on one node (or several test backends on 127.0.0.1) share an address.
+        let svc = service("shop", "web", json!([{"name": "http", "port": 80}]));
+        let a = slice(
+            "shop",
+            "web",
+            "web-a",
+            json!([{"name": "http", "port": 18080}]),
+            json!([{"addresses": ["10.0.0.1"], "nodeName": "node-b"}]),
+        );
+        let b = slice(
+            "shop",
+            "web",
+            "web-b",
+            json!([{"name": "http", "port": 18081}]),
+            json!([{"addresses": ["10.0.0.1"], "nodeName": "node-c", "conditions": {"ready": false}}]),
+        );
+        let (reg, skipped) =
+            build_registry([&svc], [&a, &b], &nodes(), &ConvertSettings::default());
+        assert!(skipped.is_empty(), "{skipped:?}");
+        let s = &reg.services[&ServiceId::new("shop", "web")];
+        let eps: Vec<(u16, &str, Health)> = s
+            .endpoints
+            .iter()
+            .map(|e| {
+                (
+                    e.target_port(&s.ports[0]),
+                    e.locality.zone.as_str(),
+                    e.health,
+                )
+            })
+            .collect();
+        assert_eq!(
+            eps,
+            vec![
+                (18080, "us-east1-b", Health::Healthy),
+                (18081, "us-east1-c", Health::Unhealthy)
+            ]
+        );
     }
 
     #[test]
