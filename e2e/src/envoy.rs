@@ -26,6 +26,8 @@ pub struct EnvoyOptions {
     pub subzone: String,
     pub namespace: Option<String>,
     pub labels: BTreeMap<String, String>,
+    /// More string keys for node metadata, e.g. `pod_name` and `pod_ip`.
+    pub metadata: BTreeMap<String, String>,
     pub xds: SocketAddr,
     /// The port asked for in node metadata `listener_port` (a free port if `None`).
     pub listener_port: Option<u16>,
@@ -40,9 +42,16 @@ impl EnvoyOptions {
             subzone: String::new(),
             namespace: None,
             labels: BTreeMap::new(),
+            metadata: BTreeMap::new(),
             xds,
             listener_port: None,
         }
+    }
+
+    /// An Envoy whose bootstrap has no `node.locality` (region, zone and subzone empty), e.g. one
+    /// the control plane must locate through its Pod (see [`EnvoyOptions::metadata`]).
+    pub fn without_locality(node_id: &str, xds: SocketAddr) -> Self {
+        Self::new(node_id, "", "", xds)
     }
 
     pub fn namespace(mut self, ns: &str) -> Self {
@@ -62,6 +71,12 @@ impl EnvoyOptions {
 
     pub fn label(mut self, key: &str, value: &str) -> Self {
         self.labels.insert(key.to_string(), value.to_string());
+        self
+    }
+
+    /// A string in node metadata, e.g. `pod_name`, `pod_ip`.
+    pub fn metadata(mut self, key: &str, value: &str) -> Self {
+        self.metadata.insert(key.to_string(), value.to_string());
         self
     }
 }
@@ -103,6 +118,11 @@ pub fn bootstrap(opts: &EnvoyOptions, admin_port: u16, listener_port: u16) -> Ya
     } else {
         locality.insert("sub_zone".into(), opts.subzone.clone().into());
     }
+    if opts.region.is_empty() && opts.zone.is_empty() && opts.subzone.is_empty() {
+        node.as_mapping_mut()
+            .expect("node is a mapping")
+            .remove("locality");
+    }
     let metadata = field(node, "metadata");
     *field(metadata, "listener_address") = Yaml::from("127.0.0.1");
     *field(metadata, "listener_port") = Yaml::from(listener_port);
@@ -122,6 +142,9 @@ pub fn bootstrap(opts: &EnvoyOptions, admin_port: u16, listener_port: u16) -> Ya
         labels.insert(k.clone().into(), v.clone().into());
     }
     metadata.insert("labels".into(), Yaml::Mapping(labels));
+    for (k, v) in &opts.metadata {
+        metadata.insert(k.clone().into(), v.clone().into());
+    }
 
     let admin_addr = field(field(field(&mut doc, "admin"), "address"), "socket_address");
     *field(admin_addr, "address") = Yaml::from("127.0.0.1");

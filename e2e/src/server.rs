@@ -24,7 +24,10 @@ pub struct XdsServer {
 /// What to run the server with; `--xds-addr` and `--log-format` are added by the harness.
 #[derive(Debug, Clone, Default)]
 pub struct ServerArgs {
+    /// `--endpoints` (the file source); unused when `kubeconfig` is set.
     pub endpoints: PathBuf,
+    /// `--source kubernetes --kubeconfig PATH` instead of the endpoints file.
+    pub kubeconfig: Option<PathBuf>,
     pub policies: Option<PathBuf>,
     /// Default listener port handed out to Envoys that don't override it (a free port if `None`).
     pub listener_port: Option<u16>,
@@ -35,6 +38,15 @@ impl ServerArgs {
     pub fn new(endpoints: impl Into<PathBuf>) -> Self {
         ServerArgs {
             endpoints: endpoints.into(),
+            ..Default::default()
+        }
+    }
+
+    /// The Kubernetes source, through a kubeconfig (e.g. one written by
+    /// [`crate::apiserver::ApiServer::write_kubeconfig`]).
+    pub fn kubernetes(kubeconfig: impl Into<PathBuf>) -> Self {
+        ServerArgs {
+            kubeconfig: Some(kubeconfig.into()),
             ..Default::default()
         }
     }
@@ -51,16 +63,23 @@ impl XdsServer {
     pub fn start(args: ServerArgs) -> XdsServer {
         let port = crate::ports::free_port();
         let listener_port = args.listener_port.unwrap_or_else(crate::ports::free_port);
-        let mut argv: Vec<OsString> = vec![
-            "--endpoints".into(),
-            args.endpoints.clone().into(),
+        let mut argv: Vec<OsString> = match &args.kubeconfig {
+            Some(kubeconfig) => vec![
+                "--source".into(),
+                "kubernetes".into(),
+                "--kubeconfig".into(),
+                kubeconfig.clone().into(),
+            ],
+            None => vec!["--endpoints".into(), args.endpoints.clone().into()],
+        };
+        argv.extend::<[OsString; 6]>([
             "--xds-addr".into(),
             format!("127.0.0.1:{port}").into(),
             "--listener-port".into(),
             listener_port.to_string().into(),
             "--log-format".into(),
             "text".into(),
-        ];
+        ]);
         if let Some(p) = &args.policies {
             argv.push("--policies".into());
             argv.push(p.clone().into());
