@@ -991,13 +991,8 @@ fn a_client_without_locality_is_located_through_its_pod_and_node() {
 
 /// An Envoy that connects before the server's Pod watch has seen its Pod (the watch lags behind a
 /// freshly started pod) must get its own zone first once the Pod shows up.
-///
-/// Fails today: a pending pod lookup is retried only when the client sends a request or a new
-/// snapshot is published, and Pod changes publish nothing (they do not change the registry). The
-/// client keeps its locality-less priorities until some unrelated Service, EndpointSlice, Node or
-/// policy change happens. Run with `--ignored` once the server re-tries lookups on Pod changes.
+/// Pod changes publish no snapshot, so the stream re-checks a pending lookup on its own (every 250 ms).
 #[test]
-#[ignore = "server bug: a Pod seen after its Envoy connected is not used until an unrelated change"]
 fn a_client_whose_pod_appears_after_it_connected_gets_its_locality() {
     let mut world = World::new();
     let b0 = world.add(EAST_B);

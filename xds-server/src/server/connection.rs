@@ -98,6 +98,11 @@ impl AdsConnection {
         self.client.get()
     }
 
+    /// The client's locality awaits its pod (see [`ClientIdentity`]).
+    pub fn locality_pending(&self) -> bool {
+        self.client.is_pending()
+    }
+
     pub fn type_state(&self, kind: ResourceType) -> Option<&TypeState> {
         self.types.get(&kind)
     }

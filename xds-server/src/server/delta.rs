@@ -61,6 +61,11 @@ impl DeltaConnection {
         self.client.get()
     }
 
+    /// The client's locality awaits its pod (see [`ClientIdentity`]).
+    pub fn locality_pending(&self) -> bool {
+        self.client.is_pending()
+    }
+
     pub fn type_state(&self, kind: ResourceType) -> Option<&DeltaTypeState> {
         self.types.get(&kind)
     }

@@ -30,6 +30,9 @@ use delta::DeltaConnection;
 /// slows its own stream, and picks up the newest snapshot when it catches up.
 const STREAM_QUEUE: usize = 16;
 
+/// How often a stream re-checks the locality of a client whose pod is not known yet.
+const POD_RETRY: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// The snapshot stream the server reads. `None` until the sources have a complete view: streams opened
 /// before that wait (Envoy waits with them) rather than get an empty or partial configuration.
 pub type Snapshots = watch::Receiver<Option<Arc<Snapshot>>>;
@@ -75,6 +78,7 @@ trait StreamMachine: Send + 'static {
     ) -> Result<(RequestKind, Vec<Self::Resp>), node::NodeError>;
     fn on_snapshot(&mut self, snapshot: &Snapshot) -> Vec<Self::Resp>;
     fn client(&self) -> Option<&crate::model::ClientInfo>;
+    fn locality_pending(&self) -> bool;
     fn request_type(req: &Self::Req) -> &str;
     /// (type, resources, nonce) for the push log.
     fn describe(resp: &Self::Resp) -> (&'static str, usize, &str);
@@ -100,6 +104,9 @@ impl StreamMachine for AdsConnection {
     }
     fn client(&self) -> Option<&crate::model::ClientInfo> {
         AdsConnection::client(self)
+    }
+    fn locality_pending(&self) -> bool {
+        AdsConnection::locality_pending(self)
     }
     fn request_type(req: &DiscoveryRequest) -> &str {
         &req.type_url
@@ -129,6 +136,9 @@ impl StreamMachine for DeltaConnection {
     }
     fn client(&self) -> Option<&crate::model::ClientInfo> {
         DeltaConnection::client(self)
+    }
+    fn locality_pending(&self) -> bool {
+        DeltaConnection::locality_pending(self)
     }
     fn request_type(req: &DeltaDiscoveryRequest) -> &str {
         &req.type_url
@@ -162,6 +172,10 @@ async fn run_stream<M: StreamMachine>(
     let current = |s: &Snapshots| s.borrow().clone().expect("present once the wait is over");
     let node = |conn: &M| conn.client().map(|c| c.node_id.clone()).unwrap_or_default();
     let protocol = M::PROTOCOL;
+    // A client located through its pod, whose pod the watch has not seen yet, is re-checked on this
+    // tick: pod events do not publish snapshots (they would rebuild one on every pod churn).
+    let mut pod_retry = tokio::time::interval(POD_RETRY);
+    pod_retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let responses = tokio::select! {
             req = inbound.next() => {
@@ -204,6 +218,16 @@ async fn run_stream<M: StreamMachine>(
                         break;
                     }
                 }
+            }
+            _ = pod_retry.tick(), if conn.locality_pending() => {
+                let responses = conn.on_snapshot(&current(&snapshots));
+                if !conn.locality_pending() {
+                    if let Some(c) = conn.client() {
+                        info!(stream_id, node = %c.node_id, locality = %c.locality,
+                              "client located through its pod");
+                    }
+                }
+                responses
             }
             changed = snapshots.changed() => {
                 if changed.is_err() {

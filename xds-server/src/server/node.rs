@@ -65,6 +65,11 @@ impl ClientIdentity {
         Ok(self.client.as_ref().expect("set above"))
     }
 
+    /// True while the locality should come from a pod the lookup does not know yet.
+    pub fn is_pending(&self) -> bool {
+        self.pending_pod.is_some()
+    }
+
     pub fn refresh(&mut self) {
         let (Some(hint), Some(lookup), Some(client)) =
             (&self.pending_pod, &self.lookup, &mut self.client)
