@@ -98,19 +98,13 @@ pub fn merge(
                 verdicts.push(verdict(false, "Invalid", message));
             }
             Ok(parsed) => {
-                let mut parsed: Vec<PolicyEntry> = parsed
-                    .into_iter()
-                    .map(|mut e| {
-                        if let super::PolicyOrigin::Named { source: s, .. } = &mut e.origin {
-                            *s = "kubernetes".to_string();
-                        }
-                        if let super::PolicyOrigin::Named { namespace: ns, .. } = &mut e.origin {
-                            *ns = namespace.clone();
-                        }
-                        e
-                    })
-                    .collect();
-                let entry = parsed.remove(0);
+                // One document in, one entry out. Its origin names the object, not the YAML we made.
+                let mut entry = parsed.into_iter().next().expect("one document parsed");
+                entry.origin = super::PolicyOrigin::Named {
+                    namespace: namespace.clone(),
+                    name: name.clone(),
+                    source: "kubernetes".to_string(),
+                };
                 if let Some(other) = owner.get(&entry.scope) {
                     let message = format!("another policy already applies to this scope: {other}");
                     warn!(policy = %source, %message, "FailoverPolicy not applied");
