@@ -126,10 +126,18 @@ pub struct ClusterEntry {
     pub policy: ResolvedPolicy,
     pub cluster: Arc<Resource>,
     eds: DashMap<LocalityClass, Arc<Resource>>,
+    /// `false` only for the benchmark baseline: every call builds and encodes its own answer.
+    shared: bool,
 }
 
 impl ClusterEntry {
-    fn new(name: String, service: Arc<Service>, port: ServicePort, policy: ResolvedPolicy) -> Self {
+    fn new(
+        name: String,
+        service: Arc<Service>,
+        port: ServicePort,
+        policy: ResolvedPolicy,
+        shared: bool,
+    ) -> Self {
         let cluster = Resource::new(name.clone(), resources::cluster(&name, &policy.policy));
         Self {
             service,
@@ -137,11 +145,24 @@ impl ClusterEntry {
             policy,
             cluster,
             eds: DashMap::new(),
+            shared,
         }
     }
 
     pub fn name(&self) -> &str {
         &self.cluster.name
+    }
+
+    /// The CDS resource. Shared by every client unless sharing is off.
+    pub fn cluster_resource(&self) -> Arc<Resource> {
+        if self.shared {
+            self.cluster.clone()
+        } else {
+            Resource::new(
+                self.name().to_string(),
+                resources::cluster(self.name(), &self.policy.policy),
+            )
+        }
     }
 
     /// The EDS answer for one class of clients, computed and encoded at most once.
@@ -153,8 +174,21 @@ impl ClusterEntry {
         let plan = translate::priorities(class, &self.service.endpoints, policy);
         let cla = resources::load_assignment(self.name(), &self.service, &self.port, &plan, policy);
         let resource = Resource::new(self.name().to_string(), cla);
-        self.eds.insert(class.clone(), resource.clone());
+        if self.shared {
+            // Two clients of a new class may race here; both build the same bytes, one is kept.
+            self.eds.insert(class.clone(), resource.clone());
+        }
         resource
+    }
+
+    /// Bytes of encoded EDS answers held for this cluster (one per class seen).
+    pub fn cached_bytes(&self) -> usize {
+        self.cluster.any.value.len()
+            + self
+                .eds
+                .iter()
+                .map(|e| e.value().any.value.len())
+                .sum::<usize>()
     }
 
     pub fn class_of(&self, client: &ClientInfo) -> LocalityClass {
@@ -166,11 +200,42 @@ impl ClusterEntry {
     }
 }
 
+/// Clusters whose entry is not the very one `previous` had, and whether any CDS resource differs.
+fn cluster_changes(previous: &Snapshot, next: &BTreeMap<String, Arc<ClusterEntry>>) -> Changes {
+    let mut changes = Changes {
+        since: previous.generation,
+        ..Changes::default()
+    };
+    for (name, entry) in next {
+        match previous.clusters.get(name) {
+            Some(old) if Arc::ptr_eq(old, entry) => {}
+            Some(old) => {
+                changes.clusters.insert(name.clone());
+                changes.cds |= old.cluster.hash != entry.cluster.hash;
+            }
+            None => {
+                changes.clusters.insert(name.clone());
+                changes.cds = true;
+            }
+        }
+    }
+    for name in previous.clusters.keys() {
+        if !next.contains_key(name) {
+            changes.clusters.insert(name.clone());
+            changes.cds = true;
+        }
+    }
+    changes
+}
+
 /// Settings that shape generated resources but come from flags, not from sources.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TranslateSettings {
     pub listener_address: String,
     pub listener_port: u16,
+    /// Share each encoded answer between all clients that get the same one (EDS per locality class,
+    /// CDS/LDS/RDS for everyone). Off only to measure what sharing saves (`--no-shared-cache`).
+    pub shared_cache: bool,
 }
 
 impl Default for TranslateSettings {
@@ -178,8 +243,46 @@ impl Default for TranslateSettings {
         Self {
             listener_address: "0.0.0.0".to_string(),
             listener_port: 15001,
+            shared_cache: true,
         }
     }
+}
+
+/// What differs between a snapshot and the one before it, so a connection that already answered from
+/// the previous snapshot re-checks only these instead of every subscribed resource.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// The generation these changes are relative to.
+    pub since: u64,
+    /// Clusters whose entry was rebuilt, added or removed: their EDS answers may differ.
+    pub clusters: BTreeSet<String>,
+    /// Some CDS resource was added, removed or encodes differently.
+    pub cds: bool,
+    /// Listener and route answers were rebuilt (the service set or settings changed).
+    pub routes: bool,
+}
+
+/// Which resources of one type may have changed for a client that last synced at some generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope<'a> {
+    /// Unknown (the client skipped a generation, or this is the first snapshot): check everything.
+    Everything,
+    /// Only these names (EDS).
+    Names(&'a BTreeSet<String>),
+    /// Nothing of this type changed.
+    Nothing,
+}
+
+/// Sizes of what the cache holds, for logs and the admin API.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    pub clusters: usize,
+    /// Distinct locality classes that have an EDS answer in at least one cluster.
+    pub classes: usize,
+    /// Encoded (cluster, class) EDS answers.
+    pub eds_answers: usize,
+    /// Encoded bytes held: CDS, EDS, LDS and RDS resources.
+    pub bytes: usize,
 }
 
 #[derive(Debug)]
@@ -192,6 +295,7 @@ pub struct Snapshot {
     clusters: BTreeMap<String, Arc<ClusterEntry>>,
     listeners: DashMap<(String, u16), Arc<Resource>>,
     routes: DashMap<Option<String>, Arc<Resource>>,
+    changes: Option<Changes>,
 }
 
 impl Snapshot {
@@ -219,11 +323,13 @@ impl Snapshot {
                         shared.clone(),
                         port.clone(),
                         resolved.clone(),
+                        settings.shared_cache,
                     )),
                 };
                 clusters.insert(name, entry);
             }
         }
+        let changes = previous.map(|p| cluster_changes(p, &clusters));
         // Routes and listeners depend only on the service set and settings: keep their memos when those
         // did not change.
         let same_routes = previous.is_some_and(|p| {
@@ -239,6 +345,10 @@ impl Snapshot {
             Some(p) if same_routes => (p.listeners.clone(), p.routes.clone()),
             _ => (DashMap::new(), DashMap::new()),
         };
+        let changes = changes.map(|mut c| {
+            c.routes = !same_routes;
+            c
+        });
         Self {
             generation: previous.map_or(1, |p| p.generation + 1),
             registry,
@@ -247,6 +357,64 @@ impl Snapshot {
             clusters,
             listeners,
             routes,
+            changes,
+        }
+    }
+
+    /// The changes since generation `seen`, if this snapshot directly follows it.
+    pub fn changes_since(&self, seen: Option<u64>) -> Option<&Changes> {
+        self.changes.as_ref().filter(|c| Some(c.since) == seen)
+    }
+
+    /// Which resources of `kind` may differ from what a client synced at generation `seen` holds.
+    pub fn scope(&self, kind: ResourceType, seen: Option<u64>) -> Scope<'_> {
+        let Some(changes) = self.changes_since(seen) else {
+            return Scope::Everything;
+        };
+        let changed = match kind {
+            ResourceType::Cluster => changes.cds,
+            ResourceType::Listener | ResourceType::Route => changes.routes,
+            ResourceType::Endpoint => {
+                return if changes.clusters.is_empty() {
+                    Scope::Nothing
+                } else {
+                    Scope::Names(&changes.clusters)
+                }
+            }
+        };
+        if changed {
+            Scope::Everything
+        } else {
+            Scope::Nothing
+        }
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        let mut classes = BTreeSet::new();
+        let mut eds_answers = 0;
+        let mut bytes = 0;
+        for c in self.clusters.values() {
+            for e in c.eds.iter() {
+                classes.insert(e.key().clone());
+            }
+            eds_answers += c.eds.len();
+            bytes += c.cached_bytes();
+        }
+        bytes += self
+            .listeners
+            .iter()
+            .map(|l| l.value().any.value.len())
+            .sum::<usize>();
+        bytes += self
+            .routes
+            .iter()
+            .map(|r| r.value().any.value.len())
+            .sum::<usize>();
+        CacheStats {
+            clusters: self.clusters.len(),
+            classes: classes.len(),
+            eds_answers,
+            bytes,
         }
     }
 
@@ -266,29 +434,37 @@ impl Snapshot {
         let port = over
             .and_then(|o| o.port)
             .unwrap_or(self.settings.listener_port);
+        let build = || {
+            Resource::new(
+                resources::LISTENER_NAME.to_string(),
+                resources::listener(&address, port),
+            )
+        };
+        if !self.settings.shared_cache {
+            return build();
+        }
         self.listeners
             .entry((address.clone(), port))
-            .or_insert_with(|| {
-                Resource::new(
-                    resources::LISTENER_NAME.to_string(),
-                    resources::listener(&address, port),
-                )
-            })
+            .or_insert_with(build)
             .clone()
     }
 
     fn routes_for(&self, client: &ClientInfo) -> Arc<Resource> {
+        let build = || {
+            Resource::new(
+                resources::ROUTE_CONFIG_NAME.to_string(),
+                resources::route_configuration(
+                    self.registry.services.values(),
+                    client.namespace.as_deref(),
+                ),
+            )
+        };
+        if !self.settings.shared_cache {
+            return build();
+        }
         self.routes
             .entry(client.namespace.clone())
-            .or_insert_with(|| {
-                Resource::new(
-                    resources::ROUTE_CONFIG_NAME.to_string(),
-                    resources::route_configuration(
-                        self.registry.services.values(),
-                        client.namespace.as_deref(),
-                    ),
-                )
-            })
+            .or_insert_with(build)
             .clone()
     }
 
@@ -306,7 +482,7 @@ impl Snapshot {
                 .clusters
                 .values()
                 .filter(|c| wanted(c.name()))
-                .map(|c| c.cluster.clone())
+                .map(|c| c.cluster_resource())
                 .collect(),
             ResourceType::Endpoint => {
                 // EDS is never wildcard for us: with no names, nothing is wanted.
@@ -315,8 +491,7 @@ impl Snapshot {
                 };
                 names
                     .iter()
-                    .filter_map(|n| self.clusters.get(n))
-                    .map(|c| c.load_assignment(&c.class_of(client)))
+                    .filter_map(|n| self.load_assignment(n, client))
                     .collect()
             }
             ResourceType::Listener => {
@@ -336,6 +511,27 @@ impl Snapshot {
                 }
             }
         }
+    }
+
+    /// One named resource of `kind` as `client` should have it, if it exists.
+    pub fn resource(
+        &self,
+        kind: ResourceType,
+        client: &ClientInfo,
+        name: &str,
+    ) -> Option<Arc<Resource>> {
+        match kind {
+            ResourceType::Cluster => self.clusters.get(name).map(|c| c.cluster_resource()),
+            ResourceType::Endpoint => self.load_assignment(name, client),
+            ResourceType::Listener => Some(self.listener_for(client)).filter(|l| l.name == name),
+            ResourceType::Route => Some(self.routes_for(client)).filter(|r| r.name == name),
+        }
+    }
+
+    /// One cluster's EDS answer for `client`, if the cluster exists.
+    pub fn load_assignment(&self, cluster: &str, client: &ClientInfo) -> Option<Arc<Resource>> {
+        let c = self.clusters.get(cluster)?;
+        Some(c.load_assignment(&c.class_of(client)))
     }
 
     /// Number of distinct (cluster, class) EDS answers encoded so far.
@@ -486,5 +682,156 @@ mod tests {
         assert!(snap
             .resources_for(ResourceType::Route, &c, Some(&names(&["other"])))
             .is_empty());
+    }
+
+    #[test]
+    fn changes_name_rebuilt_clusters_and_whether_cds_or_routes_moved() {
+        let first = Snapshot::build(
+            None,
+            registry("10.0.0.1"),
+            Arc::default(),
+            TranslateSettings::default(),
+        );
+        assert_eq!(first.scope(ResourceType::Endpoint, None), Scope::Everything);
+        let second = Snapshot::build(
+            Some(&first),
+            registry("10.0.0.2"),
+            Arc::default(),
+            TranslateSettings::default(),
+        );
+        let changed = names(&["a.shop:8080"]);
+        assert_eq!(
+            second.scope(ResourceType::Endpoint, Some(1)),
+            Scope::Names(&changed)
+        );
+        assert_eq!(second.scope(ResourceType::Cluster, Some(1)), Scope::Nothing);
+        assert_eq!(second.scope(ResourceType::Route, Some(1)), Scope::Nothing);
+        // A client that did not see generation 1 checks everything.
+        assert_eq!(second.scope(ResourceType::Cluster, None), Scope::Everything);
+        assert_eq!(
+            second.scope(ResourceType::Endpoint, Some(0)),
+            Scope::Everything
+        );
+        // A new service: its cluster is new (CDS moves) and so are the routes.
+        let mut services: Vec<Service> = second.registry.services.values().cloned().collect();
+        let mut c = services[0].clone();
+        c.id = ServiceId::new("shop", "c");
+        services.push(c);
+        let third = Snapshot::build(
+            Some(&second),
+            Arc::new(Registry::from_services(services)),
+            Arc::default(),
+            TranslateSettings::default(),
+        );
+        assert_eq!(
+            third.scope(ResourceType::Endpoint, Some(2)),
+            Scope::Names(&names(&["c.shop:8080"]))
+        );
+        assert_eq!(
+            third.scope(ResourceType::Cluster, Some(2)),
+            Scope::Everything
+        );
+        assert_eq!(
+            third.scope(ResourceType::Listener, Some(2)),
+            Scope::Everything
+        );
+        // Unchanged input: nothing to check.
+        let fourth = Snapshot::build(
+            Some(&third),
+            third.registry.clone(),
+            Arc::default(),
+            TranslateSettings::default(),
+        );
+        assert_eq!(
+            fourth.scope(ResourceType::Endpoint, Some(3)),
+            Scope::Nothing
+        );
+    }
+
+    #[test]
+    fn stats_count_classes_and_bytes_and_baseline_mode_shares_nothing() {
+        let snap = Snapshot::build(
+            None,
+            registry("10.0.0.1"),
+            Arc::default(),
+            TranslateSettings::default(),
+        );
+        let want = names(&["a.shop:8080", "b.shop:8080"]);
+        for (zone, node) in [("z1", "n1"), ("z1", "n2"), ("z2", "n3")] {
+            snap.resources_for(ResourceType::Endpoint, &client(zone, node), Some(&want));
+        }
+        let stats = snap.stats();
+        assert_eq!(stats.clusters, 2);
+        assert_eq!(stats.classes, 2);
+        assert_eq!(stats.eds_answers, 4);
+        assert!(stats.bytes > 0);
+
+        let baseline = Snapshot::build(
+            None,
+            registry("10.0.0.1"),
+            Arc::default(),
+            TranslateSettings {
+                shared_cache: false,
+                ..TranslateSettings::default()
+            },
+        );
+        let one = baseline.resources_for(ResourceType::Endpoint, &client("z1", "n1"), Some(&want));
+        let two = baseline.resources_for(ResourceType::Endpoint, &client("z1", "n2"), Some(&want));
+        assert!(
+            !Arc::ptr_eq(&one[0], &two[0]),
+            "each client encodes its own"
+        );
+        assert_eq!(one[0].hash, two[0].hash, "with the same content");
+        let cds1 = baseline.resources_for(ResourceType::Cluster, &client("z1", "n1"), None);
+        let cds2 = baseline.resources_for(ResourceType::Cluster, &client("z1", "n1"), None);
+        assert!(!Arc::ptr_eq(&cds1[0], &cds2[0]));
+        assert_eq!(baseline.stats().eds_answers, 0);
+    }
+
+    /// envoy-types map fields are HashMaps with a random seed per map, so a map with two or more entries
+    /// would encode in a different order from one build to the next and look like a change. Building
+    /// every resource kind many times from scratch must give identical bytes.
+    #[test]
+    fn encoding_is_deterministic_across_independent_builds() {
+        let policies = Arc::new(PolicySet {
+            entries: vec![PolicyEntry {
+                scope: PolicyScope::Mesh,
+                origin: PolicyOrigin::BuiltIn,
+                policy: Arc::new(FailoverPolicy {
+                    failover_priority: vec!["topology.kubernetes.io/region".into(), "tier".into()],
+                    ..FailoverPolicy::default()
+                }),
+            }],
+        });
+        let want = names(&["a.shop:8080", "b.shop:8080"]);
+        let mut c = client("z1", "n1");
+        c.labels.insert("tier".into(), "gold".into());
+        c.namespace = Some("shop".into());
+        let encode = || {
+            let snap = Snapshot::build(
+                None,
+                registry("10.0.0.1"),
+                policies.clone(),
+                TranslateSettings::default(),
+            );
+            let mut all = Vec::new();
+            let route = names(&[resources::ROUTE_CONFIG_NAME]);
+            for kind in ResourceType::PUSH_ORDER {
+                let names = match kind {
+                    ResourceType::Endpoint => Some(&want),
+                    ResourceType::Route => Some(&route),
+                    _ => None,
+                };
+                for r in snap.resources_for(kind, &c, names) {
+                    all.push((r.name.clone(), r.any.value.clone()));
+                }
+            }
+            all
+        };
+        let reference = encode();
+        assert_eq!(reference.len(), 6);
+        for _ in 0..32 {
+            assert_eq!(encode(), reference);
+        }
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use tokio::sync::watch;
-use tracing::info;
+use tracing::{info, warn};
 
 use xds_server::cache::{Snapshot, TranslateSettings};
 use xds_server::model::Registry;
@@ -101,6 +101,11 @@ struct Args {
     #[arg(long, env = "XDS_LISTENER_ADDRESS", default_value = "0.0.0.0")]
     listener_address: std::net::IpAddr,
 
+    /// Build and encode every client's answer on its own instead of sharing one per locality class.
+    /// Only for measuring what sharing saves (the load benchmark's baseline); never in production.
+    #[arg(long, env = "XDS_NO_SHARED_CACHE")]
+    no_shared_cache: bool,
+
     /// Log format on stderr. Filter with RUST_LOG (default: info).
     #[arg(long, env = "XDS_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -148,15 +153,45 @@ async fn publish_snapshots(
                 .collect(),
             None => reg.services.keys().map(|s| s.to_string()).collect(),
         };
+        let started = std::time::Instant::now();
         let next = Snapshot::build(previous.as_deref(), reg, pol, settings.clone());
+        // Long lists (a first snapshot of thousands of services) are cut: the count says the rest.
+        const SHOWN: usize = 10;
         info!(
             generation = next.generation,
             services = next.registry.services.len(),
-            changed_services = ?changed,
+            changed = changed.len(),
+            changed_services = ?&changed[..changed.len().min(SHOWN)],
             policies = next.policies.entries.len(),
+            build_us = started.elapsed().as_micros() as u64,
             "publishing new snapshot"
         );
         snapshots.send_replace(Some(Arc::new(next)));
+    }
+}
+
+/// Logs what the shared cache holds whenever it changed, at most every 10 s. Answers are encoded lazily
+/// (on the first client of a class), so the figures grow after a snapshot is published.
+async fn log_cache_stats(snapshots: watch::Receiver<Option<Arc<Snapshot>>>) {
+    let mut last = None;
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+    loop {
+        tick.tick().await;
+        let Some(snapshot) = snapshots.borrow().clone() else {
+            continue;
+        };
+        let stats = snapshot.stats();
+        if last != Some((snapshot.generation, stats)) {
+            info!(
+                generation = snapshot.generation,
+                clusters = stats.clusters,
+                classes = stats.classes,
+                eds_answers = stats.eds_answers,
+                cached_bytes = stats.bytes,
+                "cache"
+            );
+            last = Some((snapshot.generation, stats));
+        }
     }
 }
 
@@ -260,8 +295,13 @@ async fn main() -> anyhow::Result<()> {
     let settings = TranslateSettings {
         listener_address: args.listener_address.to_string(),
         listener_port: args.listener_port,
+        shared_cache: !args.no_shared_cache,
     };
+    if args.no_shared_cache {
+        warn!("--no-shared-cache: every client's answer is built on its own (benchmark baseline)");
+    }
     let (snapshot_tx, snapshot_rx) = watch::channel(None);
+    tokio::spawn(log_cache_stats(snapshot_rx.clone()));
     tokio::spawn(publish_snapshots(
         registry_rx,
         policy_rx,

@@ -7,7 +7,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 
-use crate::cache::{version_of, ResourceType, Snapshot};
+use std::hash::{Hash, Hasher};
+
+use crate::cache::{Resource, ResourceType, Scope, Snapshot};
 use crate::model::ClientInfo;
 use crate::server::node::{ClientIdentity, LocalityLookup, NodeError};
 use std::sync::Arc;
@@ -21,6 +23,16 @@ pub struct TypeState {
     pub sent: Option<Sent>,
     pub acked_version: Option<String>,
     pub nack: Option<Nack>,
+    /// What the client was sent, name → content hash. EDS and RDS answers carry only what changed
+    /// (the protocol lets SotW send a subset for these types; Envoy keeps the rest), CDS and LDS all.
+    held: BTreeMap<String, u64>,
+    /// XOR of [`digest`]s over `held`: the type's version, updated in O(changes).
+    version: u64,
+    /// EDS/RDS resources the client refused, with the refused content; not sent again.
+    rejected: BTreeMap<String, u64>,
+    /// Names to send on the next answer even if the client holds them: endpoints of clusters (routes of
+    /// listeners) just re-created, which Envoy waits on.
+    force: BTreeSet<String>,
     /// Answer the next request even if it looks like a plain ACK: Envoy re-requests EDS (RDS) with the
     /// same version and nonce after a cluster (listener) was re-created, and waits for an answer.
     resend_on_request: bool,
@@ -31,6 +43,8 @@ pub struct Sent {
     pub version: String,
     pub nonce: String,
     pub resources: usize,
+    /// Name and content hash of each resource in the response, so a NACK knows what was refused.
+    contents: Vec<(String, u64)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +69,9 @@ pub struct AdsConnection {
     client: ClientIdentity,
     types: BTreeMap<ResourceType, TypeState>,
     nonce: u64,
+    /// The snapshot generation every type was last brought up to date with; lets the next snapshot
+    /// re-check only what changed since (see [`Snapshot::scope`]). `None` = check everything.
+    seen: Option<u64>,
 }
 
 /// Envoy's NACK text is a dump of the whole resource followed by the actual validation error; keep the
@@ -79,6 +96,28 @@ pub fn shorten_error(message: &str) -> String {
             .collect();
         format!("…{tail}")
     }
+}
+
+/// One resource's share of a type version. XOR-combined, so a version follows single-resource changes
+/// without re-hashing the rest.
+fn digest(name: &str, hash: u64) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    name.hash(&mut h);
+    hash.hash(&mut h);
+    h.finish()
+}
+
+fn version_string(v: u64) -> String {
+    format!("{v:016x}")
+}
+
+/// How much of a type to answer.
+#[derive(Debug, Clone, Copy)]
+enum Answer<'a> {
+    /// Everything subscribed, whatever the client holds (first request, reconnect).
+    Full,
+    /// What may have changed, plus forced names.
+    Changes(Scope<'a>),
 }
 
 impl AdsConnection {
@@ -113,7 +152,11 @@ impl AdsConnection {
         req: &DiscoveryRequest,
         snapshot: &Snapshot,
     ) -> Result<(RequestKind, Vec<DiscoveryResponse>), NodeError> {
+        let was_pending = self.client.is_pending();
         self.client.observe(req.node.as_ref())?;
+        if was_pending && !self.client.is_pending() {
+            self.seen = None; // located: every answer may change
+        }
         let Some(kind) = ResourceType::from_type_url(&req.type_url) else {
             return Ok((RequestKind::UnknownType(req.type_url.clone()), Vec::new()));
         };
@@ -135,30 +178,49 @@ impl AdsConnection {
         st.names = names;
         st.subscribed = true;
 
-        let (what, force) = if let Some(status) = &req.error_detail {
+        let (what, answer) = if let Some(status) = &req.error_detail {
+            let sent = st.sent.clone();
             let nack = Nack {
-                version: st
-                    .sent
-                    .as_ref()
-                    .map(|s| s.version.clone())
-                    .unwrap_or_default(),
+                version: sent.as_ref().map(|s| s.version.clone()).unwrap_or_default(),
                 message: shorten_error(&status.message),
             };
+            if !kind.is_wildcard_type() {
+                // Envoy kept what it had before, which we no longer know exactly: forget the refused
+                // resources so the next good content of each is sent, and remember the bad content.
+                for (name, hash) in sent.iter().flat_map(|s| &s.contents) {
+                    st.rejected.insert(name.clone(), *hash);
+                    if let Some(h) = st.held.remove(name) {
+                        st.version ^= digest(name, h);
+                    }
+                }
+            }
             st.nack = Some(nack.clone());
-            (RequestKind::Nack(nack), false)
+            (RequestKind::Nack(nack), None)
         } else if req.response_nonce.is_empty() {
             // First request of this type on this stream (also after a reconnect, when Envoy sends its
-            // last accepted version with no nonce): always answer.
-            (RequestKind::Initial, true)
+            // last accepted version with no nonce): always answer, in full.
+            (RequestKind::Initial, Some(Answer::Full))
         } else {
             st.acked_version = Some(req.version_info.clone());
             st.nack = None;
-            (RequestKind::Ack, std::mem::take(&mut st.resend_on_request))
+            let rerequest = std::mem::take(&mut st.resend_on_request);
+            let answer = if names_changed {
+                Some(Answer::Changes(Scope::Everything))
+            } else if rerequest {
+                Some(Answer::Changes(Scope::Nothing)) // the forced names only
+            } else {
+                None
+            };
+            (RequestKind::Ack, answer)
         };
-        let responses = if names_changed || force {
-            self.respond(kind, snapshot, true).into_iter().collect()
-        } else {
-            Vec::new()
+        let answer = match answer {
+            // A NACK that also changes the subscription still needs the new names answered.
+            None if names_changed => Some(Answer::Changes(Scope::Everything)),
+            other => other,
+        };
+        let responses = match answer {
+            Some(answer) => self.respond(kind, snapshot, answer).into_iter().collect(),
+            None => Vec::new(),
         };
         Ok((what, responses))
     }
@@ -167,8 +229,10 @@ impl AdsConnection {
     /// (CDS, EDS, LDS, RDS). A re-sent cluster (listener) is followed by its endpoints (routes) even if
     /// those are unchanged, so Envoy never waits on a warming resource.
     pub fn on_snapshot(&mut self, snapshot: &Snapshot) -> Vec<DiscoveryResponse> {
-        self.client.refresh();
-        let mut forced = BTreeSet::new();
+        if self.client.refresh() {
+            self.seen = None;
+        }
+        let seen = self.seen;
         let mut out = Vec::new();
         for kind in ResourceType::PUSH_ORDER {
             let Some(st) = self.types.get(&kind) else {
@@ -177,12 +241,13 @@ impl AdsConnection {
             if !st.subscribed || st.sent.is_none() {
                 continue;
             }
-            if let Some(resp) = self.respond(kind, snapshot, forced.contains(&kind)) {
-                if let Some(dep) = kind.dependent() {
-                    forced.insert(dep);
-                }
+            let scope = snapshot.scope(kind, seen);
+            if let Some(resp) = self.respond(kind, snapshot, Answer::Changes(scope)) {
                 out.push(resp);
             }
+        }
+        if self.client.get().is_some() {
+            self.seen = Some(snapshot.generation);
         }
         out
     }
@@ -191,39 +256,150 @@ impl AdsConnection {
         &mut self,
         kind: ResourceType,
         snapshot: &Snapshot,
-        force: bool,
+        answer: Answer<'_>,
     ) -> Option<DiscoveryResponse> {
         let client = self.client.get()?;
         let st = self.types.get(&kind)?;
-        let resources = snapshot.resources_for(kind, client, st.names.as_ref());
-        let version = version_of(&resources);
-        if st.nack.as_ref().is_some_and(|n| n.version == version) {
+        let full = matches!(answer, Answer::Full);
+        let mut held = None;
+        let (resources, version) = if kind.is_wildcard_type() {
+            // CDS and LDS: the complete set every time.
+            if matches!(answer, Answer::Changes(Scope::Nothing)) {
+                return None;
+            }
+            let resources = snapshot.resources_for(kind, client, st.names.as_ref());
+            let version = resources.iter().fold(0, |v, r| v ^ digest(&r.name, r.hash));
+            (resources, version)
+        } else {
+            let (resources, next_held, version) =
+                changed_resources(kind, st, snapshot, client, answer);
+            held = Some(next_held);
+            (resources, version)
+        };
+        let version_str = version_string(version);
+        if st.nack.as_ref().is_some_and(|n| n.version == version_str) {
             // Envoy refused exactly this; sending it again would only loop.
             return None;
         }
-        if !force && st.sent.as_ref().is_some_and(|s| s.version == version) {
+        let unchanged = st.sent.as_ref().is_some_and(|s| s.version == version_str);
+        let forced = !st.force.is_empty();
+        if kind.is_wildcard_type() {
+            if unchanged && !full && !forced {
+                return None;
+            }
+        } else if resources.is_empty() && !full {
+            // Nothing to send; removals (names gone from the snapshot) only move the version.
+            let st = self.types.get_mut(&kind)?;
+            if let Some(h) = held {
+                st.held = h;
+                st.version = version;
+            }
             return None;
         }
+        // Which names a dependent type must re-send: endpoints of every cluster whose CDS resource
+        // is new or different (Envoy re-creates it), routes of a re-sent listener.
+        let dependent_force: Option<(ResourceType, BTreeSet<String>)> =
+            kind.dependent().map(|dep| {
+                let names = match kind {
+                    ResourceType::Cluster => resources
+                        .iter()
+                        .filter(|r| st.held.get(&r.name) != Some(&r.hash))
+                        .map(|r| r.name.clone())
+                        .collect(),
+                    _ => self
+                        .types
+                        .get(&dep)
+                        .and_then(|d| d.names.clone())
+                        .unwrap_or_default(),
+                };
+                (dep, names)
+            });
+
         self.nonce += 1;
         let nonce = self.nonce.to_string();
         let st = self.types.get_mut(&kind)?;
+        st.held =
+            held.unwrap_or_else(|| resources.iter().map(|r| (r.name.clone(), r.hash)).collect());
+        st.version = version;
         st.sent = Some(Sent {
-            version: version.clone(),
+            version: version_str.clone(),
             nonce: nonce.clone(),
             resources: resources.len(),
+            contents: resources.iter().map(|r| (r.name.clone(), r.hash)).collect(),
         });
+        st.force.clear();
         st.resend_on_request = false;
-        if let Some(dep) = kind.dependent() {
-            self.types.entry(dep).or_default().resend_on_request = true;
+        for r in &resources {
+            // Superseded: a refused resource stays refused only in the content that was refused.
+            st.rejected.remove(&r.name);
+        }
+        if let Some((dep, names)) = dependent_force {
+            if !names.is_empty() {
+                let d = self.types.entry(dep).or_default();
+                d.force.extend(names);
+                d.resend_on_request = true;
+            }
         }
         Some(DiscoveryResponse {
-            version_info: version,
+            version_info: version_str,
             resources: resources.iter().map(|r| r.any.clone()).collect(),
             type_url: kind.type_url().to_string(),
             nonce,
             ..DiscoveryResponse::default()
         })
     }
+}
+
+/// For EDS/RDS: the resources to send under `answer`, what the client will hold afterwards and the
+/// resulting version.
+fn changed_resources(
+    kind: ResourceType,
+    st: &TypeState,
+    snapshot: &Snapshot,
+    client: &ClientInfo,
+    answer: Answer<'_>,
+) -> (Vec<Arc<Resource>>, BTreeMap<String, u64>, u64) {
+    let subscribed = |name: &str| st.names.as_ref().is_some_and(|s| s.contains(name));
+    let mut candidates: BTreeSet<&str> = st.force.iter().map(String::as_str).collect();
+    match answer {
+        Answer::Full | Answer::Changes(Scope::Everything) => {
+            // Every subscribed name, and what the client holds but no longer subscribes to.
+            candidates.extend(st.names.iter().flatten().map(String::as_str));
+            candidates.extend(st.held.keys().map(String::as_str));
+        }
+        Answer::Changes(Scope::Names(names)) => candidates.extend(names.iter().map(String::as_str)),
+        Answer::Changes(Scope::Nothing) => {}
+    }
+    let mut held = st.held.clone();
+    let mut version = st.version;
+    let mut out = Vec::new();
+    for name in candidates {
+        let current = if subscribed(name) {
+            snapshot.resource(kind, client, name)
+        } else {
+            None
+        };
+        match current {
+            Some(r) => {
+                let forced = matches!(answer, Answer::Full) || st.force.contains(name);
+                let same = held.get(name) == Some(&r.hash);
+                let refused = st.rejected.get(name) == Some(&r.hash);
+                if (forced || !same) && !refused {
+                    if let Some(old) = held.insert(name.to_string(), r.hash) {
+                        version ^= digest(name, old);
+                    }
+                    version ^= digest(name, r.hash);
+                    out.push(r);
+                }
+            }
+            None => {
+                if let Some(old) = held.remove(name) {
+                    version ^= digest(name, old);
+                }
+            }
+        }
+    }
+    (out, held, version)
 }
 
 #[cfg(test)]
@@ -331,11 +507,100 @@ mod tests {
         assert_eq!(eds.resources.len(), 1);
         let cla = ClusterLoadAssignment::decode(eds.resources[0].value.as_slice()).unwrap();
         assert_eq!(cla.cluster_name, EDS_A);
-        // ACK that also adds a name: answered with both
+        // ACK that also adds a name: answered with the new one only (SotW lets EDS carry a subset;
+        // Envoy keeps the clusters a response does not mention).
         let both = one(&mut conn, &ack(&eds, &[EDS_A, "b.shop:8080"]), &snap).unwrap();
-        assert_eq!(both.resources.len(), 2);
+        assert_eq!(cla_names(&both), vec!["b.shop:8080"]);
+        assert_ne!(both.version_info, eds.version_info);
         // plain ACK: silence
         assert!(one(&mut conn, &ack(&both, &[EDS_A, "b.shop:8080"]), &snap).is_none());
+        // Dropping a name and adding it back sends it again.
+        let a_only = one(&mut conn, &ack(&both, &[EDS_A]), &snap);
+        assert!(a_only.is_none(), "nothing new to send for a removal");
+        let st = conn.type_state(ResourceType::Endpoint).unwrap();
+        assert_eq!(
+            version_string(st.version),
+            eds.version_info,
+            "the version follows what the client holds"
+        );
+    }
+
+    fn cla_names(resp: &DiscoveryResponse) -> Vec<String> {
+        resp.resources
+            .iter()
+            .map(|a| {
+                ClusterLoadAssignment::decode(a.value.as_slice())
+                    .unwrap()
+                    .cluster_name
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_endpoint_change_sends_only_the_changed_load_assignment() {
+        let first = snapshot(None, &[("a", &["10.0.0.1"]), ("b", &["10.0.0.2"])]);
+        let mut conn = AdsConnection::new();
+        let names = [EDS_A, "b.shop:8080"];
+        let eds = one(&mut conn, &request(ENDPOINT_TYPE, &names, "", ""), &first).unwrap();
+        assert_eq!(eds.resources.len(), 2);
+        assert!(one(&mut conn, &ack(&eds, &names), &first).is_none());
+        conn.on_snapshot(&first);
+        let second = snapshot(Some(&first), &[("a", &["10.0.0.1"]), ("b", &["10.0.0.3"])]);
+        let pushed = conn.on_snapshot(&second);
+        assert_eq!(pushed.len(), 1);
+        assert_eq!(cla_names(&pushed[0]), vec!["b.shop:8080"]);
+        // A snapshot that skips one generation (the client was slow) is checked in full and still
+        // sends only what differs from what the client holds.
+        let third = snapshot(Some(&second), &[("a", &["10.0.0.4"]), ("b", &["10.0.0.3"])]);
+        let fourth = snapshot(Some(&third), &[("a", &["10.0.0.4"]), ("b", &["10.0.0.5"])]);
+        let pushed = conn.on_snapshot(&fourth);
+        assert_eq!(cla_names(&pushed[0]), vec![EDS_A, "b.shop:8080"]);
+        let fifth = snapshot(Some(&fourth), &[("a", &["10.0.0.4"]), ("b", &["10.0.0.5"])]);
+        assert!(conn.on_snapshot(&fifth).is_empty());
+        // A cluster that disappears is dropped from what the client holds; nothing is sent for it
+        // (CDS removes the cluster).
+        let sixth = snapshot(Some(&fifth), &[("a", &["10.0.0.4"])]);
+        assert!(conn.on_snapshot(&sixth).is_empty());
+        let st = conn.type_state(ResourceType::Endpoint).unwrap();
+        assert_eq!(st.held.keys().collect::<Vec<_>>(), vec![EDS_A]);
+    }
+
+    #[test]
+    fn a_refused_load_assignment_is_not_resent_while_others_still_flow() {
+        let first = snapshot(None, &[("a", &["10.0.0.1"]), ("b", &["10.0.0.2"])]);
+        let mut conn = AdsConnection::new();
+        let names = [EDS_A, "b.shop:8080"];
+        let eds = one(&mut conn, &request(ENDPOINT_TYPE, &names, "", ""), &first).unwrap();
+        one(&mut conn, &ack(&eds, &names), &first);
+        conn.on_snapshot(&first);
+        let second = snapshot(Some(&first), &[("a", &["10.0.0.9"]), ("b", &["10.0.0.2"])]);
+        let pushed = conn.on_snapshot(&second);
+        let mut nack = ack(&pushed[0], &names);
+        nack.version_info = eds.version_info.clone();
+        nack.error_detail = Some(Status {
+            code: 13,
+            message: "bad".into(),
+            details: vec![],
+        });
+        let (what, out) = conn.on_request(&nack, &second).unwrap();
+        assert!(matches!(what, RequestKind::Nack(_)));
+        assert!(out.is_empty());
+        // b changes: only b goes out; a's refused content stays back.
+        let third = snapshot(Some(&second), &[("a", &["10.0.0.9"]), ("b", &["10.0.0.3"])]);
+        let pushed = conn.on_snapshot(&third);
+        assert_eq!(cla_names(&pushed[0]), vec!["b.shop:8080"]);
+        // Even after an ACK and a full re-check (a skipped generation), the refused content stays back.
+        let (_, _) = conn.on_request(&ack(&pushed[0], &names), &third).unwrap();
+        let skipped = snapshot(Some(&third), &[("a", &["10.0.0.9"]), ("b", &["10.0.0.3"])]);
+        let again = snapshot(
+            Some(&skipped),
+            &[("a", &["10.0.0.9"]), ("b", &["10.0.0.3"])],
+        );
+        assert!(conn.on_snapshot(&again).is_empty());
+        // a gets new content: it is sent.
+        let fourth = snapshot(Some(&again), &[("a", &["10.0.0.8"]), ("b", &["10.0.0.3"])]);
+        let pushed = conn.on_snapshot(&fourth);
+        assert_eq!(cla_names(&pushed[0]), vec![EDS_A]);
     }
 
     #[test]

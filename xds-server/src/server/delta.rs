@@ -8,7 +8,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 };
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::cache::{ResourceType, Snapshot};
+use crate::cache::{Resource, ResourceType, Scope, Snapshot};
 use crate::model::ClientInfo;
 use crate::server::connection::{shorten_error, Nack, RequestKind};
 use crate::server::node::{ClientIdentity, LocalityLookup, NodeError};
@@ -21,17 +21,47 @@ pub struct DeltaTypeState {
     pub wildcard: bool,
     /// Explicitly subscribed names.
     pub names: BTreeSet<String>,
-    /// What the client holds: name → version.
-    pub held: BTreeMap<String, String>,
+    /// What the client holds: name → content hash (the resource version is its hex form).
+    pub held: BTreeMap<String, u64>,
     /// The last response's nonce and the versions it carried, until ACKed or NACKed.
-    pub pending: Option<(String, BTreeMap<String, String>)>,
+    pub pending: Option<(String, BTreeMap<String, u64>)>,
     /// Versions the client refused; never sent again.
-    pub rejected: BTreeMap<String, String>,
+    pub rejected: BTreeMap<String, u64>,
     pub last_nack: Option<Nack>,
     pub subscribed: bool,
     /// Names to send even if the client holds their current version: endpoints (routes) of clusters
     /// (listeners) that were just re-sent, which Envoy re-creates and waits on.
     force: BTreeSet<String>,
+    /// What may have changed since the last answer while one was in flight; answered on the ACK.
+    stale: Stale,
+}
+
+/// Names whose answer may differ from what the client holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+enum Stale {
+    #[default]
+    Clean,
+    Names(BTreeSet<String>),
+    All,
+}
+
+impl Stale {
+    fn add(&mut self, scope: Scope<'_>) {
+        match (scope, &mut *self) {
+            (Scope::Nothing, _) | (_, Stale::All) => {}
+            (Scope::Everything, _) => *self = Stale::All,
+            (Scope::Names(n), Stale::Names(mine)) => mine.extend(n.iter().cloned()),
+            (Scope::Names(n), Stale::Clean) => *self = Stale::Names(n.clone()),
+        }
+    }
+
+    fn scope(&self) -> Scope<'_> {
+        match self {
+            Stale::Clean => Scope::Nothing,
+            Stale::Names(n) => Scope::Names(n),
+            Stale::All => Scope::Everything,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -39,10 +69,20 @@ pub struct DeltaConnection {
     client: ClientIdentity,
     types: BTreeMap<ResourceType, DeltaTypeState>,
     nonce: u64,
+    /// Generation every type was last checked against (see [`Snapshot::scope`]).
+    seen: Option<u64>,
 }
 
+/// The version string of a resource: its content hash in hex.
 fn version(hash: u64) -> String {
     format!("{hash:016x}")
+}
+
+/// The hash behind a version string we sent; anything else (another server's version) matches nothing.
+fn parse_version(v: &str) -> Option<u64> {
+    (v.len() == 16)
+        .then(|| u64::from_str_radix(v, 16).ok())
+        .flatten()
 }
 
 impl DeltaConnection {
@@ -75,7 +115,14 @@ impl DeltaConnection {
         req: &DeltaDiscoveryRequest,
         snapshot: &Snapshot,
     ) -> Result<(RequestKind, Vec<DeltaDiscoveryResponse>), NodeError> {
+        let was_pending = self.client.is_pending();
         self.client.observe(req.node.as_ref())?;
+        if was_pending && !self.client.is_pending() {
+            self.seen = None;
+            for st in self.types.values_mut() {
+                st.stale = Stale::All;
+            }
+        }
         let Some(kind) = ResourceType::from_type_url(&req.type_url) else {
             return Ok((RequestKind::UnknownType(req.type_url.clone()), Vec::new()));
         };
@@ -89,24 +136,34 @@ impl DeltaConnection {
             st.held = req
                 .initial_resource_versions
                 .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
+                .filter_map(|(k, v)| Some((k.clone(), parse_version(v)?)))
                 .collect();
+            st.stale = Stale::All;
         }
+        let mut new_names = BTreeSet::new();
         for name in &req.resource_names_subscribe {
             if name == "*" {
-                st.wildcard = true;
-            } else {
-                st.names.insert(name.clone());
+                if !st.wildcard {
+                    st.wildcard = true;
+                    st.stale = Stale::All;
+                }
+            } else if st.names.insert(name.clone()) {
+                new_names.insert(name.clone());
             }
         }
         for name in &req.resource_names_unsubscribe {
             if name == "*" {
                 st.wildcard = false;
+                st.stale = Stale::All;
             } else {
                 st.names.remove(name);
                 // The client drops it; forget it so a re-subscribe sends it again.
                 st.held.remove(name);
+                new_names.remove(name);
             }
+        }
+        if !new_names.is_empty() {
+            st.stale.add(Scope::Names(&new_names));
         }
         let mut what = if first {
             RequestKind::Initial
@@ -118,11 +175,15 @@ impl DeltaConnection {
                 Some((nonce, versions)) if nonce == req.response_nonce => {
                     if let Some(status) = &req.error_detail {
                         let nack = Nack {
-                            version: versions.keys().cloned().collect::<Vec<_>>().join(","),
+                            version: versions
+                                .values()
+                                .map(|h| version(*h))
+                                .collect::<Vec<_>>()
+                                .join(","),
                             message: shorten_error(&status.message),
                         };
                         for (name, v) in &versions {
-                            st.rejected.insert(name.clone(), v.clone());
+                            st.rejected.insert(name.clone(), *v);
                             // Envoy kept its previous version, which we no longer know exactly:
                             // forget it, so the next good version is always sent.
                             st.held.remove(name);
@@ -130,7 +191,6 @@ impl DeltaConnection {
                         st.last_nack = Some(nack.clone());
                         what = RequestKind::Nack(nack);
                     } else {
-                        st.rejected.clear();
                         st.last_nack = None;
                     }
                 }
@@ -146,12 +206,16 @@ impl DeltaConnection {
     /// A new snapshot: send each subscribed type's changes in make-before-break order. Re-sent clusters
     /// (listeners) are followed by their endpoints (routes) even if unchanged, so nothing stays warming.
     pub fn on_snapshot(&mut self, snapshot: &Snapshot) -> Vec<DeltaDiscoveryResponse> {
-        self.client.refresh();
+        if self.client.refresh() {
+            self.seen = None;
+        }
+        let seen = self.seen;
         let mut out = Vec::new();
         for kind in ResourceType::PUSH_ORDER {
-            if !self.types.get(&kind).is_some_and(|s| s.subscribed) {
+            let Some(st) = self.types.get_mut(&kind).filter(|s| s.subscribed) else {
                 continue;
-            }
+            };
+            st.stale.add(snapshot.scope(kind, seen));
             if let Some(resp) = self.respond(kind, snapshot) {
                 if let Some(dep) = kind.dependent().and_then(|d| self.types.get_mut(&d)) {
                     dep.force
@@ -160,9 +224,14 @@ impl DeltaConnection {
                 out.push(resp);
             }
         }
+        if self.client.get().is_some() {
+            self.seen = Some(snapshot.generation);
+        }
         out
     }
 
+    /// Sends what is stale or forced for one type, unless a response of that type is in flight (then
+    /// the ACK sends it: one response in flight per type keeps what we hold for a slow client bounded).
     fn respond(
         &mut self,
         kind: ResourceType,
@@ -171,48 +240,78 @@ impl DeltaConnection {
         let client = self.client.get()?;
         let st = self.types.get(&kind)?;
         if st.pending.is_some() {
-            // One response in flight per type: the ACK (or the next snapshot) sends what changed since.
             return None;
         }
-        let filter = (!st.wildcard).then_some(&st.names);
-        let desired = snapshot.resources_for(kind, client, filter);
+        let wanted = |name: &str| st.wildcard || st.names.contains(name);
+        // The names to look at: current resources by name, or `None` for a name that is gone.
+        let mut current: BTreeMap<String, Option<Arc<Resource>>> = BTreeMap::new();
+        match st.stale.scope() {
+            Scope::Everything => {
+                let filter = (!st.wildcard).then_some(&st.names);
+                for r in snapshot.resources_for(kind, client, filter) {
+                    current.insert(r.name.clone(), Some(r));
+                }
+                for name in st.held.keys() {
+                    current.entry(name.clone()).or_insert(None);
+                }
+            }
+            Scope::Names(names) => {
+                for name in names {
+                    let r = snapshot
+                        .resource(kind, client, name)
+                        .filter(|_| wanted(name));
+                    current.insert(name.clone(), r);
+                }
+            }
+            Scope::Nothing => {}
+        }
+        for name in &st.force {
+            if !current.contains_key(name) {
+                let r = snapshot
+                    .resource(kind, client, name)
+                    .filter(|_| wanted(name));
+                current.insert(name.clone(), r);
+            }
+        }
         let mut resources = Vec::new();
         let mut sent = BTreeMap::new();
-        for r in &desired {
-            let v = version(r.hash);
-            let unchanged = st.held.get(&r.name) == Some(&v);
-            let refused = st.rejected.get(&r.name) == Some(&v);
-            if refused || (unchanged && !st.force.contains(&r.name)) {
-                continue;
+        let mut removed = Vec::new();
+        for (name, r) in current {
+            match r {
+                Some(r) => {
+                    let unchanged = st.held.get(&name) == Some(&r.hash);
+                    let refused = st.rejected.get(&name) == Some(&r.hash);
+                    if refused || (unchanged && !st.force.contains(&name)) {
+                        continue;
+                    }
+                    sent.insert(name.clone(), r.hash);
+                    resources.push(DeltaResource {
+                        name,
+                        version: version(r.hash),
+                        resource: Some(r.any.clone()),
+                        ..DeltaResource::default()
+                    });
+                }
+                None if st.held.contains_key(&name) => removed.push(name),
+                None => {}
             }
-            sent.insert(r.name.clone(), v.clone());
-            resources.push(DeltaResource {
-                name: r.name.clone(),
-                version: v,
-                resource: Some(r.any.clone()),
-                ..DeltaResource::default()
-            });
         }
-        let desired_names: BTreeSet<&str> = desired.iter().map(|r| r.name.as_str()).collect();
-        let removed: Vec<String> = st
-            .held
-            .keys()
-            .filter(|n| !desired_names.contains(n.as_str()))
-            .cloned()
-            .collect();
+        let st = self.types.get_mut(&kind)?;
+        st.stale = Stale::Clean;
+        st.force.clear();
         if resources.is_empty() && removed.is_empty() {
             return None;
         }
         self.nonce += 1;
         let nonce = self.nonce.to_string();
-        let st = self.types.get_mut(&kind)?;
         for name in &removed {
             st.held.remove(name);
         }
         for (name, v) in &sent {
-            st.held.insert(name.clone(), v.clone());
+            st.held.insert(name.clone(), *v);
+            // Superseded: a refused resource stays refused only in the content that was refused.
+            st.rejected.remove(name);
         }
-        st.force.clear();
         st.pending = Some((nonce.clone(), sent));
         Some(DeltaDiscoveryResponse {
             system_version_info: format!("{}", snapshot.generation),
@@ -407,5 +506,45 @@ mod tests {
             .on_request(&req(ENDPOINT_TYPE, &[], &[], &out[0].nonce), &s2)
             .unwrap();
         assert_eq!(out.len(), 1, "the ACK releases the newer version");
+    }
+
+    #[test]
+    fn changes_made_while_a_response_is_in_flight_all_go_out_with_the_ack() {
+        let s1 = snapshot(
+            None,
+            &[("a", "10.0.0.1"), ("b", "10.0.0.2"), ("c", "10.0.0.3")],
+        );
+        let mut c = DeltaConnection::new();
+        let all = ["a.shop:8080", "b.shop:8080", "c.shop:8080"];
+        let (_, out) = c
+            .on_request(&req(ENDPOINT_TYPE, &all, &[], ""), &s1)
+            .unwrap();
+        assert_eq!(names(&out[0]), all);
+        c.on_snapshot(&s1);
+        // Two generations, each changing one cluster, while the first answer is unacknowledged.
+        let s2 = snapshot(
+            Some(&s1),
+            &[("a", "10.0.0.9"), ("b", "10.0.0.2"), ("c", "10.0.0.3")],
+        );
+        assert!(c.on_snapshot(&s2).is_empty());
+        let s3 = snapshot(
+            Some(&s2),
+            &[("a", "10.0.0.9"), ("b", "10.0.0.8"), ("c", "10.0.0.3")],
+        );
+        assert!(c.on_snapshot(&s3).is_empty());
+        let (_, out) = c
+            .on_request(&req(ENDPOINT_TYPE, &[], &[], &out[0].nonce), &s3)
+            .unwrap();
+        assert_eq!(names(&out[0]), vec!["a.shop:8080", "b.shop:8080"]);
+        // Unchanged afterwards: the ACK of that answer sends nothing.
+        let (_, after) = c
+            .on_request(&req(ENDPOINT_TYPE, &[], &[], &out[0].nonce), &s3)
+            .unwrap();
+        assert!(after.is_empty());
+        // A service removed: its name goes out as removed.
+        let s4 = snapshot(Some(&s3), &[("a", "10.0.0.9"), ("b", "10.0.0.8")]);
+        let out = c.on_snapshot(&s4);
+        assert!(out[0].resources.is_empty());
+        assert_eq!(out[0].removed_resources, vec!["c.shop:8080"]);
     }
 }

@@ -70,15 +70,20 @@ impl ClientIdentity {
         self.pending_pod.is_some()
     }
 
-    pub fn refresh(&mut self) {
+    /// Looks the pending pod up again; true if the client's locality just became known.
+    pub fn refresh(&mut self) -> bool {
         let (Some(hint), Some(lookup), Some(client)) =
             (&self.pending_pod, &self.lookup, &mut self.client)
         else {
-            return;
+            return false;
         };
-        if let Some(locality) = lookup.locality_of(hint) {
-            client.locality = locality;
-            self.pending_pod = None;
+        match lookup.locality_of(hint) {
+            Some(locality) => {
+                client.locality = locality;
+                self.pending_pod = None;
+                true
+            }
+            None => false,
         }
     }
 }
