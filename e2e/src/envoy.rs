@@ -1,6 +1,7 @@
 //! A real Envoy started from the shipped sample bootstrap (`deploy/envoy/sidecar-bootstrap.yaml`),
 //! patched only where one machine running many Envoys requires it: node id, locality, metadata (listener
-//! address and port), the admin port and the xDS server's address.
+//! address and port), the admin port and the xDS server's address; plus the ADS flavour
+//! (`ads_config.api_type`, see [`XdsProtocol`]), so every test can run against both.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -17,6 +18,40 @@ use crate::tmp::TempDir;
 pub const LISTENER_TIMEOUT: Duration = Duration::from_secs(30);
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Which ADS flavour Envoy speaks: `dynamic_resources.ads_config.api_type` in its bootstrap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum XdsProtocol {
+    /// State of the world, `api_type: GRPC` (what the shipped sample bootstrap says).
+    #[default]
+    Sotw,
+    /// Incremental, `api_type: DELTA_GRPC`.
+    Delta,
+}
+
+impl XdsProtocol {
+    /// The bootstrap's `ads_config.api_type`.
+    pub fn api_type(self) -> &'static str {
+        match self {
+            XdsProtocol::Sotw => "GRPC",
+            XdsProtocol::Delta => "DELTA_GRPC",
+        }
+    }
+
+    /// The `protocol` field of the server's `Envoy connected` log line.
+    pub fn name(self) -> &'static str {
+        match self {
+            XdsProtocol::Sotw => "sotw",
+            XdsProtocol::Delta => "delta",
+        }
+    }
+}
+
+impl std::fmt::Display for XdsProtocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Who this Envoy is and where its control plane is.
 #[derive(Debug, Clone)]
 pub struct EnvoyOptions {
@@ -31,6 +66,8 @@ pub struct EnvoyOptions {
     pub xds: SocketAddr,
     /// The port asked for in node metadata `listener_port` (a free port if `None`).
     pub listener_port: Option<u16>,
+    /// State of the world (the default) or incremental ADS.
+    pub protocol: XdsProtocol,
 }
 
 impl EnvoyOptions {
@@ -45,6 +82,7 @@ impl EnvoyOptions {
             metadata: BTreeMap::new(),
             xds,
             listener_port: None,
+            protocol: XdsProtocol::default(),
         }
     }
 
@@ -77,6 +115,12 @@ impl EnvoyOptions {
     /// A string in node metadata, e.g. `pod_name`, `pod_ip`.
     pub fn metadata(mut self, key: &str, value: &str) -> Self {
         self.metadata.insert(key.to_string(), value.to_string());
+        self
+    }
+
+    /// State of the world or incremental (Delta) ADS.
+    pub fn protocol(mut self, protocol: XdsProtocol) -> Self {
+        self.protocol = protocol;
         self
     }
 }
@@ -146,6 +190,10 @@ pub fn bootstrap(opts: &EnvoyOptions, admin_port: u16, listener_port: u16) -> Ya
         metadata.insert(k.clone().into(), v.clone().into());
     }
 
+    // Set in both modes, so a SotW test stays SotW whatever the sample says.
+    let ads = field(field(&mut doc, "dynamic_resources"), "ads_config");
+    *field(ads, "api_type") = Yaml::from(opts.protocol.api_type());
+
     let admin_addr = field(field(field(&mut doc, "admin"), "address"), "socket_address");
     *field(admin_addr, "address") = Yaml::from("127.0.0.1");
     *field(admin_addr, "port_value") = Yaml::from(admin_port);
@@ -188,6 +236,8 @@ fn seq0(v: &mut Yaml) -> &mut Yaml {
 pub struct Envoy {
     child: Option<Child>,
     node_id: String,
+    protocol: XdsProtocol,
+    xds: SocketAddr,
     admin_port: u16,
     listener_port: u16,
     bootstrap_path: PathBuf,
@@ -197,7 +247,9 @@ pub struct Envoy {
 
 impl Envoy {
     /// Starts Envoy and waits until its outbound listener (pushed by the control plane) accepts
-    /// connections. Panics with Envoy's log if it does not within [`LISTENER_TIMEOUT`].
+    /// connections. Panics with Envoy's log if it does not within [`LISTENER_TIMEOUT`]. If the
+    /// control plane is an [`XdsServer`](crate::server::XdsServer) of this process, also checks
+    /// with [`Envoy::verify_protocol`] that it speaks the ADS flavour it was configured with.
     pub fn start(opts: EnvoyOptions) -> Envoy {
         let envoy = Self::spawn(opts);
         if !envoy.wait_listener(LISTENER_TIMEOUT) {
@@ -208,7 +260,72 @@ impl Envoy {
                 crate::tail(&envoy.log(), 60)
             );
         }
+        if crate::server::log_path_for(envoy.xds.port()).is_some() {
+            envoy.verify_protocol();
+        }
         envoy
+    }
+
+    /// Proves this Envoy talks to its control plane in the configured [`XdsProtocol`]: the server
+    /// (an [`XdsServer`](crate::server::XdsServer) of this process) must have logged
+    /// `Envoy connected` for this node, every time with that protocol (it picks SotW or Delta by
+    /// the gRPC method Envoy called). Waits up to 5 s for the first such line. Panics otherwise,
+    /// and also if this Envoy's control plane is not such a server. Recorded for
+    /// [`crate::modes::run`].
+    pub fn verify_protocol(&self) {
+        let port = self.xds.port();
+        let log_path = crate::server::log_path_for(port).unwrap_or_else(|| {
+            panic!(
+                "Envoy {}: no XdsServer of this test process on {}, cannot verify its protocol",
+                self.node_id, self.xds
+            )
+        });
+        let node = format!("node={}", self.node_id);
+        let lines = || -> Vec<String> {
+            std::fs::read_to_string(&log_path)
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| {
+                    l.contains("Envoy connected") && l.split_whitespace().any(|w| w == node)
+                })
+                .map(str::to_string)
+                .collect()
+        };
+        let connected = crate::poll(Duration::from_secs(5), Duration::from_millis(20), || {
+            let l = lines();
+            (!l.is_empty()).then_some(l)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "Envoy {}: the server never logged `Envoy connected` for it",
+                self.node_id
+            )
+        });
+        let want = self.protocol.name();
+        let wrong: Vec<&String> = connected
+            .iter()
+            .filter(|l| {
+                !l.split_whitespace()
+                    .any(|w| w == format!("protocol=\"{want}\"") || w == format!("protocol={want}"))
+            })
+            .collect();
+        assert!(
+            wrong.is_empty(),
+            "Envoy {} is configured for {want} (api_type {}) but the server saw another protocol:\n{}",
+            self.node_id,
+            self.protocol.api_type(),
+            wrong
+                .iter()
+                .map(|l| l.as_str())
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        crate::modes::record_verified(&self.node_id);
+    }
+
+    /// The ADS flavour this Envoy was configured with.
+    pub fn protocol(&self) -> XdsProtocol {
+        self.protocol
     }
 
     /// Starts Envoy and waits only until its admin API answers (no control plane needed).
@@ -237,9 +354,12 @@ impl Envoy {
             .unwrap_or_else(|e| {
                 panic!("cannot start {}: {e}", crate::paths::envoy_bin().display())
             });
+        crate::modes::record_spawned(&opts.node_id, opts.protocol);
         let mut envoy = Envoy {
             child: Some(child),
             node_id: opts.node_id.clone(),
+            protocol: opts.protocol,
+            xds: opts.xds,
             admin_port,
             listener_port,
             bootstrap_path,

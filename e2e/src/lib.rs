@@ -9,7 +9,10 @@
 //!   then refused) and restarted on the same port.
 //! - [`server::XdsServer`]: the control plane as a child process, its log captured to a file.
 //! - [`envoy::Envoy`]: an Envoy started from `deploy/envoy/sidecar-bootstrap.yaml` (the shipped sample,
-//!   patched only for node id, locality, metadata, admin port and xDS address), plus admin helpers.
+//!   patched only for node id, locality, metadata, admin port, xDS address and ADS flavour), plus admin
+//!   helpers.
+//! - [`modes`]: run a test in both ADS flavours, SotW and Delta ([`both_protocols!`]), proving each
+//!   really ran in its flavour.
 //! - [`traffic`]: send requests through Envoy, tally answers by body, measure failovers.
 //! - [`topology::Mesh`]: the standard scene: one service, backends in three zones, the endpoints file,
 //!   the server.
@@ -21,6 +24,7 @@ pub mod apiserver;
 pub mod backend;
 pub mod envoy;
 pub mod http;
+pub mod modes;
 pub mod paths;
 pub mod ports;
 pub mod server;

@@ -1,17 +1,31 @@
 //! `xds-server` as a child process on 127.0.0.1 and a free port, its stdout and stderr appended to a
 //! log file that tests can read (for example to find NACK lines).
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs::OpenOptions;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::tmp::TempDir;
 
 /// How long a starting server may take to accept on its xDS port.
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// xDS port → log file of every [`XdsServer`] alive in this process, so an Envoy handle can check in
+/// its server's log how it connected ([`crate::envoy::Envoy::verify_protocol`]).
+static LOGS: Mutex<BTreeMap<u16, PathBuf>> = Mutex::new(BTreeMap::new());
+
+/// The log file of the [`XdsServer`] of this process listening on `port`, if there is one.
+pub fn log_path_for(port: u16) -> Option<PathBuf> {
+    LOGS.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&port)
+        .cloned()
+}
 
 pub struct XdsServer {
     child: Option<Child>,
@@ -87,6 +101,9 @@ impl XdsServer {
         argv.extend(args.extra.iter().map(OsString::from));
         let dir = TempDir::new("server");
         let log_path = dir.join("xds-server.log");
+        LOGS.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(port, log_path.clone());
         let mut server = XdsServer {
             child: None,
             port,
@@ -247,5 +264,8 @@ impl Drop for XdsServer {
             );
         }
         self.kill();
+        LOGS.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.port);
     }
 }

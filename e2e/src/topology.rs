@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::backend::Backend;
-use crate::envoy::{Envoy, EnvoyOptions};
+use crate::envoy::{Envoy, EnvoyOptions, XdsProtocol};
 use crate::server::{ServerArgs, XdsServer};
 use crate::tmp::TempDir;
 
@@ -54,6 +54,8 @@ pub struct Member {
 pub struct Mesh {
     pub members: Vec<Member>,
     pub server: XdsServer,
+    /// The ADS flavour of the Envoys this mesh starts.
+    protocol: XdsProtocol,
     endpoints_path: PathBuf,
     dir: TempDir,
 }
@@ -91,9 +93,16 @@ impl Mesh {
         Mesh {
             members,
             server,
+            protocol: XdsProtocol::default(),
             endpoints_path,
             dir,
         }
+    }
+
+    /// The ADS flavour of the Envoys [`Mesh::envoy`] and [`Mesh::envoy_options`] make (default SotW).
+    pub fn protocol(mut self, protocol: XdsProtocol) -> Self {
+        self.protocol = protocol;
+        self
     }
 
     pub fn dir(&self) -> &Path {
@@ -104,9 +113,11 @@ impl Mesh {
         &self.endpoints_path
     }
 
-    /// Options for an Envoy in `zone` pointed at this mesh's server.
+    /// Options for an Envoy in `zone` pointed at this mesh's server, in this mesh's ADS flavour.
     pub fn envoy_options(&self, node_id: &str, zone: Zone) -> EnvoyOptions {
-        EnvoyOptions::new(node_id, zone.region, zone.zone, self.server.addr()).namespace(NAMESPACE)
+        EnvoyOptions::new(node_id, zone.region, zone.zone, self.server.addr())
+            .namespace(NAMESPACE)
+            .protocol(self.protocol)
     }
 
     /// Starts an Envoy in `zone` and waits until it answers for [`HOST`].

@@ -3,15 +3,17 @@
 
 use std::time::{Duration, Instant};
 
+use e2e::modes::XdsProtocol;
 use e2e::topology::{Mesh, CLUSTER, EAST_B, HOST};
 use e2e::traffic;
+
+e2e::both_protocols!(endpoints_file_edits_reach_envoy);
 
 /// The issue promises "within a second"; allow some slack for a loaded CI machine.
 const PROPAGATION: Duration = Duration::from_secs(2);
 
-#[test]
-fn endpoints_file_edits_reach_envoy() {
-    let mut mesh = Mesh::start(2);
+fn endpoints_file_edits_reach_envoy(protocol: XdsProtocol) {
+    let mut mesh = Mesh::start(2).protocol(protocol);
     let envoy = mesh.envoy("client-b-edit", EAST_B);
     let addr = envoy.listener_addr();
     let p0_ports = |envoy: &e2e::envoy::Envoy| -> Vec<u16> {

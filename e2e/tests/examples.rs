@@ -5,17 +5,20 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use e2e::envoy::{Envoy, EnvoyOptions};
+use e2e::modes::XdsProtocol;
 use e2e::server::{ServerArgs, XdsServer};
 
-#[test]
-fn deploy_local_examples_load_and_policies_apply() {
+e2e::both_protocols!(deploy_local_examples_load_and_policies_apply);
+
+fn deploy_local_examples_load_and_policies_apply(protocol: XdsProtocol) {
     let root = e2e::paths::workspace_root();
     let server = XdsServer::start(
         ServerArgs::new(root.join("deploy/local/endpoints.yaml")).policies(root.join("policies")),
     );
     let envoy = Envoy::start(
         EnvoyOptions::new("client-examples", "us-east1", "us-east1-b", server.addr())
-            .namespace("shop"),
+            .namespace("shop")
+            .protocol(protocol),
     );
     let clusters = e2e::poll(Duration::from_secs(10), Duration::from_millis(50), || {
         let names = envoy.cluster_names();

@@ -3,8 +3,15 @@
 
 use std::time::{Duration, Instant};
 
+use e2e::modes::XdsProtocol;
 use e2e::topology::{Mesh, EAST_B, EAST_C, HOST, WEST_A};
 use e2e::traffic::{self, Switch};
+
+e2e::both_protocols!(
+    traffic_stays_in_own_zone_then_fails_over_zone_then_region,
+    traffic_returns_when_the_zone_is_ready_again_in_the_endpoints_file,
+    traffic_returns_after_outlier_ejection_expires_when_backends_come_back,
+);
 
 /// Failed requests a zone loss may cost (the route's retries should make it 0).
 const MAX_FAILED_PER_FAILOVER: usize = 2;
@@ -43,9 +50,8 @@ fn check_failover(what: &str, sw: &Switch, to: &str, forbidden: &[&str]) {
     );
 }
 
-#[test]
-fn traffic_stays_in_own_zone_then_fails_over_zone_then_region() {
-    let mut mesh = Mesh::start(2);
+fn traffic_stays_in_own_zone_then_fails_over_zone_then_region(protocol: XdsProtocol) {
+    let mut mesh = Mesh::start(2).protocol(protocol);
     let envoy = mesh.envoy("client-b", EAST_B);
     let addr = envoy.listener_addr();
 
@@ -87,9 +93,8 @@ fn traffic_stays_in_own_zone_then_fails_over_zone_then_region() {
     check_failover("region us-east1 lost", &sw, WEST_A.zone, &[]);
 }
 
-#[test]
-fn traffic_returns_when_the_zone_is_ready_again_in_the_endpoints_file() {
-    let mut mesh = Mesh::start(2);
+fn traffic_returns_when_the_zone_is_ready_again_in_the_endpoints_file(protocol: XdsProtocol) {
+    let mut mesh = Mesh::start(2).protocol(protocol);
     let envoy = mesh.envoy("client-b-ready", EAST_B);
     let addr = envoy.listener_addr();
     assert!(traffic::send(addr, HOST, 20, EVERY).all(EAST_B.zone));
@@ -150,9 +155,8 @@ spec:
   outlierDetection: {consecutive5xx: 3, interval: 1s, baseEjectionTime: 2s, maxEjectionPercent: 100}
 ";
 
-#[test]
-fn traffic_returns_after_outlier_ejection_expires_when_backends_come_back() {
-    let mut mesh = Mesh::start_with_policy(2, Some(SHORT_EJECTION_POLICY));
+fn traffic_returns_after_outlier_ejection_expires_when_backends_come_back(protocol: XdsProtocol) {
+    let mut mesh = Mesh::start_with_policy(2, Some(SHORT_EJECTION_POLICY)).protocol(protocol);
     let envoy = mesh.envoy("client-b-return", EAST_B);
     let addr = envoy.listener_addr();
     assert!(traffic::send(addr, HOST, 20, EVERY).all(EAST_B.zone));

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use e2e::backend::Backend;
-use e2e::envoy::{Envoy, EnvoyOptions};
+use e2e::envoy::{Envoy, EnvoyOptions, XdsProtocol};
 use e2e::traffic;
 
 #[test]
@@ -77,6 +77,29 @@ fn sample_bootstrap_is_valid_as_shipped_and_as_patched() {
     let dir = e2e::tmp::TempDir::new("bootstrap");
     let path = dir.join("patched.yaml");
     std::fs::write(&path, serde_yaml_ng::to_string(&doc).unwrap()).unwrap();
+    validate(&path);
+
+    // The ADS flavour: only `api_type` differs between the two modes; SotW is what the sample ships.
+    let shipped: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(e2e::paths::sample_bootstrap()).unwrap())
+            .unwrap();
+    let api_type = |doc: &serde_yaml_ng::Value| {
+        doc["dynamic_resources"]["ads_config"]["api_type"]
+            .as_str()
+            .map(str::to_string)
+    };
+    assert_eq!(api_type(&shipped).as_deref(), Some("GRPC"));
+    assert_eq!(api_type(&doc).as_deref(), Some("GRPC"));
+    let delta = e2e::envoy::bootstrap(&opts.clone().protocol(XdsProtocol::Delta), 12345, 23456);
+    assert_eq!(api_type(&delta).as_deref(), Some("DELTA_GRPC"));
+    let mut back = delta.clone();
+    back["dynamic_resources"]["ads_config"]["api_type"] = "GRPC".into();
+    assert_eq!(
+        back, doc,
+        "the Delta bootstrap differs in more than api_type"
+    );
+    let path = dir.join("patched-delta.yaml");
+    std::fs::write(&path, serde_yaml_ng::to_string(&delta).unwrap()).unwrap();
     validate(&path);
 }
 

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use e2e::apiserver::{ApiServer, KindInfo};
 use e2e::backend::Backend;
 use e2e::envoy::{Envoy, EnvoyOptions, HostStatus};
+use e2e::modes::XdsProtocol;
 use e2e::server::{ServerArgs, XdsServer};
 use e2e::tmp::TempDir;
 use e2e::topology::{Zone, CLUSTER, EAST_B, EAST_C, HOST, NAMESPACE, SERVICE, WEST_A};
@@ -37,6 +38,20 @@ const PROPAGATION: Duration = Duration::from_secs(5);
 /// failures, so convergence after those may take several seconds.
 const RECOVERY: Duration = Duration::from_secs(30);
 const EVERY: Duration = Duration::from_millis(10);
+
+// Every test in both ADS flavours: `NAME::sotw` and `NAME::delta`.
+e2e::both_protocols!(
+    nothing_is_served_until_every_watch_listed_then_the_full_config_at_once,
+    added_removed_and_scaled_endpoints_reach_envoy,
+    a_zone_going_not_ready_moves_traffic_to_the_same_regions_other_zone,
+    a_node_label_change_moves_its_endpoints_between_localities,
+    a_relist_after_410_gone_replaces_state_exactly_without_dropping_endpoints,
+    api_server_outage_keeps_envoy_routing_and_changes_made_meanwhile_arrive,
+    a_client_without_locality_is_located_through_its_pod_and_node,
+    a_client_whose_pod_appears_after_it_connected_gets_its_locality,
+    a_failover_policy_custom_resource_takes_effect_and_is_accepted,
+    malformed_policies_and_endpoint_slices_are_rejected_alone,
+);
 
 fn node_name(zone: Zone) -> String {
     format!("node-{}", zone.zone)
@@ -248,13 +263,15 @@ fn accepted_condition(obj: &Value) -> Option<Value> {
         .cloned()
 }
 
-fn options(server: &XdsServer, node_id: &str, zone: Zone) -> EnvoyOptions {
-    EnvoyOptions::new(node_id, zone.region, zone.zone, server.addr()).namespace(NAMESPACE)
+fn options(server: &XdsServer, protocol: XdsProtocol, node_id: &str, zone: Zone) -> EnvoyOptions {
+    EnvoyOptions::new(node_id, zone.region, zone.zone, server.addr())
+        .namespace(NAMESPACE)
+        .protocol(protocol)
 }
 
 /// Starts an Envoy in `zone` and waits until it answers for [`HOST`].
-fn envoy(server: &XdsServer, node_id: &str, zone: Zone) -> Envoy {
-    serving(Envoy::start(options(server, node_id, zone)))
+fn envoy(server: &XdsServer, protocol: XdsProtocol, node_id: &str, zone: Zone) -> Envoy {
+    serving(Envoy::start(options(server, protocol, node_id, zone)))
 }
 
 fn serving(envoy: Envoy) -> Envoy {
@@ -375,8 +392,7 @@ fn traffic_and_watch_hosts(
 
 // 1 ---------------------------------------------------------------------------------------------
 
-#[test]
-fn nothing_is_served_until_every_watch_listed_then_the_full_config_at_once() {
+fn nothing_is_served_until_every_watch_listed_then_the_full_config_at_once(protocol: XdsProtocol) {
     let mut world = World::new();
     let b0 = world.add(EAST_B);
     let b1 = world.add(EAST_B);
@@ -384,7 +400,7 @@ fn nothing_is_served_until_every_watch_listed_then_the_full_config_at_once() {
     world.api.fail_requests("endpointslices", 500);
 
     let server = world.server();
-    let envoy = Envoy::spawn(options(&server, "client-sync", EAST_B));
+    let envoy = Envoy::spawn(options(&server, protocol, "client-sync", EAST_B));
     assert!(
         server.wait_for_log("Kubernetes watch error", Duration::from_secs(10)),
         "no watch error logged while EndpointSlices fail"
@@ -418,6 +434,7 @@ fn nothing_is_served_until_every_watch_listed_then_the_full_config_at_once() {
         envoy.wait_listener(RECOVERY),
         "Envoy got no listener after the failures were cleared"
     );
+    envoy.verify_protocol();
     let first_hosts = envoy.hosts(CLUSTER);
     println!(
         "failures cleared: Envoy listening after {} ms",
@@ -479,12 +496,11 @@ fn nothing_is_served_until_every_watch_listed_then_the_full_config_at_once() {
 
 // 2 ---------------------------------------------------------------------------------------------
 
-#[test]
-fn added_removed_and_scaled_endpoints_reach_envoy() {
+fn added_removed_and_scaled_endpoints_reach_envoy(protocol: XdsProtocol) {
     let mut world = World::new();
     let b0 = world.add(EAST_B);
     let server = world.server();
-    let envoy = envoy(&server, "client-scale", EAST_B);
+    let envoy = envoy(&server, protocol, "client-scale", EAST_B);
     wait_ports(&envoy, &world.ports(&[b0]), "initial endpoint");
 
     // Scale up 1 → 3: two more pods, two more slices.
@@ -573,15 +589,14 @@ fn added_removed_and_scaled_endpoints_reach_envoy() {
 
 // 3 ---------------------------------------------------------------------------------------------
 
-#[test]
-fn a_zone_going_not_ready_moves_traffic_to_the_same_regions_other_zone() {
+fn a_zone_going_not_ready_moves_traffic_to_the_same_regions_other_zone(protocol: XdsProtocol) {
     const MAX_FAILED: usize = 2;
     let mut world = World::new();
     for zone in [EAST_B, EAST_B, EAST_C, EAST_C, WEST_A] {
         world.add(zone);
     }
     let server = world.server();
-    let envoy = envoy(&server, "client-notready", EAST_B);
+    let envoy = envoy(&server, protocol, "client-notready", EAST_B);
     let addr = envoy.listener_addr();
     let steady = traffic::send(addr, HOST, 50, EVERY);
     println!("steady: {steady}");
@@ -655,8 +670,7 @@ fn a_zone_going_not_ready_moves_traffic_to_the_same_regions_other_zone() {
 
 // 4 ---------------------------------------------------------------------------------------------
 
-#[test]
-fn a_node_label_change_moves_its_endpoints_between_localities() {
+fn a_node_label_change_moves_its_endpoints_between_localities(protocol: XdsProtocol) {
     let mut world = World::new();
     // Two nodes of their own, so relabelling one moves exactly one backend.
     world.api.apply(node("node-x", EAST_B.region, EAST_B.zone));
@@ -665,7 +679,7 @@ fn a_node_label_change_moves_its_endpoints_between_localities() {
     let y = world.add_on("node-y", "y");
     let (px, py) = (world.port(x), world.port(y));
     let server = world.server();
-    let envoy = envoy(&server, "client-relabel", EAST_B);
+    let envoy = envoy(&server, protocol, "client-relabel", EAST_B);
     let addr = envoy.listener_addr();
     wait_hosts(
         &envoy,
@@ -707,14 +721,15 @@ fn a_node_label_change_moves_its_endpoints_between_localities() {
 
 // 5 ---------------------------------------------------------------------------------------------
 
-#[test]
-fn a_relist_after_410_gone_replaces_state_exactly_without_dropping_endpoints() {
+fn a_relist_after_410_gone_replaces_state_exactly_without_dropping_endpoints(
+    protocol: XdsProtocol,
+) {
     let mut world = World::new();
     let b0 = world.add(EAST_B);
     let b1 = world.add(EAST_B);
     let c0 = world.add(EAST_C);
     let server = world.server();
-    let envoy = envoy(&server, "client-relist", EAST_B);
+    let envoy = envoy(&server, protocol, "client-relist", EAST_B);
     let initial = expect(&[
         (world.port(b0), 0, EAST_B, "HEALTHY"),
         (world.port(b1), 0, EAST_B, "HEALTHY"),
@@ -815,14 +830,13 @@ fn a_relist_after_410_gone_replaces_state_exactly_without_dropping_endpoints() {
 
 // 6 ---------------------------------------------------------------------------------------------
 
-#[test]
-fn api_server_outage_keeps_envoy_routing_and_changes_made_meanwhile_arrive() {
+fn api_server_outage_keeps_envoy_routing_and_changes_made_meanwhile_arrive(protocol: XdsProtocol) {
     let mut world = World::new();
     let b0 = world.add(EAST_B);
     let b1 = world.add(EAST_B);
     let c0 = world.add(EAST_C);
     let server = world.server();
-    let envoy = envoy(&server, "client-outage", EAST_B);
+    let envoy = envoy(&server, protocol, "client-outage", EAST_B);
     let before = expect(&[
         (world.port(b0), 0, EAST_B, "HEALTHY"),
         (world.port(b1), 0, EAST_B, "HEALTHY"),
@@ -917,8 +931,7 @@ fn pod(name: &str, node: &str, ip: &str) -> Value {
     })
 }
 
-#[test]
-fn a_client_without_locality_is_located_through_its_pod_and_node() {
+fn a_client_without_locality_is_located_through_its_pod_and_node(protocol: XdsProtocol) {
     let mut world = World::new();
     let b0 = world.add(EAST_B);
     let c0 = world.add(EAST_C);
@@ -936,6 +949,7 @@ fn a_client_without_locality_is_located_through_its_pod_and_node() {
     let by_name = serving(Envoy::start(
         EnvoyOptions::without_locality("client-by-name", server.addr())
             .namespace(NAMESPACE)
+            .protocol(protocol)
             .metadata("pod_name", "client-0"),
     ));
     wait_hosts(
@@ -961,6 +975,7 @@ fn a_client_without_locality_is_located_through_its_pod_and_node() {
     let by_ip = serving(Envoy::start(
         EnvoyOptions::without_locality("client-by-ip", server.addr())
             .namespace(NAMESPACE)
+            .protocol(protocol)
             .metadata("pod_ip", "10.244.2.9"),
     ));
     wait_hosts(
@@ -978,7 +993,7 @@ fn a_client_without_locality_is_located_through_its_pod_and_node() {
 
     // A locality in the bootstrap wins over the pod.
     let explicit = serving(Envoy::start(
-        options(&server, "client-explicit", EAST_B).metadata("pod_name", "client-0"),
+        options(&server, protocol, "client-explicit", EAST_B).metadata("pod_name", "client-0"),
     ));
     let p0: BTreeSet<u16> = explicit
         .hosts(CLUSTER)
@@ -992,8 +1007,7 @@ fn a_client_without_locality_is_located_through_its_pod_and_node() {
 /// An Envoy that connects before the server's Pod watch has seen its Pod (the watch lags behind a
 /// freshly started pod) must get its own zone first once the Pod shows up.
 /// Pod changes publish no snapshot, so the stream re-checks a pending lookup on its own (every 250 ms).
-#[test]
-fn a_client_whose_pod_appears_after_it_connected_gets_its_locality() {
+fn a_client_whose_pod_appears_after_it_connected_gets_its_locality(protocol: XdsProtocol) {
     let mut world = World::new();
     let b0 = world.add(EAST_B);
     let c0 = world.add(EAST_C);
@@ -1002,6 +1016,7 @@ fn a_client_whose_pod_appears_after_it_connected_gets_its_locality() {
     let envoy = serving(Envoy::start(
         EnvoyOptions::without_locality("client-late-pod", server.addr())
             .namespace(NAMESPACE)
+            .protocol(protocol)
             .metadata("pod_name", "client-late"),
     ));
     // Not located yet: no locality matches, every endpoint shares priority 0.
@@ -1024,15 +1039,14 @@ fn a_client_whose_pod_appears_after_it_connected_gets_its_locality() {
 
 // 8 ---------------------------------------------------------------------------------------------
 
-#[test]
-fn a_failover_policy_custom_resource_takes_effect_and_is_accepted() {
+fn a_failover_policy_custom_resource_takes_effect_and_is_accepted(protocol: XdsProtocol) {
     let mut world = World::new();
     let b0 = world.add(EAST_B);
     let w0 = world.add(WEST_A);
     let e0 = world.add(EU_A);
     let (pb, pw, pe) = (world.port(b0), world.port(w0), world.port(e0));
     let server = world.server();
-    let envoy = envoy(&server, "client-policy", EAST_B);
+    let envoy = envoy(&server, protocol, "client-policy", EAST_B);
     // Default policy: own zone first, every other region together last.
     wait_hosts(
         &envoy,
@@ -1152,8 +1166,7 @@ fn a_failover_policy_custom_resource_takes_effect_and_is_accepted() {
 
 // 9 ---------------------------------------------------------------------------------------------
 
-#[test]
-fn malformed_policies_and_endpoint_slices_are_rejected_alone() {
+fn malformed_policies_and_endpoint_slices_are_rejected_alone(protocol: XdsProtocol) {
     let mut world = World::new();
     let b0 = world.add(EAST_B);
     let b1 = world.add(EAST_B);
@@ -1185,7 +1198,7 @@ fn malformed_policies_and_endpoint_slices_are_rejected_alone() {
     );
 
     let server = world.server();
-    let envoy = envoy(&server, "client-malformed", EAST_B);
+    let envoy = envoy(&server, protocol, "client-malformed", EAST_B);
     wait_hosts(
         &envoy,
         &expect(&[

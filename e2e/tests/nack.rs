@@ -8,11 +8,13 @@ use std::net::TcpListener;
 use std::time::Duration;
 
 use e2e::envoy::Envoy;
+use e2e::modes::XdsProtocol;
 use e2e::topology::{Mesh, CLUSTER, EAST_B};
 
-#[test]
-fn a_nacked_listener_is_not_resent_in_a_loop() {
-    let mesh = Mesh::start(1);
+e2e::both_protocols!(a_nacked_listener_is_not_resent_in_a_loop);
+
+fn a_nacked_listener_is_not_resent_in_a_loop(protocol: XdsProtocol) {
+    let mesh = Mesh::start(1).protocol(protocol);
     let port = e2e::ports::free_port();
     let _taken = TcpListener::bind(("127.0.0.1", port)).expect("take the port");
     let envoy = Envoy::spawn(
@@ -32,6 +34,7 @@ fn a_nacked_listener_is_not_resent_in_a_loop() {
     );
     // The clusters, pushed before the listener, were accepted and stay.
     assert!(envoy.cluster_names().contains(&CLUSTER.to_string()));
+    envoy.verify_protocol();
 
     // Give a looping server plenty of time to show itself.
     std::thread::sleep(Duration::from_secs(4));

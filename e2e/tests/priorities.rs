@@ -3,8 +3,11 @@
 use std::collections::BTreeMap;
 
 use e2e::envoy::Envoy;
+use e2e::modes::XdsProtocol;
 use e2e::topology::{Mesh, CLUSTER, EAST_B, EAST_C, HOST, WEST_A};
 use e2e::traffic;
+
+e2e::both_protocols!(clients_in_different_zones_see_different_priorities);
 
 /// zone → priorities of its hosts as this Envoy sees them.
 fn priorities_by_zone(envoy: &Envoy) -> BTreeMap<String, Vec<u32>> {
@@ -22,9 +25,8 @@ fn expect(pairs: &[(&str, u32)], per_zone: usize) -> BTreeMap<String, Vec<u32>> 
         .collect()
 }
 
-#[test]
-fn clients_in_different_zones_see_different_priorities() {
-    let mesh = Mesh::start(2);
+fn clients_in_different_zones_see_different_priorities(protocol: XdsProtocol) {
+    let mesh = Mesh::start(2).protocol(protocol);
     let east = mesh.envoy("client-east1-b", EAST_B);
     let west = mesh.envoy("client-west1-a", WEST_A);
 

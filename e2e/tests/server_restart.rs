@@ -3,12 +3,14 @@
 
 use std::time::{Duration, Instant};
 
+use e2e::modes::XdsProtocol;
 use e2e::topology::{Mesh, CLUSTER, EAST_B, EAST_C, HOST, WEST_A};
 use e2e::traffic;
 
-#[test]
-fn envoy_keeps_routing_without_the_server_and_converges_after_restart() {
-    let mut mesh = Mesh::start(1);
+e2e::both_protocols!(envoy_keeps_routing_without_the_server_and_converges_after_restart);
+
+fn envoy_keeps_routing_without_the_server_and_converges_after_restart(protocol: XdsProtocol) {
+    let mut mesh = Mesh::start(1).protocol(protocol);
     let envoy = mesh.envoy("client-b-restart", EAST_B);
     let addr = envoy.listener_addr();
     assert!(traffic::send(addr, HOST, 20, Duration::from_millis(5)).all(EAST_B.zone));
@@ -59,6 +61,18 @@ fn envoy_keeps_routing_without_the_server_and_converges_after_restart() {
     assert_eq!(sw.tally.count(WEST_A.zone), 0, "{}", sw.tally);
     assert!(sw.after.all(EAST_C.zone), "{}", sw.after);
     assert_eq!(envoy.stat_u64("control_plane.connected_state"), Some(1));
+    // Reconnected in the same flavour (checks every `Envoy connected` line of both server runs).
+    let connections = mesh
+        .server
+        .log_lines_with("Envoy connected")
+        .iter()
+        .filter(|l| l.contains("node=client-b-restart"))
+        .count();
+    assert!(
+        connections >= 2,
+        "{connections} connection(s) logged over two server runs"
+    );
+    envoy.verify_protocol();
     assert!(envoy
         .hosts(CLUSTER)
         .iter()
