@@ -330,9 +330,8 @@ async fn main() -> anyhow::Result<()> {
             }
         });
     }
-    tonic::transport::Server::builder()
-        .tcp_nodelay(true)
-        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+    // Transport settings and the ADS request limits live in `server` so the tests serve the same.
+    xds_server::server::transport()
         .add_service(health_service)
         .add_service(
             AdsService::new(snapshot_rx)

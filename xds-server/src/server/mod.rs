@@ -6,9 +6,11 @@ pub mod delta;
 pub mod node;
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
+use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{
     aggregated_discovery_service_server::{
         AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
@@ -26,9 +28,29 @@ use crate::cache::{ResourceType, Snapshot};
 use connection::{AdsConnection, RequestKind};
 use delta::DeltaConnection;
 
-/// Responses queued per stream before the stream's task waits for the client; a slow client only ever
-/// slows its own stream, and picks up the newest snapshot when it catches up.
-const STREAM_QUEUE: usize = 16;
+/// Responses a stream's task hands to the transport ahead of the client. One: a slow client is sent the
+/// newest state when it catches up, not a backlog of stale answers (see [`run_stream`]).
+const STREAM_QUEUE: usize = 1;
+
+/// The most responses one request or snapshot produces on a stream: one per resource type. With
+/// [`STREAM_QUEUE`] this bounds what a stream's task ever holds for its client.
+pub const MAX_RESPONSES_PER_EVENT: usize = ResourceType::PUSH_ORDER.len();
+
+/// Largest request accepted, in bytes (gRPC's customary default, stated so it is a decision). Envoy's
+/// biggest request is an EDS subscription naming every cluster it knows: about 100,000 names of 40
+/// bytes fit. Bigger requests are refused by the decoder from their length prefix, before any buffer of
+/// that size is allocated, with `OUT_OF_RANGE` ("decoded message length too large").
+pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+
+/// Most resource names one stream may subscribe to per type. Envoy names every cluster it knows in its
+/// EDS subscription, so this must exceed the largest mesh served; past it the stream is refused with
+/// `INVALID_ARGUMENT` instead of holding (and answering) an unbounded set. Names that do not exist are
+/// simply not answered.
+pub const MAX_NAMES_PER_TYPE: usize = 50_000;
+
+/// Longest `node.id` / `node.cluster` accepted, in bytes. Both are kept for the stream's life and
+/// written to the logs on connect and disconnect; real ones are a few hundred bytes at most.
+pub const MAX_NODE_ID_BYTES: usize = 4096;
 
 /// How often a stream re-checks the locality of a client whose pod is not known yet.
 const POD_RETRY: std::time::Duration = std::time::Duration::from_millis(250);
@@ -37,11 +59,59 @@ const POD_RETRY: std::time::Duration = std::time::Duration::from_millis(250);
 /// before that wait (Envoy waits with them) rather than get an empty or partial configuration.
 pub type Snapshots = watch::Receiver<Option<Arc<Snapshot>>>;
 
+/// The gRPC transport the xDS port runs on; `main` and the tests serve through the same settings.
+pub fn transport() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+}
+
+/// Counters shared by all streams of one [`AdsService`].
+#[derive(Default)]
+struct Counters {
+    opened: AtomicU64,
+    live: AtomicUsize,
+    snapshots_skipped: AtomicU64,
+    max_held: AtomicUsize,
+}
+
+/// What the ADS streams of one service are doing, for tests and diagnostics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamStats {
+    /// Streams opened since start.
+    pub opened: u64,
+    /// Streams whose task is still running.
+    pub live: usize,
+    /// Snapshots a stream never computed an answer from because a newer one replaced it while the
+    /// stream waited for its client (latest state wins).
+    pub snapshots_skipped: u64,
+    /// The most responses any stream's task has held at once (queued to its client or about to be).
+    pub max_held_responses: usize,
+}
+
+/// Counts a stream as live for as long as its task runs, however the task ends.
+struct LiveStream(Arc<Counters>);
+
+impl LiveStream {
+    fn new(counters: &Arc<Counters>) -> Self {
+        counters.opened.fetch_add(1, Ordering::Relaxed);
+        counters.live.fetch_add(1, Ordering::Relaxed);
+        Self(counters.clone())
+    }
+}
+
+impl Drop for LiveStream {
+    fn drop(&mut self) {
+        self.0.live.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 #[derive(Clone)]
 pub struct AdsService {
     snapshots: Snapshots,
     next_stream_id: Arc<AtomicU64>,
     lookup: Option<Arc<dyn node::LocalityLookup>>,
+    counters: Arc<Counters>,
 }
 
 impl AdsService {
@@ -50,6 +120,7 @@ impl AdsService {
             snapshots,
             next_stream_id: Arc::new(AtomicU64::new(1)),
             lookup: None,
+            counters: Arc::default(),
         }
     }
 
@@ -59,8 +130,24 @@ impl AdsService {
         self
     }
 
+    /// The gRPC service, with the request size limit ([`MAX_REQUEST_BYTES`]).
     pub fn into_server(self) -> AggregatedDiscoveryServiceServer<Self> {
-        AggregatedDiscoveryServiceServer::new(self)
+        AggregatedDiscoveryServiceServer::new(self).max_decoding_message_size(MAX_REQUEST_BYTES)
+    }
+
+    /// ADS streams whose task is running (clones of a service share the count).
+    pub fn live_streams(&self) -> usize {
+        self.counters.live.load(Ordering::Relaxed)
+    }
+
+    pub fn stream_stats(&self) -> StreamStats {
+        let c = &self.counters;
+        StreamStats {
+            opened: c.opened.load(Ordering::Relaxed),
+            live: c.live.load(Ordering::Relaxed),
+            snapshots_skipped: c.snapshots_skipped.load(Ordering::Relaxed),
+            max_held_responses: c.max_held.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -79,6 +166,9 @@ trait StreamMachine: Send + 'static {
     fn on_snapshot(&mut self, snapshot: &Snapshot) -> Vec<Self::Resp>;
     fn client(&self) -> Option<&crate::model::ClientInfo>;
     fn locality_pending(&self) -> bool;
+    /// Refuses a request that would grow the stream's state past the limits (the message names the
+    /// limit); checked before the request is handled.
+    fn check_limits(&self, req: &Self::Req) -> Result<(), String>;
     fn request_type(req: &Self::Req) -> &str;
     /// (type, resources, nonce) for the push log.
     fn describe(resp: &Self::Resp) -> (&'static str, usize, &str);
@@ -86,6 +176,30 @@ trait StreamMachine: Send + 'static {
 
 fn short_type(url: &str) -> &'static str {
     ResourceType::from_type_url(url).map_or("?", |k| k.short_name())
+}
+
+/// The first request's node: its id and cluster are kept and logged, so their size is capped.
+fn check_node(first: bool, node: Option<&Node>) -> Result<(), String> {
+    let Some(node) = node.filter(|_| first) else {
+        return Ok(()); // a missing node is node.rs's to refuse; later requests' nodes are not read
+    };
+    for (field, value) in [("node.id", &node.id), ("node.cluster", &node.cluster)] {
+        if value.len() > MAX_NODE_ID_BYTES {
+            return Err(format!(
+                "{field} is {} bytes; the limit is {MAX_NODE_ID_BYTES} (MAX_NODE_ID_BYTES)",
+                value.len()
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn too_many_names(kind: ResourceType, what: &str, count: usize) -> String {
+    format!(
+        "{} {what}: {count} resource names; the limit is {MAX_NAMES_PER_TYPE} per type per stream \
+         (MAX_NAMES_PER_TYPE)",
+        kind.short_name()
+    )
 }
 
 impl StreamMachine for AdsConnection {
@@ -107,6 +221,18 @@ impl StreamMachine for AdsConnection {
     }
     fn locality_pending(&self) -> bool {
         AdsConnection::locality_pending(self)
+    }
+    fn check_limits(&self, req: &DiscoveryRequest) -> Result<(), String> {
+        check_node(self.client().is_none(), req.node.as_ref())?;
+        // A state-of-the-world request replaces the subscription: its own names are the whole set.
+        match ResourceType::from_type_url(&req.type_url) {
+            Some(kind) if req.resource_names.len() > MAX_NAMES_PER_TYPE => Err(too_many_names(
+                kind,
+                "subscription",
+                req.resource_names.len(),
+            )),
+            _ => Ok(()),
+        }
     }
     fn request_type(req: &DiscoveryRequest) -> &str {
         &req.type_url
@@ -140,6 +266,31 @@ impl StreamMachine for DeltaConnection {
     fn locality_pending(&self) -> bool {
         DeltaConnection::locality_pending(self)
     }
+    fn check_limits(&self, req: &DeltaDiscoveryRequest) -> Result<(), String> {
+        check_node(self.client().is_none(), req.node.as_ref())?;
+        let Some(kind) = ResourceType::from_type_url(&req.type_url) else {
+            return Ok(()); // ignored, holds nothing
+        };
+        // Delta subscriptions accumulate over requests: count what the stream holds plus the new names.
+        let st = self.type_state(kind);
+        let held = st.map_or(0, |s| s.names.len());
+        let added = req
+            .resource_names_subscribe
+            .iter()
+            .filter(|n| *n != "*" && !st.is_some_and(|s| s.names.contains(*n)))
+            .count();
+        if held + added > MAX_NAMES_PER_TYPE {
+            return Err(too_many_names(kind, "subscription", held + added));
+        }
+        if req.initial_resource_versions.len() > MAX_NAMES_PER_TYPE {
+            return Err(too_many_names(
+                kind,
+                "initial_resource_versions",
+                req.initial_resource_versions.len(),
+            ));
+        }
+        Ok(())
+    }
     fn request_type(req: &DeltaDiscoveryRequest) -> &str {
         &req.type_url
     }
@@ -152,19 +303,44 @@ impl StreamMachine for DeltaConnection {
     }
 }
 
+/// What one turn of a stream's loop ends in.
+enum Step<R> {
+    Send(Vec<R>),
+    /// End the stream, telling the client why if there is a reason.
+    Close(Option<Status>),
+}
+
+/// One ADS stream: feeds requests and snapshots to the protocol machine and sends what it answers.
+///
+/// Backpressure. The loop takes its next input (a request, a snapshot, a pod re-check) only once the
+/// client has taken what was sent before: it first reserves a slot in the response channel, which has
+/// [`STREAM_QUEUE`] (one) slot, and only then waits for input. A slow or stuck client therefore stalls
+/// only its own task, and what the task holds for it is bounded: the one response in the channel plus
+/// the rest of one input's answer (at most [`MAX_RESPONSES_PER_EVENT`]), beyond what the transport
+/// buffers (the HTTP/2 window). Nothing is lost or queued without bound meanwhile:
+/// * snapshots: the `watch` channel keeps only the newest, so a client that catches up is answered from
+///   the current state, never a backlog of stale ones (skipped snapshots are counted);
+/// * requests: stay unread in the transport, whose HTTP/2 flow control stops the client from sending
+///   more, and are handled in order once there is room. Reading them meanwhile would not help: handling
+///   a request can itself produce responses, which would then need an unbounded queue.
+///
+/// Other streams never wait on this one: each has its own task, and publishing a snapshot never blocks.
 async fn run_stream<M: StreamMachine>(
     stream_id: u64,
     mut conn: M,
     mut inbound: Streaming<M::Req>,
     mut snapshots: Snapshots,
     tx: mpsc::Sender<Result<M::Resp, Status>>,
+    counters: Arc<Counters>,
 ) where
     Streaming<M::Req>: Stream<Item = Result<M::Req, Status>> + Unpin,
 {
     if snapshots.borrow().is_none() {
         debug!(stream_id, "waiting for the sources' first complete view");
-        if snapshots.wait_for(Option::is_some).await.is_err() {
-            return;
+        // A client may give up while we wait: don't outlive it.
+        tokio::select! {
+            ready = snapshots.wait_for(Option::is_some) => if ready.is_err() { return },
+            _ = tx.closed() => return,
         }
     }
     // Snapshots published before the first request are covered by answering that request.
@@ -172,76 +348,130 @@ async fn run_stream<M: StreamMachine>(
     let current = |s: &Snapshots| s.borrow().clone().expect("present once the wait is over");
     let node = |conn: &M| conn.client().map(|c| c.node_id.clone()).unwrap_or_default();
     let protocol = M::PROTOCOL;
+    // The generation this stream last answered from: a jump means snapshots were skipped.
+    let mut synced: Option<u64> = None;
+    let mut sync = |snapshot: &Snapshot| {
+        if let Some(last) = synced {
+            if snapshot.generation > last + 1 {
+                counters
+                    .snapshots_skipped
+                    .fetch_add(snapshot.generation - last - 1, Ordering::Relaxed);
+            }
+        }
+        synced = Some(synced.map_or(snapshot.generation, |l| l.max(snapshot.generation)));
+    };
     // A client located through its pod, whose pod the watch has not seen yet, is re-checked on this
     // tick: pod events do not publish snapshots (they would rebuild one on every pod churn).
     let mut pod_retry = tokio::time::interval(POD_RETRY);
     pod_retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let responses = tokio::select! {
-            req = inbound.next() => {
-                let req = match req {
-                    Some(Ok(req)) => req,
-                    Some(Err(status)) => {
-                        debug!(stream_id, node = %node(&conn), %status, "ADS stream error");
-                        break;
-                    }
-                    None => break,
-                };
-                let snapshot = current(&snapshots);
-                let first = conn.client().is_none();
-                match conn.on_request(&req, &snapshot) {
-                    Ok((what, responses)) => {
-                        if first {
-                            let c = conn.client().expect("set by the first request");
-                            info!(stream_id, protocol, node = %c.node_id, cluster = %c.cluster,
-                                  locality = %c.locality, "Envoy connected");
+        // Room for the next response first, input second (see above).
+        let Ok(permit) = tx.reserve().await else {
+            break; // the client is gone
+        };
+        let step = tokio::select! {
+            req = inbound.next() => match req {
+                None => Step::Close(None),
+                Some(Err(status)) => {
+                    // A transport error, or a request over MAX_REQUEST_BYTES: say so (if the client
+                    // is still there to hear it).
+                    debug!(stream_id, node = %node(&conn), %status, "ADS stream error");
+                    Step::Close(Some(status))
+                }
+                Some(Ok(req)) => {
+                    let snapshot = current(&snapshots);
+                    let first = conn.client().is_none();
+                    let handled = conn
+                        .check_limits(&req)
+                        .and_then(|()| conn.on_request(&req, &snapshot).map_err(|e| e.to_string()));
+                    match handled {
+                        Ok((what, responses)) => {
+                            sync(&snapshot);
+                            if first {
+                                let c = conn.client().expect("set by the first request");
+                                info!(stream_id, protocol, node = %c.node_id, cluster = %c.cluster,
+                                      locality = %c.locality, "Envoy connected");
+                            }
+                            let type_url = M::request_type(&req);
+                            match what {
+                                RequestKind::Nack(nack) => warn!(
+                                    stream_id, node = %node(&conn), type_url = %type_url,
+                                    rejected_version = %nack.version, error = %nack.message,
+                                    "Envoy rejected config (NACK); not re-sending that version"),
+                                RequestKind::UnknownType(_) => debug!(
+                                    stream_id, node = %node(&conn), type = short_type(type_url),
+                                    type_url_bytes = type_url.len(),
+                                    "request for a type we do not serve; ignored"),
+                                RequestKind::StaleNonce => debug!(
+                                    stream_id, node = %node(&conn), type = short_type(type_url),
+                                    "stale nonce; ignored"),
+                                RequestKind::Initial | RequestKind::Ack => {}
+                            }
+                            Step::Send(responses)
                         }
-                        let type_url = M::request_type(&req);
-                        match what {
-                            RequestKind::Nack(nack) => warn!(
-                                stream_id, node = %node(&conn), type_url = %type_url,
-                                rejected_version = %nack.version, error = %nack.message,
-                                "Envoy rejected config (NACK); not re-sending that version"),
-                            RequestKind::UnknownType(url) => debug!(
-                                stream_id, node = %node(&conn), type_url = %url,
-                                "request for a type we do not serve; ignored"),
-                            RequestKind::StaleNonce => debug!(
-                                stream_id, node = %node(&conn), type_url = %type_url,
-                                "stale nonce; ignored"),
-                            RequestKind::Initial | RequestKind::Ack => {}
+                        Err(err) => {
+                            warn!(stream_id, node = %node(&conn), error = %err, "refusing ADS stream");
+                            Step::Close(Some(Status::invalid_argument(err)))
                         }
-                        responses
-                    }
-                    Err(err) => {
-                        warn!(stream_id, error = %err, "refusing ADS stream");
-                        let _ = tx.send(Err(Status::invalid_argument(err.to_string()))).await;
-                        break;
                     }
                 }
-            }
+            },
             _ = pod_retry.tick(), if conn.locality_pending() => {
-                let responses = conn.on_snapshot(&current(&snapshots));
+                let snapshot = current(&snapshots);
+                let responses = conn.on_snapshot(&snapshot);
+                sync(&snapshot);
                 if !conn.locality_pending() {
                     if let Some(c) = conn.client() {
                         info!(stream_id, node = %c.node_id, locality = %c.locality,
                               "client located through its pod");
                     }
                 }
-                responses
+                Step::Send(responses)
             }
             changed = snapshots.changed() => {
                 if changed.is_err() {
-                    break;
+                    Step::Close(None)
+                } else {
+                    let snapshot = snapshots
+                        .borrow_and_update()
+                        .clone()
+                        .expect("snapshots are never unset");
+                    let responses = conn.on_snapshot(&snapshot);
+                    sync(&snapshot);
+                    Step::Send(responses)
                 }
-                let snapshot = snapshots.borrow_and_update().clone();
-                conn.on_snapshot(&snapshot.expect("snapshots are never unset"))
+            }
+            _ = tx.closed() => Step::Close(None),
+        };
+        let responses = match step {
+            Step::Send(responses) => responses,
+            Step::Close(status) => {
+                if let Some(status) = status {
+                    permit.send(Err(status));
+                }
+                break;
             }
         };
-        for resp in responses {
-            let (kind, count, nonce) = M::describe(&resp);
+        // Held now: what is still in the channel (not counting our permit) plus this answer.
+        let queued = tx.max_capacity() - tx.capacity() - 1;
+        counters
+            .max_held
+            .fetch_max(queued + responses.len(), Ordering::Relaxed);
+        let mut responses = responses.into_iter();
+        let Some(first) = responses.next() else {
+            continue;
+        };
+        let log = |resp: &M::Resp| {
+            let (kind, count, nonce) = M::describe(resp);
             debug!(stream_id, node = %node(&conn), kind, resources = count, nonce, "push");
+        };
+        log(&first);
+        permit.send(Ok(first));
+        // The rest of one input's answer (make-before-break order) goes out as the client takes it.
+        for resp in responses {
+            log(&resp);
             if tx.send(Ok(resp)).await.is_err() {
-                return;
+                break;
             }
         }
     }
@@ -260,13 +490,19 @@ impl AggregatedDiscoveryService for AdsService {
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
         let stream_id = self.next_stream_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(STREAM_QUEUE);
-        tokio::spawn(run_stream(
+        let live = LiveStream::new(&self.counters);
+        let stream = run_stream(
             stream_id,
             AdsConnection::with_lookup(self.lookup.clone()),
             request.into_inner(),
             self.snapshots.clone(),
             tx,
-        ));
+            self.counters.clone(),
+        );
+        tokio::spawn(async move {
+            let _live = live;
+            stream.await
+        });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -278,13 +514,19 @@ impl AggregatedDiscoveryService for AdsService {
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
         let stream_id = self.next_stream_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(STREAM_QUEUE);
-        tokio::spawn(run_stream(
+        let live = LiveStream::new(&self.counters);
+        let stream = run_stream(
             stream_id,
             DeltaConnection::with_lookup(self.lookup.clone()),
             request.into_inner(),
             self.snapshots.clone(),
             tx,
-        ));
+            self.counters.clone(),
+        );
+        tokio::spawn(async move {
+            let _live = live;
+            stream.await
+        });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }

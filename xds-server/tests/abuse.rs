@@ -1,0 +1,699 @@
+//! Protocol robustness: slow and stuck clients, and abusive input, against an in-process ADS server
+//! served exactly as `main` serves it (`server::transport()` + `AdsService::into_server()`).
+//!
+//! Every test ends by checking the server still answers a well-behaved client.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use envoy_types::pb::envoy::config::core::v3::{address, Locality as EnvoyLocality, Node};
+use envoy_types::pb::envoy::config::endpoint::v3::{lb_endpoint, ClusterLoadAssignment};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    aggregated_discovery_service_client::AggregatedDiscoveryServiceClient, DeltaDiscoveryRequest,
+    DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
+use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
+use envoy_types::pb::google::rpc::Status as RpcStatus;
+use prost::Message;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status, Streaming};
+
+use xds_server::cache::{Snapshot, TranslateSettings, CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE};
+use xds_server::model::{
+    Endpoint as Ep, Health, Locality, Registry, Service, ServiceId, ServicePort,
+};
+use xds_server::server::{
+    self, AdsService, MAX_NAMES_PER_TYPE, MAX_NODE_ID_BYTES, MAX_REQUEST_BYTES,
+    MAX_RESPONSES_PER_EVENT,
+};
+
+/// Generous: a loaded 2-core machine running debug builds. Never an assertion about speed.
+const WAIT: Duration = Duration::from_secs(30);
+
+// ---------------------------------------------------------------------------------------------------
+// Fixture
+
+/// `services` services `s0..`, each with `endpoints` endpoints whose addresses encode `generation`
+/// (10.G_HI.G_LO.i), so every generation changes every EDS answer and nothing else.
+fn registry(services: usize, endpoints: usize, generation: u64) -> Arc<Registry> {
+    Arc::new(Registry::from_services((0..services).map(|s| {
+        Service {
+            id: ServiceId::new("shop", format!("s{s}")),
+            ports: vec![ServicePort {
+                name: "http".into(),
+                port: 8080,
+            }],
+            endpoints: (0..endpoints)
+                .map(|i| Ep {
+                    address: format!("10.{}.{}.{}", generation >> 8, generation & 255, i + 1)
+                        .parse()
+                        .unwrap(),
+                    port_overrides: BTreeMap::new(),
+                    locality: Locality::new("r", "z", ""),
+                    labels: BTreeMap::new(),
+                    health: Health::Healthy,
+                })
+                .collect(),
+        }
+    })))
+}
+
+fn cluster(s: usize) -> String {
+    format!("s{s}.shop:8080")
+}
+
+struct TestServer {
+    addr: SocketAddr,
+    service: AdsService,
+    snapshots: watch::Sender<Option<Arc<Snapshot>>>,
+    shape: (usize, usize),
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl TestServer {
+    /// A server with `services` × `endpoints`; `published` = whether the first snapshot exists yet.
+    async fn start(services: usize, endpoints: usize, published: bool) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = watch::channel(None);
+        let service = AdsService::new(rx);
+        let task = tokio::spawn({
+            let svc = service.clone().into_server();
+            async move {
+                server::transport()
+                    .add_service(svc)
+                    .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                    .await
+                    .unwrap();
+            }
+        });
+        let server = Self {
+            addr,
+            service,
+            snapshots: tx,
+            shape: (services, endpoints),
+            task,
+        };
+        if published {
+            server.publish();
+        }
+        server
+    }
+
+    /// Publishes the next generation; returns its number.
+    fn publish(&self) -> u64 {
+        let prev = self.snapshots.borrow().clone();
+        let generation = prev.as_ref().map_or(1, |p| p.generation + 1);
+        let next = Snapshot::build(
+            prev.as_deref(),
+            registry(self.shape.0, self.shape.1, generation),
+            Arc::default(),
+            TranslateSettings::default(),
+        );
+        assert_eq!(next.generation, generation);
+        self.snapshots.send_replace(Some(Arc::new(next)));
+        generation
+    }
+
+    fn endpoint(&self) -> Endpoint {
+        Endpoint::from_shared(format!("http://{}", self.addr)).unwrap()
+    }
+
+    async fn channel(&self) -> Channel {
+        self.endpoint().connect().await.unwrap()
+    }
+
+    async fn sotw(&self) -> Sotw {
+        Sotw::open(self.channel().await).await
+    }
+
+    async fn delta(&self) -> Delta {
+        Delta::open(self.channel().await).await
+    }
+
+    async fn wait_streams(&self, live: usize) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while self.service.live_streams() != live {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "live streams stuck at {} (want {live}); stats {:?}",
+                self.service.live_streams(),
+                self.service.stream_stats()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// A well-behaved client on a fresh connection gets CDS and EDS, and leaves no stream behind.
+    async fn assert_healthy(&self) {
+        let before = self.service.live_streams();
+        let mut c = self.sotw().await;
+        c.send(request(CLUSTER_TYPE, &[], "", "")).await;
+        let cds = c.recv().await.expect("CDS answer");
+        assert_eq!(cds.type_url, CLUSTER_TYPE);
+        assert_eq!(cds.resources.len(), self.shape.0);
+        c.send(ack(&cds, &[])).await;
+        c.send(request(ENDPOINT_TYPE, &[&cluster(0)], "", "")).await;
+        let eds = c.recv().await.expect("EDS answer");
+        assert_eq!(eds.type_url, ENDPOINT_TYPE);
+        assert_eq!(eds.resources.len(), 1);
+        drop(c);
+        self.wait_streams(before).await;
+    }
+}
+
+fn node() -> Node {
+    Node {
+        id: "envoy-1".into(),
+        cluster: "shop".into(),
+        locality: Some(EnvoyLocality {
+            region: "r".into(),
+            zone: "z".into(),
+            sub_zone: String::new(),
+        }),
+        ..Node::default()
+    }
+}
+
+fn request(type_url: &str, names: &[&str], version: &str, nonce: &str) -> DiscoveryRequest {
+    DiscoveryRequest {
+        node: Some(node()),
+        type_url: type_url.into(),
+        resource_names: names.iter().map(|s| s.to_string()).collect(),
+        version_info: version.into(),
+        response_nonce: nonce.into(),
+        ..DiscoveryRequest::default()
+    }
+}
+
+fn ack(resp: &DiscoveryResponse, names: &[&str]) -> DiscoveryRequest {
+    request(&resp.type_url, names, &resp.version_info, &resp.nonce)
+}
+
+fn delta_request(type_url: &str, subscribe: Vec<String>, nonce: &str) -> DeltaDiscoveryRequest {
+    DeltaDiscoveryRequest {
+        node: Some(node()),
+        type_url: type_url.into(),
+        resource_names_subscribe: subscribe,
+        response_nonce: nonce.into(),
+        ..DeltaDiscoveryRequest::default()
+    }
+}
+
+/// The first endpoint address of every ClusterLoadAssignment in an EDS answer.
+fn first_ips(resp: &DiscoveryResponse) -> Vec<String> {
+    resp.resources
+        .iter()
+        .map(|any| {
+            let cla = ClusterLoadAssignment::decode(any.value.as_slice()).unwrap();
+            let ep = &cla.endpoints[0].lb_endpoints[0];
+            let Some(lb_endpoint::HostIdentifier::Endpoint(e)) = &ep.host_identifier else {
+                panic!("no endpoint")
+            };
+            match e.address.as_ref().and_then(|a| a.address.as_ref()) {
+                Some(address::Address::SocketAddress(s)) => s.address.clone(),
+                other => panic!("unexpected address {other:?}"),
+            }
+        })
+        .collect()
+}
+
+fn ip_of(generation: u64) -> String {
+    format!("10.{}.{}.1", generation >> 8, generation & 255)
+}
+
+/// One ADS stream: requests go in through a channel, answers come back as a tonic stream.
+struct Stream<Req, Resp> {
+    tx: mpsc::Sender<Req>,
+    rx: Streaming<Resp>,
+}
+
+type Sotw = Stream<DiscoveryRequest, DiscoveryResponse>;
+type Delta = Stream<DeltaDiscoveryRequest, DeltaDiscoveryResponse>;
+
+impl Sotw {
+    async fn open(channel: Channel) -> Self {
+        let (tx, rx) = mpsc::channel(64);
+        let mut client = AggregatedDiscoveryServiceClient::new(channel)
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX);
+        let rx = tokio::time::timeout(
+            WAIT,
+            client.stream_aggregated_resources(ReceiverStream::new(rx)),
+        )
+        .await
+        .expect("stream opened in time")
+        .expect("stream opened")
+        .into_inner();
+        Self { tx, rx }
+    }
+}
+
+impl Delta {
+    async fn open(channel: Channel) -> Self {
+        let (tx, rx) = mpsc::channel(64);
+        let mut client = AggregatedDiscoveryServiceClient::new(channel);
+        let rx = tokio::time::timeout(
+            WAIT,
+            client.delta_aggregated_resources(ReceiverStream::new(rx)),
+        )
+        .await
+        .expect("stream opened in time")
+        .expect("stream opened")
+        .into_inner();
+        Self { tx, rx }
+    }
+}
+
+impl<Req, Resp: Message + Default + 'static> Stream<Req, Resp> {
+    async fn send(&self, req: Req) {
+        assert!(self.tx.send(req).await.is_ok(), "request stream open");
+    }
+
+    /// The next answer, or the status the stream ended with (`Ok` end → an `OK` status).
+    async fn recv(&mut self) -> Result<Resp, Status> {
+        match tokio::time::timeout(WAIT, self.rx.message()).await {
+            Err(_) => panic!("no answer within {WAIT:?}"),
+            Ok(Ok(Some(resp))) => Ok(resp),
+            Ok(Ok(None)) => Err(Status::ok("stream ended")),
+            Ok(Err(status)) => Err(status),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Backpressure
+
+/// A client that stops reading while many snapshots are published: a second client gets every update,
+/// the stuck stream holds at most one input's answer, skips the snapshots it could not be sent, and
+/// once it reads again it gets the newest state after a handful of stale messages, not a backlog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stuck_client_neither_delays_others_nor_queues_a_backlog() {
+    const SERVICES: usize = 40;
+    const ENDPOINTS: usize = 30; // one EDS answer ≈ 40 KB, several times the stuck client's window
+    const PUBLISHES: u64 = 60;
+    let server = TestServer::start(SERVICES, ENDPOINTS, true).await;
+    let names: Vec<String> = (0..SERVICES).map(cluster).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+
+    // The stuck client's connection has a tiny HTTP/2 window, so the transport cannot absorb a backlog
+    // for it: what piles up, piles up in the server.
+    let stuck_channel = server
+        .endpoint()
+        .initial_stream_window_size(Some(8 * 1024))
+        .connect()
+        .await
+        .unwrap();
+    let mut stuck = Sotw::open(stuck_channel).await;
+    stuck.send(request(ENDPOINT_TYPE, &names, "", "")).await;
+    let first = stuck.recv().await.unwrap();
+    assert_eq!(first.resources.len(), SERVICES);
+    stuck.send(ack(&first, &names)).await;
+
+    let mut healthy = server.sotw().await;
+    healthy.send(request(ENDPOINT_TYPE, &names, "", "")).await;
+    let mut last = healthy.recv().await.unwrap();
+    healthy.send(ack(&last, &names)).await;
+
+    for _ in 0..PUBLISHES {
+        let generation = server.publish();
+        let eds = healthy.recv().await.unwrap();
+        assert_eq!(eds.type_url, ENDPOINT_TYPE);
+        assert_eq!(
+            first_ips(&eds),
+            vec![ip_of(generation); SERVICES],
+            "the healthy client gets each generation in turn"
+        );
+        assert_ne!(eds.nonce, last.nonce);
+        healthy.send(ack(&eds, &names)).await;
+        last = eds;
+    }
+    let stats = server.service.stream_stats();
+    assert_eq!(stats.live, 2);
+    assert!(
+        stats.max_held_responses <= MAX_RESPONSES_PER_EVENT,
+        "a stream held {} responses at once (bound {MAX_RESPONSES_PER_EVENT})",
+        stats.max_held_responses
+    );
+
+    // The stuck client reads again: a few stale answers that were already in flight, then the newest.
+    let newest = ip_of(1 + PUBLISHES);
+    let mut stale = 0;
+    loop {
+        let eds = stuck.recv().await.unwrap();
+        if first_ips(&eds) == vec![newest.clone(); SERVICES] {
+            break;
+        }
+        stale += 1;
+        stuck.send(ack(&eds, &names)).await;
+    }
+    // In flight: what the transport holds (about one message each side of a full window), the one
+    // response in the stream's channel, and one input's answer in the stream's task.
+    let bound = 4 + MAX_RESPONSES_PER_EVENT;
+    assert!(
+        stale <= bound,
+        "{stale} stale answers before the newest (bound {bound}): a backlog was queued"
+    );
+    let stats = server.service.stream_stats();
+    assert!(
+        stats.snapshots_skipped >= PUBLISHES / 2,
+        "the stuck stream computed answers it could not send: {stats:?}"
+    );
+    assert!(
+        stats.max_held_responses <= MAX_RESPONSES_PER_EVENT,
+        "{stats:?}"
+    );
+
+    drop((stuck, healthy));
+    server.wait_streams(0).await;
+    server.assert_healthy().await;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Abusive input
+
+#[tokio::test]
+async fn request_over_the_size_limit_is_refused_with_out_of_range() {
+    let server = TestServer::start(3, 1, true).await;
+    let mut c = server.sotw().await;
+    let mut req = request(CLUSTER_TYPE, &[], "", "");
+    req.resource_names = vec!["x".repeat(MAX_REQUEST_BYTES + 1024)];
+    c.send(req).await;
+    let status = c.recv().await.unwrap_err();
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    assert!(
+        status.message().contains(&MAX_REQUEST_BYTES.to_string()),
+        "the error names the limit: {status:?}"
+    );
+    drop(c);
+    server.wait_streams(0).await;
+    server.assert_healthy().await;
+}
+
+#[tokio::test]
+async fn many_names_are_answered_up_to_the_limit_and_refused_past_it() {
+    let server = TestServer::start(3, 1, true).await;
+
+    // State of the world: 40,000 names, 3 real → exactly the 3 real ones.
+    let mut names: Vec<String> = (0..40_000)
+        .map(|i| format!("missing-{i}.shop:8080"))
+        .collect();
+    names.extend((0..3).map(cluster));
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut c = server.sotw().await;
+    c.send(request(ENDPOINT_TYPE, &refs, "", "")).await;
+    let eds = c.recv().await.unwrap();
+    assert_eq!(
+        eds.resources.len(),
+        3,
+        "names that do not exist are left out"
+    );
+    // 100,000 names on the same stream: refused, naming the limit.
+    let many: Vec<String> = (0..100_000).map(|i| format!("n{i}")).collect();
+    let refs: Vec<&str> = many.iter().map(String::as_str).collect();
+    c.send(ack(&eds, &refs)).await;
+    let status = c.recv().await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains("MAX_NAMES_PER_TYPE"),
+        "{status:?}"
+    );
+    assert!(status.message().contains("100000"), "{status:?}");
+
+    // Delta subscriptions add up over requests: three batches that together pass the limit.
+    let mut d = server.delta().await;
+    let batch = MAX_NAMES_PER_TYPE / 2 - 10;
+    let mut first = vec![cluster(0)];
+    first.extend((0..batch).map(|i| format!("a{i}")));
+    d.send(delta_request(ENDPOINT_TYPE, first, "")).await;
+    let answer = d.recv().await.unwrap();
+    assert_eq!(answer.resources.len(), 1);
+    d.send(delta_request(
+        ENDPOINT_TYPE,
+        (0..batch).map(|i| format!("b{i}")).collect(),
+        &answer.nonce,
+    ))
+    .await;
+    // Re-subscribing names the stream already has does not count twice.
+    d.send(delta_request(
+        ENDPOINT_TYPE,
+        (0..batch).map(|i| format!("b{i}")).collect(),
+        "",
+    ))
+    .await;
+    d.send(delta_request(
+        ENDPOINT_TYPE,
+        (0..batch).map(|i| format!("c{i}")).collect(),
+        "",
+    ))
+    .await;
+    let status = d.recv().await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains("MAX_NAMES_PER_TYPE"),
+        "{status:?}"
+    );
+    assert!(
+        status.message().contains(&(3 * batch + 1).to_string()),
+        "counts the held names plus the new ones: {status:?}"
+    );
+
+    drop((c, d));
+    server.wait_streams(0).await;
+    server.assert_healthy().await;
+}
+
+/// Requests for types we do not serve are ignored: no answer, no error, the stream goes on.
+#[tokio::test]
+async fn unknown_type_urls_are_ignored() {
+    let server = TestServer::start(3, 1, true).await;
+    let huge = format!("type.googleapis.com/{}", "x".repeat(1 << 20));
+    let mut c = server.sotw().await;
+    c.send(request(&huge, &["a"], "", "")).await;
+    for i in 0..1_000 {
+        c.send(request(
+            &format!("type.googleapis.com/bogus.T{i}"),
+            &[],
+            "1",
+            "2",
+        ))
+        .await;
+    }
+    c.send(request("", &[], "", "")).await;
+    c.send(request(LISTENER_TYPE, &[], "", "")).await;
+    // Requests are handled in order: had any of the above been answered, it would come first.
+    let lds = c.recv().await.unwrap();
+    assert_eq!(lds.type_url, LISTENER_TYPE);
+
+    let mut d = server.delta().await;
+    d.send(delta_request(&huge, vec!["a".into()], "")).await;
+    d.send(delta_request("bogus", vec!["*".into()], "7")).await;
+    d.send(delta_request(CLUSTER_TYPE, vec![], "")).await;
+    let cds = d.recv().await.unwrap();
+    assert_eq!(cds.type_url, CLUSTER_TYPE);
+    assert_eq!(cds.resources.len(), 3);
+
+    assert_eq!(server.service.live_streams(), 2);
+    drop((c, d));
+    server.wait_streams(0).await;
+    server.assert_healthy().await;
+}
+
+/// Nonces we never sent (random, empty-looking, megabytes long), with or without an error (a NACK),
+/// are stale: ignored, no answer, no state change; the stream still gets the next push.
+#[tokio::test]
+async fn garbage_nonces_are_ignored_as_stale() {
+    let server = TestServer::start(3, 1, true).await;
+    let garbage = [
+        "garbage".to_string(),
+        "\u{0}\u{1}\u{fffd}".to_string(),
+        "999999999999999999999999".to_string(),
+        "n".repeat(1 << 20),
+    ];
+
+    let mut c = server.sotw().await;
+    let names = [cluster(0)];
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    c.send(request(ENDPOINT_TYPE, &names, "", "")).await;
+    let eds = c.recv().await.unwrap();
+    c.send(ack(&eds, &names)).await;
+    for nonce in &garbage {
+        // A stale request with a subscription change would be answered if it were not ignored.
+        let all = [cluster(0), cluster(1), cluster(2)];
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        c.send(request(ENDPOINT_TYPE, &all, &eds.version_info, nonce))
+            .await;
+        let mut nack = request(ENDPOINT_TYPE, &names, "v", nonce);
+        nack.error_detail = Some(RpcStatus {
+            code: 13,
+            message: "bogus".into(),
+            details: vec![],
+        });
+        c.send(nack).await;
+    }
+
+    let mut d = server.delta().await;
+    d.send(delta_request(ENDPOINT_TYPE, vec![cluster(0)], ""))
+        .await;
+    let first = d.recv().await.unwrap();
+    d.send(delta_request(ENDPOINT_TYPE, vec![], &first.nonce))
+        .await;
+    for nonce in &garbage {
+        d.send(delta_request(ENDPOINT_TYPE, vec![], nonce)).await;
+        let mut nack = delta_request(ENDPOINT_TYPE, vec![], nonce);
+        nack.error_detail = Some(RpcStatus {
+            code: 13,
+            message: "bogus".into(),
+            details: vec![],
+        });
+        d.send(nack).await;
+    }
+
+    // The next thing either stream gets is the push of a new generation, for the original subscription.
+    let generation = server.publish();
+    let pushed = c.recv().await.unwrap();
+    assert_eq!(first_ips(&pushed), vec![ip_of(generation)]);
+    let pushed = d.recv().await.unwrap();
+    assert_eq!(pushed.resources.len(), 1);
+    assert_eq!(pushed.resources[0].name, cluster(0));
+
+    drop((c, d));
+    server.wait_streams(0).await;
+    server.assert_healthy().await;
+}
+
+/// Streams opened and dropped in a loop, in every state (waiting for the first snapshot, before the
+/// first request, after it, mid-answer, on fresh connections), leave no stream task behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_opened_and_dropped_in_a_loop_leave_nothing_behind() {
+    let server = TestServer::start(3, 1, false).await;
+    let channel = server.channel().await;
+
+    // No snapshot yet: every stream waits for the sources; a client that gives up ends its task.
+    for _ in 0..200 {
+        let c = Sotw::open(channel.clone()).await;
+        c.send(request(CLUSTER_TYPE, &[], "", "")).await;
+        drop(c);
+    }
+    server.wait_streams(0).await;
+
+    server.publish();
+    const CYCLES: usize = 2_000;
+    for i in 0..CYCLES {
+        let ch = if i % 100 == 0 {
+            server.channel().await
+        } else {
+            channel.clone()
+        };
+        if i % 2 == 0 {
+            let mut c = Delta::open(ch).await;
+            if i % 4 == 0 {
+                c.send(delta_request(CLUSTER_TYPE, vec![], "")).await;
+                c.recv().await.unwrap();
+            }
+        } else {
+            let mut c = Sotw::open(ch).await;
+            match i % 3 {
+                0 => {} // dropped before its first request
+                1 => c.send(request(CLUSTER_TYPE, &[], "", "")).await,
+                _ => {
+                    c.send(request(CLUSTER_TYPE, &[], "", "")).await;
+                    c.recv().await.unwrap();
+                }
+            }
+        }
+    }
+    server.wait_streams(0).await;
+    assert!(server.service.stream_stats().opened >= (200 + CYCLES) as u64);
+    server.assert_healthy().await;
+}
+
+#[tokio::test]
+async fn first_request_without_node_is_refused() {
+    let server = TestServer::start(3, 1, true).await;
+    let mut c = server.sotw().await;
+    let mut req = request(CLUSTER_TYPE, &[], "", "");
+    req.node = None;
+    c.send(req).await;
+    let status = c.recv().await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("node"), "{status:?}");
+
+    let mut d = server.delta().await;
+    let mut req = delta_request(CLUSTER_TYPE, vec![], "");
+    req.node = None;
+    d.send(req).await;
+    assert_eq!(d.recv().await.unwrap_err().code(), Code::InvalidArgument);
+
+    drop((c, d));
+    server.wait_streams(0).await;
+    server.assert_healthy().await;
+}
+
+/// A node id past MAX_NODE_ID_BYTES is refused (it would be kept and logged); large metadata within
+/// the request limit is read once and served normally.
+#[tokio::test]
+async fn absurd_node_id_is_refused_and_large_metadata_is_served() {
+    let server = TestServer::start(3, 1, true).await;
+    let mut c = server.sotw().await;
+    let mut req = request(CLUSTER_TYPE, &[], "", "");
+    req.node.as_mut().unwrap().id = "i".repeat(100_000);
+    c.send(req).await;
+    let status = c.recv().await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("MAX_NODE_ID_BYTES"), "{status:?}");
+    assert!(status.message().contains(&MAX_NODE_ID_BYTES.to_string()));
+
+    let mut d = server.delta().await;
+    let mut req = delta_request(CLUSTER_TYPE, vec![], "");
+    req.node.as_mut().unwrap().cluster = "c".repeat(MAX_NODE_ID_BYTES + 1);
+    d.send(req).await;
+    let status = d.recv().await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+
+    // ~3 MB of metadata: 20,000 labels and a 2 MB string.
+    let string = |s: String| Value {
+        kind: Some(Kind::StringValue(s)),
+    };
+    let labels = Struct {
+        fields: (0..20_000)
+            .map(|i| (format!("label-{i}"), string(format!("value-{i}"))))
+            .collect(),
+    };
+    let mut req = request(CLUSTER_TYPE, &[], "", "");
+    req.node.as_mut().unwrap().metadata = Some(Struct {
+        fields: [
+            (
+                "labels".to_string(),
+                Value {
+                    kind: Some(Kind::StructValue(labels)),
+                },
+            ),
+            ("blob".to_string(), string("b".repeat(2 << 20))),
+        ]
+        .into_iter()
+        .collect(),
+    });
+    assert!(req.encoded_len() < MAX_REQUEST_BYTES);
+    let mut big = server.sotw().await;
+    big.send(req).await;
+    let cds = big.recv().await.unwrap();
+    assert_eq!(cds.resources.len(), 3);
+    big.send(request(ENDPOINT_TYPE, &[&cluster(1)], "", ""))
+        .await;
+    assert_eq!(big.recv().await.unwrap().resources.len(), 1);
+
+    drop((c, d, big));
+    server.wait_streams(0).await;
+    server.assert_healthy().await;
+}
