@@ -64,6 +64,17 @@ pub enum RequestKind {
     UnknownType(String),
 }
 
+impl RequestKind {
+    /// A type URL is client input of any size: keep enough of it to recognise.
+    pub fn unknown_type(url: &str) -> Self {
+        const MAX: usize = 200;
+        match url.char_indices().nth(MAX) {
+            Some((cut, _)) => RequestKind::UnknownType(format!("{}…", &url[..cut])),
+            None => RequestKind::UnknownType(url.to_string()),
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct AdsConnection {
     client: ClientIdentity,
@@ -105,6 +116,19 @@ fn digest(name: &str, hash: u64) -> u64 {
     name.hash(&mut h);
     hash.hash(&mut h);
     h.finish()
+}
+
+fn apply(held: &mut BTreeMap<String, u64>, changes: Vec<(String, Option<u64>)>) {
+    for (name, hash) in changes {
+        match hash {
+            Some(h) => {
+                held.insert(name, h);
+            }
+            None => {
+                held.remove(&name);
+            }
+        }
+    }
 }
 
 fn version_string(v: u64) -> String {
@@ -158,7 +182,7 @@ impl AdsConnection {
             self.seen = None; // located: every answer may change
         }
         let Some(kind) = ResourceType::from_type_url(&req.type_url) else {
-            return Ok((RequestKind::UnknownType(req.type_url.clone()), Vec::new()));
+            return Ok((RequestKind::unknown_type(&req.type_url), Vec::new()));
         };
         let st = self.types.entry(kind).or_default();
         if !req.response_nonce.is_empty()
@@ -167,15 +191,21 @@ impl AdsConnection {
             // An answer to a response we have since superseded; the newer one is on its way.
             return Ok((RequestKind::StaleNonce, Vec::new()));
         }
-        let names: Option<BTreeSet<String>> = if kind.is_wildcard_type()
-            && (req.resource_names.is_empty() || req.resource_names.iter().any(|n| n == "*"))
-        {
-            None
-        } else {
-            Some(req.resource_names.iter().cloned().collect())
+        let wildcard = kind.is_wildcard_type()
+            && (req.resource_names.is_empty() || req.resource_names.iter().any(|n| n == "*"));
+        // Every ACK repeats the whole subscription (hundreds of names): compare before copying.
+        let same_names = match &st.names {
+            None => wildcard,
+            Some(held) => {
+                !wildcard
+                    && req.resource_names.iter().all(|n| held.contains(n))
+                    && req.resource_names.iter().collect::<BTreeSet<_>>().len() == held.len()
+            }
         };
-        let names_changed = !st.subscribed || st.names != names;
-        st.names = names;
+        let names_changed = !st.subscribed || !same_names;
+        if !same_names {
+            st.names = (!wildcard).then(|| req.resource_names.iter().cloned().collect());
+        }
         st.subscribed = true;
 
         let (what, answer) = if let Some(status) = &req.error_detail {
@@ -261,7 +291,7 @@ impl AdsConnection {
         let client = self.client.get()?;
         let st = self.types.get(&kind)?;
         let full = matches!(answer, Answer::Full);
-        let mut held = None;
+        let mut updates = None;
         let (resources, version) = if kind.is_wildcard_type() {
             // CDS and LDS: the complete set every time.
             if matches!(answer, Answer::Changes(Scope::Nothing)) {
@@ -271,9 +301,9 @@ impl AdsConnection {
             let version = resources.iter().fold(0, |v, r| v ^ digest(&r.name, r.hash));
             (resources, version)
         } else {
-            let (resources, next_held, version) =
+            let (resources, changes, version) =
                 changed_resources(kind, st, snapshot, client, answer);
-            held = Some(next_held);
+            updates = Some(changes);
             (resources, version)
         };
         let version_str = version_string(version);
@@ -290,8 +320,8 @@ impl AdsConnection {
         } else if resources.is_empty() && !full {
             // Nothing to send; removals (names gone from the snapshot) only move the version.
             let st = self.types.get_mut(&kind)?;
-            if let Some(h) = held {
-                st.held = h;
+            if let Some(changes) = updates {
+                apply(&mut st.held, changes);
                 st.version = version;
             }
             return None;
@@ -318,8 +348,10 @@ impl AdsConnection {
         self.nonce += 1;
         let nonce = self.nonce.to_string();
         let st = self.types.get_mut(&kind)?;
-        st.held =
-            held.unwrap_or_else(|| resources.iter().map(|r| (r.name.clone(), r.hash)).collect());
+        match updates {
+            Some(changes) => apply(&mut st.held, changes),
+            None => st.held = resources.iter().map(|r| (r.name.clone(), r.hash)).collect(),
+        }
         st.version = version;
         st.sent = Some(Sent {
             version: version_str.clone(),
@@ -350,15 +382,15 @@ impl AdsConnection {
     }
 }
 
-/// For EDS/RDS: the resources to send under `answer`, what the client will hold afterwards and the
-/// resulting version.
+/// For EDS/RDS: the resources to send under `answer`, the changes to what the client holds
+/// (name → new hash, `None` = dropped) and the resulting version.
 fn changed_resources(
     kind: ResourceType,
     st: &TypeState,
     snapshot: &Snapshot,
     client: &ClientInfo,
     answer: Answer<'_>,
-) -> (Vec<Arc<Resource>>, BTreeMap<String, u64>, u64) {
+) -> (Vec<Arc<Resource>>, Vec<(String, Option<u64>)>, u64) {
     let subscribed = |name: &str| st.names.as_ref().is_some_and(|s| s.contains(name));
     let mut candidates: BTreeSet<&str> = st.force.iter().map(String::as_str).collect();
     match answer {
@@ -370,10 +402,11 @@ fn changed_resources(
         Answer::Changes(Scope::Names(names)) => candidates.extend(names.iter().map(String::as_str)),
         Answer::Changes(Scope::Nothing) => {}
     }
-    let mut held = st.held.clone();
+    let mut updates = Vec::new();
     let mut version = st.version;
     let mut out = Vec::new();
     for name in candidates {
+        let held = st.held.get(name).copied();
         let current = if subscribed(name) {
             snapshot.resource(kind, client, name)
         } else {
@@ -382,24 +415,25 @@ fn changed_resources(
         match current {
             Some(r) => {
                 let forced = matches!(answer, Answer::Full) || st.force.contains(name);
-                let same = held.get(name) == Some(&r.hash);
                 let refused = st.rejected.get(name) == Some(&r.hash);
-                if (forced || !same) && !refused {
-                    if let Some(old) = held.insert(name.to_string(), r.hash) {
+                if (forced || held != Some(r.hash)) && !refused {
+                    if let Some(old) = held {
                         version ^= digest(name, old);
                     }
                     version ^= digest(name, r.hash);
+                    updates.push((name.to_string(), Some(r.hash)));
                     out.push(r);
                 }
             }
             None => {
-                if let Some(old) = held.remove(name) {
+                if let Some(old) = held {
                     version ^= digest(name, old);
+                    updates.push((name.to_string(), None));
                 }
             }
         }
     }
-    (out, held, version)
+    (out, updates, version)
 }
 
 #[cfg(test)]

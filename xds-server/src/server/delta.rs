@@ -124,7 +124,7 @@ impl DeltaConnection {
             }
         }
         let Some(kind) = ResourceType::from_type_url(&req.type_url) else {
-            return Ok((RequestKind::UnknownType(req.type_url.clone()), Vec::new()));
+            return Ok((RequestKind::unknown_type(&req.type_url), Vec::new()));
         };
         let st = self.types.entry(kind).or_default();
         let first = !st.subscribed;
