@@ -118,7 +118,10 @@ fn digest(name: &str, hash: u64) -> u64 {
     h.finish()
 }
 
-fn apply(held: &mut BTreeMap<String, u64>, changes: Vec<(String, Option<u64>)>) {
+/// A name's new content hash, or `None` when the client no longer holds it.
+type HeldChange = (String, Option<u64>);
+
+fn apply(held: &mut BTreeMap<String, u64>, changes: Vec<HeldChange>) {
     for (name, hash) in changes {
         match hash {
             Some(h) => {
@@ -390,7 +393,7 @@ fn changed_resources(
     snapshot: &Snapshot,
     client: &ClientInfo,
     answer: Answer<'_>,
-) -> (Vec<Arc<Resource>>, Vec<(String, Option<u64>)>, u64) {
+) -> (Vec<Arc<Resource>>, Vec<HeldChange>, u64) {
     let subscribed = |name: &str| st.names.as_ref().is_some_and(|s| s.contains(name));
     let mut candidates: BTreeSet<&str> = st.force.iter().map(String::as_str).collect();
     match answer {
