@@ -24,6 +24,7 @@ pub mod apiserver;
 pub mod backend;
 pub mod envoy;
 pub mod http;
+pub mod load;
 pub mod modes;
 pub mod paths;
 pub mod ports;

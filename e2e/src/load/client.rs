@@ -1,0 +1,558 @@
+//! Simulated Envoy ADS clients and what they observed.
+//!
+//! A client subscribes like Envoy: CDS wildcard; on the clusters, EDS for every cluster (then it ACKs
+//! CDS); on the first endpoints, LDS wildcard; on the listener, RDS `outbound`. Every response is ACKed
+//! at once (SotW: version and nonce, with the full subscription as Envoy sends it; Delta: nonce).
+//! A client has its *full config* once it holds every cluster, the endpoints of every cluster, a
+//! listener and the route configuration.
+//!
+//! Changes: the driver registers each endpoint change in the [`Tracker`] (cluster, marker address)
+//! before writing the file. A client that receives a load assignment of that cluster containing the
+//! marker records it once; when the last client has, the change has converged.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use envoy_types::pb::envoy::config::core::v3::{Locality, Node};
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
+use prost::Message;
+use tokio::sync::mpsc;
+use tonic::codegen::http::uri::PathAndQuery;
+use tonic::transport::Channel;
+
+use super::wire::{self, Outgoing, RawCodec};
+use super::Protocol;
+
+/// One endpoint change, from the file write to the last client that received it.
+#[derive(Debug)]
+pub struct Change {
+    pub id: u32,
+    pub cluster: u32,
+    pub marker: String,
+    needle: Vec<u8>,
+    /// Nanoseconds since [`Tracker::base`] of the rename that published it (`u64::MAX` until written).
+    pub applied_ns: AtomicU64,
+    pub applied_wall: OnceLock<SystemTime>,
+    /// Clients that have yet to receive it.
+    pub remaining: AtomicUsize,
+    /// When the latest client received it (nanoseconds since base).
+    pub last_ns: AtomicU64,
+}
+
+impl Change {
+    pub fn new(id: u32, cluster: u32, marker: String, clients: usize) -> Self {
+        Change {
+            id,
+            cluster,
+            needle: wire::address_needle(&marker),
+            marker,
+            applied_ns: AtomicU64::new(u64::MAX),
+            applied_wall: OnceLock::new(),
+            remaining: AtomicUsize::new(clients),
+            last_ns: AtomicU64::new(0),
+        }
+    }
+
+    pub fn converged(&self) -> bool {
+        self.remaining.load(Ordering::Acquire) == 0
+    }
+
+    /// Rename → last client, if converged.
+    pub fn convergence_ns(&self) -> Option<u64> {
+        let applied = self.applied_ns.load(Ordering::Acquire);
+        (self.converged() && applied != u64::MAX)
+            .then(|| self.last_ns.load(Ordering::Acquire).saturating_sub(applied))
+    }
+}
+
+/// Everything the clients of one run share: the expected config, the changes in flight, counters.
+pub struct Tracker {
+    pub base: Instant,
+    pub clients: usize,
+    /// Cluster name → index.
+    clusters: HashMap<String, u32>,
+    /// The expected cluster names, sorted, and their encoding as `DiscoveryRequest.resource_names`.
+    sorted_names: Vec<String>,
+    names_field: Bytes,
+    /// Per cluster: the change in flight, if any.
+    outstanding: Vec<Mutex<Option<Arc<Change>>>>,
+    /// Clients with full config.
+    pub complete: AtomicUsize,
+    /// Nanoseconds since base at which each client got its full config (index = client).
+    completed_at: Vec<AtomicU64>,
+    /// Clients whose stream is open.
+    pub live: AtomicUsize,
+    pub bytes: AtomicU64,
+    pub responses: AtomicU64,
+    pub errors: AtomicU64,
+    first_error: Mutex<Option<String>>,
+    stopping: AtomicBool,
+}
+
+impl Tracker {
+    pub fn new(clients: usize, cluster_names: &[String]) -> Arc<Self> {
+        let mut sorted_names = cluster_names.to_vec();
+        sorted_names.sort();
+        let names_field = DiscoveryRequest {
+            resource_names: sorted_names.clone(),
+            ..Default::default()
+        }
+        .encode_to_vec()
+        .into();
+        Arc::new(Tracker {
+            base: Instant::now(),
+            clients,
+            clusters: cluster_names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (n.clone(), i as u32))
+                .collect(),
+            sorted_names,
+            names_field,
+            outstanding: cluster_names.iter().map(|_| Mutex::new(None)).collect(),
+            complete: AtomicUsize::new(0),
+            completed_at: (0..clients).map(|_| AtomicU64::new(u64::MAX)).collect(),
+            live: AtomicUsize::new(0),
+            bytes: AtomicU64::new(0),
+            responses: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            first_error: Mutex::new(None),
+            stopping: AtomicBool::new(false),
+        })
+    }
+
+    pub fn now_ns(&self) -> u64 {
+        self.base.elapsed().as_nanos() as u64
+    }
+
+    pub fn ns_of(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.base).as_nanos() as u64
+    }
+
+    pub fn clusters(&self) -> usize {
+        self.outstanding.len()
+    }
+
+    /// Whether a change to `cluster` is in flight.
+    pub fn busy(&self, cluster: u32) -> bool {
+        lock(&self.outstanding[cluster as usize]).is_some()
+    }
+
+    /// Registers a change before it is written; clients look for it from now on.
+    pub fn register(&self, change: Arc<Change>) {
+        let cluster = change.cluster as usize;
+        *lock(&self.outstanding[cluster]) = Some(change);
+    }
+
+    /// Stops looking for a change (it converged, or the run gave up on it).
+    pub fn retire(&self, change: &Arc<Change>) {
+        let mut slot = lock(&self.outstanding[change.cluster as usize]);
+        if slot.as_ref().is_some_and(|c| Arc::ptr_eq(c, change)) {
+            *slot = None;
+        }
+    }
+
+    /// Per-client time to full config in nanoseconds since base (`None`: never).
+    pub fn completion_times(&self) -> Vec<Option<u64>> {
+        self.completed_at
+            .iter()
+            .map(|t| Some(t.load(Ordering::Acquire)).filter(|&t| t != u64::MAX))
+            .collect()
+    }
+
+    pub fn first_error(&self) -> Option<String> {
+        lock(&self.first_error).clone()
+    }
+
+    /// Client streams ending from now on are the run ending, not failures.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn fail(&self, client: usize, error: String) {
+        if self.stopping.load(Ordering::Acquire) {
+            return;
+        }
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        lock(&self.first_error).get_or_insert_with(|| format!("client {client}: {error}"));
+    }
+
+    /// A load assignment for cluster `idx` reached a client.
+    fn on_assignment(&self, st: &mut ClientState, idx: u32, cla: &[u8]) {
+        let i = idx as usize;
+        if st.eds[i / 64] & (1 << (i % 64)) == 0 {
+            st.eds[i / 64] |= 1 << (i % 64);
+            st.eds_count += 1;
+        }
+        let change = lock(&self.outstanding[i]).clone();
+        let Some(change) = change else { return };
+        if st.seen_change[i] == change.id || !wire::contains(cla, &change.needle) {
+            return;
+        }
+        st.seen_change[i] = change.id;
+        change.last_ns.fetch_max(self.now_ns(), Ordering::AcqRel);
+        if change.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.retire(&change);
+        }
+    }
+
+    fn check_complete(&self, client: usize, st: &mut ClientState) {
+        if st.complete {
+            return;
+        }
+        let n = self.clusters();
+        if st.cds_count == n && st.eds_count == n && st.listener && st.route {
+            st.complete = true;
+            self.completed_at[client].store(self.now_ns(), Ordering::Release);
+            self.complete.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What one client holds.
+struct ClientState {
+    cds_count: usize,
+    /// Bitset: clusters whose endpoints were received.
+    eds: Vec<u64>,
+    eds_count: usize,
+    listener: bool,
+    route: bool,
+    complete: bool,
+    /// Per cluster: the last change this client recorded.
+    seen_change: Vec<u32>,
+}
+
+impl ClientState {
+    fn new(clusters: usize) -> Self {
+        ClientState {
+            cds_count: 0,
+            eds: vec![0; clusters.div_ceil(64)],
+            eds_count: 0,
+            listener: false,
+            route: false,
+            complete: false,
+            seen_change: vec![u32::MAX; clusters],
+        }
+    }
+}
+
+/// Who a client is: node id `load-N`, cluster `load`, a locality from the scenario.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub index: usize,
+    pub region: String,
+    pub zone: String,
+}
+
+impl Identity {
+    fn node(&self) -> Node {
+        Node {
+            id: format!("load-{}", self.index),
+            cluster: "load".into(),
+            locality: Some(Locality {
+                region: self.region.clone(),
+                zone: self.zone.clone(),
+                sub_zone: String::new(),
+            }),
+            user_agent_name: "xds-load".into(),
+            ..Default::default()
+        }
+    }
+}
+
+/// Runs one client until its stream ends or the task is aborted.
+pub async fn run_client(
+    tracker: Arc<Tracker>,
+    channel: Channel,
+    protocol: Protocol,
+    id: Identity,
+    opened: tokio::sync::oneshot::Sender<()>,
+) {
+    let index = id.index;
+    let result = match protocol {
+        Protocol::Sotw => sotw(&tracker, channel, id, opened).await,
+        Protocol::Delta => delta(&tracker, channel, id, opened).await,
+    };
+    match result {
+        Ok(()) => tracker.fail(index, "the server ended the stream".into()),
+        Err(e) => tracker.fail(index, format!("{e:#}")),
+    }
+}
+
+/// Opens the ADS stream with `first` already queued; the sender feeds the rest (unbounded: an ACK must
+/// never wait behind the server, which stops reading while its answer to us is unread).
+async fn open(
+    channel: Channel,
+    path: &'static str,
+    first: Outgoing,
+) -> anyhow::Result<(mpsc::UnboundedSender<Outgoing>, tonic::Streaming<Bytes>)> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tx.send(first).expect("receiver alive");
+    let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(1 << 30);
+    grpc.ready().await?;
+    let response = grpc
+        .streaming(
+            tonic::Request::new(tokio_stream::wrappers::UnboundedReceiverStream::new(rx)),
+            PathAndQuery::from_static(path),
+            RawCodec,
+        )
+        .await?;
+    Ok((tx, response.into_inner()))
+}
+
+fn send(tx: &mpsc::UnboundedSender<Outgoing>, msg: Outgoing) -> anyhow::Result<()> {
+    tx.send(msg)
+        .map_err(|_| anyhow::anyhow!("request stream closed"))
+}
+
+/// Counts a client as live while its stream is open (however its task ends, aborts included).
+struct Live(Arc<Tracker>);
+
+impl Live {
+    fn new(tracker: &Arc<Tracker>) -> Self {
+        tracker.live.fetch_add(1, Ordering::AcqRel);
+        Live(tracker.clone())
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.live.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+fn sotw_request(type_url: &str, version: &str, nonce: &str, node: Option<Node>) -> Outgoing {
+    Outgoing::new(
+        DiscoveryRequest {
+            version_info: version.into(),
+            node,
+            type_url: type_url.into(),
+            response_nonce: nonce.into(),
+            ..Default::default()
+        }
+        .encode_to_vec(),
+    )
+}
+
+async fn sotw(
+    tracker: &Arc<Tracker>,
+    channel: Channel,
+    id: Identity,
+    opened: tokio::sync::oneshot::Sender<()>,
+) -> anyhow::Result<()> {
+    let first = sotw_request(wire::CLUSTER_TYPE, "", "", Some(id.node()));
+    let (tx, mut inbound) = open(channel, wire::SOTW_PATH, first).await?;
+    let _live = Live::new(tracker);
+    let _ = opened.send(());
+    let mut st = ClientState::new(tracker.clusters());
+    // The EDS subscription (encoded names) and the last EDS version and nonce.
+    let mut eds_names: Option<Bytes> = None;
+    let mut eds_ack = (String::new(), String::new());
+    let route_names = DiscoveryRequest {
+        resource_names: vec!["outbound".into()],
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let route_names = Bytes::from(route_names);
+    let (mut lds_requested, mut rds_requested) = (false, false);
+    while let Some(raw) = inbound.message().await? {
+        tracker.bytes.fetch_add(raw.len() as u64, Ordering::Relaxed);
+        tracker.responses.fetch_add(1, Ordering::Relaxed);
+        let resp = wire::SotwResponse::decode(raw)?;
+        let ack = |names: &Bytes| Outgoing {
+            head: sotw_request(&resp.type_url, &resp.version_info, &resp.nonce, None).head,
+            tail: names.clone(),
+        };
+        match resp.type_url.as_str() {
+            wire::CLUSTER_TYPE => {
+                let mut names: Vec<&str> = resp
+                    .resources
+                    .iter()
+                    .filter_map(|r| wire::string_field(&r.value, 1))
+                    .filter_map(|n| std::str::from_utf8(n).ok())
+                    .collect();
+                names.sort_unstable();
+                st.cds_count = names
+                    .iter()
+                    .filter(|n| tracker.clusters.contains_key(**n))
+                    .count();
+                // Envoy subscribes to the endpoints of every EDS cluster it got.
+                let field: Bytes = if names
+                    .iter()
+                    .copied()
+                    .eq(tracker.sorted_names.iter().map(String::as_str))
+                {
+                    tracker.names_field.clone()
+                } else {
+                    DiscoveryRequest {
+                        resource_names: names.iter().map(|n| n.to_string()).collect(),
+                        ..Default::default()
+                    }
+                    .encode_to_vec()
+                    .into()
+                };
+                if eds_names.as_ref() != Some(&field) {
+                    let mut req = sotw_request(wire::ENDPOINT_TYPE, &eds_ack.0, &eds_ack.1, None);
+                    req.tail = field.clone();
+                    send(&tx, req)?;
+                    eds_names = Some(field);
+                }
+                send(&tx, ack(&Bytes::new()))?;
+            }
+            wire::ENDPOINT_TYPE => {
+                for r in &resp.resources {
+                    let Some(name) = wire::string_field(&r.value, 1) else {
+                        continue;
+                    };
+                    let idx = std::str::from_utf8(name)
+                        .ok()
+                        .and_then(|n| tracker.clusters.get(n));
+                    if let Some(&idx) = idx {
+                        tracker.on_assignment(&mut st, idx, &r.value);
+                    }
+                }
+                eds_ack = (resp.version_info.clone(), resp.nonce.clone());
+                send(&tx, ack(eds_names.as_ref().unwrap_or(&Bytes::new())))?;
+                if !lds_requested {
+                    send(&tx, sotw_request(wire::LISTENER_TYPE, "", "", None))?;
+                    lds_requested = true;
+                }
+            }
+            wire::LISTENER_TYPE => {
+                st.listener |= !resp.resources.is_empty();
+                send(&tx, ack(&Bytes::new()))?;
+                if !rds_requested {
+                    let mut req = sotw_request(wire::ROUTE_TYPE, "", "", None);
+                    req.tail = route_names.clone();
+                    send(&tx, req)?;
+                    rds_requested = true;
+                }
+            }
+            wire::ROUTE_TYPE => {
+                st.route |= resp
+                    .resources
+                    .iter()
+                    .any(|r| wire::string_field(&r.value, 1) == Some(b"outbound"));
+                send(&tx, ack(&route_names))?;
+            }
+            other => anyhow::bail!("response of unexpected type {other}"),
+        }
+        tracker.check_complete(id.index, &mut st);
+    }
+    Ok(())
+}
+
+fn delta_request(
+    type_url: &str,
+    nonce: &str,
+    subscribe: Vec<String>,
+    node: Option<Node>,
+) -> Outgoing {
+    Outgoing::new(
+        DeltaDiscoveryRequest {
+            node,
+            type_url: type_url.into(),
+            resource_names_subscribe: subscribe,
+            response_nonce: nonce.into(),
+            ..Default::default()
+        }
+        .encode_to_vec(),
+    )
+}
+
+async fn delta(
+    tracker: &Arc<Tracker>,
+    channel: Channel,
+    id: Identity,
+    opened: tokio::sync::oneshot::Sender<()>,
+) -> anyhow::Result<()> {
+    let first = delta_request(wire::CLUSTER_TYPE, "", Vec::new(), Some(id.node()));
+    let (tx, mut inbound) = open(channel, wire::DELTA_PATH, first).await?;
+    let _live = Live::new(tracker);
+    let _ = opened.send(());
+    let n = tracker.clusters();
+    let mut st = ClientState::new(n);
+    // Clusters held (bitset) and those whose endpoints are subscribed.
+    let mut cds = vec![0u64; n.div_ceil(64)];
+    let mut eds_subscribed = vec![false; n];
+    let (mut lds_requested, mut rds_requested) = (false, false);
+    while let Some(raw) = inbound.message().await? {
+        tracker.bytes.fetch_add(raw.len() as u64, Ordering::Relaxed);
+        tracker.responses.fetch_add(1, Ordering::Relaxed);
+        let resp = wire::DeltaResponse::decode(raw)?;
+        let ack = delta_request(&resp.type_url, &resp.nonce, Vec::new(), None);
+        match resp.type_url.as_str() {
+            wire::CLUSTER_TYPE => {
+                let mut subscribe = Vec::new();
+                for r in &resp.resources {
+                    if let Some(&idx) = tracker.clusters.get(&r.name) {
+                        let i = idx as usize;
+                        if cds[i / 64] & (1 << (i % 64)) == 0 {
+                            cds[i / 64] |= 1 << (i % 64);
+                            st.cds_count += 1;
+                        }
+                        if !eds_subscribed[i] {
+                            eds_subscribed[i] = true;
+                            subscribe.push(r.name.clone());
+                        }
+                    }
+                }
+                for name in &resp.removed_resources {
+                    if let Some(&idx) = tracker.clusters.get(name) {
+                        let i = idx as usize;
+                        if cds[i / 64] & (1 << (i % 64)) != 0 {
+                            cds[i / 64] &= !(1 << (i % 64));
+                            st.cds_count -= 1;
+                        }
+                    }
+                }
+                if !subscribe.is_empty() {
+                    send(&tx, delta_request(wire::ENDPOINT_TYPE, "", subscribe, None))?;
+                }
+                send(&tx, ack)?;
+            }
+            wire::ENDPOINT_TYPE => {
+                for r in &resp.resources {
+                    let (Some(&idx), Some(any)) = (tracker.clusters.get(&r.name), &r.resource)
+                    else {
+                        continue;
+                    };
+                    tracker.on_assignment(&mut st, idx, &any.value);
+                }
+                send(&tx, ack)?;
+                if !lds_requested {
+                    send(
+                        &tx,
+                        delta_request(wire::LISTENER_TYPE, "", Vec::new(), None),
+                    )?;
+                    lds_requested = true;
+                }
+            }
+            wire::LISTENER_TYPE => {
+                st.listener |= !resp.resources.is_empty();
+                send(&tx, ack)?;
+                if !rds_requested {
+                    send(
+                        &tx,
+                        delta_request(wire::ROUTE_TYPE, "", vec!["outbound".into()], None),
+                    )?;
+                    rds_requested = true;
+                }
+            }
+            wire::ROUTE_TYPE => {
+                st.route |= resp.resources.iter().any(|r| r.name == "outbound");
+                send(&tx, ack)?;
+            }
+            other => anyhow::bail!("response of unexpected type {other}"),
+        }
+        tracker.check_complete(id.index, &mut st);
+    }
+    Ok(())
+}

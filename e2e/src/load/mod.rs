@@ -1,0 +1,745 @@
+//! `xds-load`: a load generator for `xds-server`. Simulated Envoy clients over real gRPC on 127.0.0.1
+//! (SotW or Delta ADS), each with a locality, against the real server binary on a generated endpoints
+//! file; it measures time to full config, convergence after endpoint changes (one at a time and under
+//! churn), server CPU and memory, and bytes sent — and the same against a baseline server that builds
+//! and encodes every client's answer on its own (`--no-shared-cache`).
+//!
+//! [`run`] is the library entry point (the binary `xds-load` and the smoke test call it):
+//!
+//! 1. write the endpoints file ([`scenario`]) and start the server ([`spawn`]), wait for its first
+//!    snapshot, note its idle RSS;
+//! 2. open the clients' ADS streams ([`client`]): one HTTP/2 connection per client by default, as Envoy
+//!    has, at most `connect_concurrency` connecting at once; time until every client holds every
+//!    cluster, every cluster's endpoints, the listener and the routes;
+//! 3. single changes: one endpoint of one service gets a unique address, the file is replaced
+//!    atomically, and the time from the rename until the last client received a load assignment with
+//!    that address is the change's convergence; the next change waits for the previous one;
+//! 4. churn: `churn_rate` changes per second for `churn_seconds`, written in batches every
+//!    `churn_write_interval_ms` (see [`Config::churn_write_interval_ms`]), each change timed the same way,
+//!    server RSS sampled throughout;
+//! 5. stop the clients and the server; repeat for the baseline and for the other protocol.
+
+pub mod client;
+pub mod procfs;
+pub mod report;
+pub mod scenario;
+pub mod spawn;
+pub mod wire;
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde::Serialize;
+use tokio::task::AbortHandle;
+
+use client::{Change, Identity, Tracker};
+use procfs::ProcSample;
+use report::{Churn, Dist, Initial, Report, RunReport, ServerFigures, Single};
+use scenario::Scenario;
+use spawn::ServerProcess;
+
+/// ADS flavour of the simulated clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// State of the world (`StreamAggregatedResources`).
+    Sotw,
+    /// Incremental (`DeltaAggregatedResources`).
+    Delta,
+}
+
+impl Protocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Sotw => "sotw",
+            Protocol::Delta => "delta",
+        }
+    }
+}
+
+/// The server under test: as shipped, or with sharing turned off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Answers built and encoded once per (cluster, locality class) and shared.
+    Shared,
+    /// The server run with [`Config::baseline_flag`]: each client's answer built and encoded on its own.
+    Baseline,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Shared => "shared",
+            Mode::Baseline => "baseline",
+        }
+    }
+}
+
+/// What to run. [`Config::default`] is the issue's target scenario.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    pub clients: usize,
+    pub services: usize,
+    pub endpoints_per_service: usize,
+    pub regions: usize,
+    pub zones: usize,
+    pub protocols: Vec<Protocol>,
+    /// Single endpoint changes (each waits for the previous one to converge).
+    pub changes: usize,
+    /// Least time between two single changes.
+    pub change_interval_ms: u64,
+    /// Endpoint changes per second during the churn phase (0: no churn).
+    pub churn_rate: f64,
+    pub churn_seconds: f64,
+    /// How often the churn rewrites the endpoints file, each write carrying the changes due since the
+    /// last. 0 writes every change on its own. The file source only takes a file that reads the same
+    /// twice 50 ms apart after 100 ms without events, so rewrites much faster than every ~150 ms
+    /// starve it until they stop; 200 ms batches 10 changes per write at 50/s.
+    pub churn_write_interval_ms: u64,
+    /// Also run every protocol against the baseline server.
+    pub baseline: bool,
+    /// Run the churn against the baseline server too (by default it runs full config and single
+    /// changes only).
+    pub baseline_churn: bool,
+    /// The server flag that turns sharing off.
+    pub baseline_flag: String,
+    pub server_bin: PathBuf,
+    /// Clients multiplexed on one HTTP/2 connection (1: a connection per client, as Envoy).
+    pub clients_per_connection: usize,
+    /// Connections being opened at once.
+    pub connect_concurrency: usize,
+    /// How long the clients may take to get their first full config.
+    pub initial_timeout_s: u64,
+    /// How long one change may take to converge before it counts as missed.
+    pub change_timeout_s: u64,
+    /// Progress on stderr.
+    pub progress: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            clients: 5000,
+            services: 500,
+            endpoints_per_service: 12,
+            regions: 3,
+            zones: 3,
+            protocols: vec![Protocol::Sotw, Protocol::Delta],
+            changes: 20,
+            change_interval_ms: 1000,
+            churn_rate: 50.0,
+            churn_seconds: 60.0,
+            churn_write_interval_ms: 200,
+            baseline: true,
+            baseline_churn: false,
+            baseline_flag: "--no-shared-cache".into(),
+            server_bin: default_server_bin(),
+            clients_per_connection: 1,
+            connect_concurrency: 256,
+            initial_timeout_s: 300,
+            change_timeout_s: 30,
+            progress: true,
+        }
+    }
+}
+
+impl Config {
+    /// The scenario the issue states its targets for.
+    pub fn is_target_scenario(&self) -> bool {
+        self.clients == 5000
+            && self.services == 500
+            && self.endpoints_per_service == 12
+            && self.regions == 3
+            && self.zones == 3
+            && self.churn_rate == 50.0
+            && self.churn_seconds == 60.0
+    }
+}
+
+/// `$XDS_SERVER_BIN`, else `<target>/release/xds-server`.
+pub fn default_server_bin() -> PathBuf {
+    match std::env::var_os("XDS_SERVER_BIN").filter(|p| !p.is_empty()) {
+        Some(p) => PathBuf::from(p),
+        None => crate::paths::target_dir().join("release/xds-server"),
+    }
+}
+
+/// Runs every configured protocol, each against the shared server and (if configured) the baseline.
+pub async fn run(config: &Config) -> anyhow::Result<Report> {
+    if !config.server_bin.is_file() {
+        bail!(
+            "no xds-server binary at {} (build it: cargo build --release -p xds-server, or pass \
+             --server-bin / set XDS_SERVER_BIN)",
+            config.server_bin.display()
+        );
+    }
+    if config.clients == 0 || config.clients_per_connection == 0 {
+        bail!("need at least one client and one client per connection");
+    }
+    // Each connection is a socket here and one in the server (which inherits this limit).
+    let connections = config.clients.div_ceil(config.clients_per_connection);
+    let wanted = connections as u64 + 256;
+    let limit = procfs::raise_fd_limit(wanted);
+    if limit < wanted {
+        bail!(
+            "{connections} connections need about {wanted} open files, the limit is {limit} (ulimit -n); \
+             raise it or share connections (--clients-per-connection)"
+        );
+    }
+    let machine = procfs::Machine::detect();
+    let mut runs = Vec::new();
+    for &protocol in &config.protocols {
+        runs.push(run_one(config, protocol, Mode::Shared).await?);
+        if config.baseline {
+            runs.push(run_one(config, protocol, Mode::Baseline).await?);
+        }
+    }
+    Ok(Report {
+        machine,
+        config: config.clone(),
+        ratios: report::ratios(&runs),
+        targets: report::targets(&runs),
+        target_scenario: config.is_target_scenario(),
+        runs,
+    })
+}
+
+macro_rules! progress {
+    ($cfg:expr, $($arg:tt)*) => {
+        if $cfg.progress {
+            eprintln!("xds-load: {}", format!($($arg)*));
+        }
+    };
+}
+
+/// The server's RSS and CPU, sampled every 250 ms for the whole run.
+struct Sampler {
+    samples: Arc<Mutex<Vec<(Instant, ProcSample)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Sampler {
+    fn start(pid: u32) -> Self {
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let out = samples.clone();
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                tick.tick().await;
+                let Some(s) = procfs::sample(pid) else { return };
+                out.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((Instant::now(), s));
+            }
+        });
+        Sampler { samples, task }
+    }
+
+    fn between(&self, from: Instant, to: Instant) -> Vec<ProcSample> {
+        self.samples
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(t, _)| *t >= from && *t <= to)
+            .map(|(_, s)| *s)
+            .collect()
+    }
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Makes endpoint changes: picks clusters, registers the changes, rewrites the file.
+struct Changer {
+    scenario: Scenario,
+    path: PathBuf,
+    next_id: u32,
+    rng: u64,
+}
+
+impl Changer {
+    /// A random cluster with no change in flight, not in `exclude`.
+    fn pick(&mut self, tracker: &Tracker, exclude: &[u32]) -> Option<u32> {
+        // xorshift64: deterministic, no dependency.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let n = tracker.clusters();
+        let start = (self.rng % n as u64) as usize;
+        (0..n)
+            .map(|k| ((start + k) % n) as u32)
+            .find(|&c| !tracker.busy(c) && !exclude.contains(&c))
+    }
+
+    /// Changes one endpoint of each cluster and writes the file once; the changes are timed from the
+    /// rename.
+    async fn apply(
+        &mut self,
+        tracker: &Arc<Tracker>,
+        clusters: &[u32],
+    ) -> anyhow::Result<Vec<Arc<Change>>> {
+        // Every client with full config holds every cluster's endpoints, so each must receive it.
+        let affected = tracker.complete.load(Ordering::Acquire);
+        let mut changes = Vec::with_capacity(clusters.len());
+        for &cluster in clusters {
+            let id = self.next_id;
+            self.next_id += 1;
+            let marker = scenario::marker_ip(id);
+            let slot = id as usize % self.scenario.endpoints_per_service;
+            self.scenario
+                .set_address(cluster as usize, slot, marker.clone());
+            let change = Arc::new(Change::new(id, cluster, marker, affected));
+            tracker.register(change.clone());
+            changes.push(change);
+        }
+        let content = self.scenario.render();
+        let path = self.path.clone();
+        let (at, wall) = tokio::task::spawn_blocking(move || {
+            scenario::write_atomically(&path, content.as_bytes())
+        })
+        .await?
+        .context("writing the endpoints file")?;
+        for c in &changes {
+            c.applied_ns.store(tracker.ns_of(at), Ordering::Release);
+            let _ = c.applied_wall.set(wall);
+        }
+        Ok(changes)
+    }
+}
+
+/// Waits until `done` or `timeout`, failing early if the server died.
+async fn wait_until(
+    server: &mut ServerProcess,
+    timeout: Duration,
+    mut done: impl FnMut() -> bool,
+) -> anyhow::Result<bool> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if done() {
+            return Ok(true);
+        }
+        if !server.is_running() {
+            bail!(
+                "xds-server exited during the run; its log:\n{}",
+                crate::tail(&server.log(), 40)
+            );
+        }
+        if Instant::now() >= deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn convergence(changes: &[Arc<Change>]) -> (usize, Option<Dist>, Vec<usize>) {
+    let times: Vec<u64> = changes.iter().filter_map(|c| c.convergence_ns()).collect();
+    let missing = changes
+        .iter()
+        .filter(|c| !c.converged())
+        .map(|c| c.remaining.load(Ordering::Acquire))
+        .collect();
+    (times.len(), Dist::of_ns(times.iter().copied()), missing)
+}
+
+/// Opens every client's stream; returns their abort handles (filled in as they start).
+fn spawn_clients(
+    config: &Config,
+    tracker: &Arc<Tracker>,
+    scenario: &Scenario,
+    url: String,
+    protocol: Protocol,
+) -> Arc<Mutex<Vec<AbortHandle>>> {
+    let handles = Arc::new(Mutex::new(Vec::with_capacity(config.clients + 64)));
+    let gate = Arc::new(tokio::sync::Semaphore::new(
+        config.connect_concurrency.max(1),
+    ));
+    let per = config.clients_per_connection;
+    for group in 0..config.clients.div_ceil(per) {
+        let members: Vec<Identity> = (group * per..((group + 1) * per).min(config.clients))
+            .map(|index| {
+                let (r, z) = scenario.locality(index);
+                Identity {
+                    index,
+                    region: scenario::region_name(r),
+                    zone: scenario::zone_name(r, z),
+                }
+            })
+            .collect();
+        let (tracker, gate, url, list) =
+            (tracker.clone(), gate.clone(), url.clone(), handles.clone());
+        let task = tokio::spawn(async move {
+            let Ok(_permit) = gate.acquire_owned().await else {
+                return;
+            };
+            let endpoint = match tonic::transport::Endpoint::from_shared(url) {
+                Ok(e) => e.tcp_nodelay(true).connect_timeout(Duration::from_secs(10)),
+                Err(e) => {
+                    for m in &members {
+                        tracker.fail(m.index, format!("bad URL: {e}"));
+                    }
+                    return;
+                }
+            };
+            // A connect can fail when thousands arrive at once (listen backlog); retry as Envoy would.
+            let mut attempt = 0;
+            let channel = loop {
+                match endpoint.connect().await {
+                    Ok(c) => break c,
+                    Err(e) if attempt >= 5 => {
+                        for m in &members {
+                            tracker.fail(m.index, format!("connect: {e}"));
+                        }
+                        return;
+                    }
+                    Err(_) => {
+                        attempt += 1;
+                        tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+                    }
+                }
+            };
+            let mut opened = Vec::with_capacity(members.len());
+            for m in members {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let h = tokio::spawn(client::run_client(
+                    tracker.clone(),
+                    channel.clone(),
+                    protocol,
+                    m,
+                    tx,
+                ));
+                list.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(h.abort_handle());
+                opened.push(rx);
+            }
+            // Hold the connect slot until the streams are open.
+            for rx in opened {
+                let _ = rx.await;
+            }
+        });
+        handles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(task.abort_handle());
+    }
+    handles
+}
+
+async fn run_one(config: &Config, protocol: Protocol, mode: Mode) -> anyhow::Result<RunReport> {
+    let name = format!("{}/{}", protocol.name(), mode.name());
+    let run_started = Instant::now();
+    let loadgen_before = procfs::sample_self();
+    let dir = crate::tmp::TempDir::new("load");
+    let scenario = Scenario::new(
+        config.services,
+        config.endpoints_per_service,
+        config.regions,
+        config.zones,
+    );
+    let endpoints = dir.join("endpoints.yaml");
+    scenario::write_atomically(&endpoints, scenario.render().as_bytes())?;
+    let extra = match mode {
+        Mode::Shared => Vec::new(),
+        Mode::Baseline => vec![config.baseline_flag.clone()],
+    };
+    let mut server = ServerProcess::start(
+        &config.server_bin,
+        &endpoints,
+        &dir.join("xds-server.log"),
+        &extra,
+    )?;
+    server.wait_ready(Duration::from_secs(120)).await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let idle = server.sample().context("sampling the server")?;
+    let sampler = Sampler::start(server.pid());
+    progress!(
+        config,
+        "{name}: server ready (idle RSS {:.1} MiB); connecting {} clients",
+        idle.rss as f64 / (1 << 20) as f64,
+        config.clients
+    );
+
+    // Phase 1: every client's first full config.
+    let tracker = Tracker::new(config.clients, &scenario.cluster_names());
+    let t0 = tracker.now_ns();
+    let handles = spawn_clients(config, &tracker, &scenario, server.url(), protocol);
+    let mut last_progress = Instant::now();
+    let all = wait_until(
+        &mut server,
+        Duration::from_secs(config.initial_timeout_s),
+        || {
+            let done = tracker.complete.load(Ordering::Acquire);
+            if config.progress && last_progress.elapsed() > Duration::from_secs(2) {
+                last_progress = Instant::now();
+                eprintln!(
+                    "xds-load: {name}: {done}/{} clients with full config, {} streams open",
+                    config.clients,
+                    tracker.live.load(Ordering::Acquire)
+                );
+            }
+            done + tracker.errors.load(Ordering::Acquire) as usize >= config.clients
+        },
+    )
+    .await?;
+    let after_initial = server.sample().unwrap_or_default();
+    let completion: Vec<u64> = tracker
+        .completion_times()
+        .into_iter()
+        .flatten()
+        .map(|t| t.saturating_sub(t0))
+        .collect();
+    let complete = completion.len();
+    let initial = Initial {
+        complete,
+        all_s: (complete == config.clients)
+            .then(|| completion.iter().max().copied().unwrap_or(0) as f64 / 1e9),
+        per_client: Dist::of_ns(completion.iter().copied()),
+        bytes: tracker.bytes.load(Ordering::Relaxed),
+        responses: tracker.responses.load(Ordering::Relaxed),
+        server_cpu_s: after_initial.cpu_s - idle.cpu_s,
+    };
+    progress!(
+        config,
+        "{name}: {complete}/{} clients with full config{}",
+        config.clients,
+        initial
+            .all_s
+            .map_or(String::new(), |s| format!(" in {s:.2} s"))
+    );
+    if !all {
+        progress!(
+            config,
+            "{name}: gave up waiting after {} s",
+            config.initial_timeout_s
+        );
+    }
+    // Let the initial burst's buffers drain before taking the connected RSS.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let connected = server.sample().unwrap_or_default();
+
+    let mut changer = Changer {
+        scenario,
+        path: endpoints.clone(),
+        next_id: 1,
+        rng: 0x9e37_79b9_7f4a_7c15,
+    };
+    let timeout = Duration::from_secs(config.change_timeout_s);
+
+    // Phase 2: single changes.
+    let single = if config.changes > 0 && complete > 0 {
+        let cpu_before = server.sample().unwrap_or_default().cpu_s;
+        let bytes_before = tracker.bytes.load(Ordering::Relaxed);
+        let mut changes = Vec::new();
+        for k in 0..config.changes {
+            let Some(cluster) = changer.pick(&tracker, &[]) else {
+                break;
+            };
+            let started = Instant::now();
+            let change = changer.apply(&tracker, &[cluster]).await?.remove(0);
+            let ok = wait_until(&mut server, timeout, || change.converged()).await?;
+            if !ok {
+                tracker.retire(&change);
+            }
+            progress!(
+                config,
+                "{name}: change {}/{}: {}",
+                k + 1,
+                config.changes,
+                change.convergence_ns().map_or_else(
+                    || format!(
+                        "NOT converged, {} clients missing",
+                        change.remaining.load(Ordering::Acquire)
+                    ),
+                    |ns| format!("{:.0} ms", ns as f64 / 1e6)
+                )
+            );
+            changes.push(change);
+            let next = (started + Duration::from_millis(config.change_interval_ms))
+                .max(Instant::now() + Duration::from_millis(200));
+            tokio::time::sleep_until(next.into()).await;
+        }
+        let (converged, dist, missing_clients) = convergence(&changes);
+        // The floor: rename → the first snapshot published after it.
+        let publishes = server.publishes();
+        let mut floors = Vec::new();
+        let mut pushes = Vec::new();
+        for c in &changes {
+            let Some(wall) = c.applied_wall.get() else {
+                continue;
+            };
+            let Some(p) = publishes.iter().find(|p| p.at >= *wall) else {
+                continue;
+            };
+            let floor = p.at.duration_since(*wall).unwrap_or_default().as_nanos() as u64;
+            floors.push(floor);
+            if let Some(conv) = c.convergence_ns() {
+                pushes.push(conv.saturating_sub(floor));
+            }
+        }
+        Some(Single {
+            changes: changes.len(),
+            converged,
+            convergence: dist,
+            publish_floor: Dist::of_ns(floors),
+            push: Dist::of_ns(pushes),
+            missing_clients,
+            bytes: tracker.bytes.load(Ordering::Relaxed) - bytes_before,
+            server_cpu_s: server.sample().unwrap_or_default().cpu_s - cpu_before,
+        })
+    } else {
+        None
+    };
+
+    let before_churn = server.sample().unwrap_or_default();
+
+    // Phase 3: churn.
+    let do_churn = config.churn_rate > 0.0
+        && config.churn_seconds > 0.0
+        && complete > 0
+        && (mode == Mode::Shared || config.baseline_churn);
+    let churn = if do_churn {
+        progress!(
+            config,
+            "{name}: churn {}/s for {} s",
+            config.churn_rate,
+            config.churn_seconds
+        );
+        let before = server.sample().unwrap_or_default();
+        let bytes_before = tracker.bytes.load(Ordering::Relaxed);
+        let publishes_before = server.publishes().len();
+        let period = if config.churn_write_interval_ms == 0 {
+            Duration::from_secs_f64(1.0 / config.churn_rate)
+        } else {
+            Duration::from_millis(config.churn_write_interval_ms)
+        };
+        let length = Duration::from_secs_f64(config.churn_seconds);
+        let start = Instant::now();
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (mut made, mut skipped) = (0usize, 0usize);
+        let mut changes = Vec::new();
+        let mut last_progress = Instant::now();
+        loop {
+            tick.tick().await;
+            let elapsed = start.elapsed();
+            if elapsed >= length {
+                break;
+            }
+            let due = (config.churn_rate * elapsed.as_secs_f64()).ceil() as usize;
+            let mut picks = Vec::new();
+            while made + skipped + picks.len() < due {
+                match changer.pick(&tracker, &picks) {
+                    Some(c) => picks.push(c),
+                    None => skipped += 1,
+                }
+            }
+            if !picks.is_empty() {
+                made += picks.len();
+                changes.extend(changer.apply(&tracker, &picks).await?);
+            }
+            if !server.is_running() {
+                bail!(
+                    "xds-server exited during the churn; its log:\n{}",
+                    crate::tail(&server.log(), 40)
+                );
+            }
+            if config.progress && last_progress.elapsed() > Duration::from_secs(5) {
+                last_progress = Instant::now();
+                let (converged, dist, _) = convergence(&changes);
+                eprintln!(
+                    "xds-load: {name}: churn {:.0} s: {made} changes, {converged} converged, p99 {}",
+                    elapsed.as_secs_f64(),
+                    dist.map_or("-".into(), |d| format!("{:.0} ms", d.p99_ms))
+                );
+            }
+        }
+        let end = Instant::now();
+        wait_until(&mut server, timeout, || {
+            changes.iter().all(|c| c.converged())
+        })
+        .await?;
+        for c in &changes {
+            if !c.converged() {
+                tracker.retire(c);
+            }
+        }
+        let after = server.sample().unwrap_or_default();
+        let samples = sampler.between(start, end);
+        let rss = |f: f64| {
+            samples
+                .get(((samples.len() as f64 - 1.0) * f).round().max(0.0) as usize)
+                .map_or(0, |s| s.rss)
+        };
+        let (converged, dist, missing_clients) = convergence(&changes);
+        let seconds = (end - start).as_secs_f64();
+        Some(Churn {
+            rate_per_s: config.churn_rate,
+            seconds,
+            write_interval_ms: period.as_secs_f64() * 1e3,
+            changes: changes.len(),
+            converged,
+            skipped,
+            convergence: dist,
+            publishes: server.publishes().len() - publishes_before,
+            rss_start: rss(0.0),
+            rss_mid: rss(0.5),
+            rss_end: rss(1.0),
+            rss_max: samples.iter().map(|s| s.rss).max().unwrap_or(0),
+            server_cpu_s: after.cpu_s - before.cpu_s,
+            server_cores: (after.cpu_s - before.cpu_s) / seconds,
+            bytes: tracker.bytes.load(Ordering::Relaxed) - bytes_before,
+            missing_clients,
+        })
+    } else {
+        None
+    };
+
+    let last = server.sample().unwrap_or_default();
+    let cache = server.cache_stats();
+    let warnings = server.warnings();
+    for w in warnings.iter().take(5) {
+        progress!(config, "{name}: server warning: {w}");
+    }
+    tracker.stop();
+    server.kill();
+    for h in handles.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        h.abort();
+    }
+    let loadgen = procfs::sample_self();
+    let report = RunReport {
+        protocol,
+        mode,
+        clients: config.clients,
+        connections: config.clients.div_ceil(config.clients_per_connection),
+        initial,
+        single,
+        churn,
+        server: ServerFigures {
+            idle_rss: idle.rss,
+            connected_rss: connected.rss,
+            per_client_bytes: (connected.rss as f64 - idle.rss as f64) / config.clients as f64,
+            peak_rss: last.hwm,
+            peak_rss_before_churn: before_churn.hwm,
+            cpu_s: last.cpu_s,
+            warnings: warnings.len(),
+            cache,
+        },
+        bytes_total: tracker.bytes.load(Ordering::Relaxed),
+        responses_total: tracker.responses.load(Ordering::Relaxed),
+        loadgen_cpu_s: loadgen.cpu_s - loadgen_before.cpu_s,
+        loadgen_peak_rss: loadgen.hwm,
+        client_errors: tracker.errors.load(Ordering::Relaxed),
+        first_error: tracker.first_error(),
+        seconds: run_started.elapsed().as_secs_f64(),
+    };
+    // Give aborted client tasks a moment to drop their connections before the next run.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    Ok(report)
+}

@@ -1,0 +1,112 @@
+//! The load generator (`xds-load`, `e2e/src/load`) at tiny scale against the real server binary: both
+//! protocols, shared and baseline, single changes and a short churn. Every client must get its full
+//! config, every change must reach every client, and every report field the README quotes must be
+//! filled in.
+
+use e2e::load::{self, Config, Mode, Protocol};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_generator_measures_every_figure_at_small_scale() {
+    let config = Config {
+        clients: 20,
+        services: 10,
+        endpoints_per_service: 3,
+        regions: 3,
+        zones: 3,
+        protocols: vec![Protocol::Sotw, Protocol::Delta],
+        changes: 3,
+        change_interval_ms: 300,
+        churn_rate: 5.0,
+        churn_seconds: 2.0,
+        churn_write_interval_ms: 200,
+        baseline: true,
+        baseline_churn: false,
+        baseline_flag: "--no-shared-cache".into(),
+        server_bin: e2e::paths::server_bin(),
+        // Two clients per connection: the shared-connection path runs too.
+        clients_per_connection: 2,
+        connect_concurrency: 4,
+        initial_timeout_s: 60,
+        change_timeout_s: 10,
+        progress: true,
+    };
+    let report = load::run(&config).await.expect("load run");
+    println!("{}", report.human());
+
+    let names: Vec<String> = report.runs.iter().map(|r| r.name()).collect();
+    assert_eq!(
+        names,
+        [
+            "sotw/shared",
+            "sotw/baseline",
+            "delta/shared",
+            "delta/baseline"
+        ]
+    );
+    for r in &report.runs {
+        let n = r.name();
+        assert_eq!(r.client_errors, 0, "{n}: {:?}", r.first_error);
+        assert_eq!(r.connections, 10, "{n}");
+        assert_eq!(r.initial.complete, 20, "{n}: every client gets full config");
+        let all = r.initial.all_s.expect("all clients complete");
+        assert!(all > 0.0 && all < 60.0, "{n}: {all}");
+        assert!(r.initial.per_client.is_some() && r.initial.bytes > 0, "{n}");
+
+        let single = r.single.as_ref().expect("single changes ran");
+        assert_eq!(
+            (single.changes, single.converged),
+            (3, 3),
+            "{n}: {single:?}"
+        );
+        assert!(single.missing_clients.is_empty(), "{n}");
+        let conv = single.convergence.expect("convergence measured");
+        assert!(conv.p50_ms > 0.0 && conv.p99_ms >= conv.p50_ms && conv.max_ms >= conv.p99_ms);
+        // The file watch alone waits 100 ms of quiet and re-reads 50 ms later.
+        let floor = single
+            .publish_floor
+            .expect("publish floor from the server log");
+        assert!(floor.p50_ms >= 100.0, "{n}: {floor:?}");
+        assert!(
+            conv.max_ms >= floor.p50_ms,
+            "{n}: converged before it was published?"
+        );
+        assert!(single.push.is_some() && single.bytes > 0, "{n}");
+
+        match r.mode {
+            Mode::Shared => {
+                let churn = r.churn.as_ref().expect("churn ran on the shared server");
+                assert_eq!(churn.changes, 10, "{n}: 5/s for 2 s");
+                assert_eq!(churn.converged, churn.changes, "{n}: {churn:?}");
+                assert!(churn.convergence.is_some() && churn.publishes > 0, "{n}");
+                assert!(
+                    churn.rss_start > 0 && churn.rss_mid > 0 && churn.rss_end > 0,
+                    "{n}"
+                );
+                assert!(churn.bytes > 0, "{n}");
+            }
+            Mode::Baseline => assert!(r.churn.is_none(), "{n}: no churn by default"),
+        }
+        let s = &r.server;
+        assert!(
+            s.idle_rss > 0 && s.connected_rss > 0 && s.peak_rss >= s.connected_rss,
+            "{n}"
+        );
+        assert!(s.peak_rss_before_churn > 0 && s.cpu_s > 0.0, "{n}");
+        assert!(s.per_client_bytes.is_finite(), "{n}");
+        assert_eq!(s.warnings, 0, "{n}: the server warned");
+        assert!(
+            r.bytes_total >= r.initial.bytes && r.responses_total > 0,
+            "{n}"
+        );
+    }
+    assert_eq!(report.ratios.len(), 2, "a ratio per protocol");
+    for ratio in &report.ratios {
+        assert!(ratio.full_config_time.is_some() && ratio.initial_server_cpu.is_some());
+        assert!(ratio.single_p99.is_some() && ratio.peak_rss.is_some());
+    }
+    assert!(!report.target_scenario);
+    assert_eq!(report.targets.len(), 2 * 5, "five targets per shared run");
+    let json = serde_json::to_value(&report).expect("report serialises");
+    assert!(json["runs"][0]["single"]["convergence"]["p99_ms"].is_number());
+    assert!(report.human().contains("baseline (--no-shared-cache)"));
+}
