@@ -1,8 +1,9 @@
 //! Envoy xDS control plane with locality-priority failover.
 //!
 //! The crate reads as a pipeline: [`sources`] → [`model`] → [`policy`] → [`translate`] (pure) →
-//! [`cache`] → [`server`].
+//! [`cache`] → [`server`] → [`admin`].
 
+pub mod admin;
 pub mod cache;
 pub mod model;
 pub mod policy;

@@ -9,6 +9,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, Discovery
 
 use std::hash::{Hash, Hasher};
 
+use crate::admin::clients::{SyncStatus, TypeReport};
 use crate::cache::{Resource, ResourceType, Scope, Snapshot};
 use crate::model::ClientInfo;
 use crate::server::node::{ClientIdentity, LocalityLookup, NodeError};
@@ -382,6 +383,49 @@ impl AdsConnection {
             nonce,
             ..DiscoveryResponse::default()
         })
+    }
+}
+
+impl crate::admin::clients::Inspect for AdsConnection {
+    fn client(&self) -> Option<&ClientInfo> {
+        self.client.get()
+    }
+
+    fn type_reports(&self) -> Vec<TypeReport> {
+        self.types
+            .iter()
+            .map(|(kind, st)| {
+                let sent = st.sent.as_ref().map(|s| s.version.clone());
+                let status = match (&sent, &st.nack) {
+                    (None, _) => SyncStatus::NotSent,
+                    (Some(v), Some(n)) if n.version == *v => SyncStatus::Nacked,
+                    (Some(v), _) if st.acked_version.as_ref() == Some(v) => SyncStatus::Synced,
+                    _ => SyncStatus::Stale,
+                };
+                let held = if kind.is_wildcard_type() {
+                    st.sent
+                        .iter()
+                        .flat_map(|s| s.contents.iter().cloned())
+                        .collect()
+                } else {
+                    st.held.iter().map(|(n, h)| (n.clone(), *h)).collect()
+                };
+                TypeReport {
+                    kind: *kind,
+                    subscribed: st.subscribed,
+                    wildcard: st.names.is_none(),
+                    names: st.names.as_ref().map_or(0, BTreeSet::len),
+                    version_sent: sent,
+                    version_acked: st.acked_version.clone(),
+                    nack: st
+                        .nack
+                        .as_ref()
+                        .map(|n| (n.version.clone(), n.message.clone())),
+                    status,
+                    held,
+                }
+            })
+            .collect()
     }
 }
 

@@ -8,6 +8,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 };
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::admin::clients::{SyncStatus, TypeReport};
 use crate::cache::{Resource, ResourceType, Scope, Snapshot};
 use crate::model::ClientInfo;
 use crate::server::connection::{shorten_error, Nack, RequestKind};
@@ -29,6 +30,9 @@ pub struct DeltaTypeState {
     pub rejected: BTreeMap<String, u64>,
     pub last_nack: Option<Nack>,
     pub subscribed: bool,
+    /// `system_version_info` of the last response, and of the last one acknowledged.
+    pub version_sent: Option<String>,
+    pub version_acked: Option<String>,
     /// Names to send even if the client holds their current version: endpoints (routes) of clusters
     /// (listeners) that were just re-sent, which Envoy re-creates and waits on.
     force: BTreeSet<String>,
@@ -192,6 +196,7 @@ impl DeltaConnection {
                         what = RequestKind::Nack(nack);
                     } else {
                         st.last_nack = None;
+                        st.version_acked = st.version_sent.clone();
                     }
                 }
                 other => {
@@ -313,14 +318,50 @@ impl DeltaConnection {
             st.rejected.remove(name);
         }
         st.pending = Some((nonce.clone(), sent));
+        let system_version = format!("{}", snapshot.generation);
+        st.version_sent = Some(system_version.clone());
         Some(DeltaDiscoveryResponse {
-            system_version_info: format!("{}", snapshot.generation),
+            system_version_info: system_version,
             resources,
             type_url: kind.type_url().to_string(),
             removed_resources: removed,
             nonce,
             ..DeltaDiscoveryResponse::default()
         })
+    }
+}
+
+impl crate::admin::clients::Inspect for DeltaConnection {
+    fn client(&self) -> Option<&ClientInfo> {
+        self.client.get()
+    }
+
+    fn type_reports(&self) -> Vec<TypeReport> {
+        self.types
+            .iter()
+            .map(|(kind, st)| TypeReport {
+                kind: *kind,
+                subscribed: st.subscribed,
+                wildcard: st.wildcard,
+                names: st.names.len(),
+                version_sent: st.version_sent.clone(),
+                version_acked: st.version_acked.clone(),
+                nack: st
+                    .last_nack
+                    .as_ref()
+                    .map(|n| (n.version.clone(), n.message.clone())),
+                status: if st.last_nack.is_some() {
+                    SyncStatus::Nacked
+                } else if st.pending.is_some() {
+                    SyncStatus::Stale
+                } else if st.version_sent.is_none() {
+                    SyncStatus::NotSent
+                } else {
+                    SyncStatus::Synced
+                },
+                held: st.held.iter().map(|(n, h)| (n.clone(), *h)).collect(),
+            })
+            .collect()
     }
 }
 

@@ -7,8 +7,8 @@ pub mod node;
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{
@@ -24,6 +24,7 @@ use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
+use crate::admin::clients::{lock, ClientRegistry, Inspect, Protocol, XdsEvent};
 use crate::cache::{ResourceType, Snapshot};
 use connection::{AdsConnection, RequestKind};
 use delta::DeltaConnection;
@@ -112,6 +113,7 @@ pub struct AdsService {
     next_stream_id: Arc<AtomicU64>,
     lookup: Option<Arc<dyn node::LocalityLookup>>,
     counters: Arc<Counters>,
+    clients: Arc<ClientRegistry>,
 }
 
 impl AdsService {
@@ -121,7 +123,18 @@ impl AdsService {
             next_stream_id: Arc::new(AtomicU64::new(1)),
             lookup: None,
             counters: Arc::default(),
+            clients: ClientRegistry::new(),
         }
+    }
+
+    /// Report streams to this registry (the admin API reads it) instead of a private one.
+    pub fn with_clients(mut self, clients: Arc<ClientRegistry>) -> Self {
+        self.clients = clients;
+        self
+    }
+
+    pub fn clients(&self) -> &Arc<ClientRegistry> {
+        &self.clients
     }
 
     /// Locate clients whose bootstrap has no `node.locality` through their pod.
@@ -154,17 +167,16 @@ impl AdsService {
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 /// What the stream loop needs of a protocol state machine (state of the world or Delta).
-trait StreamMachine: Send + 'static {
+trait StreamMachine: Inspect + Send + 'static {
     type Req: Send + 'static;
-    type Resp: Send + 'static;
-    const PROTOCOL: &'static str;
+    type Resp: prost::Message + Send + 'static;
+    const PROTOCOL: Protocol;
     fn on_request(
         &mut self,
         req: &Self::Req,
         snapshot: &Snapshot,
     ) -> Result<(RequestKind, Vec<Self::Resp>), node::NodeError>;
     fn on_snapshot(&mut self, snapshot: &Snapshot) -> Vec<Self::Resp>;
-    fn client(&self) -> Option<&crate::model::ClientInfo>;
     fn locality_pending(&self) -> bool;
     /// Refuses a request that would grow the stream's state past the limits (the message names the
     /// limit); checked before the request is handled.
@@ -172,6 +184,11 @@ trait StreamMachine: Send + 'static {
     fn request_type(req: &Self::Req) -> &str;
     /// (type, resources, nonce) for the push log.
     fn describe(resp: &Self::Resp) -> (&'static str, usize, &str);
+    /// The version a response carries (SotW: the type version; Delta: the snapshot generation).
+    fn response_version(resp: &Self::Resp) -> &str;
+    fn response_type(resp: &Self::Resp) -> &str;
+    /// The version the client last acknowledged for a type.
+    fn version_acked(&self, kind: ResourceType) -> Option<String>;
 }
 
 fn short_type(url: &str) -> &'static str {
@@ -205,7 +222,7 @@ fn too_many_names(kind: ResourceType, what: &str, count: usize) -> String {
 impl StreamMachine for AdsConnection {
     type Req = DiscoveryRequest;
     type Resp = DiscoveryResponse;
-    const PROTOCOL: &'static str = "sotw";
+    const PROTOCOL: Protocol = Protocol::Sotw;
     fn on_request(
         &mut self,
         req: &DiscoveryRequest,
@@ -215,9 +232,6 @@ impl StreamMachine for AdsConnection {
     }
     fn on_snapshot(&mut self, snapshot: &Snapshot) -> Vec<DiscoveryResponse> {
         AdsConnection::on_snapshot(self, snapshot)
-    }
-    fn client(&self) -> Option<&crate::model::ClientInfo> {
-        AdsConnection::client(self)
     }
     fn locality_pending(&self) -> bool {
         AdsConnection::locality_pending(self)
@@ -244,12 +258,21 @@ impl StreamMachine for AdsConnection {
             &resp.nonce,
         )
     }
+    fn response_version(resp: &DiscoveryResponse) -> &str {
+        &resp.version_info
+    }
+    fn response_type(resp: &DiscoveryResponse) -> &str {
+        &resp.type_url
+    }
+    fn version_acked(&self, kind: ResourceType) -> Option<String> {
+        self.type_state(kind).and_then(|s| s.acked_version.clone())
+    }
 }
 
 impl StreamMachine for DeltaConnection {
     type Req = DeltaDiscoveryRequest;
     type Resp = DeltaDiscoveryResponse;
-    const PROTOCOL: &'static str = "delta";
+    const PROTOCOL: Protocol = Protocol::Delta;
     fn on_request(
         &mut self,
         req: &DeltaDiscoveryRequest,
@@ -259,9 +282,6 @@ impl StreamMachine for DeltaConnection {
     }
     fn on_snapshot(&mut self, snapshot: &Snapshot) -> Vec<DeltaDiscoveryResponse> {
         DeltaConnection::on_snapshot(self, snapshot)
-    }
-    fn client(&self) -> Option<&crate::model::ClientInfo> {
-        DeltaConnection::client(self)
     }
     fn locality_pending(&self) -> bool {
         DeltaConnection::locality_pending(self)
@@ -301,6 +321,15 @@ impl StreamMachine for DeltaConnection {
             &resp.nonce,
         )
     }
+    fn response_version(resp: &DeltaDiscoveryResponse) -> &str {
+        &resp.system_version_info
+    }
+    fn response_type(resp: &DeltaDiscoveryResponse) -> &str {
+        &resp.type_url
+    }
+    fn version_acked(&self, kind: ResourceType) -> Option<String> {
+        self.type_state(kind).and_then(|s| s.version_acked.clone())
+    }
 }
 
 /// What one turn of a stream's loop ends in.
@@ -327,11 +356,12 @@ enum Step<R> {
 /// Other streams never wait on this one: each has its own task, and publishing a snapshot never blocks.
 async fn run_stream<M: StreamMachine>(
     stream_id: u64,
-    mut conn: M,
+    conn: M,
     mut inbound: Streaming<M::Req>,
     mut snapshots: Snapshots,
     tx: mpsc::Sender<Result<M::Resp, Status>>,
     counters: Arc<Counters>,
+    clients: Arc<ClientRegistry>,
 ) where
     Streaming<M::Req>: Stream<Item = Result<M::Req, Status>> + Unpin,
 {
@@ -346,8 +376,16 @@ async fn run_stream<M: StreamMachine>(
     // Snapshots published before the first request are covered by answering that request.
     snapshots.mark_unchanged();
     let current = |s: &Snapshots| s.borrow().clone().expect("present once the wait is over");
-    let node = |conn: &M| conn.client().map(|c| c.node_id.clone()).unwrap_or_default();
-    let protocol = M::PROTOCOL;
+    // Shared with the admin API, which reads it between our turns; never held across an await.
+    let conn = Arc::new(Mutex::new(conn));
+    let _registration = clients.register(stream_id, M::PROTOCOL, conn.clone());
+    let node = |conn: &Mutex<M>| {
+        lock(conn)
+            .client()
+            .map(|c| c.node_id.clone())
+            .unwrap_or_default()
+    };
+    let protocol = M::PROTOCOL.as_str();
     // The generation this stream last answered from: a jump means snapshots were skipped.
     let mut synced: Option<u64> = None;
     let mut sync = |snapshot: &Snapshot| {
@@ -380,48 +418,85 @@ async fn run_stream<M: StreamMachine>(
                 }
                 Some(Ok(req)) => {
                     let snapshot = current(&snapshots);
-                    let first = conn.client().is_none();
-                    let handled = conn
-                        .check_limits(&req)
-                        .and_then(|()| conn.on_request(&req, &snapshot).map_err(|e| e.to_string()));
+                    let mut machine = lock(&conn);
+                    let first = machine.client().is_none();
+                    let handled = machine.check_limits(&req).and_then(|()| {
+                        machine.on_request(&req, &snapshot).map_err(|e| e.to_string())
+                    });
+                    let client = machine.client().cloned();
+                    let acked = ResourceType::from_type_url(M::request_type(&req))
+                        .filter(|_| clients.tailing())
+                        .and_then(|kind| machine.version_acked(kind));
+                    drop(machine);
+                    let node_id = client.as_ref().map(|c| c.node_id.clone()).unwrap_or_default();
                     match handled {
                         Ok((what, responses)) => {
                             sync(&snapshot);
                             if first {
-                                let c = conn.client().expect("set by the first request");
+                                let c = client.as_ref().expect("set by the first request");
                                 info!(stream_id, protocol, node = %c.node_id, cluster = %c.cluster,
                                       locality = %c.locality, "Envoy connected");
+                                clients.emit(XdsEvent::Connected {
+                                    at: SystemTime::now(),
+                                    stream_id,
+                                    node: c.node_id.clone(),
+                                    protocol: M::PROTOCOL,
+                                    locality: c.locality.to_string(),
+                                });
                             }
                             let type_url = M::request_type(&req);
                             match what {
-                                RequestKind::Nack(nack) => warn!(
-                                    stream_id, node = %node(&conn), type_url = %type_url,
+                                RequestKind::Nack(nack) => {
+                                    warn!(
+                                    stream_id, node = %node_id, type_url = %type_url,
                                     rejected_version = %nack.version, error = %nack.message,
-                                    "Envoy rejected config (NACK); not re-sending that version"),
+                                    "Envoy rejected config (NACK); not re-sending that version");
+                                    if let Some(kind) = ResourceType::from_type_url(type_url) {
+                                        clients.nacked(stream_id, kind);
+                                    }
+                                    clients.emit(XdsEvent::Nacked {
+                                        at: SystemTime::now(),
+                                        stream_id,
+                                        node: node_id.clone(),
+                                        type_url: type_url.to_string(),
+                                        version: nack.version,
+                                        error: nack.message,
+                                    });
+                                }
+                                RequestKind::Ack if clients.tailing() => {
+                                    clients.emit(XdsEvent::Acked {
+                                        at: SystemTime::now(),
+                                        stream_id,
+                                        node: node_id.clone(),
+                                        type_url: type_url.to_string(),
+                                        version: acked.unwrap_or_default(),
+                                    });
+                                }
                                 RequestKind::UnknownType(_) => debug!(
-                                    stream_id, node = %node(&conn), type = short_type(type_url),
+                                    stream_id, node = %node_id, type = short_type(type_url),
                                     type_url_bytes = type_url.len(),
                                     "request for a type we do not serve; ignored"),
                                 RequestKind::StaleNonce => debug!(
-                                    stream_id, node = %node(&conn), type = short_type(type_url),
+                                    stream_id, node = %node_id, type = short_type(type_url),
                                     "stale nonce; ignored"),
                                 RequestKind::Initial | RequestKind::Ack => {}
                             }
                             Step::Send(responses)
                         }
                         Err(err) => {
-                            warn!(stream_id, node = %node(&conn), error = %err, "refusing ADS stream");
+                            warn!(stream_id, node = %node_id, error = %err, "refusing ADS stream");
                             Step::Close(Some(Status::invalid_argument(err)))
                         }
                     }
                 }
             },
-            _ = pod_retry.tick(), if conn.locality_pending() => {
+            _ = pod_retry.tick(), if lock(&conn).locality_pending() => {
                 let snapshot = current(&snapshots);
-                let responses = conn.on_snapshot(&snapshot);
+                let mut machine = lock(&conn);
+                let responses = machine.on_snapshot(&snapshot);
                 sync(&snapshot);
-                if !conn.locality_pending() {
-                    if let Some(c) = conn.client() {
+                if !machine.locality_pending() {
+                    if let Some(c) = machine.client() {
                         info!(stream_id, node = %c.node_id, locality = %c.locality,
                               "client located through its pod");
                     }
@@ -436,7 +511,7 @@ async fn run_stream<M: StreamMachine>(
                         .borrow_and_update()
                         .clone()
                         .expect("snapshots are never unset");
-                    let responses = conn.on_snapshot(&snapshot);
+                    let responses = lock(&conn).on_snapshot(&snapshot);
                     sync(&snapshot);
                     Step::Send(responses)
                 }
@@ -461,9 +536,21 @@ async fn run_stream<M: StreamMachine>(
         let Some(first) = responses.next() else {
             continue;
         };
+        let node_id = node(&conn);
         let log = |resp: &M::Resp| {
             let (kind, count, nonce) = M::describe(resp);
-            debug!(stream_id, node = %node(&conn), kind, resources = count, nonce, "push");
+            debug!(stream_id, node = %node_id, kind, resources = count, nonce, "push");
+            if clients.tailing() {
+                clients.emit(XdsEvent::Pushed {
+                    at: SystemTime::now(),
+                    stream_id,
+                    node: node_id.clone(),
+                    type_url: M::response_type(resp).to_string(),
+                    version: M::response_version(resp).to_string(),
+                    resources: count,
+                    bytes: prost::Message::encoded_len(resp),
+                });
+            }
         };
         log(&first);
         permit.send(Ok(first));
@@ -475,7 +562,8 @@ async fn run_stream<M: StreamMachine>(
             }
         }
     }
-    if let Some(c) = conn.client() {
+    let machine = lock(&conn);
+    if let Some(c) = machine.client() {
         info!(stream_id, protocol, node = %c.node_id, "Envoy disconnected");
     }
 }
@@ -498,6 +586,7 @@ impl AggregatedDiscoveryService for AdsService {
             self.snapshots.clone(),
             tx,
             self.counters.clone(),
+            self.clients.clone(),
         );
         tokio::spawn(async move {
             let _live = live;
@@ -522,6 +611,7 @@ impl AggregatedDiscoveryService for AdsService {
             self.snapshots.clone(),
             tx,
             self.counters.clone(),
+            self.clients.clone(),
         );
         tokio::spawn(async move {
             let _live = live;

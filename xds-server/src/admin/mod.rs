@@ -1,0 +1,4 @@
+//! Read-only views for operators: which Envoys are connected and what they were sent ([`clients`]).
+//! The gRPC admin API, CSDS and metrics read these; nothing here changes what Envoy gets.
+
+pub mod clients;
