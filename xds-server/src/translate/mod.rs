@@ -1,5 +1,6 @@
 //! The pure translator: model + policy + client locality class → Envoy resources.
 
+pub mod explain;
 pub mod priorities;
 pub mod resources;
 

@@ -1,0 +1,938 @@
+//! Why a client gets the priority levels it gets, and how Envoy will split its requests across them.
+//!
+//! Pure, like the rest of the translator: [`explain`] is built from the same [`priorities`] plan the
+//! EDS answer is built from (same levels, same priority numbers as `LocalityLbEndpoints.priority` in
+//! [`load_assignment`](super::resources::load_assignment), same endpoint order within a level), and
+//! [`expected_load`] reproduces Envoy's priority-load computation so the split can be predicted from
+//! the health the control plane sends.
+//!
+//! # Envoy's algorithm, as implemented by [`expected_load`]
+//!
+//! Source: `LoadBalancerBase::recalculatePerPriorityState`, `distributeLoad`,
+//! `recalculatePerPriorityPanic`, `isHostSetInPanic` and `recalculateLoadInTotalPanic` in Envoy's
+//! `source/extensions/load_balancing_policies/common/load_balancer_impl.cc` (formerly
+//! `source/common/upstream/load_balancer_impl.cc`); documented in the architecture overview, "Priority
+//! levels" and "Panic threshold". Everything is integer percent:
+//!
+//! 1. health(P) = min(100, overprovisioning_factor × healthy(P) / total(P)) (integer division; factor in
+//!    percent, 140 = 1.4; a level without hosts has health 0).
+//! 2. normalized total health = min(100, Σ health(P)).
+//! 3. If it is > 0: walking the levels in order with 100 to give, load(P) = min(left, health(P) × 100 /
+//!    normalized total health); what is left after the last level (rounding) goes to the first level
+//!    with health > 0.
+//! 4. Panic (threshold = min(100, healthy_panic_threshold)):
+//!    * threshold 0 and normalized total health 0: Envoy sets load(P0) = 100 as a placeholder; nothing
+//!      is in panic, so requests find no healthy host in P0 and fail with "no healthy upstream" (unless
+//!      P0 still has a healthy host whose health score rounded down to 0).
+//!    * otherwise a level is in panic iff normalized total health < 100 and 100 × healthy / total <
+//!      threshold (P0 with no hosts counts as 0% healthy). A level in panic balances over all its hosts,
+//!      healthy or not.
+//!    * if every level is in panic ("total panic"), the load is split by host count instead: load(P) =
+//!      100 × total(P) / Σ total, remainder to the first non-empty level.
+//!
+//! Notes. The documentation's tables round differently in two rows (docs: 25%/25%/20% healthy →
+//! 36/36/28 and, panic table, 5%/65% → 7/93); Envoy's code, and this module, give 37/35/28 and 8/92
+//! because the rounding remainder goes to the first level with health. DEGRADED hosts are left out
+//! (Envoy gives them load only after all healthy capacity; this server never sends DEGRADED).
+//! UNHEALTHY and DRAINING hosts count as not healthy, as in Envoy. Outlier ejections and active health
+//! checks happen inside Envoy: the control plane's prediction assumes none; feed Envoy's own view of
+//! host health into [`expected_load`] to account for them. `weighted_priority_health` and excluded
+//! hosts are not used by this server's clusters.
+
+use serde::Serialize;
+
+use crate::model::{labels, Endpoint, Health, Service, ServicePort};
+use crate::policy::FailoverPolicy;
+use crate::translate::priorities::{priorities, LevelReason, LocalityClass};
+use crate::translate::resources::cluster_name;
+
+/// What one client class gets for one service port, level by level, and Envoy's expected load split.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Explanation {
+    /// The EDS cluster, `NAME.NAMESPACE:PORT`.
+    pub cluster: String,
+    /// `namespace/name`.
+    pub service: String,
+    pub port: u16,
+    /// The client's locality class (the values of the policy's keys), e.g.
+    /// `region=us-east1,zone=us-east1-b,subzone=-`.
+    pub class: String,
+    pub overprovisioning_factor: u32,
+    pub panic_threshold: u32,
+    /// Priority 0 first; `levels[i].priority == i`.
+    pub levels: Vec<ExplainedLevel>,
+    /// Expected percent of requests per priority, indexed like `levels`. Sums to 100, or is all zero
+    /// when no request can be served (`no_healthy_upstream`).
+    pub load: Vec<u32>,
+    /// Total panic: every level is in panic and Envoy splits by host count, ignoring health.
+    pub panic: bool,
+    /// Envoy will answer 503 "no healthy upstream": no endpoints, or none healthy with panic disabled.
+    pub no_healthy_upstream: bool,
+    /// min(100, Σ health scores). Below 100 the load is scaled up to fill 100%.
+    pub normalized_total_health: u32,
+}
+
+/// One priority level: why it is there, what is in it, and what Envoy will make of it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ExplainedLevel {
+    /// Equals `LocalityLbEndpoints.priority` of these endpoints in the EDS answer.
+    pub priority: u32,
+    /// Human text, e.g. "same region and zone (topology.kubernetes.io/region=us-east1,
+    /// topology.kubernetes.io/zone=us-east1-b)" or "failover target region us-west1 (policy failover
+    /// from us-east1)".
+    pub reason: String,
+    /// The policy keys, in policy order, on which these endpoints match the client, with the value.
+    pub matched_labels: Vec<MatchedLabel>,
+    /// Set when the level exists because of a `failover: {from, to}` rule.
+    pub failover: Option<FailoverRule>,
+    /// In the EDS answer's order: by locality, then address and port.
+    pub endpoints: Vec<ExplainedEndpoint>,
+    pub healthy: usize,
+    pub total: usize,
+    /// 100 × healthy / total.
+    pub health_percent: f64,
+    /// Envoy's health score: min(100, overprovisioning factor × healthy / total).
+    pub health_score: u32,
+    /// Expected percent of requests to this level (`Explanation::load[priority]`).
+    pub load_percent: u32,
+    /// This level is in panic: Envoy balances over all its endpoints, healthy or not.
+    pub panic: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MatchedLabel {
+    pub key: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FailoverRule {
+    pub from: String,
+    pub to: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExplainedEndpoint {
+    pub address: String,
+    /// The target port for this service port.
+    pub port: u16,
+    pub locality: ExplainedLocality,
+    /// As sent in EDS: `HEALTHY`, `UNHEALTHY` or `DRAINING`.
+    pub health: String,
+}
+
+/// Envoy's `Locality` field names; empty means unknown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExplainedLocality {
+    pub region: String,
+    pub zone: String,
+    pub sub_zone: String,
+}
+
+/// Envoy's priority load for a set of levels. See the module documentation for the algorithm.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LoadSplit {
+    /// Health score per level: min(100, overprovisioning factor × healthy / total).
+    pub health: Vec<u32>,
+    /// min(100, Σ health).
+    pub normalized_total_health: u32,
+    /// Expected percent of requests per level. Sums to 100, or is all zero with `no_healthy_upstream`.
+    pub load: Vec<u32>,
+    /// Per level: in panic (balances over all its hosts, healthy or not).
+    pub panic: Vec<bool>,
+    /// Every level in panic: load split by host count.
+    pub total_panic: bool,
+    /// Requests fail with 503 "no healthy upstream": no hosts at all, or nothing healthy where Envoy
+    /// looks with panic mode disabled.
+    pub no_healthy_upstream: bool,
+}
+
+/// Explains what a client of `class` gets for `service`'s `port` under `policy`: exactly the levels the
+/// translator sends, each with the rule that put it there, plus the load split Envoy will compute from
+/// the health the control plane sends.
+pub fn explain(
+    class: &LocalityClass,
+    service: &Service,
+    port: &ServicePort,
+    policy: &FailoverPolicy,
+) -> Explanation {
+    let plan = priorities(class, &service.endpoints, policy);
+    let counts: Vec<(usize, usize)> = plan
+        .levels
+        .iter()
+        .map(|level| {
+            let healthy = level
+                .endpoints
+                .iter()
+                .filter(|&&i| service.endpoints[i].health == Health::Healthy)
+                .count();
+            (healthy, level.endpoints.len())
+        })
+        .collect();
+    let split = expected_load(
+        &counts,
+        policy.overprovisioning_factor,
+        policy.panic_threshold,
+    );
+    let levels = plan
+        .levels
+        .iter()
+        .enumerate()
+        .map(|(i, level)| {
+            let mut eps: Vec<&Endpoint> = level
+                .endpoints
+                .iter()
+                .map(|&j| &service.endpoints[j])
+                .collect();
+            // The order `load_assignment` sends: by locality, then (address, target port).
+            eps.sort_by(|a, b| {
+                (&a.locality, a.address, a.target_port(port)).cmp(&(
+                    &b.locality,
+                    b.address,
+                    b.target_port(port),
+                ))
+            });
+            let (healthy, total) = counts[i];
+            ExplainedLevel {
+                priority: level.priority,
+                reason: reason_text(&level.reason, class, policy),
+                matched_labels: level
+                    .reason
+                    .matched_keys
+                    .iter()
+                    .map(|key| MatchedLabel {
+                        key: key.clone(),
+                        value: class.value(key).unwrap_or_default().to_string(),
+                    })
+                    .collect(),
+                failover: level
+                    .reason
+                    .failover_rule
+                    .as_ref()
+                    .map(|(from, to)| FailoverRule {
+                        from: from.clone(),
+                        to: to.clone(),
+                    }),
+                endpoints: eps
+                    .into_iter()
+                    .map(|ep| ExplainedEndpoint {
+                        address: ep.address.to_string(),
+                        port: ep.target_port(port),
+                        locality: ExplainedLocality {
+                            region: ep.locality.region.clone(),
+                            zone: ep.locality.zone.clone(),
+                            sub_zone: ep.locality.subzone.clone(),
+                        },
+                        health: health_name(ep.health).to_string(),
+                    })
+                    .collect(),
+                healthy,
+                total,
+                health_percent: if total == 0 {
+                    0.0
+                } else {
+                    100.0 * healthy as f64 / total as f64
+                },
+                health_score: split.health[i],
+                load_percent: split.load[i],
+                panic: split.panic[i],
+            }
+        })
+        .collect();
+    Explanation {
+        cluster: cluster_name(&service.id, port),
+        service: service.id.to_string(),
+        port: port.port,
+        class: class.to_string(),
+        overprovisioning_factor: policy.overprovisioning_factor,
+        panic_threshold: policy.panic_threshold,
+        levels,
+        load: split.load,
+        panic: split.total_panic,
+        no_healthy_upstream: split.no_healthy_upstream,
+        normalized_total_health: split.normalized_total_health,
+    }
+}
+
+/// Envoy's expected per-priority load for levels given as `(healthy, total)` host counts, priority 0
+/// first, with the cluster's overprovisioning factor (percent, 140 = 1.4) and healthy panic threshold
+/// (percent; 0 disables panic). See the module documentation for the algorithm and its source.
+pub fn expected_load(
+    levels: &[(usize, usize)],
+    overprovisioning_factor: u32,
+    panic_threshold: u32,
+) -> LoadSplit {
+    let n = levels.len();
+    let factor = u64::from(overprovisioning_factor);
+    let health: Vec<u32> = levels
+        .iter()
+        .map(|&(healthy, total)| {
+            if total == 0 {
+                0
+            } else {
+                (factor * healthy as u64 / total as u64).min(100) as u32
+            }
+        })
+        .collect();
+    let normalized = health.iter().map(|&h| u64::from(h)).sum::<u64>().min(100) as u32;
+    let mut split = LoadSplit {
+        health,
+        normalized_total_health: normalized,
+        load: vec![0; n],
+        panic: vec![false; n],
+        total_panic: false,
+        no_healthy_upstream: false,
+    };
+    if n == 0 {
+        split.no_healthy_upstream = true;
+        return split;
+    }
+
+    // recalculatePerPriorityState / distributeLoad; nothing to distribute when normalized is 0.
+    let mut left = 100u32;
+    for (load, &h) in split.load.iter_mut().zip(&split.health) {
+        *load = left.min((h * 100).checked_div(normalized).unwrap_or(0));
+        left -= *load;
+    }
+    // Rounding: to the first level with health (none when normalized is 0; panic handles that).
+    if let Some(first) = split.health.iter().position(|&h| h > 0) {
+        split.load[first] += left;
+    }
+
+    // recalculatePerPriorityPanic.
+    let threshold = panic_threshold.min(100);
+    if threshold == 0 && normalized == 0 {
+        // Envoy puts 100 on P0 so the loads sum to 100, and no level is in panic: requests go to P0 and
+        // are served only if P0 has a healthy host (one whose health score rounded down to 0).
+        if levels[0].0 > 0 {
+            split.load[0] = 100;
+        } else {
+            split.no_healthy_upstream = true;
+        }
+        return split;
+    }
+    for (panic, &(healthy, total)) in split.panic.iter_mut().zip(levels) {
+        // isHostSetInPanic: 100 × healthy / total < threshold, exactly (no overprovisioning here).
+        *panic = normalized != 100 && (healthy as u64) * 100 < u64::from(threshold) * total as u64;
+    }
+    if split.panic.iter().all(|&p| p) {
+        // recalculateLoadInTotalPanic: by host count, health ignored.
+        split.total_panic = true;
+        let hosts: usize = levels.iter().map(|&(_, total)| total).sum();
+        if hosts == 0 {
+            split.load = vec![0; n];
+            split.no_healthy_upstream = true;
+            return split;
+        }
+        let mut left = 100u32;
+        for (load, &(_, total)) in split.load.iter_mut().zip(levels) {
+            *load = (100 * total / hosts) as u32;
+            left -= *load;
+        }
+        if let Some(first) = levels.iter().position(|&(_, total)| total > 0) {
+            split.load[first] += left;
+        }
+    }
+    split
+}
+
+/// The EDS health name Envoy shows for an endpoint.
+fn health_name(health: Health) -> &'static str {
+    match health {
+        Health::Healthy => "HEALTHY",
+        Health::Unhealthy => "UNHEALTHY",
+        Health::Draining => "DRAINING",
+    }
+}
+
+/// `topology.kubernetes.io/zone` → `zone`; other keys stay as they are.
+fn short_key(key: &str) -> &str {
+    match key {
+        labels::REGION => "region",
+        labels::ZONE => "zone",
+        labels::SUBZONE => "subzone",
+        _ => key,
+    }
+}
+
+/// `a`, `a and b`, `a, b and c`.
+fn join_and(items: &[&str]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => one.to_string(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
+    }
+}
+
+fn ordinal(n: usize) -> String {
+    let suffix = match (n % 10, n % 100) {
+        (1, x) if x != 11 => "st",
+        (2, x) if x != 12 => "nd",
+        (3, x) if x != 13 => "rd",
+        _ => "th",
+    };
+    format!("{n}{suffix}")
+}
+
+/// The human reason for a level, from the plan's [`LevelReason`] and the client's values.
+fn reason_text(reason: &LevelReason, class: &LocalityClass, policy: &FailoverPolicy) -> String {
+    let client_region = class.value(labels::REGION).unwrap_or("");
+    let targets: Vec<&str> = if client_region.is_empty() {
+        Vec::new()
+    } else {
+        policy.failover_targets(client_region).collect()
+    };
+    let mut parts = Vec::new();
+    if !reason.matched_keys.is_empty() {
+        let names: Vec<&str> = reason.matched_keys.iter().map(|k| short_key(k)).collect();
+        let values: Vec<String> = reason
+            .matched_keys
+            .iter()
+            .map(|k| format!("{k}={}", class.value(k).unwrap_or_default()))
+            .collect();
+        parts.push(format!("same {} ({})", join_and(&names), values.join(", ")));
+    }
+    if let Some((from, to)) = &reason.failover_rule {
+        let mut text = format!("failover target region {to} (policy failover from {from}");
+        if targets.len() > 1 {
+            let rank = targets.iter().position(|t| t == to).map_or(0, |p| p + 1);
+            text.push_str(&format!(", {} of {} targets", ordinal(rank), targets.len()));
+        }
+        text.push(')');
+        parts.push(text);
+    }
+    if parts.is_empty() {
+        let first = policy
+            .failover_priority
+            .first()
+            .map(String::as_str)
+            .unwrap_or(labels::REGION);
+        let mut why = if class.value(first).is_none() {
+            vec![format!(
+                "the client has no {first} label, so no locality can match"
+            )]
+        } else {
+            vec![format!("not the same {} as the client", short_key(first))]
+        };
+        if !targets.is_empty() {
+            why.push(format!("not a failover target region of {client_region}"));
+        }
+        return format!("remaining endpoints ({})", why.join(", "));
+    }
+    let matched_region = reason.matched_keys.iter().any(|k| k == labels::REGION);
+    if reason.failover_rule.is_none() && !targets.is_empty() && !matched_region {
+        parts.push(format!(
+            "not in a failover target region of {client_region}"
+        ));
+    }
+    parts.join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ClientInfo, Locality, ServiceId};
+    use crate::policy::RegionFailover;
+    use crate::translate::resources::load_assignment;
+    use envoy_types::pb::envoy::config::core::v3::{address, socket_address::PortSpecifier};
+    use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
+    use std::collections::BTreeMap;
+
+    // ---- expected_load ----
+
+    /// (what, levels as (healthy, total), expected load, expected per-level panic).
+    type Case = (
+        &'static str,
+        &'static [(usize, usize)],
+        &'static [u32],
+        &'static [bool],
+    );
+
+    fn check(factor: u32, threshold: u32, cases: &[Case]) {
+        for (what, levels, load, panic) in cases {
+            let got = expected_load(levels, factor, threshold);
+            assert_eq!(&got.load[..], &load[..], "{what}: load of {levels:?}");
+            assert_eq!(&got.panic[..], &panic[..], "{what}: panic of {levels:?}");
+            let sum: u32 = got.load.iter().sum();
+            let want = if got.no_healthy_upstream { 0 } else { 100 };
+            assert_eq!(sum, want, "{what}: loads sum");
+        }
+    }
+
+    const F2: &[bool] = &[false, false];
+    const T2: &[bool] = &[true, true];
+    const F3: &[bool] = &[false, false, false];
+    const T3: &[bool] = &[true, true, true];
+
+    /// "Priority levels" in Envoy's architecture overview; hosts chosen so the healthy percentage is the
+    /// table's (panic threshold 0, as this server's default policy sets it).
+    #[test]
+    #[rustfmt::skip]
+    fn docs_priority_levels_tables() {
+        check(140, 0, &[
+            ("P0 100%", &[(100, 100), (10, 10)], &[100, 0], F2),
+            ("P0 72%", &[(72, 100), (10, 10)], &[100, 0], F2),
+            ("P0 71%", &[(71, 100), (10, 10)], &[99, 1], F2),
+            ("P0 50%", &[(5, 10), (10, 10)], &[70, 30], F2),
+            ("P0 25%", &[(1, 4), (10, 10)], &[35, 65], F2),
+            ("P0 0%", &[(0, 4), (10, 10)], &[0, 100], F2),
+            // Both levels partly healthy.
+            ("71/71", &[(71, 100), (71, 100)], &[99, 1], F2),
+            ("50/50", &[(1, 2), (1, 2)], &[70, 30], F2),
+            ("25/100", &[(1, 4), (2, 2)], &[35, 65], F2),
+            // Normalisation: health 35 + 35 = 70 < 100 is scaled up to 100.
+            ("25/25", &[(1, 4), (1, 4)], &[50, 50], F2),
+            // Three levels.
+            ("100/100/100", &[(1, 1), (1, 1), (1, 1)], &[100, 0, 0], F3),
+            ("50/50/100", &[(1, 2), (1, 2), (1, 1)], &[70, 30, 0], F3),
+            ("25/25/100", &[(1, 4), (1, 4), (1, 1)], &[35, 35, 30], F3),
+            ("0/20/100", &[(0, 5), (1, 5), (1, 1)], &[0, 28, 72], F3),
+            // The docs' table says 36/36/28; Envoy's integer code gives the rounding remainder (2)
+            // to the first level with health: 35×100/98 = 35, 35, 28 → 98, +2 to P0.
+            ("25/25/20", &[(1, 4), (1, 4), (1, 5)], &[37, 35, 28], F3),
+        ]);
+    }
+
+    /// Envoy's own unit tests (`LoadBalancerBaseTest` GentleFailover, GentleFailoverWithExtraLevels,
+    /// PrioritySelection, OverProvisioningFactor in
+    /// test/extensions/load_balancing_policies/common/load_balancer_impl_base_test.cc), which run with
+    /// the default panic threshold 50.
+    #[test]
+    #[rustfmt::skip]
+    fn envoy_unit_test_vectors_with_panic_threshold_50() {
+        check(140, 50, &[
+            ("healthy", &[(1, 1), (1, 1)], &[100, 0], F2),
+            ("half", &[(1, 2), (1, 2)], &[70, 30], F2),
+            // P0 below the threshold, but total health is 100: no panic.
+            ("P0 25%", &[(1, 4), (2, 2)], &[35, 65], F2),
+            // Total health 70 < 100, both below 50%: total panic, split by host count.
+            ("25/25", &[(1, 4), (1, 4)], &[50, 50], T2),
+            ("3 × 25%", &[(1, 4), (1, 4), (1, 4)], &[35, 35, 30], F3),
+            ("3 × 20%", &[(1, 5), (1, 5), (1, 5)], &[34, 33, 33], T3),
+            ("P2 only, 100%", &[(0, 5), (0, 5), (5, 5)], &[0, 0, 100], F3),
+            ("P2 only, 80%", &[(0, 5), (0, 5), (4, 5)], &[0, 0, 100], F3),
+            ("P2 only, 40%", &[(0, 5), (0, 5), (2, 5)], &[34, 33, 33], T3),
+            ("all down 5/3/2", &[(0, 5), (0, 3), (0, 2)], &[50, 30, 20], T3),
+            ("total panic rounding", &[(0, 5), (2, 6), (1, 3)], &[37, 42, 21], T3),
+            ("1 vs 1 down", &[(0, 1), (0, 1)], &[50, 50], T2),
+            ("1 vs 2 down", &[(0, 1), (0, 2)], &[34, 66], T2),
+            ("P2 healthy", &[(0, 1), (0, 2), (1, 1)], &[0, 0, 100], F3),
+        ]);
+        check(100, 50, &[("factor 100", &[(2, 4), (2, 4)], &[50, 50], F2)]);
+    }
+
+    /// "Panic threshold" in the architecture overview: a level is in panic only while the normalized
+    /// total health is below 100, and the split stays health-based unless every level is in panic.
+    #[test]
+    #[rustfmt::skip]
+    fn docs_panic_threshold_table() {
+        check(140, 50, &[
+            ("P1 healthy, P0 25%", &[(1, 4), (1, 1)], &[35, 65], F2),
+            ("P1 healthy, P0 0%", &[(0, 4), (1, 1)], &[0, 100], F2),
+            // Docs: 7/93. Health 7 + 91 = 98 → 7, 92, remainder 1 to P0 → 8/92. Only P0 in panic.
+            ("5%/65%", &[(5, 100), (65, 100)], &[8, 92], &[true, false]),
+        ]);
+    }
+
+    #[test]
+    fn nothing_healthy() {
+        // Panic disabled (this server's default): nothing can be served.
+        let s = expected_load(&[(0, 3), (0, 3), (0, 2)], 140, 0);
+        assert_eq!(s.load, vec![0, 0, 0]);
+        assert!(s.no_healthy_upstream && !s.total_panic);
+        assert_eq!(s.panic, vec![false; 3]);
+        assert_eq!(s.normalized_total_health, 0);
+        // Panic enabled: total panic, by host count.
+        let s = expected_load(&[(0, 3), (0, 3), (0, 2)], 140, 50);
+        assert_eq!(s.load, vec![38, 37, 25]);
+        assert!(s.total_panic && !s.no_healthy_upstream);
+        // No levels at all.
+        let s = expected_load(&[], 140, 0);
+        assert!(s.load.is_empty() && s.no_healthy_upstream);
+        // A healthy P0 host whose health score rounds down to 0 still gets P0's placeholder 100%.
+        let s = expected_load(&[(1, 200), (0, 1)], 140, 0);
+        assert_eq!(s.health, vec![0, 0]);
+        assert_eq!(s.load, vec![100, 0]);
+        assert!(!s.no_healthy_upstream);
+    }
+
+    #[test]
+    fn health_scores_and_caps() {
+        let s = expected_load(&[(4, 5), (3, 5), (1, 1)], 140, 0);
+        assert_eq!(s.health, vec![100, 84, 100]);
+        assert_eq!(s.normalized_total_health, 100);
+        assert_eq!(s.load, vec![100, 0, 0]);
+        // A factor of 200: half healthy is still fully healthy.
+        assert_eq!(expected_load(&[(1, 2), (1, 1)], 200, 0).load, vec![100, 0]);
+        // Panic threshold above 100 is capped at 100.
+        let s = expected_load(&[(1, 2), (0, 2)], 140, 250);
+        assert_eq!(s.panic, vec![true, true]);
+        assert_eq!(s.load, vec![50, 50]);
+    }
+
+    // ---- explain ----
+
+    fn ep(ip: &str, region: &str, zone: &str, health: Health) -> Endpoint {
+        Endpoint {
+            address: ip.parse().unwrap(),
+            port_overrides: BTreeMap::new(),
+            locality: Locality::new(region, zone, ""),
+            labels: BTreeMap::new(),
+            health,
+        }
+    }
+
+    /// Three regions × three zones, one endpoint each, listed in no particular order.
+    fn nine_zones() -> Service {
+        let mut endpoints = Vec::new();
+        for (r, region) in ["r3", "r1", "r2"].iter().enumerate() {
+            for (z, zone) in ["c", "a", "b"].iter().enumerate() {
+                endpoints.push(ep(
+                    &format!("10.0.{r}.{z}"),
+                    region,
+                    &format!("{region}-{zone}"),
+                    Health::Healthy,
+                ));
+            }
+        }
+        Service {
+            id: ServiceId::new("shop", "checkout"),
+            ports: vec![ServicePort {
+                name: "http".into(),
+                port: 8080,
+            }],
+            endpoints,
+        }
+    }
+
+    fn class_in(region: &str, zone: &str, policy: &FailoverPolicy) -> LocalityClass {
+        LocalityClass::of(
+            &ClientInfo {
+                locality: Locality::new(region, zone, ""),
+                ..ClientInfo::default()
+            },
+            policy,
+        )
+    }
+
+    fn zones(level: &ExplainedLevel) -> Vec<&str> {
+        let mut z: Vec<&str> = level
+            .endpoints
+            .iter()
+            .map(|e| e.locality.zone.as_str())
+            .collect();
+        z.dedup();
+        z
+    }
+
+    fn failover_policy() -> FailoverPolicy {
+        FailoverPolicy {
+            failover: vec![
+                RegionFailover {
+                    from: "r1".into(),
+                    to: "r3".into(),
+                },
+                RegionFailover {
+                    from: "r1".into(),
+                    to: "r2".into(),
+                },
+            ],
+            ..FailoverPolicy::default()
+        }
+    }
+
+    #[test]
+    fn explains_levels_with_reasons_and_failover_order() {
+        let svc = nine_zones();
+        let policy = failover_policy();
+        let x = explain(
+            &class_in("r1", "r1-a", &policy),
+            &svc,
+            &svc.ports[0],
+            &policy,
+        );
+        assert_eq!(x.cluster, "checkout.shop:8080");
+        assert_eq!(x.service, "shop/checkout");
+        assert_eq!(x.class, "region=r1,zone=r1-a,subzone=-");
+        let got: Vec<(u32, Vec<&str>, &str)> = x
+            .levels
+            .iter()
+            .map(|l| (l.priority, zones(l), l.reason.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    0,
+                    vec!["r1-a"],
+                    "same region and zone (topology.kubernetes.io/region=r1, \
+                     topology.kubernetes.io/zone=r1-a)"
+                ),
+                (
+                    1,
+                    vec!["r1-b", "r1-c"],
+                    "same region (topology.kubernetes.io/region=r1)"
+                ),
+                (
+                    2,
+                    vec!["r3-a", "r3-b", "r3-c"],
+                    "failover target region r3 (policy failover from r1, 1st of 2 targets)"
+                ),
+                (
+                    3,
+                    vec!["r2-a", "r2-b", "r2-c"],
+                    "failover target region r2 (policy failover from r1, 2nd of 2 targets)"
+                ),
+            ]
+        );
+        assert_eq!(
+            x.levels[0].matched_labels,
+            vec![
+                MatchedLabel {
+                    key: labels::REGION.into(),
+                    value: "r1".into()
+                },
+                MatchedLabel {
+                    key: labels::ZONE.into(),
+                    value: "r1-a".into()
+                },
+            ]
+        );
+        assert_eq!(
+            x.levels[2].failover,
+            Some(FailoverRule {
+                from: "r1".into(),
+                to: "r3".into()
+            })
+        );
+        assert_eq!(x.levels[1].failover, None);
+        // All healthy: everything to P0.
+        assert_eq!(x.load, vec![100, 0, 0, 0]);
+        assert!(!x.panic && !x.no_healthy_upstream);
+        assert_eq!(
+            (
+                x.levels[1].healthy,
+                x.levels[1].total,
+                x.levels[1].health_score
+            ),
+            (2, 2, 100)
+        );
+        let json = serde_json::to_value(&x).unwrap();
+        assert_eq!(json["levels"][0]["endpoints"][0]["health"], "HEALTHY");
+        assert_eq!(json["levels"][2]["failover"]["to"], "r3");
+    }
+
+    #[test]
+    fn without_failover_rules_other_regions_are_one_remaining_level() {
+        let svc = nine_zones();
+        let policy = FailoverPolicy::default();
+        let x = explain(
+            &class_in("r2", "r2-c", &policy),
+            &svc,
+            &svc.ports[0],
+            &policy,
+        );
+        assert_eq!(x.levels.len(), 3);
+        assert_eq!(zones(&x.levels[0]), vec!["r2-c"]);
+        assert_eq!(
+            zones(&x.levels[2]),
+            vec!["r1-a", "r1-b", "r1-c", "r3-a", "r3-b", "r3-c"]
+        );
+        assert_eq!(
+            x.levels[2].reason,
+            "remaining endpoints (not the same region as the client)"
+        );
+        // With a rule for r1 → r3, r2 is what remains for an r1 client, and the text says so.
+        let one_rule = FailoverPolicy {
+            failover: vec![failover_policy().failover[0].clone()],
+            ..FailoverPolicy::default()
+        };
+        let x = explain(
+            &class_in("r1", "r1-a", &one_rule),
+            &svc,
+            &svc.ports[0],
+            &one_rule,
+        );
+        assert_eq!(zones(&x.levels[3]), vec!["r2-a", "r2-b", "r2-c"]);
+        assert_eq!(
+            x.levels[3].reason,
+            "remaining endpoints (not the same region as the client, not a failover target \
+             region of r1)"
+        );
+        // A client that does not know its region.
+        let policy = failover_policy();
+        let x = explain(&class_in("", "", &policy), &svc, &svc.ports[0], &policy);
+        assert_eq!(x.levels.len(), 1);
+        assert_eq!(
+            x.levels[0].reason,
+            "remaining endpoints (the client has no topology.kubernetes.io/region label, so no \
+             locality can match)"
+        );
+    }
+
+    #[test]
+    fn load_follows_health_level_by_level() {
+        let mut svc = nine_zones();
+        let policy = failover_policy();
+        let class = class_in("r1", "r1-a", &policy);
+        // Own zone not ready → its level gets nothing, the rest of the region takes it all.
+        for e in svc
+            .endpoints
+            .iter_mut()
+            .filter(|e| e.locality.zone == "r1-a")
+        {
+            e.health = Health::Unhealthy;
+        }
+        let x = explain(&class, &svc, &svc.ports[0], &policy);
+        assert_eq!(x.load, vec![0, 100, 0, 0]);
+        assert_eq!(x.levels[0].endpoints[0].health, "UNHEALTHY");
+        assert_eq!(x.levels[0].health_percent, 0.0);
+        // Half of the region's other zones draining: 1 of 2 healthy → 70, the first failover region
+        // takes the rest.
+        for e in svc
+            .endpoints
+            .iter_mut()
+            .filter(|e| e.locality.zone == "r1-b")
+        {
+            e.health = Health::Draining;
+        }
+        let x = explain(&class, &svc, &svc.ports[0], &policy);
+        assert_eq!(x.load, vec![0, 70, 30, 0]);
+        assert_eq!(x.levels[1].health_percent, 50.0);
+        assert_eq!(x.levels[1].health_score, 70);
+        assert_eq!(
+            x.levels.iter().map(|l| l.load_percent).collect::<Vec<_>>(),
+            x.load
+        );
+        // Everything unhealthy, panic disabled: no healthy upstream.
+        for e in svc.endpoints.iter_mut() {
+            e.health = Health::Unhealthy;
+        }
+        let x = explain(&class, &svc, &svc.ports[0], &policy);
+        assert_eq!(x.load, vec![0, 0, 0, 0]);
+        assert!(x.no_healthy_upstream && !x.panic);
+        // The same with a panic threshold: total panic, by host count (1, 2, 3, 3 of 9).
+        let panicky = FailoverPolicy {
+            panic_threshold: 50,
+            ..policy
+        };
+        let x = explain(&class, &svc, &svc.ports[0], &panicky);
+        assert_eq!(x.load, vec![12, 22, 33, 33]);
+        assert!(x.panic && x.levels.iter().all(|l| l.panic));
+    }
+
+    /// The explanation is what the translator sends: same priority for every endpoint, same order.
+    #[test]
+    fn priorities_and_order_equal_the_eds_answer() {
+        let mut svc = nine_zones();
+        svc.endpoints[4].port_overrides.insert("http".into(), 9090);
+        svc.endpoints[2].health = Health::Draining;
+        for policy in [FailoverPolicy::default(), failover_policy()] {
+            for (region, zone) in [("r1", "r1-a"), ("r2", "r2-b"), ("r3", "r3-c"), ("r4", "")] {
+                let class = class_in(region, zone, &policy);
+                let x = explain(&class, &svc, &svc.ports[0], &policy);
+                let plan = priorities(&class, &svc.endpoints, &policy);
+                let cla = load_assignment(&x.cluster, &svc, &svc.ports[0], &plan, &policy);
+                let sent: Vec<(u32, String, u16, String)> = cla
+                    .endpoints
+                    .iter()
+                    .flat_map(|g| {
+                        g.lb_endpoints.iter().map(move |lb| {
+                            let Some(HostIdentifier::Endpoint(e)) = &lb.host_identifier else {
+                                panic!("endpoint expected")
+                            };
+                            let Some(address::Address::SocketAddress(sa)) =
+                                &e.address.as_ref().unwrap().address
+                            else {
+                                panic!("socket address expected")
+                            };
+                            let Some(PortSpecifier::PortValue(p)) = sa.port_specifier else {
+                                panic!("port expected")
+                            };
+                            (
+                                g.priority,
+                                sa.address.clone(),
+                                p as u16,
+                                g.locality.as_ref().unwrap().zone.clone(),
+                            )
+                        })
+                    })
+                    .collect();
+                let explained: Vec<(u32, String, u16, String)> = x
+                    .levels
+                    .iter()
+                    .flat_map(|l| {
+                        l.endpoints.iter().map(move |e| {
+                            (
+                                l.priority,
+                                e.address.clone(),
+                                e.port,
+                                e.locality.zone.clone(),
+                            )
+                        })
+                    })
+                    .collect();
+                assert_eq!(explained, sent, "client {region}/{zone}");
+                for (i, l) in x.levels.iter().enumerate() {
+                    assert_eq!(l.priority as usize, i);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn no_endpoints() {
+        let mut svc = nine_zones();
+        svc.endpoints.clear();
+        let policy = FailoverPolicy::default();
+        let x = explain(
+            &class_in("r1", "r1-a", &policy),
+            &svc,
+            &svc.ports[0],
+            &policy,
+        );
+        assert!(x.levels.is_empty() && x.load.is_empty());
+        assert!(x.no_healthy_upstream);
+    }
+
+    #[test]
+    fn label_keys_and_failover_combine_in_the_reason() {
+        let mut svc = nine_zones();
+        for e in svc.endpoints.iter_mut() {
+            let cluster = if e.locality.region == "r2" || e.locality.zone == "r1-a" {
+                "blue"
+            } else {
+                "green"
+            };
+            e.labels.insert(labels::CLUSTER.into(), cluster.into());
+        }
+        let policy = FailoverPolicy {
+            failover_priority: vec![labels::CLUSTER.into()],
+            failover: vec![RegionFailover {
+                from: "r1".into(),
+                to: "r2".into(),
+            }],
+            ..FailoverPolicy::default()
+        };
+        let client = ClientInfo {
+            locality: Locality::new("r1", "r1-a", ""),
+            labels: [(labels::CLUSTER.to_string(), "blue".to_string())].into(),
+            ..ClientInfo::default()
+        };
+        let class = LocalityClass::of(&client, &policy);
+        let x = explain(&class, &svc, &svc.ports[0], &policy);
+        let reasons: Vec<&str> = x.levels.iter().map(|l| l.reason.as_str()).collect();
+        assert_eq!(
+            reasons,
+            vec![
+                "same topology.istio.io/cluster (topology.istio.io/cluster=blue); failover target \
+                 region r2 (policy failover from r1)",
+                "same topology.istio.io/cluster (topology.istio.io/cluster=blue); not in a \
+                 failover target region of r1",
+                "remaining endpoints (not the same topology.istio.io/cluster as the client, not a \
+                 failover target region of r1)",
+            ]
+        );
+        assert_eq!(zones(&x.levels[1]), vec!["r1-a"]);
+    }
+}
