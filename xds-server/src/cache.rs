@@ -289,6 +289,9 @@ pub struct CacheStats {
 pub struct Snapshot {
     /// Increases by one with every published snapshot; for logs and diagnostics.
     pub generation: u64,
+    /// When the change that produced this snapshot was turned into it: the start of push latency and
+    /// convergence measurements.
+    pub built_at: std::time::Instant,
     pub registry: Arc<Registry>,
     pub policies: Arc<PolicySet>,
     settings: TranslateSettings,
@@ -351,6 +354,7 @@ impl Snapshot {
         });
         Self {
             generation: previous.map_or(1, |p| p.generation + 1),
+            built_at: std::time::Instant::now(),
             registry,
             policies,
             settings,
@@ -387,6 +391,19 @@ impl Snapshot {
         } else {
             Scope::Nothing
         }
+    }
+
+    /// Envoy's expected load split over priorities, per cluster and per locality class that has an
+    /// answer in the cache: (cluster, class, percent per priority).
+    pub fn expected_loads(&self) -> Vec<(String, String, Vec<u32>)> {
+        let mut out = Vec::new();
+        for c in self.clusters.values() {
+            for class in c.eds.iter().map(|e| e.key().clone()) {
+                let e = translate::explain::explain(&class, &c.service, &c.port, &c.policy.policy);
+                out.push((c.name().to_string(), class.to_string(), e.load));
+            }
+        }
+        out
     }
 
     pub fn stats(&self) -> CacheStats {

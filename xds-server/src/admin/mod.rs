@@ -2,3 +2,4 @@
 //! The gRPC admin API, CSDS and metrics read these; nothing here changes what Envoy gets.
 
 pub mod clients;
+pub mod metrics;

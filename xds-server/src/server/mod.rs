@@ -5,10 +5,11 @@ pub mod connection;
 pub mod delta;
 pub mod node;
 
+use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{
@@ -25,6 +26,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
 use crate::admin::clients::{lock, ClientRegistry, Inspect, Protocol, XdsEvent};
+use crate::admin::metrics::{self, metrics};
 use crate::cache::{ResourceType, Snapshot};
 use connection::{AdsConnection, RequestKind};
 use delta::DeltaConnection;
@@ -182,6 +184,7 @@ trait StreamMachine: Inspect + Send + 'static {
     /// limit); checked before the request is handled.
     fn check_limits(&self, req: &Self::Req) -> Result<(), String>;
     fn request_type(req: &Self::Req) -> &str;
+    fn request_nonce(req: &Self::Req) -> &str;
     /// (type, resources, nonce) for the push log.
     fn describe(resp: &Self::Resp) -> (&'static str, usize, &str);
     /// The version a response carries (SotW: the type version; Delta: the snapshot generation).
@@ -251,6 +254,9 @@ impl StreamMachine for AdsConnection {
     fn request_type(req: &DiscoveryRequest) -> &str {
         &req.type_url
     }
+    fn request_nonce(req: &DiscoveryRequest) -> &str {
+        &req.response_nonce
+    }
     fn describe(resp: &DiscoveryResponse) -> (&'static str, usize, &str) {
         (
             short_type(&resp.type_url),
@@ -314,6 +320,9 @@ impl StreamMachine for DeltaConnection {
     fn request_type(req: &DeltaDiscoveryRequest) -> &str {
         &req.type_url
     }
+    fn request_nonce(req: &DeltaDiscoveryRequest) -> &str {
+        &req.response_nonce
+    }
     fn describe(resp: &DeltaDiscoveryResponse) -> (&'static str, usize, &str) {
         (
             short_type(&resp.type_url),
@@ -334,7 +343,8 @@ impl StreamMachine for DeltaConnection {
 
 /// What one turn of a stream's loop ends in.
 enum Step<R> {
-    Send(Vec<R>),
+    /// Responses to send; with the build time of the snapshot that caused them, if one did.
+    Send(Vec<R>, Option<Instant>),
     /// End the stream, telling the client why if there is a reason.
     Close(Option<Status>),
 }
@@ -400,6 +410,10 @@ async fn run_stream<M: StreamMachine>(
     };
     // A client located through its pod, whose pod the watch has not seen yet, is re-checked on this
     // tick: pod events do not publish snapshots (they would rebuild one on every pod churn).
+    // Per type: the nonce of the newest push a snapshot caused and the build time of the oldest
+    // snapshot not yet acknowledged; its ACK closes the convergence measurement.
+    let mut unacked: BTreeMap<ResourceType, (String, Instant)> = BTreeMap::new();
+    let mut connected = false;
     let mut pod_retry = tokio::time::interval(POD_RETRY);
     pod_retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -434,6 +448,11 @@ async fn run_stream<M: StreamMachine>(
                             sync(&snapshot);
                             if first {
                                 let c = client.as_ref().expect("set by the first request");
+                                connected = true;
+                                metrics()
+                                    .connected_clients
+                                    .get_or_create(&metrics::protocol_label(protocol))
+                                    .inc();
                                 info!(stream_id, protocol, node = %c.node_id, cluster = %c.cluster,
                                       locality = %c.locality, "Envoy connected");
                                 clients.emit(XdsEvent::Connected {
@@ -453,6 +472,8 @@ async fn run_stream<M: StreamMachine>(
                                     "Envoy rejected config (NACK); not re-sending that version");
                                     if let Some(kind) = ResourceType::from_type_url(type_url) {
                                         clients.nacked(stream_id, kind);
+                                        metrics().nacks.get_or_create(&metrics::type_label(kind)).inc();
+                                        unacked.remove(&kind);
                                     }
                                     clients.emit(XdsEvent::Nacked {
                                         at: SystemTime::now(),
@@ -463,14 +484,27 @@ async fn run_stream<M: StreamMachine>(
                                         error: nack.message,
                                     });
                                 }
-                                RequestKind::Ack if clients.tailing() => {
-                                    clients.emit(XdsEvent::Acked {
-                                        at: SystemTime::now(),
-                                        stream_id,
-                                        node: node_id.clone(),
-                                        type_url: type_url.to_string(),
-                                        version: acked.unwrap_or_default(),
-                                    });
+                                RequestKind::Ack => {
+                                    let kind = ResourceType::from_type_url(type_url);
+                                    let nonce = M::request_nonce(&req);
+                                    if let Some(kind) = kind.filter(|k| {
+                                        unacked.get(k).is_some_and(|(n, _)| n == nonce)
+                                    }) {
+                                        let (_, built) = unacked.remove(&kind).expect("checked");
+                                        metrics()
+                                            .convergence
+                                            .get_or_create(&metrics::type_label(kind))
+                                            .observe(built.elapsed().as_secs_f64());
+                                    }
+                                    if clients.tailing() {
+                                        clients.emit(XdsEvent::Acked {
+                                            at: SystemTime::now(),
+                                            stream_id,
+                                            node: node_id.clone(),
+                                            type_url: type_url.to_string(),
+                                            version: acked.unwrap_or_default(),
+                                        });
+                                    }
                                 }
                                 RequestKind::UnknownType(_) => debug!(
                                     stream_id, node = %node_id, type = short_type(type_url),
@@ -479,9 +513,9 @@ async fn run_stream<M: StreamMachine>(
                                 RequestKind::StaleNonce => debug!(
                                     stream_id, node = %node_id, type = short_type(type_url),
                                     "stale nonce; ignored"),
-                                RequestKind::Initial | RequestKind::Ack => {}
+                                RequestKind::Initial => {}
                             }
-                            Step::Send(responses)
+                            Step::Send(responses, None)
                         }
                         Err(err) => {
                             warn!(stream_id, node = %node_id, error = %err, "refusing ADS stream");
@@ -501,7 +535,7 @@ async fn run_stream<M: StreamMachine>(
                               "client located through its pod");
                     }
                 }
-                Step::Send(responses)
+                Step::Send(responses, Some(snapshot.built_at))
             }
             changed = snapshots.changed() => {
                 if changed.is_err() {
@@ -513,13 +547,13 @@ async fn run_stream<M: StreamMachine>(
                         .expect("snapshots are never unset");
                     let responses = lock(&conn).on_snapshot(&snapshot);
                     sync(&snapshot);
-                    Step::Send(responses)
+                    Step::Send(responses, Some(snapshot.built_at))
                 }
             }
             _ = tx.closed() => Step::Close(None),
         };
-        let responses = match step {
-            Step::Send(responses) => responses,
+        let (responses, cause) = match step {
+            Step::Send(responses, cause) => (responses, cause),
             Step::Close(status) => {
                 if let Some(status) = status {
                     permit.send(Err(status));
@@ -537,9 +571,25 @@ async fn run_stream<M: StreamMachine>(
             continue;
         };
         let node_id = node(&conn);
-        let log = |resp: &M::Resp| {
+        let mut log = |resp: &M::Resp| {
             let (kind, count, nonce) = M::describe(resp);
             debug!(stream_id, node = %node_id, kind, resources = count, nonce, "push");
+            if let Some(kind) = ResourceType::from_type_url(M::response_type(resp)) {
+                let m = metrics();
+                let label = metrics::type_label(kind);
+                m.pushes.get_or_create(&label).inc();
+                m.push_resources.get_or_create(&label).inc_by(count as u64);
+                m.push_bytes
+                    .get_or_create(&label)
+                    .inc_by(prost::Message::encoded_len(resp) as u64);
+                if let Some(built) = cause {
+                    m.push_latency
+                        .get_or_create(&label)
+                        .observe(built.elapsed().as_secs_f64());
+                    let entry = unacked.entry(kind).or_insert((String::new(), built));
+                    entry.0 = nonce.to_string();
+                }
+            }
             if clients.tailing() {
                 clients.emit(XdsEvent::Pushed {
                     at: SystemTime::now(),
@@ -561,6 +611,12 @@ async fn run_stream<M: StreamMachine>(
                 break;
             }
         }
+    }
+    if connected {
+        metrics()
+            .connected_clients
+            .get_or_create(&metrics::protocol_label(protocol))
+            .dec();
     }
     let machine = lock(&conn);
     if let Some(c) = machine.client() {

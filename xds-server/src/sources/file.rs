@@ -449,6 +449,10 @@ fn check_port(port: i64) -> Result<u16, String> {
 
 /// Logs a rejected file with structured fields `file`, `line` (when known), `field` and `reason`.
 fn log_rejected(err: &EndpointsFileError) {
+    let m = crate::admin::metrics::metrics();
+    m.source_errors
+        .get_or_create(&crate::admin::metrics::source_label("file"))
+        .inc();
     let (file, field, reason) = (err.file(), err.field(), err.reason());
     match err.line() {
         Some(line) => error!(
@@ -502,6 +506,10 @@ pub fn watch_endpoints_file(
                             true
                         });
                         if sent {
+                            crate::admin::metrics::metrics()
+                                .source_events
+                                .get_or_create(&crate::admin::metrics::source_label("file"))
+                                .inc();
                             info!(file = %file, services, "endpoints file reloaded");
                         }
                     }

@@ -133,6 +133,10 @@ impl Stores {
             settings,
         );
         for s in skipped {
+            crate::admin::metrics::metrics()
+                .source_errors
+                .get_or_create(&crate::admin::metrics::source_label("kubernetes"))
+                .inc();
             warn!(object = %s.object, reason = %s.reason, "skipped part of a Kubernetes object");
         }
         registry
@@ -233,6 +237,12 @@ async fn publish(
         };
         let Some(signal) = next else {
             return;
+        };
+        let m = crate::admin::metrics::metrics();
+        let source = crate::admin::metrics::source_label("kubernetes");
+        match &signal {
+            Signal::Error(..) => m.source_errors.get_or_create(&source).inc(),
+            _ => m.source_events.get_or_create(&source).inc(),
         };
         match signal {
             Signal::Synced(what) => {
