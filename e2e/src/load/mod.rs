@@ -568,12 +568,17 @@ async fn run_one(config: &Config, protocol: Protocol, mode: Mode) -> anyhow::Res
         let (converged, dist, missing_clients) = convergence(&changes);
         // The floor: rename → the first snapshot published after it.
         let publishes = server.publishes();
+        let reloads = server.reloads();
         let mut floors = Vec::new();
+        let mut reload_times = Vec::new();
         let mut pushes = Vec::new();
         for c in &changes {
             let Some(wall) = c.applied_wall.get() else {
                 continue;
             };
+            if let Some(r) = reloads.iter().find(|r| *r >= wall) {
+                reload_times.push(r.duration_since(*wall).unwrap_or_default().as_nanos() as u64);
+            }
             let Some(p) = publishes.iter().find(|p| p.at >= *wall) else {
                 continue;
             };
@@ -588,6 +593,7 @@ async fn run_one(config: &Config, protocol: Protocol, mode: Mode) -> anyhow::Res
             converged,
             convergence: dist,
             publish_floor: Dist::of_ns(floors),
+            file_reload: Dist::of_ns(reload_times),
             push: Dist::of_ns(pushes),
             missing_clients,
             bytes: tracker.bytes.load(Ordering::Relaxed) - bytes_before,

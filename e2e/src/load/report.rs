@@ -62,6 +62,9 @@ pub struct Single {
     /// Rename → the server logged the new snapshot (file watch debounce + stability re-read + parse +
     /// build): the part no push can beat.
     pub publish_floor: Option<Dist>,
+    /// Part of the floor: rename → the server logged the file reloaded (watch debounce, stability
+    /// re-read, YAML parse).
+    pub file_reload: Option<Dist>,
     /// Snapshot published → every client has it (convergence minus the floor, per change).
     pub push: Option<Dist>,
     /// Clients still missing each unconverged change.

@@ -13,6 +13,7 @@ use super::procfs::{self, ProcSample};
 /// The log line the server writes once it serves (its sources have a complete view).
 const READY_LINE: &str = "first complete snapshot built";
 const PUBLISH_LINE: &str = "publishing new snapshot";
+const RELOAD_LINE: &str = "endpoints file reloaded";
 
 pub struct ServerProcess {
     child: Child,
@@ -58,6 +59,11 @@ impl ServerProcess {
             .args([
                 "--xds-addr",
                 &format!("127.0.0.1:{port}"),
+                // Free ports: a benchmark must not collide with a server already on the defaults.
+                "--admin-addr",
+                "127.0.0.1:0",
+                "--metrics-addr",
+                "127.0.0.1:0",
                 "--log-format",
                 "json",
             ])
@@ -135,6 +141,18 @@ impl ServerProcess {
                     generation: fields.get("generation")?.as_u64()?,
                     build_us: fields.get("build_us").and_then(|b| b.as_u64()).unwrap_or(0),
                 })
+            })
+            .collect()
+    }
+
+    /// When the server logged that it read and parsed the endpoints file again, in order.
+    pub fn reloads(&self) -> Vec<SystemTime> {
+        self.log()
+            .lines()
+            .filter(|l| l.contains(RELOAD_LINE))
+            .filter_map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).ok()?;
+                parse_rfc3339(v.get("timestamp")?.as_str()?)
             })
             .collect()
     }
