@@ -88,6 +88,9 @@ struct Args {
     /// Print the report as JSON on stdout (progress still goes to stderr).
     #[arg(long)]
     json: bool,
+    /// Also write the JSON report to this file.
+    #[arg(long)]
+    json_file: Option<PathBuf>,
     /// No progress on stderr.
     #[arg(long)]
     quiet: bool,
@@ -124,6 +127,9 @@ async fn main() -> anyhow::Result<()> {
     };
     let _ = args.baseline; // the default; `--baseline` exists to undo an earlier `--no-baseline`
     let report = load::run(&config).await?;
+    if let Some(path) = &args.json_file {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
