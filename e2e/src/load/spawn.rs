@@ -59,15 +59,18 @@ impl ServerProcess {
             .args([
                 "--xds-addr",
                 &format!("127.0.0.1:{port}"),
-                // Free ports: a benchmark must not collide with a server already on the defaults.
-                "--admin-addr",
-                "127.0.0.1:0",
-                "--metrics-addr",
-                "127.0.0.1:0",
                 "--log-format",
                 "json",
-            ])
-            .args(extra)
+            ]);
+        // Free ports for the server's other listeners, where it has them: a benchmark must not collide
+        // with a server already on the defaults (older builds have neither flag).
+        let help = server_help(bin);
+        for flag in ["--admin-addr", "--metrics-addr"] {
+            if help.contains(flag) {
+                cmd.args([flag, "127.0.0.1:0"]);
+            }
+        }
+        cmd.args(extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -191,6 +194,16 @@ impl Drop for ServerProcess {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// `bin --help`, to see which flags this build has.
+fn server_help(bin: &Path) -> String {
+    Command::new(bin)
+        .arg("--help")
+        .stdin(Stdio::null())
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
 }
 
 /// `2025-01-31T12:34:56.123456Z` (what tracing-subscriber's JSON format writes) → `SystemTime`.
