@@ -30,6 +30,9 @@ pub fn log_path_for(port: u16) -> Option<PathBuf> {
 pub struct XdsServer {
     child: Option<Child>,
     port: u16,
+    /// `--metrics-addr` port (Prometheus `/metrics`, `/healthz`, `/readyz`): a free one per server, so
+    /// parallel tests never collide on the default.
+    metrics_port: u16,
     args: Vec<OsString>,
     log_path: PathBuf,
     _dir: TempDir,
@@ -76,6 +79,7 @@ impl XdsServer {
     /// log) if it exits or does not listen within [`START_TIMEOUT`].
     pub fn start(args: ServerArgs) -> XdsServer {
         let port = crate::ports::free_port();
+        let metrics_port = crate::ports::free_port();
         let listener_port = args.listener_port.unwrap_or_else(crate::ports::free_port);
         let mut argv: Vec<OsString> = match &args.kubeconfig {
             Some(kubeconfig) => vec![
@@ -86,9 +90,11 @@ impl XdsServer {
             ],
             None => vec!["--endpoints".into(), args.endpoints.clone().into()],
         };
-        argv.extend::<[OsString; 6]>([
+        argv.extend::<[OsString; 8]>([
             "--xds-addr".into(),
             format!("127.0.0.1:{port}").into(),
+            "--metrics-addr".into(),
+            format!("127.0.0.1:{metrics_port}").into(),
             "--listener-port".into(),
             listener_port.to_string().into(),
             "--log-format".into(),
@@ -107,6 +113,7 @@ impl XdsServer {
         let mut server = XdsServer {
             child: None,
             port,
+            metrics_port,
             args: argv,
             log_path,
             _dir: dir,
@@ -124,7 +131,8 @@ impl XdsServer {
         let port = crate::ports::free_port();
         let mut cmd = command(&log_path);
         cmd.args(args)
-            .args(["--xds-addr", &format!("127.0.0.1:{port}")]);
+            .args(["--xds-addr", &format!("127.0.0.1:{port}")])
+            .args(["--metrics-addr", "127.0.0.1:0"]);
         let mut child = cmd.spawn().expect("spawn xds-server");
         let status = crate::poll(timeout, Duration::from_millis(50), || {
             child.try_wait().ok().flatten()
@@ -143,6 +151,11 @@ impl XdsServer {
 
     pub fn addr(&self) -> SocketAddr {
         ([127, 0, 0, 1], self.port).into()
+    }
+
+    /// The Prometheus endpoint: `http://{metrics_addr}/metrics`, `/healthz`, `/readyz`.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        ([127, 0, 0, 1], self.metrics_port).into()
     }
 
     pub fn log_path(&self) -> &Path {

@@ -93,6 +93,10 @@ struct Args {
     #[arg(long, env = "XDS_ADDR", default_value = "0.0.0.0:18000")]
     xds_addr: SocketAddr,
 
+    /// Address of the Prometheus endpoint (`/metrics`, `/healthz`, `/readyz`). Port 0 picks a free port.
+    #[arg(long, env = "XDS_METRICS_ADDR", default_value = "127.0.0.1:9090")]
+    metrics_addr: SocketAddr,
+
     /// Port of the generated outbound HTTP listener (a client may override it in its node metadata).
     #[arg(long, env = "XDS_LISTENER_PORT", default_value_t = 15001)]
     listener_port: u16,
@@ -166,6 +170,11 @@ async fn publish_snapshots(
             build_us = started.elapsed().as_micros() as u64,
             "publishing new snapshot"
         );
+        let m = xds_server::admin::metrics::metrics();
+        m.snapshots.inc();
+        m.snapshot_build_seconds
+            .observe(started.elapsed().as_secs_f64());
+        m.ready.set(1);
         snapshots.send_replace(Some(Arc::new(next)));
     }
 }
@@ -330,6 +339,21 @@ async fn main() -> anyhow::Result<()> {
             }
         });
     }
+    let metrics_listener = tokio::net::TcpListener::bind(args.metrics_addr)
+        .await
+        .with_context(|| format!("binding the metrics address {}", args.metrics_addr))?;
+    info!(metrics_addr = %metrics_listener.local_addr()?, "metrics listening (/metrics, /healthz, /readyz)");
+    tokio::spawn({
+        let snapshots = snapshot_rx.clone();
+        async move {
+            if let Err(error) =
+                xds_server::admin::metrics::serve(metrics_listener, snapshots, shutdown_signal())
+                    .await
+            {
+                warn!(%error, "metrics endpoint stopped");
+            }
+        }
+    });
     // Transport settings and the ADS request limits live in `server` so the tests serve the same.
     xds_server::server::transport()
         .add_service(health_service)

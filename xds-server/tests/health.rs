@@ -1,4 +1,5 @@
-//! The standard gRPC health service on the xDS port: NOT_SERVING until the sources have a complete view.
+//! The standard gRPC health service on the xDS port, and `/readyz` on the metrics port: not ready until
+//! the sources have a complete view (`/healthz` answers as soon as the process does).
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -24,16 +25,41 @@ impl Drop for Server {
     }
 }
 
-fn start(args: &[&str]) -> (Server, u16) {
+/// Starts the server; returns it, its xDS port and its metrics port.
+fn start(args: &[&str]) -> (Server, u16, u16) {
     let port = free_port();
+    let metrics = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_xds-server"))
         .args(args)
         .args(["--xds-addr", &format!("127.0.0.1:{port}")])
+        // Parallel tests: never the default admin and metrics ports.
+        .args(["--admin-addr", "127.0.0.1:0"])
+        .args(["--metrics-addr", &format!("127.0.0.1:{metrics}")])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("start xds-server");
-    (Server(child), port)
+    (Server(child), port, metrics)
+}
+
+/// The HTTP status of `GET path` on the metrics port, once it answers.
+fn http_status(port: u16, path: &str) -> u16 {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            let mut out = String::new();
+            if s.write_all(req.as_bytes()).is_ok() && s.read_to_string(&mut out).is_ok() {
+                if let Some(code) = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()) {
+                    return code;
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "metrics port never answered");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 async fn status(port: u16) -> Option<ServingStatus> {
@@ -69,12 +95,14 @@ async fn serving_once_the_endpoints_file_is_loaded() {
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("endpoints.yaml");
     std::fs::write(&file, "services: []\n").unwrap();
-    let (_server, port) = start(&["--endpoints", file.to_str().unwrap()]);
+    let (_server, port, metrics) = start(&["--endpoints", file.to_str().unwrap()]);
     let deadline = Instant::now() + Duration::from_secs(20);
     while wait_status(port).await != ServingStatus::Serving {
         assert!(Instant::now() < deadline, "never became SERVING");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    assert_eq!(http_status(metrics, "/readyz"), 200);
+    assert_eq!(http_status(metrics, "/healthz"), 200);
 }
 
 #[tokio::test]
@@ -93,13 +121,20 @@ async fn not_serving_while_kubernetes_is_unreachable() {
         ),
     )
     .unwrap();
-    let (_server, port) = start(&[
+    let (_server, port, metrics) = start(&[
         "--source",
         "kubernetes",
         "--kubeconfig",
         kubeconfig.to_str().unwrap(),
     ]);
     assert_eq!(wait_status(port).await, ServingStatus::NotServing);
+    assert_eq!(
+        http_status(metrics, "/healthz"),
+        200,
+        "alive while not ready"
+    );
+    assert_eq!(http_status(metrics, "/readyz"), 503);
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(wait_status(port).await, ServingStatus::NotServing);
+    assert_eq!(http_status(metrics, "/readyz"), 503);
 }
