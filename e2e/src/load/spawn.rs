@@ -59,9 +59,6 @@ impl ServerProcess {
             .args([
                 "--xds-addr",
                 &format!("127.0.0.1:{port}"),
-                // A free port: a benchmark must not collide with a server already on the default.
-                "--metrics-addr",
-                "127.0.0.1:0",
                 "--log-format",
                 "json",
             ]);
