@@ -20,6 +20,8 @@ use std::sync::Arc;
 pub struct TypeState {
     /// `None` = wildcard (all resources of the type).
     pub names: Option<BTreeSet<String>>,
+    /// Hash of the last request's name list, in its order.
+    names_digest: u64,
     pub subscribed: bool,
     pub sent: Option<Sent>,
     pub acked_version: Option<String>,
@@ -135,6 +137,12 @@ fn apply(held: &mut BTreeMap<String, u64>, changes: Vec<HeldChange>) {
     }
 }
 
+fn names_digest(names: &[String]) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    names.hash(&mut h);
+    h.finish()
+}
+
 fn version_string(v: u64) -> String {
     format!("{v:016x}")
 }
@@ -197,15 +205,19 @@ impl AdsConnection {
         }
         let wildcard = kind.is_wildcard_type()
             && (req.resource_names.is_empty() || req.resource_names.iter().any(|n| n == "*"));
-        // Every ACK repeats the whole subscription (hundreds of names): compare before copying.
+        // Every ACK repeats the whole subscription (hundreds of names, in the same order): a hash of
+        // the list as sent recognises it without building or searching a set.
+        let listed = names_digest(&req.resource_names);
         let same_names = match &st.names {
             None => wildcard,
+            Some(_) if st.subscribed && listed == st.names_digest => !wildcard,
             Some(held) => {
                 !wildcard
                     && req.resource_names.iter().all(|n| held.contains(n))
                     && req.resource_names.iter().collect::<BTreeSet<_>>().len() == held.len()
             }
         };
+        st.names_digest = listed;
         let names_changed = !st.subscribed || !same_names;
         if !same_names {
             st.names = (!wildcard).then(|| req.resource_names.iter().cloned().collect());
