@@ -9,9 +9,12 @@ use clap::{Parser, ValueEnum};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use xds_server::admin::api::AdminService;
+use xds_server::admin::clients::ClientRegistry;
+use xds_server::admin::csds::CsdsService;
 use xds_server::cache::{Snapshot, TranslateSettings};
 use xds_server::model::Registry;
-use xds_server::policy::{load as policy_load, PolicySet};
+use xds_server::policy::{load as policy_load, PolicySet, PolicyStatus};
 use xds_server::server::node::LocalityLookup;
 use xds_server::server::AdsService;
 use xds_server::sources::file as endpoints_file;
@@ -92,6 +95,10 @@ struct Args {
     /// Address the ADS gRPC server listens on.
     #[arg(long, env = "XDS_ADDR", default_value = "0.0.0.0:18000")]
     xds_addr: SocketAddr,
+
+    /// Address of the admin gRPC API (xdsctl, Envoy CSDS, health, reflection). Port 0 picks a free port.
+    #[arg(long, env = "XDS_ADMIN_ADDR", default_value = xds_server::admin::api::DEFAULT_ADDR)]
+    admin_addr: SocketAddr,
 
     /// Address of the Prometheus endpoint (`/metrics`, `/healthz`, `/readyz`). Port 0 picks a free port.
     #[arg(long, env = "XDS_METRICS_ADDR", default_value = "127.0.0.1:9090")]
@@ -250,10 +257,16 @@ async fn main() -> anyhow::Result<()> {
         None => PolicySet::default(),
     };
     let (policy_tx, file_policy_rx) = watch::channel(Arc::new(policies));
+    // Policies not in force and why (bad files, refused custom resources), for the admin API.
+    let (policy_status_tx, policy_status_rx) = watch::channel(PolicyStatus::default());
     let _policy_watch = match &args.policies {
         Some(path) => Some(
-            policy_load::watch_policies(path.clone(), policy_tx)
-                .context("watching the policies")?,
+            policy_load::watch_policies_with_status(
+                path.clone(),
+                policy_tx,
+                Some(policy_status_tx.clone()),
+            )
+            .context("watching the policies")?,
         ),
         None => None,
     };
@@ -265,6 +278,16 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let (registry_tx, registry_rx) = watch::channel(None::<Arc<Registry>>);
+    let services_source = match args.source {
+        SourceKind::File => format!(
+            "file:{}",
+            args.endpoints
+                .as_deref()
+                .unwrap_or(std::path::Path::new(""))
+                .display()
+        ),
+        SourceKind::Kubernetes => "kubernetes".to_string(),
+    };
     let mut locator: Option<Arc<kubernetes::PodLocator>> = None;
     let _endpoints_watch = match args.source {
         SourceKind::File => {
@@ -289,6 +312,7 @@ async fn main() -> anyhow::Result<()> {
                 args.mesh_namespace.clone(),
                 file_policy_rx.clone(),
                 merged_policy_tx.clone(),
+                Some(policy_status_tx.clone()),
             ));
             let settings = KubeSourceSettings {
                 convert: ConvertSettings {
@@ -339,6 +363,28 @@ async fn main() -> anyhow::Result<()> {
             }
         });
     }
+    // The admin API (xdsctl), CSDS, health and reflection read the same client registry the ADS
+    // streams report to.
+    let clients = ClientRegistry::new();
+    let admin_listener = tokio::net::TcpListener::bind(args.admin_addr)
+        .await
+        .with_context(|| format!("binding the admin address {}", args.admin_addr))?;
+    info!(admin_addr = %admin_listener.local_addr()?, "admin API listening (xdsctl, CSDS, health, reflection)");
+    let admin = xds_server::admin::api::router(
+        AdminService::new(
+            snapshot_rx.clone(),
+            clients.clone(),
+            policy_status_rx,
+            services_source,
+        ),
+        CsdsService::new(snapshot_rx.clone(), clients.clone()),
+    )?;
+    tokio::spawn(async move {
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(admin_listener);
+        if let Err(error) = admin.serve_with_incoming(incoming).await {
+            warn!(%error, "admin API stopped");
+        }
+    });
     let metrics_listener = tokio::net::TcpListener::bind(args.metrics_addr)
         .await
         .with_context(|| format!("binding the metrics address {}", args.metrics_addr))?;
@@ -359,6 +405,7 @@ async fn main() -> anyhow::Result<()> {
         .add_service(health_service)
         .add_service(
             AdsService::new(snapshot_rx)
+                .with_clients(clients)
                 .with_lookup(locator.map(|l| l as Arc<dyn LocalityLookup>))
                 .into_server(),
         )

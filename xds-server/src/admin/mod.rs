@@ -1,5 +1,9 @@
 //! Read-only views for operators: which Envoys are connected and what they were sent ([`clients`]).
 //! The gRPC admin API, CSDS and metrics read these; nothing here changes what Envoy gets.
 
+pub mod api;
 pub mod clients;
+pub mod csds;
 pub mod metrics;
+pub mod proto;
+pub mod render;

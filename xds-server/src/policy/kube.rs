@@ -21,7 +21,7 @@ use tracing::{info, warn};
 
 use super::crd::FailoverPolicy as FailoverPolicyCrd;
 use super::load::{parse_policies, KIND};
-use super::{PolicyEntry, PolicyScope, PolicySet};
+use super::{publish_rejected, PolicyEntry, PolicyScope, PolicySet, PolicyStatus, RejectedPolicy};
 
 /// The verdict on one custom resource.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,14 +160,27 @@ async fn write_status(api: &Api<DynamicObject>, obj: &DynamicObject, v: &Verdict
     }
 }
 
+/// The objects not accepted, for the admin API: `kubernetes:NS/NAME` and `REASON: MESSAGE`.
+pub fn rejected(verdicts: &[Verdict]) -> Vec<RejectedPolicy> {
+    verdicts
+        .iter()
+        .filter(|v| !v.accepted)
+        .map(|v| RejectedPolicy {
+            source: format!("kubernetes:{}/{}", v.namespace, v.name),
+            error: format!("{}: {}", v.reason, v.message),
+        })
+        .collect()
+}
+
 /// Watches FailoverPolicy objects and publishes the merged (file + custom resource) policy set. Sends
 /// `Some` once the first list is complete — or at once if the CRD is not installed, so a cluster without
-/// it still gets file policies.
+/// it still gets file policies. Rejected objects are also published to `status`.
 pub async fn run(
     client: Client,
     mesh_namespace: String,
     mut file_policies: watch::Receiver<Arc<PolicySet>>,
     tx: watch::Sender<Option<Arc<PolicySet>>>,
+    status: Option<watch::Sender<PolicyStatus>>,
 ) {
     let resource = ApiResource::erase::<FailoverPolicyCrd>(&());
     let api = Api::<DynamicObject>::all_with(client, &resource);
@@ -220,6 +233,9 @@ pub async fn run(
             if let Some(obj) = by_id.get(&(v.namespace.clone(), v.name.clone())) {
                 write_status(&api, obj, v).await;
             }
+        }
+        if let Some(status) = &status {
+            publish_rejected(status, |s| &mut s.custom_resources, rejected(&verdicts));
         }
         if tx.borrow().as_deref() != Some(&merged) && tx.send(Some(Arc::new(merged))).is_err() {
             return;
@@ -309,6 +325,18 @@ mod tests {
             dup.message
         );
         assert!(v("mesh").accepted);
+        let rejected = rejected(&verdicts);
+        let sources: Vec<&str> = rejected.iter().map(|r| r.source.as_str()).collect();
+        assert_eq!(
+            sources,
+            [
+                "kubernetes:shop/cart",
+                "kubernetes:shop/typo",
+                "kubernetes:shop/checkout-2"
+            ]
+        );
+        assert!(rejected[0].error.starts_with("Conflict: "), "{rejected:?}");
+        assert!(rejected[1].error.starts_with("Invalid: "), "{rejected:?}");
 
         assert_eq!(
             set.resolve(&ServiceId::new("shop", "checkout"))

@@ -32,8 +32,8 @@ use serde::{Deserialize, Deserializer};
 use tracing::{error, info, warn};
 
 use super::{
-    default_failover_priority, FailoverPolicy, OutlierDetection, PolicyEntry, PolicyOrigin,
-    PolicyScope, PolicySet, RegionFailover,
+    default_failover_priority, publish_rejected, FailoverPolicy, OutlierDetection, PolicyEntry,
+    PolicyOrigin, PolicyScope, PolicySet, PolicyStatus, RegionFailover, RejectedPolicy,
 };
 use crate::model::ServiceId;
 use crate::sources::watch::{self, FileChange};
@@ -772,6 +772,8 @@ fn log_rejected(err: &PolicyError) {
 struct PolicyFiles {
     files: BTreeMap<String, Vec<Parsed>>,
     blocked: BTreeMap<String, Vec<Parsed>>,
+    /// Why each file's current content is not in force (invalid, or blocked by a conflict).
+    errors: BTreeMap<String, PolicyError>,
 }
 
 /// What happened to one file in a batch.
@@ -788,6 +790,7 @@ impl PolicyFiles {
         Self {
             files: BTreeMap::new(),
             blocked: BTreeMap::new(),
+            errors: BTreeMap::new(),
         }
     }
 
@@ -815,6 +818,7 @@ impl PolicyFiles {
         let mut in_batch = Vec::new();
         for (file, update) in batch {
             self.blocked.remove(&file);
+            self.errors.remove(&file);
             match update {
                 FileUpdate::Deleted { drop_policies } => {
                     if drop_policies && self.files.remove(&file).is_some() {
@@ -826,7 +830,10 @@ impl PolicyFiles {
                         );
                     }
                 }
-                FileUpdate::Parsed(Err(err)) => errors.push(err),
+                FileUpdate::Parsed(Err(err)) => {
+                    self.errors.insert(file, err.clone());
+                    errors.push(err);
+                }
                 FileUpdate::Parsed(Ok(parsed)) => {
                     in_batch.push(file.clone());
                     pending.push((file, parsed));
@@ -835,13 +842,28 @@ impl PolicyFiles {
         }
         // Files held back earlier may fit now.
         pending.extend(std::mem::take(&mut self.blocked));
+        for (file, _) in &pending {
+            self.errors.remove(file);
+        }
         for (file, parsed, err) in self.accept(pending) {
             if in_batch.contains(&file) {
-                errors.push(err);
+                errors.push(err.clone());
             }
+            self.errors.insert(file.clone(), err);
             self.blocked.insert(file, parsed);
         }
         errors
+    }
+
+    /// Files not (fully) in force and why, for the admin API.
+    fn rejected(&self) -> Vec<RejectedPolicy> {
+        self.errors
+            .iter()
+            .map(|(file, err)| RejectedPolicy {
+                source: format!("file:{file}"),
+                error: err.to_string(),
+            })
+            .collect()
     }
 
     /// Accepts each new file content that does not conflict with the other files' current policies,
@@ -900,6 +922,15 @@ pub fn watch_policies(
     path: PathBuf,
     tx: tokio::sync::watch::Sender<Arc<PolicySet>>,
 ) -> anyhow::Result<WatchHandle> {
+    watch_policies_with_status(path, tx, None)
+}
+
+/// [`watch_policies`], also publishing the files currently rejected (and why) to `status`.
+pub fn watch_policies_with_status(
+    path: PathBuf,
+    tx: tokio::sync::watch::Sender<Arc<PolicySet>>,
+    status: Option<tokio::sync::watch::Sender<PolicyStatus>>,
+) -> anyhow::Result<WatchHandle> {
     let dir_mode = std::fs::metadata(&path).is_ok_and(|m| m.is_dir());
     let (dir, file_name) = if dir_mode {
         (path.clone(), None)
@@ -928,6 +959,9 @@ pub fn watch_policies(
             .collect();
         for err in state.update(batch) {
             log_rejected(&err);
+        }
+        if let Some(status) = &status {
+            publish_rejected(status, |s| &mut s.files, state.rejected());
         }
         let merged = state.merged();
         let policies = merged.entries.len();
@@ -1465,7 +1499,9 @@ spec:
         std::fs::write(dir.join("b.yaml"), with_factor("b", "pb", 120)).unwrap();
         let initial = load_policies(dir.path()).unwrap();
         let (tx, mut rx) = tokio::sync::watch::channel(Arc::new(initial));
-        let _handle = watch_policies(dir.path().to_path_buf(), tx).unwrap();
+        let (status_tx, status) = tokio::sync::watch::channel(PolicyStatus::default());
+        let _handle =
+            watch_policies_with_status(dir.path().to_path_buf(), tx, Some(status_tx)).unwrap();
         unchanged(&mut rx, Duration::from_millis(300)).await;
 
         // A valid edit of one file.
@@ -1482,6 +1518,13 @@ spec:
         // a.yaml turns invalid: it keeps its last good policy while b.yaml updates.
         std::fs::write(dir.join("a.yaml"), with_factor("a", "pa", 1)).unwrap();
         unchanged(&mut rx, Duration::from_millis(400)).await;
+        let rejected = status.borrow().files.clone();
+        assert_eq!(rejected.len(), 1, "{rejected:?}");
+        assert!(rejected[0].source.ends_with("a.yaml"), "{rejected:?}");
+        assert!(
+            rejected[0].error.contains("overprovisioningFactor"),
+            "{rejected:?}"
+        );
         dir.replace("b.yaml", &with_factor("b", "pb", 121));
         let set = changed(&mut rx, Duration::from_secs(1)).await;
         assert_eq!((factor_of(&set, "a"), factor_of(&set, "b")), (111, 121));
@@ -1494,6 +1537,7 @@ spec:
         std::fs::write(dir.join("a.yaml"), with_factor("z", "pa", 140)).unwrap();
         let set = changed(&mut rx, Duration::from_secs(1)).await;
         assert_eq!((factor_of(&set, "a"), factor_of(&set, "z")), (130, 140));
+        assert!(status.borrow().files.is_empty(), "{:?}", status.borrow());
 
         // A deleted file's policies go away.
         std::fs::remove_file(dir.join("b.yaml")).unwrap();
@@ -1558,6 +1602,10 @@ spec:
         ]);
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].file(), "b.yaml");
+        let rejected = state.rejected();
+        assert_eq!(rejected.len(), 1);
+        assert_eq!(rejected[0].source, "file:b.yaml");
+        assert_eq!(rejected[0].error, errors[0].to_string());
         assert!(
             errors[0]
                 .reason()
@@ -1580,6 +1628,7 @@ spec:
             },
         )]);
         assert!(errors.is_empty());
+        assert!(state.rejected().is_empty(), "b.yaml is in force now");
         let set = state.merged();
         assert_eq!(set.entries.len(), 2);
         assert!(set.entries.iter().any(|e| matches!(
@@ -1598,6 +1647,18 @@ spec:
         )]);
         assert_eq!(errors.len(), 1);
         assert_eq!(state.merged(), set);
+        assert_eq!(
+            state
+                .rejected()
+                .iter()
+                .map(|r| r.source.as_str())
+                .collect::<Vec<_>>(),
+            ["file:c.yaml"]
+        );
+        // Fixed: no longer rejected.
+        let errors = state.update(vec![("c.yaml".into(), parsed("c.yaml", "x", "r"))]);
+        assert!(errors.is_empty());
+        assert!(state.rejected().is_empty());
     }
 
     #[test]

@@ -155,6 +155,47 @@ impl PolicySet {
     }
 }
 
+/// A policy that is not in force, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectedPolicy {
+    /// `file:PATH` or `kubernetes:NAMESPACE/NAME`.
+    pub source: String,
+    pub error: String,
+}
+
+/// Policies not in force right now, published on a `watch` channel for the admin API. The policy file
+/// watcher and the custom resource watcher each replace only their own list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PolicyStatus {
+    /// Files whose current content is invalid or conflicts with another file (their last good
+    /// policies, if any, stay in force).
+    pub files: Vec<RejectedPolicy>,
+    /// FailoverPolicy custom resources marked `Accepted=False`.
+    pub custom_resources: Vec<RejectedPolicy>,
+}
+
+impl PolicyStatus {
+    pub fn rejected(&self) -> impl Iterator<Item = &RejectedPolicy> {
+        self.files.iter().chain(&self.custom_resources)
+    }
+}
+
+/// Replaces one part of the published status, waking readers only if it changed.
+pub fn publish_rejected(
+    status: &tokio::sync::watch::Sender<PolicyStatus>,
+    part: fn(&mut PolicyStatus) -> &mut Vec<RejectedPolicy>,
+    rejected: Vec<RejectedPolicy>,
+) {
+    status.send_if_modified(|s| {
+        let slot = part(s);
+        if *slot == rejected {
+            return false;
+        }
+        *slot = rejected;
+        true
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,1014 @@
+//! The admin gRPC API (`proto/xds_admin.proto`): read-only answers from the current snapshot, the
+//! client registry and the policy status. Served with Envoy's CSDS ([`super::csds`]), gRPC health and
+//! server reflection on `--admin-addr` by [`router`].
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use futures::Stream;
+use tokio::sync::{broadcast, watch};
+use tonic::{Request, Response, Status};
+
+use super::clients::{self, ClientRegistry, ClientSummary, XdsEvent};
+use super::proto as pb;
+use super::render::render_any;
+use crate::cache::{ResourceType, Snapshot};
+use crate::model::{ClientInfo, Health, Locality, Registry, Service, ServiceId};
+use crate::policy::{PolicyOrigin, PolicyScope, PolicyStatus};
+use crate::server::Snapshots;
+use crate::translate::explain::{explain, Explanation};
+use crate::translate::resources::cluster_name;
+use crate::translate::LocalityClass;
+
+/// The default `--admin-addr`.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:18001";
+
+#[derive(Clone)]
+pub struct AdminService {
+    snapshots: Snapshots,
+    clients: Arc<ClientRegistry>,
+    policy_status: watch::Receiver<PolicyStatus>,
+    /// Where services come from: `file:PATH` or `kubernetes`.
+    source: String,
+}
+
+impl AdminService {
+    pub fn new(
+        snapshots: Snapshots,
+        clients: Arc<ClientRegistry>,
+        policy_status: watch::Receiver<PolicyStatus>,
+        source: impl Into<String>,
+    ) -> Self {
+        Self {
+            snapshots,
+            clients,
+            policy_status,
+            source: source.into(),
+        }
+    }
+
+    pub fn into_server(self) -> pb::admin_server::AdminServer<Self> {
+        pb::admin_server::AdminServer::new(self)
+    }
+
+    fn snapshot(&self) -> Result<Arc<Snapshot>, Status> {
+        self.snapshots.borrow().clone().ok_or_else(|| {
+            Status::unavailable("no complete view of services and policies yet (sources syncing)")
+        })
+    }
+}
+
+/// Every gRPC service of the admin port: the admin API, CSDS, health (SERVING) and reflection for the
+/// admin API and health.
+pub fn router(
+    admin: AdminService,
+    csds: super::csds::CsdsService,
+) -> anyhow::Result<tonic::transport::server::Router> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    // The admin port answers as soon as it listens; readiness of the xDS side is the xDS port's health.
+    tokio::spawn(async move {
+        health
+            .set_service_status("", tonic_health::ServingStatus::Serving)
+            .await;
+        health
+            .set_service_status(pb::SERVICE_NAME, tonic_health::ServingStatus::Serving)
+            .await;
+    });
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    Ok(tonic::transport::Server::builder()
+        .add_service(admin.into_server())
+        .add_service(csds.into_server())
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha))
+}
+
+pub fn unix_ms(t: SystemTime) -> i64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn locality_pb(l: &Locality) -> pb::Locality {
+    pb::Locality {
+        region: l.region.clone(),
+        zone: l.zone.clone(),
+        sub_zone: l.subzone.clone(),
+    }
+}
+
+pub fn sync_status_pb(s: clients::SyncStatus) -> pb::SyncStatus {
+    match s {
+        clients::SyncStatus::Synced => pb::SyncStatus::Synced,
+        clients::SyncStatus::Stale => pb::SyncStatus::Stale,
+        clients::SyncStatus::Nacked => pb::SyncStatus::Nacked,
+        clients::SyncStatus::NotSent => pb::SyncStatus::NotSent,
+    }
+}
+
+fn protocol_pb(p: clients::Protocol) -> pb::Protocol {
+    match p {
+        clients::Protocol::Sotw => pb::Protocol::Sotw,
+        clients::Protocol::Delta => pb::Protocol::Delta,
+    }
+}
+
+/// A content hash as shown to users.
+pub fn hash_text(hash: u64) -> String {
+    format!("{hash:016x}")
+}
+
+/// `file:PATH`, `kubernetes:NS/NAME` or `built-in`.
+pub fn origin_text(origin: &PolicyOrigin) -> String {
+    match origin {
+        PolicyOrigin::BuiltIn => "built-in".to_string(),
+        PolicyOrigin::Named {
+            namespace,
+            name,
+            source,
+        } if source == "kubernetes" => format!("kubernetes:{namespace}/{name}"),
+        PolicyOrigin::Named { source, .. } => format!("file:{source}"),
+    }
+}
+
+fn scope_text(scope: &PolicyScope) -> String {
+    match scope {
+        PolicyScope::Mesh => "mesh".to_string(),
+        PolicyScope::Namespace(ns) => format!("namespace {ns}"),
+        PolicyScope::Service(id) => format!("service {id}"),
+    }
+}
+
+fn health_text(h: Health) -> &'static str {
+    match h {
+        Health::Healthy => "HEALTHY",
+        Health::Unhealthy => "UNHEALTHY",
+        Health::Draining => "DRAINING",
+    }
+}
+
+/// `cds`, `eds`, `lds`, `rds` (any case, also `clusters`, `endpoints`, `listeners`, `routes`) or a type
+/// URL.
+pub fn parse_type(text: &str) -> Result<ResourceType, String> {
+    if let Some(t) = ResourceType::from_type_url(text) {
+        return Ok(t);
+    }
+    match text.to_ascii_lowercase().as_str() {
+        "cds" | "cluster" | "clusters" => Ok(ResourceType::Cluster),
+        "eds" | "endpoint" | "endpoints" => Ok(ResourceType::Endpoint),
+        "lds" | "listener" | "listeners" => Ok(ResourceType::Listener),
+        "rds" | "route" | "routes" => Ok(ResourceType::Route),
+        _ => Err(format!(
+            "unknown resource type `{text}`: use cds, eds, lds, rds or a type URL"
+        )),
+    }
+}
+
+pub fn client_pb(c: &ClientSummary) -> pb::Client {
+    pb::Client {
+        node_id: c.node_id.clone(),
+        cluster: c.cluster.clone(),
+        locality: Some(locality_pb(&c.locality)),
+        locality_class: c.class.clone(),
+        protocol: protocol_pb(c.protocol) as i32,
+        connected_at_unix_ms: unix_ms(c.connected_at),
+        stream_id: c.stream_id,
+        types: c
+            .types
+            .iter()
+            .map(|t| {
+                let r = &t.report;
+                pb::TypeStatus {
+                    type_url: r.kind.type_url().to_string(),
+                    short_name: r.kind.short_name().to_string(),
+                    status: sync_status_pb(r.status) as i32,
+                    subscribed: r.subscribed,
+                    wildcard: r.wildcard,
+                    names: r.names as u32,
+                    version_sent: r.version_sent.clone().unwrap_or_default(),
+                    version_acked: r.version_acked.clone().unwrap_or_default(),
+                    last_nack: r.nack.as_ref().map(|(version, error)| pb::Nack {
+                        version: version.clone(),
+                        error: error.clone(),
+                        at_unix_ms: t.nack_at.map_or(0, unix_ms),
+                    }),
+                    resources: r.held.len() as u32,
+                }
+            })
+            .collect(),
+    }
+}
+
+/// The newest stream of a node (an Envoy that is reconnecting has two for a moment).
+pub fn newest(registry: &ClientRegistry, node_id: &str) -> Result<ClientSummary, Status> {
+    registry
+        .find(node_id)
+        .into_iter()
+        .max_by_key(|c| c.stream_id)
+        .ok_or_else(|| Status::not_found(format!("no connected client with node id `{node_id}`")))
+}
+
+/// What one client holds, against what it would be sent now.
+pub fn client_resources(
+    summary: &ClientSummary,
+    client: &ClientInfo,
+    snapshot: &Snapshot,
+    kind: Option<ResourceType>,
+    name: Option<&str>,
+) -> Vec<pb::ClientResource> {
+    let mut out = Vec::new();
+    for t in &summary.types {
+        let r = &t.report;
+        if kind.is_some_and(|k| k != r.kind) {
+            continue;
+        }
+        for (held_name, held_hash) in &r.held {
+            if name.is_some_and(|n| n != held_name) {
+                continue;
+            }
+            let current = snapshot.resource(r.kind, client, held_name);
+            let older = current.as_ref().is_none_or(|c| c.hash != *held_hash);
+            let text = match &current {
+                Some(c) => render_any(&c.any),
+                None => "(no longer served: the client holds a resource that was removed)".into(),
+            };
+            out.push(pb::ClientResource {
+                type_url: r.kind.type_url().to_string(),
+                short_name: r.kind.short_name().to_string(),
+                name: held_name.clone(),
+                status: sync_status_pb(r.status) as i32,
+                held_version: hash_text(*held_hash),
+                current_version: current
+                    .as_ref()
+                    .map_or(String::new(), |c| hash_text(c.hash)),
+                client_holds_older_version: older,
+                text,
+            });
+        }
+    }
+    out
+}
+
+/// Finds a service by `NS/NAME`, `NAME.NS`, a cluster name `NAME.NS:PORT` or a unique bare `NAME`;
+/// returns it and the port the query named, if any.
+pub fn find_service<'a>(
+    registry: &'a Registry,
+    query: &str,
+) -> Result<(&'a Service, Option<u16>), String> {
+    let query = query.trim();
+    let (base, port) = match query.rsplit_once(':') {
+        Some((base, port)) => (
+            base,
+            Some(
+                port.parse::<u16>()
+                    .map_err(|_| format!("`{query}`: `{port}` is not a port number"))?,
+            ),
+        ),
+        None => (query, None),
+    };
+    let id = if let Some((ns, name)) = base.split_once('/') {
+        Some(ServiceId::new(ns, name))
+    } else if let Some((name, rest)) = base.split_once('.') {
+        // NAME.NS, NAME.NS.svc, NAME.NS.svc.cluster.local
+        let ns = rest.split('.').next().unwrap_or(rest);
+        Some(ServiceId::new(ns, name))
+    } else {
+        None
+    };
+    let service = match id {
+        Some(id) => registry
+            .services
+            .get(&id)
+            .ok_or_else(|| format!("no service {id}"))?,
+        None => {
+            let matches: Vec<&Service> = registry
+                .services
+                .values()
+                .filter(|s| s.id.name == base)
+                .collect();
+            match matches.as_slice() {
+                [one] => *one,
+                [] => return Err(format!("no service named `{base}` in any namespace")),
+                many => {
+                    let names: Vec<String> = many.iter().map(|s| s.id.to_string()).collect();
+                    return Err(format!(
+                        "`{base}` is ambiguous: {}; name one as NAMESPACE/NAME",
+                        names.join(", ")
+                    ));
+                }
+            }
+        }
+    };
+    Ok((service, port))
+}
+
+fn explanation_pb(e: Explanation) -> pb::Explanation {
+    pb::Explanation {
+        cluster: e.cluster,
+        service: e.service,
+        port: u32::from(e.port),
+        locality_class: e.class,
+        overprovisioning_factor: e.overprovisioning_factor,
+        panic_threshold: e.panic_threshold,
+        levels: e
+            .levels
+            .into_iter()
+            .map(|l| pb::Level {
+                priority: l.priority,
+                reason: l.reason,
+                matched_labels: l
+                    .matched_labels
+                    .into_iter()
+                    .map(|m| pb::MatchedLabel {
+                        key: m.key,
+                        value: m.value,
+                    })
+                    .collect(),
+                failover: l.failover.map(|f| pb::FailoverRule {
+                    from: f.from,
+                    to: f.to,
+                }),
+                endpoints: l
+                    .endpoints
+                    .into_iter()
+                    .map(|ep| pb::LevelEndpoint {
+                        address: ep.address,
+                        port: u32::from(ep.port),
+                        locality: Some(pb::Locality {
+                            region: ep.locality.region,
+                            zone: ep.locality.zone,
+                            sub_zone: ep.locality.sub_zone,
+                        }),
+                        health: ep.health,
+                    })
+                    .collect(),
+                healthy: l.healthy as u32,
+                total: l.total as u32,
+                health_percent: l.health_percent,
+                health_score: l.health_score,
+                load_percent: l.load_percent,
+                panic: l.panic,
+            })
+            .collect(),
+        load: e.load,
+        panic: e.panic,
+        no_healthy_upstream: e.no_healthy_upstream,
+        normalized_total_health: e.normalized_total_health,
+    }
+}
+
+/// The explain answer for a resolved client (pure apart from reading the snapshot).
+pub fn explain_for(
+    snapshot: &Snapshot,
+    service_query: &str,
+    port: Option<u16>,
+    client: &ClientInfo,
+    client_text: String,
+) -> Result<pb::ExplainPrioritiesResponse, Status> {
+    let (service, named_port) =
+        find_service(&snapshot.registry, service_query).map_err(Status::not_found)?;
+    let wanted = port.or(named_port);
+    let ports: Vec<_> = service
+        .ports
+        .iter()
+        .filter(|p| wanted.is_none_or(|w| w == p.port))
+        .collect();
+    if ports.is_empty() {
+        let have: Vec<String> = service.ports.iter().map(|p| p.port.to_string()).collect();
+        return Err(Status::not_found(format!(
+            "service {} has no port {}; its ports: {}",
+            service.id,
+            wanted.unwrap_or_default(),
+            have.join(", ")
+        )));
+    }
+    let resolved = snapshot.policies.resolve(&service.id);
+    let class = LocalityClass::of(client, &resolved.policy);
+    Ok(pb::ExplainPrioritiesResponse {
+        client: client_text,
+        policy: origin_text(&resolved.origin),
+        explanations: ports
+            .into_iter()
+            .map(|p| explanation_pb(explain(&class, service, p, &resolved.policy)))
+            .collect(),
+    })
+}
+
+/// The policies in force (from the snapshot) with the services each decides, and the rejected ones.
+pub fn policies_pb(snapshot: &Snapshot, status: &PolicyStatus) -> pb::ListPoliciesResponse {
+    let active = snapshot
+        .policies
+        .entries
+        .iter()
+        .map(|entry| {
+            let (namespace, name) = match &entry.origin {
+                PolicyOrigin::Named {
+                    namespace, name, ..
+                } => (namespace.clone(), name.clone()),
+                PolicyOrigin::BuiltIn => (String::new(), "built-in".to_string()),
+            };
+            let services = snapshot
+                .registry
+                .services
+                .keys()
+                .filter(|id| snapshot.policies.resolve(id).origin == entry.origin)
+                .map(|id| id.to_string())
+                .collect();
+            let p = &entry.policy;
+            pb::Policy {
+                namespace,
+                name,
+                scope: scope_text(&entry.scope),
+                origin: origin_text(&entry.origin),
+                services,
+                failover_priority: p.failover_priority.clone(),
+                failover: p
+                    .failover
+                    .iter()
+                    .map(|r| pb::FailoverRule {
+                        from: r.from.clone(),
+                        to: r.to.clone(),
+                    })
+                    .collect(),
+                overprovisioning_factor: p.overprovisioning_factor,
+                panic_threshold: p.panic_threshold,
+                outlier_detection: Some(pb::OutlierDetection {
+                    consecutive_5xx: p.outlier_detection.consecutive_5xx,
+                    consecutive_gateway_failure: p.outlier_detection.consecutive_gateway_failure,
+                    interval_ms: p.outlier_detection.interval.as_millis() as u64,
+                    base_ejection_time_ms: p.outlier_detection.base_ejection_time.as_millis()
+                        as u64,
+                    max_ejection_percent: p.outlier_detection.max_ejection_percent,
+                }),
+            }
+        })
+        .collect();
+    pb::ListPoliciesResponse {
+        active,
+        rejected: status
+            .rejected()
+            .map(|r| pb::RejectedPolicy {
+                source: r.source.clone(),
+                error: r.error.clone(),
+            })
+            .collect(),
+    }
+}
+
+pub fn services_pb(snapshot: &Snapshot, source: &str) -> pb::ListServicesResponse {
+    pb::ListServicesResponse {
+        snapshot_generation: snapshot.generation,
+        services: snapshot
+            .registry
+            .services
+            .values()
+            .map(|s| pb::Service {
+                namespace: s.id.namespace.clone(),
+                name: s.id.name.clone(),
+                ports: s
+                    .ports
+                    .iter()
+                    .map(|p| pb::ServicePort {
+                        name: p.name.clone(),
+                        port: u32::from(p.port),
+                        cluster: cluster_name(&s.id, p),
+                    })
+                    .collect(),
+                endpoints: s
+                    .endpoints
+                    .iter()
+                    .map(|ep| pb::Endpoint {
+                        address: ep.address.to_string(),
+                        port_overrides: ep
+                            .port_overrides
+                            .iter()
+                            .map(|(k, v)| (k.clone(), u32::from(*v)))
+                            .collect(),
+                        locality: Some(locality_pb(&ep.locality)),
+                        health: health_text(ep.health).to_string(),
+                        labels: ep.labels.clone(),
+                    })
+                    .collect(),
+                source: source.to_string(),
+                policy: origin_text(&snapshot.policies.resolve(&s.id).origin),
+            })
+            .collect(),
+    }
+}
+
+pub fn event_pb(e: &XdsEvent) -> pb::Event {
+    let mut out = pb::Event::default();
+    match e {
+        XdsEvent::Connected {
+            at,
+            stream_id,
+            node,
+            protocol,
+            locality,
+        } => {
+            out.kind = "connected".into();
+            out.at_unix_ms = unix_ms(*at);
+            out.stream_id = *stream_id;
+            out.node_id = node.clone();
+            out.protocol = protocol_pb(*protocol) as i32;
+            out.locality = locality.clone();
+        }
+        XdsEvent::Disconnected {
+            at,
+            stream_id,
+            node,
+        } => {
+            out.kind = "disconnected".into();
+            out.at_unix_ms = unix_ms(*at);
+            out.stream_id = *stream_id;
+            out.node_id = node.clone();
+        }
+        XdsEvent::Pushed {
+            at,
+            stream_id,
+            node,
+            type_url,
+            version,
+            resources,
+            bytes,
+        } => {
+            out.kind = "pushed".into();
+            out.at_unix_ms = unix_ms(*at);
+            out.stream_id = *stream_id;
+            out.node_id = node.clone();
+            out.type_url = type_url.clone();
+            out.version = version.clone();
+            out.resources = *resources as u32;
+            out.bytes = *bytes as u64;
+        }
+        XdsEvent::Acked {
+            at,
+            stream_id,
+            node,
+            type_url,
+            version,
+        } => {
+            out.kind = "acked".into();
+            out.at_unix_ms = unix_ms(*at);
+            out.stream_id = *stream_id;
+            out.node_id = node.clone();
+            out.type_url = type_url.clone();
+            out.version = version.clone();
+        }
+        XdsEvent::Nacked {
+            at,
+            stream_id,
+            node,
+            type_url,
+            version,
+            error,
+        } => {
+            out.kind = "nacked".into();
+            out.at_unix_ms = unix_ms(*at);
+            out.stream_id = *stream_id;
+            out.node_id = node.clone();
+            out.type_url = type_url.clone();
+            out.version = version.clone();
+            out.error = error.clone();
+        }
+    }
+    out
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
+
+/// Events from the registry, filtered by node; a reader that falls behind is told how many it lost.
+fn event_stream(rx: broadcast::Receiver<XdsEvent>, node: String) -> EventStream {
+    Box::pin(futures::stream::unfold(rx, move |mut rx| {
+        let node = node.clone();
+        async move {
+            loop {
+                match rx.recv().await {
+                    Ok(e) => {
+                        let e = event_pb(&e);
+                        if node.is_empty() || e.node_id == node {
+                            return Some((Ok(e), rx));
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        let lagged = pb::Event {
+                            kind: "lagged".into(),
+                            at_unix_ms: unix_ms(SystemTime::now()),
+                            resources: n.min(u64::from(u32::MAX)) as u32,
+                            ..pb::Event::default()
+                        };
+                        return Some((Ok(lagged), rx));
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        }
+    }))
+}
+
+#[tonic::async_trait]
+impl pb::admin_server::Admin for AdminService {
+    async fn list_clients(
+        &self,
+        _request: Request<pb::ListClientsRequest>,
+    ) -> Result<Response<pb::ListClientsResponse>, Status> {
+        Ok(Response::new(pb::ListClientsResponse {
+            clients: self.clients.list().iter().map(client_pb).collect(),
+        }))
+    }
+
+    async fn get_client_config(
+        &self,
+        request: Request<pb::GetClientConfigRequest>,
+    ) -> Result<Response<pb::GetClientConfigResponse>, Status> {
+        let req = request.into_inner();
+        let kind = match req.r#type.trim() {
+            "" => None,
+            t => Some(parse_type(t).map_err(Status::invalid_argument)?),
+        };
+        let summary = newest(&self.clients, &req.node_id)?;
+        let client = self
+            .clients
+            .client_info(&req.node_id)
+            .ok_or_else(|| Status::not_found(format!("client `{}` went away", req.node_id)))?;
+        let snapshot = self.snapshot()?;
+        let name = Some(req.name.as_str()).filter(|n| !n.is_empty());
+        Ok(Response::new(pb::GetClientConfigResponse {
+            node_id: summary.node_id.clone(),
+            stream_id: summary.stream_id,
+            snapshot_generation: snapshot.generation,
+            resources: client_resources(&summary, &client, &snapshot, kind, name),
+        }))
+    }
+
+    async fn list_services(
+        &self,
+        _request: Request<pb::ListServicesRequest>,
+    ) -> Result<Response<pb::ListServicesResponse>, Status> {
+        let snapshot = self.snapshot()?;
+        Ok(Response::new(services_pb(&snapshot, &self.source)))
+    }
+
+    async fn explain_priorities(
+        &self,
+        request: Request<pb::ExplainPrioritiesRequest>,
+    ) -> Result<Response<pb::ExplainPrioritiesResponse>, Status> {
+        let req = request.into_inner();
+        let port = match req.port {
+            0 => None,
+            p => Some(
+                u16::try_from(p)
+                    .map_err(|_| Status::invalid_argument(format!("port {p} is out of range")))?,
+            ),
+        };
+        let (client, text) = match req.client {
+            Some(pb::explain_priorities_request::Client::NodeId(node)) => {
+                let client = self.clients.client_info(&node).ok_or_else(|| {
+                    Status::not_found(format!("no connected client with node id `{node}`"))
+                })?;
+                let text = format!("node {node} ({})", client.locality);
+                (client, text)
+            }
+            Some(pb::explain_priorities_request::Client::Manual(m)) => {
+                let l = m.locality.unwrap_or_default();
+                let locality = Locality::new(&l.region, &l.zone, &l.sub_zone);
+                let mut text = format!("locality {locality}");
+                if !m.labels.is_empty() {
+                    let labels: Vec<String> =
+                        m.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    text.push_str(&format!(" labels {}", labels.join(",")));
+                }
+                let client = ClientInfo {
+                    locality,
+                    labels: m.labels,
+                    ..ClientInfo::default()
+                };
+                (client, text)
+            }
+            None => {
+                return Err(Status::invalid_argument(
+                    "name a client: a node id, or a locality (and labels)",
+                ))
+            }
+        };
+        let snapshot = self.snapshot()?;
+        explain_for(&snapshot, &req.service, port, &client, text).map(Response::new)
+    }
+
+    async fn list_policies(
+        &self,
+        _request: Request<pb::ListPoliciesRequest>,
+    ) -> Result<Response<pb::ListPoliciesResponse>, Status> {
+        let snapshot = self.snapshot()?;
+        let status = self.policy_status.borrow().clone();
+        Ok(Response::new(policies_pb(&snapshot, &status)))
+    }
+
+    type WatchEventsStream = EventStream;
+
+    async fn watch_events(
+        &self,
+        request: Request<pb::WatchEventsRequest>,
+    ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        let node = request.into_inner().node_id;
+        Ok(Response::new(event_stream(self.clients.subscribe(), node)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::{TranslateSettings, CLUSTER_TYPE};
+    use crate::model::{Endpoint, ServicePort};
+    use crate::policy::load::parse_policies;
+    use crate::policy::{PolicySet, RejectedPolicy};
+    use std::collections::BTreeMap;
+
+    fn ep(ip: &str, region: &str, zone: &str, health: Health) -> Endpoint {
+        Endpoint {
+            address: ip.parse().unwrap(),
+            port_overrides: BTreeMap::new(),
+            locality: Locality::new(region, zone, ""),
+            labels: BTreeMap::new(),
+            health,
+        }
+    }
+
+    fn service(ns: &str, name: &str) -> Service {
+        Service {
+            id: ServiceId::new(ns, name),
+            ports: vec![ServicePort {
+                name: "http".into(),
+                port: 8080,
+            }],
+            endpoints: vec![
+                ep("10.0.0.1", "us-east1", "us-east1-b", Health::Healthy),
+                ep("10.0.0.2", "us-east1", "us-east1-c", Health::Healthy),
+                ep("10.0.1.1", "us-west1", "us-west1-a", Health::Unhealthy),
+            ],
+        }
+    }
+
+    fn snapshot(policies: PolicySet) -> Snapshot {
+        Snapshot::build(
+            None,
+            Arc::new(Registry::from_services([
+                service("shop", "checkout"),
+                service("shop", "cart"),
+                service("other", "cart"),
+            ])),
+            Arc::new(policies),
+            TranslateSettings::default(),
+        )
+    }
+
+    #[test]
+    fn services_are_found_by_every_spelling_and_ambiguity_is_explained() {
+        let snap = snapshot(PolicySet::default());
+        let reg = &snap.registry;
+        let id = |q: &str| find_service(reg, q).map(|(s, p)| (s.id.to_string(), p));
+        let checkout = Ok(("shop/checkout".to_string(), None));
+        assert_eq!(id("shop/checkout"), checkout);
+        assert_eq!(id("checkout.shop"), checkout);
+        assert_eq!(id("checkout.shop.svc.cluster.local"), checkout);
+        assert_eq!(id("checkout"), checkout);
+        assert_eq!(
+            id("checkout.shop:8080"),
+            Ok(("shop/checkout".to_string(), Some(8080)))
+        );
+        let err = id("cart").unwrap_err();
+        assert!(
+            err.contains("ambiguous") && err.contains("other/cart"),
+            "{err}"
+        );
+        assert!(id("nope").unwrap_err().contains("no service named"));
+        assert!(id("shop/nope")
+            .unwrap_err()
+            .contains("no service shop/nope"));
+        assert!(id("a.b:http").unwrap_err().contains("not a port number"));
+    }
+
+    #[test]
+    fn explain_gives_levels_reasons_and_load_for_a_manual_client() {
+        let snap = snapshot(PolicySet::default());
+        let client = ClientInfo {
+            locality: Locality::new("us-east1", "us-east1-b", ""),
+            ..ClientInfo::default()
+        };
+        let r = explain_for(&snap, "checkout", None, &client, "by hand".into()).unwrap();
+        assert_eq!(r.policy, "built-in");
+        assert_eq!(r.explanations.len(), 1);
+        let e = &r.explanations[0];
+        assert_eq!(e.cluster, "checkout.shop:8080");
+        let zones: Vec<Vec<String>> = e
+            .levels
+            .iter()
+            .map(|l| {
+                l.endpoints
+                    .iter()
+                    .map(|ep| ep.locality.clone().unwrap().zone)
+                    .collect()
+            })
+            .collect();
+        assert_eq!(
+            zones,
+            vec![vec!["us-east1-b"], vec!["us-east1-c"], vec!["us-west1-a"]]
+        );
+        assert_eq!(e.load, vec![100, 0, 0]);
+        assert!(
+            e.levels[0].reason.contains("zone"),
+            "{}",
+            e.levels[0].reason
+        );
+        let err = explain_for(&snap, "checkout", Some(9), &client, String::new()).unwrap_err();
+        assert!(err.message().contains("its ports: 8080"), "{err}");
+    }
+
+    #[test]
+    fn policies_list_what_they_decide_and_the_rejected_ones() {
+        let set = PolicySet {
+            entries: parse_policies(
+                "policies/shop.yaml",
+                "kind: FailoverPolicy\nmetadata: {name: shop-default, namespace: shop}\nspec: {panicThreshold: 5}\n",
+            )
+            .unwrap(),
+        };
+        let snap = snapshot(set);
+        let status = PolicyStatus {
+            files: vec![RejectedPolicy {
+                source: "file:policies/bad.yaml".into(),
+                error: "policies/bad.yaml:3:1: document 1: invalid YAML".into(),
+            }],
+            custom_resources: vec![],
+        };
+        let r = policies_pb(&snap, &status);
+        assert_eq!(r.active.len(), 1);
+        let p = &r.active[0];
+        assert_eq!(
+            (p.scope.as_str(), p.origin.as_str(), p.name.as_str()),
+            ("namespace shop", "file:policies/shop.yaml", "shop-default")
+        );
+        assert_eq!(p.services, vec!["shop/cart", "shop/checkout"]);
+        assert_eq!(p.panic_threshold, 5);
+        assert_eq!(r.rejected.len(), 1);
+        assert_eq!(r.rejected[0].source, "file:policies/bad.yaml");
+
+        let services = services_pb(&snap, "file:endpoints.yaml");
+        let cart = services
+            .services
+            .iter()
+            .find(|s| s.namespace == "other")
+            .unwrap();
+        assert_eq!(cart.policy, "built-in");
+        assert_eq!(cart.source, "file:endpoints.yaml");
+        assert_eq!(cart.ports[0].cluster, "cart.other:8080");
+        assert_eq!(cart.endpoints[2].health, "UNHEALTHY");
+        let shop_cart = services
+            .services
+            .iter()
+            .find(|s| s.namespace == "shop" && s.name == "cart")
+            .unwrap();
+        assert_eq!(shop_cart.policy, "file:policies/shop.yaml");
+    }
+
+    #[test]
+    fn type_names_and_origins_read_as_users_write_them() {
+        assert_eq!(parse_type("CDS"), Ok(ResourceType::Cluster));
+        assert_eq!(parse_type("endpoints"), Ok(ResourceType::Endpoint));
+        assert_eq!(parse_type(CLUSTER_TYPE), Ok(ResourceType::Cluster));
+        assert!(parse_type("sds")
+            .unwrap_err()
+            .contains("cds, eds, lds, rds"));
+        assert_eq!(
+            origin_text(&PolicyOrigin::Named {
+                namespace: "shop".into(),
+                name: "p".into(),
+                source: "kubernetes".into()
+            }),
+            "kubernetes:shop/p"
+        );
+    }
+
+    /// A SotW client in us-east1-b that asked for and ACKed every cluster of `snap`.
+    fn synced_cds_client(snap: &Snapshot) -> (Arc<ClientRegistry>, clients::Registration) {
+        use crate::server::connection::AdsConnection;
+        use envoy_types::pb::envoy::config::core::v3::{Locality as EnvoyLocality, Node};
+        use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
+        use std::sync::Mutex;
+        let registry = ClientRegistry::new();
+        let conn = Arc::new(Mutex::new(AdsConnection::new()));
+        let registration = registry.register(1, clients::Protocol::Sotw, conn.clone());
+        let mut req = DiscoveryRequest {
+            node: Some(Node {
+                id: "envoy-1".into(),
+                locality: Some(EnvoyLocality {
+                    region: "us-east1".into(),
+                    zone: "us-east1-b".into(),
+                    sub_zone: String::new(),
+                }),
+                ..Node::default()
+            }),
+            type_url: CLUSTER_TYPE.into(),
+            ..DiscoveryRequest::default()
+        };
+        let (_, out) = clients::lock(&conn).on_request(&req, snap).unwrap();
+        req.version_info = out[0].version_info.clone();
+        req.response_nonce = out[0].nonce.clone();
+        clients::lock(&conn).on_request(&req, snap).unwrap();
+        (registry, registration)
+    }
+
+    #[test]
+    fn config_shows_what_the_client_holds_and_marks_older_versions() {
+        let snap = snapshot(PolicySet::default());
+        let (registry, _registration) = synced_cds_client(&snap);
+        let summary = newest(&registry, "envoy-1").unwrap();
+        let client = registry.client_info("envoy-1").unwrap();
+        let now = client_resources(&summary, &client, &snap, None, None);
+        let names: Vec<&str> = now.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["cart.other:8080", "cart.shop:8080", "checkout.shop:8080"]
+        );
+        assert!(now.iter().all(|r| !r.client_holds_older_version
+            && r.status == pb::SyncStatus::Synced as i32
+            && r.held_version == r.current_version
+            && r.text.starts_with("Cluster {")));
+        let one = client_resources(
+            &summary,
+            &client,
+            &snap,
+            Some(ResourceType::Cluster),
+            Some("cart.shop:8080"),
+        );
+        assert_eq!(one.len(), 1);
+        assert!(
+            one[0].text.contains("name: \"cart.shop:8080\""),
+            "{}",
+            one[0].text
+        );
+        assert!(
+            client_resources(&summary, &client, &snap, Some(ResourceType::Route), None).is_empty()
+        );
+
+        // The shop policy changes; the client has not been sent the new clusters yet.
+        let policies = PolicySet {
+            entries: parse_policies(
+                "p.yaml",
+                "kind: FailoverPolicy\nmetadata: {name: p, namespace: shop}\nspec: {panicThreshold: 7}\n",
+            )
+            .unwrap(),
+        };
+        let next = Snapshot::build(
+            Some(&snap),
+            snap.registry.clone(),
+            Arc::new(policies),
+            TranslateSettings::default(),
+        );
+        let later = client_resources(&summary, &client, &next, None, None);
+        let older: Vec<&str> = later
+            .iter()
+            .filter(|r| r.client_holds_older_version)
+            .map(|r| r.name.as_str())
+            .collect();
+        assert_eq!(older, ["cart.shop:8080", "checkout.shop:8080"]);
+        let checkout = &later[2];
+        assert_ne!(checkout.held_version, checkout.current_version);
+    }
+
+    #[tokio::test]
+    async fn events_are_filtered_by_node_and_lag_is_reported() {
+        let registry = ClientRegistry::new();
+        let mut stream = event_stream(registry.subscribe(), "b".into());
+        let at = SystemTime::now();
+        for node in ["a", "b"] {
+            registry.emit(XdsEvent::Disconnected {
+                at,
+                stream_id: 1,
+                node: node.into(),
+            });
+        }
+        use futures::StreamExt;
+        let e = stream.next().await.unwrap().unwrap();
+        assert_eq!((e.kind.as_str(), e.node_id.as_str()), ("disconnected", "b"));
+
+        let mut lagging = event_stream(registry.subscribe(), String::new());
+        for _ in 0..5000 {
+            registry.emit(XdsEvent::Disconnected {
+                at,
+                stream_id: 1,
+                node: "x".into(),
+            });
+        }
+        let e = lagging.next().await.unwrap().unwrap();
+        assert_eq!(e.kind, "lagged");
+        assert!(e.resources > 0);
+    }
+}
