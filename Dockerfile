@@ -16,26 +16,31 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY xds-server/Cargo.toml xds-server/
 COPY e2e/Cargo.toml e2e/
-RUN mkdir -p xds-server/src e2e/src/bin \
+RUN mkdir -p xds-server/src/bin e2e/src/bin \
     && echo 'fn main() {}' > xds-server/src/main.rs \
+    && echo 'fn main() {}' > xds-server/src/bin/xdsctl.rs \
     && touch xds-server/src/lib.rs e2e/src/lib.rs \
     && echo 'fn main() {}' > e2e/src/bin/failover-demo.rs \
     && cargo build --release --locked -p xds-server --bin xds-server \
     && rm -rf xds-server/src e2e/src
 
-# Then the real sources. Only xds-server is built; e2e is copied because the workspace lists it.
+# Then the real sources. Only xds-server (and its admin CLI, xdsctl) is built; e2e is copied because
+# the workspace lists it. proto/ holds the admin API, compiled by xds-server's build script.
+COPY proto proto
 COPY xds-server xds-server
 COPY e2e e2e
 # Make sure cargo sees the real sources as newer than the stand-ins it built above.
-RUN touch xds-server/src/lib.rs xds-server/src/main.rs \
-    && cargo build --release --locked -p xds-server --bin xds-server \
-    && cp target/release/xds-server /xds-server
+RUN touch xds-server/src/lib.rs xds-server/src/main.rs xds-server/src/bin/xdsctl.rs \
+    && cargo build --release --locked -p xds-server --bin xds-server --bin xdsctl \
+    && cp target/release/xds-server target/release/xdsctl /
 
 # --- run ---------------------------------------------------------------------------------------------
 # Distroless: glibc and libgcc (what a Rust binary links against), CA certificates, no shell, no
 # package manager. The :nonroot tag runs as uid/gid 65532.
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=builder /xds-server /usr/local/bin/xds-server
+# `kubectl exec deploy/xds-server -- xdsctl status` (the admin API listens on 127.0.0.1:18001).
+COPY --from=builder /xdsctl /usr/local/bin/xdsctl
 USER 65532:65532
 # ADS (gRPC), --xds-addr.
 EXPOSE 18000

@@ -1,0 +1,1015 @@
+//! `xdsctl`: the command-line client of the xds-server admin API (`proto/xds_admin.proto`).
+//!
+//! ```text
+//! xdsctl status                       every connected Envoy, SYNCED / STALE / NACKED / NOT SENT per type
+//! xdsctl config NODE [--type T] [--name N]   what one Envoy was sent, readable
+//! xdsctl services                     services, endpoints, locality, health, source
+//! xdsctl explain SERVICE --node NODE | --locality R/Z/S [--label k=v]...
+//! xdsctl policies                     active and rejected failover policies
+//! xdsctl events [--node NODE]         tail connects, pushes, ACKs, NACKs, disconnects
+//! ```
+//!
+//! Tables by default, `-o json` for scripts. Exit status 1 on any error, with one line on stderr.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args as ClapArgs, Parser, Subcommand, ValueEnum};
+use futures::StreamExt;
+use tonic::transport::{Channel, Endpoint};
+
+use xds_server::admin::api::DEFAULT_ADDR;
+use xds_server::admin::proto::{self as pb, admin_client::AdminClient, SyncStatus};
+
+/// Client of the xds-server admin API: sync status, per-Envoy config, services, priority explanations,
+/// policies, and a live event stream.
+#[derive(Debug, Parser)]
+#[command(name = "xdsctl", version, about)]
+struct Cli {
+    /// The server's admin address (`--admin-addr` of xds-server).
+    #[arg(long, global = true, env = "XDS_ADMIN_ADDR", default_value = DEFAULT_ADDR)]
+    admin_addr: String,
+
+    /// Output format.
+    #[arg(short, long, global = true, value_enum, default_value = "table")]
+    output: Output,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Every connected Envoy and whether it is in sync, per resource type (like `istioctl proxy-status`).
+    Status,
+    /// The resources one Envoy was sent, decoded.
+    Config {
+        /// The Envoy's node id.
+        node: String,
+        /// Only one resource type.
+        #[arg(long = "type", value_enum)]
+        kind: Option<Kind>,
+        /// Only the resource with this name.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Services with their endpoints, locality, health and source.
+    Services,
+    /// The priority levels a client gets for a service, the rule behind each, and the expected load.
+    Explain(ExplainArgs),
+    /// Active failover policies, the services each decides, and rejected policies with their errors.
+    Policies,
+    /// Tail xDS events: connects, disconnects, pushes, ACKs and NACKs. `-o json`: one object per line.
+    Events {
+        /// Only events of this node.
+        #[arg(long)]
+        node: Option<String>,
+        /// Exit after this many events.
+        #[arg(long)]
+        count: Option<usize>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Kind {
+    Cds,
+    Eds,
+    Lds,
+    Rds,
+}
+
+#[derive(Debug, ClapArgs)]
+struct ExplainArgs {
+    /// `NAMESPACE/NAME`, `NAME.NAMESPACE`, a cluster `NAME.NAMESPACE:PORT`, or a unique `NAME`.
+    service: String,
+    /// A connected Envoy's node id.
+    #[arg(long, conflicts_with_all = ["locality", "label"], required_unless_present = "locality")]
+    node: Option<String>,
+    /// A client locality given by hand: `REGION[/ZONE[/SUBZONE]]` (`-` for unknown).
+    #[arg(long)]
+    locality: Option<String>,
+    /// A client label `KEY=VALUE` (repeatable), for policies that prioritise on other labels.
+    #[arg(long, requires = "locality")]
+    label: Vec<String>,
+    /// Only this service port.
+    #[arg(long)]
+    port: Option<u16>,
+}
+
+/// An error for the user: one line.
+#[derive(Debug)]
+enum Failure {
+    Unreachable { addr: String, cause: String },
+    Server(tonic::Status),
+    Usage(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Unreachable { addr, cause } => write!(
+                f,
+                "cannot reach the xds-server admin API at {addr}: {cause} (is xds-server running \
+                 with --admin-addr {addr}? set --admin-addr or XDS_ADMIN_ADDR)"
+            ),
+            Failure::Server(status) => {
+                let code = format!("{:?}", status.code());
+                write!(f, "{}: {}", code, one_line(status.message()))
+            }
+            Failure::Usage(m) => f.write_str(m),
+        }
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The innermost cause of an error ("Connection refused (os error 111)"), not tonic's "transport error".
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    one_line(&cur.to_string())
+}
+
+fn uri(addr: &str) -> String {
+    if addr.starts_with("http://") || addr.starts_with("https://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    }
+}
+
+async fn connect(addr: &str) -> Result<AdminClient<Channel>, Failure> {
+    let unreachable = |cause: String| Failure::Unreachable {
+        addr: addr.to_string(),
+        cause,
+    };
+    let endpoint = Endpoint::from_shared(uri(addr))
+        .map_err(|e| Failure::Usage(format!("bad --admin-addr `{addr}`: {e}")))?
+        .connect_timeout(Duration::from_secs(3));
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| unreachable(root_cause(&e)))?;
+    Ok(AdminClient::new(channel))
+}
+
+/// A server answer, with transport failures (the server went away mid-call) reported as unreachable.
+fn server_error(addr: &str, status: tonic::Status) -> Failure {
+    use std::error::Error as _;
+    if status.code() == tonic::Code::Unavailable && status.source().is_some() {
+        let cause = status
+            .source()
+            .map(root_cause)
+            .unwrap_or_else(|| status.message().to_string());
+        return Failure::Unreachable {
+            addr: addr.to_string(),
+            cause,
+        };
+    }
+    Failure::Server(status)
+}
+
+fn request<T>(message: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(message);
+    r.set_timeout(Duration::from_secs(10));
+    r
+}
+
+/// Writes to stdout; a closed pipe (`xdsctl ... | head`) ends the program quietly.
+fn emit(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("xdsctl: writing the output: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string_pretty(value).expect("admin messages serialize")
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("xdsctl: {failure}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    let addr = cli.admin_addr.clone();
+    // Check arguments before connecting, so usage errors are not reported as connection errors.
+    let explain_client = match &cli.command {
+        Command::Explain(a) => Some(explain_client(a)?),
+        _ => None,
+    };
+    let mut client = connect(&addr).await?;
+    let err = |s| server_error(&addr, s);
+    let out = cli.output;
+    match cli.command {
+        Command::Status => {
+            let r = client
+                .list_clients(request(pb::ListClientsRequest {}))
+                .await
+                .map_err(err)?
+                .into_inner();
+            print_out(out, &r, status_table)
+        }
+        Command::Config { node, kind, name } => {
+            let r = client
+                .get_client_config(request(pb::GetClientConfigRequest {
+                    node_id: node,
+                    r#type: kind
+                        .map(|k| format!("{k:?}").to_lowercase())
+                        .unwrap_or_default(),
+                    name: name.unwrap_or_default(),
+                }))
+                .await
+                .map_err(err)?
+                .into_inner();
+            print_out(out, &r, config_text)
+        }
+        Command::Services => {
+            let r = client
+                .list_services(request(pb::ListServicesRequest {}))
+                .await
+                .map_err(err)?
+                .into_inner();
+            print_out(out, &r, services_table)
+        }
+        Command::Explain(a) => {
+            let r = client
+                .explain_priorities(request(pb::ExplainPrioritiesRequest {
+                    service: a.service,
+                    port: a.port.map_or(0, u32::from),
+                    client: explain_client,
+                }))
+                .await
+                .map_err(err)?
+                .into_inner();
+            print_out(out, &r, explain_text)
+        }
+        Command::Policies => {
+            let r = client
+                .list_policies(request(pb::ListPoliciesRequest {}))
+                .await
+                .map_err(err)?
+                .into_inner();
+            print_out(out, &r, policies_text)
+        }
+        Command::Events { node, count } => {
+            let mut stream = client
+                .watch_events(pb::WatchEventsRequest {
+                    node_id: node.unwrap_or_default(),
+                })
+                .await
+                .map_err(err)?
+                .into_inner();
+            let mut seen = 0;
+            while count.is_none_or(|c| seen < c) {
+                match stream.next().await {
+                    Some(Ok(e)) => {
+                        match out {
+                            Output::Json => emit(&format!(
+                                "{}\n",
+                                serde_json::to_string(&e).expect("serialize")
+                            )),
+                            Output::Table => emit(&format!("{}\n", event_line(&e))),
+                        }
+                        seen += 1;
+                    }
+                    Some(Err(status)) => return Err(err(status)),
+                    None => {
+                        return Err(Failure::Unreachable {
+                            addr: addr.clone(),
+                            cause: "the server closed the event stream".into(),
+                        })
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn print_out<T: serde::Serialize>(
+    out: Output,
+    value: &T,
+    table: fn(&T) -> String,
+) -> Result<(), Failure> {
+    match out {
+        Output::Json => emit(&format!("{}\n", json(value))),
+        Output::Table => emit(&table(value)),
+    }
+    Ok(())
+}
+
+fn explain_client(a: &ExplainArgs) -> Result<pb::explain_priorities_request::Client, Failure> {
+    use pb::explain_priorities_request::Client;
+    if let Some(node) = &a.node {
+        return Ok(Client::NodeId(node.clone()));
+    }
+    let text = a.locality.as_deref().unwrap_or_default();
+    let locality = parse_locality(text).map_err(Failure::Usage)?;
+    let mut labels = BTreeMap::new();
+    for l in &a.label {
+        let (k, v) = l
+            .split_once('=')
+            .filter(|(k, _)| !k.is_empty())
+            .ok_or_else(|| Failure::Usage(format!("--label `{l}`: expected KEY=VALUE")))?;
+        labels.insert(k.to_string(), v.to_string());
+    }
+    Ok(Client::Manual(pb::ManualClient {
+        locality: Some(locality),
+        labels,
+    }))
+}
+
+/// `REGION[/ZONE[/SUBZONE]]`, `-` or empty for an unknown level.
+fn parse_locality(text: &str) -> Result<pb::Locality, String> {
+    let parts: Vec<&str> = text.split('/').collect();
+    if parts.len() > 3 || text.trim().is_empty() {
+        return Err(format!(
+            "--locality `{text}`: expected REGION[/ZONE[/SUBZONE]]"
+        ));
+    }
+    let part = |i: usize| {
+        parts
+            .get(i)
+            .map(|s| s.trim())
+            .filter(|s| *s != "-")
+            .unwrap_or("")
+            .to_string()
+    };
+    Ok(pb::Locality {
+        region: part(0),
+        zone: part(1),
+        sub_zone: part(2),
+    })
+}
+
+/// Left-aligned columns separated by three spaces; the last column is not padded.
+fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let width = |s: &str| s.chars().count();
+    let mut widths: Vec<usize> = headers.iter().map(|h| width(h)).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if i < widths.len() {
+                widths[i] = widths[i].max(width(cell));
+            }
+        }
+    }
+    let mut out = String::new();
+    let header: Vec<String> = headers.iter().map(|h| h.to_string()).collect();
+    for row in std::iter::once(&header).chain(rows) {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(cell);
+                line.push_str(&" ".repeat(widths[i] - width(cell) + 3));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn locality_text(l: Option<&pb::Locality>) -> String {
+    let l = l.cloned().unwrap_or_default();
+    let part = |s: &str| if s.is_empty() { "-" } else { s }.to_string();
+    format!(
+        "{}/{}/{}",
+        part(&l.region),
+        part(&l.zone),
+        part(&l.sub_zone)
+    )
+}
+
+fn protocol_text(p: i32) -> &'static str {
+    match pb::Protocol::try_from(p) {
+        Ok(pb::Protocol::Sotw) => "SotW",
+        Ok(pb::Protocol::Delta) => "Delta",
+        _ => "-",
+    }
+}
+
+fn status_label(s: i32) -> &'static str {
+    SyncStatus::try_from(s).map_or("NOT SENT", SyncStatus::label)
+}
+
+fn status_table(r: &pb::ListClientsResponse) -> String {
+    if r.clients.is_empty() {
+        return "no Envoy connected\n".to_string();
+    }
+    let rows: Vec<Vec<String>> = r
+        .clients
+        .iter()
+        .map(|c| {
+            let mut row = vec![
+                c.node_id.clone(),
+                c.cluster.clone(),
+                locality_text(c.locality.as_ref()),
+                protocol_text(c.protocol).to_string(),
+            ];
+            for short in ["CDS", "EDS", "LDS", "RDS"] {
+                let status = c
+                    .types
+                    .iter()
+                    .find(|t| t.short_name == short)
+                    .map_or("NOT SENT", |t| status_label(t.status));
+                row.push(status.to_string());
+            }
+            row
+        })
+        .collect();
+    let mut out = table(
+        &[
+            "NODE", "CLUSTER", "LOCALITY", "PROTOCOL", "CDS", "EDS", "LDS", "RDS",
+        ],
+        &rows,
+    );
+    // Why something is NACKED, right under the table.
+    for c in &r.clients {
+        for t in &c.types {
+            if let Some(n) = t
+                .last_nack
+                .as_ref()
+                .filter(|_| t.status == SyncStatus::Nacked as i32)
+            {
+                out.push_str(&format!(
+                    "\n{} {} NACKED version {}: {}\n",
+                    c.node_id, t.short_name, n.version, n.error
+                ));
+            }
+        }
+    }
+    out
+}
+
+fn config_text(r: &pb::GetClientConfigResponse) -> String {
+    if r.resources.is_empty() {
+        return format!("{}: no resources (matching the filter) held\n", r.node_id);
+    }
+    let mut out = String::new();
+    for res in &r.resources {
+        out.push_str(&format!(
+            "--- {} {} ({}, content hash {}",
+            res.short_name,
+            res.name,
+            status_label(res.status),
+            res.held_version
+        ));
+        if res.client_holds_older_version {
+            if res.current_version.is_empty() {
+                out.push_str("; client holds an older version, the server no longer has it");
+            } else {
+                out.push_str(&format!(
+                    "; client holds an older version, shown below is the current one, {}",
+                    res.current_version
+                ));
+            }
+        }
+        out.push_str(")\n");
+        out.push_str(&res.text);
+        out.push_str("\n\n");
+    }
+    out
+}
+
+fn endpoint_text(ep: &pb::Endpoint, ports: &[pb::ServicePort]) -> String {
+    match ports {
+        [one] => {
+            let port = ep
+                .port_overrides
+                .get(&one.name)
+                .copied()
+                .unwrap_or(one.port);
+            format!("{}:{port}", ep.address)
+        }
+        _ if ep.port_overrides.is_empty() => ep.address.clone(),
+        _ => {
+            let o: Vec<String> = ep
+                .port_overrides
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            format!("{} ({})", ep.address, o.join(","))
+        }
+    }
+}
+
+fn services_table(r: &pb::ListServicesResponse) -> String {
+    if r.services.is_empty() {
+        return "no services\n".to_string();
+    }
+    let mut rows = Vec::new();
+    for s in &r.services {
+        let ports: Vec<String> = s
+            .ports
+            .iter()
+            .map(|p| format!("{}:{}", p.name, p.port))
+            .collect();
+        let first = vec![format!("{}/{}", s.namespace, s.name), ports.join(",")];
+        let tail = vec![s.source.clone(), s.policy.clone()];
+        if s.endpoints.is_empty() {
+            rows.push([first, vec!["-".into(), "-".into(), "-".into()], tail].concat());
+            continue;
+        }
+        for (i, ep) in s.endpoints.iter().enumerate() {
+            let lead = if i == 0 {
+                first.clone()
+            } else {
+                vec![String::new(), String::new()]
+            };
+            let rest = if i == 0 {
+                tail.clone()
+            } else {
+                vec![String::new(), String::new()]
+            };
+            rows.push(
+                [
+                    lead,
+                    vec![
+                        endpoint_text(ep, &s.ports),
+                        locality_text(ep.locality.as_ref()),
+                        ep.health.clone(),
+                    ],
+                    rest,
+                ]
+                .concat(),
+            );
+        }
+    }
+    table(
+        &[
+            "SERVICE", "PORTS", "ENDPOINT", "LOCALITY", "HEALTH", "SOURCE", "POLICY",
+        ],
+        &rows,
+    )
+}
+
+fn explain_text(r: &pb::ExplainPrioritiesResponse) -> String {
+    let mut out = String::new();
+    for (n, e) in r.explanations.iter().enumerate() {
+        if n > 0 {
+            out.push('\n');
+        }
+        out.push_str(&format!(
+            "service {}  port {}  cluster {}\nclient  {}  class {}\npolicy  {}  overprovisioning factor {}, panic threshold {}%\n\n",
+            e.service, e.port, e.cluster, r.client, e.locality_class, r.policy,
+            e.overprovisioning_factor, e.panic_threshold
+        ));
+        let mut rows = Vec::new();
+        for l in &e.levels {
+            for (i, ep) in l.endpoints.iter().enumerate() {
+                let level = if i == 0 {
+                    vec![
+                        format!("P{}", l.priority),
+                        format!("{}%", l.load_percent),
+                        format!(
+                            "{}/{}{}",
+                            l.healthy,
+                            l.total,
+                            if l.panic { " (panic)" } else { "" }
+                        ),
+                    ]
+                } else {
+                    vec![String::new(), String::new(), String::new()]
+                };
+                rows.push(
+                    [
+                        level,
+                        vec![
+                            format!("{}:{}", ep.address, ep.port),
+                            locality_text(ep.locality.as_ref()),
+                            ep.health.clone(),
+                            if i == 0 {
+                                l.reason.clone()
+                            } else {
+                                String::new()
+                            },
+                        ],
+                    ]
+                    .concat(),
+                );
+            }
+        }
+        if rows.is_empty() {
+            out.push_str("no endpoints\n");
+        } else {
+            out.push_str(&table(
+                &[
+                    "PRIORITY", "LOAD", "HEALTHY", "ENDPOINT", "LOCALITY", "HEALTH", "REASON",
+                ],
+                &rows,
+            ));
+        }
+        let split: Vec<String> = e
+            .load
+            .iter()
+            .enumerate()
+            .map(|(i, l)| format!("P{i} {l}%"))
+            .collect();
+        out.push_str(&format!(
+            "\nexpected load: {}",
+            if split.is_empty() {
+                "-".to_string()
+            } else {
+                split.join(", ")
+            }
+        ));
+        if e.no_healthy_upstream {
+            out.push_str("  (no healthy upstream: requests fail with 503)");
+        } else if e.panic {
+            out.push_str("  (every level in panic: split by host count)");
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn policies_text(r: &pb::ListPoliciesResponse) -> String {
+    let mut out = String::new();
+    if r.active.is_empty() {
+        out.push_str("no policies: every service uses the built-in default\n");
+    } else {
+        let rows: Vec<Vec<String>> = r
+            .active
+            .iter()
+            .map(|p| {
+                vec![
+                    format!("{}/{}", p.namespace, p.name),
+                    p.scope.clone(),
+                    p.origin.clone(),
+                    if p.services.is_empty() {
+                        "-".to_string()
+                    } else {
+                        p.services.join(",")
+                    },
+                ]
+            })
+            .collect();
+        out.push_str(&table(&["POLICY", "SCOPE", "ORIGIN", "SERVICES"], &rows));
+    }
+    if !r.rejected.is_empty() {
+        out.push_str("\nREJECTED\n");
+        let rows: Vec<Vec<String>> = r
+            .rejected
+            .iter()
+            .map(|p| vec![p.source.clone(), one_line(&p.error)])
+            .collect();
+        out.push_str(&table(&["SOURCE", "ERROR"], &rows));
+    }
+    out
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` from Unix milliseconds (UTC), without a date library.
+fn utc(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let millis = ms.rem_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        sod / 3600,
+        sod % 3600 / 60,
+        sod % 60
+    )
+}
+
+fn short_type(url: &str) -> &str {
+    match xds_server::cache::ResourceType::from_type_url(url) {
+        Some(t) => t.short_name(),
+        None => url,
+    }
+}
+
+fn event_line(e: &pb::Event) -> String {
+    let at = utc(e.at_unix_ms);
+    match e.kind.as_str() {
+        "connected" => format!(
+            "{at}  connected     {}  {}  {}  stream {}",
+            e.node_id,
+            protocol_text(e.protocol),
+            e.locality,
+            e.stream_id
+        ),
+        "disconnected" => format!("{at}  disconnected  {}  stream {}", e.node_id, e.stream_id),
+        "pushed" => format!(
+            "{at}  pushed        {}  {}  version {}  {} resources, {} bytes",
+            e.node_id,
+            short_type(&e.type_url),
+            e.version,
+            e.resources,
+            e.bytes
+        ),
+        "acked" => format!(
+            "{at}  acked         {}  {}  version {}",
+            e.node_id,
+            short_type(&e.type_url),
+            e.version
+        ),
+        "nacked" => format!(
+            "{at}  NACKED        {}  {}  version {}: {}",
+            e.node_id,
+            short_type(&e.type_url),
+            e.version,
+            one_line(&e.error)
+        ),
+        "lagged" => format!("{at}  (fell behind: {} events not shown)", e.resources),
+        other => format!("{at}  {other}  {}", e.node_id),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn type_status(short: &str, status: SyncStatus) -> pb::TypeStatus {
+        pb::TypeStatus {
+            short_name: short.into(),
+            status: status as i32,
+            ..pb::TypeStatus::default()
+        }
+    }
+
+    #[test]
+    fn tables_align_columns_and_do_not_pad_the_last() {
+        let t = table(
+            &["A", "LONG HEADER", "C"],
+            &[
+                vec!["xxxxx".into(), "y".into(), "z".into()],
+                vec!["é".into(), "".into(), "last".into()],
+            ],
+        );
+        assert_eq!(
+            t,
+            "A       LONG HEADER   C\nxxxxx   y             z\né                     last\n"
+        );
+    }
+
+    #[test]
+    fn status_shows_every_type_like_proxy_status_and_explains_nacks() {
+        let mut lds = type_status("LDS", SyncStatus::Nacked);
+        lds.last_nack = Some(pb::Nack {
+            version: "v7".into(),
+            error: "cannot bind 127.0.0.1:15001".into(),
+            at_unix_ms: 0,
+        });
+        let r = pb::ListClientsResponse {
+            clients: vec![pb::Client {
+                node_id: "envoy-1".into(),
+                cluster: "web".into(),
+                locality: Some(pb::Locality {
+                    region: "us-east1".into(),
+                    zone: "us-east1-b".into(),
+                    sub_zone: String::new(),
+                }),
+                protocol: pb::Protocol::Delta as i32,
+                types: vec![
+                    type_status("CDS", SyncStatus::Synced),
+                    type_status("EDS", SyncStatus::Stale),
+                    lds,
+                ],
+                ..pb::Client::default()
+            }],
+        };
+        let text = status_table(&r);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "NODE      CLUSTER   LOCALITY                PROTOCOL   CDS      EDS     LDS      RDS"
+        );
+        assert_eq!(
+            lines[1],
+            "envoy-1   web       us-east1/us-east1-b/-   Delta      SYNCED   STALE   NACKED   NOT SENT"
+        );
+        assert!(
+            text.contains("envoy-1 LDS NACKED version v7: cannot bind 127.0.0.1:15001"),
+            "{text}"
+        );
+        assert_eq!(
+            status_table(&pb::ListClientsResponse::default()),
+            "no Envoy connected\n"
+        );
+    }
+
+    #[test]
+    fn localities_parse_with_unknown_levels() {
+        let l = parse_locality("us-east1/-/rack-1").unwrap();
+        assert_eq!(
+            (l.region.as_str(), l.zone.as_str(), l.sub_zone.as_str()),
+            ("us-east1", "", "rack-1")
+        );
+        assert_eq!(parse_locality("us-east1").unwrap().zone, "");
+        assert!(parse_locality("a/b/c/d").is_err());
+        assert!(parse_locality("").is_err());
+        assert_eq!(locality_text(Some(&l)), "us-east1/-/rack-1");
+    }
+
+    #[test]
+    fn explain_lists_levels_with_reasons_and_the_load_split() {
+        let ep = |addr: &str, zone: &str| pb::LevelEndpoint {
+            address: addr.into(),
+            port: 8080,
+            locality: Some(pb::Locality {
+                region: "r".into(),
+                zone: zone.into(),
+                sub_zone: String::new(),
+            }),
+            health: "HEALTHY".into(),
+        };
+        let r = pb::ExplainPrioritiesResponse {
+            client: "locality r/a/-".into(),
+            policy: "built-in".into(),
+            explanations: vec![pb::Explanation {
+                cluster: "echo.demo:8080".into(),
+                service: "demo/echo".into(),
+                port: 8080,
+                locality_class: "region=r,zone=a,subzone=-".into(),
+                overprovisioning_factor: 140,
+                levels: vec![
+                    pb::Level {
+                        priority: 0,
+                        reason: "same zone".into(),
+                        endpoints: vec![ep("10.0.0.1", "a"), ep("10.0.0.2", "a")],
+                        healthy: 2,
+                        total: 2,
+                        load_percent: 100,
+                        ..pb::Level::default()
+                    },
+                    pb::Level {
+                        priority: 1,
+                        reason: "same region".into(),
+                        endpoints: vec![ep("10.0.1.1", "b")],
+                        healthy: 1,
+                        total: 1,
+                        ..pb::Level::default()
+                    },
+                ],
+                load: vec![100, 0],
+                ..pb::Explanation::default()
+            }],
+        };
+        let text = explain_text(&r);
+        println!("{text}");
+        assert!(
+            text.contains("PRIORITY   LOAD   HEALTHY   ENDPOINT"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "P0         100%   2/2       10.0.0.1:8080   r/a/-      HEALTHY   same zone"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("\n                            10.0.0.2:8080   r/a/-      HEALTHY\n"),
+            "{text}"
+        );
+        assert!(text.contains("expected load: P0 100%, P1 0%"), "{text}");
+    }
+
+    #[test]
+    fn times_events_and_errors_read_well() {
+        assert_eq!(utc(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(utc(1_709_251_199_123), "2024-02-29T23:59:59.123Z");
+        let e = pb::Event {
+            kind: "nacked".into(),
+            at_unix_ms: 0,
+            node_id: "envoy-1".into(),
+            type_url: xds_server::cache::LISTENER_TYPE.into(),
+            version: "v2".into(),
+            error: "bad\n  bind".into(),
+            ..pb::Event::default()
+        };
+        assert_eq!(
+            event_line(&e),
+            "1970-01-01T00:00:00.000Z  NACKED        envoy-1  LDS  version v2: bad bind"
+        );
+        let f = Failure::Unreachable {
+            addr: "127.0.0.1:1".into(),
+            cause: "Connection refused (os error 111)".into(),
+        };
+        let text = f.to_string();
+        assert!(!text.contains('\n'));
+        assert!(text.starts_with(
+            "cannot reach the xds-server admin API at 127.0.0.1:1: Connection refused"
+        ));
+        assert_eq!(uri("127.0.0.1:1"), "http://127.0.0.1:1");
+    }
+
+    #[test]
+    fn config_heads_each_resource_and_flags_older_versions() {
+        let res = |name: &str, older: bool, current: &str| pb::ClientResource {
+            short_name: "EDS".into(),
+            name: name.into(),
+            status: SyncStatus::Synced as i32,
+            held_version: "aa".into(),
+            current_version: current.into(),
+            client_holds_older_version: older,
+            text: "ClusterLoadAssignment {}".into(),
+            ..pb::ClientResource::default()
+        };
+        let r = pb::GetClientConfigResponse {
+            node_id: "envoy-1".into(),
+            resources: vec![
+                res("a", false, "aa"),
+                res("b", true, "bb"),
+                res("c", true, ""),
+            ],
+            ..pb::GetClientConfigResponse::default()
+        };
+        assert_eq!(
+            config_text(&r),
+            "--- EDS a (SYNCED, content hash aa)\nClusterLoadAssignment {}\n\n\
+             --- EDS b (SYNCED, content hash aa; client holds an older version, shown below is the \
+             current one, bb)\nClusterLoadAssignment {}\n\n\
+             --- EDS c (SYNCED, content hash aa; client holds an older version, the server no longer \
+             has it)\nClusterLoadAssignment {}\n\n"
+        );
+        assert_eq!(
+            config_text(&pb::GetClientConfigResponse {
+                node_id: "envoy-1".into(),
+                ..Default::default()
+            }),
+            "envoy-1: no resources (matching the filter) held\n"
+        );
+    }
+
+    #[test]
+    fn services_show_one_row_per_endpoint() {
+        let r = pb::ListServicesResponse {
+            snapshot_generation: 1,
+            services: vec![pb::Service {
+                namespace: "demo".into(),
+                name: "echo".into(),
+                ports: vec![pb::ServicePort {
+                    name: "http".into(),
+                    port: 8080,
+                    cluster: "echo.demo:8080".into(),
+                }],
+                endpoints: vec![
+                    pb::Endpoint {
+                        address: "127.0.0.1".into(),
+                        port_overrides: BTreeMap::from([("http".to_string(), 9001)]),
+                        locality: None,
+                        health: "HEALTHY".into(),
+                        labels: BTreeMap::new(),
+                    },
+                    pb::Endpoint {
+                        address: "127.0.0.2".into(),
+                        health: "UNHEALTHY".into(),
+                        ..pb::Endpoint::default()
+                    },
+                ],
+                source: "file:e.yaml".into(),
+                policy: "built-in".into(),
+            }],
+        };
+        let text = services_table(&r);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(
+            lines[1].starts_with("demo/echo   http:8080   127.0.0.1:9001"),
+            "{text}"
+        );
+        assert!(lines[1].ends_with("file:e.yaml   built-in"), "{text}");
+        assert!(
+            lines[2].contains("127.0.0.2:8080") && lines[2].ends_with("UNHEALTHY"),
+            "{text}"
+        );
+    }
+}
