@@ -391,6 +391,23 @@ impl Envoy {
         &self.node_id
     }
 
+    /// Freezes Envoy (SIGSTOP): it reads nothing and answers nothing until [`Envoy::resume`].
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// Lets a paused Envoy run again (SIGCONT).
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        let pid = self.child.as_ref().expect("Envoy is running").id();
+        // SAFETY: kill(2) on our own child's pid; no memory is shared.
+        let rc = unsafe { libc::kill(pid as libc::pid_t, sig) };
+        assert_eq!(rc, 0, "kill({pid}, {sig}) failed");
+    }
+
     /// Where to send traffic: the outbound listener the control plane configured for this Envoy.
     pub fn listener_addr(&self) -> SocketAddr {
         ([127, 0, 0, 1], self.listener_port).into()

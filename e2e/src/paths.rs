@@ -99,3 +99,58 @@ pub fn server_bin() -> PathBuf {
     })
     .clone()
 }
+
+/// The `xdsctl` binary: `$XDSCTL_BIN`; else, with `$XDS_SERVER_BIN` set, the `xdsctl` next to it (both
+/// come from one `cargo build`); else built once per process like [`server_bin`].
+pub fn xdsctl_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("XDSCTL_BIN").filter(|p| !p.is_empty()) {
+            let path = PathBuf::from(p);
+            assert!(
+                path.is_file(),
+                "XDSCTL_BIN={} does not exist",
+                path.display()
+            );
+            return path;
+        }
+        if let Some(server) = std::env::var_os("XDS_SERVER_BIN").filter(|p| !p.is_empty()) {
+            let path = Path::new(&server).with_file_name("xdsctl");
+            assert!(
+                path.is_file(),
+                "XDS_SERVER_BIN is set but there is no xdsctl next to it ({}); build both with \
+                 `cargo build -p xds-server` or set XDSCTL_BIN",
+                path.display()
+            );
+            return path;
+        }
+        let release = !cfg!(debug_assertions);
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.current_dir(workspace_root()).args([
+            "build",
+            "--quiet",
+            "-p",
+            "xds-server",
+            "--bin",
+            "xdsctl",
+        ]);
+        if release {
+            cmd.arg("--release");
+        }
+        let status = cmd
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run cargo to build xdsctl: {e}"));
+        assert!(status.success(), "building xdsctl failed ({status})");
+        let path = target_dir()
+            .join(if release { "release" } else { "debug" })
+            .join("xdsctl");
+        assert!(
+            path.is_file(),
+            "cargo built xdsctl but {} does not exist",
+            path.display()
+        );
+        path
+    })
+    .clone()
+}

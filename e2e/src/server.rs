@@ -30,6 +30,8 @@ pub fn log_path_for(port: u16) -> Option<PathBuf> {
 pub struct XdsServer {
     child: Option<Child>,
     port: u16,
+    /// `--admin-addr` port (admin gRPC API, CSDS), free like the others.
+    admin_port: u16,
     /// `--metrics-addr` port (Prometheus `/metrics`, `/healthz`, `/readyz`): a free one per server, so
     /// parallel tests never collide on the default.
     metrics_port: u16,
@@ -38,7 +40,8 @@ pub struct XdsServer {
     _dir: TempDir,
 }
 
-/// What to run the server with; `--xds-addr` and `--log-format` are added by the harness.
+/// What to run the server with; `--xds-addr`, `--admin-addr`, `--metrics-addr` and `--log-format`
+/// are added by the harness.
 #[derive(Debug, Clone, Default)]
 pub struct ServerArgs {
     /// `--endpoints` (the file source); unused when `kubeconfig` is set.
@@ -79,6 +82,7 @@ impl XdsServer {
     /// log) if it exits or does not listen within [`START_TIMEOUT`].
     pub fn start(args: ServerArgs) -> XdsServer {
         let port = crate::ports::free_port();
+        let admin_port = crate::ports::free_port();
         let metrics_port = crate::ports::free_port();
         let listener_port = args.listener_port.unwrap_or_else(crate::ports::free_port);
         let mut argv: Vec<OsString> = match &args.kubeconfig {
@@ -90,9 +94,11 @@ impl XdsServer {
             ],
             None => vec!["--endpoints".into(), args.endpoints.clone().into()],
         };
-        argv.extend::<[OsString; 8]>([
+        argv.extend::<[OsString; 10]>([
             "--xds-addr".into(),
             format!("127.0.0.1:{port}").into(),
+            "--admin-addr".into(),
+            format!("127.0.0.1:{admin_port}").into(),
             "--metrics-addr".into(),
             format!("127.0.0.1:{metrics_port}").into(),
             "--listener-port".into(),
@@ -113,6 +119,7 @@ impl XdsServer {
         let mut server = XdsServer {
             child: None,
             port,
+            admin_port,
             metrics_port,
             args: argv,
             log_path,
@@ -122,16 +129,18 @@ impl XdsServer {
         server
     }
 
-    /// Runs the server with `args` (plus a free `--xds-addr`) expecting it to exit by itself, e.g.
-    /// on an invalid endpoints file. Returns its exit status (`None` if it was still running after
-    /// `timeout` and had to be killed) and its log.
+    /// Runs the server with `args` (plus a free `--xds-addr` and `--admin-addr`) expecting it to exit
+    /// by itself, e.g. on an invalid endpoints file. Returns its exit status (`None` if it was still
+    /// running after `timeout` and had to be killed) and its log.
     pub fn run_expecting_exit(args: &[&str], timeout: Duration) -> (Option<ExitStatus>, String) {
         let dir = TempDir::new("server-exit");
         let log_path = dir.join("xds-server.log");
         let port = crate::ports::free_port();
+        let admin_port = crate::ports::free_port();
         let mut cmd = command(&log_path);
         cmd.args(args)
             .args(["--xds-addr", &format!("127.0.0.1:{port}")])
+            .args(["--admin-addr", &format!("127.0.0.1:{admin_port}")])
             .args(["--metrics-addr", "127.0.0.1:0"]);
         let mut child = cmd.spawn().expect("spawn xds-server");
         let status = crate::poll(timeout, Duration::from_millis(50), || {
@@ -151,6 +160,11 @@ impl XdsServer {
 
     pub fn addr(&self) -> SocketAddr {
         ([127, 0, 0, 1], self.port).into()
+    }
+
+    /// The admin gRPC API (`xdsctl --admin-addr`, CSDS, health, reflection).
+    pub fn admin_addr(&self) -> SocketAddr {
+        ([127, 0, 0, 1], self.admin_port).into()
     }
 
     /// The Prometheus endpoint: `http://{metrics_addr}/metrics`, `/healthz`, `/readyz`.
