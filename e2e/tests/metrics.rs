@@ -12,6 +12,8 @@ e2e::both_protocols!(metrics_follow_pushes_acks_and_convergence);
 
 const WAIT: Duration = Duration::from_secs(10);
 
+const POLICY: &str = "kind: FailoverPolicy\nmetadata:\n  name: mesh\n  namespace: \"*\"\nspec:\n  outlierDetection:\n    consecutive5xx: 3\n";
+
 fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     let r =
         e2e::http::get(addr, "metrics", path, Duration::from_secs(5)).expect("metrics endpoint");
@@ -37,7 +39,7 @@ fn metric(addr: SocketAddr, name: &str) -> f64 {
 }
 
 fn metrics_follow_pushes_acks_and_convergence(protocol: XdsProtocol) {
-    let mut mesh = Mesh::start(2).protocol(protocol);
+    let mut mesh = Mesh::start_with_policy(2, Some(POLICY)).protocol(protocol);
     let addr = mesh.server.metrics_addr();
     assert_eq!(get(addr, "/healthz").0, 200);
     assert_eq!(
@@ -89,4 +91,17 @@ fn metrics_follow_pushes_acks_and_convergence(protocol: XdsProtocol) {
     assert!(metric(addr, "xds_pushes_total{type=\"EDS\"}") > eds_before);
     assert!(metric(addr, "xds_source_events_total{source=\"file\"}") >= 1.0);
     assert_eq!(metric(addr, "xds_nacks_total{type=\"EDS\"}"), 0.0);
+
+    // A broken policy edit is counted as a failed reload (and changes nothing); a good one as a success.
+    let policy_file = mesh.dir().join("policies").join("policy.yaml");
+    std::fs::write(&policy_file, POLICY.replace("outlierDetection", "bogus")).unwrap();
+    let failed = e2e::poll(WAIT, Duration::from_millis(50), || {
+        (metric(addr, "xds_policy_reloads_total{result=\"failure\"}") >= 1.0).then_some(())
+    });
+    assert!(failed.is_some(), "a rejected policy file was not counted");
+    std::fs::write(&policy_file, POLICY.replace('3', "4")).unwrap();
+    let reloaded = e2e::poll(WAIT, Duration::from_millis(50), || {
+        (metric(addr, "xds_policy_reloads_total{result=\"success\"}") >= 1.0).then_some(())
+    });
+    assert!(reloaded.is_some(), "a good policy reload was not counted");
 }

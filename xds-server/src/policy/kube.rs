@@ -134,6 +134,11 @@ async fn write_status(api: &Api<DynamicObject>, obj: &DynamicObject, v: &Verdict
     if current_condition(obj) == Some((status.into(), v.reason.clone(), v.message.clone())) {
         return; // unchanged: writing would only wake every watcher for nothing
     }
+    // A new verdict on this object: a reload that took, or one that was refused.
+    crate::admin::metrics::metrics()
+        .policy_reloads
+        .get_or_create(&crate::admin::metrics::result_label(v.accepted))
+        .inc();
     let patch = json!({
         "status": {
             "observedGeneration": v.generation,

@@ -746,6 +746,10 @@ pub fn load_policies(path: &Path) -> Result<PolicySet, PolicyError> {
 
 /// Logs a rejected file with structured fields `file`, `document`, `line` (when known), `field`, `reason`.
 fn log_rejected(err: &PolicyError) {
+    crate::admin::metrics::metrics()
+        .policy_reloads
+        .get_or_create(&crate::admin::metrics::result_label(false))
+        .inc();
     let (file, field, reason) = (err.file(), err.field(), err.reason());
     let document = err.document().unwrap_or(0);
     match err.line() {
@@ -973,6 +977,10 @@ pub fn watch_policies_with_status(
             true
         });
         if sent {
+            crate::admin::metrics::metrics()
+                .policy_reloads
+                .get_or_create(&crate::admin::metrics::result_label(true))
+                .inc();
             info!(policies, "failover policies reloaded");
         }
     };
