@@ -45,7 +45,7 @@ async fn load_generator_measures_every_figure_at_small_scale() {
     );
     for r in &report.runs {
         let n = r.name();
-        assert_eq!(r.client_errors, 0, "{n}: {:?}", r.first_error);
+        assert_eq!(r.stream_failures, 0, "{n}: {:?}", r.first_failure);
         assert_eq!(r.connections, 10, "{n}");
         assert_eq!(r.initial.complete, 20, "{n}: every client gets full config");
         let all = r.initial.all_s.expect("all clients complete");
@@ -71,11 +71,12 @@ async fn load_generator_measures_every_figure_at_small_scale() {
             "{n}: converged before it was published?"
         );
         assert!(single.push.is_some() && single.bytes > 0, "{n}");
+        assert!(single.first_ms.is_some(), "{n}");
 
         match r.mode {
             Mode::Shared => {
                 let churn = r.churn.as_ref().expect("churn ran on the shared server");
-                assert_eq!(churn.changes, 10, "{n}: 5/s for 2 s");
+                assert_eq!((churn.offered, churn.changes), (10, 10), "{n}: 5/s for 2 s");
                 assert_eq!(churn.converged, churn.changes, "{n}: {churn:?}");
                 assert!(churn.convergence.is_some() && churn.publishes > 0, "{n}");
                 assert!(

@@ -6,14 +6,19 @@
 //! A client has its *full config* once it holds every cluster, the endpoints of every cluster, a
 //! listener and the route configuration.
 //!
-//! Changes: the driver registers each endpoint change in the [`Tracker`] (cluster, marker address)
-//! before writing the file. A client that receives a load assignment of that cluster containing the
-//! marker records it once; when the last client has, the change has converged.
+//! Changes: the driver registers each endpoint change in the [`Tracker`] (cluster, endpoint slot,
+//! marker address) before writing the file. A client that receives a load assignment of that cluster
+//! containing the marker records it once; when the last client has, the change has converged. Several
+//! changes of one cluster may be in flight if they use different endpoint slots: a later state then
+//! still holds every earlier marker, so a client that skips states records them all at once.
+//!
+//! A client whose stream fails reconnects (after 250 ms, doubling to 5 s), as Envoy does, and
+//! subscribes again; failures are counted and reported.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use envoy_types::pb::envoy::config::core::v3::{Locality, Node};
@@ -29,8 +34,11 @@ use super::Protocol;
 /// One endpoint change, from the file write to the last client that received it.
 #[derive(Debug)]
 pub struct Change {
+    /// Global, increasing in the order changes are written; never 0.
     pub id: u32,
     pub cluster: u32,
+    /// Which endpoint of the cluster it rewrote.
+    pub slot: usize,
     pub marker: String,
     needle: Vec<u8>,
     /// Nanoseconds since [`Tracker::base`] of the rename that published it (`u64::MAX` until written).
@@ -43,10 +51,12 @@ pub struct Change {
 }
 
 impl Change {
-    pub fn new(id: u32, cluster: u32, marker: String, clients: usize) -> Self {
+    pub fn new(id: u32, cluster: u32, slot: usize, marker: String, clients: usize) -> Self {
+        assert!(id > 0, "change ids start at 1");
         Change {
             id,
             cluster,
+            slot,
             needle: wire::address_needle(&marker),
             marker,
             applied_ns: AtomicU64::new(u64::MAX),
@@ -77,8 +87,8 @@ pub struct Tracker {
     /// The expected cluster names, sorted, and their encoding as `DiscoveryRequest.resource_names`.
     sorted_names: Vec<String>,
     names_field: Bytes,
-    /// Per cluster: the change in flight, if any.
-    outstanding: Vec<Mutex<Option<Arc<Change>>>>,
+    /// Per cluster: the changes in flight, oldest first.
+    outstanding: Vec<Mutex<Vec<Arc<Change>>>>,
     /// Clients with full config.
     pub complete: AtomicUsize,
     /// Nanoseconds since base at which each client got its full config (index = client).
@@ -87,8 +97,9 @@ pub struct Tracker {
     pub live: AtomicUsize,
     pub bytes: AtomicU64,
     pub responses: AtomicU64,
-    pub errors: AtomicU64,
-    first_error: Mutex<Option<String>>,
+    /// Streams that failed or were ended by the server (each client then reconnects).
+    pub failures: AtomicU64,
+    first_failure: Mutex<Option<String>>,
     stopping: AtomicBool,
 }
 
@@ -112,14 +123,17 @@ impl Tracker {
                 .collect(),
             sorted_names,
             names_field,
-            outstanding: cluster_names.iter().map(|_| Mutex::new(None)).collect(),
+            outstanding: cluster_names
+                .iter()
+                .map(|_| Mutex::new(Vec::new()))
+                .collect(),
             complete: AtomicUsize::new(0),
             completed_at: (0..clients).map(|_| AtomicU64::new(u64::MAX)).collect(),
             live: AtomicUsize::new(0),
             bytes: AtomicU64::new(0),
             responses: AtomicU64::new(0),
-            errors: AtomicU64::new(0),
-            first_error: Mutex::new(None),
+            failures: AtomicU64::new(0),
+            first_failure: Mutex::new(None),
             stopping: AtomicBool::new(false),
         })
     }
@@ -136,23 +150,28 @@ impl Tracker {
         self.outstanding.len()
     }
 
-    /// Whether a change to `cluster` is in flight.
-    pub fn busy(&self, cluster: u32) -> bool {
-        lock(&self.outstanding[cluster as usize]).is_some()
+    /// Whether endpoint `slot` of `cluster` may be changed: no change in flight uses it (its marker
+    /// must stay in the file until every client has seen it).
+    pub fn slot_free(&self, cluster: u32, slot: usize) -> bool {
+        !lock(&self.outstanding[cluster as usize])
+            .iter()
+            .any(|c| c.slot == slot)
+    }
+
+    /// Changes in flight.
+    pub fn in_flight(&self) -> usize {
+        self.outstanding.iter().map(|o| lock(o).len()).sum()
     }
 
     /// Registers a change before it is written; clients look for it from now on.
     pub fn register(&self, change: Arc<Change>) {
         let cluster = change.cluster as usize;
-        *lock(&self.outstanding[cluster]) = Some(change);
+        lock(&self.outstanding[cluster]).push(change);
     }
 
-    /// Stops looking for a change (it converged, or the run gave up on it).
+    /// Stops looking for a change (the run gave up on it).
     pub fn retire(&self, change: &Arc<Change>) {
-        let mut slot = lock(&self.outstanding[change.cluster as usize]);
-        if slot.as_ref().is_some_and(|c| Arc::ptr_eq(c, change)) {
-            *slot = None;
-        }
+        lock(&self.outstanding[change.cluster as usize]).retain(|c| !Arc::ptr_eq(c, change));
     }
 
     /// Per-client time to full config in nanoseconds since base (`None`: never).
@@ -163,8 +182,8 @@ impl Tracker {
             .collect()
     }
 
-    pub fn first_error(&self) -> Option<String> {
-        lock(&self.first_error).clone()
+    pub fn first_failure(&self) -> Option<String> {
+        lock(&self.first_failure).clone()
     }
 
     /// Client streams ending from now on are the run ending, not failures.
@@ -172,12 +191,16 @@ impl Tracker {
         self.stopping.store(true, Ordering::Release);
     }
 
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
     pub(crate) fn fail(&self, client: usize, error: String) {
-        if self.stopping.load(Ordering::Acquire) {
+        if self.stopping() {
             return;
         }
-        self.errors.fetch_add(1, Ordering::Relaxed);
-        lock(&self.first_error).get_or_insert_with(|| format!("client {client}: {error}"));
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        lock(&self.first_failure).get_or_insert_with(|| format!("client {client}: {error}"));
     }
 
     /// A load assignment for cluster `idx` reached a client.
@@ -187,16 +210,26 @@ impl Tracker {
             st.eds[i / 64] |= 1 << (i % 64);
             st.eds_count += 1;
         }
-        let change = lock(&self.outstanding[i]).clone();
-        let Some(change) = change else { return };
-        if st.seen_change[i] == change.id || !wire::contains(cla, &change.needle) {
+        let mut in_flight = lock(&self.outstanding[i]);
+        if in_flight.is_empty() {
             return;
         }
-        st.seen_change[i] = change.id;
-        change.last_ns.fetch_max(self.now_ns(), Ordering::AcqRel);
-        if change.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.retire(&change);
-        }
+        // Changes up to `seen` were recorded by this client already. A state holding a change's
+        // marker holds every earlier marker of the cluster (their slots are not rewritten while they
+        // are in flight), so recording by id order never misses one.
+        let seen = st.seen_change[i];
+        let mut newest = seen;
+        let now = self.now_ns();
+        in_flight.retain(|change| {
+            if change.id <= seen || !wire::contains(cla, &change.needle) {
+                return true;
+            }
+            newest = newest.max(change.id);
+            change.last_ns.fetch_max(now, Ordering::AcqRel);
+            // The last client retires it.
+            change.remaining.fetch_sub(1, Ordering::AcqRel) != 1
+        });
+        st.seen_change[i] = newest;
     }
 
     fn check_complete(&self, client: usize, st: &mut ClientState) {
@@ -225,7 +258,7 @@ struct ClientState {
     listener: bool,
     route: bool,
     complete: bool,
-    /// Per cluster: the last change this client recorded.
+    /// Per cluster: the newest change this client recorded (0: none).
     seen_change: Vec<u32>,
 }
 
@@ -238,7 +271,7 @@ impl ClientState {
             listener: false,
             route: false,
             complete: false,
-            seen_change: vec![u32::MAX; clusters],
+            seen_change: vec![0; clusters],
         }
     }
 }
@@ -267,7 +300,8 @@ impl Identity {
     }
 }
 
-/// Runs one client until its stream ends or the task is aborted.
+/// Runs one client until the task is aborted: a failed stream is counted and opened again (the
+/// channel reconnects), after 250 ms doubling to 5 s, reset once a stream lived 30 s.
 pub async fn run_client(
     tracker: Arc<Tracker>,
     channel: Channel,
@@ -275,14 +309,34 @@ pub async fn run_client(
     id: Identity,
     opened: tokio::sync::oneshot::Sender<()>,
 ) {
-    let index = id.index;
-    let result = match protocol {
-        Protocol::Sotw => sotw(&tracker, channel, id, opened).await,
-        Protocol::Delta => delta(&tracker, channel, id, opened).await,
-    };
-    match result {
-        Ok(()) => tracker.fail(index, "the server ended the stream".into()),
-        Err(e) => tracker.fail(index, format!("{e:#}")),
+    let mut st = ClientState::new(tracker.clusters());
+    let mut opened = Some(opened);
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        let started = Instant::now();
+        let result = match protocol {
+            Protocol::Sotw => sotw(&tracker, channel.clone(), &id, &mut st, &mut opened).await,
+            Protocol::Delta => delta(&tracker, channel.clone(), &id, &mut st, &mut opened).await,
+        };
+        if tracker.stopping() {
+            return;
+        }
+        match result {
+            Ok(()) => tracker.fail(id.index, "the server ended the stream".into()),
+            Err(e) => tracker.fail(id.index, format!("{e:#}")),
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            backoff = Duration::from_millis(250);
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Tells the connecting task (once) that this client's stream is open.
+fn signal_open(opened: &mut Option<tokio::sync::oneshot::Sender<()>>) {
+    if let Some(tx) = opened.take() {
+        let _ = tx.send(());
     }
 }
 
@@ -344,14 +398,14 @@ fn sotw_request(type_url: &str, version: &str, nonce: &str, node: Option<Node>) 
 async fn sotw(
     tracker: &Arc<Tracker>,
     channel: Channel,
-    id: Identity,
-    opened: tokio::sync::oneshot::Sender<()>,
+    id: &Identity,
+    st: &mut ClientState,
+    opened: &mut Option<tokio::sync::oneshot::Sender<()>>,
 ) -> anyhow::Result<()> {
     let first = sotw_request(wire::CLUSTER_TYPE, "", "", Some(id.node()));
     let (tx, mut inbound) = open(channel, wire::SOTW_PATH, first).await?;
     let _live = Live::new(tracker);
-    let _ = opened.send(());
-    let mut st = ClientState::new(tracker.clusters());
+    signal_open(opened);
     // The EDS subscription (encoded names) and the last EDS version and nonce.
     let mut eds_names: Option<Bytes> = None;
     let mut eds_ack = (String::new(), String::new());
@@ -415,7 +469,7 @@ async fn sotw(
                         .ok()
                         .and_then(|n| tracker.clusters.get(n));
                     if let Some(&idx) = idx {
-                        tracker.on_assignment(&mut st, idx, &r.value);
+                        tracker.on_assignment(st, idx, &r.value);
                     }
                 }
                 eds_ack = (resp.version_info.clone(), resp.nonce.clone());
@@ -444,7 +498,7 @@ async fn sotw(
             }
             other => anyhow::bail!("response of unexpected type {other}"),
         }
-        tracker.check_complete(id.index, &mut st);
+        tracker.check_complete(id.index, st);
     }
     Ok(())
 }
@@ -470,17 +524,18 @@ fn delta_request(
 async fn delta(
     tracker: &Arc<Tracker>,
     channel: Channel,
-    id: Identity,
-    opened: tokio::sync::oneshot::Sender<()>,
+    id: &Identity,
+    st: &mut ClientState,
+    opened: &mut Option<tokio::sync::oneshot::Sender<()>>,
 ) -> anyhow::Result<()> {
     let first = delta_request(wire::CLUSTER_TYPE, "", Vec::new(), Some(id.node()));
     let (tx, mut inbound) = open(channel, wire::DELTA_PATH, first).await?;
     let _live = Live::new(tracker);
-    let _ = opened.send(());
+    signal_open(opened);
     let n = tracker.clusters();
-    let mut st = ClientState::new(n);
-    // Clusters held (bitset) and those whose endpoints are subscribed.
+    // Clusters held on this stream (bitset) and those whose endpoints are subscribed.
     let mut cds = vec![0u64; n.div_ceil(64)];
+    let mut cds_count = 0;
     let mut eds_subscribed = vec![false; n];
     let (mut lds_requested, mut rds_requested) = (false, false);
     while let Some(raw) = inbound.message().await? {
@@ -496,7 +551,7 @@ async fn delta(
                         let i = idx as usize;
                         if cds[i / 64] & (1 << (i % 64)) == 0 {
                             cds[i / 64] |= 1 << (i % 64);
-                            st.cds_count += 1;
+                            cds_count += 1;
                         }
                         if !eds_subscribed[i] {
                             eds_subscribed[i] = true;
@@ -509,10 +564,11 @@ async fn delta(
                         let i = idx as usize;
                         if cds[i / 64] & (1 << (i % 64)) != 0 {
                             cds[i / 64] &= !(1 << (i % 64));
-                            st.cds_count -= 1;
+                            cds_count -= 1;
                         }
                     }
                 }
+                st.cds_count = cds_count;
                 if !subscribe.is_empty() {
                     send(&tx, delta_request(wire::ENDPOINT_TYPE, "", subscribe, None))?;
                 }
@@ -524,7 +580,7 @@ async fn delta(
                     else {
                         continue;
                     };
-                    tracker.on_assignment(&mut st, idx, &any.value);
+                    tracker.on_assignment(st, idx, &any.value);
                 }
                 send(&tx, ack)?;
                 if !lds_requested {
@@ -552,7 +608,41 @@ async fn delta(
             }
             other => anyhow::bail!("response of unexpected type {other}"),
         }
-        tracker.check_complete(id.index, &mut st);
+        tracker.check_complete(id.index, st);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(id: u32, slot: usize, clients: usize) -> Arc<Change> {
+        Arc::new(Change::new(id, 0, slot, format!("11.0.0.{id}"), clients))
+    }
+
+    #[test]
+    fn changes_in_flight_on_one_cluster_are_each_recorded_once_per_client() {
+        let tracker = Tracker::new(2, &["c".to_string()]);
+        let (a, b) = (change(1, 0, 2), change(2, 1, 2));
+        tracker.register(a.clone());
+        assert!(!tracker.slot_free(0, 0) && tracker.slot_free(0, 1));
+        tracker.register(b.clone());
+        assert_eq!(tracker.in_flight(), 2);
+        let (mut one, mut two) = (ClientState::new(1), ClientState::new(1));
+        let only_a = a.needle.clone();
+        let both = [a.needle.clone(), b.needle.clone()].concat();
+
+        tracker.on_assignment(&mut one, 0, &only_a);
+        tracker.on_assignment(&mut one, 0, &only_a); // again: not counted twice
+        assert_eq!(a.remaining.load(Ordering::Acquire), 1);
+        assert_eq!(b.remaining.load(Ordering::Acquire), 2);
+        // A client that skipped A's state records both from the later one.
+        tracker.on_assignment(&mut two, 0, &both);
+        assert!(a.converged() && !b.converged());
+        tracker.on_assignment(&mut one, 0, &both);
+        assert!(b.converged());
+        assert_eq!(tracker.in_flight(), 0, "converged changes are retired");
+        assert_eq!(one.eds_count, 1);
+    }
 }

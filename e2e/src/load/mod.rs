@@ -261,11 +261,17 @@ struct Changer {
     scenario: Scenario,
     path: PathBuf,
     next_id: u32,
+    /// Changes made per cluster: the next one rewrites endpoint `count % endpoints_per_service`.
+    counts: Vec<u32>,
     rng: u64,
 }
 
 impl Changer {
-    /// A random cluster with no change in flight, not in `exclude`.
+    fn next_slot(&self, cluster: u32) -> usize {
+        self.counts[cluster as usize] as usize % self.scenario.endpoints_per_service
+    }
+
+    /// A random cluster, not in `exclude`, whose next endpoint slot has no change in flight.
     fn pick(&mut self, tracker: &Tracker, exclude: &[u32]) -> Option<u32> {
         // xorshift64: deterministic, no dependency.
         self.rng ^= self.rng << 13;
@@ -275,7 +281,7 @@ impl Changer {
         let start = (self.rng % n as u64) as usize;
         (0..n)
             .map(|k| ((start + k) % n) as u32)
-            .find(|&c| !tracker.busy(c) && !exclude.contains(&c))
+            .find(|&c| !exclude.contains(&c) && tracker.slot_free(c, self.next_slot(c)))
     }
 
     /// Changes one endpoint of each cluster and writes the file once; the changes are timed from the
@@ -292,10 +298,11 @@ impl Changer {
             let id = self.next_id;
             self.next_id += 1;
             let marker = scenario::marker_ip(id);
-            let slot = id as usize % self.scenario.endpoints_per_service;
+            let slot = self.next_slot(cluster);
+            self.counts[cluster as usize] += 1;
             self.scenario
                 .set_address(cluster as usize, slot, marker.clone());
-            let change = Arc::new(Change::new(id, cluster, marker, affected));
+            let change = Arc::new(Change::new(id, cluster, slot, marker, affected));
             tracker.register(change.clone());
             changes.push(change);
         }
@@ -484,7 +491,7 @@ async fn run_one(config: &Config, protocol: Protocol, mode: Mode) -> anyhow::Res
                     tracker.live.load(Ordering::Acquire)
                 );
             }
-            done + tracker.errors.load(Ordering::Acquire) as usize >= config.clients
+            done >= config.clients
         },
     )
     .await?;
@@ -525,6 +532,7 @@ async fn run_one(config: &Config, protocol: Protocol, mode: Mode) -> anyhow::Res
     let connected = server.sample().unwrap_or_default();
 
     let mut changer = Changer {
+        counts: vec![0; scenario.services],
         scenario,
         path: endpoints.clone(),
         next_id: 1,
@@ -592,6 +600,10 @@ async fn run_one(config: &Config, protocol: Protocol, mode: Mode) -> anyhow::Res
             changes: changes.len(),
             converged,
             convergence: dist,
+            first_ms: changes
+                .first()
+                .and_then(|c| c.convergence_ns())
+                .map(|ns| ns as f64 / 1e6),
             publish_floor: Dist::of_ns(floors),
             file_reload: Dist::of_ns(reload_times),
             push: Dist::of_ns(pushes),
@@ -689,6 +701,7 @@ async fn run_one(config: &Config, protocol: Protocol, mode: Mode) -> anyhow::Res
             rate_per_s: config.churn_rate,
             seconds,
             write_interval_ms: period.as_secs_f64() * 1e3,
+            offered: made + skipped,
             changes: changes.len(),
             converged,
             skipped,
@@ -741,8 +754,8 @@ async fn run_one(config: &Config, protocol: Protocol, mode: Mode) -> anyhow::Res
         responses_total: tracker.responses.load(Ordering::Relaxed),
         loadgen_cpu_s: loadgen.cpu_s - loadgen_before.cpu_s,
         loadgen_peak_rss: loadgen.hwm,
-        client_errors: tracker.errors.load(Ordering::Relaxed),
-        first_error: tracker.first_error(),
+        stream_failures: tracker.failures.load(Ordering::Relaxed),
+        first_failure: tracker.first_failure(),
         seconds: run_started.elapsed().as_secs_f64(),
     };
     // Give aborted client tasks a moment to drop their connections before the next run.

@@ -59,6 +59,8 @@ pub struct Single {
     pub converged: usize,
     /// Change written (rename) → every client has it.
     pub convergence: Option<Dist>,
+    /// Convergence of the first change, the first snapshot after the clients connected, ms.
+    pub first_ms: Option<f64>,
     /// Rename → the server logged the new snapshot (file watch debounce + stability re-read + parse +
     /// build): the part no push can beat.
     pub publish_floor: Option<Dist>,
@@ -79,9 +81,12 @@ pub struct Churn {
     pub rate_per_s: f64,
     pub seconds: f64,
     pub write_interval_ms: f64,
+    /// Changes due at the rate (rate × seconds).
+    pub offered: usize,
+    /// Changes made: offered − skipped.
     pub changes: usize,
     pub converged: usize,
-    /// Changes not made because every cluster had a change in flight.
+    /// Changes not made because no cluster had a free endpoint slot (every slot's change in flight).
     pub skipped: usize,
     pub convergence: Option<Dist>,
     /// Snapshots the server published during the churn.
@@ -133,8 +138,10 @@ pub struct RunReport {
     /// The load generator's own CPU seconds and peak RSS (it shares the machine with the server).
     pub loadgen_cpu_s: f64,
     pub loadgen_peak_rss: u64,
-    pub client_errors: u64,
-    pub first_error: Option<String>,
+    /// ADS streams that failed or were ended by the server; each client reconnects (as Envoy does)
+    /// and is served again, so changes still converge.
+    pub stream_failures: u64,
+    pub first_failure: Option<String>,
     pub seconds: f64,
 }
 
@@ -145,7 +152,7 @@ impl RunReport {
 
     /// Every client got full config, every change converged at every client, no client failed.
     pub fn all_delivered(&self) -> bool {
-        self.client_errors == 0
+        self.stream_failures == 0
             && self.initial.complete == self.clients
             && self
                 .single
@@ -412,6 +419,11 @@ impl Report {
                 );
                 let _ = writeln!(
                     o,
+                    "    first change after connect: {}",
+                    s.first_ms.map_or("-".into(), |ms| format!("{ms:.0} ms"))
+                );
+                let _ = writeln!(
+                    o,
                     "    publish floor (rename → snapshot published): {}",
                     dist(&s.publish_floor)
                 );
@@ -437,12 +449,13 @@ impl Report {
             if let Some(ch) = &r.churn {
                 let _ = writeln!(
                     o,
-                    "  churn {}/s × {:.0} s: {}/{} converged ({} skipped): {}",
+                    "  churn {}/s × {:.0} s: {} offered, {} made ({} skipped), {} converged: {}",
                     ch.rate_per_s,
                     ch.seconds,
-                    ch.converged,
+                    ch.offered,
                     ch.changes,
                     ch.skipped,
+                    ch.converged,
                     dist(&ch.convergence)
                 );
                 let _ = writeln!(
@@ -498,12 +511,12 @@ impl Report {
                 mib(r.loadgen_peak_rss),
                 r.seconds
             );
-            if r.client_errors > 0 || s.warnings > 0 {
+            if r.stream_failures > 0 || s.warnings > 0 {
                 let _ = writeln!(
                     o,
-                    "  PROBLEMS: {} client errors (first: {}), {} server warnings",
-                    r.client_errors,
-                    r.first_error.as_deref().unwrap_or("-"),
+                    "  PROBLEMS: {} stream failures, clients reconnected (first: {}), {} server warnings",
+                    r.stream_failures,
+                    r.first_failure.as_deref().unwrap_or("-"),
                     s.warnings
                 );
             }
