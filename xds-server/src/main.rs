@@ -9,6 +9,12 @@ use clap::{Parser, ValueEnum};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+/// Thousands of streams allocate and free many small buffers (request names, responses) from several
+/// threads; glibc's malloc spent a third of the server's CPU there under load and kept freed memory
+/// fragmented. mimalloc is faster at this and returns memory.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use xds_server::admin::api::AdminService;
 use xds_server::admin::clients::ClientRegistry;
 use xds_server::admin::csds::CsdsService;

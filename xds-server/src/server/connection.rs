@@ -16,7 +16,7 @@ use crate::server::node::{ClientIdentity, LocalityLookup, NodeError};
 use std::sync::Arc;
 
 /// What one type URL's conversation looks like so far.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct TypeState {
     /// `None` = wildcard (all resources of the type).
     pub names: Option<BTreeSet<String>>,
@@ -41,13 +41,14 @@ pub struct TypeState {
     resend_on_request: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Sent {
     pub version: String,
     pub nonce: String,
     pub resources: usize,
     /// Name and content hash of each resource in the response, so a NACK knows what was refused.
-    contents: Vec<(String, u64)>,
+    /// The resources themselves (shared with the cache), not copies of their names.
+    contents: Vec<Arc<Resource>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -233,10 +234,10 @@ impl AdsConnection {
             if !kind.is_wildcard_type() {
                 // Envoy kept what it had before, which we no longer know exactly: forget the refused
                 // resources so the next good content of each is sent, and remember the bad content.
-                for (name, hash) in sent.iter().flat_map(|s| &s.contents) {
-                    st.rejected.insert(name.clone(), *hash);
-                    if let Some(h) = st.held.remove(name) {
-                        st.version ^= digest(name, h);
+                for r in sent.iter().flat_map(|s| &s.contents) {
+                    st.rejected.insert(r.name.clone(), r.hash);
+                    if let Some(h) = st.held.remove(&r.name) {
+                        st.version ^= digest(&r.name, h);
                     }
                 }
             }
@@ -373,7 +374,7 @@ impl AdsConnection {
             version: version_str.clone(),
             nonce: nonce.clone(),
             resources: resources.len(),
-            contents: resources.iter().map(|r| (r.name.clone(), r.hash)).collect(),
+            contents: resources.clone(),
         });
         st.force.clear();
         st.resend_on_request = false;
@@ -417,7 +418,7 @@ impl crate::admin::clients::Inspect for AdsConnection {
                 let held = if kind.is_wildcard_type() {
                     st.sent
                         .iter()
-                        .flat_map(|s| s.contents.iter().cloned())
+                        .flat_map(|s| s.contents.iter().map(|r| (r.name.clone(), r.hash)))
                         .collect()
                 } else {
                     st.held.iter().map(|(n, h)| (n.clone(), *h)).collect()
