@@ -14,7 +14,7 @@ use envoy_types::pb::google::protobuf::Any;
 use envoy_types::util::pack_any;
 
 use crate::model::{ClientInfo, Registry, Service, ServicePort};
-use crate::policy::{PolicySet, ResolvedPolicy};
+use crate::policy::{FailoverPolicy, PolicySet, ResolvedPolicy};
 use crate::translate::{self, resources, LocalityClass};
 
 pub const CLUSTER_TYPE: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
@@ -506,9 +506,23 @@ impl Snapshot {
                 let Some(names) = names else {
                     return Vec::new();
                 };
+                // A client's class depends only on the policy's keys, and most clusters share one
+                // policy: work it out once per distinct policy, not once per cluster.
+                let mut classes: Vec<(*const FailoverPolicy, LocalityClass)> = Vec::new();
                 names
                     .iter()
-                    .filter_map(|n| self.load_assignment(n, client))
+                    .filter_map(|n| self.clusters.get(n))
+                    .map(|c| {
+                        let key = Arc::as_ptr(&c.policy.policy);
+                        let i = match classes.iter().position(|(k, _)| *k == key) {
+                            Some(i) => i,
+                            None => {
+                                classes.push((key, c.class_of(client)));
+                                classes.len() - 1
+                            }
+                        };
+                        c.load_assignment(&classes[i].1)
+                    })
                     .collect()
             }
             ResourceType::Listener => {
