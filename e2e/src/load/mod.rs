@@ -442,6 +442,7 @@ fn spawn_clients(
 async fn run_one(config: &Config, protocol: Protocol, mode: Mode) -> anyhow::Result<RunReport> {
     let name = format!("{}/{}", protocol.name(), mode.name());
     let run_started = Instant::now();
+    let loadavg_start = procfs::loadavg();
     let loadgen_before = procfs::sample_self();
     let dir = crate::tmp::TempDir::new("load");
     let scenario = Scenario::new(
@@ -757,6 +758,8 @@ async fn run_one(config: &Config, protocol: Protocol, mode: Mode) -> anyhow::Res
         stream_failures: tracker.failures.load(Ordering::Relaxed),
         first_failure: tracker.first_failure(),
         seconds: run_started.elapsed().as_secs_f64(),
+        loadavg_start,
+        loadavg_end: procfs::loadavg(),
     };
     // Give aborted client tasks a moment to drop their connections before the next run.
     tokio::time::sleep(Duration::from_millis(500)).await;

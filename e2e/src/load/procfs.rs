@@ -55,6 +55,14 @@ fn status_kb(status: &str, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// The 1-minute load average (other work on the machine competes with the server and the clients).
+pub fn loadavg() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(0.0)
+}
+
 /// What the benchmark ran on.
 #[derive(Debug, Clone, Serialize)]
 pub struct Machine {

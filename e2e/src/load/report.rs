@@ -143,6 +143,9 @@ pub struct RunReport {
     pub stream_failures: u64,
     pub first_failure: Option<String>,
     pub seconds: f64,
+    /// The machine's 1-minute load average when the run started and ended (2 = both cores busy).
+    pub loadavg_start: f64,
+    pub loadavg_end: f64,
 }
 
 impl RunReport {
@@ -504,12 +507,15 @@ impl Report {
             }
             let _ = writeln!(
                 o,
-                "  bytes sent: {} in {} responses; load generator CPU {:.1} s, peak RSS {}; run {:.0} s",
+                "  bytes sent: {} in {} responses; load generator CPU {:.1} s, peak RSS {}; run {:.0} s, \
+                 load average {:.1} → {:.1}",
                 mib(r.bytes_total),
                 r.responses_total,
                 r.loadgen_cpu_s,
                 mib(r.loadgen_peak_rss),
-                r.seconds
+                r.seconds,
+                r.loadavg_start,
+                r.loadavg_end
             );
             if r.stream_failures > 0 || s.warnings > 0 {
                 let _ = writeln!(
