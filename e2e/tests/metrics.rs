@@ -15,9 +15,18 @@ const WAIT: Duration = Duration::from_secs(10);
 const POLICY: &str = "kind: FailoverPolicy\nmetadata:\n  name: mesh\n  namespace: \"*\"\nspec:\n  outlierDetection:\n    consecutive5xx: 3\n";
 
 fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let r =
-        e2e::http::get(addr, "metrics", path, Duration::from_secs(5)).expect("metrics endpoint");
-    (r.status, r.text())
+    // Retried: on a loaded CI machine one attempt can time out while a scrape is being rendered.
+    let mut last = None;
+    let got = e2e::poll(WAIT, Duration::from_millis(100), || {
+        match e2e::http::get(addr, "metrics", path, Duration::from_secs(5)) {
+            Ok(r) => Some((r.status, r.text())),
+            Err(e) => {
+                last = Some(e);
+                None
+            }
+        }
+    });
+    got.unwrap_or_else(|| panic!("GET http://{addr}{path} failed: {last:?}"))
 }
 
 /// Samples by their full name with labels, e.g. `xds_pushes_total{type="EDS"}`.

@@ -90,13 +90,21 @@ pub struct Resource {
     pub name: String,
     pub any: Any,
     pub hash: u64,
+    /// `any` encoded, once: responses write these bytes (see [`crate::server::wire`]).
+    pub encoded: bytes::Bytes,
 }
 
 impl Resource {
     fn new<T: prost::Name + prost::Message>(name: String, message: T) -> Arc<Self> {
         let any = pack_any(message);
         let hash = content_hash(&any.value);
-        Arc::new(Self { name, any, hash })
+        let encoded = bytes::Bytes::from(prost::Message::encode_to_vec(&any));
+        Arc::new(Self {
+            name,
+            any,
+            hash,
+            encoded,
+        })
     }
 }
 

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 
 use std::hash::{Hash, Hasher};
 
@@ -13,6 +13,7 @@ use crate::admin::clients::{SyncStatus, TypeReport};
 use crate::cache::{Resource, ResourceType, Scope, Snapshot};
 use crate::model::ClientInfo;
 use crate::server::node::{ClientIdentity, LocalityLookup, NodeError};
+use crate::server::wire::SotwResponse;
 use std::sync::Arc;
 
 /// What one type URL's conversation looks like so far.
@@ -188,7 +189,7 @@ impl AdsConnection {
         &mut self,
         req: &DiscoveryRequest,
         snapshot: &Snapshot,
-    ) -> Result<(RequestKind, Vec<DiscoveryResponse>), NodeError> {
+    ) -> Result<(RequestKind, Vec<SotwResponse>), NodeError> {
         let was_pending = self.client.is_pending();
         self.client.observe(req.node.as_ref())?;
         if was_pending && !self.client.is_pending() {
@@ -275,7 +276,7 @@ impl AdsConnection {
     /// A new snapshot: push every subscribed type whose answer changed, in make-before-break order
     /// (CDS, EDS, LDS, RDS). A re-sent cluster (listener) is followed by its endpoints (routes) even if
     /// those are unchanged, so Envoy never waits on a warming resource.
-    pub fn on_snapshot(&mut self, snapshot: &Snapshot) -> Vec<DiscoveryResponse> {
+    pub fn on_snapshot(&mut self, snapshot: &Snapshot) -> Vec<SotwResponse> {
         if self.client.refresh() {
             self.seen = None;
         }
@@ -304,7 +305,7 @@ impl AdsConnection {
         kind: ResourceType,
         snapshot: &Snapshot,
         answer: Answer<'_>,
-    ) -> Option<DiscoveryResponse> {
+    ) -> Option<SotwResponse> {
         let client = self.client.get()?;
         let st = self.types.get(&kind)?;
         let full = matches!(answer, Answer::Full);
@@ -389,12 +390,11 @@ impl AdsConnection {
                 d.resend_on_request = true;
             }
         }
-        Some(DiscoveryResponse {
+        Some(SotwResponse {
             version_info: version_str,
-            resources: resources.iter().map(|r| r.any.clone()).collect(),
+            resources,
             type_url: kind.type_url().to_string(),
             nonce,
-            ..DiscoveryResponse::default()
         })
     }
 }
@@ -504,6 +504,7 @@ mod tests {
     use crate::policy::{FailoverPolicy, PolicyEntry, PolicyOrigin, PolicyScope, PolicySet};
     use envoy_types::pb::envoy::config::core::v3::{Locality as EnvoyLocality, Node};
     use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+    use envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse;
     use envoy_types::pb::google::rpc::Status;
     use prost::Message;
     use std::collections::BTreeMap as Map;
@@ -569,12 +570,28 @@ mod tests {
         request(&resp.type_url, names, &resp.version_info, &resp.nonce)
     }
 
+    fn push(conn: &mut AdsConnection, snap: &Snapshot) -> Vec<DiscoveryResponse> {
+        conn.on_snapshot(snap)
+            .iter()
+            .map(SotwResponse::to_proto)
+            .collect()
+    }
+
+    fn on_req(
+        conn: &mut AdsConnection,
+        req: &DiscoveryRequest,
+        snap: &Snapshot,
+    ) -> Result<(RequestKind, Vec<DiscoveryResponse>), NodeError> {
+        let (what, out) = conn.on_request(req, snap)?;
+        Ok((what, out.iter().map(SotwResponse::to_proto).collect()))
+    }
+
     fn one(
         conn: &mut AdsConnection,
         req: &DiscoveryRequest,
         snap: &Snapshot,
     ) -> Option<DiscoveryResponse> {
-        let (_, mut out) = conn.on_request(req, snap).unwrap();
+        let (_, mut out) = on_req(conn, req, snap).unwrap();
         assert!(out.len() <= 1);
         out.pop()
     }
@@ -638,23 +655,23 @@ mod tests {
         let eds = one(&mut conn, &request(ENDPOINT_TYPE, &names, "", ""), &first).unwrap();
         assert_eq!(eds.resources.len(), 2);
         assert!(one(&mut conn, &ack(&eds, &names), &first).is_none());
-        conn.on_snapshot(&first);
+        push(&mut conn, &first);
         let second = snapshot(Some(&first), &[("a", &["10.0.0.1"]), ("b", &["10.0.0.3"])]);
-        let pushed = conn.on_snapshot(&second);
+        let pushed = push(&mut conn, &second);
         assert_eq!(pushed.len(), 1);
         assert_eq!(cla_names(&pushed[0]), vec!["b.shop:8080"]);
         // A snapshot that skips one generation (the client was slow) is checked in full and still
         // sends only what differs from what the client holds.
         let third = snapshot(Some(&second), &[("a", &["10.0.0.4"]), ("b", &["10.0.0.3"])]);
         let fourth = snapshot(Some(&third), &[("a", &["10.0.0.4"]), ("b", &["10.0.0.5"])]);
-        let pushed = conn.on_snapshot(&fourth);
+        let pushed = push(&mut conn, &fourth);
         assert_eq!(cla_names(&pushed[0]), vec![EDS_A, "b.shop:8080"]);
         let fifth = snapshot(Some(&fourth), &[("a", &["10.0.0.4"]), ("b", &["10.0.0.5"])]);
-        assert!(conn.on_snapshot(&fifth).is_empty());
+        assert!(push(&mut conn, &fifth).is_empty());
         // A cluster that disappears is dropped from what the client holds; nothing is sent for it
         // (CDS removes the cluster).
         let sixth = snapshot(Some(&fifth), &[("a", &["10.0.0.4"])]);
-        assert!(conn.on_snapshot(&sixth).is_empty());
+        assert!(push(&mut conn, &sixth).is_empty());
         let st = conn.type_state(ResourceType::Endpoint).unwrap();
         assert_eq!(st.held.keys().collect::<Vec<_>>(), vec![EDS_A]);
     }
@@ -666,9 +683,9 @@ mod tests {
         let names = [EDS_A, "b.shop:8080"];
         let eds = one(&mut conn, &request(ENDPOINT_TYPE, &names, "", ""), &first).unwrap();
         one(&mut conn, &ack(&eds, &names), &first);
-        conn.on_snapshot(&first);
+        push(&mut conn, &first);
         let second = snapshot(Some(&first), &[("a", &["10.0.0.9"]), ("b", &["10.0.0.2"])]);
-        let pushed = conn.on_snapshot(&second);
+        let pushed = push(&mut conn, &second);
         let mut nack = ack(&pushed[0], &names);
         nack.version_info = eds.version_info.clone();
         nack.error_detail = Some(Status {
@@ -676,24 +693,24 @@ mod tests {
             message: "bad".into(),
             details: vec![],
         });
-        let (what, out) = conn.on_request(&nack, &second).unwrap();
+        let (what, out) = on_req(&mut conn, &nack, &second).unwrap();
         assert!(matches!(what, RequestKind::Nack(_)));
         assert!(out.is_empty());
         // b changes: only b goes out; a's refused content stays back.
         let third = snapshot(Some(&second), &[("a", &["10.0.0.9"]), ("b", &["10.0.0.3"])]);
-        let pushed = conn.on_snapshot(&third);
+        let pushed = push(&mut conn, &third);
         assert_eq!(cla_names(&pushed[0]), vec!["b.shop:8080"]);
         // Even after an ACK and a full re-check (a skipped generation), the refused content stays back.
-        let (_, _) = conn.on_request(&ack(&pushed[0], &names), &third).unwrap();
+        let (_, _) = on_req(&mut conn, &ack(&pushed[0], &names), &third).unwrap();
         let skipped = snapshot(Some(&third), &[("a", &["10.0.0.9"]), ("b", &["10.0.0.3"])]);
         let again = snapshot(
             Some(&skipped),
             &[("a", &["10.0.0.9"]), ("b", &["10.0.0.3"])],
         );
-        assert!(conn.on_snapshot(&again).is_empty());
+        assert!(push(&mut conn, &again).is_empty());
         // a gets new content: it is sent.
         let fourth = snapshot(Some(&again), &[("a", &["10.0.0.8"]), ("b", &["10.0.0.3"])]);
-        let pushed = conn.on_snapshot(&fourth);
+        let pushed = push(&mut conn, &fourth);
         assert_eq!(cla_names(&pushed[0]), vec![EDS_A]);
     }
 
@@ -703,18 +720,14 @@ mod tests {
         let mut conn = AdsConnection::new();
         let eds1 = one(&mut conn, &request(ENDPOINT_TYPE, &[EDS_A], "", ""), &first).unwrap();
         let second = snapshot(Some(&first), &[("a", &["10.0.0.2"])]);
-        let pushed = conn.on_snapshot(&second);
+        let pushed = push(&mut conn, &second);
         assert_eq!(pushed.len(), 1);
         // Envoy's ACK of the first response arrives after we pushed the second: stale, ignored, even
         // though it carries a subscription change.
-        let (what, out) = conn
-            .on_request(&ack(&eds1, &[EDS_A, "b.shop:8080"]), &second)
-            .unwrap();
+        let (what, out) = on_req(&mut conn, &ack(&eds1, &[EDS_A, "b.shop:8080"]), &second).unwrap();
         assert_eq!(what, RequestKind::StaleNonce);
         assert!(out.is_empty());
-        let (what, _) = conn
-            .on_request(&ack(&pushed[0], &[EDS_A]), &second)
-            .unwrap();
+        let (what, _) = on_req(&mut conn, &ack(&pushed[0], &[EDS_A]), &second).unwrap();
         assert_eq!(what, RequestKind::Ack);
     }
 
@@ -731,7 +744,7 @@ mod tests {
                     .into(),
             details: vec![],
         });
-        let (what, out) = conn.on_request(&nack, &first).unwrap();
+        let (what, out) = on_req(&mut conn, &nack, &first).unwrap();
         assert!(out.is_empty(), "no answer to a NACK with the same content");
         let RequestKind::Nack(n) = what else {
             panic!("expected NACK")
@@ -740,12 +753,12 @@ mod tests {
         assert_eq!(n.message, "Proto constraint validation failed: bad");
         // The same content again (e.g. an unrelated snapshot) is not pushed.
         let same = snapshot(Some(&first), &[("a", &["10.0.0.1"]), ("b", &["10.0.0.9"])]);
-        assert!(conn.on_snapshot(&same).is_empty());
+        assert!(push(&mut conn, &same).is_empty());
         // New content is.
         let fixed = snapshot(Some(&same), &[("a", &["10.0.0.2"])]);
-        let pushed = conn.on_snapshot(&fixed);
+        let pushed = push(&mut conn, &fixed);
         assert_eq!(pushed.len(), 1);
-        let (what, _) = conn.on_request(&ack(&pushed[0], &[EDS_A]), &fixed).unwrap();
+        let (what, _) = on_req(&mut conn, &ack(&pushed[0], &[EDS_A]), &fixed).unwrap();
         assert_eq!(what, RequestKind::Ack);
         assert!(conn
             .type_state(ResourceType::Endpoint)
@@ -763,9 +776,9 @@ mod tests {
         one(&mut conn, &ack(&cds, &[]), &first);
         assert!(one(&mut conn, &ack(&eds, &[EDS_A]), &first).is_none());
         let same = snapshot(Some(&first), &[("a", &["10.0.0.1"])]);
-        assert!(conn.on_snapshot(&same).is_empty());
+        assert!(push(&mut conn, &same).is_empty());
         let changed = snapshot(Some(&same), &[("a", &["10.0.0.2"])]);
-        let pushed = conn.on_snapshot(&changed);
+        let pushed = push(&mut conn, &changed);
         assert_eq!(
             pushed
                 .iter()
@@ -802,7 +815,7 @@ mod tests {
             policies,
             TranslateSettings::default(),
         );
-        let pushed = conn.on_snapshot(&second);
+        let pushed = push(&mut conn, &second);
         let types: Vec<&str> = pushed.iter().map(|r| r.type_url.as_str()).collect();
         assert_eq!(types, vec![CLUSTER_TYPE, ENDPOINT_TYPE]);
         // Envoy's re-request for the re-created cluster still carries the previous EDS nonce: stale, and
@@ -851,7 +864,7 @@ mod tests {
         assert_eq!(rds.resources.len(), 1);
         // A new service changes routes but not the listener.
         let next = snapshot(Some(&snap), &[("a", &["10.0.0.1"]), ("b", &["10.0.0.2"])]);
-        let pushed = conn.on_snapshot(&next);
+        let pushed = push(&mut conn, &next);
         assert_eq!(
             pushed
                 .iter()
@@ -876,11 +889,11 @@ mod tests {
         let mut req = request(CLUSTER_TYPE, &[], "", "");
         req.node = None;
         assert_eq!(
-            conn.on_request(&req, &snap).unwrap_err(),
+            on_req(&mut conn, &req, &snap).unwrap_err(),
             NodeError::Missing
         );
         let req = request("type.googleapis.com/envoy.Unknown", &[], "", "");
-        let (what, out) = conn.on_request(&req, &snap).unwrap();
+        let (what, out) = on_req(&mut conn, &req, &snap).unwrap();
         assert!(matches!(what, RequestKind::UnknownType(_)));
         assert!(out.is_empty());
         // Empty CDS is still a complete answer: Envoy needs it to finish initialising.
@@ -919,10 +932,10 @@ mod tests {
             }),
             ..Node::default()
         });
-        conn.on_request(&req, &snap).unwrap();
+        on_req(&mut conn, &req, &snap).unwrap();
         assert_eq!(conn.client().unwrap().locality, Locality::default());
         *pods.0.lock().unwrap() = Some(Locality::new("r", "z", ""));
-        conn.on_snapshot(&snap);
+        push(&mut conn, &snap);
         assert_eq!(conn.client().unwrap().locality, Locality::new("r", "z", ""));
     }
 

@@ -3,9 +3,7 @@
 //! Delta tracks, per resource, the version the client holds, and sends only what changed plus the names
 //! that went away.
 
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource as DeltaResource,
-};
+use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::admin::clients::{SyncStatus, TypeReport};
@@ -13,6 +11,7 @@ use crate::cache::{Resource, ResourceType, Scope, Snapshot};
 use crate::model::ClientInfo;
 use crate::server::connection::{shorten_error, Nack, RequestKind};
 use crate::server::node::{ClientIdentity, LocalityLookup, NodeError};
+use crate::server::wire::{DeltaEntry, DeltaResponse};
 use std::sync::Arc;
 
 /// What one type's conversation looks like so far.
@@ -118,7 +117,7 @@ impl DeltaConnection {
         &mut self,
         req: &DeltaDiscoveryRequest,
         snapshot: &Snapshot,
-    ) -> Result<(RequestKind, Vec<DeltaDiscoveryResponse>), NodeError> {
+    ) -> Result<(RequestKind, Vec<DeltaResponse>), NodeError> {
         let was_pending = self.client.is_pending();
         self.client.observe(req.node.as_ref())?;
         if was_pending && !self.client.is_pending() {
@@ -210,7 +209,7 @@ impl DeltaConnection {
 
     /// A new snapshot: send each subscribed type's changes in make-before-break order. Re-sent clusters
     /// (listeners) are followed by their endpoints (routes) even if unchanged, so nothing stays warming.
-    pub fn on_snapshot(&mut self, snapshot: &Snapshot) -> Vec<DeltaDiscoveryResponse> {
+    pub fn on_snapshot(&mut self, snapshot: &Snapshot) -> Vec<DeltaResponse> {
         if self.client.refresh() {
             self.seen = None;
         }
@@ -237,11 +236,7 @@ impl DeltaConnection {
 
     /// Sends what is stale or forced for one type, unless a response of that type is in flight (then
     /// the ACK sends it: one response in flight per type keeps what we hold for a slow client bounded).
-    fn respond(
-        &mut self,
-        kind: ResourceType,
-        snapshot: &Snapshot,
-    ) -> Option<DeltaDiscoveryResponse> {
+    fn respond(&mut self, kind: ResourceType, snapshot: &Snapshot) -> Option<DeltaResponse> {
         let client = self.client.get()?;
         let st = self.types.get(&kind)?;
         if st.pending.is_some() {
@@ -290,11 +285,10 @@ impl DeltaConnection {
                         continue;
                     }
                     sent.insert(name.clone(), r.hash);
-                    resources.push(DeltaResource {
+                    resources.push(DeltaEntry {
                         name,
                         version: version(r.hash),
-                        resource: Some(r.any.clone()),
-                        ..DeltaResource::default()
+                        resource: r,
                     });
                 }
                 None if st.held.contains_key(&name) => removed.push(name),
@@ -320,13 +314,12 @@ impl DeltaConnection {
         st.pending = Some((nonce.clone(), sent));
         let system_version = format!("{}", snapshot.generation);
         st.version_sent = Some(system_version.clone());
-        Some(DeltaDiscoveryResponse {
+        Some(DeltaResponse {
             system_version_info: system_version,
             resources,
             type_url: kind.type_url().to_string(),
             removed_resources: removed,
             nonce,
-            ..DeltaDiscoveryResponse::default()
         })
     }
 }
@@ -416,7 +409,7 @@ mod tests {
         }
     }
 
-    fn names(r: &DeltaDiscoveryResponse) -> Vec<&str> {
+    fn names(r: &DeltaResponse) -> Vec<&str> {
         r.resources.iter().map(|r| r.name.as_str()).collect()
     }
 

@@ -4,6 +4,7 @@
 pub mod connection;
 pub mod delta;
 pub mod node;
+pub mod wire;
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
@@ -12,12 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::{
-    aggregated_discovery_service_server::{
-        AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
-    },
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-};
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use futures::Stream;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -30,6 +26,7 @@ use crate::admin::metrics::{self, metrics};
 use crate::cache::{ResourceType, Snapshot};
 use connection::{AdsConnection, RequestKind};
 use delta::DeltaConnection;
+use wire::{DeltaResponse, SotwResponse};
 
 /// Responses a stream's task hands to the transport ahead of the client. One: a slow client is sent the
 /// newest state when it catches up, not a backlog of stale answers (see [`run_stream`]).
@@ -146,8 +143,8 @@ impl AdsService {
     }
 
     /// The gRPC service, with the request size limit ([`MAX_REQUEST_BYTES`]).
-    pub fn into_server(self) -> AggregatedDiscoveryServiceServer<Self> {
-        AggregatedDiscoveryServiceServer::new(self).max_decoding_message_size(MAX_REQUEST_BYTES)
+    pub fn into_server(self) -> AdsServer {
+        AdsServer(self)
     }
 
     /// ADS streams whose task is running (clones of a service share the count).
@@ -224,16 +221,16 @@ fn too_many_names(kind: ResourceType, what: &str, count: usize) -> String {
 
 impl StreamMachine for AdsConnection {
     type Req = DiscoveryRequest;
-    type Resp = DiscoveryResponse;
+    type Resp = SotwResponse;
     const PROTOCOL: Protocol = Protocol::Sotw;
     fn on_request(
         &mut self,
         req: &DiscoveryRequest,
         snapshot: &Snapshot,
-    ) -> Result<(RequestKind, Vec<DiscoveryResponse>), node::NodeError> {
+    ) -> Result<(RequestKind, Vec<SotwResponse>), node::NodeError> {
         AdsConnection::on_request(self, req, snapshot)
     }
-    fn on_snapshot(&mut self, snapshot: &Snapshot) -> Vec<DiscoveryResponse> {
+    fn on_snapshot(&mut self, snapshot: &Snapshot) -> Vec<SotwResponse> {
         AdsConnection::on_snapshot(self, snapshot)
     }
     fn locality_pending(&self) -> bool {
@@ -257,17 +254,17 @@ impl StreamMachine for AdsConnection {
     fn request_nonce(req: &DiscoveryRequest) -> &str {
         &req.response_nonce
     }
-    fn describe(resp: &DiscoveryResponse) -> (&'static str, usize, &str) {
+    fn describe(resp: &SotwResponse) -> (&'static str, usize, &str) {
         (
             short_type(&resp.type_url),
             resp.resources.len(),
             &resp.nonce,
         )
     }
-    fn response_version(resp: &DiscoveryResponse) -> &str {
+    fn response_version(resp: &SotwResponse) -> &str {
         &resp.version_info
     }
-    fn response_type(resp: &DiscoveryResponse) -> &str {
+    fn response_type(resp: &SotwResponse) -> &str {
         &resp.type_url
     }
     fn version_acked(&self, kind: ResourceType) -> Option<String> {
@@ -277,16 +274,16 @@ impl StreamMachine for AdsConnection {
 
 impl StreamMachine for DeltaConnection {
     type Req = DeltaDiscoveryRequest;
-    type Resp = DeltaDiscoveryResponse;
+    type Resp = DeltaResponse;
     const PROTOCOL: Protocol = Protocol::Delta;
     fn on_request(
         &mut self,
         req: &DeltaDiscoveryRequest,
         snapshot: &Snapshot,
-    ) -> Result<(RequestKind, Vec<DeltaDiscoveryResponse>), node::NodeError> {
+    ) -> Result<(RequestKind, Vec<DeltaResponse>), node::NodeError> {
         DeltaConnection::on_request(self, req, snapshot)
     }
-    fn on_snapshot(&mut self, snapshot: &Snapshot) -> Vec<DeltaDiscoveryResponse> {
+    fn on_snapshot(&mut self, snapshot: &Snapshot) -> Vec<DeltaResponse> {
         DeltaConnection::on_snapshot(self, snapshot)
     }
     fn locality_pending(&self) -> bool {
@@ -323,17 +320,17 @@ impl StreamMachine for DeltaConnection {
     fn request_nonce(req: &DeltaDiscoveryRequest) -> &str {
         &req.response_nonce
     }
-    fn describe(resp: &DeltaDiscoveryResponse) -> (&'static str, usize, &str) {
+    fn describe(resp: &DeltaResponse) -> (&'static str, usize, &str) {
         (
             short_type(&resp.type_url),
             resp.resources.len(),
             &resp.nonce,
         )
     }
-    fn response_version(resp: &DeltaDiscoveryResponse) -> &str {
+    fn response_version(resp: &DeltaResponse) -> &str {
         &resp.system_version_info
     }
-    fn response_type(resp: &DeltaDiscoveryResponse) -> &str {
+    fn response_type(resp: &DeltaResponse) -> &str {
         &resp.type_url
     }
     fn version_acked(&self, kind: ResourceType) -> Option<String> {
@@ -624,20 +621,36 @@ async fn run_stream<M: StreamMachine>(
     }
 }
 
-#[tonic::async_trait]
-impl AggregatedDiscoveryService for AdsService {
-    type StreamAggregatedResourcesStream = ResponseStream<DiscoveryResponse>;
+const SOTW_PATH: &str =
+    "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
+const DELTA_PATH: &str =
+    "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
 
-    async fn stream_aggregated_resources(
+/// The ADS gRPC service. Written out instead of using envoy-types' generated server, whose response
+/// types are fixed to `DiscoveryResponse`: ours write the cache's shared encoded resources
+/// ([`wire`]). Same service name and methods, same bytes on the wire.
+#[derive(Clone)]
+pub struct AdsServer(AdsService);
+
+impl tonic::server::NamedService for AdsServer {
+    const NAME: &'static str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
+}
+
+impl AdsService {
+    fn open<M: StreamMachine>(
         &self,
-        request: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        conn: M,
+        request: Request<Streaming<M::Req>>,
+    ) -> Response<ResponseStream<M::Resp>>
+    where
+        Streaming<M::Req>: Stream<Item = Result<M::Req, Status>> + Unpin,
+    {
         let stream_id = self.next_stream_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(STREAM_QUEUE);
         let live = LiveStream::new(&self.counters);
         let stream = run_stream(
             stream_id,
-            AdsConnection::with_lookup(self.lookup.clone()),
+            conn,
             request.into_inner(),
             self.snapshots.clone(),
             tx,
@@ -648,31 +661,77 @@ impl AggregatedDiscoveryService for AdsService {
             let _live = live;
             stream.await
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Response::new(Box::pin(ReceiverStream::new(rx)))
+    }
+}
+
+struct SotwMethod(AdsService);
+
+impl tonic::server::StreamingService<DiscoveryRequest> for SotwMethod {
+    type Response = SotwResponse;
+    type ResponseStream = ResponseStream<SotwResponse>;
+    type Future = tonic::codegen::BoxFuture<Response<Self::ResponseStream>, Status>;
+
+    fn call(&mut self, request: Request<Streaming<DiscoveryRequest>>) -> Self::Future {
+        let service = self.0.clone();
+        Box::pin(async move {
+            let conn = AdsConnection::with_lookup(service.lookup.clone());
+            Ok(service.open(conn, request))
+        })
+    }
+}
+
+struct DeltaMethod(AdsService);
+
+impl tonic::server::StreamingService<DeltaDiscoveryRequest> for DeltaMethod {
+    type Response = DeltaResponse;
+    type ResponseStream = ResponseStream<DeltaResponse>;
+    type Future = tonic::codegen::BoxFuture<Response<Self::ResponseStream>, Status>;
+
+    fn call(&mut self, request: Request<Streaming<DeltaDiscoveryRequest>>) -> Self::Future {
+        let service = self.0.clone();
+        Box::pin(async move {
+            let conn = DeltaConnection::with_lookup(service.lookup.clone());
+            Ok(service.open(conn, request))
+        })
+    }
+}
+
+impl<B> tonic::codegen::Service<tonic::codegen::http::Request<B>> for AdsServer
+where
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
+{
+    type Response = tonic::codegen::http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = tonic::codegen::BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
     }
 
-    type DeltaAggregatedResourcesStream = ResponseStream<DeltaDiscoveryResponse>;
-
-    async fn delta_aggregated_resources(
-        &self,
-        request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        let stream_id = self.next_stream_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(STREAM_QUEUE);
-        let live = LiveStream::new(&self.counters);
-        let stream = run_stream(
-            stream_id,
-            DeltaConnection::with_lookup(self.lookup.clone()),
-            request.into_inner(),
-            self.snapshots.clone(),
-            tx,
-            self.counters.clone(),
-            self.clients.clone(),
-        );
-        tokio::spawn(async move {
-            let _live = live;
-            stream.await
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    fn call(&mut self, req: tonic::codegen::http::Request<B>) -> Self::Future {
+        let service = self.0.clone();
+        match req.uri().path() {
+            SOTW_PATH => Box::pin(async move {
+                let codec = tonic_prost::ProstCodec::<SotwResponse, DiscoveryRequest>::default();
+                let mut grpc = tonic::server::Grpc::new(codec)
+                    .apply_max_message_size_config(Some(MAX_REQUEST_BYTES), None);
+                Ok(grpc.streaming(SotwMethod(service), req).await)
+            }),
+            DELTA_PATH => Box::pin(async move {
+                let codec =
+                    tonic_prost::ProstCodec::<DeltaResponse, DeltaDiscoveryRequest>::default();
+                let mut grpc = tonic::server::Grpc::new(codec)
+                    .apply_max_message_size_config(Some(MAX_REQUEST_BYTES), None);
+                Ok(grpc.streaming(DeltaMethod(service), req).await)
+            }),
+            _ => {
+                Box::pin(async move { Ok(Status::unimplemented("not an ADS method").into_http()) })
+            }
+        }
     }
 }
