@@ -59,43 +59,9 @@ pub fn target_dir() -> PathBuf {
 /// mode, so the demo runs a release server) and taken from the target directory.
 pub fn server_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(p) = std::env::var_os("XDS_SERVER_BIN").filter(|p| !p.is_empty()) {
-            let path = PathBuf::from(p);
-            assert!(
-                path.is_file(),
-                "XDS_SERVER_BIN={} does not exist",
-                path.display()
-            );
-            return path;
-        }
-        let release = !cfg!(debug_assertions);
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.current_dir(workspace_root()).args([
-            "build",
-            "--quiet",
-            "-p",
-            "xds-server",
-            "--bin",
-            "xds-server",
-        ]);
-        if release {
-            cmd.arg("--release");
-        }
-        let status = cmd
-            .status()
-            .unwrap_or_else(|e| panic!("cannot run cargo to build xds-server: {e}"));
-        assert!(status.success(), "building xds-server failed ({status})");
-        let path = target_dir()
-            .join(if release { "release" } else { "debug" })
-            .join("xds-server");
-        assert!(
-            path.is_file(),
-            "cargo built xds-server but {} does not exist",
-            path.display()
-        );
-        path
+    BIN.get_or_init(|| match env_path("XDS_SERVER_BIN") {
+        Some(path) => path,
+        None => build_bin("xds-server"),
     })
     .clone()
 }
@@ -105,13 +71,7 @@ pub fn server_bin() -> PathBuf {
 pub fn xdsctl_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        if let Some(p) = std::env::var_os("XDSCTL_BIN").filter(|p| !p.is_empty()) {
-            let path = PathBuf::from(p);
-            assert!(
-                path.is_file(),
-                "XDSCTL_BIN={} does not exist",
-                path.display()
-            );
+        if let Some(path) = env_path("XDSCTL_BIN") {
             return path;
         }
         if let Some(server) = std::env::var_os("XDS_SERVER_BIN").filter(|p| !p.is_empty()) {
@@ -124,33 +84,40 @@ pub fn xdsctl_bin() -> PathBuf {
             );
             return path;
         }
-        let release = !cfg!(debug_assertions);
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.current_dir(workspace_root()).args([
-            "build",
-            "--quiet",
-            "-p",
-            "xds-server",
-            "--bin",
-            "xdsctl",
-        ]);
-        if release {
-            cmd.arg("--release");
-        }
-        let status = cmd
-            .status()
-            .unwrap_or_else(|e| panic!("cannot run cargo to build xdsctl: {e}"));
-        assert!(status.success(), "building xdsctl failed ({status})");
-        let path = target_dir()
-            .join(if release { "release" } else { "debug" })
-            .join("xdsctl");
-        assert!(
-            path.is_file(),
-            "cargo built xdsctl but {} does not exist",
-            path.display()
-        );
-        path
+        build_bin("xdsctl")
     })
     .clone()
+}
+
+/// A binary named by an environment variable, which must then exist.
+fn env_path(var: &str) -> Option<PathBuf> {
+    let path = PathBuf::from(std::env::var_os(var).filter(|p| !p.is_empty())?);
+    assert!(path.is_file(), "{var}={} does not exist", path.display());
+    Some(path)
+}
+
+/// Builds one of xds-server's binaries (release when this crate is built in release mode) and returns
+/// its path in the target directory.
+fn build_bin(name: &str) -> PathBuf {
+    let release = !cfg!(debug_assertions);
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(workspace_root())
+        .args(["build", "--quiet", "-p", "xds-server", "--bin", name]);
+    if release {
+        cmd.arg("--release");
+    }
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run cargo to build {name}: {e}"));
+    assert!(status.success(), "building {name} failed ({status})");
+    let path = target_dir()
+        .join(if release { "release" } else { "debug" })
+        .join(name);
+    assert!(
+        path.is_file(),
+        "cargo built {name} but {} does not exist",
+        path.display()
+    );
+    path
 }
