@@ -71,7 +71,12 @@ async fn load_generator_measures_every_figure_at_small_scale() {
             "{n}: converged before it was published?"
         );
         assert!(single.push.is_some() && single.bytes > 0, "{n}");
-        assert!(single.first_ms.is_some(), "{n}");
+        assert!(
+            single.first_ms.is_some() && single.after_first.is_some(),
+            "{n}"
+        );
+        assert_eq!(single.each_ms.len(), 3, "{n}");
+        assert!(single.each_ms.iter().all(Option::is_some), "{n}");
 
         match r.mode {
             Mode::Shared => {

@@ -605,6 +605,11 @@ async fn run_one(config: &Config, protocol: Protocol, mode: Mode) -> anyhow::Res
                 .first()
                 .and_then(|c| c.convergence_ns())
                 .map(|ns| ns as f64 / 1e6),
+            after_first: Dist::of_ns(changes.iter().skip(1).filter_map(|c| c.convergence_ns())),
+            each_ms: changes
+                .iter()
+                .map(|c| c.convergence_ns().map(|ns| ns as f64 / 1e6))
+                .collect(),
             publish_floor: Dist::of_ns(floors),
             file_reload: Dist::of_ns(reload_times),
             push: Dist::of_ns(pushes),

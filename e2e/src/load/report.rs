@@ -61,6 +61,10 @@ pub struct Single {
     pub convergence: Option<Dist>,
     /// Convergence of the first change, the first snapshot after the clients connected, ms.
     pub first_ms: Option<f64>,
+    /// Without the first change: the steady state.
+    pub after_first: Option<Dist>,
+    /// Every change's convergence in order, ms (`None`: not converged).
+    pub each_ms: Vec<Option<f64>>,
     /// Rename → the server logged the new snapshot (file watch debounce + stability re-read + parse +
     /// build): the part no push can beat.
     pub publish_floor: Option<Dist>,
@@ -422,8 +426,9 @@ impl Report {
                 );
                 let _ = writeln!(
                     o,
-                    "    first change after connect: {}",
-                    s.first_ms.map_or("-".into(), |ms| format!("{ms:.0} ms"))
+                    "    first change after connect: {}; the others: {}",
+                    s.first_ms.map_or("-".into(), |ms| format!("{ms:.0} ms")),
+                    dist(&s.after_first)
                 );
                 let _ = writeln!(
                     o,
