@@ -348,10 +348,6 @@ async fn main() -> anyhow::Result<()> {
         settings,
     ));
 
-    let listener = tokio::net::TcpListener::bind(args.xds_addr)
-        .await
-        .with_context(|| format!("binding the xDS address {}", args.xds_addr))?;
-    info!(xds_addr = %listener.local_addr()?, "xDS server listening (ADS, state of the world)");
     // Standard gRPC health (Kubernetes `grpc` probes, grpc-health-probe): NOT_SERVING until the sources
     // have a complete view and the first snapshot exists, SERVING after.
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -406,6 +402,11 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     });
+    // The xDS port last: once it accepts, the admin and metrics ports already do.
+    let listener = tokio::net::TcpListener::bind(args.xds_addr)
+        .await
+        .with_context(|| format!("binding the xDS address {}", args.xds_addr))?;
+    info!(xds_addr = %listener.local_addr()?, "xDS server listening (ADS, state of the world and incremental)");
     // Transport settings and the ADS request limits live in `server` so the tests serve the same.
     xds_server::server::transport()
         .add_service(health_service)
