@@ -380,6 +380,9 @@ impl Snapshot {
 
     /// Which resources of `kind` may differ from what a client synced at generation `seen` holds.
     pub fn scope(&self, kind: ResourceType, seen: Option<u64>) -> Scope<'_> {
+        if seen == Some(self.generation) {
+            return Scope::Nothing; // already checked against this very snapshot
+        }
         let Some(changes) = self.changes_since(seen) else {
             return Scope::Everything;
         };

@@ -23,6 +23,9 @@ pub struct TypeState {
     pub names: Option<BTreeSet<String>>,
     /// Hash of the last request's name list, in its order.
     names_digest: u64,
+    /// The snapshot generation this type was last fully checked against; the next snapshot re-checks
+    /// only what changed since (see [`Snapshot::scope`]). `None` = check everything.
+    synced_at: Option<u64>,
     pub subscribed: bool,
     pub sent: Option<Sent>,
     pub acked_version: Option<String>,
@@ -85,9 +88,6 @@ pub struct AdsConnection {
     client: ClientIdentity,
     types: BTreeMap<ResourceType, TypeState>,
     nonce: u64,
-    /// The snapshot generation every type was last brought up to date with; lets the next snapshot
-    /// re-check only what changed since (see [`Snapshot::scope`]). `None` = check everything.
-    seen: Option<u64>,
 }
 
 /// Envoy's NACK text is a dump of the whole resource followed by the actual validation error; keep the
@@ -193,7 +193,7 @@ impl AdsConnection {
         let was_pending = self.client.is_pending();
         self.client.observe(req.node.as_ref())?;
         if was_pending && !self.client.is_pending() {
-            self.seen = None; // located: every answer may change
+            self.forget_sync(); // located: every answer may change
         }
         let Some(kind) = ResourceType::from_type_url(&req.type_url) else {
             return Ok((RequestKind::unknown_type(&req.type_url), Vec::new()));
@@ -267,10 +267,26 @@ impl AdsConnection {
             other => other,
         };
         let responses = match answer {
-            Some(answer) => self.respond(kind, snapshot, answer).into_iter().collect(),
+            Some(answer) => {
+                let out = self.respond(kind, snapshot, answer).into_iter().collect();
+                if matches!(answer, Answer::Full | Answer::Changes(Scope::Everything)) {
+                    // Every subscribed name was just looked at: later snapshots need only their
+                    // changes (the first change after a client connects is then as cheap as any).
+                    if let Some(st) = self.types.get_mut(&kind) {
+                        st.synced_at = Some(snapshot.generation);
+                    }
+                }
+                out
+            }
             None => Vec::new(),
         };
         Ok((what, responses))
+    }
+
+    fn forget_sync(&mut self) {
+        for st in self.types.values_mut() {
+            st.synced_at = None;
+        }
     }
 
     /// A new snapshot: push every subscribed type whose answer changed, in make-before-break order
@@ -278,9 +294,8 @@ impl AdsConnection {
     /// those are unchanged, so Envoy never waits on a warming resource.
     pub fn on_snapshot(&mut self, snapshot: &Snapshot) -> Vec<SotwResponse> {
         if self.client.refresh() {
-            self.seen = None;
+            self.forget_sync();
         }
-        let seen = self.seen;
         let mut out = Vec::new();
         for kind in ResourceType::PUSH_ORDER {
             let Some(st) = self.types.get(&kind) else {
@@ -289,13 +304,15 @@ impl AdsConnection {
             if !st.subscribed || st.sent.is_none() {
                 continue;
             }
-            let scope = snapshot.scope(kind, seen);
+            let scope = snapshot.scope(kind, st.synced_at);
             if let Some(resp) = self.respond(kind, snapshot, Answer::Changes(scope)) {
                 out.push(resp);
             }
-        }
-        if self.client.get().is_some() {
-            self.seen = Some(snapshot.generation);
+            if self.client.get().is_some() {
+                if let Some(st) = self.types.get_mut(&kind) {
+                    st.synced_at = Some(snapshot.generation);
+                }
+            }
         }
         out
     }
@@ -946,5 +963,39 @@ mod tests {
         let s = shorten_error(&long);
         assert_eq!(s.chars().count(), 301);
         assert!(s.starts_with('…'));
+    }
+
+    /// The first snapshot after a client's initial requests re-checks only what changed since the
+    /// snapshot those requests were answered from, not every subscribed resource.
+    #[test]
+    fn initial_answers_count_as_synced_so_the_first_change_is_incremental() {
+        let first = snapshot(None, &[("a", &["10.0.0.1"]), ("b", &["10.0.0.2"])]);
+        let mut conn = AdsConnection::new();
+        let names = [EDS_A, "b.shop:8080"];
+        one(&mut conn, &request(CLUSTER_TYPE, &[], "", ""), &first).unwrap();
+        let eds = one(&mut conn, &request(ENDPOINT_TYPE, &names, "", ""), &first).unwrap();
+        let synced = |c: &AdsConnection| c.types[&ResourceType::Endpoint].synced_at;
+        assert_eq!(synced(&conn), Some(first.generation));
+        // A plain ACK changes nothing.
+        one(&mut conn, &ack(&eds, &names), &first);
+        assert_eq!(synced(&conn), Some(first.generation));
+        let second = snapshot(Some(&first), &[("a", &["10.0.0.1"]), ("b", &["10.0.0.3"])]);
+        let changed = names_set(&["b.shop:8080"]);
+        assert_eq!(
+            second.scope(ResourceType::Endpoint, synced(&conn)),
+            Scope::Names(&changed)
+        );
+        let pushed = push(&mut conn, &second);
+        assert_eq!(cla_names(&pushed[0]), vec!["b.shop:8080"]);
+        assert_eq!(synced(&conn), Some(second.generation));
+        // The same snapshot again: nothing to look at.
+        assert_eq!(
+            second.scope(ResourceType::Endpoint, synced(&conn)),
+            Scope::Nothing
+        );
+    }
+
+    fn names_set(n: &[&str]) -> BTreeSet<String> {
+        n.iter().map(|s| s.to_string()).collect()
     }
 }

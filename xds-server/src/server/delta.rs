@@ -37,6 +37,8 @@ pub struct DeltaTypeState {
     force: BTreeSet<String>,
     /// What may have changed since the last answer while one was in flight; answered on the ACK.
     stale: Stale,
+    /// The snapshot generation `stale` accounts for: changes after it are not in `stale` yet.
+    synced_at: Option<u64>,
 }
 
 /// Names whose answer may differ from what the client holds.
@@ -72,8 +74,6 @@ pub struct DeltaConnection {
     client: ClientIdentity,
     types: BTreeMap<ResourceType, DeltaTypeState>,
     nonce: u64,
-    /// Generation every type was last checked against (see [`Snapshot::scope`]).
-    seen: Option<u64>,
 }
 
 /// The version string of a resource: its content hash in hex.
@@ -121,7 +121,6 @@ impl DeltaConnection {
         let was_pending = self.client.is_pending();
         self.client.observe(req.node.as_ref())?;
         if was_pending && !self.client.is_pending() {
-            self.seen = None;
             for st in self.types.values_mut() {
                 st.stale = Stale::All;
             }
@@ -204,22 +203,26 @@ impl DeltaConnection {
                 }
             }
         }
+        let st = self.types.get_mut(&kind).expect("inserted above");
+        st.stale.add(snapshot.scope(kind, st.synced_at));
+        st.synced_at = Some(snapshot.generation);
         Ok((what, self.respond(kind, snapshot).into_iter().collect()))
     }
 
     /// A new snapshot: send each subscribed type's changes in make-before-break order. Re-sent clusters
     /// (listeners) are followed by their endpoints (routes) even if unchanged, so nothing stays warming.
     pub fn on_snapshot(&mut self, snapshot: &Snapshot) -> Vec<DeltaResponse> {
-        if self.client.refresh() {
-            self.seen = None;
-        }
-        let seen = self.seen;
+        let located = self.client.refresh();
         let mut out = Vec::new();
         for kind in ResourceType::PUSH_ORDER {
             let Some(st) = self.types.get_mut(&kind).filter(|s| s.subscribed) else {
                 continue;
             };
-            st.stale.add(snapshot.scope(kind, seen));
+            if located {
+                st.stale = Stale::All; // a new locality: every answer may change
+            }
+            st.stale.add(snapshot.scope(kind, st.synced_at));
+            st.synced_at = Some(snapshot.generation);
             if let Some(resp) = self.respond(kind, snapshot) {
                 if let Some(dep) = kind.dependent().and_then(|d| self.types.get_mut(&d)) {
                     dep.force
@@ -227,9 +230,6 @@ impl DeltaConnection {
                 }
                 out.push(resp);
             }
-        }
-        if self.client.get().is_some() {
-            self.seen = Some(snapshot.generation);
         }
         out
     }
@@ -485,10 +485,9 @@ mod tests {
         let (what, resend) = c.on_request(&nack, &s1).unwrap();
         assert!(matches!(what, RequestKind::Nack(ref n) if n.message == "real reason"));
         assert!(resend.is_empty(), "the refused version is not sent again");
-        assert!(c
-            .on_snapshot(&snapshot(Some(&s1), &[("a", "10.0.0.1")]))
-            .is_empty());
-        let fixed = snapshot(Some(&s1), &[("a", "10.0.0.2")]);
+        let same = snapshot(Some(&s1), &[("a", "10.0.0.1")]);
+        assert!(c.on_snapshot(&same).is_empty());
+        let fixed = snapshot(Some(&same), &[("a", "10.0.0.2")]);
         assert_eq!(c.on_snapshot(&fixed).len(), 1);
     }
 
