@@ -571,14 +571,13 @@ async fn run_stream<M: StreamMachine>(
         let mut log = |resp: &M::Resp| {
             let (kind, count, nonce) = M::describe(resp);
             debug!(stream_id, node = %node_id, kind, resources = count, nonce, "push");
+            let bytes = prost::Message::encoded_len(resp);
             if let Some(kind) = ResourceType::from_type_url(M::response_type(resp)) {
                 let m = metrics();
                 let label = metrics::type_label(kind);
                 m.pushes.get_or_create(&label).inc();
                 m.push_resources.get_or_create(&label).inc_by(count as u64);
-                m.push_bytes
-                    .get_or_create(&label)
-                    .inc_by(prost::Message::encoded_len(resp) as u64);
+                m.push_bytes.get_or_create(&label).inc_by(bytes as u64);
                 if let Some(built) = cause {
                     m.push_latency
                         .get_or_create(&label)
@@ -595,7 +594,7 @@ async fn run_stream<M: StreamMachine>(
                     type_url: M::response_type(resp).to_string(),
                     version: M::response_version(resp).to_string(),
                     resources: count,
-                    bytes: prost::Message::encoded_len(resp),
+                    bytes,
                 });
             }
         };
