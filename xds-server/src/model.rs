@@ -147,16 +147,27 @@ pub struct Service {
     pub endpoints: Vec<Endpoint>,
 }
 
+/// Where clients on other networks reach a network's endpoints (an east-west gateway). Endpoints on a
+/// network other than the client's are replaced by their network's gateway (split horizon).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NetworkGateway {
+    pub address: IpAddr,
+    pub port: u16,
+}
+
 /// Everything one source knows, published whole.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Registry {
     pub services: BTreeMap<ServiceId, Service>,
+    /// Gateway of each network (the value of an endpoint's `topology.istio.io/network` label).
+    pub gateways: BTreeMap<String, NetworkGateway>,
 }
 
 impl Registry {
     pub fn from_services(services: impl IntoIterator<Item = Service>) -> Self {
         Self {
             services: services.into_iter().map(|s| (s.id.clone(), s)).collect(),
+            gateways: BTreeMap::new(),
         }
     }
 

@@ -286,7 +286,10 @@ fn build(raw: RawFile) -> Result<Registry, Invalid> {
         first_index.insert(service.id.clone(), i);
         services.insert(service.id.clone(), service);
     }
-    Ok(Registry { services })
+    Ok(Registry {
+        services,
+        ..Registry::default()
+    })
 }
 
 fn build_service(raw: RawService, path: &FieldPath) -> Result<Service, Invalid> {
