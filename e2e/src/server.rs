@@ -48,6 +48,8 @@ pub struct ServerArgs {
     pub endpoints: PathBuf,
     /// `--source kubernetes --kubeconfig PATH` instead of the endpoints file.
     pub kubeconfig: Option<PathBuf>,
+    /// `--cluster SPEC` for each (several Kubernetes clusters) instead of either.
+    pub clusters: Vec<String>,
     pub policies: Option<PathBuf>,
     /// Default listener port handed out to Envoys that don't override it (a free port if `None`).
     pub listener_port: Option<u16>,
@@ -71,6 +73,14 @@ impl ServerArgs {
         }
     }
 
+    /// Several Kubernetes clusters: one `--cluster NAME=KUBECONFIG[,...]` each.
+    pub fn clusters(specs: impl IntoIterator<Item = String>) -> Self {
+        ServerArgs {
+            clusters: specs.into_iter().collect(),
+            ..Default::default()
+        }
+    }
+
     pub fn policies(mut self, path: impl Into<PathBuf>) -> Self {
         self.policies = Some(path.into());
         self
@@ -86,6 +96,11 @@ impl XdsServer {
         let metrics_port = crate::ports::free_port();
         let listener_port = args.listener_port.unwrap_or_else(crate::ports::free_port);
         let mut argv: Vec<OsString> = match &args.kubeconfig {
+            _ if !args.clusters.is_empty() => args
+                .clusters
+                .iter()
+                .flat_map(|c| ["--cluster".into(), c.into()])
+                .collect(),
             Some(kubeconfig) => vec![
                 "--source".into(),
                 "kubernetes".into(),

@@ -26,13 +26,16 @@ use xds_server::server::AdsService;
 use xds_server::sources::file as endpoints_file;
 use xds_server::sources::kubernetes::{self, convert::ConvertSettings, KubeSourceSettings};
 
-async fn kube_client(args: &Args) -> anyhow::Result<kube::Client> {
-    let config = match &args.kubeconfig {
+async fn kube_client(
+    kubeconfig: Option<&std::path::Path>,
+    context: Option<String>,
+) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
         Some(path) => {
             let kubeconfig = kube::config::Kubeconfig::read_from(path)
                 .with_context(|| format!("reading kubeconfig {}", path.display()))?;
             let options = kube::config::KubeConfigOptions {
-                context: args.context.clone(),
+                context,
                 ..Default::default()
             };
             kube::Config::from_custom_kubeconfig(kubeconfig, &options)
@@ -84,6 +87,22 @@ struct Args {
     /// Kubeconfig context to use (default: the current context).
     #[arg(long, env = "XDS_KUBE_CONTEXT", requires = "kubeconfig")]
     context: Option<String>,
+
+    /// Watch several clusters: `NAME=KUBECONFIG[,context=CTX][,network=NET][,gateway=HOST:PORT]`,
+    /// repeatable (in the environment, separate clusters with `;`). Implies the Kubernetes source; the
+    /// first cluster also holds the FailoverPolicy custom resources.
+    #[arg(long = "cluster", env = "XDS_CLUSTERS", value_delimiter = ';')]
+    clusters: Vec<kubernetes::clusters::ClusterSpec>,
+
+    /// Server config file (YAML): `clusters:` (like `--cluster`) and `staleAfter:`.
+    #[arg(long, env = "XDS_CONFIG")]
+    config: Option<PathBuf>,
+
+    /// With several clusters: how long a cluster's API server may not answer before its endpoints are
+    /// stale (sent UNHEALTHY where another cluster has healthy ones); also how long startup waits for a
+    /// cluster that has not listed. `never` keeps last known endpoints as they are and waits for all.
+    #[arg(long, env = "XDS_STALE_AFTER", value_parser = kubernetes::clusters::parse_stale_after)]
+    stale_after: Option<kubernetes::clusters::StaleAfter>,
 
     /// FailoverPolicy objects without `service` in this namespace are the mesh-wide default
     /// (`--source kubernetes`).
@@ -277,14 +296,41 @@ async fn main() -> anyhow::Result<()> {
         None => None,
     };
 
+    // Where services come from: `--cluster` / `clusters:` (several Kubernetes clusters), else --source.
+    let server_config = match &args.config {
+        Some(path) => kubernetes::clusters::ServerConfig::load(path)?,
+        None => kubernetes::clusters::ServerConfig::default(),
+    };
+    let clusters: Vec<_> = server_config
+        .clusters
+        .iter()
+        .chain(&args.clusters)
+        .cloned()
+        .collect();
+    kubernetes::clusters::validate_set(&clusters)?;
+    let stale_after = args
+        .stale_after
+        .or(server_config.stale_after)
+        .unwrap_or_default()
+        .0;
+    let source = if clusters.is_empty() {
+        args.source
+    } else {
+        anyhow::ensure!(
+            args.endpoints.is_none() && args.kubeconfig.is_none(),
+            "--cluster (or `clusters:` in --config) replaces --endpoints and --kubeconfig: use one or the other"
+        );
+        SourceKind::Kubernetes
+    };
+
     // Policies in force: the file policies, merged with FailoverPolicy custom resources in Kubernetes.
     let (merged_policy_tx, policy_rx) = watch::channel(None::<Arc<PolicySet>>);
-    if args.source == SourceKind::File {
+    if source == SourceKind::File {
         forward(file_policy_rx.clone(), merged_policy_tx.clone());
     }
 
     let (registry_tx, registry_rx) = watch::channel(None::<Arc<Registry>>);
-    let services_source = match args.source {
+    let services_source = match source {
         SourceKind::File => format!(
             "file:{}",
             args.endpoints
@@ -292,10 +338,18 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or(std::path::Path::new(""))
                 .display()
         ),
-        SourceKind::Kubernetes => "kubernetes".to_string(),
+        SourceKind::Kubernetes if clusters.is_empty() => "kubernetes".to_string(),
+        SourceKind::Kubernetes => format!(
+            "kubernetes:{}",
+            clusters
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
     };
-    let mut locator: Option<Arc<kubernetes::PodLocator>> = None;
-    let _endpoints_watch = match args.source {
+    let mut locator: Option<Arc<dyn LocalityLookup>> = None;
+    let _endpoints_watch = match source {
         SourceKind::File => {
             let path = args
                 .endpoints
@@ -312,7 +366,20 @@ async fn main() -> anyhow::Result<()> {
             )
         }
         SourceKind::Kubernetes => {
-            let client = kube_client(&args).await?;
+            let mut members = Vec::new();
+            for spec in &clusters {
+                let client = kube_client(spec.kubeconfig.as_deref(), spec.context.clone())
+                    .await
+                    .with_context(|| format!("cluster {:?}", spec.name))?;
+                members.push(kubernetes::clusters::Member {
+                    spec: spec.clone(),
+                    client,
+                });
+            }
+            let client = match members.first() {
+                Some(first) => first.client.clone(),
+                None => kube_client(args.kubeconfig.as_deref(), args.context.clone()).await?,
+            };
             tokio::spawn(xds_server::policy::kube::run(
                 client.clone(),
                 args.mesh_namespace.clone(),
@@ -323,10 +390,25 @@ async fn main() -> anyhow::Result<()> {
             let settings = KubeSourceSettings {
                 convert: ConvertSettings {
                     subzone_label: args.subzone_label.clone(),
+                    ..ConvertSettings::default()
                 },
             };
-            info!("watching Kubernetes; xDS answers wait until the initial lists are complete");
-            locator = Some(kubernetes::start(client, settings, registry_tx));
+            if members.is_empty() {
+                info!("watching Kubernetes; xDS answers wait until the initial lists are complete");
+                locator = Some(kubernetes::start(client, settings, registry_tx));
+            } else {
+                let gateways = kubernetes::clusters::resolve_gateways(&clusters).await?;
+                info!(clusters = ?clusters.iter().map(|c| &c.name).collect::<Vec<_>>(),
+                    stale_after = ?stale_after,
+                    "watching Kubernetes clusters; xDS answers wait until they have listed");
+                locator = Some(kubernetes::clusters::start(
+                    members,
+                    settings,
+                    gateways,
+                    stale_after,
+                    registry_tx,
+                ));
+            }
             None
         }
     };
@@ -413,7 +495,7 @@ async fn main() -> anyhow::Result<()> {
         .add_service(
             AdsService::new(snapshot_rx)
                 .with_clients(clients)
-                .with_lookup(locator.map(|l| l as Arc<dyn LocalityLookup>))
+                .with_lookup(locator)
                 .into_server(),
         )
         .serve_with_incoming_shutdown(

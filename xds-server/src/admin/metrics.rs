@@ -65,6 +65,10 @@ pub struct Metrics {
     pub snapshot_build_seconds: Histogram,
     pub source_events: Family<SourceLabel, Counter>,
     pub source_errors: Family<SourceLabel, Counter>,
+    /// Per watched cluster (`kubernetes:NAME`): 1 while its API server answers.
+    pub cluster_up: Family<SourceLabel, Gauge>,
+    /// Per watched cluster: 1 while its endpoints are stale (sent UNHEALTHY where others serve).
+    pub cluster_stale: Family<SourceLabel, Gauge>,
     pub policy_reloads: Family<ResultLabel, Counter>,
     pub ready: Gauge,
     // Computed when scraped.
@@ -90,6 +94,8 @@ impl Default for Metrics {
             snapshot_build_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             source_events: Family::default(),
             source_errors: Family::default(),
+            cluster_up: Family::default(),
+            cluster_stale: Family::default(),
             policy_reloads: Family::default(),
             ready: Gauge::default(),
             cache_clusters: Gauge::default(),
@@ -142,6 +148,16 @@ impl Default for Metrics {
             "source_errors",
             "Errors from a discovery source (bad input kept out, watch failures)",
             m.source_errors.clone(),
+        );
+        r.register(
+            "cluster_up",
+            "1 while a watched cluster's API server answers, by source",
+            m.cluster_up.clone(),
+        );
+        r.register(
+            "cluster_stale",
+            "1 while a watched cluster's endpoints are stale (its API server has not answered for --stale-after), by source",
+            m.cluster_stale.clone(),
         );
         r.register(
             "policy_reloads",

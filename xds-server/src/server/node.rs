@@ -28,6 +28,12 @@ pub struct PodHint {
 /// Node → topology labels).
 pub trait LocalityLookup: Send + Sync {
     fn locality_of(&self, pod: &PodHint) -> Option<Locality>;
+
+    /// Labels the pod's placement implies, such as the cluster and network it was found in when
+    /// several clusters are watched. Node metadata labels the client sets itself take precedence.
+    fn labels_of(&self, _pod: &PodHint) -> BTreeMap<String, String> {
+        BTreeMap::new()
+    }
 }
 
 /// Who is on the other end of a stream: set from the first request's `node`; for a client without
@@ -80,6 +86,9 @@ impl ClientIdentity {
         match lookup.locality_of(hint) {
             Some(locality) => {
                 client.locality = locality;
+                for (key, value) in lookup.labels_of(hint) {
+                    client.labels.entry(key).or_insert(value);
+                }
                 self.pending_pod = None;
                 true
             }

@@ -44,12 +44,38 @@ pub struct Skipped {
 pub struct ConvertSettings {
     /// Node label holding the subzone (default `topology.istio.io/subzone`).
     pub subzone_label: String,
+    /// Which cluster and network these objects come from, when several clusters are watched: every
+    /// endpoint carries them as `topology.istio.io/cluster` / `topology.istio.io/network` labels, so
+    /// policies can rank by them and the translator can route across networks through gateways.
+    pub origin: ClusterOrigin,
+}
+
+/// The `--cluster` identity stamped on every endpoint of one cluster. Empty fields add no label.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterOrigin {
+    pub cluster: String,
+    pub network: String,
+}
+
+impl ClusterOrigin {
+    /// The labels this origin adds, as endpoints and located clients carry them.
+    pub fn labels(&self) -> BTreeMap<String, String> {
+        [
+            (labels::CLUSTER, &self.cluster),
+            (labels::NETWORK, &self.network),
+        ]
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
+    }
 }
 
 impl Default for ConvertSettings {
     fn default() -> Self {
         Self {
             subzone_label: DEFAULT_SUBZONE_LABEL.to_string(),
+            origin: ClusterOrigin::default(),
         }
     }
 }
@@ -141,6 +167,7 @@ pub fn build_registry<'a>(
             .push(slice);
     }
 
+    let origin_labels = settings.origin.labels();
     let mut out = Vec::new();
     for svc in services {
         let id = ServiceId::new(
@@ -227,7 +254,7 @@ pub fn build_registry<'a>(
                         address,
                         port_overrides: overrides.clone(),
                         locality: locality.clone(),
-                        labels: BTreeMap::new(),
+                        labels: origin_labels.clone(),
                         health,
                     };
                     // The same endpoint (address and ports) can sit in two slices while the
@@ -507,6 +534,7 @@ mod tests {
         )]);
         let settings = ConvertSettings {
             subzone_label: "example.com/rack".into(),
+            ..ConvertSettings::default()
         };
         let (reg, _) = build_registry([&svc], [&sl], &nodes, &settings);
         assert_eq!(
@@ -515,5 +543,33 @@ mod tests {
                 .subzone,
             "r7"
         );
+    }
+
+    #[test]
+    fn endpoints_carry_their_cluster_and_network_as_labels() {
+        let svc = service("shop", "s", json!([{"port": 80}]));
+        let sl = slice(
+            "shop",
+            "s",
+            "s-1",
+            json!([{"port": 80}]),
+            json!([{"addresses": ["10.0.0.1"]}]),
+        );
+        let mut settings = ConvertSettings::default();
+        let (reg, _) = build_registry([&svc], [&sl], &HashMap::new(), &settings);
+        let ep = &reg.services[&ServiceId::new("shop", "s")].endpoints[0];
+        assert_eq!(
+            ep.label(labels::CLUSTER),
+            None,
+            "one unnamed cluster adds no label"
+        );
+        settings.origin = ClusterOrigin {
+            cluster: "east".into(),
+            network: "net-1".into(),
+        };
+        let (reg, _) = build_registry([&svc], [&sl], &HashMap::new(), &settings);
+        let ep = &reg.services[&ServiceId::new("shop", "s")].endpoints[0];
+        assert_eq!(ep.label(labels::CLUSTER), Some("east"));
+        assert_eq!(ep.label(labels::NETWORK), Some("net-1"));
     }
 }

@@ -5,6 +5,7 @@
 //! view. After that, watch errors only delay updates (the reflectors retry with backoff and the last
 //! registry stays published), and a relist (410 Gone) swaps a store's content in one step.
 
+pub mod clusters;
 pub mod convert;
 
 use std::collections::HashMap;
