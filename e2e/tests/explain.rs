@@ -16,6 +16,7 @@ use xds_server::model::{labels, ClientInfo, Locality, ServiceId};
 use xds_server::policy::load::load_policies;
 use xds_server::sources::file::parse_endpoints;
 use xds_server::translate::explain::{expected_load, explain, Explanation};
+use xds_server::translate::input::ClusterInput;
 use xds_server::translate::LocalityClass;
 
 e2e::both_protocols!(explained_priorities_and_load_match_envoy);
@@ -46,7 +47,13 @@ fn explanation(mesh: &Mesh, zone: Zone) -> Explanation {
         ..ClientInfo::default()
     };
     let class = LocalityClass::of(&client, &policy);
-    explain(&class, service, &service.ports[0], &policy)
+    let input = ClusterInput::new(
+        &registry,
+        std::sync::Arc::new(service.clone()),
+        &service.ports[0],
+        &policy,
+    );
+    explain(&class, &input, &policy)
 }
 
 /// (priority, address, port, zone, EDS health) of every host, sorted.

@@ -20,6 +20,7 @@ use xds_server::model::{
 use xds_server::policy::{FailoverPolicy, PolicySet};
 use xds_server::server::connection::AdsConnection;
 use xds_server::server::delta::DeltaConnection;
+use xds_server::translate::input::ClusterInput;
 use xds_server::translate::{self, resources, LocalityClass};
 
 const SERVICES: usize = 500;
@@ -96,13 +97,15 @@ fn translator(c: &mut Criterion) {
     let svc = service(7, 1);
     let class = LocalityClass::of(&client(4), &policy);
     let port = svc.ports[0].clone();
+    let input = ClusterInput::plain(Arc::new(svc), &port);
     c.bench_function("priorities: 12 endpoints, 9 localities", |b| {
-        b.iter(|| translate::priorities(black_box(&class), black_box(&svc.endpoints), &policy))
+        b.iter(|| translate::priorities(black_box(&class), black_box(&input), &policy))
     });
-    let plan = translate::priorities(&class, &svc.endpoints, &policy);
+    let plan = translate::priorities(&class, &input, &policy);
     c.bench_function("load_assignment: build + encode one CLA", |b| {
         b.iter(|| {
-            let cla = resources::load_assignment("svc-7.bench:8080", &svc, &port, &plan, &policy);
+            let cla =
+                resources::load_assignment("svc-7.bench:8080", &input, &class, &plan, &policy);
             black_box(pack_any(cla))
         })
     });

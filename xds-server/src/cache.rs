@@ -13,9 +13,11 @@ use dashmap::DashMap;
 use envoy_types::pb::google::protobuf::Any;
 use envoy_types::util::pack_any;
 
-use crate::model::{ClientInfo, Registry, Service, ServicePort};
+use crate::model::{ClientInfo, Registry};
 use crate::policy::{FailoverPolicy, PolicySet, ResolvedPolicy};
+use crate::translate::input::ClusterInput;
 use crate::translate::{self, resources, LocalityClass};
+use tracing::warn;
 
 pub const CLUSTER_TYPE: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
 pub const ENDPOINT_TYPE: &str =
@@ -119,8 +121,9 @@ fn content_hash(bytes: &[u8]) -> u64 {
 /// Everything the snapshot needs to answer for one Envoy cluster (one service port).
 #[derive(Debug)]
 pub struct ClusterEntry {
-    pub service: Arc<Service>,
-    pub port: ServicePort,
+    /// The service port, its backups' endpoints and the gateways they need: all the EDS answers
+    /// are computed from.
+    pub input: ClusterInput,
     pub policy: ResolvedPolicy,
     pub cluster: Arc<Resource>,
     eds: DashMap<LocalityClass, Arc<Resource>>,
@@ -129,17 +132,10 @@ pub struct ClusterEntry {
 }
 
 impl ClusterEntry {
-    fn new(
-        name: String,
-        service: Arc<Service>,
-        port: ServicePort,
-        policy: ResolvedPolicy,
-        shared: bool,
-    ) -> Self {
+    fn new(name: String, input: ClusterInput, policy: ResolvedPolicy, shared: bool) -> Self {
         let cluster = Resource::new(name.clone(), resources::cluster(&name, &policy.policy));
         Self {
-            service,
-            port,
+            input,
             policy,
             cluster,
             eds: DashMap::new(),
@@ -169,8 +165,8 @@ impl ClusterEntry {
             return hit.clone();
         }
         let policy = &self.policy.policy;
-        let plan = translate::priorities(class, &self.service.endpoints, policy);
-        let cla = resources::load_assignment(self.name(), &self.service, &self.port, &plan, policy);
+        let plan = translate::priorities(class, &self.input, policy);
+        let cla = resources::load_assignment(self.name(), &self.input, class, &plan, policy);
         let resource = Resource::new(self.name().to_string(), cla);
         if self.shared {
             // Two clients of a new class may race here; both build the same bytes, one is kept.
@@ -310,18 +306,30 @@ impl Snapshot {
             let shared = Arc::new(service.clone());
             for port in &service.ports {
                 let name = resources::cluster_name(&service.id, port);
-                let reused = previous.and_then(|p| p.clusters.get(&name)).filter(|old| {
-                    *old.service == *service && old.port == *port && old.policy == resolved
-                });
+                // The input holds the backups' endpoints too: a change in a backup service rebuilds
+                // (and names in `Changes`) every cluster that uses it.
+                let input = ClusterInput::new(&registry, shared.clone(), port, &resolved.policy);
+                let reused = previous
+                    .and_then(|p| p.clusters.get(&name))
+                    .filter(|old| old.input == input && old.policy == resolved);
                 let entry = match reused {
                     Some(old) => old.clone(),
-                    None => Arc::new(ClusterEntry::new(
-                        name.clone(),
-                        shared.clone(),
-                        port.clone(),
-                        resolved.clone(),
-                        settings.shared_cache,
-                    )),
+                    None => {
+                        for skipped in &input.skipped {
+                            warn!(
+                                cluster = %name,
+                                backup = %skipped.service,
+                                reason = %skipped.reason,
+                                "backup service not used"
+                            );
+                        }
+                        Arc::new(ClusterEntry::new(
+                            name.clone(),
+                            input,
+                            resolved.clone(),
+                            settings.shared_cache,
+                        ))
+                    }
                 };
                 clusters.insert(name, entry);
             }
@@ -396,7 +404,7 @@ impl Snapshot {
         let mut out = Vec::new();
         for c in self.clusters.values() {
             for class in c.eds.iter().map(|e| e.key().clone()) {
-                let e = translate::explain::explain(&class, &c.service, &c.port, &c.policy.policy);
+                let e = translate::explain::explain(&class, &c.input, &c.policy.policy);
                 out.push((c.name().to_string(), class.to_string(), e.load));
             }
         }
@@ -566,7 +574,7 @@ impl Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Endpoint, Health, Locality, ServiceId};
+    use crate::model::{Endpoint, Health, Locality, Service, ServiceId, ServicePort};
     use crate::policy::{FailoverPolicy, PolicyEntry, PolicyOrigin, PolicyScope};
     use std::collections::BTreeMap as Map;
 
@@ -680,6 +688,58 @@ mod tests {
         assert_ne!(
             second.cluster("b.shop:8080").unwrap().cluster.hash,
             third.cluster("b.shop:8080").unwrap().cluster.hash
+        );
+    }
+
+    #[test]
+    fn a_backup_service_change_rebuilds_the_primary_and_names_it() {
+        // a backs up to b: b's endpoints are in a's EDS answer.
+        let policies = Arc::new(PolicySet {
+            entries: vec![PolicyEntry {
+                scope: PolicyScope::Service(ServiceId::new("shop", "a")),
+                origin: PolicyOrigin::BuiltIn,
+                policy: Arc::new(FailoverPolicy {
+                    backups: vec![crate::policy::BackupService {
+                        service: ServiceId::new("shop", "b"),
+                        cluster: None,
+                    }],
+                    ..FailoverPolicy::default()
+                }),
+            }],
+        });
+        let with_b = |ip: &str| {
+            let mut services: Vec<Service> =
+                registry("10.0.0.1").services.values().cloned().collect();
+            services[1].endpoints[0].address = ip.parse().unwrap();
+            Arc::new(Registry::from_services(services))
+        };
+        let first = Snapshot::build(
+            None,
+            with_b("10.0.0.9"),
+            policies.clone(),
+            TranslateSettings::default(),
+        );
+        let c = client("z1", "n1");
+        let before = first.load_assignment("a.shop:8080", &c).unwrap();
+        let second = Snapshot::build(
+            Some(&first),
+            with_b("10.0.0.10"),
+            policies,
+            TranslateSettings::default(),
+        );
+        assert_eq!(
+            second.scope(ResourceType::Endpoint, Some(1)),
+            Scope::Names(&names(&["a.shop:8080", "b.shop:8080"]))
+        );
+        let after = second.load_assignment("a.shop:8080", &c).unwrap();
+        assert_ne!(before.hash, after.hash);
+        let has = |r: &Resource, ip: &[u8]| r.any.value.windows(ip.len()).any(|w| w == ip);
+        assert!(has(&before, b"10.0.0.9") && !has(&before, b"10.0.0.10"));
+        assert!(has(&after, b"10.0.0.10"));
+        // The primary's CDS resource is untouched: Envoy keeps its outlier state.
+        assert_eq!(
+            first.cluster("a.shop:8080").unwrap().cluster.hash,
+            second.cluster("a.shop:8080").unwrap().cluster.hash
         );
     }
 

@@ -18,6 +18,7 @@ use crate::model::{ClientInfo, Health, Locality, Registry, Service, ServiceId};
 use crate::policy::{PolicyOrigin, PolicyScope, PolicyStatus};
 use crate::server::Snapshots;
 use crate::translate::explain::{explain, Explanation};
+use crate::translate::input::ClusterInput;
 use crate::translate::resources::cluster_name;
 use crate::translate::LocalityClass;
 
@@ -335,6 +336,7 @@ fn explanation_pb(e: Explanation) -> pb::Explanation {
                     from: f.from,
                     to: f.to,
                 }),
+                backup: l.backup.unwrap_or_default(),
                 endpoints: l
                     .endpoints
                     .into_iter()
@@ -347,6 +349,8 @@ fn explanation_pb(e: Explanation) -> pb::Explanation {
                             sub_zone: ep.locality.sub_zone,
                         }),
                         health: ep.health,
+                        gateway_for: ep.gateway_for.unwrap_or_default(),
+                        weight: ep.weight,
                     })
                     .collect(),
                 healthy: l.healthy as u32,
@@ -361,6 +365,7 @@ fn explanation_pb(e: Explanation) -> pb::Explanation {
         panic: e.panic,
         no_healthy_upstream: e.no_healthy_upstream,
         normalized_total_health: e.normalized_total_health,
+        notes: e.notes,
     }
 }
 
@@ -396,7 +401,15 @@ pub fn explain_for(
         policy: origin_text(&resolved.origin),
         explanations: ports
             .into_iter()
-            .map(|p| explanation_pb(explain(&class, service, p, &resolved.policy)))
+            .map(|p| {
+                let input = ClusterInput::new(
+                    &snapshot.registry,
+                    Arc::new(service.clone()),
+                    p,
+                    &resolved.policy,
+                );
+                explanation_pb(explain(&class, &input, &resolved.policy))
+            })
             .collect(),
     })
 }

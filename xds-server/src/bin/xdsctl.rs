@@ -602,7 +602,14 @@ fn explain_text(r: &pb::ExplainPrioritiesResponse) -> String {
                     [
                         level,
                         vec![
-                            format!("{}:{}", ep.address, ep.port),
+                            if ep.gateway_for.is_empty() {
+                                format!("{}:{}", ep.address, ep.port)
+                            } else {
+                                format!(
+                                    "{}:{} (gateway of {}, weight {})",
+                                    ep.address, ep.port, ep.gateway_for, ep.weight
+                                )
+                            },
                             locality_text(ep.locality.as_ref()),
                             ep.health.clone(),
                             if i == 0 {
@@ -646,6 +653,9 @@ fn explain_text(r: &pb::ExplainPrioritiesResponse) -> String {
             out.push_str("  (every level in panic: split by host count)");
         }
         out.push('\n');
+        for note in &e.notes {
+            out.push_str(&format!("note: {note}\n"));
+        }
     }
     out
 }
@@ -850,6 +860,7 @@ mod tests {
                 sub_zone: String::new(),
             }),
             health: "HEALTHY".into(),
+            ..pb::LevelEndpoint::default()
         };
         let r = pb::ExplainPrioritiesResponse {
             client: "locality r/a/-".into(),

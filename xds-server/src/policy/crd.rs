@@ -34,6 +34,9 @@ pub struct FailoverPolicySpec {
     /// Region → region rules: clients in `from` prefer `to` right after their own region.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failover: Option<Vec<FailoverRule>>,
+    /// Services to fail over to after every locality of this one, in order (only with `service`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backups: Option<Vec<BackupSpec>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outlier_detection: Option<OutlierDetectionSpec>,
     /// Percent; a level keeps all traffic until fewer than 100/factor of its hosts are healthy.
@@ -49,6 +52,18 @@ pub struct FailoverPolicySpec {
 pub struct FailoverRule {
     pub from: String,
     pub to: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackupSpec {
+    pub service: String,
+    /// Default: the policy's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Only the backup's endpoints in this cluster (`topology.istio.io/cluster`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]

@@ -109,6 +109,15 @@ pub fn merge(
                     let message = format!("another policy already applies to this scope: {other}");
                     warn!(policy = %source, %message, "FailoverPolicy not applied");
                     verdicts.push(verdict(false, "Conflict", message));
+                } else if let Some(cycle) = super::backup_cycle(&entry, &entries) {
+                    let hops: Vec<String> = cycle.iter().map(ToString::to_string).collect();
+                    let message = format!(
+                        "spec.backups: backups would form a cycle with the policies in force: {}; \
+                         a service cannot be a backup of its own backup: remove one of these backups",
+                        hops.join(" → ")
+                    );
+                    warn!(policy = %source, %message, "FailoverPolicy rejected");
+                    verdicts.push(verdict(false, "Invalid", message));
                 } else {
                     owner.insert(entry.scope.clone(), source.clone());
                     entries.push(entry);

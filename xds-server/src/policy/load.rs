@@ -11,6 +11,7 @@
 //!   service: checkout              # absent: every service of the namespace
 //!   failoverPriority: [topology.kubernetes.io/region, topology.kubernetes.io/zone]
 //!   failover: [{from: us-east1, to: us-west1}]
+//!   backups: [{service: checkout-dr, namespace: shop, cluster: west}]   # only with `service`
 //!   outlierDetection: {consecutive5xx: 3, consecutiveGatewayFailure: 2, interval: 2s,
 //!                      baseEjectionTime: 30s, maxEjectionPercent: 100}
 //!   overprovisioningFactor: 140    # 100..=100000
@@ -32,8 +33,9 @@ use serde::{Deserialize, Deserializer};
 use tracing::{error, info, warn};
 
 use super::{
-    default_failover_priority, publish_rejected, FailoverPolicy, OutlierDetection, PolicyEntry,
-    PolicyOrigin, PolicyScope, PolicySet, PolicyStatus, RegionFailover, RejectedPolicy,
+    default_failover_priority, publish_rejected, BackupService, FailoverPolicy, OutlierDetection,
+    PolicyEntry, PolicyOrigin, PolicyScope, PolicySet, PolicyStatus, RegionFailover,
+    RejectedPolicy,
 };
 use crate::model::ServiceId;
 use crate::sources::watch::{self, FileChange};
@@ -155,6 +157,7 @@ struct RawSpec {
     service: Option<String>,
     failover_priority: Option<Vec<String>>,
     failover: Option<Vec<RawRule>>,
+    backups: Option<Vec<RawBackup>>,
     outlier_detection: Option<RawOutlier>,
     overprovisioning_factor: Option<i64>,
     panic_threshold: Option<i64>,
@@ -165,6 +168,14 @@ struct RawSpec {
 struct RawRule {
     from: String,
     to: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackup {
+    service: String,
+    namespace: Option<String>,
+    cluster: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -277,6 +288,8 @@ struct Parsed {
     scope_field: String,
     line: Option<usize>,
     column: Option<usize>,
+    /// Where each `spec.backups[i]` is, for cycle errors (empty when unknown).
+    backup_positions: Vec<Option<yaml::Pos>>,
 }
 
 impl Parsed {
@@ -336,14 +349,50 @@ fn conflict(new: &Parsed, other: &Parsed) -> PolicyError {
     }
 }
 
+/// A scope already taken by an accepted policy, or backups that would close a cycle with them.
 fn find_conflict<'a>(
     new: &Parsed,
     accepted: impl IntoIterator<Item = &'a Parsed>,
 ) -> Option<PolicyError> {
-    accepted
-        .into_iter()
-        .find(|p| p.entry.scope == new.entry.scope)
-        .map(|other| conflict(new, other))
+    let accepted: Vec<&Parsed> = accepted.into_iter().collect();
+    if let Some(other) = accepted.iter().find(|p| p.entry.scope == new.entry.scope) {
+        return Some(conflict(new, other));
+    }
+    let cycle = super::backup_cycle(&new.entry, accepted.iter().map(|p| &p.entry))?;
+    // The backup of `new` the cycle leaves through, and the policy that leads back.
+    let index = new
+        .entry
+        .policy
+        .backups
+        .iter()
+        .position(|b| b.service == cycle[1])
+        .unwrap_or(0);
+    let hops: Vec<String> = cycle.iter().map(ToString::to_string).collect();
+    let back = accepted
+        .iter()
+        .find(|p| p.entry.scope == PolicyScope::Service(cycle[cycle.len() - 2].clone()));
+    let closing = back.map_or_else(String::new, |p| {
+        format!(
+            "; policy {}{} backs up to {}",
+            p.describe(),
+            p.whereabouts(),
+            cycle[cycle.len() - 1]
+        )
+    });
+    let pos = new.backup_positions.get(index).copied().flatten();
+    Some(PolicyError::Invalid {
+        file: new.source().to_string(),
+        document: new.document,
+        line: pos.map(|p| p.line).or(new.line),
+        column: pos.map(|p| p.column).or(new.column),
+        field: format!("spec.backups[{index}]"),
+        reason: format!(
+            "policy {} makes backups form a cycle: {}{closing}; a service cannot be a backup of its \
+             own backup: remove one of these backups",
+            new.describe(),
+            hops.join(" → "),
+        ),
+    })
 }
 
 /// Parses and validates the policy documents of one file. `source_name` (usually the path) names the
@@ -431,6 +480,9 @@ fn parse_file(file: &str, text: &str) -> Result<Vec<Parsed>, PolicyError> {
             _ => FieldPath::root().key("metadata").key("namespace"),
         };
         let pos = yaml::locate_nearest(text, i, &scope_path);
+        let backup_positions = (0..policy.backups.len())
+            .map(|b| yaml::locate_nearest(text, i, &spec_backups().index(b)))
+            .collect();
         let new = Parsed {
             entry: PolicyEntry {
                 scope,
@@ -445,6 +497,7 @@ fn parse_file(file: &str, text: &str) -> Result<Vec<Parsed>, PolicyError> {
             scope_field: scope_path.to_string(),
             line: pos.map(|p| p.line),
             column: pos.map(|p| p.column),
+            backup_positions,
         };
         if let Some(err) = find_conflict(&new, &parsed) {
             return Err(err);
@@ -455,6 +508,10 @@ fn parse_file(file: &str, text: &str) -> Result<Vec<Parsed>, PolicyError> {
 }
 
 type Invalid = (FieldPath, String);
+
+fn spec_backups() -> FieldPath {
+    FieldPath::root().key("spec").key("backups")
+}
 
 fn check_kind(value: &serde_yaml_ng::Value) -> Result<(), Invalid> {
     let root = FieldPath::root();
@@ -582,6 +639,7 @@ fn build(raw: RawPolicy) -> Result<(PolicyScope, String, String, FailoverPolicy)
             }
         }
         policy.failover_priority = keys;
+        policy.prefer_own_cluster = false;
     }
 
     if let Some(rules) = spec.failover {
@@ -618,6 +676,10 @@ fn build(raw: RawPolicy) -> Result<(PolicyScope, String, String, FailoverPolicy)
             seen.push(rule);
         }
         policy.failover = seen;
+    }
+
+    if let Some(backups) = spec.backups {
+        policy.backups = build_backups(&scope, &namespace, backups)?;
     }
 
     if let Some(raw) = spec.outlier_detection {
@@ -683,6 +745,57 @@ fn build(raw: RawPolicy) -> Result<(PolicyScope, String, String, FailoverPolicy)
     }
 
     Ok((scope, namespace, name, policy))
+}
+
+fn build_backups(
+    scope: &PolicyScope,
+    namespace: &str,
+    raw: Vec<RawBackup>,
+) -> Result<Vec<BackupService>, Invalid> {
+    let path = spec_backups();
+    let PolicyScope::Service(primary) = scope else {
+        return Err((
+            path,
+            "backups replace one service: set spec.service, or move `backups` to that service's \
+             own policy"
+                .to_string(),
+        ));
+    };
+    let mut backups: Vec<BackupService> = Vec::with_capacity(raw.len());
+    for (i, b) in raw.into_iter().enumerate() {
+        let at = path.index(i);
+        yaml::check_dns_label(&b.service, "service name").map_err(|r| (at.key("service"), r))?;
+        let ns = b.namespace.unwrap_or_else(|| namespace.to_string());
+        yaml::check_dns_label(&ns, "namespace").map_err(|r| (at.key("namespace"), r))?;
+        if let Some(cluster) = &b.cluster {
+            if cluster.trim().is_empty() {
+                return Err((
+                    at.key("cluster"),
+                    "must name a cluster (a topology.istio.io/cluster value); omit it to use the \
+                     backup's endpoints in every cluster"
+                        .to_string(),
+                ));
+            }
+        }
+        let backup = BackupService {
+            service: ServiceId::new(ns, b.service),
+            cluster: b.cluster,
+        };
+        if backup.service == *primary {
+            return Err((
+                at.key("service"),
+                format!(
+                    "{primary} cannot back itself up; name another service (for another cluster \
+                     of the same service, use failoverPriority or the default order instead)"
+                ),
+            ));
+        }
+        if let Some(first) = backups.iter().position(|other| *other == backup) {
+            return Err((at, format!("duplicate backup (also backups[{first}])")));
+        }
+        backups.push(backup);
+    }
+    Ok(backups)
 }
 
 fn is_policy_file_name(name: &str) -> bool {
@@ -809,6 +922,7 @@ impl PolicyFiles {
                     scope_field: String::new(),
                     line: None,
                     column: None,
+                    backup_positions: Vec::new(),
                 });
             }
         }
@@ -1004,6 +1118,7 @@ spec:
   service: checkout
   failoverPriority: [topology.kubernetes.io/region, topology.kubernetes.io/zone]
   failover: [{from: us-east1, to: us-west1}]
+  backups: [{service: checkout-dr, cluster: west}, {service: checkout, namespace: shop-dr}]
   outlierDetection: {consecutive5xx: 3, consecutiveGatewayFailure: 4, interval: 2s, baseEjectionTime: 1m, maxEjectionPercent: 50}
   overprovisioningFactor: 200
   panicThreshold: 10
@@ -1057,10 +1172,21 @@ spec:
         );
         let expected = FailoverPolicy {
             failover_priority: vec![labels::REGION.into(), labels::ZONE.into()],
+            prefer_own_cluster: false,
             failover: vec![RegionFailover {
                 from: "us-east1".into(),
                 to: "us-west1".into(),
             }],
+            backups: vec![
+                BackupService {
+                    service: ServiceId::new("shop", "checkout-dr"),
+                    cluster: Some("west".into()),
+                },
+                BackupService {
+                    service: ServiceId::new("shop-dr", "checkout"),
+                    cluster: None,
+                },
+            ],
             outlier_detection: OutlierDetection {
                 consecutive_5xx: 3,
                 consecutive_gateway_failure: 4,
@@ -1599,6 +1725,118 @@ spec:
             assert_eq!(state.merged().entries.len(), 2);
             assert!(state.blocked.is_empty());
         }
+    }
+
+    fn backing_up(name: &str, to: &str) -> String {
+        doc(
+            "shop",
+            name,
+            &format!("  service: {name}\n  backups: [{{service: {to}}}]\n"),
+        )
+    }
+
+    #[test]
+    fn backups_are_checked() {
+        let cases: &[(&str, &str, &str)] = &[
+            // (spec, field, part of the reason)
+            (
+                "  service: checkout\n  backups: [{namespace: shop}]\n",
+                "spec.backups[0].service",
+                "missing field `service`",
+            ),
+            (
+                "  service: checkout\n  backups: [{service: dr, clustr: west}]\n",
+                "spec.backups[0].clustr",
+                "did you mean `cluster`?",
+            ),
+            (
+                "  service: checkout\n  backups: [{service: checkout}]\n",
+                "spec.backups[0].service",
+                "shop/checkout cannot back itself up",
+            ),
+            (
+                "  service: checkout\n  backups: [{service: dr}, {service: dr, namespace: shop}]\n",
+                "spec.backups[1]",
+                "duplicate backup (also backups[0])",
+            ),
+            (
+                "  service: checkout\n  backups: [{service: Dr}]\n",
+                "spec.backups[0].service",
+                "service name",
+            ),
+            (
+                "  service: checkout\n  backups: [{service: dr, cluster: \"\"}]\n",
+                "spec.backups[0].cluster",
+                "must name a cluster",
+            ),
+            // a namespace default would make every service (the backup too) back itself up
+            (
+                "  backups: [{service: dr}]\n",
+                "spec.backups",
+                "set spec.service",
+            ),
+        ];
+        for (spec, field, reason_part) in cases {
+            let (line, got_field, reason) = spec_error(spec);
+            assert_eq!(got_field, *field, "{spec}");
+            assert!(reason.contains(reason_part), "{spec}: {reason}");
+            assert!(line.is_some(), "{spec}: no line");
+        }
+    }
+
+    #[test]
+    fn backup_cycles_are_refused_naming_both_policies() {
+        // In one file: the second document closes the cycle.
+        let text = format!("{}---\n{}", backing_up("a", "b"), backing_up("b", "a"));
+        let (document, line, field, reason, _) = invalid(&text);
+        assert_eq!((document, field.as_str()), (2, "spec.backups[0]"));
+        assert_eq!(line, Some(15));
+        assert!(reason.contains("shop/b → shop/a → shop/b"), "{reason}");
+        assert!(
+            reason.contains("policy shop/a (p.yaml, document 1, line 6) backs up to shop/b"),
+            "{reason}"
+        );
+
+        // Across files, a longer cycle: the file that closes it is rejected.
+        let dir = TempDir::new("policy-backup-cycle");
+        std::fs::write(dir.join("a.yaml"), backing_up("a", "b")).unwrap();
+        std::fs::write(dir.join("b.yaml"), backing_up("b", "c")).unwrap();
+        std::fs::write(dir.join("c.yaml"), backing_up("c", "a")).unwrap();
+        let err = load_policies(dir.path()).unwrap_err();
+        assert!(err.file().ends_with("c.yaml"), "{err}");
+        assert!(
+            err.reason().contains("shop/c → shop/a → shop/b → shop/c"),
+            "{err}"
+        );
+        assert!(err.reason().contains("policy shop/b ("), "{err}");
+
+        // Not a cycle: a backs up to b, b to c.
+        std::fs::write(dir.join("c.yaml"), doc("shop", "c", "  service: c\n")).unwrap();
+        assert_eq!(load_policies(dir.path()).unwrap().entries.len(), 3);
+    }
+
+    #[test]
+    fn a_file_closing_a_backup_cycle_keeps_its_last_good_policies() {
+        let mut state = PolicyFiles::new();
+        let p = |file: &str, text: String| {
+            (
+                file.to_string(),
+                FileUpdate::Parsed(parse_file(file, &text)),
+            )
+        };
+        assert!(state
+            .update(vec![
+                p("a.yaml", backing_up("a", "b")),
+                p("b.yaml", doc("shop", "b", "  service: b\n")),
+            ])
+            .is_empty());
+        let good = state.merged();
+        let errors = state.update(vec![p("b.yaml", backing_up("b", "a"))]);
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].file(), "b.yaml");
+        assert!(errors[0].reason().contains("cycle"), "{}", errors[0]);
+        assert_eq!(state.merged(), good, "the last good set stays in force");
+        assert_eq!(state.rejected()[0].source, "file:b.yaml");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Failover policies: what the user wrote (YAML, later a CRD), validated into [`FailoverPolicy`], and
 //! resolved to one effective policy per service (service > namespace > mesh default > built-in default).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +16,15 @@ pub mod load;
 pub struct RegionFailover {
     pub from: String,
     pub to: String,
+}
+
+/// A backup service (what Linkerd and Consul call failover): its endpoints become the lowest
+/// priorities, after every locality of the primary.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BackupService {
+    pub service: ServiceId,
+    /// Only the backup's endpoints in this cluster (`topology.istio.io/cluster`).
+    pub cluster: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -48,7 +58,14 @@ pub struct FailoverPolicy {
     /// Ordered label keys; an endpoint's priority is decided by how many leading keys match the client.
     /// Never empty after validation: the built-in order is region, zone, subzone.
     pub failover_priority: Vec<String>,
+    /// Within each locality rank, endpoints in the client's own cluster (`topology.istio.io/cluster`)
+    /// come first. Only for the built-in key order: a user who sets `failoverPriority` decides the
+    /// order alone (and can list the cluster key where they want it).
+    pub prefer_own_cluster: bool,
     pub failover: Vec<RegionFailover>,
+    /// Services to fail over to after every locality of this one, in order (only on a policy for one
+    /// service).
+    pub backups: Vec<BackupService>,
     pub outlier_detection: OutlierDetection,
     pub overprovisioning_factor: u32,
     /// Percent; 0 disables Envoy's panic mode, which would otherwise spread traffic over dead hosts in
@@ -68,7 +85,9 @@ impl Default for FailoverPolicy {
     fn default() -> Self {
         Self {
             failover_priority: default_failover_priority(),
+            prefer_own_cluster: true,
             failover: Vec::new(),
+            backups: Vec::new(),
             outlier_detection: OutlierDetection::default(),
             overprovisioning_factor: 140,
             panic_threshold: 0,
@@ -85,6 +104,12 @@ impl FailoverPolicy {
             keys.push(labels::REGION);
         }
         keys
+    }
+
+    /// Whether endpoints in the client's cluster rank first within each locality rank. Not when the
+    /// cluster key is among the policy's own keys: there it already has the place the user gave it.
+    pub fn splits_by_cluster(&self) -> bool {
+        self.prefer_own_cluster && !self.failover_priority.iter().any(|k| k == labels::CLUSTER)
     }
 
     /// Failover target regions for a client region, in preference order.
@@ -153,6 +178,56 @@ impl PolicySet {
                 origin: PolicyOrigin::BuiltIn,
             })
     }
+}
+
+/// The services of a backup cycle through `new`, if adding `new` to `others` closes one: `[S, B1, ..,
+/// S]` where `S` is `new`'s service and each service backs up to the next. Only policies for one
+/// service have backups, so each service has at most one list of backups.
+pub fn backup_cycle<'a>(
+    new: &PolicyEntry,
+    others: impl IntoIterator<Item = &'a PolicyEntry>,
+) -> Option<Vec<ServiceId>> {
+    let PolicyScope::Service(start) = &new.scope else {
+        return None;
+    };
+    let mut edges: BTreeMap<&ServiceId, Vec<&ServiceId>> = BTreeMap::new();
+    for entry in others {
+        if let PolicyScope::Service(from) = &entry.scope {
+            if from != start {
+                edges
+                    .entry(from)
+                    .or_default()
+                    .extend(entry.policy.backups.iter().map(|b| &b.service));
+            }
+        }
+    }
+    edges.insert(
+        start,
+        new.policy.backups.iter().map(|b| &b.service).collect(),
+    );
+    // Breadth first from `start`: the shortest way back is the clearest one to report.
+    let mut parent: BTreeMap<&ServiceId, &ServiceId> = BTreeMap::new();
+    let mut queue = std::collections::VecDeque::from([start]);
+    while let Some(at) = queue.pop_front() {
+        for &next in edges.get(at).map(Vec::as_slice).unwrap_or_default() {
+            if next == start {
+                let mut path = vec![at.clone()];
+                let mut cur = at;
+                while cur != start {
+                    cur = parent[cur];
+                    path.push(cur.clone());
+                }
+                path.reverse();
+                path.push(start.clone());
+                return Some(path);
+            }
+            if next != start && !parent.contains_key(next) {
+                parent.insert(next, at);
+                queue.push_back(next);
+            }
+        }
+    }
+    None
 }
 
 /// A policy that is not in force, and why.

@@ -22,6 +22,9 @@ pub struct PodHint {
     pub namespace: Option<String>,
     pub name: Option<String>,
     pub ip: Option<String>,
+    /// The cluster the client says it runs in (its `topology.istio.io/cluster` label): with several
+    /// clusters, only that one is searched, since pod names and IPs repeat across clusters.
+    pub cluster: Option<String>,
 }
 
 /// Finds a client's locality from where its pod runs (the Kubernetes source implements it: Pod →
@@ -63,7 +66,10 @@ impl ClientIdentity {
         if self.client.is_none() {
             let client = client_info(node)?;
             if client.locality == Locality::default() && self.lookup.is_some() {
-                self.pending_pod = pod_hint(node);
+                self.pending_pod = pod_hint(node).map(|hint| PodHint {
+                    cluster: client.label(crate::model::labels::CLUSTER).map(str::to_string),
+                    ..hint
+                });
             }
             self.client = Some(client);
         }
@@ -108,6 +114,7 @@ pub fn pod_hint(node: Option<&Node>) -> Option<PodHint> {
         namespace: get(META_NAMESPACE),
         name: get(META_POD_NAME),
         ip: get(META_POD_IP),
+        cluster: None,
     };
     (hint.name.is_some() || hint.ip.is_some()).then_some(hint)
 }

@@ -41,8 +41,9 @@
 
 use serde::Serialize;
 
-use crate::model::{labels, Endpoint, Health, Service, ServicePort};
+use crate::model::{labels, Health, Locality};
 use crate::policy::FailoverPolicy;
+use crate::translate::input::{ClusterInput, SentHost};
 use crate::translate::priorities::{priorities, LevelReason, LocalityClass};
 use crate::translate::resources::cluster_name;
 
@@ -70,6 +71,9 @@ pub struct Explanation {
     pub no_healthy_upstream: bool,
     /// min(100, Σ health scores). Below 100 the load is scaled up to fill 100%.
     pub normalized_total_health: u32,
+    /// What the levels leave out: backups that cannot be used and endpoints the client cannot reach
+    /// (another network without a gateway), each with the reason.
+    pub notes: Vec<String>,
 }
 
 /// One priority level: why it is there, what is in it, and what Envoy will make of it.
@@ -85,6 +89,8 @@ pub struct ExplainedLevel {
     pub matched_labels: Vec<MatchedLabel>,
     /// Set when the level exists because of a `failover: {from, to}` rule.
     pub failover: Option<FailoverRule>,
+    /// `namespace/name` of the backup service this level belongs to.
+    pub backup: Option<String>,
     /// In the EDS answer's order: by locality, then address and port.
     pub endpoints: Vec<ExplainedEndpoint>,
     pub healthy: usize,
@@ -119,6 +125,10 @@ pub struct ExplainedEndpoint {
     pub locality: ExplainedLocality,
     /// As sent in EDS: `HEALTHY`, `UNHEALTHY` or `DRAINING`.
     pub health: String,
+    /// Set when this is a network's gateway standing for that network's endpoints (split horizon).
+    pub gateway_for: Option<String>,
+    /// Load-balancing weight: the number of endpoints this host stands for (1 for an endpoint).
+    pub weight: u32,
 }
 
 /// Envoy's `Locality` field names; empty means unknown.
@@ -152,21 +162,31 @@ pub struct LoadSplit {
 /// the health the control plane sends.
 pub fn explain(
     class: &LocalityClass,
-    service: &Service,
-    port: &ServicePort,
+    input: &ClusterInput,
     policy: &FailoverPolicy,
 ) -> Explanation {
-    let plan = priorities(class, &service.endpoints, policy);
-    let counts: Vec<(usize, usize)> = plan
+    let plan = priorities(class, input, policy);
+    let client_network = class.value(labels::NETWORK);
+    // What Envoy counts is hosts as sent: a gateway standing for three endpoints is one host.
+    let hosts: Vec<Vec<(&Locality, SentHost)>> = plan
         .levels
         .iter()
         .map(|level| {
+            input
+                .hosts(level, client_network)
+                .into_iter()
+                .flat_map(|(locality, hosts)| hosts.into_iter().map(move |h| (locality, h)))
+                .collect()
+        })
+        .collect();
+    let counts: Vec<(usize, usize)> = hosts
+        .iter()
+        .map(|level| {
             let healthy = level
-                .endpoints
                 .iter()
-                .filter(|&&i| service.endpoints[i].health == Health::Healthy)
+                .filter(|(_, h)| h.health == Health::Healthy)
                 .count();
-            (healthy, level.endpoints.len())
+            (healthy, level.len())
         })
         .collect();
     let split = expected_load(
@@ -177,21 +197,9 @@ pub fn explain(
     let levels = plan
         .levels
         .iter()
+        .zip(hosts)
         .enumerate()
-        .map(|(i, level)| {
-            let mut eps: Vec<&Endpoint> = level
-                .endpoints
-                .iter()
-                .map(|&j| &service.endpoints[j])
-                .collect();
-            // The order `load_assignment` sends: by locality, then (address, target port).
-            eps.sort_by(|a, b| {
-                (&a.locality, a.address, a.target_port(port)).cmp(&(
-                    &b.locality,
-                    b.address,
-                    b.target_port(port),
-                ))
-            });
+        .map(|(i, (level, hosts))| {
             let (healthy, total) = counts[i];
             ExplainedLevel {
                 priority: level.priority,
@@ -213,17 +221,20 @@ pub fn explain(
                         from: from.clone(),
                         to: to.clone(),
                     }),
-                endpoints: eps
+                backup: level.reason.backup.as_ref().map(|(_, id)| id.to_string()),
+                endpoints: hosts
                     .into_iter()
-                    .map(|ep| ExplainedEndpoint {
-                        address: ep.address.to_string(),
-                        port: ep.target_port(port),
+                    .map(|(locality, host)| ExplainedEndpoint {
+                        address: host.address.to_string(),
+                        port: host.port,
                         locality: ExplainedLocality {
-                            region: ep.locality.region.clone(),
-                            zone: ep.locality.zone.clone(),
-                            sub_zone: ep.locality.subzone.clone(),
+                            region: locality.region.clone(),
+                            zone: locality.zone.clone(),
+                            sub_zone: locality.subzone.clone(),
                         },
-                        health: health_name(ep.health).to_string(),
+                        health: health_name(host.health).to_string(),
+                        gateway_for: host.gateway_for,
+                        weight: host.behind,
                     })
                     .collect(),
                 healthy,
@@ -239,10 +250,31 @@ pub fn explain(
             }
         })
         .collect();
+    let mut notes: Vec<String> = input
+        .skipped
+        .iter()
+        .map(|s| {
+            format!(
+                "backup {}: {} is not used: {}",
+                s.position, s.service, s.reason
+            )
+        })
+        .collect();
+    notes.extend(plan.unreachable.iter().map(|&i| {
+        let ep = input.endpoint(i);
+        format!(
+            "{}:{} is left out: it is on network {}, which has no gateway, and the client is on \
+             network {}",
+            ep.address,
+            ep.target_port(&input.port),
+            ep.label(labels::NETWORK).unwrap_or_default(),
+            client_network.unwrap_or_default()
+        )
+    }));
     Explanation {
-        cluster: cluster_name(&service.id, port),
-        service: service.id.to_string(),
-        port: port.port,
+        cluster: cluster_name(&input.service.id, &input.port),
+        service: input.service.id.to_string(),
+        port: input.port.port,
         class: class.to_string(),
         overprovisioning_factor: policy.overprovisioning_factor,
         panic_threshold: policy.panic_threshold,
@@ -251,6 +283,7 @@ pub fn explain(
         panic: split.total_panic,
         no_healthy_upstream: split.no_healthy_upstream,
         normalized_total_health: split.normalized_total_health,
+        notes,
     }
 }
 
@@ -382,6 +415,18 @@ fn reason_text(reason: &LevelReason, class: &LocalityClass, policy: &FailoverPol
     } else {
         policy.failover_targets(client_region).collect()
     };
+    let cluster_note = reason.own_cluster.map(|own| {
+        let client = format!(
+            "{}={}",
+            labels::CLUSTER,
+            class.value(labels::CLUSTER).unwrap_or_default()
+        );
+        if own {
+            format!("same cluster ({client})")
+        } else {
+            format!("another cluster than the client's ({client})")
+        }
+    });
     let mut parts = Vec::new();
     if !reason.matched_keys.is_empty() {
         let names: Vec<&str> = reason.matched_keys.iter().map(|k| short_key(k)).collect();
@@ -417,7 +462,11 @@ fn reason_text(reason: &LevelReason, class: &LocalityClass, policy: &FailoverPol
         if !targets.is_empty() {
             why.push(format!("not a failover target region of {client_region}"));
         }
-        return format!("remaining endpoints ({})", why.join(", "));
+        let mut text = format!("remaining endpoints ({})", why.join(", "));
+        if let Some(note) = cluster_note {
+            text.push_str(&format!("; {note}"));
+        }
+        return text;
     }
     let matched_region = reason.matched_keys.iter().any(|k| k == labels::REGION);
     if reason.failover_rule.is_none() && !targets.is_empty() && !matched_region {
@@ -425,13 +474,14 @@ fn reason_text(reason: &LevelReason, class: &LocalityClass, policy: &FailoverPol
             "not in a failover target region of {client_region}"
         ));
     }
+    parts.extend(cluster_note);
     parts.join("; ")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{ClientInfo, Locality, ServiceId};
+    use crate::model::{ClientInfo, Endpoint, Service, ServiceId, ServicePort};
     use crate::policy::RegionFailover;
     use crate::translate::resources::load_assignment;
     use envoy_types::pb::envoy::config::core::v3::{address, socket_address::PortSpecifier};
@@ -605,6 +655,10 @@ mod tests {
         }
     }
 
+    fn plain(svc: &Service) -> ClusterInput {
+        ClusterInput::plain(std::sync::Arc::new(svc.clone()), &svc.ports[0])
+    }
+
     fn class_in(region: &str, zone: &str, policy: &FailoverPolicy) -> LocalityClass {
         LocalityClass::of(
             &ClientInfo {
@@ -645,12 +699,7 @@ mod tests {
     fn explains_levels_with_reasons_and_failover_order() {
         let svc = nine_zones();
         let policy = failover_policy();
-        let x = explain(
-            &class_in("r1", "r1-a", &policy),
-            &svc,
-            &svc.ports[0],
-            &policy,
-        );
+        let x = explain(&class_in("r1", "r1-a", &policy), &plain(&svc), &policy);
         assert_eq!(x.cluster, "checkout.shop:8080");
         assert_eq!(x.service, "shop/checkout");
         assert_eq!(x.class, "region=r1,zone=r1-a,subzone=-");
@@ -726,12 +775,7 @@ mod tests {
     fn without_failover_rules_other_regions_are_one_remaining_level() {
         let svc = nine_zones();
         let policy = FailoverPolicy::default();
-        let x = explain(
-            &class_in("r2", "r2-c", &policy),
-            &svc,
-            &svc.ports[0],
-            &policy,
-        );
+        let x = explain(&class_in("r2", "r2-c", &policy), &plain(&svc), &policy);
         assert_eq!(x.levels.len(), 3);
         assert_eq!(zones(&x.levels[0]), vec!["r2-c"]);
         assert_eq!(
@@ -747,12 +791,7 @@ mod tests {
             failover: vec![failover_policy().failover[0].clone()],
             ..FailoverPolicy::default()
         };
-        let x = explain(
-            &class_in("r1", "r1-a", &one_rule),
-            &svc,
-            &svc.ports[0],
-            &one_rule,
-        );
+        let x = explain(&class_in("r1", "r1-a", &one_rule), &plain(&svc), &one_rule);
         assert_eq!(zones(&x.levels[3]), vec!["r2-a", "r2-b", "r2-c"]);
         assert_eq!(
             x.levels[3].reason,
@@ -761,7 +800,7 @@ mod tests {
         );
         // A client that does not know its region.
         let policy = failover_policy();
-        let x = explain(&class_in("", "", &policy), &svc, &svc.ports[0], &policy);
+        let x = explain(&class_in("", "", &policy), &plain(&svc), &policy);
         assert_eq!(x.levels.len(), 1);
         assert_eq!(
             x.levels[0].reason,
@@ -783,7 +822,7 @@ mod tests {
         {
             e.health = Health::Unhealthy;
         }
-        let x = explain(&class, &svc, &svc.ports[0], &policy);
+        let x = explain(&class, &plain(&svc), &policy);
         assert_eq!(x.load, vec![0, 100, 0, 0]);
         assert_eq!(x.levels[0].endpoints[0].health, "UNHEALTHY");
         assert_eq!(x.levels[0].health_percent, 0.0);
@@ -796,7 +835,7 @@ mod tests {
         {
             e.health = Health::Draining;
         }
-        let x = explain(&class, &svc, &svc.ports[0], &policy);
+        let x = explain(&class, &plain(&svc), &policy);
         assert_eq!(x.load, vec![0, 70, 30, 0]);
         assert_eq!(x.levels[1].health_percent, 50.0);
         assert_eq!(x.levels[1].health_score, 70);
@@ -808,7 +847,7 @@ mod tests {
         for e in svc.endpoints.iter_mut() {
             e.health = Health::Unhealthy;
         }
-        let x = explain(&class, &svc, &svc.ports[0], &policy);
+        let x = explain(&class, &plain(&svc), &policy);
         assert_eq!(x.load, vec![0, 0, 0, 0]);
         assert!(x.no_healthy_upstream && !x.panic);
         // The same with a panic threshold: total panic, by host count (1, 2, 3, 3 of 9).
@@ -816,7 +855,7 @@ mod tests {
             panic_threshold: 50,
             ..policy
         };
-        let x = explain(&class, &svc, &svc.ports[0], &panicky);
+        let x = explain(&class, &plain(&svc), &panicky);
         assert_eq!(x.load, vec![12, 22, 33, 33]);
         assert!(x.panic && x.levels.iter().all(|l| l.panic));
     }
@@ -830,9 +869,10 @@ mod tests {
         for policy in [FailoverPolicy::default(), failover_policy()] {
             for (region, zone) in [("r1", "r1-a"), ("r2", "r2-b"), ("r3", "r3-c"), ("r4", "")] {
                 let class = class_in(region, zone, &policy);
-                let x = explain(&class, &svc, &svc.ports[0], &policy);
-                let plan = priorities(&class, &svc.endpoints, &policy);
-                let cla = load_assignment(&x.cluster, &svc, &svc.ports[0], &plan, &policy);
+                let x = explain(&class, &plain(&svc), &policy);
+                let input = plain(&svc);
+                let plan = priorities(&class, &input, &policy);
+                let cla = load_assignment(&x.cluster, &input, &class, &plan, &policy);
                 let sent: Vec<(u32, String, u16, String)> = cla
                     .endpoints
                     .iter()
@@ -885,12 +925,7 @@ mod tests {
         let mut svc = nine_zones();
         svc.endpoints.clear();
         let policy = FailoverPolicy::default();
-        let x = explain(
-            &class_in("r1", "r1-a", &policy),
-            &svc,
-            &svc.ports[0],
-            &policy,
-        );
+        let x = explain(&class_in("r1", "r1-a", &policy), &plain(&svc), &policy);
         assert!(x.levels.is_empty() && x.load.is_empty());
         assert!(x.no_healthy_upstream);
     }
@@ -920,7 +955,7 @@ mod tests {
             ..ClientInfo::default()
         };
         let class = LocalityClass::of(&client, &policy);
-        let x = explain(&class, &svc, &svc.ports[0], &policy);
+        let x = explain(&class, &plain(&svc), &policy);
         let reasons: Vec<&str> = x.levels.iter().map(|l| l.reason.as_str()).collect();
         assert_eq!(
             reasons,

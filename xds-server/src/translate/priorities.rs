@@ -5,8 +5,9 @@
 
 use std::fmt;
 
-use crate::model::{labels, ClientInfo, Endpoint};
+use crate::model::{labels, ClientInfo, Endpoint, ServiceId};
 use crate::policy::FailoverPolicy;
+use crate::translate::input::{ClusterInput, Route};
 
 /// The client's values for exactly the label keys a policy looks at. Two clients with the same class get
 /// the same priorities for every service under that policy.
@@ -18,13 +19,26 @@ pub struct LocalityClass {
 
 impl LocalityClass {
     pub fn of(client: &ClientInfo, policy: &FailoverPolicy) -> Self {
-        Self {
-            values: policy
-                .client_keys()
-                .into_iter()
-                .map(|key| (key.to_string(), client.label(key).map(str::to_string)))
-                .collect(),
+        let mut values: Vec<(String, Option<String>)> = policy
+            .client_keys()
+            .into_iter()
+            .map(|key| (key.to_string(), client.label(key).map(str::to_string)))
+            .collect();
+        // Keys that only refine the answer for clients that carry them: a client without them keeps
+        // the class (and the shared answer) it has in a single-cluster mesh.
+        let refining = [
+            (policy.splits_by_cluster(), labels::CLUSTER),
+            // Split horizon: what a client is sent depends on its network.
+            (true, labels::NETWORK),
+        ];
+        for (applies, key) in refining {
+            if applies && !values.iter().any(|(k, _)| k == key) {
+                if let Some(v) = client.label(key) {
+                    values.push((key.to_string(), Some(v.to_string())));
+                }
+            }
         }
+        Self { values }
     }
 
     pub fn value(&self, key: &str) -> Option<&str> {
@@ -52,6 +66,8 @@ fn short_key(key: &str) -> &str {
         labels::REGION => "region",
         labels::ZONE => "zone",
         labels::SUBZONE => "subzone",
+        labels::CLUSTER => "cluster",
+        labels::NETWORK => "network",
         _ => key,
     }
 }
@@ -63,17 +79,30 @@ pub struct LevelReason {
     pub matched_keys: Vec<String>,
     /// Set when the level exists because of a `failover: {from, to}` rule.
     pub failover_rule: Option<(String, String)>,
+    /// Set when the client's cluster splits its locality ranks: `true` for the level of endpoints in
+    /// the client's cluster, `false` for the one of endpoints in another cluster.
+    pub own_cluster: Option<bool>,
+    /// Set for the levels of a backup service: its 1-based place in the policy's `backups`.
+    pub backup: Option<(usize, ServiceId)>,
 }
 
 impl fmt::Display for LevelReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some((position, service)) = &self.backup {
+            write!(f, "backup {position}: {service}, ")?;
+        }
         if !self.matched_keys.is_empty() {
             let keys: Vec<&str> = self.matched_keys.iter().map(|k| short_key(k)).collect();
-            write!(f, "same {} as the client", keys.join("+"))
+            write!(f, "same {} as the client", keys.join("+"))?;
         } else if let Some((from, to)) = &self.failover_rule {
-            write!(f, "failover region {to} (rule {from} -> {to})")
+            write!(f, "failover region {to} (rule {from} -> {to})")?;
         } else {
-            f.write_str("no locality match (last resort)")
+            f.write_str("no locality match (last resort)")?;
+        }
+        match self.own_cluster {
+            Some(true) => f.write_str(", same cluster"),
+            Some(false) => f.write_str(", other cluster"),
+            None => Ok(()),
         }
     }
 }
@@ -90,12 +119,15 @@ pub struct PriorityLevel {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct PriorityPlan {
     pub levels: Vec<PriorityLevel>,
+    /// Endpoints on another network than the client's that has no gateway: in no level.
+    pub unreachable: Vec<usize>,
 }
 
 impl PriorityPlan {
-    /// The priority of each endpoint, indexed like the input slice.
+    /// The priority of each endpoint, in [`ClusterInput::endpoint`] numbering; `u32::MAX` for an
+    /// unreachable one.
     pub fn priority_of_each(&self, endpoint_count: usize) -> Vec<u32> {
-        let mut out = vec![0; endpoint_count];
+        let mut out = vec![u32::MAX; endpoint_count];
         for level in &self.levels {
             for &i in &level.endpoints {
                 out[i] = level.priority;
@@ -107,18 +139,65 @@ impl PriorityPlan {
 
 /// How well an endpoint fits a client; smaller is better. Ordering is lexicographic: first the number of
 /// leading keys that do *not* match, then the position of the endpoint's region among the client
-/// region's failover targets (targets before everything else).
+/// region's failover targets (targets before everything else), then whether it is in another cluster
+/// than the client's (so every locality rank splits into own cluster, then the others).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 struct Rank {
     unmatched: usize,
     failover: usize,
+    other_cluster: bool,
 }
 
+/// Gap-free levels for one client class: the primary's endpoints ranked by locality, then each
+/// backup's endpoints, ranked the same way within their own block (backup 1's levels before backup
+/// 2's), so a backup is only used once every locality of the primary is gone.
 pub fn priorities(
     class: &LocalityClass,
-    endpoints: &[Endpoint],
+    input: &ClusterInput,
     policy: &FailoverPolicy,
 ) -> PriorityPlan {
+    let client_network = class.value(labels::NETWORK);
+    let mut levels: Vec<PriorityLevel> = Vec::new();
+    let mut unreachable = Vec::new();
+    for block in input.blocks() {
+        let reachable: Vec<bool> = block
+            .endpoints
+            .iter()
+            .map(|ep| !matches!(input.route(client_network, ep), Route::Unreachable(_)))
+            .collect();
+        unreachable.extend(
+            reachable
+                .iter()
+                .enumerate()
+                .filter(|(_, ok)| !**ok)
+                .map(|(i, _)| block.start + i),
+        );
+        let backup = block.backup.map(|b| (b.position, b.service.clone()));
+        for (reason, members) in rank(class, block.endpoints, &reachable, policy) {
+            levels.push(PriorityLevel {
+                priority: levels.len() as u32,
+                reason: LevelReason {
+                    backup: backup.clone(),
+                    ..reason
+                },
+                endpoints: members.into_iter().map(|i| block.start + i).collect(),
+            });
+        }
+    }
+    PriorityPlan {
+        levels,
+        unreachable,
+    }
+}
+
+/// One block's levels, best first, with indices into `endpoints`; endpoints not `reachable` are in
+/// none (a level of only those would be a level Envoy can never use).
+fn rank(
+    class: &LocalityClass,
+    endpoints: &[Endpoint],
+    reachable: &[bool],
+    policy: &FailoverPolicy,
+) -> Vec<(LevelReason, Vec<usize>)> {
     let keys = &policy.failover_priority;
     let client_region = class.value(labels::REGION).unwrap_or("");
     let targets: Vec<&str> = if client_region.is_empty() {
@@ -127,9 +206,24 @@ pub fn priorities(
         policy.failover_targets(client_region).collect()
     };
 
-    let ranks: Vec<Rank> = endpoints
+    // An endpoint without the label is not "another cluster": it ranks with the client's own, so a
+    // mesh whose endpoints carry no cluster label gets exactly the plain locality ranking.
+    let client_cluster = policy
+        .splits_by_cluster()
+        .then(|| class.value(labels::CLUSTER))
+        .flatten();
+    let other_cluster = |ep: &Endpoint| match (client_cluster, ep.label(labels::CLUSTER)) {
+        (Some(c), Some(e)) => c != e,
+        _ => false,
+    };
+
+    let ranks: Vec<Option<Rank>> = endpoints
         .iter()
-        .map(|ep| {
+        .zip(reachable)
+        .map(|(ep, &ok)| {
+            if !ok {
+                return None;
+            }
             // A label the client lacks matches nothing: a client that does not know its zone cannot be
             // "in the same zone" as anyone.
             let matched = keys
@@ -143,21 +237,21 @@ pub fn priorities(
                 .label(labels::REGION)
                 .and_then(|region| targets.iter().position(|t| *t == region))
                 .unwrap_or(targets.len());
-            Rank {
+            Some(Rank {
                 unmatched: keys.len() - matched,
                 failover,
-            }
+                other_cluster: other_cluster(ep),
+            })
         })
         .collect();
 
-    let mut distinct: Vec<Rank> = ranks.clone();
+    let mut distinct: Vec<Rank> = ranks.iter().flatten().copied().collect();
     distinct.sort();
     distinct.dedup();
 
-    let levels = distinct
+    distinct
         .iter()
-        .enumerate()
-        .map(|(priority, rank)| {
+        .map(|rank| {
             let matched = keys.len() - rank.unmatched;
             let failover_rule = (rank.failover < targets.len()).then(|| {
                 (
@@ -165,28 +259,39 @@ pub fn priorities(
                     targets[rank.failover].to_string(),
                 )
             });
-            PriorityLevel {
-                priority: priority as u32,
-                reason: LevelReason {
-                    matched_keys: keys[..matched].to_vec(),
-                    failover_rule,
-                },
-                endpoints: ranks
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, r)| *r == rank)
-                    .map(|(i, _)| i)
-                    .collect(),
-            }
+            let members: Vec<usize> = ranks
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.as_ref() == Some(rank))
+                .map(|(i, _)| i)
+                .collect();
+            let own_cluster = if rank.other_cluster {
+                Some(false)
+            } else {
+                // Only worth saying when some endpoint here really is in the client's cluster.
+                client_cluster
+                    .filter(|c| {
+                        members
+                            .iter()
+                            .any(|&i| endpoints[i].label(labels::CLUSTER) == Some(*c))
+                    })
+                    .map(|_| true)
+            };
+            let reason = LevelReason {
+                matched_keys: keys[..matched].to_vec(),
+                failover_rule,
+                own_cluster,
+                backup: None,
+            };
+            (reason, members)
         })
-        .collect();
-    PriorityPlan { levels }
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Health, Locality};
+    use crate::model::{Health, Locality, Service, ServicePort};
     use crate::policy::RegionFailover;
     use std::collections::BTreeMap;
 
@@ -207,9 +312,23 @@ mod tests {
         }
     }
 
+    /// A one-port service of `eps` without backups or gateways.
+    fn input_of(eps: &[Endpoint]) -> ClusterInput {
+        let svc = Service {
+            id: ServiceId::new("shop", "checkout"),
+            ports: vec![ServicePort {
+                name: "http".into(),
+                port: 8080,
+            }],
+            endpoints: eps.to_vec(),
+        };
+        let port = svc.ports[0].clone();
+        ClusterInput::plain(std::sync::Arc::new(svc), &port)
+    }
+
     fn plan_for(client: &ClientInfo, eps: &[Endpoint], policy: &FailoverPolicy) -> Vec<u32> {
         let class = LocalityClass::of(client, policy);
-        let plan = priorities(&class, eps, policy);
+        let plan = priorities(&class, &input_of(eps), policy);
         assert_gap_free(&plan, eps.len());
         plan.priority_of_each(eps.len())
     }
@@ -223,7 +342,11 @@ mod tests {
             assert!(!level.endpoints.is_empty(), "no empty level");
         }
         let total: usize = plan.levels.iter().map(|l| l.endpoints.len()).sum();
-        assert_eq!(total, n, "every endpoint in exactly one level");
+        assert_eq!(
+            total + plan.unreachable.len(),
+            n,
+            "every endpoint in exactly one level, or unreachable"
+        );
     }
 
     /// The topology used by the tables: two zones with subzones in us-east1, one zone in us-west1,
@@ -294,7 +417,7 @@ mod tests {
             assert_eq!(&got[..], &expected[..], "client {r}/{z}/{s}");
         }
         let class = LocalityClass::of(&client("us-east1", "us-east1-b", "rack-1"), &policy);
-        let plan = priorities(&class, &eps, &policy);
+        let plan = priorities(&class, &input_of(&eps), &policy);
         assert_eq!(
             plan.levels[3].reason.to_string(),
             "failover region eu-west4 (rule us-east1 -> eu-west4)"
@@ -304,7 +427,7 @@ mod tests {
             "failover region us-west1 (rule us-east1 -> us-west1)"
         );
         let west = LocalityClass::of(&client("us-west1", "us-west1-a", ""), &policy);
-        let plan = priorities(&west, &eps, &policy);
+        let plan = priorities(&west, &input_of(&eps), &policy);
         assert_eq!(
             plan.levels[1].reason.to_string(),
             "no locality match (last resort)"
@@ -341,7 +464,7 @@ mod tests {
         let eps = topology();
         let policy = FailoverPolicy::default();
         let class = LocalityClass::of(&client("us-east1", "us-east1-b", "rack-2"), &policy);
-        let plan = priorities(&class, &eps, &policy);
+        let plan = priorities(&class, &input_of(&eps), &policy);
         assert_eq!(plan.levels.len(), 4);
         assert_eq!(plan.levels[0].endpoints, vec![1]);
         assert_eq!(
@@ -357,11 +480,289 @@ mod tests {
         assert_eq!(plan.levels[3].endpoints, vec![3, 4]);
     }
 
+    fn in_cluster(mut e: Endpoint, cluster: &str) -> Endpoint {
+        e.labels.insert(labels::CLUSTER.into(), cluster.into());
+        e
+    }
+
+    /// Two clusters over the same zones, plus one endpoint without a cluster label.
+    fn two_clusters() -> Vec<Endpoint> {
+        vec![
+            in_cluster(ep("us-east1", "us-east1-b", ""), "east"), // 0
+            in_cluster(ep("us-east1", "us-east1-b", ""), "west"), // 1
+            in_cluster(ep("us-east1", "us-east1-c", ""), "east"), // 2
+            in_cluster(ep("us-east1", "us-east1-c", ""), "west"), // 3
+            in_cluster(ep("us-west1", "us-west1-a", ""), "west"), // 4
+            ep("us-west1", "us-west1-a", ""),                     // 5
+        ]
+    }
+
+    #[test]
+    fn own_cluster_first_within_each_locality_rank() {
+        let eps = two_clusters();
+        let default = FailoverPolicy::default();
+        let explicit = FailoverPolicy {
+            failover_priority: crate::policy::default_failover_priority(),
+            prefer_own_cluster: false,
+            ..FailoverPolicy::default()
+        };
+        let client_in = |cluster: &str| {
+            let mut c = client("us-east1", "us-east1-b", "");
+            if !cluster.is_empty() {
+                c.labels.insert(labels::CLUSTER.into(), cluster.into());
+            }
+            c
+        };
+        // (client's cluster, policy, expected priority of each endpoint of `two_clusters()`)
+        let table: &[(&str, &FailoverPolicy, [u32; 6])] = &[
+            // each rank splits: own zone east, own zone west, own region east, ... ; the unlabeled
+            // endpoint ranks with the client's own cluster
+            ("east", &default, [0, 1, 2, 3, 5, 4]),
+            ("west", &default, [1, 0, 3, 2, 4, 4]),
+            // a cluster with no endpoints here: every labeled endpoint is "other"
+            ("north", &default, [0, 0, 1, 1, 3, 2]),
+            // client without the label: today's plan
+            ("", &default, [0, 0, 1, 1, 2, 2]),
+            // the user set failoverPriority: their keys decide alone
+            ("east", &explicit, [0, 0, 1, 1, 2, 2]),
+        ];
+        for (cluster, policy, expected) in table {
+            let got = plan_for(&client_in(cluster), &eps, policy);
+            assert_eq!(&got[..], &expected[..], "client in cluster {cluster:?}");
+        }
+        // Endpoints without cluster labels: a labeled client gets exactly the single-cluster plan.
+        let plain = topology();
+        let mut labeled = client("us-east1", "us-east1-b", "rack-1");
+        labeled.labels.insert(labels::CLUSTER.into(), "east".into());
+        assert_eq!(
+            plan_for(&labeled, &plain, &default),
+            plan_for(
+                &client("us-east1", "us-east1-b", "rack-1"),
+                &plain,
+                &default
+            )
+        );
+
+        let class = LocalityClass::of(&client_in("east"), &default);
+        let plan = priorities(&class, &input_of(&eps), &default);
+        let reasons: Vec<String> = plan.levels.iter().map(|l| l.reason.to_string()).collect();
+        assert_eq!(
+            reasons,
+            vec![
+                "same region+zone as the client, same cluster",
+                "same region+zone as the client, other cluster",
+                "same region as the client, same cluster",
+                "same region as the client, other cluster",
+                "no locality match (last resort)",
+                "no locality match (last resort), other cluster",
+            ]
+        );
+    }
+
+    #[test]
+    fn own_cluster_splits_failover_target_levels_too() {
+        let eps = two_clusters();
+        let policy = FailoverPolicy {
+            failover: vec![RegionFailover {
+                from: "us-east1".into(),
+                to: "us-west1".into(),
+            }],
+            ..FailoverPolicy::default()
+        };
+        let mut c = client("us-east1", "us-east1-b", "");
+        c.labels.insert(labels::CLUSTER.into(), "east".into());
+        assert_eq!(plan_for(&c, &eps, &policy), vec![0, 1, 2, 3, 5, 4]);
+    }
+
+    #[test]
+    fn class_holds_the_cluster_only_for_labeled_clients_under_the_default_order() {
+        let default = FailoverPolicy::default();
+        let mut east = client("us-east1", "us-east1-b", "");
+        east.labels.insert(labels::CLUSTER.into(), "east".into());
+        let mut west = east.clone();
+        west.labels.insert(labels::CLUSTER.into(), "west".into());
+        assert_eq!(
+            LocalityClass::of(&east, &default).to_string(),
+            "region=us-east1,zone=us-east1-b,subzone=-,cluster=east"
+        );
+        assert_ne!(
+            LocalityClass::of(&east, &default),
+            LocalityClass::of(&west, &default)
+        );
+        let explicit = FailoverPolicy {
+            failover_priority: vec![labels::REGION.into()],
+            prefer_own_cluster: false,
+            ..FailoverPolicy::default()
+        };
+        assert_eq!(
+            LocalityClass::of(&east, &explicit),
+            LocalityClass::of(&west, &explicit)
+        );
+        assert_eq!(
+            LocalityClass::of(&client("us-east1", "us-east1-b", ""), &default).to_string(),
+            "region=us-east1,zone=us-east1-b,subzone=-"
+        );
+    }
+
+    fn registry_of(services: Vec<(&str, Vec<Endpoint>)>) -> crate::model::Registry {
+        crate::model::Registry::from_services(services.into_iter().map(|(name, endpoints)| {
+            Service {
+                id: ServiceId::new("shop", name),
+                ports: vec![ServicePort {
+                    name: "http".into(),
+                    port: 8080,
+                }],
+                endpoints,
+            }
+        }))
+    }
+
+    fn input_in(registry: &crate::model::Registry, policy: &FailoverPolicy) -> ClusterInput {
+        let svc = registry.services[&ServiceId::new("shop", "checkout")].clone();
+        let port = svc.ports[0].clone();
+        ClusterInput::new(registry, std::sync::Arc::new(svc), &port, policy)
+    }
+
+    fn backup(name: &str) -> crate::policy::BackupService {
+        crate::policy::BackupService {
+            service: ServiceId::new("shop", name),
+            cluster: None,
+        }
+    }
+
+    #[test]
+    fn backups_come_after_every_primary_level_each_ranked_by_locality() {
+        let registry = registry_of(vec![
+            (
+                "checkout",
+                vec![
+                    ep("us-east1", "us-east1-b", ""), // 0
+                    ep("us-west1", "us-west1-a", ""), // 1
+                ],
+            ),
+            (
+                "checkout-dr",
+                vec![
+                    ep("us-west1", "us-west1-a", ""), // 2
+                    ep("us-east1", "us-east1-c", ""), // 3
+                    ep("us-east1", "us-east1-b", ""), // 4
+                ],
+            ),
+            ("checkout-far", vec![ep("eu-west4", "eu-west4-a", "")]), // 5
+        ]);
+        let policy = FailoverPolicy {
+            backups: vec![backup("checkout-dr"), backup("checkout-far")],
+            ..FailoverPolicy::default()
+        };
+        let input = input_in(&registry, &policy);
+        let class = LocalityClass::of(&client("us-east1", "us-east1-b", ""), &policy);
+        let plan = priorities(&class, &input, &policy);
+        assert_gap_free(&plan, input.len());
+        // primary: own zone, then the rest; backup 1 in its own locality order; then backup 2
+        assert_eq!(plan.priority_of_each(input.len()), vec![0, 1, 4, 3, 2, 5]);
+        let reasons: Vec<String> = plan.levels.iter().map(|l| l.reason.to_string()).collect();
+        assert_eq!(
+            reasons,
+            vec![
+                "same region+zone as the client",
+                "no locality match (last resort)",
+                "backup 1: shop/checkout-dr, same region+zone as the client",
+                "backup 1: shop/checkout-dr, same region as the client",
+                "backup 1: shop/checkout-dr, no locality match (last resort)",
+                "backup 2: shop/checkout-far, no locality match (last resort)",
+            ]
+        );
+        // A primary without endpoints: the backup's levels start at 0.
+        let registry = registry_of(vec![
+            ("checkout", vec![]),
+            ("checkout-dr", vec![ep("us-east1", "us-east1-b", "")]),
+        ]);
+        let input = input_in(&registry, &policy);
+        let plan = priorities(&class, &input, &policy);
+        assert_eq!(plan.levels.len(), 1);
+        assert_eq!(plan.levels[0].priority, 0);
+        assert_eq!(
+            plan.levels[0].reason.backup,
+            Some((1, ServiceId::new("shop", "checkout-dr")))
+        );
+    }
+
+    fn on_network(mut e: Endpoint, network: &str) -> Endpoint {
+        e.labels.insert(labels::NETWORK.into(), network.into());
+        e
+    }
+
+    #[test]
+    fn split_horizon_leaves_out_networks_without_a_gateway_and_keys_the_class() {
+        let mut registry = registry_of(vec![(
+            "checkout",
+            vec![
+                on_network(ep("us-east1", "us-east1-b", ""), "n1"), // 0
+                on_network(ep("us-east1", "us-east1-b", ""), "n2"), // 1
+                on_network(ep("us-east1", "us-east1-c", ""), "n3"), // 2: n3 has no gateway
+                ep("us-east1", "us-east1-c", ""),                   // 3: no network
+            ],
+        )]);
+        registry.gateways.insert(
+            "n2".into(),
+            crate::model::NetworkGateway {
+                address: "192.0.2.2".parse().unwrap(),
+                port: 15443,
+            },
+        );
+        let policy = FailoverPolicy::default();
+        let input = input_in(&registry, &policy);
+        let on = |network: &str| {
+            let mut c = client("us-east1", "us-east1-b", "");
+            if !network.is_empty() {
+                c.labels.insert(labels::NETWORK.into(), network.into());
+            }
+            c
+        };
+        const X: u32 = u32::MAX;
+        // (client network, priority of each endpoint; X = left out)
+        let table: &[(&str, [u32; 4], &[usize])] = &[
+            // n2 through its gateway, n3 unreachable
+            ("n1", [0, 0, X, 1], &[2]),
+            // on n2: n1 has no gateway
+            ("n2", [X, 0, X, 1], &[0, 2]),
+            // on n3 itself: n3 direct, n1 has no gateway either
+            ("n3", [X, 0, 1, 1], &[0]),
+            // a client without a network reaches everything directly, as today
+            ("", [0, 0, 1, 1], &[]),
+        ];
+        for (network, expected, unreachable) in table {
+            let class = LocalityClass::of(&on(network), &policy);
+            let plan = priorities(&class, &input, &policy);
+            assert_gap_free(&plan, input.len());
+            assert_eq!(
+                plan.priority_of_each(input.len()),
+                expected.to_vec(),
+                "client on {network:?}"
+            );
+            assert_eq!(
+                &plan.unreachable[..],
+                &unreachable[..],
+                "client on {network:?}"
+            );
+        }
+        assert_eq!(
+            LocalityClass::of(&on("n1"), &policy).to_string(),
+            "region=us-east1,zone=us-east1-b,subzone=-,network=n1"
+        );
+        assert_ne!(
+            LocalityClass::of(&on("n1"), &policy),
+            LocalityClass::of(&on("n2"), &policy)
+        );
+    }
+
     #[test]
     fn no_endpoints_no_levels() {
         let policy = FailoverPolicy::default();
         let class = LocalityClass::of(&client("a", "b", "c"), &policy);
-        assert!(priorities(&class, &[], &policy).levels.is_empty());
+        assert!(priorities(&class, &input_of(&[]), &policy)
+            .levels
+            .is_empty());
     }
 
     #[test]

@@ -36,9 +36,10 @@ use envoy_types::pb::envoy::r#type::v3::Percent;
 use envoy_types::pb::google::protobuf::{Duration as PbDuration, UInt32Value};
 use envoy_types::util::pack_any;
 
-use crate::model::{Endpoint, Health, Service, ServiceId, ServicePort};
+use crate::model::{labels, Health, Service, ServiceId, ServicePort};
 use crate::policy::FailoverPolicy;
-use crate::translate::priorities::PriorityPlan;
+use crate::translate::input::ClusterInput;
+use crate::translate::priorities::{LocalityClass, PriorityPlan};
 
 pub const LISTENER_NAME: &str = "outbound_http";
 pub const ROUTE_CONFIG_NAME: &str = "outbound";
@@ -125,40 +126,40 @@ fn health_status(health: Health) -> HealthStatus {
 }
 
 /// Endpoints grouped by (priority, locality). Localities within a level are sorted so the encoding is
-/// stable whatever order the source listed them in.
+/// stable whatever order the source listed them in. For a client on a network (`class`), the
+/// endpoints of each other network are sent as one host at that network's gateway, weighted by how
+/// many endpoints it stands for.
 pub fn load_assignment(
     name: &str,
-    service: &Service,
-    port: &ServicePort,
+    input: &ClusterInput,
+    class: &LocalityClass,
     plan: &PriorityPlan,
     policy: &FailoverPolicy,
 ) -> ClusterLoadAssignment {
+    let client_network = class.value(labels::NETWORK);
     let mut groups = Vec::new();
     for level in &plan.levels {
-        let mut by_locality: BTreeMap<&crate::model::Locality, Vec<&Endpoint>> = BTreeMap::new();
-        for &i in &level.endpoints {
-            let ep = &service.endpoints[i];
-            by_locality.entry(&ep.locality).or_default().push(ep);
-        }
-        for (locality, mut eps) in by_locality {
-            eps.sort_by_key(|ep| (ep.address, ep.target_port(port)));
+        for (locality, hosts) in input.hosts(level, client_network) {
             groups.push(LocalityLbEndpoints {
                 locality: Some(EnvoyLocality {
                     region: locality.region.clone(),
                     zone: locality.zone.clone(),
                     sub_zone: locality.subzone.clone(),
                 }),
-                lb_endpoints: eps
+                lb_endpoints: hosts
                     .into_iter()
-                    .map(|ep| LbEndpoint {
-                        health_status: health_status(ep.health) as i32,
+                    .map(|host| LbEndpoint {
+                        health_status: health_status(host.health) as i32,
                         host_identifier: Some(HostIdentifier::Endpoint(EnvoyEndpoint {
-                            address: Some(socket_address(
-                                &ep.address.to_string(),
-                                ep.target_port(port),
-                            )),
+                            address: Some(socket_address(&host.address.to_string(), host.port)),
                             ..EnvoyEndpoint::default()
                         })),
+                        // Unset for a plain endpoint (weight 1), so a mesh without networks encodes
+                        // exactly as before.
+                        load_balancing_weight: host
+                            .gateway_for
+                            .is_some()
+                            .then_some(UInt32Value { value: host.behind }),
                         ..LbEndpoint::default()
                     })
                     .collect(),
@@ -323,9 +324,10 @@ pub fn route_configuration<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{ClientInfo, Locality};
-    use crate::translate::priorities::{priorities, LocalityClass};
+    use crate::model::{ClientInfo, Endpoint, Locality};
+    use crate::translate::priorities::priorities;
     use prost::Message;
+    use std::sync::Arc;
 
     fn endpoint(ip: &str, locality: Locality, health: Health) -> Endpoint {
         Endpoint {
@@ -376,12 +378,10 @@ mod tests {
             locality: east_b.clone(),
             ..ClientInfo::default()
         };
-        let plan = priorities(
-            &LocalityClass::of(&client, &policy),
-            &svc.endpoints,
-            &policy,
-        );
-        let cla = load_assignment("checkout.shop:8080", &svc, &svc.ports[0], &plan, &policy);
+        let class = LocalityClass::of(&client, &policy);
+        let input = ClusterInput::plain(Arc::new(svc.clone()), &svc.ports[0]);
+        let plan = priorities(&class, &input, &policy);
+        let cla = load_assignment("checkout.shop:8080", &input, &class, &plan, &policy);
         type Host = (String, u32, i32);
         let summary: Vec<(u32, String, Vec<Host>)> = cla
             .endpoints
@@ -439,6 +439,144 @@ mod tests {
         );
     }
 
+    /// (priority, zone, [(address, port, health, weight)]) of each locality group.
+    type Group = (u32, String, Vec<(String, u32, i32, Option<u32>)>);
+
+    fn groups(cla: &ClusterLoadAssignment) -> Vec<Group> {
+        cla.endpoints
+            .iter()
+            .map(|g| {
+                let hosts = g
+                    .lb_endpoints
+                    .iter()
+                    .map(|lb| {
+                        let Some(HostIdentifier::Endpoint(e)) = &lb.host_identifier else {
+                            panic!("endpoint expected")
+                        };
+                        let Some(address::Address::SocketAddress(sa)) =
+                            &e.address.as_ref().unwrap().address
+                        else {
+                            panic!("socket address expected")
+                        };
+                        let Some(PortSpecifier::PortValue(port)) = sa.port_specifier else {
+                            panic!("port expected")
+                        };
+                        (
+                            sa.address.clone(),
+                            port,
+                            lb.health_status,
+                            lb.load_balancing_weight.as_ref().map(|w| w.value),
+                        )
+                    })
+                    .collect();
+                (g.priority, g.locality.as_ref().unwrap().zone.clone(), hosts)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn split_horizon_sends_each_remote_network_as_its_gateway_weighted_by_endpoints() {
+        use crate::model::{labels, NetworkGateway, Registry};
+        let b = Locality::new("r", "b", "");
+        let c = Locality::new("r", "c", "");
+        let on = |ip: &str, loc: &Locality, health: Health, net: &str| {
+            let mut e = endpoint(ip, loc.clone(), health);
+            e.labels.insert(labels::NETWORK.into(), net.into());
+            e
+        };
+        let svc = service(
+            "shop",
+            "checkout",
+            &[8080],
+            vec![
+                on("10.1.0.1", &b, Health::Healthy, "n1"),
+                on("10.2.0.1", &b, Health::Unhealthy, "n2"),
+                on("10.2.0.2", &b, Health::Healthy, "n2"),
+                on("10.2.0.3", &b, Health::Unhealthy, "n2"),
+                on("10.2.0.4", &c, Health::Unhealthy, "n2"),
+                on("10.2.0.5", &c, Health::Draining, "n2"),
+                on("10.3.0.1", &c, Health::Draining, "n3"),
+                on("10.3.0.2", &c, Health::Draining, "n3"),
+                endpoint("10.9.0.1", c.clone(), Health::Healthy),
+            ],
+        );
+        let mut registry = Registry::from_services([svc.clone()]);
+        for (net, ip) in [
+            ("n1", "192.0.2.1"),
+            ("n2", "192.0.2.2"),
+            ("n3", "192.0.2.3"),
+        ] {
+            registry.gateways.insert(
+                net.into(),
+                NetworkGateway {
+                    address: ip.parse().unwrap(),
+                    port: 15443,
+                },
+            );
+        }
+        let policy = FailoverPolicy::default();
+        let input = ClusterInput::new(&registry, Arc::new(svc.clone()), &svc.ports[0], &policy);
+        let cla_for = |network: Option<&str>| {
+            let mut client = ClientInfo {
+                locality: b.clone(),
+                ..ClientInfo::default()
+            };
+            if let Some(n) = network {
+                client.labels.insert(labels::NETWORK.into(), n.into());
+            }
+            let class = LocalityClass::of(&client, &policy);
+            let plan = priorities(&class, &input, &policy);
+            load_assignment("checkout.shop:8080", &input, &class, &plan, &policy)
+        };
+        let (h, u, d) = (
+            HealthStatus::Healthy as i32,
+            HealthStatus::Unhealthy as i32,
+            HealthStatus::Draining as i32,
+        );
+        let s = |a: &str| a.to_string();
+        assert_eq!(
+            groups(&cla_for(Some("n1"))),
+            vec![
+                // n2 in zone b: 3 endpoints, one healthy → one healthy gateway host of weight 3
+                (
+                    0,
+                    s("b"),
+                    vec![
+                        (s("10.1.0.1"), 8080, h, None),
+                        (s("192.0.2.2"), 15443, h, Some(3)),
+                    ]
+                ),
+                // per locality: n2 in zone c has none healthy (unhealthy + draining → unhealthy),
+                // n3 is all draining → draining; the endpoint without a network is sent as is
+                (
+                    1,
+                    s("c"),
+                    vec![
+                        (s("10.9.0.1"), 8080, h, None),
+                        (s("192.0.2.2"), 15443, u, Some(2)),
+                        (s("192.0.2.3"), 15443, d, Some(2)),
+                    ]
+                ),
+            ]
+        );
+        // On n2, n2's own endpoints are direct and n1 goes through its gateway.
+        let on_n2 = groups(&cla_for(Some("n2")));
+        assert_eq!(
+            on_n2[0].2,
+            vec![
+                (s("10.2.0.1"), 8080, u, None),
+                (s("10.2.0.2"), 8080, h, None),
+                (s("10.2.0.3"), 8080, u, None),
+                (s("192.0.2.1"), 15443, h, Some(1)),
+            ]
+        );
+        // A client without a network label gets every endpoint directly, no weights.
+        let flat = groups(&cla_for(None));
+        let hosts: usize = flat.iter().map(|g| g.2.len()).sum();
+        assert_eq!(hosts, 9);
+        assert!(flat.iter().flat_map(|g| &g.2).all(|h| h.3.is_none()));
+    }
+
     #[test]
     fn encoding_is_deterministic_whatever_the_source_order() {
         let a = Locality::new("r", "a", "");
@@ -454,8 +592,9 @@ mod tests {
         let class = LocalityClass::of(&ClientInfo::default(), &policy);
         let encode = |eps: Vec<Endpoint>| {
             let svc = service("ns", "s", &[80], eps);
-            let plan = priorities(&class, &svc.endpoints, &policy);
-            load_assignment("s.ns:80", &svc, &svc.ports[0], &plan, &policy).encode_to_vec()
+            let input = ClusterInput::plain(Arc::new(svc.clone()), &svc.ports[0]);
+            let plan = priorities(&class, &input, &policy);
+            load_assignment("s.ns:80", &input, &class, &plan, &policy).encode_to_vec()
         };
         assert_eq!(encode(eps), encode(reversed));
         assert_eq!(

@@ -407,9 +407,13 @@ pub struct ClusterLocator {
 }
 
 impl ClusterLocator {
+    /// Pod names and IPs repeat across clusters (pod CIDRs often overlap): a client that names its
+    /// cluster is looked up there only; otherwise the first cluster, in `--cluster` order, that knows
+    /// the pod wins.
     fn find(&self, hint: &PodHint) -> Option<(&ClusterOrigin, crate::model::Locality)> {
         self.members
             .iter()
+            .filter(|(origin, _)| hint.cluster.as_ref().is_none_or(|c| *c == origin.cluster))
             .find_map(|(origin, locator)| locator.locality_of(hint).map(|l| (origin, l)))
     }
 }
@@ -735,6 +739,14 @@ mod tests {
             .to_string();
         assert!(err.contains("`never`"), "{err}");
         assert_eq!(parse_stale_after("never"), Ok(StaleAfter(None)));
+    }
+
+    #[test]
+    fn the_shipped_sample_config_is_valid() {
+        let text = include_str!("../../../../deploy/multicluster/xds-config.yaml");
+        let config = ServerConfig::parse("deploy/multicluster/xds-config.yaml", text).unwrap();
+        validate_set(&config.clusters).unwrap();
+        assert_eq!(config.clusters.len(), 2);
     }
 
     #[test]
