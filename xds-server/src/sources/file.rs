@@ -13,6 +13,10 @@
 //!     labels: {topology.istio.io/cluster: east}                        # optional
 //!     ready: true                  # optional, default true; false → Health::Unhealthy (kept)
 //!     draining: false              # optional, default false; true → Health::Draining (wins over ready)
+//! gateways:                        # optional: the east-west gateway of each network (split horizon)
+//! - network: n2                    # an endpoint's `topology.istio.io/network` label value
+//!   address: 127.0.0.1             # an IP address (Envoy's EDS takes no hostnames)
+//!   port: 15443
 //! ```
 //!
 //! A file is accepted whole or not at all: every error names the file, the line (where known), the
@@ -27,7 +31,9 @@ use std::sync::Arc;
 use serde::Deserialize;
 use tracing::{error, info, warn};
 
-use crate::model::{Endpoint, Health, Locality, Registry, Service, ServiceId, ServicePort};
+use crate::model::{
+    labels, Endpoint, Health, Locality, NetworkGateway, Registry, Service, ServiceId, ServicePort,
+};
 use crate::sources::watch::{self, FileChange};
 use crate::sources::yaml::{self, FieldPath};
 
@@ -105,6 +111,16 @@ impl EndpointsFileError {
 struct RawFile {
     #[serde(deserialize_with = "non_null_list")]
     services: Vec<RawService>,
+    #[serde(default, deserialize_with = "non_null_list")]
+    gateways: Vec<RawGateway>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGateway {
+    network: String,
+    address: String,
+    port: i64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -286,10 +302,44 @@ fn build(raw: RawFile) -> Result<Registry, Invalid> {
         first_index.insert(service.id.clone(), i);
         services.insert(service.id.clone(), service);
     }
-    Ok(Registry {
-        services,
-        ..Registry::default()
-    })
+    let mut gateways: BTreeMap<String, NetworkGateway> = BTreeMap::new();
+    let mut first_gateway: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, raw) in raw.gateways.into_iter().enumerate() {
+        let path = FieldPath::root().key("gateways").index(i);
+        let network = raw.network.trim();
+        if network.is_empty() || network.contains(char::is_whitespace) {
+            return Err((
+                path.key("network"),
+                format!(
+                    "{:?} is not a network name (the value of endpoints' {} label)",
+                    raw.network,
+                    labels::NETWORK
+                ),
+            ));
+        }
+        if let Some(first) = first_gateway.get(network) {
+            return Err((
+                path.key("network"),
+                format!(
+                    "duplicate gateway for network {network} (already defined at gateways[{first}]); \
+                     a network has one gateway address"
+                ),
+            ));
+        }
+        let address: IpAddr = raw.address.trim().parse().map_err(|_| {
+            (
+                path.key("address"),
+                format!(
+                    "{:?} is not an IP address (Envoy's EDS takes IP addresses only)",
+                    raw.address
+                ),
+            )
+        })?;
+        let port = check_port(raw.port).map_err(|r| (path.key("port"), r))?;
+        first_gateway.insert(network.to_string(), i);
+        gateways.insert(network.to_string(), NetworkGateway { address, port });
+    }
+    Ok(Registry { services, gateways })
 }
 
 fn build_service(raw: RawService, path: &FieldPath) -> Result<Service, Invalid> {
@@ -675,6 +725,81 @@ services:
     fn a_second_document_is_rejected() {
         let (_, _, reason, _) = invalid("services: []\n---\nservices: []\n");
         assert!(reason.contains("more than one YAML document"), "{reason}");
+    }
+
+    #[test]
+    fn gateways_are_read_and_checked() {
+        let registry = parse(
+            "services: []\ngateways:\n- {network: n2, address: 127.0.0.1, port: 15443}\n\
+             - {network: n3, address: \"fd00::3\", port: 443}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            registry.gateways,
+            BTreeMap::from([
+                (
+                    "n2".to_string(),
+                    NetworkGateway {
+                        address: "127.0.0.1".parse().unwrap(),
+                        port: 15443
+                    }
+                ),
+                (
+                    "n3".to_string(),
+                    NetworkGateway {
+                        address: "fd00::3".parse().unwrap(),
+                        port: 443
+                    }
+                ),
+            ])
+        );
+        // (gateways list, line, field, part of the reason)
+        let cases: &[(&str, usize, &str, &str)] = &[
+            (
+                "- {network: n2, address: 127.0.0.1, port: 1}\n- {network: n2, address: 127.0.0.2, port: 1}\n",
+                4,
+                "gateways[1].network",
+                "duplicate gateway for network n2 (already defined at gateways[0])",
+            ),
+            (
+                "- {network: n2, address: gw.example.com, port: 1}\n",
+                3,
+                "gateways[0].address",
+                "is not an IP address",
+            ),
+            (
+                "- {network: n2, address: 127.0.0.1, port: 0}\n",
+                3,
+                "gateways[0].port",
+                "out of range",
+            ),
+            (
+                "- {network: \"\", address: 127.0.0.1, port: 1}\n",
+                3,
+                "gateways[0].network",
+                "is not a network name",
+            ),
+            (
+                "- {network: n2, adress: 127.0.0.1, port: 1}\n",
+                3,
+                "gateways[0].adress",
+                "did you mean `address`?",
+            ),
+            (
+                "- {network: n2, port: 1}\n",
+                3,
+                "gateways[0].address",
+                "missing field `address`",
+            ),
+        ];
+        for (list, line, field, reason_part) in cases {
+            let (got_line, got_field, reason, display) =
+                invalid(&format!("services: []\ngateways:\n{list}"));
+            assert_eq!(got_field, *field, "{list}");
+            assert_eq!(got_line, Some(*line), "{list}");
+            assert!(reason.contains(reason_part), "{list}: {reason}");
+            assert!(display.starts_with("endpoints.yaml:"), "{display}");
+        }
     }
 
     #[test]
