@@ -83,6 +83,69 @@ fn three_clusters_merge_and_one_that_never_answers_does_not_hold_back_the_others
 }
 
 #[test]
+fn a_client_located_through_its_pod_prefers_its_own_cluster_within_its_zone() {
+    // Both clusters run in the same zone, and both have a pod `client` with the same IP: pod names
+    // and IPs repeat across clusters.
+    let mut east = Cluster::new("east", "us-east1", "us-east1-b");
+    let mut west = Cluster::new("west", "us-east1", "us-east1-b");
+    east.add_backend();
+    west.add_backend();
+    for cluster in [&east, &west] {
+        cluster.api.apply(json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "client", "namespace": NAMESPACE},
+            "spec": {"nodeName": cluster.node, "containers": [{"name": "envoy", "image": "envoy"}]},
+            "status": {"phase": "Running", "podIP": "10.244.0.5", "podIPs": [{"ip": "10.244.0.5"}]},
+        }));
+    }
+    let server = start_server(&[&east, &west], &[]);
+    let located = |node_id: &str, options: EnvoyOptions| {
+        let envoy = Envoy::start(options.namespace(NAMESPACE));
+        assert!(
+            envoy.wait_serving(HOST, Duration::from_secs(30)),
+            "{node_id} not serving; hosts {:?}",
+            envoy.hosts(CLUSTER)
+        );
+        envoy
+    };
+    // Says it runs in west: looked up there only, and then west's endpoints come first in the zone.
+    let in_west = located(
+        "in-west",
+        EnvoyOptions::without_locality("in-west", server.addr())
+            .metadata("pod_name", "client")
+            .label("topology.istio.io/cluster", "west"),
+    );
+    // Says nothing: the first cluster that knows the pod (east, in --cluster order).
+    let unnamed = located(
+        "unnamed",
+        EnvoyOptions::without_locality("unnamed", server.addr()).metadata("pod_ip", "10.244.0.5"),
+    );
+    let priorities = |envoy: &Envoy| -> BTreeMap<u16, u32> {
+        envoy
+            .hosts(CLUSTER)
+            .into_iter()
+            .map(|h| (h.port, h.priority))
+            .collect()
+    };
+    let want_west = BTreeMap::from([(west.port(0), 0), (east.port(0), 1)]);
+    let want_east = BTreeMap::from([(east.port(0), 0), (west.port(0), 1)]);
+    let seen = e2e::poll(PROPAGATION, Duration::from_millis(50), || {
+        (priorities(&in_west) == want_west && priorities(&unnamed) == want_east).then_some(())
+    });
+    assert!(
+        seen.is_some(),
+        "own cluster first within the zone: in-west {:?} (want {want_west:?}), unnamed {:?} (want {want_east:?})",
+        priorities(&in_west),
+        priorities(&unnamed)
+    );
+    let t = traffic::send(in_west.listener_addr(), HOST, 20, EVERY);
+    assert!(t.all("west"), "{t}");
+    let t = traffic::send(unnamed.listener_addr(), HOST, 20, EVERY);
+    assert!(t.all("east"), "{t}");
+}
+
+#[test]
 fn bad_cluster_flags_stop_the_server_with_the_reason() {
     let (status, log) = XdsServer::run_expecting_exit(
         &["--cluster", "east=/nonexistent/kubeconfig,zone=a"],
@@ -198,6 +261,23 @@ fn an_unreachable_api_server_keeps_its_endpoints_then_they_turn_stale(protocol: 
         "stale endpoints stay listed, as UNHEALTHY"
     );
     assert_eq!(metric(server.metrics_addr(), stale_metric), 1.0);
+    // `xdsctl services` says why: east's endpoint is labelled stale, west's is not.
+    let services = xdsctl_json(&server, &["services"]);
+    let endpoints = services["services"][0]["endpoints"].as_array().unwrap();
+    let label_of = |cluster: &str| {
+        endpoints
+            .iter()
+            .find(|e| e["labels"]["topology.istio.io/cluster"] == cluster)
+            .map(|e| {
+                (
+                    e["health"].clone(),
+                    e["labels"]["failover.xds.dev/stale"].clone(),
+                )
+            })
+            .unwrap_or_else(|| panic!("no {cluster} endpoint in {services}"))
+    };
+    assert_eq!(label_of("east"), (json!("UNHEALTHY"), json!("true")));
+    assert_eq!(label_of("west"), (json!("HEALTHY"), Value::Null));
     assert_eq!(
         metric(
             server.metrics_addr(),
@@ -359,6 +439,22 @@ fn hosts_by_cluster(envoy: &Envoy) -> BTreeMap<u16, &'static str> {
             (h.port, cluster)
         })
         .collect()
+}
+
+fn xdsctl_json(server: &XdsServer, args: &[&str]) -> Value {
+    let out = std::process::Command::new(e2e::paths::xdsctl_bin())
+        .args(["--admin-addr", &server.admin_addr().to_string()])
+        .args(args)
+        .args(["-o", "json"])
+        .env_remove("XDS_ADMIN_ADDR")
+        .output()
+        .expect("run xdsctl");
+    assert!(
+        out.status.success(),
+        "xdsctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("xdsctl JSON")
 }
 
 fn metric(addr: SocketAddr, name: &str) -> f64 {

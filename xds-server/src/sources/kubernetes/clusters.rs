@@ -281,6 +281,10 @@ impl ServerConfig {
     }
 }
 
+/// Set (to `"true"`) on every endpoint of a stale cluster, so `xdsctl services` and the admin API show
+/// why an endpoint is UNHEALTHY, or that its health is only the last known one.
+pub const STALE_LABEL: &str = "failover.xds.dev/stale";
+
 /// What the merger knows about one cluster.
 #[derive(Debug, Clone)]
 pub struct MemberView {
@@ -354,6 +358,9 @@ pub fn merge(
                     }
                 }
                 if is_stale {
+                    endpoint
+                        .labels
+                        .insert(STALE_LABEL.to_string(), "true".to_string());
                     stale_endpoints.push((id.clone(), merged.endpoints.len()));
                 } else if endpoint.health == Health::Healthy {
                     fresh_healthy.insert(id.clone());
@@ -876,6 +883,20 @@ mod tests {
         );
         assert_eq!(health_of(&merged, "east"), Health::Unhealthy);
         assert_eq!(health_of(&merged, "west"), Health::Healthy);
+        let stale_label = |cluster: &str| {
+            merged.registry.services[&ServiceId::new("shop", "checkout")]
+                .endpoints
+                .iter()
+                .find(|e| e.label(labels::CLUSTER) == Some(cluster))
+                .and_then(|e| e.label(STALE_LABEL))
+                .map(str::to_string)
+        };
+        assert_eq!(
+            stale_label("east").as_deref(),
+            Some("true"),
+            "the reason is visible"
+        );
+        assert_eq!(stale_label("west"), None);
         assert_eq!(merged.stale, vec!["east".to_string()]);
         // Stale, but west has nothing healthy: east's last known state stays, no blackhole.
         let west_down = registry("west", 80, &[("10.1.0.1", Health::Unhealthy)]);
