@@ -146,6 +146,87 @@ fn a_client_located_through_its_pod_prefers_its_own_cluster_within_its_zone() {
 }
 
 #[test]
+fn a_client_reaches_another_networks_cluster_through_its_gateway() {
+    // east on network n1, west on n2 behind a gateway; the client's pod runs in east, so it is on n1
+    // and gets west's two endpoints as one endpoint at west's gateway, weighted 2.
+    let mut east = Cluster::new("east", "us-east1", "us-east1-b");
+    let mut west = Cluster::new("west", "us-west1", "us-west1-a");
+    east.add_backend();
+    west.add_backend();
+    west.add_backend();
+    let gateway = Backend::start("west-gateway", "west-gateway");
+    east.api.apply(json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "client", "namespace": NAMESPACE},
+        "spec": {"nodeName": east.node, "containers": [{"name": "envoy", "image": "envoy"}]},
+        "status": {"phase": "Running", "podIP": "10.244.0.5", "podIPs": [{"ip": "10.244.0.5"}]},
+    }));
+    let mut args = ServerArgs::clusters([
+        format!("{},network=n1", east.spec()),
+        format!(
+            "{},network=n2,gateway=127.0.0.1:{}",
+            west.spec(),
+            gateway.port()
+        ),
+    ]);
+    args.extra = vec!["--stale-after".into(), STALE_AFTER.into()];
+    let server = XdsServer::start(args);
+    let envoy = Envoy::start(
+        EnvoyOptions::without_locality("n1-client", server.addr())
+            .namespace(NAMESPACE)
+            .metadata("pod_name", "client"),
+    );
+    assert!(
+        envoy.wait_serving(HOST, Duration::from_secs(30)),
+        "not serving; hosts {:?}",
+        envoy.hosts(CLUSTER)
+    );
+    let want = [east.port(0), gateway.port()];
+    let seen = e2e::poll(PROPAGATION, Duration::from_millis(50), || {
+        let mut ports: Vec<u16> = envoy.hosts(CLUSTER).iter().map(|h| h.port).collect();
+        ports.sort();
+        let mut want = want.to_vec();
+        want.sort();
+        (ports == want).then_some(())
+    });
+    assert!(
+        seen.is_some(),
+        "east's endpoint and west's gateway, not west's endpoints: {:?}",
+        envoy.hosts(CLUSTER)
+    );
+    let clusters = envoy.admin_get("/clusters").unwrap();
+    let weight_line = format!("{CLUSTER}::127.0.0.1:{}::weight::2", gateway.port());
+    assert!(
+        clusters.contains(&weight_line),
+        "the gateway stands for west's 2 endpoints ({weight_line}):\n{clusters}"
+    );
+    let steady = traffic::send(envoy.listener_addr(), HOST, 20, EVERY);
+    assert!(steady.all("east"), "{steady}");
+
+    // east's service goes unready: traffic crosses to n2 through the gateway.
+    let t0 = Instant::now();
+    east.set_ready(false);
+    let sw = traffic::until_served_by(
+        envoy.listener_addr(),
+        HOST,
+        "west-gateway",
+        t0,
+        EVERY,
+        PROPAGATION,
+        30,
+    );
+    println!(
+        "east not ready: traffic through west's gateway after {} ms, {} failed",
+        sw.millis(),
+        sw.tally.failures
+    );
+    assert!(sw.switched(), "{}", sw.tally);
+    assert_eq!(sw.tally.failures, 0, "{}", sw.tally);
+    assert!(sw.after.all("west-gateway"), "{}", sw.after);
+}
+
+#[test]
 fn bad_cluster_flags_stop_the_server_with_the_reason() {
     let (status, log) = XdsServer::run_expecting_exit(
         &["--cluster", "east=/nonexistent/kubeconfig,zone=a"],
