@@ -372,6 +372,58 @@ mod tests {
     }
 
     #[test]
+    fn a_custom_resource_closing_a_backup_cycle_is_rejected() {
+        let file = PolicySet {
+            entries: parse_policies(
+                "policies/a.yaml",
+                "kind: FailoverPolicy\nmetadata: {name: a, namespace: shop}\n\
+                 spec: {service: a, backups: [{service: b}]}\n",
+            )
+            .unwrap(),
+        };
+        let objects = vec![
+            object(
+                "shop",
+                "b",
+                "2026-01-01T00:00:00Z",
+                json!({"service": "b", "backups": [{"service": "a"}]}),
+            ),
+            object(
+                "shop",
+                "c",
+                "2026-01-02T00:00:00Z",
+                json!({"service": "c", "backups": [{"service": "a"}]}),
+            ),
+            object(
+                "shop",
+                "d",
+                "2026-01-03T00:00:00Z",
+                json!({"service": "d", "backups": [{"service": "d"}]}),
+            ),
+        ];
+        let (set, verdicts) = merge(&file, &objects, "xds-system");
+        let verdict = |name: &str| verdicts.iter().find(|v| v.name == name).unwrap();
+        assert!(!verdict("b").accepted);
+        assert!(
+            verdict("b").message.contains("shop/b → shop/a → shop/b"),
+            "{:?}",
+            verdict("b")
+        );
+        assert!(
+            verdict("c").accepted,
+            "c → a is no cycle: {:?}",
+            verdict("c")
+        );
+        assert!(!verdict("d").accepted);
+        assert!(
+            verdict("d").message.contains("cannot back itself up"),
+            "{:?}",
+            verdict("d")
+        );
+        assert_eq!(set.entries.len(), 2);
+    }
+
+    #[test]
     fn unchanged_condition_is_detected() {
         let mut obj = (*object("shop", "a", "2026-01-01T00:00:00Z", json!({}))).clone();
         assert_eq!(current_condition(&obj), None);
