@@ -1,7 +1,9 @@
 //! A real Envoy started from the shipped sample bootstrap (`deploy/envoy/sidecar-bootstrap.yaml`),
 //! patched only where one machine running many Envoys requires it: node id, locality, metadata (listener
 //! address and port), the admin port and the xDS server's address; plus the ADS flavour
-//! (`ads_config.api_type`, see [`XdsProtocol`]), so every test can run against both.
+//! (`ads_config.api_type`, see [`XdsProtocol`]), so every test can run against both. With
+//! [`EnvoyOptions::xds_tls`] it starts from the mutual TLS sample (`sidecar-bootstrap-mtls.yaml`)
+//! instead, with the test's certificate paths and server name.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -68,6 +70,20 @@ pub struct EnvoyOptions {
     pub listener_port: Option<u16>,
     /// State of the world (the default) or incremental ADS.
     pub protocol: XdsProtocol,
+    /// Connect to the xDS server over TLS (the mTLS sample bootstrap) with these files.
+    pub xds_tls: Option<XdsTls>,
+}
+
+/// What the mTLS sample bootstrap's `xds_cluster` transport socket is given.
+#[derive(Debug, Clone)]
+pub struct XdsTls {
+    /// Envoy's client certificate and key.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// The CA that signed the server's certificate.
+    pub ca: PathBuf,
+    /// SNI and the DNS name the server's certificate must carry.
+    pub server_name: String,
 }
 
 impl EnvoyOptions {
@@ -83,6 +99,7 @@ impl EnvoyOptions {
             xds,
             listener_port: None,
             protocol: XdsProtocol::default(),
+            xds_tls: None,
         }
     }
 
@@ -123,6 +140,12 @@ impl EnvoyOptions {
         self.protocol = protocol;
         self
     }
+
+    /// Start from the mutual TLS sample bootstrap, with these files and server name.
+    pub fn xds_tls(mut self, tls: XdsTls) -> Self {
+        self.xds_tls = Some(tls);
+        self
+    }
 }
 
 /// One host of a cluster as Envoy's admin `/clusters?format=json` shows it.
@@ -140,10 +163,14 @@ pub struct HostStatus {
     pub failed_outlier_check: bool,
 }
 
-/// Loads the sample bootstrap and patches it for one Envoy. Panics if the sample lost a piece the
-/// harness relies on (which would mean the sample no longer works as documented).
+/// Loads the sample bootstrap (the mTLS one with [`EnvoyOptions::xds_tls`]) and patches it for one
+/// Envoy. Panics if the sample lost a piece the harness relies on (which would mean the sample no
+/// longer works as documented).
 pub fn bootstrap(opts: &EnvoyOptions, admin_port: u16, listener_port: u16) -> Yaml {
-    let path = crate::paths::sample_bootstrap();
+    let path = match opts.xds_tls {
+        Some(_) => crate::paths::sample_mtls_bootstrap(),
+        None => crate::paths::sample_bootstrap(),
+    };
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     let mut doc: Yaml = serde_yaml_ng::from_str(&text)
@@ -220,6 +247,19 @@ pub fn bootstrap(opts: &EnvoyOptions, admin_port: u16, listener_port: u16) -> Ya
     );
     *field(socket, "address") = Yaml::from(opts.xds.ip().to_string());
     *field(socket, "port_value") = Yaml::from(opts.xds.port());
+    if let Some(tls) = &opts.xds_tls {
+        let path = |p: &Path| Yaml::from(p.display().to_string());
+        let tls_context = field(field(xds_cluster, "transport_socket"), "typed_config");
+        *field(tls_context, "sni") = Yaml::from(tls.server_name.clone());
+        let common = field(tls_context, "common_tls_context");
+        let identity = seq0(field(common, "tls_certificates"));
+        *field(field(identity, "certificate_chain"), "filename") = path(&tls.cert);
+        *field(field(identity, "private_key"), "filename") = path(&tls.key);
+        let validation = field(common, "validation_context");
+        *field(field(validation, "trusted_ca"), "filename") = path(&tls.ca);
+        let san = seq0(field(validation, "match_typed_subject_alt_names"));
+        *field(field(san, "matcher"), "exact") = Yaml::from(tls.server_name.clone());
+    }
     doc
 }
 

@@ -27,6 +27,7 @@ pub mod http;
 pub mod load;
 pub mod modes;
 pub mod paths;
+pub mod pki;
 pub mod ports;
 pub mod server;
 pub mod tmp;

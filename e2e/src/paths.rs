@@ -17,6 +17,11 @@ pub fn sample_bootstrap() -> PathBuf {
     workspace_root().join("deploy/envoy/sidecar-bootstrap.yaml")
 }
 
+/// The shipped sample bootstrap that connects to the xDS server over mutual TLS.
+pub fn sample_mtls_bootstrap() -> PathBuf {
+    workspace_root().join("deploy/envoy/sidecar-bootstrap-mtls.yaml")
+}
+
 /// The Envoy binary: `$ENVOY_BIN`, else `<workspace>/.venv/bin/envoy`. Panics (never skips) if missing.
 pub fn envoy_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();

@@ -144,7 +144,7 @@ impl XdsServer {
         server
     }
 
-    /// Runs the server with `args` (plus a free `--xds-addr` and `--admin-addr`) expecting it to exit
+    /// Runs the server with `args` (plus a free `--xds-addr`, and `--admin-addr` unless `args` has one) expecting it to exit
     /// by itself, e.g. on an invalid endpoints file. Returns its exit status (`None` if it was still
     /// running after `timeout` and had to be killed) and its log.
     pub fn run_expecting_exit(args: &[&str], timeout: Duration) -> (Option<ExitStatus>, String) {
@@ -155,8 +155,10 @@ impl XdsServer {
         let mut cmd = command(&log_path);
         cmd.args(args)
             .args(["--xds-addr", &format!("127.0.0.1:{port}")])
-            .args(["--admin-addr", &format!("127.0.0.1:{admin_port}")])
             .args(["--metrics-addr", "127.0.0.1:0"]);
+        if !args.contains(&"--admin-addr") {
+            cmd.args(["--admin-addr", &format!("127.0.0.1:{admin_port}")]);
+        }
         let mut child = cmd.spawn().expect("spawn xds-server");
         let status = crate::poll(timeout, Duration::from_millis(50), || {
             child.try_wait().ok().flatten()

@@ -69,6 +69,15 @@ impl Mesh {
 
     /// Like [`Mesh::start`], with a policy file (YAML text) passed to the server as `--policies`.
     pub fn start_with_policy(per_zone: usize, policy_yaml: Option<&str>) -> Mesh {
+        Self::start_with_server_args(per_zone, policy_yaml, &[])
+    }
+
+    /// Like [`Mesh::start_with_policy`], with more `xds-server` arguments (e.g. TLS flags).
+    pub fn start_with_server_args(
+        per_zone: usize,
+        policy_yaml: Option<&str>,
+        server_args: &[String],
+    ) -> Mesh {
         let dir = TempDir::new("mesh");
         let mut members = Vec::new();
         for zone in ZONES {
@@ -89,6 +98,7 @@ impl Mesh {
             std::fs::write(policies_dir.join("policy.yaml"), policy).expect("write policy");
             args = args.policies(policies_dir);
         }
+        args.extra.extend_from_slice(server_args);
         let server = XdsServer::start(args);
         Mesh {
             members,

@@ -9,4 +9,5 @@ pub mod model;
 pub mod policy;
 pub mod server;
 pub mod sources;
+pub mod tls;
 pub mod translate;

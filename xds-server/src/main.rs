@@ -142,6 +142,9 @@ struct Args {
     #[arg(long, env = "XDS_NO_SHARED_CACHE")]
     no_shared_cache: bool,
 
+    #[command(flatten)]
+    security: xds_server::tls::SecurityArgs,
+
     /// Log format on stderr. Filter with RUST_LOG (default: info).
     #[arg(long, env = "XDS_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -274,6 +277,8 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     init_logging(args.log_format);
+    // TLS for the xDS and admin ports and the admin token, checked before anything starts.
+    let security = xds_server::tls::Security::start(&args.security, args.admin_addr)?;
 
     // Startup refuses bad input outright: there is no last good state to fall back to yet.
     let policies = match &args.policies {
@@ -462,9 +467,10 @@ async fn main() -> anyhow::Result<()> {
             services_source,
         ),
         CsdsService::new(snapshot_rx.clone(), clients.clone()),
+        security.admin_auth(),
     )?;
+    let incoming = security.incoming(admin_listener, "admin");
     tokio::spawn(async move {
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(admin_listener);
         if let Err(error) = admin.serve_with_incoming(incoming).await {
             warn!(%error, "admin API stopped");
         }
@@ -498,10 +504,7 @@ async fn main() -> anyhow::Result<()> {
                 .with_lookup(locator)
                 .into_server(),
         )
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            shutdown_signal(),
-        )
+        .serve_with_incoming_shutdown(security.incoming(listener, "xds"), shutdown_signal())
         .await
         .context("serving xDS")?;
     Ok(())

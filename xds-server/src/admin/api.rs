@@ -60,12 +60,18 @@ impl AdminService {
     }
 }
 
+/// The admin port's router: its services behind the bearer token check.
+pub type AdminRouter = tonic::transport::server::Router<
+    tower::layer::util::Stack<super::auth::AdminAuthLayer, tower::layer::util::Identity>,
+>;
+
 /// Every gRPC service of the admin port: the admin API, CSDS, health (SERVING) and reflection for the
-/// admin API and health.
+/// admin API and health, all but health behind `auth` (a no-op without `--admin-token-file`).
 pub fn router(
     admin: AdminService,
     csds: super::csds::CsdsService,
-) -> anyhow::Result<tonic::transport::server::Router> {
+    auth: super::auth::AdminAuthLayer,
+) -> anyhow::Result<AdminRouter> {
     let (health, health_service) = tonic_health::server::health_reporter();
     // The admin port answers as soon as it listens; readiness of the xDS side is the xDS port's health.
     tokio::spawn(async move {
@@ -85,6 +91,7 @@ pub fn router(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
     Ok(tonic::transport::Server::builder()
+        .layer(auth)
         .add_service(admin.into_server())
         .add_service(csds.into_server())
         .add_service(health_service)

@@ -38,6 +38,12 @@ pub struct ResultLabel {
     pub result: String,
 }
 
+/// A server port: `xds` or `admin`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PortLabel {
+    pub port: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PriorityLoadLabels {
     pub cluster: String,
@@ -70,6 +76,8 @@ pub struct Metrics {
     /// Per watched cluster: 1 while its endpoints are stale (sent UNHEALTHY where others serve).
     pub cluster_stale: Family<SourceLabel, Gauge>,
     pub policy_reloads: Family<ResultLabel, Counter>,
+    pub tls_handshake_failures: Family<PortLabel, Counter>,
+    pub tls_reloads: Family<ResultLabel, Counter>,
     pub ready: Gauge,
     // Computed when scraped.
     cache_clusters: Gauge,
@@ -97,6 +105,8 @@ impl Default for Metrics {
             cluster_up: Family::default(),
             cluster_stale: Family::default(),
             policy_reloads: Family::default(),
+            tls_handshake_failures: Family::default(),
+            tls_reloads: Family::default(),
             ready: Gauge::default(),
             cache_clusters: Gauge::default(),
             cache_classes: Gauge::default(),
@@ -163,6 +173,16 @@ impl Default for Metrics {
             "policy_reloads",
             "Failover policy reloads, by result",
             m.policy_reloads.clone(),
+        );
+        r.register(
+            "tls_handshake_failures",
+            "TLS handshakes refused or failed on a server port, by port",
+            m.tls_handshake_failures.clone(),
+        );
+        r.register(
+            "tls_reloads",
+            "Reloads of the TLS certificate files after a change, by result",
+            m.tls_reloads.clone(),
         );
         r.register(
             "ready",

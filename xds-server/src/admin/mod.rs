@@ -2,6 +2,7 @@
 //! The gRPC admin API, CSDS and metrics read these; nothing here changes what Envoy gets.
 
 pub mod api;
+pub mod auth;
 pub mod clients;
 pub mod csds;
 pub mod metrics;

@@ -10,14 +10,18 @@
 //! ```
 //!
 //! Tables by default, `-o json` for scripts. Exit status 1 on any error, with one line on stderr.
+//! TLS with `https://` in `--admin-addr` or `--ca`, a client certificate with `--cert`/`--key`, a
+//! bearer token with `--token`/`--token-file`.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args as ClapArgs, Parser, Subcommand, ValueEnum};
 use futures::StreamExt;
-use tonic::transport::{Channel, Endpoint};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use xds_server::admin::api::DEFAULT_ADDR;
 use xds_server::admin::proto::{self as pb, admin_client::AdminClient, SyncStatus};
@@ -34,6 +38,33 @@ struct Cli {
     /// Output format.
     #[arg(short, long, global = true, value_enum, default_value = "table")]
     output: Output,
+
+    /// CA certificate (PEM) that signed the server's certificate; connects with TLS (as does an
+    /// `https://` address).
+    #[arg(long, global = true, env = "XDSCTL_CA")]
+    ca: Option<PathBuf>,
+
+    /// Client certificate (PEM) for a server that requires one (`--tls-client-ca`); needs --key.
+    #[arg(long, global = true, env = "XDSCTL_CERT", requires = "key")]
+    cert: Option<PathBuf>,
+
+    /// Private key (PEM) of --cert.
+    #[arg(long, global = true, env = "XDSCTL_KEY", requires = "cert")]
+    key: Option<PathBuf>,
+
+    /// Bearer token for a server with `--admin-token-file`.
+    #[arg(
+        long,
+        global = true,
+        env = "XDSCTL_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "token_file"
+    )]
+    token: Option<String>,
+
+    /// File holding the bearer token.
+    #[arg(long, global = true, env = "XDSCTL_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
 
     #[command(subcommand)]
     command: Command,
@@ -106,7 +137,11 @@ struct ExplainArgs {
 /// An error for the user: one line.
 #[derive(Debug)]
 enum Failure {
-    Unreachable { addr: String, cause: String },
+    Unreachable {
+        addr: String,
+        cause: String,
+        tls: bool,
+    },
     Server(tonic::Status),
     Usage(String),
 }
@@ -114,11 +149,26 @@ enum Failure {
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Failure::Unreachable { addr, cause } => write!(
-                f,
-                "cannot reach the xds-server admin API at {addr}: {cause} (is xds-server running \
-                 with --admin-addr {addr}? set --admin-addr or XDS_ADMIN_ADDR)"
-            ),
+            Failure::Unreachable { addr, cause, tls } => match tls_problem(cause) {
+                Some(problem) => write!(
+                    f,
+                    "cannot talk to the xds-server admin API at {addr}: {problem} ({cause})"
+                ),
+                None if *tls => write!(
+                    f,
+                    "cannot reach the xds-server admin API at {addr}: {cause} (is xds-server running \
+                     with --admin-addr {addr} and TLS? set --admin-addr or XDS_ADMIN_ADDR)"
+                ),
+                None => write!(
+                    f,
+                    "cannot reach the xds-server admin API at {addr}: {cause} (is xds-server running \
+                     with --admin-addr {addr}? set --admin-addr or XDS_ADMIN_ADDR; if its admin port \
+                     uses TLS, pass --ca)"
+                ),
+            },
+            Failure::Server(status) if status.code() == tonic::Code::Unauthenticated => {
+                write!(f, "UNAUTHENTICATED: {}", one_line(status.message()))
+            }
             Failure::Server(status) => {
                 let code = format!("{:?}", status.code());
                 write!(f, "{}: {}", code, one_line(status.message()))
@@ -141,44 +191,228 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     one_line(&cur.to_string())
 }
 
-fn uri(addr: &str) -> String {
-    if addr.starts_with("http://") || addr.starts_with("https://") {
-        addr.to_string()
+/// What a TLS failure means for the user, from rustls' error text (the handshake's alert or the
+/// certificate check). TLS 1.3 reports a refused client certificate only on the first call, as an alert.
+fn tls_problem(cause: &str) -> Option<&'static str> {
+    let c = cause.to_ascii_lowercase();
+    if c.contains("certificaterequired") || c.contains("certificate required") {
+        Some("the server requires a client certificate (pass --cert and --key)")
+    } else if c.contains("unknownca") || c.contains("badcertificate") || c.contains("decrypterror")
+    {
+        Some("the server refused our client certificate (not signed by a CA it trusts, see its --tls-client-ca)")
+    } else if c.contains("unknownissuer") || c.contains("invalid peer certificate") {
+        Some("the server's certificate is not trusted (is --ca the CA that signed it?)")
+    } else if c.contains("corrupt message") || c.contains("invalidcontenttype") {
+        Some("the server does not speak TLS on this port (drop https:// and --ca)")
     } else {
-        format!("http://{addr}")
+        None
     }
 }
 
-async fn connect(addr: &str) -> Result<AdminClient<Channel>, Failure> {
-    let unreachable = |cause: String| Failure::Unreachable {
-        addr: addr.to_string(),
-        cause,
-    };
-    let endpoint = Endpoint::from_shared(uri(addr))
-        .map_err(|e| Failure::Usage(format!("bad --admin-addr `{addr}`: {e}")))?
-        .connect_timeout(Duration::from_secs(3));
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|e| unreachable(root_cause(&e)))?;
-    Ok(AdminClient::new(channel))
+/// The CA, and our certificate and key if given.
+struct Pems {
+    ca: Vec<u8>,
+    identity: Option<(Vec<u8>, Vec<u8>)>,
 }
 
-/// A server answer, with transport failures (the server went away mid-call) reported as unreachable.
-fn server_error(addr: &str, status: tonic::Status) -> Failure {
-    use std::error::Error as _;
-    if status.code() == tonic::Code::Unavailable && status.source().is_some() {
-        let cause = status
-            .source()
-            .map(root_cause)
-            .unwrap_or_else(|| status.message().to_string());
-        return Failure::Unreachable {
-            addr: addr.to_string(),
-            cause,
+/// How to reach the server: TLS material and the token, from the command line.
+struct Transport {
+    addr: String,
+    tls: Option<ClientTlsConfig>,
+    /// The PEMs behind `tls`, for [`Transport::probe`].
+    pems: Option<Pems>,
+    token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+}
+
+fn read_file(path: &std::path::Path, what: &str) -> Result<Vec<u8>, Failure> {
+    std::fs::read(path)
+        .map_err(|e| Failure::Usage(format!("cannot read the {what} {}: {e}", path.display())))
+}
+
+impl Transport {
+    fn from_cli(cli: &Cli) -> Result<Transport, Failure> {
+        let https = cli.admin_addr.starts_with("https://");
+        let mut pems = None;
+        let tls = if https || cli.ca.is_some() {
+            let ca = cli.ca.as_ref().ok_or_else(|| {
+                Failure::Usage(
+                    "an https:// address needs --ca FILE (the CA that signed the server's certificate)"
+                        .into(),
+                )
+            })?;
+            let ca = read_file(ca, "CA certificate")?;
+            let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&ca));
+            let mut identity = None;
+            if let (Some(cert), Some(key)) = (&cli.cert, &cli.key) {
+                let (cert, key) = (
+                    read_file(cert, "client certificate")?,
+                    read_file(key, "client key")?,
+                );
+                tls = tls.identity(Identity::from_pem(&cert, &key));
+                identity = Some((cert, key));
+            }
+            pems = Some(Pems { ca, identity });
+            Some(tls)
+        } else {
+            if cli.cert.is_some() {
+                return Err(Failure::Usage(
+                    "--cert needs TLS: pass --ca (and an https:// --admin-addr)".into(),
+                ));
+            }
+            None
         };
+        let token = match (&cli.token, &cli.token_file) {
+            (Some(t), _) => Some(t.trim().to_string()),
+            (None, Some(path)) => Some(
+                String::from_utf8_lossy(&read_file(path, "token file")?)
+                    .trim()
+                    .to_string(),
+            ),
+            (None, None) => None,
+        };
+        let token = token
+            .map(|t| {
+                format!("Bearer {t}").parse().map_err(|_| {
+                    Failure::Usage("the token must be visible ASCII without spaces".into())
+                })
+            })
+            .transpose()?;
+        let addr = cli.admin_addr.clone();
+        Ok(Transport {
+            addr,
+            tls,
+            pems,
+            token,
+        })
     }
-    Failure::Server(status)
+
+    fn uri(&self) -> String {
+        let bare = self
+            .addr
+            .trim_start_matches("https://")
+            .trim_start_matches("http://");
+        match self.tls {
+            Some(_) => format!("https://{bare}"),
+            None => format!("http://{bare}"),
+        }
+    }
+
+    fn unreachable(&self, cause: String) -> Failure {
+        Failure::Unreachable {
+            addr: self.addr.clone(),
+            cause,
+            tls: self.tls.is_some(),
+        }
+    }
+
+    async fn connect(&self) -> Result<Client, Failure> {
+        let addr = &self.addr;
+        let mut endpoint = Endpoint::from_shared(self.uri())
+            .map_err(|e| Failure::Usage(format!("bad --admin-addr `{addr}`: {e}")))?
+            .connect_timeout(Duration::from_secs(3));
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint
+                .tls_config(tls.clone())
+                .map_err(|e| Failure::Usage(format!("TLS settings: {}", root_cause(&e))))?;
+        }
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| self.unreachable(root_cause(&e)))?;
+        Ok(AdminClient::with_interceptor(
+            channel,
+            AddToken(self.token.clone()),
+        ))
+    }
+
+    /// A server answer, with transport failures (the server went away mid-call, or refused our TLS)
+    /// reported as unreachable.
+    fn server_error(&self, status: tonic::Status) -> Failure {
+        use std::error::Error as _;
+        // A status the client made from a transport failure carries its cause (a TLS alert on the
+        // first call comes as `Unknown`, a TLS answer to plain HTTP/2 as `Internal`); one the server
+        // sent never does.
+        if status.source().is_some() {
+            let cause = status
+                .source()
+                .map(root_cause)
+                .unwrap_or_else(|| status.message().to_string());
+            return self.unreachable(cause);
+        }
+        Failure::Server(status)
+    }
 }
+
+impl Transport {
+    /// After a failure over TLS, one more handshake of our own to learn what the server objected to:
+    /// tonic's HTTP/2 client loses the TLS alert (a refused client certificate surfaces as a broken
+    /// pipe), a direct read after the handshake gets it. `None` if the server took us.
+    async fn probe(&self) -> Option<String> {
+        use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, ServerName};
+        use tokio::io::AsyncReadExt;
+        let Pems { ca, identity } = self.pems.as_ref()?;
+        let uri: tonic::codegen::http::Uri = self.uri().parse().ok()?;
+        let host = uri.host()?.trim_matches(['[', ']']).to_string();
+        let port = uri.port_u16().unwrap_or(443);
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(ca) {
+            roots.add(cert.ok()?).ok()?;
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .ok()?
+        .with_root_certificates(roots);
+        let mut config = match identity {
+            Some((cert, key)) => builder
+                .with_client_auth_cert(
+                    CertificateDer::pem_slice_iter(cert)
+                        .collect::<Result<_, _>>()
+                        .ok()?,
+                    PrivateKeyDer::from_pem_slice(key).ok()?,
+                )
+                .ok()?,
+            None => builder.with_no_client_auth(),
+        };
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        let name = ServerName::try_from(host.clone()).ok()?;
+        let wait = Duration::from_secs(3);
+        let tcp = tokio::time::timeout(wait, tokio::net::TcpStream::connect((host.as_str(), port)))
+            .await
+            .ok()?
+            .ok()?;
+        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+        let mut stream = match tokio::time::timeout(wait, connector.connect(name, tcp))
+            .await
+            .ok()?
+        {
+            Ok(stream) => stream,
+            Err(e) => return Some(e.to_string()),
+        };
+        // TLS 1.3: the server checks our certificate after the handshake and answers with an alert.
+        let mut buf = [0u8; 64];
+        match tokio::time::timeout(wait, stream.read(&mut buf)).await {
+            Ok(Err(e)) => Some(e.to_string()),
+            _ => None,
+        }
+    }
+}
+
+/// Adds `authorization: Bearer TOKEN` to every call when a token was given.
+#[derive(Clone)]
+struct AddToken(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for AddToken {
+    fn call(&mut self, mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(token) = &self.0 {
+            r.metadata_mut().insert("authorization", token.clone());
+        }
+        Ok(r)
+    }
+}
+
+type Client = AdminClient<InterceptedService<Channel, AddToken>>;
 
 fn request<T>(message: T) -> tonic::Request<T> {
     let mut r = tonic::Request::new(message);
@@ -216,14 +450,29 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
-    let addr = cli.admin_addr.clone();
     // Check arguments before connecting, so usage errors are not reported as connection errors.
     let explain_client = match &cli.command {
         Command::Explain(a) => Some(explain_client(a)?),
         _ => None,
     };
-    let mut client = connect(&addr).await?;
-    let err = |s| server_error(&addr, s);
+    let transport = Transport::from_cli(&cli)?;
+    match call(cli, explain_client, &transport).await {
+        Err(Failure::Unreachable {
+            cause, tls: true, ..
+        }) if tls_problem(&cause).is_none() => {
+            Err(transport.unreachable(transport.probe().await.unwrap_or(cause)))
+        }
+        other => other,
+    }
+}
+
+async fn call(
+    cli: Cli,
+    explain_client: Option<pb::explain_priorities_request::Client>,
+    transport: &Transport,
+) -> Result<(), Failure> {
+    let mut client = transport.connect().await?;
+    let err = |s| transport.server_error(s);
     let out = cli.output;
     match cli.command {
         Command::Status => {
@@ -297,12 +546,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                         }
                         seen += 1;
                     }
-                    Some(Err(status)) => return Err(err(status)),
+                    Some(Err(status)) => return Err(transport.server_error(status)),
                     None => {
-                        return Err(Failure::Unreachable {
-                            addr: addr.clone(),
-                            cause: "the server closed the event stream".into(),
-                        })
+                        return Err(
+                            transport.unreachable("the server closed the event stream".into())
+                        )
                     }
                 }
             }
@@ -933,13 +1181,22 @@ mod tests {
         let f = Failure::Unreachable {
             addr: "127.0.0.1:1".into(),
             cause: "Connection refused (os error 111)".into(),
+            tls: false,
         };
         let text = f.to_string();
         assert!(!text.contains('\n'));
         assert!(text.starts_with(
             "cannot reach the xds-server admin API at 127.0.0.1:1: Connection refused"
         ));
-        assert_eq!(uri("127.0.0.1:1"), "http://127.0.0.1:1");
+        let cli =
+            |args: &[&str]| Cli::try_parse_from([&["xdsctl"], args, &["status"]].concat()).unwrap();
+        let uri = |args: &[&str]| Transport::from_cli(&cli(args)).unwrap().uri();
+        assert_eq!(uri(&["--admin-addr", "127.0.0.1:1"]), "http://127.0.0.1:1");
+        let text = Transport::from_cli(&cli(&["--admin-addr", "https://127.0.0.1:1"]))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(text.contains("needs --ca"), "{text}");
     }
 
     #[test]

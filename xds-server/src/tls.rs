@@ -1,0 +1,805 @@
+//! Transport security for the server's own ports (xDS and admin): TLS with an optional client
+//! certificate requirement, from PEM files that are reloaded when they change.
+//!
+//! tonic's `ServerTlsConfig` is fixed for the server's life, so the ports are served from our own accept
+//! loop instead ([`incoming`]): each TCP connection is handshaken with the [`rustls::ServerConfig`] current
+//! at that moment, and a file change builds a new one. A file change that does not load (half-written,
+//! garbage, a key that does not match the certificate) keeps the last good configuration and logs why;
+//! at startup the same error is fatal. Connections already established keep their session.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use futures::Stream;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::{self, PemObject};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tonic::transport::server::{Connected, TcpConnectInfo};
+use tracing::{debug, error, info, warn};
+
+use crate::admin::auth::{AdminAuthLayer, AdminToken};
+use crate::sources::watch::{split_file_path, watch_stable_files, WatchHandle};
+
+/// A client that connects and then sends nothing must not hold a handshake task forever.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The PEM files a TLS port is configured from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The server's certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// The leaf certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// CA bundle client certificates must chain to; `None`: no client certificate asked for.
+    pub client_ca: Option<PathBuf>,
+}
+
+impl TlsFiles {
+    fn paths(&self) -> Vec<PathBuf> {
+        let mut paths = vec![self.cert.clone(), self.key.clone()];
+        paths.extend(self.client_ca.clone());
+        paths
+    }
+}
+
+/// Why a TLS configuration did not load. Every variant names the file at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{}: cannot read the {what}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        what: &'static str,
+        source: io::Error,
+    },
+    #[error("{}: no {what} in it (expected a PEM block `-----BEGIN {label}-----`)", path.display())]
+    Missing {
+        path: PathBuf,
+        what: &'static str,
+        label: &'static str,
+    },
+    #[error("{}: the {what} is not valid PEM: {reason}", path.display())]
+    Pem {
+        path: PathBuf,
+        what: &'static str,
+        reason: String,
+    },
+    #[error("{}: the private key does not belong to the certificate in {}", key.display(), cert.display())]
+    KeyMismatch { cert: PathBuf, key: PathBuf },
+    #[error("{}: the {what} is unusable: {reason}", path.display())]
+    Invalid {
+        path: PathBuf,
+        what: &'static str,
+        reason: String,
+    },
+}
+
+fn read(path: &Path, what: &'static str) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_path_buf(),
+        what,
+        source,
+    })
+}
+
+fn pem_reason(e: pem::Error) -> String {
+    match e {
+        // A file caught mid-write ends inside a block.
+        pem::Error::MissingSectionEnd { end_marker } => format!(
+            "truncated: no `{}` line",
+            String::from_utf8_lossy(&end_marker).trim()
+        ),
+        pem::Error::IllegalSectionStart { line } => format!(
+            "bad `-----BEGIN` line `{}`",
+            String::from_utf8_lossy(&line).trim()
+        ),
+        other => other.to_string(),
+    }
+}
+
+fn parse_certs(
+    path: &Path,
+    bytes: &[u8],
+    what: &'static str,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_slice_iter(bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Pem {
+            path: path.to_path_buf(),
+            what,
+            reason: pem_reason(e),
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::Missing {
+            path: path.to_path_buf(),
+            what,
+            label: "CERTIFICATE",
+        });
+    }
+    Ok(certs)
+}
+
+fn parse_key(path: &Path, bytes: &[u8]) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_slice(bytes).map_err(|e| match e {
+        pem::Error::NoItemsFound => TlsError::Missing {
+            path: path.to_path_buf(),
+            what: "private key",
+            label: "PRIVATE KEY",
+        },
+        other => TlsError::Pem {
+            path: path.to_path_buf(),
+            what: "private key",
+            reason: pem_reason(other),
+        },
+    })
+}
+
+/// The files' bytes as last loaded, to tell a real change from a touch or the watch's first report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Contents {
+    cert: Vec<u8>,
+    key: Vec<u8>,
+    client_ca: Option<Vec<u8>>,
+}
+
+fn read_contents(files: &TlsFiles) -> Result<Contents, TlsError> {
+    Ok(Contents {
+        cert: read(&files.cert, "certificate chain")?,
+        key: read(&files.key, "private key")?,
+        client_ca: match &files.client_ca {
+            Some(path) => Some(read(path, "client CA bundle")?),
+            None => None,
+        },
+    })
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn build(files: &TlsFiles, contents: &Contents) -> Result<Arc<ServerConfig>, TlsError> {
+    let certs = parse_certs(&files.cert, &contents.cert, "certificate chain")?;
+    let key = parse_key(&files.key, &contents.key)?;
+    let provider = provider();
+    // Checked here rather than left to `with_single_cert`, so the error can say which file is wrong.
+    let signing_key = provider
+        .key_provider
+        .load_private_key(key.clone_key())
+        .map_err(|e| TlsError::Invalid {
+            path: files.key.clone(),
+            what: "private key",
+            reason: e.to_string(),
+        })?;
+    match rustls::sign::CertifiedKey::new(certs.clone(), signing_key).keys_match() {
+        Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
+        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
+            return Err(TlsError::KeyMismatch {
+                cert: files.cert.clone(),
+                key: files.key.clone(),
+            })
+        }
+        Err(e) => {
+            return Err(TlsError::Invalid {
+                path: files.cert.clone(),
+                what: "certificate chain",
+                reason: e.to_string(),
+            })
+        }
+    }
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions");
+    let builder = match (&files.client_ca, &contents.client_ca) {
+        (Some(path), Some(bytes)) => {
+            let invalid = |reason: String| TlsError::Invalid {
+                path: path.clone(),
+                what: "client CA bundle",
+                reason,
+            };
+            let mut roots = RootCertStore::empty();
+            for cert in parse_certs(path, bytes, "client CA bundle")? {
+                roots
+                    .add(cert)
+                    .map_err(|e| invalid(format!("a certificate in it: {e}")))?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| invalid(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    let mut config = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| TlsError::Invalid {
+            path: files.cert.clone(),
+            what: "certificate chain",
+            reason: e.to_string(),
+        })?;
+    // gRPC is HTTP/2 only; a client offering ALPN must get h2 (and one offering only http/1.1 is refused).
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Loads a server configuration from `files` once (what the startup and the tests use).
+pub fn load_server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
+    build(files, &read_contents(files)?)
+}
+
+/// A TLS configuration that follows its files: [`ReloadingTls::config`] is what the next handshake uses.
+pub struct ReloadingTls {
+    files: TlsFiles,
+    current: RwLock<(Arc<ServerConfig>, Contents)>,
+}
+
+impl std::fmt::Debug for ReloadingTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReloadingTls")
+            .field("files", &self.files)
+            .finish()
+    }
+}
+
+impl ReloadingTls {
+    /// Loads the files; any error is returned (at startup there is no last good configuration).
+    pub fn load(files: TlsFiles) -> Result<Arc<Self>, TlsError> {
+        let contents = read_contents(&files)?;
+        let config = build(&files, &contents)?;
+        Ok(Arc::new(ReloadingTls {
+            files,
+            current: RwLock::new((config, contents)),
+        }))
+    }
+
+    pub fn files(&self) -> &TlsFiles {
+        &self.files
+    }
+
+    /// Whether clients must present a certificate.
+    pub fn requires_client_cert(&self) -> bool {
+        self.files.client_ca.is_some()
+    }
+
+    /// The configuration for the next handshake.
+    pub fn config(&self) -> Arc<ServerConfig> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .clone()
+    }
+
+    /// Re-reads the files. `Ok(true)`: they changed and the new configuration is in use; `Ok(false)`:
+    /// same bytes as loaded; `Err`: the last good configuration stays.
+    pub fn reload(&self) -> Result<bool, TlsError> {
+        let contents = read_contents(&self.files)?;
+        if self.current.read().unwrap_or_else(|e| e.into_inner()).1 == contents {
+            return Ok(false);
+        }
+        let config = build(&self.files, &contents)?;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = (config, contents);
+        Ok(true)
+    }
+
+    /// Reloads whenever one of the files changes (debounced, complete files only, see
+    /// [`crate::sources::watch`]); logs the outcome. Watching stops when the handles are dropped.
+    pub fn watch(self: &Arc<Self>) -> anyhow::Result<Vec<WatchHandle>> {
+        let this = self.clone();
+        watch_paths(&self.files.paths(), move || {
+            let m = crate::admin::metrics::metrics();
+            match this.reload() {
+                Ok(true) => {
+                    m.tls_reloads.get_or_create(&result("success")).inc();
+                    info!(cert = %this.files.cert.display(), "TLS certificate files reloaded; new connections use them");
+                }
+                Ok(false) => {}
+                Err(error) => {
+                    m.tls_reloads.get_or_create(&result("failure")).inc();
+                    error!(%error, "TLS files changed but do not load; new connections keep the last good certificate");
+                }
+            }
+        })
+    }
+}
+
+fn result(r: &str) -> crate::admin::metrics::ResultLabel {
+    crate::admin::metrics::ResultLabel {
+        result: r.to_string(),
+    }
+}
+
+/// Calls `on_change` (on a tokio task) after any of `paths` changed, one watch per directory. The
+/// first report of each watch (the files as they are now) is passed on too; callers compare contents.
+pub fn watch_paths<F>(paths: &[PathBuf], on_change: F) -> anyhow::Result<Vec<WatchHandle>>
+where
+    F: Fn() + Send + Sync + 'static,
+{
+    let on_change = Arc::new(on_change);
+    let mut by_dir: std::collections::BTreeMap<PathBuf, Vec<String>> = Default::default();
+    for path in paths {
+        let (dir, name) = split_file_path(path)?;
+        by_dir.entry(dir).or_default().push(name);
+    }
+    by_dir
+        .into_iter()
+        .map(|(dir, names)| {
+            let on_change = on_change.clone();
+            watch_stable_files(
+                dir.clone(),
+                move |name| names.iter().any(|n| n == name),
+                move |_changes| on_change(),
+            )
+            .with_context(|| format!("watching {}", dir.display()))
+        })
+        .collect()
+}
+
+/// A connection accepted on a server port: plain TCP, or TLS over TCP.
+pub enum Conn {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl Connected for Conn {
+    // The same as plain TCP's, so `Request::remote_addr` works on both.
+    type ConnectInfo = TcpConnectInfo;
+
+    fn connect_info(&self) -> TcpConnectInfo {
+        match self {
+            Conn::Plain(s) => s.connect_info(),
+            Conn::Tls(s) => s.get_ref().0.connect_info(),
+        }
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Conn::Plain(s) => s.is_write_vectored(),
+            Conn::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_flush(cx),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// The connections of `listener` for `serve_with_incoming`: TLS-handshaken with the current
+/// configuration of `tls` if given, plain TCP otherwise. `port` names the port in logs and metrics.
+///
+/// Handshakes run on their own tasks, so a slow or silent client delays only itself; a failed
+/// handshake is logged and counted (`xds_tls_handshake_failures_total{port}`; a connection closed
+/// before any handshake, as by a TCP probe, only at debug) and the loop goes on.
+/// Accept errors (out of file descriptors) are logged and retried. The loop ends when the server
+/// drops the stream.
+pub fn incoming(
+    listener: TcpListener,
+    tls: Option<Arc<ReloadingTls>>,
+    port: &'static str,
+) -> impl Stream<Item = io::Result<Conn>> + Send + 'static {
+    // A few accepted connections may wait for the server to take them; the accept loop then waits.
+    let (tx, rx) = mpsc::channel::<io::Result<Conn>>(64);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, peer) = tokio::select! {
+                _ = tx.closed() => return,
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(error) => {
+                        warn!(port, %error, "cannot accept a connection; retrying");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            // xDS messages are small and latency matters more than packet count.
+            let _ = tcp.set_nodelay(true);
+            match &tls {
+                None => {
+                    if tx.send(Ok(Conn::Plain(tcp))).await.is_err() {
+                        return;
+                    }
+                }
+                Some(tls) => {
+                    let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
+                    let tx = tx.clone();
+                    tokio::spawn(async move {
+                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                            Ok(Ok(stream)) => {
+                                let _ = tx.send(Ok(Conn::Tls(Box::new(stream)))).await;
+                            }
+                            Ok(Err(error)) => handshake_failed(port, peer, &error),
+                            Err(_) => handshake_failed(
+                                port,
+                                peer,
+                                &io::Error::new(
+                                    io::ErrorKind::TimedOut,
+                                    "no handshake within 10 s",
+                                ),
+                            ),
+                        }
+                    });
+                }
+            }
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+fn handshake_failed(port: &'static str, peer: SocketAddr, error: &io::Error) {
+    // TCP probes (port checks, load balancers) connect and close without a word: neither a warning
+    // nor a failure worth counting.
+    if matches!(
+        error.kind(),
+        io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset
+    ) {
+        debug!(port, %peer, %error, "connection closed before the TLS handshake");
+        return;
+    }
+    crate::admin::metrics::metrics()
+        .tls_handshake_failures
+        .get_or_create(&crate::admin::metrics::PortLabel {
+            port: port.to_string(),
+        })
+        .inc();
+    warn!(port, %peer, %error, "TLS handshake failed; connection refused");
+}
+
+/// Transport security flags of `xds-server` (flattened into its arguments).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct SecurityArgs {
+    /// Server certificate chain (PEM) for TLS on the xDS and admin ports; needs --tls-key. Reloaded
+    /// when the file changes.
+    #[arg(long, env = "XDS_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, env = "XDS_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// CA bundle (PEM): clients of the xDS and admin ports must present a certificate that chains to
+    /// it (mutual TLS). Needs --tls-cert.
+    #[arg(long, env = "XDS_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// File holding a bearer token every admin API call must carry (`authorization: Bearer TOKEN`;
+    /// gRPC health stays open). Reloaded when the file changes.
+    #[arg(long, env = "XDS_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+}
+
+/// The loaded transport security of both ports, its file watches running.
+#[derive(Debug)]
+pub struct Security {
+    tls: Option<Arc<ReloadingTls>>,
+    admin_auth: AdminAuthLayer,
+    _watches: Vec<WatchHandle>,
+}
+
+/// Startup failures of [`Security::start`].
+#[derive(Debug, thiserror::Error)]
+pub enum SecurityError {
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error(transparent)]
+    Token(#[from] crate::admin::auth::TokenError),
+    #[error(
+        "--admin-addr {0} is not a loopback address, so the admin API must authenticate its clients: \
+         set --tls-cert, --tls-key and --tls-client-ca (mutual TLS) or --admin-token-file (bearer token), \
+         or bind it to 127.0.0.1"
+    )]
+    OpenAdmin(SocketAddr),
+    #[error("watching the TLS or token files: {0:#}")]
+    Watch(anyhow::Error),
+}
+
+impl Security {
+    /// Loads the certificate files and the admin token, refuses an unauthenticated admin API on a
+    /// non-loopback address, and starts watching the files. Needs a tokio runtime.
+    pub fn start(args: &SecurityArgs, admin_addr: SocketAddr) -> Result<Security, SecurityError> {
+        let tls = match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => Some(ReloadingTls::load(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: args.tls_client_ca.clone(),
+            })?),
+            _ => None,
+        };
+        let token = match &args.admin_token_file {
+            Some(path) => Some(AdminToken::load(path.clone())?),
+            None => None,
+        };
+        let mtls = tls.as_ref().is_some_and(|t| t.requires_client_cert());
+        if !admin_addr.ip().is_loopback() && !mtls && token.is_none() {
+            return Err(SecurityError::OpenAdmin(admin_addr));
+        }
+        if !admin_addr.ip().is_loopback() && tls.is_none() {
+            warn!(%admin_addr, "the admin bearer token travels in clear text: set --tls-cert and --tls-key");
+        }
+        let mut watches = Vec::new();
+        if let Some(tls) = &tls {
+            watches.extend(tls.watch().map_err(SecurityError::Watch)?);
+            info!(
+                cert = %tls.files.cert.display(),
+                client_certificates = if mtls { "required" } else { "not asked for" },
+                "TLS on the xDS and admin ports"
+            );
+        }
+        if let Some(token) = &token {
+            watches.extend(token.watch().map_err(SecurityError::Watch)?);
+            info!(token_file = %token.path().display(), "admin API requires a bearer token (gRPC health excepted)");
+        }
+        Ok(Security {
+            tls,
+            admin_auth: AdminAuthLayer::new(token),
+            _watches: watches,
+        })
+    }
+
+    /// The connections of one port (`port` names it in logs and metrics: `xds`, `admin`).
+    pub fn incoming(
+        &self,
+        listener: TcpListener,
+        port: &'static str,
+    ) -> impl Stream<Item = io::Result<Conn>> + Send + 'static {
+        incoming(listener, self.tls.clone(), port)
+    }
+
+    /// The token check for the admin router (passes everything without `--admin-token-file`).
+    pub fn admin_auth(&self) -> AdminAuthLayer {
+        self.admin_auth.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sources::watch::testutil::TempDir;
+
+    struct Pki {
+        ca_pem: String,
+        cert_pem: String,
+        key_pem: String,
+        other_key_pem: String,
+    }
+
+    fn pki() -> Pki {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+        Pki {
+            ca_pem: ca.pem(),
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            other_key_pem: rcgen::KeyPair::generate().unwrap().serialize_pem(),
+        }
+    }
+
+    fn write(dir: &TempDir, pki: &Pki) -> TlsFiles {
+        std::fs::write(dir.join("tls.crt"), &pki.cert_pem).unwrap();
+        std::fs::write(dir.join("tls.key"), &pki.key_pem).unwrap();
+        std::fs::write(dir.join("ca.crt"), &pki.ca_pem).unwrap();
+        TlsFiles {
+            cert: dir.join("tls.crt"),
+            key: dir.join("tls.key"),
+            client_ca: Some(dir.join("ca.crt")),
+        }
+    }
+
+    fn error(files: &TlsFiles) -> String {
+        load_server_config(files).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn loads_good_files_with_h2_alpn() {
+        let dir = TempDir::new("tls-good");
+        let files = write(&dir, &pki());
+        let config = load_server_config(&files).unwrap();
+        assert_eq!(config.alpn_protocols, vec![b"h2".to_vec()]);
+        let no_ca = TlsFiles {
+            client_ca: None,
+            ..files
+        };
+        load_server_config(&no_ca).unwrap();
+    }
+
+    #[test]
+    fn missing_files_are_named() {
+        let dir = TempDir::new("tls-missing");
+        let mut files = write(&dir, &pki());
+        files.key = dir.join("nope.key");
+        let e = error(&files);
+        assert!(
+            e.contains("nope.key") && e.contains("cannot read the private key"),
+            "{e}"
+        );
+        files = write(&dir, &pki());
+        files.client_ca = Some(dir.join("nope-ca.crt"));
+        let e = error(&files);
+        assert!(
+            e.contains("nope-ca.crt") && e.contains("client CA bundle"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn garbage_and_truncated_pem_are_named() {
+        let dir = TempDir::new("tls-garbage");
+        let pki = pki();
+        let files = write(&dir, &pki);
+        std::fs::write(&files.cert, "this is not a certificate\n").unwrap();
+        let e = error(&files);
+        assert!(
+            e.contains("tls.crt") && e.contains("no certificate chain in it"),
+            "{e}"
+        );
+
+        // Half-written: cut in the middle of the block.
+        std::fs::write(&files.cert, &pki.cert_pem[..pki.cert_pem.len() / 2]).unwrap();
+        let e = error(&files);
+        assert!(e.contains("tls.crt") && e.contains("truncated"), "{e}");
+
+        let files = write(&dir, &pki);
+        std::fs::write(
+            &files.key,
+            "-----BEGIN PRIVATE KEY-----\n!!!!\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        let e = error(&files);
+        assert!(
+            e.contains("tls.key") && e.contains("private key is not valid PEM"),
+            "{e}"
+        );
+        std::fs::write(&files.key, &pki.cert_pem).unwrap();
+        let e = error(&files);
+        assert!(
+            e.contains("tls.key") && e.contains("no private key in it"),
+            "{e}"
+        );
+
+        let files = write(&dir, &pki);
+        std::fs::write(files.client_ca.as_ref().unwrap(), "garbage").unwrap();
+        let e = error(&files);
+        assert!(
+            e.contains("ca.crt") && e.contains("no client CA bundle"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_key_of_another_certificate_is_a_mismatch() {
+        let dir = TempDir::new("tls-mismatch");
+        let pki = pki();
+        let files = write(&dir, &pki);
+        std::fs::write(&files.key, &pki.other_key_pem).unwrap();
+        let e = error(&files);
+        assert!(
+            e.contains("tls.key")
+                && e.contains("does not belong to the certificate in")
+                && e.contains("tls.crt"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn reload_swaps_on_change_and_keeps_the_last_good_config_on_error() {
+        let dir = TempDir::new("tls-reload");
+        let files = write(&dir, &pki());
+        let tls = ReloadingTls::load(files.clone()).unwrap();
+        let first = tls.config();
+        assert!(!tls.reload().unwrap(), "same bytes: nothing to do");
+        assert!(Arc::ptr_eq(&first, &tls.config()));
+
+        let next = pki();
+        std::fs::write(&files.cert, &next.cert_pem).unwrap();
+        // The key is still the old one: refused, the old config stays.
+        let e = tls.reload().unwrap_err().to_string();
+        assert!(e.contains("does not belong"), "{e}");
+        assert!(Arc::ptr_eq(&first, &tls.config()));
+
+        std::fs::write(&files.key, &next.key_pem).unwrap();
+        assert!(tls.reload().unwrap());
+        assert!(!Arc::ptr_eq(&first, &tls.config()));
+    }
+
+    #[test]
+    fn an_open_admin_port_needs_mtls_or_a_token() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let dir = TempDir::new("tls-open-admin");
+            let files = write(&dir, &pki());
+            let open: SocketAddr = "0.0.0.0:18001".parse().unwrap();
+            let e = Security::start(&SecurityArgs::default(), open)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("--admin-addr 0.0.0.0:18001 is not a loopback address"),
+                "{e}"
+            );
+            // TLS without client certificates does not authenticate anyone.
+            let tls_only = SecurityArgs {
+                tls_cert: Some(files.cert.clone()),
+                tls_key: Some(files.key.clone()),
+                ..Default::default()
+            };
+            assert!(Security::start(&tls_only, open).is_err());
+            let mtls = SecurityArgs {
+                tls_client_ca: files.client_ca.clone(),
+                ..tls_only
+            };
+            Security::start(&mtls, open).unwrap();
+            std::fs::write(dir.join("token"), "s3cret\n").unwrap();
+            let token = SecurityArgs {
+                admin_token_file: Some(dir.join("token")),
+                ..Default::default()
+            };
+            Security::start(&token, open).unwrap();
+            Security::start(&SecurityArgs::default(), "127.0.0.1:0".parse().unwrap()).unwrap();
+        });
+    }
+}
