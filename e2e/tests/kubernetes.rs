@@ -120,13 +120,7 @@ impl World {
     /// `eu-west1-a`), the Service, and no endpoints yet.
     fn new() -> World {
         let api = ApiServer::start();
-        api.register_kind(KindInfo::new(
-            "failover.xds.dev",
-            "v1alpha1",
-            "FailoverPolicy",
-            "failoverpolicies",
-            true,
-        ));
+        api.register_kind(KindInfo::failover_policy());
         for zone in [EAST_B, EAST_C, WEST_A, EU_A] {
             api.apply(node(&node_name(zone), zone.region, zone.zone));
         }

@@ -90,15 +90,8 @@ fn a_client_located_through_its_pod_prefers_its_own_cluster_within_its_zone() {
     let mut west = Cluster::new("west", "us-east1", "us-east1-b");
     east.add_backend();
     west.add_backend();
-    for cluster in [&east, &west] {
-        cluster.api.apply(json!({
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": "client", "namespace": NAMESPACE},
-            "spec": {"nodeName": cluster.node, "containers": [{"name": "envoy", "image": "envoy"}]},
-            "status": {"phase": "Running", "podIP": "10.244.0.5", "podIPs": [{"ip": "10.244.0.5"}]},
-        }));
-    }
+    east.add_client_pod();
+    west.add_client_pod();
     let server = start_server(&[&east, &west], &[]);
     let located = |node_id: &str, options: EnvoyOptions| {
         let envoy = Envoy::start(options.namespace(NAMESPACE));
@@ -155,13 +148,7 @@ fn a_client_reaches_another_networks_cluster_through_its_gateway() {
     west.add_backend();
     west.add_backend();
     let gateway = Backend::start("west-gateway", "west-gateway");
-    east.api.apply(json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "client", "namespace": NAMESPACE},
-        "spec": {"nodeName": east.node, "containers": [{"name": "envoy", "image": "envoy"}]},
-        "status": {"phase": "Running", "podIP": "10.244.0.5", "podIPs": [{"ip": "10.244.0.5"}]},
-    }));
+    east.add_client_pod();
     let mut args = ServerArgs::clusters([
         format!("{},network=n1", east.spec()),
         format!(
@@ -396,13 +383,7 @@ impl Cluster {
     fn new(name: &'static str, region: &str, zone: &str) -> Cluster {
         let api = ApiServer::start();
         // The first cluster holds the FailoverPolicy custom resources; serve the kind everywhere.
-        api.register_kind(KindInfo::new(
-            "failover.xds.dev",
-            "v1alpha1",
-            "FailoverPolicy",
-            "failoverpolicies",
-            true,
-        ));
+        api.register_kind(KindInfo::failover_policy());
         let node = format!("node-{zone}");
         api.apply(json!({
             "apiVersion": "v1",
@@ -442,6 +423,17 @@ impl Cluster {
         self.backends
             .push(Backend::start(&format!("{}-{i}", self.name), self.name));
         self.apply_slice(i, true);
+    }
+
+    /// The client Envoy's pod `client` (IP 10.244.0.5) on this cluster's Node.
+    fn add_client_pod(&self) {
+        self.api.apply(json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "client", "namespace": NAMESPACE},
+            "spec": {"nodeName": self.node, "containers": [{"name": "envoy", "image": "envoy"}]},
+            "status": {"phase": "Running", "podIP": "10.244.0.5", "podIPs": [{"ip": "10.244.0.5"}]},
+        }));
     }
 
     fn port(&self, i: usize) -> u16 {

@@ -96,6 +96,18 @@ impl KindInfo {
         }
     }
 
+    /// Our `FailoverPolicy` custom resource (`failover.xds.dev/v1alpha1`, namespaced), as the CRD in
+    /// `deploy/kubernetes/crd.yaml` defines it.
+    pub fn failover_policy() -> KindInfo {
+        KindInfo::new(
+            "failover.xds.dev",
+            "v1alpha1",
+            "FailoverPolicy",
+            "failoverpolicies",
+            true,
+        )
+    }
+
     /// `v1` for the core group, `group/version` otherwise.
     pub fn api_version(&self) -> String {
         if self.group.is_empty() {
