@@ -13,10 +13,11 @@ use dashmap::DashMap;
 use envoy_types::pb::google::protobuf::Any;
 use envoy_types::util::pack_any;
 
-use crate::model::{ClientInfo, Registry};
+use crate::model::{ClientInfo, Inbound, Registry};
 use crate::policy::{FailoverPolicy, PolicySet, ResolvedPolicy};
+use crate::secrets::{SecretSet, DEFAULT_IDENTITY};
 use crate::translate::input::ClusterInput;
-use crate::translate::{self, resources, LocalityClass};
+use crate::translate::{self, mtls, resources, LocalityClass};
 use tracing::warn;
 
 pub const CLUSTER_TYPE: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
@@ -24,6 +25,8 @@ pub const ENDPOINT_TYPE: &str =
     "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
 pub const LISTENER_TYPE: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
 pub const ROUTE_TYPE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+pub const SECRET_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
 
 /// The resource types we serve, in make-before-break push order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -32,10 +35,13 @@ pub enum ResourceType {
     Endpoint,
     Listener,
     Route,
+    Secret,
 }
 
 impl ResourceType {
-    pub const PUSH_ORDER: [ResourceType; 4] = [
+    /// Secrets first: a certificate must be in place before the clusters and listeners that use it.
+    pub const PUSH_ORDER: [ResourceType; 5] = [
+        ResourceType::Secret,
         ResourceType::Cluster,
         ResourceType::Endpoint,
         ResourceType::Listener,
@@ -48,6 +54,7 @@ impl ResourceType {
             ENDPOINT_TYPE => Some(Self::Endpoint),
             LISTENER_TYPE => Some(Self::Listener),
             ROUTE_TYPE => Some(Self::Route),
+            SECRET_TYPE => Some(Self::Secret),
             _ => None,
         }
     }
@@ -58,6 +65,7 @@ impl ResourceType {
             Self::Endpoint => ENDPOINT_TYPE,
             Self::Listener => LISTENER_TYPE,
             Self::Route => ROUTE_TYPE,
+            Self::Secret => SECRET_TYPE,
         }
     }
 
@@ -82,7 +90,13 @@ impl ResourceType {
             Self::Endpoint => "EDS",
             Self::Listener => "LDS",
             Self::Route => "RDS",
+            Self::Secret => "SDS",
         }
+    }
+
+    /// Whether the admin API and CSDS may show a resource's contents: never for secrets (keys).
+    pub fn shows_contents(self) -> bool {
+        self != Self::Secret
     }
 }
 
@@ -250,6 +264,9 @@ pub struct Changes {
     pub cds: bool,
     /// Listener and route answers were rebuilt (the service set or settings changed).
     pub routes: bool,
+    /// SDS names whose answer changed for some client: `default` when an identity's certificate
+    /// changed (each client then compares its own identity's answer), `ROOTCA` for the bundle.
+    pub secrets: BTreeSet<String>,
 }
 
 /// Which resources of one type may have changed for a client that last synced at some generation.
@@ -275,6 +292,114 @@ pub struct CacheStats {
     pub bytes: usize,
 }
 
+/// The SDS answers: one encoded `default` per identity and one `ROOTCA`, shared by every client.
+#[derive(Default)]
+pub struct SecretEntries {
+    set: Arc<SecretSet>,
+    identities: BTreeMap<String, Arc<Resource>>,
+    root: Option<Arc<Resource>>,
+    /// Identities asked for that have no certificate, each logged once per secrets version.
+    missing_logged: std::sync::Mutex<BTreeSet<String>>,
+}
+
+/// Names and versions only: the resources hold private keys.
+impl std::fmt::Debug for SecretEntries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretEntries")
+            .field(
+                "identities",
+                &self
+                    .identities
+                    .iter()
+                    .map(|(n, r)| (n, r.hash))
+                    .collect::<Vec<_>>(),
+            )
+            .field("root", &self.root.as_ref().map(|r| r.hash))
+            .finish()
+    }
+}
+
+impl SecretEntries {
+    /// Encodes `set`, reusing `self`'s encoding of every item that did not change; also returns the
+    /// SDS names whose answer changed for some client.
+    fn next(&self, set: Arc<SecretSet>) -> (Self, BTreeSet<String>) {
+        let identities: BTreeMap<String, Arc<Resource>> = set
+            .identities
+            .iter()
+            .map(|(name, id)| {
+                let reused = self
+                    .identities
+                    .get(name)
+                    .filter(|_| self.set.identities.get(name) == Some(id));
+                let r = match reused {
+                    Some(r) => r.clone(),
+                    None => {
+                        Resource::new(mtls::CERT_SECRET.to_string(), mtls::certificate_secret(id))
+                    }
+                };
+                (name.clone(), r)
+            })
+            .collect();
+        let root = match (&set.trust_bundle, &self.root) {
+            (Some(b), Some(r)) if self.set.trust_bundle.as_ref() == Some(b) => Some(r.clone()),
+            (Some(b), _) => Some(Resource::new(
+                mtls::ROOT_SECRET.to_string(),
+                mtls::root_secret(b),
+            )),
+            (None, _) => None,
+        };
+        let mut changed = BTreeSet::new();
+        let same_identities = identities.len() == self.identities.len()
+            && identities
+                .iter()
+                .zip(&self.identities)
+                .all(|((a, ra), (b, rb))| a == b && ra.hash == rb.hash);
+        if !same_identities {
+            changed.insert(mtls::CERT_SECRET.to_string());
+        }
+        if root.as_ref().map(|r| r.hash) != self.root.as_ref().map(|r| r.hash) {
+            changed.insert(mtls::ROOT_SECRET.to_string());
+        }
+        let next = Self {
+            set,
+            identities,
+            root,
+            missing_logged: Default::default(),
+        };
+        (next, changed)
+    }
+
+    fn for_client(&self, client: &ClientInfo, name: &str) -> Option<Arc<Resource>> {
+        match name {
+            mtls::CERT_SECRET => {
+                let identity = client.identity.as_deref().unwrap_or(DEFAULT_IDENTITY);
+                let found = self.identities.get(identity).cloned();
+                if found.is_none()
+                    && crate::admin::clients::lock(&self.missing_logged)
+                        .insert(identity.to_string())
+                {
+                    warn!(
+                        identity,
+                        node = %client.node_id,
+                        "no certificate for this identity: SDS `default` is not answered until it has one"
+                    );
+                }
+                found
+            }
+            mtls::ROOT_SECRET => self.root.clone(),
+            _ => None,
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        self.identities
+            .values()
+            .chain(&self.root)
+            .map(|r| r.any.value.len())
+            .sum()
+    }
+}
+
 #[derive(Debug)]
 pub struct Snapshot {
     /// Increases by one with every published snapshot; for logs and diagnostics.
@@ -288,6 +413,11 @@ pub struct Snapshot {
     clusters: BTreeMap<String, Arc<ClusterEntry>>,
     listeners: DashMap<(String, u16), Arc<Resource>>,
     routes: DashMap<Option<String>, Arc<Resource>>,
+    /// Inbound mTLS listeners per (bind address, ports) and app clusters per app port: they depend
+    /// only on the client, so every snapshot shares them.
+    inbound: Arc<DashMap<(String, Inbound), Arc<Resource>>>,
+    apps: Arc<DashMap<u16, Arc<Resource>>>,
+    secrets: Arc<SecretEntries>,
     changes: Option<Changes>,
 }
 
@@ -363,8 +493,31 @@ impl Snapshot {
             clusters,
             listeners,
             routes,
+            inbound: previous.map(|p| p.inbound.clone()).unwrap_or_default(),
+            apps: previous.map(|p| p.apps.clone()).unwrap_or_default(),
+            // Carried over; [`Snapshot::with_secrets`] replaces them.
+            secrets: previous.map(|p| p.secrets.clone()).unwrap_or_default(),
             changes,
         }
+    }
+
+    /// This snapshot with `secrets` in place of the previous snapshot's, noting which SDS names
+    /// changed.
+    pub fn with_secrets(mut self, secrets: Arc<SecretSet>) -> Self {
+        if *self.secrets.set == *secrets {
+            return self;
+        }
+        let (next, changed) = self.secrets.next(secrets);
+        self.secrets = Arc::new(next);
+        if let Some(c) = &mut self.changes {
+            c.secrets.extend(changed);
+        }
+        self
+    }
+
+    /// The secrets this snapshot serves.
+    pub fn secret_set(&self) -> &Arc<SecretSet> {
+        &self.secrets.set
     }
 
     /// The changes since generation `seen`, if this snapshot directly follows it.
@@ -381,6 +534,13 @@ impl Snapshot {
             return Scope::Everything;
         };
         let changed = match kind {
+            ResourceType::Secret => {
+                return if changes.secrets.is_empty() {
+                    Scope::Nothing
+                } else {
+                    Scope::Names(&changes.secrets)
+                }
+            }
             ResourceType::Cluster => changes.cds,
             ResourceType::Listener | ResourceType::Route => changes.routes,
             ResourceType::Endpoint => {
@@ -432,6 +592,7 @@ impl Snapshot {
             .iter()
             .map(|r| r.value().any.value.len())
             .sum::<usize>();
+        bytes += self.secrets.bytes();
         CacheStats {
             clusters: self.clusters.len(),
             classes: classes.len(),
@@ -471,6 +632,41 @@ impl Snapshot {
             .clone()
     }
 
+    /// The inbound mTLS listener of a client that asked for one.
+    fn inbound_for(&self, client: &ClientInfo) -> Option<Arc<Resource>> {
+        let inbound = client.inbound?;
+        let address = client
+            .listener
+            .as_ref()
+            .and_then(|o| o.address.clone())
+            .unwrap_or_else(|| self.settings.listener_address.clone());
+        let build = || {
+            Resource::new(
+                mtls::INBOUND_LISTENER.to_string(),
+                mtls::inbound_listener(&address, inbound),
+            )
+        };
+        Some(
+            self.inbound
+                .entry((address.clone(), inbound))
+                .or_insert_with(build)
+                .clone(),
+        )
+    }
+
+    /// The static cluster of the app behind a client's inbound listener.
+    fn app_for(&self, client: &ClientInfo) -> Option<Arc<Resource>> {
+        let inbound = client.inbound?;
+        Some(
+            self.apps
+                .entry(inbound.app_port)
+                .or_insert_with(|| {
+                    Resource::new(mtls::APP_CLUSTER.to_string(), mtls::app_cluster(inbound))
+                })
+                .clone(),
+        )
+    }
+
     fn routes_for(&self, client: &ClientInfo) -> Arc<Resource> {
         let build = || {
             Resource::new(
@@ -505,6 +701,7 @@ impl Snapshot {
                 .values()
                 .filter(|c| wanted(c.name()))
                 .map(|c| c.cluster_resource())
+                .chain(self.app_for(client).filter(|a| wanted(&a.name)))
                 .collect(),
             ResourceType::Endpoint => {
                 // EDS is never wildcard for us: with no names, nothing is wanted.
@@ -530,14 +727,10 @@ impl Snapshot {
                     })
                     .collect()
             }
-            ResourceType::Listener => {
-                let l = self.listener_for(client);
-                if wanted(&l.name) {
-                    vec![l]
-                } else {
-                    Vec::new()
-                }
-            }
+            ResourceType::Listener => std::iter::once(self.listener_for(client))
+                .chain(self.inbound_for(client))
+                .filter(|l| wanted(&l.name))
+                .collect(),
             ResourceType::Route => {
                 let r = self.routes_for(client);
                 if names.is_some_and(|n| n.contains(&r.name)) {
@@ -546,6 +739,12 @@ impl Snapshot {
                     Vec::new()
                 }
             }
+            // Never wildcard: a client gets the secrets it names.
+            ResourceType::Secret => names
+                .into_iter()
+                .flatten()
+                .filter_map(|n| self.secrets.for_client(client, n))
+                .collect(),
         }
     }
 
@@ -557,9 +756,12 @@ impl Snapshot {
         name: &str,
     ) -> Option<Arc<Resource>> {
         match kind {
+            ResourceType::Cluster if name == mtls::APP_CLUSTER => self.app_for(client),
             ResourceType::Cluster => self.clusters.get(name).map(|c| c.cluster_resource()),
             ResourceType::Endpoint => self.load_assignment(name, client),
+            ResourceType::Listener if name == mtls::INBOUND_LISTENER => self.inbound_for(client),
             ResourceType::Listener => Some(self.listener_for(client)).filter(|l| l.name == name),
+            ResourceType::Secret => self.secrets.for_client(client, name),
             ResourceType::Route => Some(self.routes_for(client)).filter(|r| r.name == name),
         }
     }

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod cache;
 pub mod model;
 pub mod policy;
+pub mod secrets;
 pub mod server;
 pub mod sources;
 pub mod tls;

@@ -21,6 +21,7 @@ use xds_server::admin::csds::CsdsService;
 use xds_server::cache::{Snapshot, TranslateSettings};
 use xds_server::model::Registry;
 use xds_server::policy::{load as policy_load, PolicySet, PolicyStatus};
+use xds_server::secrets::SecretSet;
 use xds_server::server::node::LocalityLookup;
 use xds_server::server::AdsService;
 use xds_server::sources::file as endpoints_file;
@@ -117,6 +118,11 @@ struct Args {
     #[arg(long, env = "XDS_POLICIES")]
     policies: Option<PathBuf>,
 
+    /// Workload certificates served over SDS: `DIR/ca.crt` (trust bundle) and, per identity,
+    /// `DIR/IDENTITY/tls.crt` + `DIR/IDENTITY/tls.key`; watched, rotations reach Envoy without restarts.
+    #[arg(long, env = "XDS_SECRETS_DIR")]
+    secrets_dir: Option<PathBuf>,
+
     /// Address the ADS gRPC server listens on.
     #[arg(long, env = "XDS_ADDR", default_value = "0.0.0.0:18000")]
     xds_addr: SocketAddr,
@@ -167,6 +173,7 @@ fn init_logging(format: LogFormat) {
 async fn publish_snapshots(
     mut registry: watch::Receiver<Option<Arc<Registry>>>,
     mut policies: watch::Receiver<Option<Arc<PolicySet>>>,
+    mut secrets: watch::Receiver<Arc<SecretSet>>,
     snapshots: watch::Sender<Option<Arc<Snapshot>>>,
     settings: TranslateSettings,
 ) {
@@ -175,6 +182,7 @@ async fn publish_snapshots(
         tokio::select! {
             r = registry.changed() => if r.is_err() { return },
             p = policies.changed() => if p.is_err() { return },
+            s = secrets.changed() => if s.is_err() { return },
         }
         let Some(reg) = registry.borrow_and_update().clone() else {
             continue; // the source has no complete view yet
@@ -193,7 +201,8 @@ async fn publish_snapshots(
             None => reg.services.keys().map(|s| s.to_string()).collect(),
         };
         let started = std::time::Instant::now();
-        let next = Snapshot::build(previous.as_deref(), reg, pol, settings.clone());
+        let next = Snapshot::build(previous.as_deref(), reg, pol, settings.clone())
+            .with_secrets(secrets.borrow_and_update().clone());
         // Long lists (a first snapshot of thousands of services) are cut: the count says the rest.
         const SHOWN: usize = 10;
         info!(
@@ -202,6 +211,7 @@ async fn publish_snapshots(
             changed = changed.len(),
             changed_services = ?&changed[..changed.len().min(SHOWN)],
             policies = next.policies.entries.len(),
+            identities = next.secret_set().identities.len(),
             build_us = started.elapsed().as_micros() as u64,
             "publishing new snapshot"
         );
@@ -426,11 +436,27 @@ async fn main() -> anyhow::Result<()> {
     if args.no_shared_cache {
         warn!("--no-shared-cache: every client's answer is built on its own (benchmark baseline)");
     }
+    // Secrets for SDS: read (and refused if invalid) at startup, then watched. Without
+    // --secrets-dir the sender stays here, unused, so the snapshot loop keeps running.
+    let (secrets_tx, secrets_rx) = watch::channel(Arc::new(SecretSet::default()));
+    let (_secrets_watch, _secrets_tx) = match &args.secrets_dir {
+        Some(dir) => {
+            let set = xds_server::secrets::files::load_secrets_dir(dir)
+                .with_context(|| format!("loading secrets from {}", dir.display()))?;
+            info!(secrets_dir = %dir.display(), identities = ?set.identities.keys().collect::<Vec<_>>(), "loaded secrets");
+            secrets_tx.send_replace(Arc::new(set));
+            let watch = xds_server::secrets::files::watch_secrets_dir(dir.clone(), secrets_tx)
+                .context("watching the secrets directory")?;
+            (Some(watch), None)
+        }
+        None => (None, Some(secrets_tx)),
+    };
     let (snapshot_tx, snapshot_rx) = watch::channel(None);
     tokio::spawn(log_cache_stats(snapshot_rx.clone()));
     tokio::spawn(publish_snapshots(
         registry_rx,
         policy_rx,
+        secrets_rx,
         snapshot_tx,
         settings,
     ));
@@ -496,14 +522,13 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("binding the xDS address {}", args.xds_addr))?;
     info!(xds_addr = %listener.local_addr()?, "xDS server listening (ADS, state of the world and incremental)");
     // Transport settings and the ADS request limits live in `server` so the tests serve the same.
+    let ads = AdsService::new(snapshot_rx)
+        .with_clients(clients)
+        .with_lookup(locator);
     xds_server::server::transport()
         .add_service(health_service)
-        .add_service(
-            AdsService::new(snapshot_rx)
-                .with_clients(clients)
-                .with_lookup(locator)
-                .into_server(),
-        )
+        .add_service(ads.clone().into_sds_server())
+        .add_service(ads.into_server())
         .serve_with_incoming_shutdown(security.incoming(listener, "xds"), shutdown_signal())
         .await
         .context("serving xDS")?;

@@ -198,6 +198,19 @@ pub struct ClientInfo {
     pub labels: BTreeMap<String, String>,
     pub namespace: Option<String>,
     pub listener: Option<ListenerOverride>,
+    /// Whose certificate SDS `default` answers with (node metadata `identity`; `None`: the
+    /// identity `default`).
+    pub identity: Option<String>,
+    /// Where this sidecar terminates inbound mTLS and where its app listens (node metadata
+    /// `inbound_port`, `app_port`); `None`: no inbound listener.
+    pub inbound: Option<Inbound>,
+}
+
+/// A sidecar's inbound mTLS port and its app's port on 127.0.0.1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Inbound {
+    pub port: u16,
+    pub app_port: u16,
 }
 
 /// Per-client override of the generated outbound listener's bind address (node metadata

@@ -173,8 +173,9 @@ pub fn parse_type(text: &str) -> Result<ResourceType, String> {
         "eds" | "endpoint" | "endpoints" => Ok(ResourceType::Endpoint),
         "lds" | "listener" | "listeners" => Ok(ResourceType::Listener),
         "rds" | "route" | "routes" => Ok(ResourceType::Route),
+        "sds" | "secret" | "secrets" => Ok(ResourceType::Secret),
         _ => Err(format!(
-            "unknown resource type `{text}`: use cds, eds, lds, rds or a type URL"
+            "unknown resource type `{text}`: use cds, eds, lds, rds, sds or a type URL"
         )),
     }
 }
@@ -244,6 +245,9 @@ pub fn client_resources(
             let current = snapshot.resource(r.kind, client, held_name);
             let older = current.as_ref().is_none_or(|c| c.hash != *held_hash);
             let text = match &current {
+                Some(_) if !r.kind.shows_contents() => {
+                    "(secret: contents not shown, they hold private keys)".into()
+                }
                 Some(c) => render_any(&c.any),
                 None => "(no longer served: the client holds a resource that was removed)".into(),
             };

@@ -188,8 +188,13 @@ impl CsdsService {
                         type_url: type_url.clone(),
                         name: name.clone(),
                         version_info: version.unwrap_or_default(),
+                        // Secrets are listed by name and version only: they hold private keys.
                         xds_config: current
-                            .filter(|_| st.with_config && !req.exclude_resource_contents)
+                            .filter(|_| {
+                                st.with_config
+                                    && !req.exclude_resource_contents
+                                    && r.kind.shows_contents()
+                            })
                             .map(|cur| cur.any.clone()),
                         config_status: st.config as i32,
                         client_status: st.client as i32,
@@ -371,6 +376,68 @@ mod tests {
             .unwrap();
         assert_eq!(only.config.len(), 1);
         assert!(only.config[0].generic_xds_configs[0].xds_config.is_none());
+    }
+
+    #[test]
+    fn secrets_are_listed_by_name_and_version_without_their_contents() {
+        use crate::cache::{Snapshot, TranslateSettings};
+        use crate::model::Registry;
+        use crate::server::connection::AdsConnection;
+        use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
+        use std::sync::Mutex;
+        let snap = Arc::new(
+            Snapshot::build(
+                None,
+                Arc::new(Registry::default()),
+                Arc::default(),
+                TranslateSettings::default(),
+            )
+            .with_secrets(crate::secrets::testutil::set("ca", &[("default", "cert")])),
+        );
+        let (_tx, rx) = tokio::sync::watch::channel(Some(snap.clone()));
+        let registry = ClientRegistry::new();
+        let conn = Arc::new(Mutex::new(AdsConnection::new()));
+        let _registration =
+            registry.register(1, super::super::clients::Protocol::Sotw, conn.clone());
+        let mut req = DiscoveryRequest {
+            node: Some(Node {
+                id: "envoy-1".into(),
+                ..Node::default()
+            }),
+            type_url: crate::cache::SECRET_TYPE.into(),
+            resource_names: vec!["ROOTCA".into(), "default".into()],
+            ..DiscoveryRequest::default()
+        };
+        let (_, out) = crate::admin::clients::lock(&conn)
+            .on_request(&req, &snap)
+            .unwrap();
+        req.version_info = out[0].version_info.clone();
+        req.response_nonce = out[0].nonce.clone();
+        crate::admin::clients::lock(&conn)
+            .on_request(&req, &snap)
+            .unwrap();
+        let all = CsdsService::new(rx, registry)
+            .answer(&ClientStatusRequest::default())
+            .unwrap();
+        let listed: Vec<(&str, ClientResourceStatus, bool, bool)> = all.config[0]
+            .generic_xds_configs
+            .iter()
+            .map(|g| {
+                (
+                    g.name.as_str(),
+                    g.client_status(),
+                    g.version_info.is_empty(),
+                    g.xds_config.is_some(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            listed,
+            vec![
+                ("ROOTCA", ClientResourceStatus::Acked, false, false),
+                ("default", ClientResourceStatus::Acked, false, false)
+            ]
+        );
     }
 
     #[test]

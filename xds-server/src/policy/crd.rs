@@ -45,6 +45,10 @@ pub struct FailoverPolicySpec {
     /// Percent; 0 disables Envoy's panic mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub panic_threshold: Option<u32>,
+    /// `STRICT`: sidecars connect to this service over mTLS with certificates from SDS; `DISABLE`
+    /// (default): plaintext.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtls: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]

@@ -16,6 +16,7 @@
 //!                      baseEjectionTime: 30s, maxEjectionPercent: 100}
 //!   overprovisioningFactor: 140    # 100..=100000
 //!   panicThreshold: 0              # percent
+//!   mtls: STRICT                   # STRICT | DISABLE (default): sidecar-to-sidecar mTLS via SDS
 //! ```
 //!
 //! Every field of `spec` is optional and defaults to [`FailoverPolicy::default`]. Durations are written
@@ -33,9 +34,9 @@ use serde::{Deserialize, Deserializer};
 use tracing::{error, info, warn};
 
 use super::{
-    default_failover_priority, publish_rejected, BackupService, FailoverPolicy, OutlierDetection,
-    PolicyEntry, PolicyOrigin, PolicyScope, PolicySet, PolicyStatus, RegionFailover,
-    RejectedPolicy,
+    default_failover_priority, publish_rejected, BackupService, FailoverPolicy, MtlsMode,
+    OutlierDetection, PolicyEntry, PolicyOrigin, PolicyScope, PolicySet, PolicyStatus,
+    RegionFailover, RejectedPolicy,
 };
 use crate::model::ServiceId;
 use crate::sources::watch::{self, FileChange};
@@ -161,6 +162,7 @@ struct RawSpec {
     outlier_detection: Option<RawOutlier>,
     overprovisioning_factor: Option<i64>,
     panic_threshold: Option<i64>,
+    mtls: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -743,6 +745,18 @@ fn build(raw: RawPolicy) -> Result<(PolicyScope, String, String, FailoverPolicy)
             " (percent; 0 disables panic mode)",
         )?;
     }
+    if let Some(v) = spec.mtls {
+        policy.mtls = match v.to_ascii_uppercase().as_str() {
+            "STRICT" => MtlsMode::Strict,
+            "DISABLE" => MtlsMode::Disable,
+            _ => {
+                return Err((
+                    spec_path.key("mtls"),
+                    format!("must be STRICT or DISABLE, got {v:?}"),
+                ))
+            }
+        };
+    }
 
     Ok((scope, namespace, name, policy))
 }
@@ -1122,6 +1136,7 @@ spec:
   outlierDetection: {consecutive5xx: 3, consecutiveGatewayFailure: 4, interval: 2s, baseEjectionTime: 1m, maxEjectionPercent: 50}
   overprovisioningFactor: 200
   panicThreshold: 10
+  mtls: STRICT
 ";
 
     fn parse(text: &str) -> Result<Vec<PolicyEntry>, PolicyError> {
@@ -1196,6 +1211,7 @@ spec:
             },
             overprovisioning_factor: 200,
             panic_threshold: 10,
+            mtls: MtlsMode::Strict,
         };
         assert_eq!(*e.policy, expected);
     }
@@ -1393,6 +1409,15 @@ spec:
         let (_, field, reason) = spec_error("  failoverPriority: []\n");
         assert_eq!(field, "spec.failoverPriority");
         assert!(reason.contains("omit it"), "{reason}");
+    }
+
+    #[test]
+    fn mtls_is_strict_or_disable() {
+        let (_, field, reason) = spec_error("  mtls: permissive\n");
+        assert_eq!(field, "spec.mtls");
+        assert_eq!(reason, "must be STRICT or DISABLE, got \"permissive\"");
+        let entries = parse(&doc("shop", "a", "  mtls: disable\n")).unwrap();
+        assert_eq!(entries[0].policy.mtls, MtlsMode::Disable);
     }
 
     #[test]

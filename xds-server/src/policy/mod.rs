@@ -71,6 +71,19 @@ pub struct FailoverPolicy {
     /// Percent; 0 disables Envoy's panic mode, which would otherwise spread traffic over dead hosts in
     /// exactly the large outages failover exists for.
     pub panic_threshold: u32,
+    /// Whether sidecars talk to this service over mTLS (certificates from SDS).
+    pub mtls: MtlsMode,
+}
+
+/// `spec.mtls`: how sidecars connect to a service's endpoints.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum MtlsMode {
+    /// Plaintext.
+    #[default]
+    Disable,
+    /// mTLS with the `default` certificate and `ROOTCA` trust bundle from SDS; the endpoints must be
+    /// sidecars' inbound mTLS ports.
+    Strict,
 }
 
 pub fn default_failover_priority() -> Vec<String> {
@@ -91,6 +104,7 @@ impl Default for FailoverPolicy {
             outlier_detection: OutlierDetection::default(),
             overprovisioning_factor: 140,
             panic_threshold: 0,
+            mtls: MtlsMode::Disable,
         }
     }
 }

@@ -995,6 +995,121 @@ mod tests {
         );
     }
 
+    fn with_identity(mut req: DiscoveryRequest, identity: &str) -> DiscoveryRequest {
+        use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
+        let node = req.node.as_mut().unwrap();
+        node.id = format!("sidecar-{identity}");
+        node.metadata = Some(Struct {
+            fields: [(
+                "identity".to_string(),
+                Value {
+                    kind: Some(Kind::StringValue(identity.into())),
+                },
+            )]
+            .into_iter()
+            .collect(),
+        });
+        req
+    }
+
+    /// The certificate chains in an SDS response, by secret name.
+    fn secrets_in(resp: &DiscoveryResponse) -> Vec<(String, String)> {
+        use envoy_types::pb::envoy::config::core::v3::data_source::Specifier;
+        use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{secret, Secret};
+        resp.resources
+            .iter()
+            .map(|a| {
+                let s = Secret::decode(a.value.as_slice()).unwrap();
+                let bytes = match s.r#type.unwrap() {
+                    secret::Type::TlsCertificate(t) => t.certificate_chain.unwrap().specifier,
+                    secret::Type::ValidationContext(v) => v.trusted_ca.unwrap().specifier,
+                    other => panic!("unexpected {other:?}"),
+                };
+                let Some(Specifier::InlineBytes(b)) = bytes else {
+                    panic!("inline bytes expected")
+                };
+                (s.name, String::from_utf8(b).unwrap())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn secrets_are_per_identity_and_a_rotation_reaches_only_its_identity() {
+        use crate::cache::SECRET_TYPE;
+        use crate::secrets::testutil::set;
+        let names = ["ROOTCA", "default"];
+        let first = snapshot(None, &[("a", &["10.0.0.1"])])
+            .with_secrets(set("ca", &[("web", "web-1"), ("db", "db-1")]));
+        let (mut web, mut db, mut ghost) = (
+            AdsConnection::new(),
+            AdsConnection::new(),
+            AdsConnection::new(),
+        );
+        let sds = |id| with_identity(request(SECRET_TYPE, &names, "", ""), id);
+        let web_sds = one(&mut web, &sds("web"), &first).unwrap();
+        assert_eq!(
+            secrets_in(&web_sds),
+            vec![
+                ("ROOTCA".to_string(), "ca".to_string()),
+                ("default".to_string(), "web-1".to_string())
+            ]
+        );
+        let db_sds = one(&mut db, &sds("db"), &first).unwrap();
+        assert_eq!(secrets_in(&db_sds)[1].1, "db-1");
+        // An identity without a certificate gets the bundle only; Envoy keeps waiting for `default`.
+        let ghost_sds = one(&mut ghost, &sds("ghost"), &first).unwrap();
+        assert_eq!(secrets_in(&ghost_sds).len(), 1);
+        assert!(one(&mut web, &ack(&web_sds, &names), &first).is_none());
+        assert!(one(&mut db, &ack(&db_sds, &names), &first).is_none());
+
+        // db rotates: only db is sent anything, and only `default`.
+        let second = snapshot(Some(&first), &[("a", &["10.0.0.1"])])
+            .with_secrets(set("ca", &[("web", "web-1"), ("db", "db-2")]));
+        assert!(push(&mut web, &second).is_empty());
+        let pushed = push(&mut db, &second);
+        assert_eq!(pushed.len(), 1, "secrets only: no CDS/EDS/LDS/RDS");
+        assert_eq!(
+            secrets_in(&pushed[0]),
+            vec![("default".to_string(), "db-2".to_string())]
+        );
+        // Envoy refuses it: not re-sent on an unrelated snapshot, the next rotation is.
+        let mut nack = ack(&pushed[0], &names);
+        nack = with_identity(nack, "db");
+        nack.version_info = db_sds.version_info.clone();
+        nack.error_detail = Some(Status {
+            code: 13,
+            message: "bad cert".into(),
+            details: vec![],
+        });
+        let (what, out) = on_req(&mut db, &nack, &second).unwrap();
+        assert!(matches!(what, RequestKind::Nack(_)) && out.is_empty());
+        let third = snapshot(Some(&second), &[("a", &["10.0.0.2"])])
+            .with_secrets(set("ca", &[("web", "web-1"), ("db", "db-2")]));
+        assert!(push(&mut db, &third)
+            .iter()
+            .all(|r| r.type_url != SECRET_TYPE));
+        let fourth = snapshot(Some(&third), &[("a", &["10.0.0.2"])])
+            .with_secrets(set("ca", &[("web", "web-1"), ("db", "db-3")]));
+        let pushed = push(&mut db, &fourth);
+        assert_eq!(secrets_in(&pushed[0])[0].1, "db-3");
+        // A new bundle reaches everyone; the ghost's certificate showing up reaches the ghost.
+        let fifth = snapshot(Some(&fourth), &[("a", &["10.0.0.2"])]).with_secrets(set(
+            "ca-2",
+            &[("web", "web-1"), ("db", "db-3"), ("ghost", "ghost-1")],
+        ));
+        assert_eq!(
+            secrets_in(&push(&mut web, &fifth)[0]),
+            vec![("ROOTCA".to_string(), "ca-2".to_string())]
+        );
+        assert_eq!(
+            secrets_in(&push(&mut ghost, &fifth)[0]),
+            vec![
+                ("ROOTCA".to_string(), "ca-2".to_string()),
+                ("default".to_string(), "ghost-1".to_string())
+            ]
+        );
+    }
+
     fn names_set(n: &[&str]) -> BTreeSet<String> {
         n.iter().map(|s| s.to_string()).collect()
     }

@@ -291,7 +291,11 @@ impl DeltaConnection {
                         resource: r,
                     });
                 }
-                None if st.held.contains_key(&name) => removed.push(name),
+                // Envoy refuses an SDS update that removes a secret it uses ("Missing SDS
+                // resources"): a secret that went away stays with the client as it was.
+                None if st.held.contains_key(&name) && kind != ResourceType::Secret => {
+                    removed.push(name)
+                }
                 None => {}
             }
         }
@@ -411,6 +415,99 @@ mod tests {
 
     fn names(r: &DeltaResponse) -> Vec<&str> {
         r.resources.iter().map(|r| r.name.as_str()).collect()
+    }
+
+    fn names_of(r: &DeltaResponse) -> Vec<(String, String)> {
+        use envoy_types::pb::envoy::config::core::v3::data_source::Specifier;
+        use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{secret, Secret};
+        use prost::Message;
+        r.resources
+            .iter()
+            .map(|e| {
+                let s = Secret::decode(e.resource.any.value.as_slice()).unwrap();
+                let Some(secret::Type::TlsCertificate(t)) = s.r#type else {
+                    return (s.name, String::new());
+                };
+                let Some(Specifier::InlineBytes(b)) = t.certificate_chain.unwrap().specifier else {
+                    panic!()
+                };
+                (s.name, String::from_utf8(b).unwrap())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn secrets_follow_identity_subscriptions_acks_and_nacks() {
+        use crate::cache::SECRET_TYPE;
+        use crate::secrets::testutil::set;
+        use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
+        let sds = |identity: &str, sub: &[&str], nonce: &str| {
+            let mut r = req(SECRET_TYPE, sub, &[], nonce);
+            r.node.as_mut().unwrap().metadata = Some(Struct {
+                fields: [(
+                    "identity".to_string(),
+                    Value {
+                        kind: Some(Kind::StringValue(identity.into())),
+                    },
+                )]
+                .into_iter()
+                .collect(),
+            });
+            r
+        };
+        let s1 = snapshot(None, &[("a", "10.0.0.1")])
+            .with_secrets(set("ca", &[("web", "web-1"), ("db", "db-1")]));
+        let (mut web, mut db) = (DeltaConnection::new(), DeltaConnection::new());
+        let (_, out) = web.on_request(&sds("web", &["default"], ""), &s1).unwrap();
+        assert_eq!(
+            names_of(&out[0]),
+            vec![("default".to_string(), "web-1".to_string())]
+        );
+        let (_, acked) = web
+            .on_request(&sds("web", &["ROOTCA"], &out[0].nonce), &s1)
+            .unwrap();
+        assert_eq!(names(&acked[0]), vec!["ROOTCA"], "only the new name");
+        web.on_request(&sds("web", &[], &acked[0].nonce), &s1)
+            .unwrap();
+        let (_, out) = db
+            .on_request(&sds("db", &["default", "ROOTCA"], ""), &s1)
+            .unwrap();
+        db.on_request(&sds("db", &[], &out[0].nonce), &s1).unwrap();
+
+        // web rotates: web gets its `default`, db nothing.
+        let s2 = snapshot(Some(&s1), &[("a", "10.0.0.1")])
+            .with_secrets(set("ca", &[("web", "web-2"), ("db", "db-1")]));
+        assert!(db.on_snapshot(&s2).is_empty());
+        let pushed = web.on_snapshot(&s2);
+        assert_eq!(pushed.len(), 1);
+        assert_eq!(
+            names_of(&pushed[0]),
+            vec![("default".to_string(), "web-2".to_string())]
+        );
+        // NACKed: that version is not sent again; the next one is.
+        let mut nack = sds("web", &[], &pushed[0].nonce);
+        nack.error_detail = Some(Status {
+            code: 13,
+            message: "bad".into(),
+            details: vec![],
+        });
+        let (what, out) = web.on_request(&nack, &s2).unwrap();
+        assert!(matches!(what, RequestKind::Nack(_)) && out.is_empty());
+        let s3 = snapshot(Some(&s2), &[("a", "10.0.0.2")])
+            .with_secrets(set("ca", &[("web", "web-2"), ("db", "db-1")]));
+        assert!(web
+            .on_snapshot(&s3)
+            .iter()
+            .all(|r| r.type_url != SECRET_TYPE));
+        let s4 = snapshot(Some(&s3), &[("a", "10.0.0.2")])
+            .with_secrets(set("ca", &[("web", "web-3"), ("db", "db-1")]));
+        let pushed = web.on_snapshot(&s4);
+        assert_eq!(names_of(&pushed[0])[0].1, "web-3");
+        // An identity that disappears is not removed from its client: Envoy would refuse that
+        // ("Missing SDS resources") and keeps using the last certificate anyway.
+        let s5 =
+            snapshot(Some(&s4), &[("a", "10.0.0.2")]).with_secrets(set("ca", &[("web", "web-3")]));
+        assert!(db.on_snapshot(&s5).is_empty());
     }
 
     #[test]

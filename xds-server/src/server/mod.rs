@@ -147,6 +147,12 @@ impl AdsService {
         AdsServer(self)
     }
 
+    /// The standalone SDS service (for an Envoy whose `sds_config` names this server's gRPC service
+    /// rather than ADS), on the same streams and state machines.
+    pub fn into_sds_server(self) -> SdsServer {
+        SdsServer(self)
+    }
+
     /// ADS streams whose task is running (clones of a service share the count).
     pub fn live_streams(&self) -> usize {
         self.counters.live.load(Ordering::Relaxed)
@@ -624,6 +630,8 @@ const SOTW_PATH: &str =
     "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
 const DELTA_PATH: &str =
     "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
+const SDS_SOTW_PATH: &str = "/envoy.service.secret.v3.SecretDiscoveryService/StreamSecrets";
+const SDS_DELTA_PATH: &str = "/envoy.service.secret.v3.SecretDiscoveryService/DeltaSecrets";
 
 /// The ADS gRPC service. Written out instead of using envoy-types' generated server, whose response
 /// types are fixed to `DiscoveryResponse`: ours write the cache's shared encoded resources
@@ -696,6 +704,71 @@ impl tonic::server::StreamingService<DeltaDiscoveryRequest> for DeltaMethod {
     }
 }
 
+/// `envoy.service.secret.v3.SecretDiscoveryService`: StreamSecrets and DeltaSecrets carry the same
+/// messages as ADS, so they run on the same stream loop and state machines (a stream answers whatever
+/// types it is asked for, like an ADS stream).
+#[derive(Clone)]
+pub struct SdsServer(AdsService);
+
+impl tonic::server::NamedService for SdsServer {
+    const NAME: &'static str = "envoy.service.secret.v3.SecretDiscoveryService";
+}
+
+impl<B> tonic::codegen::Service<tonic::codegen::http::Request<B>> for SdsServer
+where
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
+{
+    type Response = tonic::codegen::http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = tonic::codegen::BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: tonic::codegen::http::Request<B>) -> Self::Future {
+        dispatch(self.0.clone(), req, SDS_SOTW_PATH, SDS_DELTA_PATH)
+    }
+}
+
+/// Serves a state-of-the-world method at `sotw` and an incremental one at `delta`.
+fn dispatch<B>(
+    service: AdsService,
+    req: tonic::codegen::http::Request<B>,
+    sotw: &str,
+    delta: &str,
+) -> tonic::codegen::BoxFuture<
+    tonic::codegen::http::Response<tonic::body::Body>,
+    std::convert::Infallible,
+>
+where
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
+{
+    let path = req.uri().path();
+    if path == sotw {
+        Box::pin(async move {
+            let codec = tonic_prost::ProstCodec::<SotwResponse, DiscoveryRequest>::default();
+            let mut grpc = tonic::server::Grpc::new(codec)
+                .apply_max_message_size_config(Some(MAX_REQUEST_BYTES), None);
+            Ok(grpc.streaming(SotwMethod(service), req).await)
+        })
+    } else if path == delta {
+        Box::pin(async move {
+            let codec = tonic_prost::ProstCodec::<DeltaResponse, DeltaDiscoveryRequest>::default();
+            let mut grpc = tonic::server::Grpc::new(codec)
+                .apply_max_message_size_config(Some(MAX_REQUEST_BYTES), None);
+            Ok(grpc.streaming(DeltaMethod(service), req).await)
+        })
+    } else {
+        Box::pin(async move { Ok(Status::unimplemented("no such xDS method").into_http()) })
+    }
+}
+
 impl<B> tonic::codegen::Service<tonic::codegen::http::Request<B>> for AdsServer
 where
     B: tonic::codegen::Body + Send + 'static,
@@ -713,24 +786,6 @@ where
     }
 
     fn call(&mut self, req: tonic::codegen::http::Request<B>) -> Self::Future {
-        let service = self.0.clone();
-        match req.uri().path() {
-            SOTW_PATH => Box::pin(async move {
-                let codec = tonic_prost::ProstCodec::<SotwResponse, DiscoveryRequest>::default();
-                let mut grpc = tonic::server::Grpc::new(codec)
-                    .apply_max_message_size_config(Some(MAX_REQUEST_BYTES), None);
-                Ok(grpc.streaming(SotwMethod(service), req).await)
-            }),
-            DELTA_PATH => Box::pin(async move {
-                let codec =
-                    tonic_prost::ProstCodec::<DeltaResponse, DeltaDiscoveryRequest>::default();
-                let mut grpc = tonic::server::Grpc::new(codec)
-                    .apply_max_message_size_config(Some(MAX_REQUEST_BYTES), None);
-                Ok(grpc.streaming(DeltaMethod(service), req).await)
-            }),
-            _ => {
-                Box::pin(async move { Ok(Status::unimplemented("not an ADS method").into_http()) })
-            }
-        }
+        dispatch(self.0.clone(), req, SOTW_PATH, DELTA_PATH)
     }
 }

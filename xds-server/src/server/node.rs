@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
 
-use crate::model::{ClientInfo, ListenerOverride, Locality};
+use crate::model::{ClientInfo, Inbound, ListenerOverride, Locality};
 
 /// Node metadata keys we read. Documented in the README.
 pub const META_LABELS: &str = "labels";
@@ -14,6 +14,9 @@ pub const META_LISTENER_ADDRESS: &str = "listener_address";
 pub const META_LISTENER_PORT: &str = "listener_port";
 pub const META_POD_NAME: &str = "pod_name";
 pub const META_POD_IP: &str = "pod_ip";
+pub const META_IDENTITY: &str = "identity";
+pub const META_INBOUND_PORT: &str = "inbound_port";
+pub const META_APP_PORT: &str = "app_port";
 
 /// Which pod a client runs in, when its bootstrap does not set `node.locality`: node metadata `pod_name`
 /// (with `namespace`) or `pod_ip`.
@@ -141,18 +144,18 @@ fn as_string(field: &str, value: &Value) -> Result<String, NodeError> {
     }
 }
 
-fn as_port(value: &Value) -> Result<u16, NodeError> {
+fn as_port(field: &str, value: &Value) -> Result<u16, NodeError> {
     let n = match &value.kind {
         Some(Kind::NumberValue(n)) => *n,
         Some(Kind::StringValue(s)) => s
             .trim()
             .parse::<f64>()
-            .map_err(|_| bad(META_LISTENER_PORT, format!("{s:?} is not a number")))?,
-        _ => return Err(bad(META_LISTENER_PORT, "must be a number")),
+            .map_err(|_| bad(field, format!("{s:?} is not a number")))?,
+        _ => return Err(bad(field, "must be a number")),
     };
     if n.fract() != 0.0 || !(1.0..=65535.0).contains(&n) {
         return Err(bad(
-            META_LISTENER_PORT,
+            field,
             format!("{n} is not a port (a whole number from 1 to 65535)"),
         ));
     }
@@ -204,11 +207,26 @@ pub fn client_info(node: Option<&Node>) -> Result<ClientInfo, NodeError> {
     let port = meta
         .fields
         .get(META_LISTENER_PORT)
-        .map(as_port)
+        .map(|v| as_port(META_LISTENER_PORT, v))
         .transpose()?;
     if address.is_some() || port.is_some() {
         info.listener = Some(ListenerOverride { address, port });
     }
+    if let Some(v) = meta.fields.get(META_IDENTITY) {
+        info.identity = Some(as_string(META_IDENTITY, v)?).filter(|s| !s.is_empty());
+    }
+    let port_of = |field| {
+        meta.fields
+            .get(field)
+            .map(|v| as_port(field, v))
+            .transpose()
+    };
+    info.inbound = match (port_of(META_INBOUND_PORT)?, port_of(META_APP_PORT)?) {
+        (Some(port), Some(app_port)) => Some(Inbound { port, app_port }),
+        (None, None) => None,
+        (Some(_), None) => return Err(bad(META_APP_PORT, "required with `inbound_port`")),
+        (None, Some(_)) => return Err(bad(META_INBOUND_PORT, "required with `app_port`")),
+    };
     Ok(info)
 }
 
@@ -272,6 +290,43 @@ mod tests {
         // the port may also come as a string (Envoy's --service-node style tooling often does that)
         let info = client_info(Some(&node(vec![(META_LISTENER_PORT, string("20002"))]))).unwrap();
         assert_eq!(info.listener.unwrap().port, Some(20002));
+    }
+
+    #[test]
+    fn reads_identity_and_inbound_ports() {
+        let info = client_info(Some(&node(vec![
+            (META_IDENTITY, string("checkout")),
+            (META_INBOUND_PORT, number(15006.0)),
+            (META_APP_PORT, string("8080")),
+        ])))
+        .unwrap();
+        assert_eq!(info.identity.as_deref(), Some("checkout"));
+        assert_eq!(
+            info.inbound,
+            Some(Inbound {
+                port: 15006,
+                app_port: 8080
+            })
+        );
+        let plain = client_info(Some(&node(vec![]))).unwrap();
+        assert_eq!((plain.identity, plain.inbound), (None, None));
+        let err = client_info(Some(&node(vec![(META_INBOUND_PORT, number(15006.0))])))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "node metadata `app_port`: required with `inbound_port`"
+        );
+        let err = client_info(Some(&node(vec![
+            (META_INBOUND_PORT, number(15006.0)),
+            (META_APP_PORT, number(0.0)),
+        ])))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("node metadata `app_port`: 0 is not a port"),
+            "{err}"
+        );
     }
 
     #[test]

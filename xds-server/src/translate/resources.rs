@@ -37,7 +37,7 @@ use envoy_types::pb::google::protobuf::{Duration as PbDuration, UInt32Value};
 use envoy_types::util::pack_any;
 
 use crate::model::{labels, Health, Service, ServiceId, ServicePort};
-use crate::policy::FailoverPolicy;
+use crate::policy::{FailoverPolicy, MtlsMode};
 use crate::translate::input::ClusterInput;
 use crate::translate::priorities::{LocalityClass, PriorityPlan};
 
@@ -56,7 +56,7 @@ fn duration(d: std::time::Duration) -> PbDuration {
     }
 }
 
-fn ads_config_source() -> ConfigSource {
+pub(crate) fn ads_config_source() -> ConfigSource {
     ConfigSource {
         resource_api_version: ApiVersion::V3 as i32,
         config_source_specifier: Some(ConfigSourceSpecifier::Ads(AggregatedConfigSource {})),
@@ -113,6 +113,8 @@ pub fn cluster(name: &str, policy: &FailoverPolicy) -> Cluster {
             ..CommonLbConfig::default()
         }),
         lb_policy: cluster::LbPolicy::RoundRobin as i32,
+        transport_socket: (policy.mtls == MtlsMode::Strict)
+            .then(super::mtls::upstream_transport_socket),
         ..Cluster::default()
     }
 }
@@ -181,7 +183,7 @@ pub fn load_assignment(
     }
 }
 
-fn socket_address(address: &str, port: u16) -> Address {
+pub(crate) fn socket_address(address: &str, port: u16) -> Address {
     Address {
         address: Some(address::Address::SocketAddress(SocketAddress {
             address: address.to_string(),

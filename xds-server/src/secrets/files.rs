@@ -1,0 +1,449 @@
+//! Secrets from a directory (`--secrets-dir DIR`), watched:
+//!
+//! ```text
+//! DIR/ca.crt              trust bundle (PEM, one or more CA certificates) → SDS `ROOTCA`
+//! DIR/IDENTITY/tls.crt    certificate chain (PEM, leaf first)             → SDS `default` for clients
+//! DIR/IDENTITY/tls.key    private key (PEM)                                 with node metadata identity=IDENTITY
+//! ```
+//!
+//! `tls.crt`/`tls.key` are the keys of a Kubernetes TLS Secret, so each identity directory can be a
+//! mounted Secret volume (its `..data` symlink swaps are followed). Hidden entries are ignored.
+//!
+//! Rotation is rewriting the files. A change is read twice, [`STABILITY_RECHECK`] apart, and taken
+//! only when both reads agree; then each item is validated on its own: a bad or half-written item (a
+//! new certificate with the old key, a truncated PEM) keeps its last good version and is logged once
+//! with the file and the reason, while the other items move on. A removed identity directory removes
+//! the identity; a removed `ca.crt` keeps the last trust bundle (dropping it would break every mTLS
+//! connection at once).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use anyhow::Context;
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tracing::{error, info, warn};
+
+use super::{parse_trust_bundle, Identity, SecretError, SecretSet};
+use crate::sources::watch::{DEBOUNCE, MAX_BATCH_DELAY, POLL_INTERVAL, STABILITY_RECHECK};
+
+pub const TRUST_BUNDLE_FILE: &str = "ca.crt";
+pub const CERT_FILE: &str = "tls.crt";
+pub const KEY_FILE: &str = "tls.key";
+
+/// One file as read: its bytes, `None` if it does not exist, or why it could not be read.
+type FileRead = Result<Option<Vec<u8>>, String>;
+
+/// The directory's secret files as read, before validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Raw {
+    bundle: FileRead,
+    /// Identity → (tls.crt, tls.key).
+    identities: BTreeMap<String, (FileRead, FileRead)>,
+}
+
+fn read_file(path: &Path) -> FileRead {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn read_raw(dir: &Path) -> Result<Raw, SecretError> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| SecretError::new(dir.display().to_string(), format!("cannot list: {e}")))?;
+    let mut identities = BTreeMap::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let path = entry.path();
+        if name.starts_with('.') || !path.is_dir() {
+            continue;
+        }
+        identities.insert(
+            name.to_string(),
+            (
+                read_file(&path.join(CERT_FILE)),
+                read_file(&path.join(KEY_FILE)),
+            ),
+        );
+    }
+    Ok(Raw {
+        bundle: read_file(&dir.join(TRUST_BUNDLE_FILE)),
+        identities,
+    })
+}
+
+/// What the directory holds now, applied to the last good set: valid items replace theirs, invalid
+/// ones keep their last good version and are returned as errors.
+fn apply(dir: &Path, raw: &Raw, last: &SecretSet) -> (SecretSet, Vec<SecretError>) {
+    let mut errors = Vec::new();
+    let file = |parts: &[&str]| {
+        parts
+            .iter()
+            .fold(dir.to_path_buf(), |p, part| p.join(part))
+            .display()
+            .to_string()
+    };
+    let bundle_file = file(&[TRUST_BUNDLE_FILE]);
+    let trust_bundle = match &raw.bundle {
+        Ok(Some(pem)) => match parse_trust_bundle(&bundle_file, pem.clone()) {
+            Ok(pem) => Some(pem),
+            Err(e) => {
+                errors.push(e);
+                last.trust_bundle.clone()
+            }
+        },
+        Ok(None) => {
+            if last.trust_bundle.is_some() {
+                errors.push(SecretError::new(
+                    &bundle_file,
+                    "missing; keeping the last trust bundle",
+                ));
+            }
+            last.trust_bundle.clone()
+        }
+        Err(reason) => {
+            errors.push(SecretError::new(
+                &bundle_file,
+                format!("cannot read: {reason}"),
+            ));
+            last.trust_bundle.clone()
+        }
+    };
+    let mut identities = BTreeMap::new();
+    for (name, (cert, key)) in &raw.identities {
+        let (cert_file, key_file) = (file(&[name, CERT_FILE]), file(&[name, KEY_FILE]));
+        let parsed = match (cert, key) {
+            (Ok(None), Ok(None)) => continue, // not an identity directory
+            (Ok(Some(c)), Ok(Some(k))) => {
+                Identity::parse(&cert_file, c.clone(), &key_file, k.clone())
+            }
+            (Err(reason), _) => Err(SecretError::new(
+                &cert_file,
+                format!("cannot read: {reason}"),
+            )),
+            (_, Err(reason)) => Err(SecretError::new(
+                &key_file,
+                format!("cannot read: {reason}"),
+            )),
+            (Ok(None), _) => Err(SecretError::new(
+                &cert_file,
+                "missing (the directory has tls.key)",
+            )),
+            (_, Ok(None)) => Err(SecretError::new(
+                &key_file,
+                "missing (the directory has tls.crt)",
+            )),
+        };
+        match parsed {
+            Ok(identity) => {
+                identities.insert(name.clone(), identity);
+            }
+            Err(e) => {
+                errors.push(e);
+                if let Some(old) = last.identities.get(name) {
+                    identities.insert(name.clone(), old.clone());
+                }
+            }
+        }
+    }
+    (
+        SecretSet {
+            trust_bundle,
+            identities,
+        },
+        errors,
+    )
+}
+
+/// Reads and validates the directory at startup. Unlike a later change there is no last good state
+/// to keep, so any bad file, or a missing trust bundle, is an error.
+pub fn load_secrets_dir(dir: &Path) -> Result<SecretSet, SecretError> {
+    let raw = read_raw(dir)?;
+    let (set, mut errors) = apply(dir, &raw, &SecretSet::default());
+    if !errors.is_empty() {
+        return Err(errors.remove(0));
+    }
+    if set.trust_bundle.is_none() {
+        return Err(SecretError::new(
+            dir.join(TRUST_BUNDLE_FILE).display().to_string(),
+            "missing: the trust bundle (PEM CA certificates) is required",
+        ));
+    }
+    Ok(set)
+}
+
+/// Keeps the watch alive; dropping it stops watching.
+pub struct SecretsWatch {
+    _watcher: notify::RecommendedWatcher,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for SecretsWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// (path, mtime, length) of every file under `dir`, following symlinks: the cheap poll that catches
+/// changes notify missed (network file systems, Secret volume symlink swaps).
+fn fingerprints(dir: &Path) -> Vec<(PathBuf, Option<SystemTime>, u64)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let hidden = entry
+                .file_name()
+                .to_str()
+                .is_none_or(|n| n.starts_with('.'));
+            match std::fs::metadata(&path) {
+                Ok(m) if m.is_dir() && !hidden && d == dir => stack.push(path),
+                Ok(m) if m.is_file() => out.push((path, m.modified().ok(), m.len())),
+                _ => {}
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+async fn debounce(rx: &mut mpsc::UnboundedReceiver<()>) {
+    let deadline = Instant::now() + MAX_BATCH_DELAY;
+    loop {
+        let quiet_until = (Instant::now() + DEBOUNCE).min(deadline);
+        match tokio::time::timeout_at(quiet_until, rx.recv()).await {
+            Ok(Some(())) if Instant::now() < deadline => continue,
+            _ => return,
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    tokio::task::spawn_blocking(f).await.ok()
+}
+
+/// Watches `dir` and publishes every change of the valid secrets on `tx` (which holds the set
+/// [`load_secrets_dir`] read). Needs a tokio runtime.
+pub fn watch_secrets_dir(
+    dir: PathBuf,
+    tx: watch::Sender<Arc<SecretSet>>,
+) -> anyhow::Result<SecretsWatch> {
+    let runtime = tokio::runtime::Handle::try_current()
+        .context("watching the secrets directory needs a running tokio runtime")?;
+    let (poke_tx, mut poke_rx) = mpsc::unbounded_channel::<()>();
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if let Err(e) = &res {
+            warn!(error = %e, "secrets directory watch error; rescanning");
+        }
+        let _ = poke_tx.send(());
+    })
+    .context("creating a file watcher")?;
+    watcher
+        .watch(&dir, RecursiveMode::Recursive)
+        .with_context(|| format!("watching the secrets directory {}", dir.display()))?;
+    let task = runtime.spawn(async move {
+        let mut last_raw = {
+            let d = dir.clone();
+            blocking(move || read_raw(&d).ok()).await.flatten()
+        };
+        let mut seen = {
+            let d = dir.clone();
+            blocking(move || fingerprints(&d)).await.unwrap_or_default()
+        };
+        let mut poll = tokio::time::interval(POLL_INTERVAL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = poke_rx.recv() => debounce(&mut poke_rx).await,
+                _ = poll.tick() => {
+                    let d = dir.clone();
+                    let now = blocking(move || fingerprints(&d)).await.unwrap_or_default();
+                    if now == seen {
+                        continue;
+                    }
+                }
+            }
+            // Two reads that agree, so a file caught mid-write is never taken.
+            let raw = loop {
+                let d = dir.clone();
+                let first = blocking(move || read_raw(&d)).await;
+                tokio::time::sleep(STABILITY_RECHECK).await;
+                let d = dir.clone();
+                let second = blocking(move || read_raw(&d)).await;
+                if first == second {
+                    break second;
+                }
+                debounce(&mut poke_rx).await;
+            };
+            let d = dir.clone();
+            seen = blocking(move || fingerprints(&d)).await.unwrap_or_default();
+            let raw = match raw {
+                Some(Ok(raw)) => raw,
+                Some(Err(e)) => {
+                    error!(file = %e.file, reason = %e.reason, "cannot read the secrets directory; keeping the last good secrets");
+                    continue;
+                }
+                None => continue,
+            };
+            if last_raw.as_ref() == Some(&raw) {
+                continue;
+            }
+            let current = tx.borrow().clone();
+            let (next, errors) = apply(&dir, &raw, &current);
+            last_raw = Some(raw);
+            for e in &errors {
+                error!(file = %e.file, reason = %e.reason, "secret file not taken; keeping its last good version");
+            }
+            if next != *current {
+                let changed: Vec<&String> = next
+                    .identities
+                    .iter()
+                    .filter(|(name, id)| current.identities.get(*name) != Some(*id))
+                    .map(|(name, _)| name)
+                    .chain(
+                        current
+                            .identities
+                            .keys()
+                            .filter(|name| !next.identities.contains_key(*name)),
+                    )
+                    .collect();
+                info!(
+                    dir = %dir.display(),
+                    identities = next.identities.len(),
+                    changed_identities = ?changed,
+                    trust_bundle_changed = next.trust_bundle != current.trust_bundle,
+                    "secrets reloaded"
+                );
+                tx.send_replace(Arc::new(next));
+            }
+        }
+    });
+    Ok(SecretsWatch {
+        _watcher: watcher,
+        task,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::Ca;
+    use super::*;
+    use crate::sources::watch::testutil::TempDir;
+    use std::time::Duration;
+
+    fn write_identity(dir: &TempDir, name: &str, cert: &str, key: &str) {
+        std::fs::create_dir_all(dir.join(name)).unwrap();
+        std::fs::write(dir.join(name).join(CERT_FILE), cert).unwrap();
+        std::fs::write(dir.join(name).join(KEY_FILE), key).unwrap();
+    }
+
+    #[test]
+    fn startup_needs_a_trust_bundle_and_valid_files() {
+        let dir = TempDir::new("secrets-load");
+        let ca = Ca::new("ca1");
+        let (cert, key) = ca.issue("web");
+        write_identity(&dir, "web", &cert, &key);
+        std::fs::create_dir_all(dir.join("..data")).unwrap();
+        std::fs::create_dir_all(dir.join("empty")).unwrap();
+        let e = load_secrets_dir(dir.path()).unwrap_err();
+        assert!(
+            e.file.ends_with("ca.crt") && e.reason.contains("missing"),
+            "{e}"
+        );
+        std::fs::write(dir.join(TRUST_BUNDLE_FILE), &ca.pem).unwrap();
+        let set = load_secrets_dir(dir.path()).unwrap();
+        assert_eq!(set.identities.keys().collect::<Vec<_>>(), vec!["web"]);
+        assert_eq!(set.trust_bundle.as_deref(), Some(ca.pem.as_bytes()));
+        std::fs::write(dir.join("web").join(KEY_FILE), "garbage").unwrap();
+        let e = load_secrets_dir(dir.path()).unwrap_err();
+        assert!(e.file.ends_with("web/tls.key"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_item_keeps_its_last_good_version_while_others_move_on() {
+        let dir = TempDir::new("secrets-apply");
+        let ca = Ca::new("ca1");
+        let (web1, web1_key) = ca.issue("web");
+        let (db1, db1_key) = ca.issue("db");
+        std::fs::write(dir.join(TRUST_BUNDLE_FILE), &ca.pem).unwrap();
+        write_identity(&dir, "web", &web1, &web1_key);
+        write_identity(&dir, "db", &db1, &db1_key);
+        let first = load_secrets_dir(dir.path()).unwrap();
+        // Rotation caught half-way for web (new cert, old key); db rotates completely; the bundle
+        // is truncated.
+        let (web2, _) = ca.issue("web");
+        let (db2, db2_key) = ca.issue("db");
+        write_identity(&dir, "web", &web2, &web1_key);
+        write_identity(&dir, "db", &db2, &db2_key);
+        std::fs::write(dir.join(TRUST_BUNDLE_FILE), &ca.pem[..40]).unwrap();
+        let raw = read_raw(dir.path()).unwrap();
+        let (next, errors) = apply(dir.path(), &raw, &first);
+        assert_eq!(next.identities["web"], first.identities["web"]);
+        assert_eq!(next.identities["db"].cert_chain, db2.as_bytes());
+        assert_eq!(next.trust_bundle, first.trust_bundle);
+        let files: Vec<String> = errors.iter().map(|e| e.file.clone()).collect();
+        assert_eq!(files.len(), 2, "{errors:?}");
+        assert!(
+            files[0].ends_with("ca.crt") && files[1].ends_with("web/tls.key"),
+            "{files:?}"
+        );
+        // A removed identity directory removes the identity; a removed bundle is kept.
+        std::fs::remove_dir_all(dir.join("db")).unwrap();
+        std::fs::remove_file(dir.join(TRUST_BUNDLE_FILE)).unwrap();
+        let (after, errors) = apply(dir.path(), &read_raw(dir.path()).unwrap(), &next);
+        assert!(!after.identities.contains_key("db"));
+        assert_eq!(after.trust_bundle, first.trust_bundle);
+        assert!(errors
+            .iter()
+            .any(|e| e.reason.contains("keeping the last trust bundle")));
+        // An identity whose key file is missing is an error, not a removal.
+        std::fs::remove_file(dir.join("web").join(KEY_FILE)).unwrap();
+        let (after, errors) = apply(dir.path(), &read_raw(dir.path()).unwrap(), &next);
+        assert_eq!(after.identities["web"], first.identities["web"]);
+        assert!(errors
+            .iter()
+            .any(|e| e.file.ends_with("web/tls.key") && e.reason.contains("missing")));
+    }
+
+    #[tokio::test]
+    async fn rotation_is_published_and_a_half_rotation_is_not() {
+        let dir = TempDir::new("secrets-watch");
+        let ca = Ca::new("ca1");
+        let (cert1, key1) = ca.issue("web");
+        std::fs::write(dir.join(TRUST_BUNDLE_FILE), &ca.pem).unwrap();
+        write_identity(&dir, "web", &cert1, &key1);
+        let (tx, mut rx) = watch::channel(Arc::new(load_secrets_dir(dir.path()).unwrap()));
+        let _watch = watch_secrets_dir(dir.path().to_path_buf(), tx).unwrap();
+        rx.mark_unchanged();
+        // The new certificate without its key: not taken.
+        let (cert2, key2) = ca.issue("web");
+        std::fs::write(dir.join("web").join(CERT_FILE), &cert2).unwrap();
+        let none = tokio::time::timeout(Duration::from_millis(600), rx.changed()).await;
+        assert!(none.is_err(), "a half rotation must not be published");
+        std::fs::write(dir.join("web").join(KEY_FILE), &key2).unwrap();
+        tokio::time::timeout(Duration::from_secs(3), rx.changed())
+            .await
+            .expect("rotation published")
+            .unwrap();
+        assert_eq!(rx.borrow().identities["web"].cert_chain, cert2.as_bytes());
+        // A new identity directory shows up too.
+        let (cert3, key3) = ca.issue("db");
+        write_identity(&dir, "db", &cert3, &key3);
+        tokio::time::timeout(
+            Duration::from_secs(3),
+            rx.wait_for(|s| s.identities.contains_key("db")),
+        )
+        .await
+        .expect("new identity published")
+        .unwrap();
+    }
+}
