@@ -409,6 +409,19 @@ fn ordinal(n: usize) -> String {
 
 /// The human reason for a level, from the plan's [`LevelReason`] and the client's values.
 fn reason_text(reason: &LevelReason, class: &LocalityClass, policy: &FailoverPolicy) -> String {
+    let text = locality_reason_text(reason, class, policy);
+    match &reason.backup {
+        Some((position, service)) => format!("backup {position}: {service}; {text}"),
+        None => text,
+    }
+}
+
+/// Why endpoints sit where they do within their block (the primary's, or one backup's).
+fn locality_reason_text(
+    reason: &LevelReason,
+    class: &LocalityClass,
+    policy: &FailoverPolicy,
+) -> String {
     let client_region = class.value(labels::REGION).unwrap_or("");
     let targets: Vec<&str> = if client_region.is_empty() {
         Vec::new()
@@ -918,6 +931,116 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn backups_gateways_and_what_is_left_out() {
+        use crate::model::{NetworkGateway, Registry};
+        use crate::policy::BackupService;
+        let on = |ip: &str, zone: &str, health: Health, net: &str| {
+            let mut e = ep(ip, "r1", zone, health);
+            e.labels.insert(labels::NETWORK.into(), net.into());
+            e
+        };
+        let svc = |name: &str, endpoints: Vec<Endpoint>| Service {
+            id: ServiceId::new("shop", name),
+            ports: vec![ServicePort {
+                name: "http".into(),
+                port: 8080,
+            }],
+            endpoints,
+        };
+        let primary = svc(
+            "checkout",
+            vec![
+                on("10.0.0.1", "r1-a", Health::Unhealthy, "n1"),
+                on("10.0.1.1", "r1-a", Health::Healthy, "n2"),
+                on("10.0.1.2", "r1-a", Health::Unhealthy, "n2"),
+                on("10.0.3.1", "r1-a", Health::Healthy, "n3"),
+            ],
+        );
+        let mut registry = Registry::from_services([
+            primary.clone(),
+            svc(
+                "checkout-dr",
+                vec![ep("10.1.0.1", "r1", "r1-b", Health::Healthy)],
+            ),
+        ]);
+        registry.gateways.insert(
+            "n2".into(),
+            NetworkGateway {
+                address: "192.0.2.2".parse().unwrap(),
+                port: 15443,
+            },
+        );
+        let policy = FailoverPolicy {
+            backups: vec![
+                BackupService {
+                    service: ServiceId::new("shop", "checkout-dr"),
+                    cluster: None,
+                },
+                BackupService {
+                    service: ServiceId::new("shop", "gone"),
+                    cluster: None,
+                },
+            ],
+            ..FailoverPolicy::default()
+        };
+        let input = ClusterInput::new(
+            &registry,
+            std::sync::Arc::new(primary.clone()),
+            &primary.ports[0],
+            &policy,
+        );
+        let client = ClientInfo {
+            locality: Locality::new("r1", "r1-a", ""),
+            labels: [(labels::NETWORK.to_string(), "n1".to_string())].into(),
+            ..ClientInfo::default()
+        };
+        let x = explain(&LocalityClass::of(&client, &policy), &input, &policy);
+        assert_eq!(x.levels.len(), 2);
+        let p0 = &x.levels[0];
+        // One unhealthy local endpoint and one gateway for n2 (one of two healthy → healthy):
+        // Envoy sees 2 hosts, 1 healthy → health 70, and the rest spills to the backup.
+        let hosts: Vec<(&str, Option<&str>, u32, &str)> = p0
+            .endpoints
+            .iter()
+            .map(|e| {
+                (
+                    e.address.as_str(),
+                    e.gateway_for.as_deref(),
+                    e.weight,
+                    e.health.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            hosts,
+            vec![
+                ("10.0.0.1", None, 1, "UNHEALTHY"),
+                ("192.0.2.2", Some("n2"), 2, "HEALTHY"),
+            ]
+        );
+        assert_eq!((p0.healthy, p0.total), (1, 2));
+        assert_eq!(x.load, vec![70, 30]);
+        assert_eq!(x.levels[1].backup.as_deref(), Some("shop/checkout-dr"));
+        assert_eq!(
+            x.levels[1].reason,
+            "backup 1: shop/checkout-dr; same region (topology.kubernetes.io/region=r1)"
+        );
+        assert_eq!(x.notes.len(), 2, "{:?}", x.notes);
+        assert!(
+            x.notes[0].starts_with("backup 2: shop/gone is not used: no such service"),
+            "{:?}",
+            x.notes
+        );
+        assert!(
+            x.notes[1].starts_with(
+                "10.0.3.1:8080 is left out: it is on network n3, which has no gateway"
+            ),
+            "{:?}",
+            x.notes
+        );
     }
 
     #[test]
