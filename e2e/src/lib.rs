@@ -4,6 +4,7 @@
 //! Pieces, each usable alone:
 //! - [`paths`]: where the workspace, Envoy and the `xds-server` binary are (builds the server once).
 //! - [`ports`]: free TCP ports that parallel tests don't fight over.
+//! - [`pki`]: test certificates made at test time (CAs, server and client certificates, as PEM files).
 //! - [`http`]: a tiny blocking HTTP/1.1 client (no dependencies).
 //! - [`backend::Backend`]: an HTTP server answering 200 with its name; can be stopped (connections are
 //!   then refused) and restarted on the same port.
