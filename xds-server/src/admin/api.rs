@@ -907,9 +907,10 @@ mod tests {
         assert_eq!(parse_type("CDS"), Ok(ResourceType::Cluster));
         assert_eq!(parse_type("endpoints"), Ok(ResourceType::Endpoint));
         assert_eq!(parse_type(CLUSTER_TYPE), Ok(ResourceType::Cluster));
-        assert!(parse_type("sds")
+        assert_eq!(parse_type("SDS"), Ok(ResourceType::Secret));
+        assert!(parse_type("xds")
             .unwrap_err()
-            .contains("cds, eds, lds, rds"));
+            .contains("cds, eds, lds, rds, sds"));
         assert_eq!(
             origin_text(&PolicyOrigin::Named {
                 namespace: "shop".into(),
