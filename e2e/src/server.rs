@@ -145,8 +145,7 @@ impl XdsServer {
     }
 
     /// Runs the server with `args` (plus a free `--xds-addr`, and a free `--admin-addr` unless `args`
-    /// has one) expecting it to exit
-    /// by itself, e.g. on an invalid endpoints file. Returns its exit status (`None` if it was still
+    /// has one) expecting it to exit by itself, e.g. on an invalid endpoints file. Returns its exit status (`None` if it was still
     /// running after `timeout` and had to be killed) and its log.
     pub fn run_expecting_exit(args: &[&str], timeout: Duration) -> (Option<ExitStatus>, String) {
         let dir = TempDir::new("server-exit");
