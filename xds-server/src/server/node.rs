@@ -70,7 +70,9 @@ impl ClientIdentity {
             let client = client_info(node)?;
             if client.locality == Locality::default() && self.lookup.is_some() {
                 self.pending_pod = pod_hint(node).map(|hint| PodHint {
-                    cluster: client.label(crate::model::labels::CLUSTER).map(str::to_string),
+                    cluster: client
+                        .label(crate::model::labels::CLUSTER)
+                        .map(str::to_string),
                     ..hint
                 });
             }
