@@ -493,7 +493,7 @@ fn admin_off_loopback_needs_mtls_or_a_token() {
     args.extend(tls.iter().map(String::as_str));
     let (status, log) = XdsServer::run_expecting_exit(&args, Duration::from_secs(20));
     assert!(status.is_some_and(|s| !s.success()), "{log}");
-    // With mutual TLS, and with a token, it runs (killed after 3 s).
+    // With mutual TLS, and with a token, it runs (killed after 5 s).
     let mtls = pki.server_args(true);
     let token = pki.dir.join("token");
     std::fs::write(&token, "t0ken\n").unwrap();
@@ -504,7 +504,7 @@ fn admin_off_loopback_needs_mtls_or_a_token() {
     ] {
         let mut args = vec!["--endpoints", endpoints, "--admin-addr", "0.0.0.0:0"];
         args.extend(extra);
-        let (status, log) = XdsServer::run_expecting_exit(&args, Duration::from_secs(3));
+        let (status, log) = XdsServer::run_expecting_exit(&args, Duration::from_secs(5));
         assert!(status.is_none(), "exited with {status:?}: {log}");
         assert!(log.contains("admin API listening"), "{log}");
     }
