@@ -1159,6 +1159,25 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("expected load: P0 100%, P1 0%"), "{text}");
+
+        // A gateway host names its network and weight; notes follow the load line.
+        let mut r = r;
+        let e = &mut r.explanations[0];
+        e.levels[1].endpoints[0].gateway_for = "n2".into();
+        e.levels[1].endpoints[0].weight = 3;
+        e.notes = vec!["backup 1: shop/dr is not used: no such service in the registry".into()];
+        let text = explain_text(&r);
+        assert!(
+            text.contains("10.0.1.1:8080 (gateway of n2, weight 3)"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "expected load: P0 100%, P1 0%\nnote: backup 1: shop/dr is not used: no such \
+                 service in the registry\n"
+            ),
+            "{text}"
+        );
     }
 
     #[test]
