@@ -123,6 +123,11 @@ struct Args {
     #[arg(long, env = "XDS_SECRETS_DIR")]
     secrets_dir: Option<PathBuf>,
 
+    /// Workload certificates served over SDS from this namespace's `kubernetes.io/tls` Secrets (identity =
+    /// Secret name) and the `ca.crt` of its Secret `xds-trust-bundle`; needs the Kubernetes source.
+    #[arg(long, env = "XDS_SECRETS_NAMESPACE", conflicts_with = "secrets_dir")]
+    secrets_namespace: Option<String>,
+
     /// Address the ADS gRPC server listens on.
     #[arg(long, env = "XDS_ADDR", default_value = "0.0.0.0:18000")]
     xds_addr: SocketAddr,
@@ -364,6 +369,8 @@ async fn main() -> anyhow::Result<()> {
         ),
     };
     let mut locator: Option<Arc<dyn LocalityLookup>> = None;
+    // The (first) cluster's client, for --secrets-namespace.
+    let mut secrets_client: Option<kube::Client> = None;
     let _endpoints_watch = match source {
         SourceKind::File => {
             let path = args
@@ -395,6 +402,7 @@ async fn main() -> anyhow::Result<()> {
                 Some(first) => first.client.clone(),
                 None => kube_client(args.kubeconfig.as_deref(), args.context.clone()).await?,
             };
+            secrets_client = Some(client.clone());
             tokio::spawn(xds_server::policy::kube::run(
                 client.clone(),
                 args.mesh_namespace.clone(),
@@ -439,8 +447,8 @@ async fn main() -> anyhow::Result<()> {
     // Secrets for SDS: read (and refused if invalid) at startup, then watched. Without
     // --secrets-dir the sender stays here, unused, so the snapshot loop keeps running.
     let (secrets_tx, secrets_rx) = watch::channel(Arc::new(SecretSet::default()));
-    let (_secrets_watch, _secrets_tx) = match &args.secrets_dir {
-        Some(dir) => {
+    let (_secrets_watch, _secrets_tx) = match (&args.secrets_dir, &args.secrets_namespace) {
+        (Some(dir), _) => {
             let set = xds_server::secrets::files::load_secrets_dir(dir)
                 .with_context(|| format!("loading secrets from {}", dir.display()))?;
             info!(secrets_dir = %dir.display(), identities = ?set.identities.keys().collect::<Vec<_>>(), "loaded secrets");
@@ -449,7 +457,19 @@ async fn main() -> anyhow::Result<()> {
                 .context("watching the secrets directory")?;
             (Some(watch), None)
         }
-        None => (None, Some(secrets_tx)),
+        (None, Some(namespace)) => {
+            let client = secrets_client.context(
+                "--secrets-namespace needs the Kubernetes source (--source kubernetes or --cluster)",
+            )?;
+            info!(secrets_namespace = %namespace, "watching kubernetes.io/tls Secrets for SDS");
+            tokio::spawn(xds_server::secrets::kube::run(
+                client,
+                namespace.clone(),
+                secrets_tx,
+            ));
+            (None, None)
+        }
+        (None, None) => (None, Some(secrets_tx)),
     };
     let (snapshot_tx, snapshot_rx) = watch::channel(None);
     tokio::spawn(log_cache_stats(snapshot_rx.clone()));

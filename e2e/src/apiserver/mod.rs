@@ -161,6 +161,7 @@ pub fn builtin_kinds() -> Vec<KindInfo> {
         KindInfo::new("", "v1", "Pod", "pods", true),
         KindInfo::new("", "v1", "Node", "nodes", false),
         KindInfo::new("", "v1", "Namespace", "namespaces", false),
+        KindInfo::new("", "v1", "Secret", "secrets", true),
         KindInfo::new(
             "discovery.k8s.io",
             "v1",

@@ -35,14 +35,14 @@ pub const CERT_FILE: &str = "tls.crt";
 pub const KEY_FILE: &str = "tls.key";
 
 /// One file as read: its bytes, `None` if it does not exist, or why it could not be read.
-type FileRead = Result<Option<Vec<u8>>, String>;
+pub(super) type FileRead = Result<Option<Vec<u8>>, String>;
 
-/// The directory's secret files as read, before validation.
+/// The secret files as read (from the directory, or Kubernetes Secrets' data), before validation.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Raw {
-    bundle: FileRead,
+pub(super) struct Raw {
+    pub(super) bundle: FileRead,
     /// Identity → (tls.crt, tls.key).
-    identities: BTreeMap<String, (FileRead, FileRead)>,
+    pub(super) identities: BTreeMap<String, (FileRead, FileRead)>,
 }
 
 fn read_file(path: &Path) -> FileRead {
@@ -78,10 +78,7 @@ fn read_raw(dir: &Path) -> Result<Raw, SecretError> {
     })
 }
 
-/// What the directory holds now, applied to the last good set: valid items replace theirs, invalid
-/// ones keep their last good version and are returned as errors.
 fn apply(dir: &Path, raw: &Raw, last: &SecretSet) -> (SecretSet, Vec<SecretError>) {
-    let mut errors = Vec::new();
     let file = |parts: &[&str]| {
         parts
             .iter()
@@ -89,6 +86,18 @@ fn apply(dir: &Path, raw: &Raw, last: &SecretSet) -> (SecretSet, Vec<SecretError
             .display()
             .to_string()
     };
+    apply_named(&file, raw, last)
+}
+
+/// What the source holds now, applied to the last good set: valid items replace theirs, invalid
+/// ones keep their last good version and are returned as errors. `file` names an item's file in
+/// errors (`[ca.crt]`, `[IDENTITY, tls.crt]`).
+pub(super) fn apply_named(
+    file: &dyn Fn(&[&str]) -> String,
+    raw: &Raw,
+    last: &SecretSet,
+) -> (SecretSet, Vec<SecretError>) {
+    let mut errors = Vec::new();
     let bundle_file = file(&[TRUST_BUNDLE_FILE]);
     let trust_bundle = match &raw.bundle {
         Ok(Some(pem)) => match parse_trust_bundle(&bundle_file, pem.clone()) {

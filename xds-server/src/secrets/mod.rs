@@ -11,6 +11,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 pub mod files;
+pub mod kube;
 
 /// The identity of a client that does not name one in its node metadata (`identity`).
 pub const DEFAULT_IDENTITY: &str = "default";

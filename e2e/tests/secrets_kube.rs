@@ -1,0 +1,143 @@
+//! `--secrets-namespace`: SDS secrets from Kubernetes Secrets, read through the real kube client from
+//! the test API server. `kubernetes.io/tls` Secrets become identities named after the Secret, the
+//! `xds-trust-bundle` Secret's `ca.crt` is the trust bundle, other Secrets are ignored, and a bad or
+//! half-rotated Secret keeps its last good version.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use e2e::apiserver::ApiServer;
+use e2e::pki::{Ca, Leaf};
+use e2e::tmp::TempDir;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::ByteString;
+use kube::api::{DeleteParams, PostParams};
+use kube::{Api, Client};
+use tokio::sync::watch;
+use xds_server::secrets::SecretSet;
+
+const NS: &str = "mesh-certs";
+const WAIT: Duration = Duration::from_secs(5);
+
+async fn client(server: &ApiServer) -> Client {
+    let dir = TempDir::new("secrets-kubeconfig");
+    let path = dir.join("kubeconfig");
+    server.write_kubeconfig(&path);
+    let kubeconfig = kube::config::Kubeconfig::read_from(&path).expect("read kubeconfig");
+    let options = kube::config::KubeConfigOptions {
+        context: Some("test".into()),
+        ..Default::default()
+    };
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+        .await
+        .expect("kubeconfig");
+    Client::try_from(config).expect("client")
+}
+
+fn secret(name: &str, type_: &str, data: &[(&str, &str)]) -> Secret {
+    let mut s = Secret {
+        data: Some(
+            data.iter()
+                .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                .collect::<BTreeMap<_, _>>(),
+        ),
+        type_: Some(type_.to_string()),
+        ..Secret::default()
+    };
+    s.metadata.name = Some(name.to_string());
+    s.metadata.namespace = Some(NS.to_string());
+    s
+}
+
+fn tls(name: &str, leaf: &Leaf, key_of: &Leaf) -> Secret {
+    secret(
+        name,
+        "kubernetes.io/tls",
+        &[("tls.crt", &leaf.cert_pem), ("tls.key", &key_of.key_pem)],
+    )
+}
+
+async fn wait_for(
+    rx: &mut watch::Receiver<Arc<SecretSet>>,
+    what: &str,
+    f: impl FnMut(&Arc<SecretSet>) -> bool,
+) -> Arc<SecretSet> {
+    let found = tokio::time::timeout(WAIT, rx.wait_for(f))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .map(|set| set.clone());
+    found.unwrap_or_else(|| {
+        panic!(
+            "{what}: not published within {WAIT:?}; have {:?}",
+            rx.borrow()
+        )
+    })
+}
+
+#[tokio::test]
+async fn tls_secrets_become_identities_rotate_and_bad_ones_keep_their_last_good_version() {
+    let server = ApiServer::start();
+    let client = client(&server).await;
+    let api = Api::<Secret>::namespaced(client.clone(), NS);
+    let ca = Ca::new("mesh-ca");
+    let (web1, db1) = (ca.client("web"), ca.client("db"));
+    let pp = PostParams::default();
+    api.create(
+        &pp,
+        &secret("xds-trust-bundle", "Opaque", &[("ca.crt", &ca.pem())]),
+    )
+    .await
+    .unwrap();
+    api.create(&pp, &tls("web", &web1, &web1)).await.unwrap();
+    api.create(&pp, &tls("db", &db1, &db1)).await.unwrap();
+    // Not an identity: another type.
+    api.create(&pp, &secret("config", "Opaque", &[("tls.crt", "x")]))
+        .await
+        .unwrap();
+    // A certificate with someone else's key: refused, and it has no last good version.
+    api.create(&pp, &tls("broken", &web1, &db1)).await.unwrap();
+
+    let (tx, mut rx) = watch::channel(Arc::new(SecretSet::default()));
+    let task = tokio::spawn(xds_server::secrets::kube::run(client, NS.to_string(), tx));
+    let set = wait_for(&mut rx, "first list", |s| !s.identities.is_empty()).await;
+    assert_eq!(
+        set.identities.keys().collect::<Vec<_>>(),
+        vec!["db", "web"],
+        "tls Secrets only, the broken one refused"
+    );
+    assert_eq!(set.trust_bundle.as_deref(), Some(ca.pem().as_bytes()));
+    assert_eq!(set.identities["web"].cert_chain, web1.cert_pem.as_bytes());
+
+    // Rotation of web.
+    let web2 = ca.client("web");
+    let mut current = api.get("web").await.unwrap();
+    current.data = tls("web", &web2, &web2).data;
+    api.replace("web", &pp, &current).await.unwrap();
+    wait_for(&mut rx, "web rotated", |s| {
+        s.identities["web"].cert_chain == web2.cert_pem.as_bytes()
+    })
+    .await;
+
+    // Half a rotation (new certificate, old key): db keeps its certificate; web's later change
+    // still flows.
+    let db2 = ca.client("db");
+    let mut current = api.get("db").await.unwrap();
+    current.data = tls("db", &db2, &db1).data;
+    api.replace("db", &pp, &current).await.unwrap();
+    let web3 = ca.client("web");
+    let mut current = api.get("web").await.unwrap();
+    current.data = tls("web", &web3, &web3).data;
+    api.replace("web", &pp, &current).await.unwrap();
+    let set = wait_for(&mut rx, "web rotated again", |s| {
+        s.identities["web"].cert_chain == web3.cert_pem.as_bytes()
+    })
+    .await;
+    assert_eq!(set.identities["db"].cert_chain, db1.cert_pem.as_bytes());
+
+    // A deleted Secret removes its identity.
+    api.delete("db", &DeleteParams::default()).await.unwrap();
+    wait_for(&mut rx, "db removed", |s| !s.identities.contains_key("db")).await;
+    task.abort();
+}
