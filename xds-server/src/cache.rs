@@ -1074,6 +1074,89 @@ mod tests {
         assert_eq!(baseline.stats().eds_answers, 0);
     }
 
+    #[test]
+    fn inbound_clients_get_their_listener_and_app_cluster_and_secrets_are_reused() {
+        use crate::secrets::testutil::set;
+        let snap = Snapshot::build(
+            None,
+            registry("10.0.0.1"),
+            Arc::default(),
+            TranslateSettings::default(),
+        )
+        .with_secrets(set("ca", &[("web", "web-1"), ("db", "db-1")]));
+        let plain = client("z1", "n1");
+        let mut sidecar = client("z1", "n2");
+        sidecar.inbound = Some(Inbound {
+            port: 15006,
+            app_port: 8080,
+        });
+        let listed = |rs: Vec<Arc<Resource>>| rs.iter().map(|r| r.name.clone()).collect::<Vec<_>>();
+        assert_eq!(
+            listed(snap.resources_for(ResourceType::Listener, &plain, None)),
+            vec![resources::LISTENER_NAME]
+        );
+        assert_eq!(
+            listed(snap.resources_for(ResourceType::Listener, &sidecar, None)),
+            vec![resources::LISTENER_NAME, mtls::INBOUND_LISTENER]
+        );
+        assert_eq!(
+            listed(snap.resources_for(ResourceType::Cluster, &sidecar, None)),
+            vec!["a.shop:8080", "b.shop:8080", mtls::APP_CLUSTER]
+        );
+        assert!(snap
+            .resource(ResourceType::Cluster, &plain, mtls::APP_CLUSTER)
+            .is_none());
+        assert!(snap
+            .resource(ResourceType::Listener, &sidecar, mtls::INBOUND_LISTENER)
+            .is_some());
+        // Secrets: `default` by identity (none for an unknown one), shared between clients.
+        let mut web = plain.clone();
+        web.identity = Some("web".into());
+        let sds = names(&["default", "ROOTCA"]);
+        let a = snap.resources_for(ResourceType::Secret, &web, Some(&sds));
+        let b = snap.resources_for(ResourceType::Secret, &web, Some(&sds));
+        assert_eq!(a.len(), 2);
+        assert!(a.iter().zip(&b).all(|(x, y)| Arc::ptr_eq(x, y)));
+        assert_eq!(
+            snap.resources_for(ResourceType::Secret, &sidecar, Some(&sds))
+                .len(),
+            1,
+            "identity `default` has no certificate: ROOTCA only"
+        );
+        assert!(snap
+            .resources_for(ResourceType::Secret, &web, None)
+            .is_empty());
+        // The same secrets again: nothing changed, encodings reused; one identity changed: only it.
+        let same = Snapshot::build(
+            Some(&snap),
+            snap.registry.clone(),
+            Arc::default(),
+            TranslateSettings::default(),
+        )
+        .with_secrets(set("ca", &[("web", "web-1"), ("db", "db-1")]));
+        assert_eq!(same.scope(ResourceType::Secret, Some(1)), Scope::Nothing);
+        let again = same.resources_for(ResourceType::Secret, &web, Some(&sds));
+        assert!(Arc::ptr_eq(&a[0], &again[0]));
+        let rotated = Snapshot::build(
+            Some(&same),
+            snap.registry.clone(),
+            Arc::default(),
+            TranslateSettings::default(),
+        )
+        .with_secrets(set("ca", &[("web", "web-1"), ("db", "db-2")]));
+        let changed = names(&["default"]);
+        assert_eq!(
+            rotated.scope(ResourceType::Secret, Some(2)),
+            Scope::Names(&changed)
+        );
+        assert_eq!(
+            rotated.scope(ResourceType::Cluster, Some(2)),
+            Scope::Nothing
+        );
+        let web_after = rotated.resources_for(ResourceType::Secret, &web, Some(&sds));
+        assert!(web_after.iter().zip(&a).all(|(x, y)| Arc::ptr_eq(x, y)));
+    }
+
     /// envoy-types map fields are HashMaps with a random seed per map, so a map with two or more entries
     /// would encode in a different order from one build to the next and look like a change. Building
     /// every resource kind many times from scratch must give identical bytes.
