@@ -230,20 +230,36 @@ impl ClusterInput {
     }
 
     /// A level's hosts as EDS sends them: grouped by locality (sorted), within a locality sorted by
-    /// address and port; the endpoints of each remote network replaced by one host at its gateway.
-    /// Unreachable endpoints are not in a level to begin with (see `priorities`).
+    /// address and port; the endpoints behind each gateway replaced by one host at the gateway, in
+    /// the first of their localities (Envoy keeps one host per address). Unreachable endpoints are not
+    /// in a level to begin with (see `priorities`).
     pub fn hosts(
         &self,
         level: &PriorityLevel,
         client_network: Option<&str>,
     ) -> Vec<(&Locality, Vec<SentHost>)> {
-        let mut by_locality: BTreeMap<&Locality, Vec<SentHost>> = BTreeMap::new();
-        // (locality, network) → index of its gateway host in `by_locality[locality]`.
-        let mut gateway_at: BTreeMap<(&Locality, &str), usize> = BTreeMap::new();
+        let mut gateway_home: BTreeMap<(IpAddr, u16), &Locality> = BTreeMap::new();
         for &i in &level.endpoints {
             let ep = self.endpoint(i);
-            let hosts = by_locality.entry(&ep.locality).or_default();
-            match self.route(client_network, ep) {
+            if let Route::Gateway(_, gw) = self.route(client_network, ep) {
+                let home = gateway_home
+                    .entry((gw.address, gw.port))
+                    .or_insert(&ep.locality);
+                *home = (*home).min(&ep.locality);
+            }
+        }
+        let mut by_locality: BTreeMap<&Locality, Vec<SentHost>> = BTreeMap::new();
+        // Gateway → index of its host in `by_locality[its home]`.
+        let mut gateway_at: BTreeMap<(IpAddr, u16), usize> = BTreeMap::new();
+        for &i in &level.endpoints {
+            let ep = self.endpoint(i);
+            let route = self.route(client_network, ep);
+            let locality = match route {
+                Route::Gateway(_, gw) => gateway_home[&(gw.address, gw.port)],
+                _ => &ep.locality,
+            };
+            let hosts = by_locality.entry(locality).or_default();
+            match route {
                 Route::Direct | Route::Unreachable(_) => hosts.push(SentHost {
                     address: ep.address,
                     port: ep.target_port(&self.port),
@@ -251,14 +267,14 @@ impl ClusterInput {
                     gateway_for: None,
                     behind: 1,
                 }),
-                Route::Gateway(net, gw) => match gateway_at.get(&(&ep.locality, net)) {
+                Route::Gateway(net, gw) => match gateway_at.get(&(gw.address, gw.port)) {
                     Some(&at) => {
                         let host = &mut hosts[at];
                         host.behind += 1;
                         host.health = combined(host.health, ep.health);
                     }
                     None => {
-                        gateway_at.insert((&ep.locality, net), hosts.len());
+                        gateway_at.insert((gw.address, gw.port), hosts.len());
                         hosts.push(SentHost {
                             address: gw.address,
                             port: gw.port,

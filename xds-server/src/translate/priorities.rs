@@ -3,7 +3,9 @@
 //! Pure: the answer depends only on the client's [`LocalityClass`], the endpoints and the policy, so every
 //! client of one class can share one computed (and encoded) answer.
 
+use std::collections::BTreeMap;
 use std::fmt;
+use std::net::IpAddr;
 
 use crate::model::{labels, ClientInfo, Endpoint, ServiceId};
 use crate::policy::FailoverPolicy;
@@ -185,9 +187,46 @@ pub fn priorities(
         }
     }
     PriorityPlan {
-        levels,
+        levels: one_level_per_gateway(levels, input, client_network),
         unreachable,
     }
+}
+
+/// Envoy keys a cluster's hosts by address: the same gateway address in two levels is kept in one
+/// only (measured: the lower copy disappears). So every endpoint reached through one gateway joins the
+/// level of the best-ranked of them; the gateway can reach all of them, and which one serves is the
+/// remote network's choice anyway. Levels left empty are dropped and the rest renumbered.
+fn one_level_per_gateway(
+    mut levels: Vec<PriorityLevel>,
+    input: &ClusterInput,
+    client_network: Option<&str>,
+) -> Vec<PriorityLevel> {
+    let mut first_level: BTreeMap<(IpAddr, u16), usize> = BTreeMap::new();
+    let mut moved: Vec<(usize, usize)> = Vec::new();
+    for (at, level) in levels.iter_mut().enumerate() {
+        level.endpoints.retain(|&i| {
+            let Route::Gateway(_, gw) = input.route(client_network, input.endpoint(i)) else {
+                return true;
+            };
+            let home = *first_level.entry((gw.address, gw.port)).or_insert(at);
+            if home != at {
+                moved.push((home, i));
+            }
+            home == at
+        });
+    }
+    if moved.is_empty() {
+        return levels;
+    }
+    for (home, i) in moved {
+        levels[home].endpoints.push(i);
+    }
+    levels.retain(|l| !l.endpoints.is_empty());
+    for (priority, level) in levels.iter_mut().enumerate() {
+        level.priority = priority as u32;
+        level.endpoints.sort_unstable();
+    }
+    levels
 }
 
 /// One block's levels, best first, with indices into `endpoints`; endpoints not `reachable` are in

@@ -496,7 +496,8 @@ mod tests {
                 on("10.2.0.2", &b, Health::Healthy, "n2"),
                 on("10.2.0.3", &b, Health::Unhealthy, "n2"),
                 on("10.2.0.4", &c, Health::Unhealthy, "n2"),
-                on("10.2.0.5", &c, Health::Draining, "n2"),
+                on("10.4.0.1", &c, Health::Unhealthy, "n4"),
+                on("10.4.0.2", &c, Health::Draining, "n4"),
                 on("10.3.0.1", &c, Health::Draining, "n3"),
                 on("10.3.0.2", &c, Health::Draining, "n3"),
                 endpoint("10.9.0.1", c.clone(), Health::Healthy),
@@ -507,6 +508,7 @@ mod tests {
             ("n1", "192.0.2.1"),
             ("n2", "192.0.2.2"),
             ("n3", "192.0.2.3"),
+            ("n4", "192.0.2.4"),
         ] {
             registry.gateways.insert(
                 net.into(),
@@ -539,24 +541,25 @@ mod tests {
         assert_eq!(
             groups(&cla_for(Some("n1"))),
             vec![
-                // n2 in zone b: 3 endpoints, one healthy → one healthy gateway host of weight 3
+                // n2: 3 endpoints in zone b (one healthy) and one in zone c → one healthy gateway
+                // host of weight 4 where the best of them ranks (Envoy keeps one host per address)
                 (
                     0,
                     s("b"),
                     vec![
                         (s("10.1.0.1"), 8080, h, None),
-                        (s("192.0.2.2"), 15443, h, Some(3)),
+                        (s("192.0.2.2"), 15443, h, Some(4)),
                     ]
                 ),
-                // per locality: n2 in zone c has none healthy (unhealthy + draining → unhealthy),
-                // n3 is all draining → draining; the endpoint without a network is sent as is
+                // n3 is all draining → draining; n4 has none healthy (unhealthy + draining →
+                // unhealthy); the endpoint without a network is sent as is
                 (
                     1,
                     s("c"),
                     vec![
                         (s("10.9.0.1"), 8080, h, None),
-                        (s("192.0.2.2"), 15443, u, Some(2)),
                         (s("192.0.2.3"), 15443, d, Some(2)),
+                        (s("192.0.2.4"), 15443, u, Some(2)),
                     ]
                 ),
             ]
@@ -575,8 +578,80 @@ mod tests {
         // A client without a network label gets every endpoint directly, no weights.
         let flat = groups(&cla_for(None));
         let hosts: usize = flat.iter().map(|g| g.2.len()).sum();
-        assert_eq!(hosts, 9);
+        assert_eq!(hosts, 10);
         assert!(flat.iter().flat_map(|g| &g.2).all(|h| h.3.is_none()));
+    }
+
+    #[test]
+    fn one_gateway_host_per_cluster_even_across_levels_and_backups() {
+        use crate::model::{labels, NetworkGateway, Registry};
+        use crate::policy::BackupService;
+        let east = Locality::new("us-east1", "us-east1-b", "");
+        let west = Locality::new("us-west1", "us-west1-a", "");
+        let remote = |ip: &str, loc: &Locality| {
+            let mut e = endpoint(ip, loc.clone(), Health::Healthy);
+            e.labels.insert(labels::NETWORK.into(), "n2".into());
+            e
+        };
+        let primary = service(
+            "shop",
+            "checkout",
+            &[8080],
+            vec![
+                endpoint("10.1.0.1", east.clone(), Health::Healthy),
+                remote("10.2.0.1", &west),
+                endpoint("10.1.0.2", west.clone(), Health::Healthy),
+            ],
+        );
+        let mut registry = Registry::from_services([
+            primary.clone(),
+            service("shop", "dr", &[8080], vec![remote("10.2.1.1", &east)]),
+        ]);
+        registry.gateways.insert(
+            "n2".into(),
+            NetworkGateway {
+                address: "192.0.2.2".parse().unwrap(),
+                port: 15443,
+            },
+        );
+        let policy = FailoverPolicy {
+            backups: vec![BackupService {
+                service: ServiceId::new("shop", "dr"),
+                cluster: None,
+            }],
+            ..FailoverPolicy::default()
+        };
+        let input = ClusterInput::new(
+            &registry,
+            Arc::new(primary.clone()),
+            &primary.ports[0],
+            &policy,
+        );
+        let mut client = ClientInfo {
+            locality: east.clone(),
+            ..ClientInfo::default()
+        };
+        client.labels.insert(labels::NETWORK.into(), "n1".into());
+        let class = LocalityClass::of(&client, &policy);
+        let plan = priorities(&class, &input, &policy);
+        let cla = load_assignment("checkout.shop:8080", &input, &class, &plan, &policy);
+        let h = HealthStatus::Healthy as i32;
+        let s = |a: &str| a.to_string();
+        // The backup's n2 endpoint joins the primary's gateway host at P1 (filed under the first of
+        // its endpoints' localities, by name), and the backup's level, left empty, is gone: levels
+        // stay gap-free.
+        assert_eq!(
+            groups(&cla),
+            vec![
+                (0, s("us-east1-b"), vec![(s("10.1.0.1"), 8080, h, None)]),
+                (
+                    1,
+                    s("us-east1-b"),
+                    vec![(s("192.0.2.2"), 15443, h, Some(2))]
+                ),
+                (1, s("us-west1-a"), vec![(s("10.1.0.2"), 8080, h, None)]),
+            ]
+        );
     }
 
     #[test]
