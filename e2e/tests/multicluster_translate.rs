@@ -2,9 +2,9 @@
 //!
 //! * backups: `checkout` backs up to `checkout-dr`; when every `checkout` backend is gone (killed, or
 //!   marked not ready) traffic moves to `checkout-dr`, and comes back when `checkout` is back;
-//! * split horizon: a client on network n1 gets n2's three endpoints as ONE host at n2's gateway with
-//!   weight 3, and when n1's endpoints die its traffic goes through the gateway; a client without a
-//!   network gets the three endpoints themselves.
+//! * split horizon: a client on network n1 gets n2's endpoints as ONE host at n2's gateway with
+//!   weight 4 (its four endpoints, in two regions, behind one address), and when n1's endpoints die
+//!   its traffic goes through the gateway; a client without a network gets the endpoints themselves.
 
 use std::time::{Duration, Instant};
 
@@ -295,8 +295,11 @@ fn backup_service_takes_over_when_the_primary_is_gone_and_hands_back(protocol: X
 
 // ---- split horizon ----
 
-/// n2's endpoints: never contacted directly by an n1 client, so they need not exist.
+/// n2's endpoints in the client's region: never contacted directly by an n1 client, so they need
+/// not exist.
 const N2_ENDPOINTS: [&str; 3] = ["10.255.0.1", "10.255.0.2", "10.255.0.3"];
+/// One more n2 endpoint, in another region: a second level behind the same gateway address.
+const N2_FAR: &str = "10.255.1.1";
 
 fn remote_network_is_one_weighted_gateway_host_and_takes_over(protocol: XdsProtocol) {
     let dir = TempDir::new("split-horizon");
@@ -322,6 +325,10 @@ fn remote_network_is_one_weighted_gateway_host_and_takes_over(protocol: XdsProto
         ));
     }
     yaml.push_str(&format!(
+        "  - {{address: {N2_FAR}, locality: {{region: us-west1, zone: us-west1-a}}, \
+         labels: {{topology.istio.io/network: n2}}}}\n"
+    ));
+    yaml.push_str(&format!(
         "gateways:\n- {{network: n2, address: 127.0.0.1, port: {}}}\n",
         gateway.port()
     ));
@@ -337,8 +344,10 @@ fn remote_network_is_one_weighted_gateway_host_and_takes_over(protocol: XdsProto
     );
     let flat = envoy(&server, "flat-client", protocol, "echo.shop");
 
-    // n1's client: its own endpoints directly at P0, n2 as one gateway host of weight 3 at P1.
-    let got = wait_hosts(&on_n1, "echo.shop:8080", |h| h.len() == 3);
+    // n1's client: its own endpoints directly at P0, all four of n2's as ONE gateway host of weight
+    // 4 at P1, where the best of them ranks (the far one too: Envoy keeps one host per address, so a
+    // second copy at P2 would be dropped).
+    let got = wait_hosts(&on_n1, "echo.shop:8080", |h| h.len() == 3 && h[2].3 == 4);
     let mut want: Vec<(String, u16, u32, u64, String)> = local
         .iter()
         .map(|b| {
@@ -355,16 +364,16 @@ fn remote_network_is_one_weighted_gateway_host_and_takes_over(protocol: XdsProto
         "127.0.0.1".to_string(),
         gateway.port(),
         1,
-        3,
+        4,
         "HEALTHY".to_string(),
     ));
     want.sort();
     assert_eq!(got, want, "the n1 client's hosts");
-    // A client without a network: the five endpoints themselves.
-    let got = wait_hosts(&flat, "echo.shop:8080", |h| h.len() == 5);
+    // A client without a network: the six endpoints themselves.
+    let got = wait_hosts(&flat, "echo.shop:8080", |h| h.len() == 6);
     let addresses: Vec<&str> = got.iter().map(|h| h.0.as_str()).collect();
-    for ip in N2_ENDPOINTS {
-        assert!(addresses.contains(&ip), "{got:?}");
+    for ip in N2_ENDPOINTS.iter().chain([&N2_FAR]) {
+        assert!(addresses.contains(ip), "{got:?}");
     }
     assert!(
         got.iter().all(|h| h.3 == 1),
