@@ -671,6 +671,14 @@ fn status_table(r: &pb::ListClientsResponse) -> String {
     if r.clients.is_empty() {
         return "no Envoy connected\n".to_string();
     }
+    // SDS only when some client uses it, so meshes without mTLS keep the proxy-status layout.
+    let mut types = vec!["CDS", "EDS", "LDS", "RDS"];
+    if r.clients
+        .iter()
+        .any(|c| c.types.iter().any(|t| t.short_name == "SDS"))
+    {
+        types.push("SDS");
+    }
     let rows: Vec<Vec<String>> = r
         .clients
         .iter()
@@ -681,23 +689,20 @@ fn status_table(r: &pb::ListClientsResponse) -> String {
                 locality_text(c.locality.as_ref()),
                 protocol_text(c.protocol).to_string(),
             ];
-            for short in ["CDS", "EDS", "LDS", "RDS"] {
+            for short in &types {
                 let status = c
                     .types
                     .iter()
-                    .find(|t| t.short_name == short)
+                    .find(|t| t.short_name == *short)
                     .map_or("NOT SENT", |t| status_label(t.status));
                 row.push(status.to_string());
             }
             row
         })
         .collect();
-    let mut out = table(
-        &[
-            "NODE", "CLUSTER", "LOCALITY", "PROTOCOL", "CDS", "EDS", "LDS", "RDS",
-        ],
-        &rows,
-    );
+    let mut header = vec!["NODE", "CLUSTER", "LOCALITY", "PROTOCOL"];
+    header.extend(&types);
+    let mut out = table(&header, &rows);
     // Why something is NACKED, right under the table.
     for c in &r.clients {
         for t in &c.types {
@@ -1081,6 +1086,20 @@ mod tests {
         assert_eq!(
             status_table(&pb::ListClientsResponse::default()),
             "no Envoy connected\n"
+        );
+        // A client that uses SDS adds the column.
+        let mut with_sds = r.clone();
+        with_sds.clients[0]
+            .types
+            .push(type_status("SDS", SyncStatus::Synced));
+        let text = status_table(&with_sds);
+        assert!(
+            text.lines().next().unwrap().ends_with("RDS        SDS"),
+            "{text}"
+        );
+        assert!(
+            text.lines().nth(1).unwrap().ends_with("NOT SENT   SYNCED"),
+            "{text}"
         );
     }
 
