@@ -452,7 +452,11 @@ pub fn policies_pb(snapshot: &Snapshot, status: &PolicyStatus) -> pb::ListPolici
                 scope: scope_text(&entry.scope),
                 origin: origin_text(&entry.origin),
                 services,
-                failover_priority: p.failover_priority.clone(),
+                failover_priority: p
+                    .failover_priority
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
                 failover: p
                     .failover
                     .iter()
@@ -463,13 +467,12 @@ pub fn policies_pb(snapshot: &Snapshot, status: &PolicyStatus) -> pb::ListPolici
                     .collect(),
                 overprovisioning_factor: p.overprovisioning_factor,
                 panic_threshold: p.panic_threshold,
-                outlier_detection: Some(pb::OutlierDetection {
-                    consecutive_5xx: p.outlier_detection.consecutive_5xx,
-                    consecutive_gateway_failure: p.outlier_detection.consecutive_gateway_failure,
-                    interval_ms: p.outlier_detection.interval.as_millis() as u64,
-                    base_ejection_time_ms: p.outlier_detection.base_ejection_time.as_millis()
-                        as u64,
-                    max_ejection_percent: p.outlier_detection.max_ejection_percent,
+                outlier_detection: p.outlier_detection.as_ref().map(|od| pb::OutlierDetection {
+                    consecutive_5xx: od.consecutive_5xx,
+                    consecutive_gateway_failure: od.consecutive_gateway_failure,
+                    interval_ms: od.interval.as_millis() as u64,
+                    base_ejection_time_ms: od.base_ejection_time.as_millis() as u64,
+                    max_ejection_percent: od.max_ejection_percent,
                 }),
             }
         })

@@ -35,7 +35,7 @@ use tracing::{error, info, warn};
 
 use super::{
     default_failover_priority, publish_rejected, BackupService, FailoverPolicy, MtlsMode,
-    OutlierDetection, PolicyEntry, PolicyOrigin, PolicyScope, PolicySet, PolicyStatus,
+    OutlierDetection, PolicyEntry, PolicyOrigin, PolicyScope, PolicySet, PolicyStatus, PriorityKey,
     RegionFailover, RejectedPolicy,
 };
 use crate::model::ServiceId;
@@ -619,7 +619,11 @@ fn build(raw: RawPolicy) -> Result<(PolicyScope, String, String, FailoverPolicy)
                 path,
                 format!(
                     "must list at least one label key; omit it for the default order ({})",
-                    default_failover_priority().join(", ")
+                    default_failover_priority()
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             ));
         }
@@ -640,7 +644,7 @@ fn build(raw: RawPolicy) -> Result<(PolicyScope, String, String, FailoverPolicy)
                 ));
             }
         }
-        policy.failover_priority = keys;
+        policy.failover_priority = keys.iter().map(|k| PriorityKey::label(k.clone())).collect();
         policy.prefer_own_cluster = false;
     }
 
@@ -724,7 +728,7 @@ fn build(raw: RawPolicy) -> Result<(PolicyScope, String, String, FailoverPolicy)
                     .to_string(),
             ));
         }
-        policy.outlier_detection = od;
+        policy.outlier_detection = Some(od);
     }
 
     if let Some(v) = spec.overprovisioning_factor {
@@ -1202,16 +1206,17 @@ spec:
                     cluster: None,
                 },
             ],
-            outlier_detection: OutlierDetection {
+            outlier_detection: Some(OutlierDetection {
                 consecutive_5xx: 3,
                 consecutive_gateway_failure: 4,
                 interval: Duration::from_secs(2),
                 base_ejection_time: Duration::from_secs(60),
                 max_ejection_percent: 50,
-            },
+            }),
             overprovisioning_factor: 200,
             panic_threshold: 10,
             mtls: MtlsMode::Strict,
+            ..FailoverPolicy::default()
         };
         assert_eq!(*e.policy, expected);
     }
@@ -1232,10 +1237,10 @@ spec:
         assert_eq!(
             *entries[0].policy,
             FailoverPolicy {
-                outlier_detection: OutlierDetection {
+                outlier_detection: Some(OutlierDetection {
                     consecutive_5xx: 7,
                     ..OutlierDetection::default()
-                },
+                }),
                 ..FailoverPolicy::default()
             }
         );

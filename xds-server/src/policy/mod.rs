@@ -27,6 +27,161 @@ pub struct BackupService {
     pub cluster: Option<String>,
 }
 
+/// One `failoverPriority` entry: a label key, compared with the client's own value, or `key=value`,
+/// compared with that fixed value (a pin: "prefer endpoints on network n1", whoever the client is).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PriorityKey {
+    pub label: String,
+    pub pinned: Option<String>,
+}
+
+impl PriorityKey {
+    pub fn label(label: impl Into<String>) -> Self {
+        Self {
+            label: label.into(),
+            pinned: None,
+        }
+    }
+
+    pub fn pinned(label: impl Into<String>, value: impl Into<String>) -> Self {
+        Self {
+            label: label.into(),
+            pinned: Some(value.into()),
+        }
+    }
+
+    /// The value an endpoint's label must have to match at this key, for a client whose value of the
+    /// label is `client_value`. `None`: nothing matches (the client lacks the label).
+    pub fn wanted<'a>(&'a self, client_value: Option<&'a str>) -> Option<&'a str> {
+        self.pinned.as_deref().or(client_value)
+    }
+}
+
+/// A plain (unpinned) key.
+impl From<&str> for PriorityKey {
+    fn from(label: &str) -> Self {
+        Self::label(label)
+    }
+}
+
+impl std::fmt::Display for PriorityKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.pinned {
+            Some(v) => write!(f, "{}={v}", self.label),
+            None => f.write_str(&self.label),
+        }
+    }
+}
+
+/// A locality pattern of `distribute`: `region/zone/subzone` segments, `*` allowed only as the last
+/// segment (`eu-west4/*`, `eu-west4/eu-west4-b/*`, `*`). Without `*` all three segments are given and
+/// the pattern names one locality exactly.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LocalityPattern {
+    /// The segments before `*` (or all three).
+    pub segments: Vec<String>,
+    pub wildcard: bool,
+}
+
+impl LocalityPattern {
+    /// Whether a locality (region, zone, subzone; empty when unknown) is matched.
+    pub fn matches(&self, locality: [&str; 3]) -> bool {
+        if !self.wildcard && self.segments.len() != 3 {
+            return false;
+        }
+        self.segments
+            .iter()
+            .zip(locality)
+            .all(|(want, have)| want == have)
+    }
+
+    /// Whether some locality is matched by both patterns.
+    pub fn overlaps(&self, other: &Self) -> bool {
+        let common = self.segments.len().min(other.segments.len());
+        if self.segments[..common] != other.segments[..common] {
+            return false;
+        }
+        // Equal on the shared prefix: they overlap if the shorter one is a wildcard (or both are
+        // exact, hence equal).
+        let shorter = if self.segments.len() <= other.segments.len() {
+            self
+        } else {
+            other
+        };
+        shorter.wildcard || self.segments.len() == other.segments.len()
+    }
+}
+
+impl std::fmt::Display for LocalityPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts: Vec<&str> = self.segments.iter().map(String::as_str).collect();
+        if self.wildcard {
+            parts.push("*");
+        }
+        f.write_str(&parts.join("/"))
+    }
+}
+
+/// `distribute: [{from, to}]`: clients whose locality matches `from` send their traffic to the `to`
+/// localities by weight. The `to` localities form the first priority level together (weighted by
+/// locality); every other endpoint keeps its usual ranking below them, so failover still works.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DistributeRule {
+    pub from: LocalityPattern,
+    /// Non-overlapping patterns, weights 1..=100 summing to 100, in the order written.
+    pub to: Vec<(LocalityPattern, u32)>,
+}
+
+/// What an active health check sends.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum HealthCheckProtocol {
+    /// `GET path`; healthy on a 200 answer (Envoy's default), optionally with a `Host` header.
+    Http { path: String, host: Option<String> },
+    /// A TCP connect.
+    Tcp,
+    /// `grpc.health.v1.Health/Check`, optionally for one service name.
+    Grpc { service: Option<String> },
+}
+
+/// `healthCheck`: every client Envoy probes every endpoint of the service; a failing endpoint is
+/// unhealthy (like an ejected one), so its level loses health and traffic spills to the next.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HealthCheck {
+    pub protocol: HealthCheckProtocol,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub unhealthy_threshold: u32,
+    pub healthy_threshold: u32,
+}
+
+impl HealthCheck {
+    pub fn new(protocol: HealthCheckProtocol) -> Self {
+        Self {
+            protocol,
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(1),
+            unhealthy_threshold: 3,
+            healthy_threshold: 2,
+        }
+    }
+}
+
+/// `spillover`: how traffic leaves a level whose hosts start failing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Spillover {
+    /// By Envoy's formula with `overprovisioningFactor`: a level keeps all its traffic while
+    /// healthy% × factor ≥ 100, then hands over the shortfall proportionally.
+    #[default]
+    Gradual,
+    /// A level keeps all its traffic while any of its hosts is healthy (sent as the largest
+    /// overprovisioning factor we accept, [`ALL_OR_NOTHING_FACTOR`]).
+    AllOrNothing,
+}
+
+/// The overprovisioning factor `spillover: allOrNothing` sends: a level stays 100% healthy while at
+/// least one host in 1,000 is healthy.
+pub const ALL_OR_NOTHING_FACTOR: u32 = 100_000;
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct OutlierDetection {
     pub consecutive_5xx: u32,
@@ -57,7 +212,7 @@ impl Default for OutlierDetection {
 pub struct FailoverPolicy {
     /// Ordered label keys; an endpoint's priority is decided by how many leading keys match the client.
     /// Never empty after validation: the built-in order is region, zone, subzone.
-    pub failover_priority: Vec<String>,
+    pub failover_priority: Vec<PriorityKey>,
     /// Within each locality rank, endpoints in the client's own cluster (`topology.istio.io/cluster`)
     /// come first. Only for the built-in key order: a user who sets `failoverPriority` decides the
     /// order alone (and can list the cluster key where they want it).
@@ -66,7 +221,14 @@ pub struct FailoverPolicy {
     /// Services to fail over to after every locality of this one, in order (only on a policy for one
     /// service).
     pub backups: Vec<BackupService>,
-    pub outlier_detection: OutlierDetection,
+    /// Weighted first levels for clients in given localities; the first rule whose `from` matches a
+    /// client applies.
+    pub distribute: Vec<DistributeRule>,
+    /// `None`: `outlierDetection: {enabled: false}` (for instance when health checks are the signal).
+    pub outlier_detection: Option<OutlierDetection>,
+    pub health_check: Option<HealthCheck>,
+    pub spillover: Spillover,
+    /// The factor sent to Envoy ([`ALL_OR_NOTHING_FACTOR`] with `spillover: allOrNothing`).
     pub overprovisioning_factor: u32,
     /// Percent; 0 disables Envoy's panic mode, which would otherwise spread traffic over dead hosts in
     /// exactly the large outages failover exists for.
@@ -86,11 +248,11 @@ pub enum MtlsMode {
     Strict,
 }
 
-pub fn default_failover_priority() -> Vec<String> {
+pub fn default_failover_priority() -> Vec<PriorityKey> {
     vec![
-        labels::REGION.to_string(),
-        labels::ZONE.to_string(),
-        labels::SUBZONE.to_string(),
+        PriorityKey::label(labels::REGION),
+        PriorityKey::label(labels::ZONE),
+        PriorityKey::label(labels::SUBZONE),
     ]
 }
 
@@ -101,7 +263,10 @@ impl Default for FailoverPolicy {
             prefer_own_cluster: true,
             failover: Vec::new(),
             backups: Vec::new(),
-            outlier_detection: OutlierDetection::default(),
+            distribute: Vec::new(),
+            outlier_detection: Some(OutlierDetection::default()),
+            health_check: None,
+            spillover: Spillover::Gradual,
             overprovisioning_factor: 140,
             panic_threshold: 0,
             mtls: MtlsMode::Disable,
@@ -113,9 +278,22 @@ impl FailoverPolicy {
     /// The label keys whose client values decide this policy's EDS answer. Clients that agree on all of
     /// them share one encoded answer.
     pub fn client_keys(&self) -> Vec<&str> {
-        let mut keys: Vec<&str> = self.failover_priority.iter().map(String::as_str).collect();
+        // A pinned key compares endpoints with a fixed value: the client's own value does not matter.
+        let mut keys: Vec<&str> = self
+            .failover_priority
+            .iter()
+            .filter(|k| k.pinned.is_none())
+            .map(|k| k.label.as_str())
+            .collect();
         if !self.failover.is_empty() && !keys.contains(&labels::REGION) {
             keys.push(labels::REGION);
+        }
+        if !self.distribute.is_empty() {
+            for key in [labels::REGION, labels::ZONE, labels::SUBZONE] {
+                if !keys.contains(&key) {
+                    keys.push(key);
+                }
+            }
         }
         keys
     }
@@ -123,7 +301,11 @@ impl FailoverPolicy {
     /// Whether endpoints in the client's cluster rank first within each locality rank. Not when the
     /// cluster key is among the policy's own keys: there it already has the place the user gave it.
     pub fn splits_by_cluster(&self) -> bool {
-        self.prefer_own_cluster && !self.failover_priority.iter().any(|k| k == labels::CLUSTER)
+        self.prefer_own_cluster
+            && !self
+                .failover_priority
+                .iter()
+                .any(|k| k.label == labels::CLUSTER)
     }
 
     /// Failover target regions for a client region, in preference order.
@@ -132,6 +314,11 @@ impl FailoverPolicy {
             .iter()
             .filter(move |rule| rule.from == client_region)
             .map(|rule| rule.to.as_str())
+    }
+
+    /// The `distribute` rule for a client locality (region, zone, subzone; empty when unknown).
+    pub fn distribution_for(&self, client: [&str; 3]) -> Option<&DistributeRule> {
+        self.distribute.iter().find(|r| r.from.matches(client))
     }
 }
 
@@ -333,7 +520,7 @@ mod tests {
     #[test]
     fn failover_rules_add_region_to_client_keys() {
         let policy = FailoverPolicy {
-            failover_priority: vec!["topology.istio.io/cluster".into()],
+            failover_priority: vec![PriorityKey::label("topology.istio.io/cluster")],
             failover: vec![RegionFailover {
                 from: "a".into(),
                 to: "b".into(),

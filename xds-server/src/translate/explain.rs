@@ -463,7 +463,7 @@ fn locality_reason_text(
         let first = policy
             .failover_priority
             .first()
-            .map(String::as_str)
+            .map(|k| k.label.as_str())
             .unwrap_or(labels::REGION);
         let mut why = if class.value(first).is_none() {
             vec![format!(

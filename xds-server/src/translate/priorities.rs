@@ -267,9 +267,11 @@ fn rank(
             // "in the same zone" as anyone.
             let matched = keys
                 .iter()
-                .take_while(|key| match (class.value(key), ep.label(key)) {
-                    (Some(c), Some(e)) => c == e,
-                    _ => false,
+                .take_while(|key| {
+                    match (key.wanted(class.value(&key.label)), ep.label(&key.label)) {
+                        (Some(c), Some(e)) => c == e,
+                        _ => false,
+                    }
                 })
                 .count();
             let failover = ep
@@ -317,7 +319,7 @@ fn rank(
                     .map(|_| true)
             };
             let reason = LevelReason {
-                matched_keys: keys[..matched].to_vec(),
+                matched_keys: keys[..matched].iter().map(ToString::to_string).collect(),
                 failover_rule,
                 own_cluster,
                 backup: None,

@@ -37,7 +37,7 @@ use envoy_types::pb::google::protobuf::{Duration as PbDuration, UInt32Value};
 use envoy_types::util::pack_any;
 
 use crate::model::{labels, Health, Service, ServiceId, ServicePort};
-use crate::policy::{FailoverPolicy, MtlsMode};
+use crate::policy::{FailoverPolicy, MtlsMode, OutlierDetection};
 use crate::translate::input::ClusterInput;
 use crate::translate::priorities::{LocalityClass, PriorityPlan};
 
@@ -66,7 +66,6 @@ pub(crate) fn ads_config_source() -> ConfigSource {
 
 /// An EDS-over-ADS cluster carrying the policy's failure detection and spillover settings.
 pub fn cluster(name: &str, policy: &FailoverPolicy) -> Cluster {
-    let od = &policy.outlier_detection;
     Cluster {
         name: name.to_string(),
         cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32)),
@@ -75,34 +74,7 @@ pub fn cluster(name: &str, policy: &FailoverPolicy) -> Cluster {
             service_name: name.to_string(),
         }),
         connect_timeout: Some(duration(std::time::Duration::from_secs(1))),
-        outlier_detection: Some(EnvoyOutlierDetection {
-            consecutive_5xx: Some(UInt32Value {
-                value: od.consecutive_5xx,
-            }),
-            enforcing_consecutive_5xx: Some(UInt32Value {
-                value: if od.consecutive_5xx == 0 { 0 } else { 100 },
-            }),
-            consecutive_gateway_failure: Some(UInt32Value {
-                value: od.consecutive_gateway_failure,
-            }),
-            // Envoy's default is 0 (detected but never enforced): a refused connection would not eject.
-            enforcing_consecutive_gateway_failure: Some(UInt32Value {
-                value: if od.consecutive_gateway_failure == 0 {
-                    0
-                } else {
-                    100
-                },
-            }),
-            interval: Some(duration(od.interval)),
-            base_ejection_time: Some(duration(od.base_ejection_time)),
-            max_ejection_percent: Some(UInt32Value {
-                value: od.max_ejection_percent,
-            }),
-            // Success-rate ejection needs request volume a failover setup cannot promise; consecutive
-            // failures are the signal we rely on.
-            enforcing_success_rate: Some(UInt32Value { value: 0 }),
-            ..EnvoyOutlierDetection::default()
-        }),
+        outlier_detection: policy.outlier_detection.as_ref().map(outlier_detection),
         common_lb_config: Some(CommonLbConfig {
             healthy_panic_threshold: Some(Percent {
                 value: f64::from(policy.panic_threshold),
@@ -116,6 +88,37 @@ pub fn cluster(name: &str, policy: &FailoverPolicy) -> Cluster {
         transport_socket: (policy.mtls == MtlsMode::Strict)
             .then(super::mtls::upstream_transport_socket),
         ..Cluster::default()
+    }
+}
+
+fn outlier_detection(od: &OutlierDetection) -> EnvoyOutlierDetection {
+    EnvoyOutlierDetection {
+        consecutive_5xx: Some(UInt32Value {
+            value: od.consecutive_5xx,
+        }),
+        enforcing_consecutive_5xx: Some(UInt32Value {
+            value: if od.consecutive_5xx == 0 { 0 } else { 100 },
+        }),
+        consecutive_gateway_failure: Some(UInt32Value {
+            value: od.consecutive_gateway_failure,
+        }),
+        // Envoy's default is 0 (detected but never enforced): a refused connection would not eject.
+        enforcing_consecutive_gateway_failure: Some(UInt32Value {
+            value: if od.consecutive_gateway_failure == 0 {
+                0
+            } else {
+                100
+            },
+        }),
+        interval: Some(duration(od.interval)),
+        base_ejection_time: Some(duration(od.base_ejection_time)),
+        max_ejection_percent: Some(UInt32Value {
+            value: od.max_ejection_percent,
+        }),
+        // Success-rate ejection needs request volume a failover setup cannot promise; consecutive
+        // failures are the signal we rely on.
+        enforcing_success_rate: Some(UInt32Value { value: 0 }),
+        ..EnvoyOutlierDetection::default()
     }
 }
 
