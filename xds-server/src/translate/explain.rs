@@ -42,10 +42,10 @@
 use serde::Serialize;
 
 use crate::model::{labels, Health, Locality};
-use crate::policy::FailoverPolicy;
+use crate::policy::{FailoverPolicy, HealthCheckProtocol};
 use crate::translate::input::{ClusterInput, SentHost};
-use crate::translate::priorities::{priorities, LevelReason, LocalityClass};
-use crate::translate::resources::cluster_name;
+use crate::translate::priorities::{distribute_text, priorities, LevelReason, LocalityClass};
+use crate::translate::resources::{cluster_name, locality_weights};
 
 /// What one client class gets for one service port, level by level, and Envoy's expected load split.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -72,7 +72,8 @@ pub struct Explanation {
     /// min(100, Σ health scores). Below 100 the load is scaled up to fill 100%.
     pub normalized_total_health: u32,
     /// What the levels leave out: backups that cannot be used and endpoints the client cannot reach
-    /// (another network without a gateway), each with the reason.
+    /// (another network without a gateway), each with the reason; then how Envoy detects failures
+    /// on its own (active health checks, outlier detection off), which this prediction cannot see.
     pub notes: Vec<String>,
 }
 
@@ -91,6 +92,12 @@ pub struct ExplainedLevel {
     pub failover: Option<FailoverRule>,
     /// `namespace/name` of the backup service this level belongs to.
     pub backup: Option<String>,
+    /// Set when the level exists because of a `distribute` rule.
+    pub distribute: Option<ExplainedDistribute>,
+    /// The level's localities with their weight and expected share, in the EDS answer's order.
+    /// Only for a policy with `distribute` rules (the cluster balances by locality weight); empty
+    /// otherwise, where Envoy balances over the level's hosts regardless of locality.
+    pub localities: Vec<LocalityShare>,
     /// In the EDS answer's order: by locality, then address and port.
     pub endpoints: Vec<ExplainedEndpoint>,
     pub healthy: usize,
@@ -109,6 +116,39 @@ pub struct ExplainedLevel {
 pub struct MatchedLabel {
     pub key: String,
     pub value: String,
+    /// A pinned `failoverPriority` key (`key=value`): the value is the policy's, not the client's.
+    pub pinned: bool,
+}
+
+/// The `distribute` rule a level comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExplainedDistribute {
+    /// The client locality pattern, e.g. `us-east1/*`.
+    pub from: String,
+    /// `(pattern, weight in percent)` in the order written.
+    pub to: Vec<DistributeTarget>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DistributeTarget {
+    pub pattern: String,
+    pub weight: u32,
+}
+
+/// One locality of a level under locality-weighted balancing.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LocalityShare {
+    pub locality: ExplainedLocality,
+    /// `LocalityLbEndpoints.load_balancing_weight` as sent.
+    pub weight: u32,
+    /// In a `distribute` level: the `to` pattern this locality falls under.
+    pub pattern: Option<String>,
+    /// Percent of the level's requests with every host healthy: weight / Σ weights of the level.
+    pub share_of_level: f64,
+    /// Expected percent of all requests, from the health sent: the level's load split over its
+    /// localities by effective weight (weight × min(1, overprovisioning factor × healthy / total),
+    /// Envoy's `effectiveLocalityWeight`); by host weight when the level has no healthy host.
+    pub expected_percent: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -194,6 +234,7 @@ pub fn explain(
         policy.overprovisioning_factor,
         policy.panic_threshold,
     );
+    let weighted = !policy.distribute.is_empty();
     let levels = plan
         .levels
         .iter()
@@ -201,6 +242,16 @@ pub fn explain(
         .enumerate()
         .map(|(i, (level, hosts))| {
             let (healthy, total) = counts[i];
+            let localities = if weighted {
+                locality_shares(
+                    level,
+                    &input.hosts(level, client_network),
+                    split.load[i],
+                    policy.overprovisioning_factor,
+                )
+            } else {
+                Vec::new()
+            };
             ExplainedLevel {
                 priority: level.priority,
                 reason: reason_text(&level.reason, class, policy),
@@ -209,10 +260,30 @@ pub fn explain(
                     .matched_keys
                     .iter()
                     .map(|key| MatchedLabel {
-                        key: key.clone(),
-                        value: class.value(key).unwrap_or_default().to_string(),
+                        key: key.label.clone(),
+                        value: key
+                            .wanted(class.value(&key.label))
+                            .unwrap_or_default()
+                            .to_string(),
+                        pinned: key.pinned.is_some(),
                     })
                     .collect(),
+                distribute: level
+                    .reason
+                    .distribute
+                    .as_ref()
+                    .map(|rule| ExplainedDistribute {
+                        from: rule.from.to_string(),
+                        to: rule
+                            .to
+                            .iter()
+                            .map(|(p, w)| DistributeTarget {
+                                pattern: p.to_string(),
+                                weight: *w,
+                            })
+                            .collect(),
+                    }),
+                localities,
                 failover: level
                     .reason
                     .failover_rule
@@ -271,6 +342,7 @@ pub fn explain(
             client_network.unwrap_or_default()
         )
     }));
+    notes.extend(failure_detection_notes(policy));
     Explanation {
         cluster: cluster_name(&input.service.id, &input.port),
         service: input.service.id.to_string(),
@@ -285,6 +357,99 @@ pub fn explain(
         normalized_total_health: split.normalized_total_health,
         notes,
     }
+}
+
+/// What Envoy does about failures by itself, beyond the health the control plane sends.
+fn failure_detection_notes(policy: &FailoverPolicy) -> Vec<String> {
+    let mut notes = Vec::new();
+    if let Some(hc) = &policy.health_check {
+        let what = match &hc.protocol {
+            HealthCheckProtocol::Http { path, host } => match host {
+                Some(host) => format!("HTTP GET {path} (Host {host})"),
+                None => format!("HTTP GET {path}"),
+            },
+            HealthCheckProtocol::Tcp => "TCP connect".to_string(),
+            HealthCheckProtocol::Grpc { service } => match service {
+                Some(service) => format!("gRPC health check of {service}"),
+                None => "gRPC health check".to_string(),
+            },
+        };
+        notes.push(format!(
+            "active health checks: {what} every {:?} (timeout {:?}); {} failures mark an endpoint \
+             unhealthy, {} successes healthy again; Envoy applies them itself, so this prediction \
+             (from the health sent in EDS) does not show them",
+            hc.interval, hc.timeout, hc.unhealthy_threshold, hc.healthy_threshold
+        ));
+    }
+    if policy.outlier_detection.is_none() {
+        notes.push(
+            "outlier detection is disabled: failing requests do not eject endpoints".to_string(),
+        );
+    }
+    notes
+}
+
+/// Per-locality weights and shares of one level (locality-weighted balancing), `load` being the
+/// level's percent of all requests. Envoy picks a locality by effective weight = weight ×
+/// min(1, factor/100 × healthy / total) (`LocalityWrr::effectiveLocalityWeight`), then a host in it.
+fn locality_shares(
+    level: &crate::translate::priorities::PriorityLevel,
+    groups: &[(&Locality, Vec<SentHost>)],
+    load: u32,
+    overprovisioning_factor: u32,
+) -> Vec<LocalityShare> {
+    let weights = locality_weights(level, groups);
+    let sum: f64 = weights.iter().map(|&w| f64::from(w)).sum();
+    let effective: Vec<f64> = groups
+        .iter()
+        .zip(&weights)
+        .map(|((_, hosts), &w)| {
+            let healthy = hosts.iter().filter(|h| h.health == Health::Healthy).count();
+            let availability =
+                f64::from(overprovisioning_factor) / 100.0 * healthy as f64 / hosts.len() as f64;
+            f64::from(w) * availability.min(1.0)
+        })
+        .collect();
+    let effective_sum: f64 = effective.iter().sum();
+    // No healthy host in the level: Envoy balances over all its hosts by host weight.
+    let host_weight: Vec<f64> = groups
+        .iter()
+        .map(|(_, hosts)| hosts.iter().map(|h| f64::from(h.behind)).sum())
+        .collect();
+    let host_weight_sum: f64 = host_weight.iter().sum();
+    groups
+        .iter()
+        .enumerate()
+        .map(|(i, (locality, _))| {
+            let fraction = if effective_sum > 0.0 {
+                effective[i] / effective_sum
+            } else {
+                host_weight[i] / host_weight_sum
+            };
+            let pattern = level.reason.distribute.as_ref().and_then(|rule| {
+                let l = [
+                    locality.region.as_str(),
+                    locality.zone.as_str(),
+                    locality.subzone.as_str(),
+                ];
+                rule.to
+                    .iter()
+                    .find(|(p, _)| p.matches(l))
+                    .map(|(p, _)| p.to_string())
+            });
+            LocalityShare {
+                locality: ExplainedLocality {
+                    region: locality.region.clone(),
+                    zone: locality.zone.clone(),
+                    sub_zone: locality.subzone.clone(),
+                },
+                weight: weights[i],
+                pattern,
+                share_of_level: 100.0 * f64::from(weights[i]) / sum,
+                expected_percent: f64::from(load) * fraction,
+            }
+        })
+        .collect()
 }
 
 /// Envoy's expected per-priority load for levels given as `(healthy, total)` host counts, priority 0
@@ -440,15 +605,31 @@ fn locality_reason_text(
             format!("another cluster than the client's ({client})")
         }
     });
+    if let Some(rule) = &reason.distribute {
+        return format!(
+            "distribute rule {} (the client's locality matches {}; localities weighted by \
+             pattern, every other endpoint fails over below)",
+            distribute_text(rule),
+            rule.from
+        );
+    }
     let mut parts = Vec::new();
-    if !reason.matched_keys.is_empty() {
-        let names: Vec<&str> = reason.matched_keys.iter().map(|k| short_key(k)).collect();
-        let values: Vec<String> = reason
-            .matched_keys
+    let compared: Vec<&str> = reason
+        .matched_keys
+        .iter()
+        .filter(|k| k.pinned.is_none())
+        .map(|k| k.label.as_str())
+        .collect();
+    if !compared.is_empty() {
+        let names: Vec<&str> = compared.iter().map(|k| short_key(k)).collect();
+        let values: Vec<String> = compared
             .iter()
             .map(|k| format!("{k}={}", class.value(k).unwrap_or_default()))
             .collect();
         parts.push(format!("same {} ({})", join_and(&names), values.join(", ")));
+    }
+    for key in reason.matched_keys.iter().filter(|k| k.pinned.is_some()) {
+        parts.push(format!("{key} (pinned)"));
     }
     if let Some((from, to)) = &reason.failover_rule {
         let mut text = format!("failover target region {to} (policy failover from {from}");
@@ -460,17 +641,17 @@ fn locality_reason_text(
         parts.push(text);
     }
     if parts.is_empty() {
-        let first = policy
-            .failover_priority
-            .first()
-            .map(|k| k.label.as_str())
-            .unwrap_or(labels::REGION);
-        let mut why = if class.value(first).is_none() {
-            vec![format!(
-                "the client has no {first} label, so no locality can match"
-            )]
-        } else {
-            vec![format!("not the same {} as the client", short_key(first))]
+        let first = policy.failover_priority.first();
+        let first_label = first.map(|k| k.label.as_str()).unwrap_or(labels::REGION);
+        let mut why = match first.and_then(|k| k.pinned.as_ref()) {
+            Some(value) => vec![format!("not {first_label}={value} (pinned)")],
+            None if class.value(first_label).is_none() => vec![format!(
+                "the client has no {first_label} label, so no locality can match"
+            )],
+            None => vec![format!(
+                "not the same {} as the client",
+                short_key(first_label)
+            )],
         };
         if !targets.is_empty() {
             why.push(format!("not a failover target region of {client_region}"));
@@ -481,7 +662,10 @@ fn locality_reason_text(
         }
         return text;
     }
-    let matched_region = reason.matched_keys.iter().any(|k| k == labels::REGION);
+    let matched_region = reason
+        .matched_keys
+        .iter()
+        .any(|k| k.label == labels::REGION && k.pinned.is_none());
     if reason.failover_rule.is_none() && !targets.is_empty() && !matched_region {
         parts.push(format!(
             "not in a failover target region of {client_region}"
@@ -659,6 +843,7 @@ mod tests {
             }
         }
         Service {
+            traffic_distribution: None,
             id: ServiceId::new("shop", "checkout"),
             ports: vec![ServicePort {
                 name: "http".into(),
@@ -752,11 +937,13 @@ mod tests {
             vec![
                 MatchedLabel {
                     key: labels::REGION.into(),
-                    value: "r1".into()
+                    value: "r1".into(),
+                    pinned: false,
                 },
                 MatchedLabel {
                     key: labels::ZONE.into(),
-                    value: "r1-a".into()
+                    value: "r1-a".into(),
+                    pinned: false,
                 },
             ]
         );
@@ -879,7 +1066,11 @@ mod tests {
         let mut svc = nine_zones();
         svc.endpoints[4].port_overrides.insert("http".into(), 9090);
         svc.endpoints[2].health = Health::Draining;
-        for policy in [FailoverPolicy::default(), failover_policy()] {
+        for policy in [
+            FailoverPolicy::default(),
+            failover_policy(),
+            distribute_policy(),
+        ] {
             for (region, zone) in [("r1", "r1-a"), ("r2", "r2-b"), ("r3", "r3-c"), ("r4", "")] {
                 let class = class_in(region, zone, &policy);
                 let x = explain(&class, &plain(&svc), &policy);
@@ -943,6 +1134,7 @@ mod tests {
             e
         };
         let svc = |name: &str, endpoints: Vec<Endpoint>| Service {
+            traffic_distribution: None,
             id: ServiceId::new("shop", name),
             ports: vec![ServicePort {
                 name: "http".into(),
@@ -1092,5 +1284,170 @@ mod tests {
             ]
         );
         assert_eq!(zones(&x.levels[1]), vec!["r1-a"]);
+    }
+
+    fn distribute_policy() -> FailoverPolicy {
+        use crate::translate::priorities::tests::rule;
+        FailoverPolicy {
+            distribute: vec![rule("r1/r1-a/*", &[("r2/*", 75), ("r3/r3-a/*", 25)])],
+            ..FailoverPolicy::default()
+        }
+    }
+
+    #[test]
+    fn distribute_level_shows_its_rule_and_each_locality_share() {
+        let mut svc = nine_zones();
+        let policy = distribute_policy();
+        let class = class_in("r1", "r1-a", &policy);
+        let x = explain(&class, &plain(&svc), &policy);
+        let p0 = &x.levels[0];
+        assert_eq!(zones(p0), vec!["r2-a", "r2-b", "r2-c", "r3-a"]);
+        assert_eq!(
+            p0.reason,
+            "distribute rule from r1/r1-a/*: r2/* 75%, r3/r3-a/* 25% (the client's locality \
+             matches r1/r1-a/*; localities weighted by pattern, every other endpoint fails over \
+             below)"
+        );
+        assert_eq!(
+            p0.distribute,
+            Some(ExplainedDistribute {
+                from: "r1/r1-a/*".into(),
+                to: vec![
+                    DistributeTarget {
+                        pattern: "r2/*".into(),
+                        weight: 75
+                    },
+                    DistributeTarget {
+                        pattern: "r3/r3-a/*".into(),
+                        weight: 25
+                    },
+                ],
+            })
+        );
+        // r2's 75% over its three zones, r3-a alone 25%: weights 1, 1, 1, 1 (75, 75, 75 | 75 ÷ 75).
+        let shares = |l: &ExplainedLevel| -> Vec<(String, u32, Option<String>, f64, f64)> {
+            l.localities
+                .iter()
+                .map(|s| {
+                    (
+                        s.locality.zone.clone(),
+                        s.weight,
+                        s.pattern.clone(),
+                        (s.share_of_level * 100.0).round() / 100.0,
+                        (s.expected_percent * 100.0).round() / 100.0,
+                    )
+                })
+                .collect()
+        };
+        let r2 = Some("r2/*".to_string());
+        let r3 = Some("r3/r3-a/*".to_string());
+        assert_eq!(
+            shares(p0),
+            vec![
+                ("r2-a".into(), 1, r2.clone(), 25.0, 25.0),
+                ("r2-b".into(), 1, r2.clone(), 25.0, 25.0),
+                ("r2-c".into(), 1, r2.clone(), 25.0, 25.0),
+                ("r3-a".into(), 1, r3.clone(), 25.0, 25.0),
+            ]
+        );
+        // The usual levels follow, weighted by host count: own zone, then the rest of the region.
+        assert_eq!(zones(&x.levels[1]), vec!["r1-a"]);
+        assert_eq!(
+            shares(&x.levels[1]),
+            vec![("r1-a".into(), 1, None, 100.0, 0.0)]
+        );
+        assert_eq!(x.load[0], 100);
+        // A dead locality inside a pattern: its weight is lost and the level's live localities share
+        // the load by weight (Envoy's effective locality weight), r3-a included; the level itself
+        // is still healthy enough (3 of 4 × 1.4 ≥ 100%) to keep everything.
+        for e in svc
+            .endpoints
+            .iter_mut()
+            .filter(|e| e.locality.zone == "r2-a")
+        {
+            e.health = Health::Unhealthy;
+        }
+        let x = explain(&class, &plain(&svc), &policy);
+        assert_eq!(x.load[0], 100);
+        let got = shares(&x.levels[0]);
+        assert_eq!(got[0].4, 0.0);
+        assert!(got[1..].iter().all(|s| s.4 == 33.33), "{got:?}");
+        // A policy without distribute reports no per-locality weights.
+        let x = explain(&class, &plain(&svc), &FailoverPolicy::default());
+        assert!(x
+            .levels
+            .iter()
+            .all(|l| l.localities.is_empty() && l.distribute.is_none()));
+    }
+
+    #[test]
+    fn pinned_keys_are_named_with_their_value() {
+        use crate::policy::PriorityKey;
+        let mut svc = nine_zones();
+        for e in svc.endpoints.iter_mut() {
+            let net = if e.locality.region == "r2" {
+                "n2"
+            } else {
+                "n1"
+            };
+            e.labels.insert(labels::NETWORK.into(), net.into());
+        }
+        let policy = FailoverPolicy {
+            failover_priority: vec![
+                PriorityKey::pinned(labels::NETWORK, "n2"),
+                labels::REGION.into(),
+            ],
+            ..FailoverPolicy::default()
+        };
+        let class = class_in("r1", "r1-a", &policy);
+        let x = explain(&class, &plain(&svc), &policy);
+        let reasons: Vec<&str> = x.levels.iter().map(|l| l.reason.as_str()).collect();
+        assert_eq!(
+            reasons,
+            vec![
+                "topology.istio.io/network=n2 (pinned)",
+                "remaining endpoints (not topology.istio.io/network=n2 (pinned))",
+            ]
+        );
+        assert_eq!(
+            x.levels[0].matched_labels,
+            vec![MatchedLabel {
+                key: labels::NETWORK.into(),
+                value: "n2".into(),
+                pinned: true,
+            }]
+        );
+    }
+
+    #[test]
+    fn notes_say_how_envoy_detects_failures_by_itself() {
+        use crate::policy::{HealthCheck, HealthCheckProtocol};
+        let svc = nine_zones();
+        let policy = FailoverPolicy {
+            health_check: Some(HealthCheck::new(HealthCheckProtocol::Http {
+                path: "/healthz".into(),
+                host: None,
+            })),
+            outlier_detection: None,
+            ..FailoverPolicy::default()
+        };
+        let x = explain(&class_in("r1", "r1-a", &policy), &plain(&svc), &policy);
+        assert_eq!(
+            x.notes,
+            vec![
+                "active health checks: HTTP GET /healthz every 5s (timeout 1s); 3 failures mark \
+                 an endpoint unhealthy, 2 successes healthy again; Envoy applies them itself, so \
+                 this prediction (from the health sent in EDS) does not show them"
+                    .to_string(),
+                "outlier detection is disabled: failing requests do not eject endpoints"
+                    .to_string(),
+            ]
+        );
+        let x = explain(
+            &class_in("r1", "r1-a", &policy),
+            &plain(&svc),
+            &FailoverPolicy::default(),
+        );
+        assert!(x.notes.is_empty());
     }
 }

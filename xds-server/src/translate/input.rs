@@ -15,7 +15,7 @@ use crate::model::{
     labels, Endpoint, Health, Locality, NetworkGateway, Registry, Service, ServiceId, ServicePort,
 };
 use crate::policy::FailoverPolicy;
-use crate::translate::priorities::PriorityLevel;
+use crate::translate::priorities::{locality_of, PriorityLevel};
 
 /// One host as a client is sent it: an endpoint itself, or the gateway of a remote network standing
 /// for that network's endpoints of one locality in one level (split horizon).
@@ -231,21 +231,27 @@ impl ClusterInput {
 
     /// A level's hosts as EDS sends them: grouped by locality (sorted), within a locality sorted by
     /// address and port; the endpoints behind each gateway replaced by one host at the gateway, in
-    /// the first of their localities (Envoy keeps one host per address). Unreachable endpoints are not
-    /// in a level to begin with (see `priorities`).
+    /// the first of their localities (Envoy keeps one host per address) — in a `distribute` level,
+    /// the first of those the rule's `to` patterns match, so the host counts towards a pattern.
+    /// Unreachable endpoints are not in a level to begin with (see `priorities`).
     pub fn hosts(
         &self,
         level: &PriorityLevel,
         client_network: Option<&str>,
     ) -> Vec<(&Locality, Vec<SentHost>)> {
-        let mut gateway_home: BTreeMap<(IpAddr, u16), &Locality> = BTreeMap::new();
+        let unmatched = |ep: &Endpoint| match &level.reason.distribute {
+            Some(rule) => !rule.to.iter().any(|(p, _)| p.matches(locality_of(ep))),
+            None => false,
+        };
+        let mut gateway_home: BTreeMap<(IpAddr, u16), (bool, &Locality)> = BTreeMap::new();
         for &i in &level.endpoints {
             let ep = self.endpoint(i);
             if let Route::Gateway(_, gw) = self.route(client_network, ep) {
+                let candidate = (unmatched(ep), &ep.locality);
                 let home = gateway_home
                     .entry((gw.address, gw.port))
-                    .or_insert(&ep.locality);
-                *home = (*home).min(&ep.locality);
+                    .or_insert(candidate);
+                *home = (*home).min(candidate);
             }
         }
         let mut by_locality: BTreeMap<&Locality, Vec<SentHost>> = BTreeMap::new();
@@ -255,7 +261,7 @@ impl ClusterInput {
             let ep = self.endpoint(i);
             let route = self.route(client_network, ep);
             let locality = match route {
-                Route::Gateway(_, gw) => gateway_home[&(gw.address, gw.port)],
+                Route::Gateway(_, gw) => gateway_home[&(gw.address, gw.port)].1,
                 _ => &ep.locality,
             };
             let hosts = by_locality.entry(locality).or_default();
@@ -341,6 +347,7 @@ mod tests {
 
     fn svc(name: &str, ports: &[(&str, u16)], endpoints: Vec<Endpoint>) -> Service {
         Service {
+            traffic_distribution: None,
             id: ServiceId::new("shop", name),
             ports: ports
                 .iter()

@@ -8,7 +8,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use crate::model::{labels, ClientInfo, Endpoint, ServiceId};
-use crate::policy::FailoverPolicy;
+use crate::policy::{DistributeRule, FailoverPolicy, PriorityKey};
 use crate::translate::input::{ClusterInput, Route};
 
 /// The client's values for exactly the label keys a policy looks at. Two clients with the same class get
@@ -77,8 +77,9 @@ fn short_key(key: &str) -> &str {
 /// Why a level sits where it does.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct LevelReason {
-    /// The leading policy keys on which these endpoints match the client.
-    pub matched_keys: Vec<String>,
+    /// The leading policy keys on which these endpoints match the client (a pinned key: on which
+    /// they have the pinned value).
+    pub matched_keys: Vec<PriorityKey>,
     /// Set when the level exists because of a `failover: {from, to}` rule.
     pub failover_rule: Option<(String, String)>,
     /// Set when the client's cluster splits its locality ranks: `true` for the level of endpoints in
@@ -86,6 +87,52 @@ pub struct LevelReason {
     pub own_cluster: Option<bool>,
     /// Set for the levels of a backup service: its 1-based place in the policy's `backups`.
     pub backup: Option<(usize, ServiceId)>,
+    /// Set for the level a `distribute` rule makes: the client's locality matches the rule's `from`
+    /// and these are the endpoints in its `to` localities, weighted by pattern (see
+    /// [`locality_weights`](super::resources::locality_weights)).
+    pub distribute: Option<DistributeRule>,
+}
+
+impl LevelReason {
+    fn plain() -> Self {
+        Self {
+            matched_keys: Vec::new(),
+            failover_rule: None,
+            own_cluster: None,
+            backup: None,
+            distribute: None,
+        }
+    }
+}
+
+/// `same region+zone as the client`, with pinned keys named with their value: `network=n1
+/// (pinned), same region as the client`.
+fn matched_keys_text(keys: &[PriorityKey], short: fn(&str) -> &str) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut same: Vec<&str> = Vec::new();
+    let flush = |same: &mut Vec<&str>, parts: &mut Vec<String>| {
+        if !same.is_empty() {
+            parts.push(format!("same {} as the client", same.join("+")));
+            same.clear();
+        }
+    };
+    for key in keys {
+        match &key.pinned {
+            Some(value) => {
+                flush(&mut same, &mut parts);
+                parts.push(format!("{}={value} (pinned)", short(&key.label)));
+            }
+            None => same.push(short(&key.label)),
+        }
+    }
+    flush(&mut same, &mut parts);
+    parts.join(", ")
+}
+
+/// `from us-east1/*: us-east1/us-east1-b/* 80%, us-west1/* 20%`.
+pub fn distribute_text(rule: &DistributeRule) -> String {
+    let to: Vec<String> = rule.to.iter().map(|(p, w)| format!("{p} {w}%")).collect();
+    format!("from {}: {}", rule.from, to.join(", "))
 }
 
 impl fmt::Display for LevelReason {
@@ -93,9 +140,11 @@ impl fmt::Display for LevelReason {
         if let Some((position, service)) = &self.backup {
             write!(f, "backup {position}: {service}, ")?;
         }
+        if let Some(rule) = &self.distribute {
+            return write!(f, "distribute {}", distribute_text(rule));
+        }
         if !self.matched_keys.is_empty() {
-            let keys: Vec<&str> = self.matched_keys.iter().map(|k| short_key(k)).collect();
-            write!(f, "same {} as the client", keys.join("+"))?;
+            f.write_str(&matched_keys_text(&self.matched_keys, short_key))?;
         } else if let Some((from, to)) = &self.failover_rule {
             write!(f, "failover region {to} (rule {from} -> {to})")?;
         } else {
@@ -162,7 +211,7 @@ pub fn priorities(
     let mut levels: Vec<PriorityLevel> = Vec::new();
     let mut unreachable = Vec::new();
     for block in input.blocks() {
-        let reachable: Vec<bool> = block
+        let mut reachable: Vec<bool> = block
             .endpoints
             .iter()
             .map(|ep| !matches!(input.route(client_network, ep), Route::Unreachable(_)))
@@ -175,6 +224,19 @@ pub fn priorities(
                 .map(|(i, _)| block.start + i),
         );
         let backup = block.backup.map(|b| (b.position, b.service.clone()));
+        if block.backup.is_none() {
+            if let Some((reason, members)) = distributed(class, block.endpoints, &reachable, policy)
+            {
+                for &i in &members {
+                    reachable[i] = false;
+                }
+                levels.push(PriorityLevel {
+                    priority: levels.len() as u32,
+                    reason,
+                    endpoints: members.into_iter().map(|i| block.start + i).collect(),
+                });
+            }
+        }
         for (reason, members) in rank(class, block.endpoints, &reachable, policy) {
             levels.push(PriorityLevel {
                 priority: levels.len() as u32,
@@ -227,6 +289,47 @@ fn one_level_per_gateway(
         level.endpoints.sort_unstable();
     }
     levels
+}
+
+/// The client's locality as `distribute` patterns see it: region, zone, subzone, empty when unknown.
+pub fn client_locality(class: &LocalityClass) -> [&str; 3] {
+    [labels::REGION, labels::ZONE, labels::SUBZONE].map(|key| class.value(key).unwrap_or(""))
+}
+
+/// The `distribute` level of the primary block: when the client's locality matches a rule's `from`
+/// (the first such rule), the reachable endpoints in any of the rule's `to` localities, together.
+/// `None` when no rule applies or none of those localities has a reachable endpoint (the usual
+/// ranking then applies unchanged).
+fn distributed(
+    class: &LocalityClass,
+    endpoints: &[Endpoint],
+    reachable: &[bool],
+    policy: &FailoverPolicy,
+) -> Option<(LevelReason, Vec<usize>)> {
+    let rule = policy.distribution_for(client_locality(class))?;
+    let members: Vec<usize> = endpoints
+        .iter()
+        .zip(reachable)
+        .enumerate()
+        .filter(|(_, (ep, &ok))| ok && rule.to.iter().any(|(p, _)| p.matches(locality_of(ep))))
+        .map(|(i, _)| i)
+        .collect();
+    if members.is_empty() {
+        return None;
+    }
+    Some((
+        LevelReason {
+            distribute: Some(rule.clone()),
+            ..LevelReason::plain()
+        },
+        members,
+    ))
+}
+
+/// An endpoint's locality as `distribute` patterns see it.
+pub fn locality_of(ep: &Endpoint) -> [&str; 3] {
+    let l = &ep.locality;
+    [l.region.as_str(), l.zone.as_str(), l.subzone.as_str()]
 }
 
 /// One block's levels, best first, with indices into `endpoints`; endpoints not `reachable` are in
@@ -319,10 +422,10 @@ fn rank(
                     .map(|_| true)
             };
             let reason = LevelReason {
-                matched_keys: keys[..matched].iter().map(ToString::to_string).collect(),
+                matched_keys: keys[..matched].to_vec(),
                 failover_rule,
                 own_cluster,
-                backup: None,
+                ..LevelReason::plain()
             };
             (reason, members)
         })
@@ -330,7 +433,7 @@ fn rank(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::model::{Health, Locality, Service, ServicePort};
     use crate::policy::RegionFailover;
@@ -356,6 +459,7 @@ mod tests {
     /// A one-port service of `eps` without backups or gateways.
     fn input_of(eps: &[Endpoint]) -> ClusterInput {
         let svc = Service {
+            traffic_distribution: None,
             id: ServiceId::new("shop", "checkout"),
             ports: vec![ServicePort {
                 name: "http".into(),
@@ -648,6 +752,7 @@ mod tests {
     fn registry_of(services: Vec<(&str, Vec<Endpoint>)>) -> crate::model::Registry {
         crate::model::Registry::from_services(services.into_iter().map(|(name, endpoints)| {
             Service {
+                traffic_distribution: None,
                 id: ServiceId::new("shop", name),
                 ports: vec![ServicePort {
                     name: "http".into(),
@@ -826,6 +931,208 @@ mod tests {
         assert_eq!(
             LocalityClass::of(&a, &policy).to_string(),
             "region=us-east1,zone=us-east1-b,subzone=-"
+        );
+    }
+
+    pub(crate) fn plain_reason() -> LevelReason {
+        LevelReason::plain()
+    }
+
+    /// `us-east1/*` → the pattern (no validation: tests write valid ones).
+    pub(crate) fn pattern(text: &str) -> crate::policy::LocalityPattern {
+        let mut segments: Vec<String> = text.split('/').map(str::to_string).collect();
+        let wildcard = segments.last().is_some_and(|s| s == "*");
+        if wildcard {
+            segments.pop();
+        }
+        crate::policy::LocalityPattern { segments, wildcard }
+    }
+
+    pub(crate) fn rule(from: &str, to: &[(&str, u32)]) -> DistributeRule {
+        DistributeRule {
+            from: pattern(from),
+            to: to.iter().map(|(p, w)| (pattern(p), *w)).collect(),
+        }
+    }
+
+    #[test]
+    fn distribute_puts_the_to_localities_together_at_p0_and_keeps_failover_below() {
+        let eps = topology();
+        let policy = FailoverPolicy {
+            distribute: vec![
+                rule(
+                    "us-east1/us-east1-b/*",
+                    &[("us-east1/us-east1-c/*", 70), ("eu-west4/*", 30)],
+                ),
+                // Never reached for us-east1-b clients: the first matching rule wins.
+                rule("us-east1/*", &[("us-west1/*", 100)]),
+            ],
+            ..FailoverPolicy::default()
+        };
+        // (client, expected priority of each endpoint of `topology()`)
+        let table: &[(ClientLocality, [u32; 5])] = &[
+            // us-east1-c and eu-west4 together at P0; the rest ranked as usual below
+            (("us-east1", "us-east1-b", "rack-1"), [1, 2, 0, 3, 0]),
+            // the second rule for the region's other clients
+            (("us-east1", "us-east1-c", ""), [2, 2, 1, 0, 3]),
+            // no rule for this client: the usual plan
+            (("us-west1", "us-west1-a", ""), [1, 1, 1, 0, 1]),
+            (("", "", ""), [0, 0, 0, 0, 0]),
+        ];
+        for ((r, z, sz), expected) in table {
+            let got = plan_for(&client(r, z, sz), &eps, &policy);
+            assert_eq!(&got[..], &expected[..], "client {r}/{z}/{sz}");
+        }
+        let class = LocalityClass::of(&client("us-east1", "us-east1-b", "rack-1"), &policy);
+        let plan = priorities(&class, &input_of(&eps), &policy);
+        assert_eq!(
+            plan.levels[0].reason.distribute,
+            Some(policy.distribute[0].clone())
+        );
+        assert_eq!(
+            plan.levels[0].reason.to_string(),
+            "distribute from us-east1/us-east1-b/*: us-east1/us-east1-c/* 70%, eu-west4/* 30%"
+        );
+        assert_eq!(
+            plan.levels[1].reason.to_string(),
+            "same region+zone+subzone as the client"
+        );
+        assert!(plan.levels[1..]
+            .iter()
+            .all(|l| l.reason.distribute.is_none()));
+    }
+
+    #[test]
+    fn distribute_without_endpoints_in_its_localities_changes_nothing() {
+        let eps = topology();
+        let policy = FailoverPolicy {
+            distribute: vec![rule("us-east1/*", &[("ap-south1/*", 100)])],
+            ..FailoverPolicy::default()
+        };
+        let c = client("us-east1", "us-east1-b", "rack-1");
+        assert_eq!(plan_for(&c, &eps, &policy), vec![0, 1, 2, 3, 3]);
+        let class = LocalityClass::of(&c, &policy);
+        let plan = priorities(&class, &input_of(&eps), &policy);
+        assert!(plan.levels.iter().all(|l| l.reason.distribute.is_none()));
+    }
+
+    #[test]
+    fn distribute_applies_to_the_primary_only_and_backups_follow_it() {
+        let registry = registry_of(vec![
+            (
+                "checkout",
+                vec![
+                    ep("us-east1", "us-east1-b", ""), // 0
+                    ep("us-west1", "us-west1-a", ""), // 1
+                    ep("us-east1", "us-east1-c", ""), // 2
+                ],
+            ),
+            (
+                "checkout-dr",
+                vec![
+                    ep("us-west1", "us-west1-a", ""), // 3: matches `to`, but is a backup
+                    ep("us-east1", "us-east1-b", ""), // 4
+                ],
+            ),
+        ]);
+        let policy = FailoverPolicy {
+            backups: vec![backup("checkout-dr")],
+            distribute: vec![rule(
+                "us-east1/*",
+                &[("us-west1/us-west1-a/*", 50), ("us-east1/us-east1-b/*", 50)],
+            )],
+            ..FailoverPolicy::default()
+        };
+        let input = input_in(&registry, &policy);
+        let class = LocalityClass::of(&client("us-east1", "us-east1-c", ""), &policy);
+        let plan = priorities(&class, &input, &policy);
+        assert_gap_free(&plan, input.len());
+        // P0: the distribute localities; P1: own zone; then the backup's levels in its own order
+        assert_eq!(plan.priority_of_each(input.len()), vec![0, 0, 1, 3, 2]);
+        assert_eq!(plan.levels[2].reason.backup.as_ref().map(|b| b.0), Some(1));
+        assert!(plan.levels[2].reason.distribute.is_none());
+    }
+
+    #[test]
+    fn distribute_keys_the_class_by_full_locality() {
+        let policy = FailoverPolicy {
+            failover_priority: vec![labels::REGION.into()],
+            distribute: vec![rule("us-east1/us-east1-b/*", &[("us-west1/*", 100)])],
+            ..FailoverPolicy::default()
+        };
+        // Same region, different zone: different classes (one gets the distribute level).
+        let b = LocalityClass::of(&client("us-east1", "us-east1-b", ""), &policy);
+        let c = LocalityClass::of(&client("us-east1", "us-east1-c", ""), &policy);
+        assert_ne!(b, c);
+        let eps = topology();
+        assert_eq!(
+            plan_for(&client("us-east1", "us-east1-b", ""), &eps, &policy),
+            vec![1, 1, 1, 0, 2]
+        );
+        assert_eq!(
+            plan_for(&client("us-east1", "us-east1-c", ""), &eps, &policy),
+            vec![0, 0, 0, 1, 1]
+        );
+    }
+
+    fn on_net(mut e: Endpoint, network: &str) -> Endpoint {
+        e.labels.insert(labels::NETWORK.into(), network.into());
+        e
+    }
+
+    #[test]
+    fn pinned_keys_compare_with_their_value_whoever_the_client_is() {
+        let eps = vec![
+            on_net(ep("us-east1", "us-east1-b", ""), "n1"), // 0
+            on_net(ep("us-east1", "us-east1-b", ""), "n2"), // 1
+            on_net(ep("us-west1", "us-west1-a", ""), "n1"), // 2
+            on_net(ep("us-west1", "us-west1-a", ""), "n2"), // 3
+            ep("us-east1", "us-east1-b", ""),               // 4: no network label
+        ];
+        let policy = FailoverPolicy {
+            failover_priority: vec![
+                crate::policy::PriorityKey::pinned(labels::NETWORK, "n1"),
+                labels::REGION.into(),
+            ],
+            ..FailoverPolicy::default()
+        };
+        // The client's own network does not matter (and is not a key of its class beyond the
+        // split-horizon refinement, which needs no gateway here: no network on the clients).
+        for (r, z) in [("us-east1", "us-east1-b"), ("us-west1", "us-west1-a")] {
+            let got = plan_for(&client(r, z, ""), &eps, &policy);
+            let (near, far) = if r == "us-east1" { (0, 2) } else { (2, 0) };
+            let mut expected = vec![2; 5];
+            expected[near] = 0;
+            expected[far] = 1;
+            assert_eq!(got, expected, "client in {r}");
+        }
+        let class = LocalityClass::of(&client("us-east1", "us-east1-b", ""), &policy);
+        assert_eq!(class.to_string(), "region=us-east1");
+        let plan = priorities(&class, &input_of(&eps), &policy);
+        let reasons: Vec<String> = plan.levels.iter().map(|l| l.reason.to_string()).collect();
+        assert_eq!(
+            reasons,
+            vec![
+                "network=n1 (pinned), same region as the client",
+                "network=n1 (pinned)",
+                "no locality match (last resort)",
+            ]
+        );
+        // A pin after a compared key.
+        let policy = FailoverPolicy {
+            failover_priority: vec![
+                labels::REGION.into(),
+                crate::policy::PriorityKey::pinned(labels::NETWORK, "n2"),
+            ],
+            ..FailoverPolicy::default()
+        };
+        let c = client("us-west1", "us-west1-a", "");
+        assert_eq!(plan_for(&c, &eps, &policy), vec![2, 2, 1, 0, 2]);
+        let class = LocalityClass::of(&c, &policy);
+        let plan = priorities(&class, &input_of(&eps), &policy);
+        assert_eq!(
+            plan.levels[0].reason.to_string(),
+            "same region as the client, network=n2 (pinned)"
         );
     }
 }

@@ -6,13 +6,16 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use envoy_types::pb::envoy::config::cluster::v3::{
-    cluster::{self, ClusterDiscoveryType, CommonLbConfig, DiscoveryType, EdsClusterConfig},
+    cluster::{
+        self, common_lb_config, ClusterDiscoveryType, CommonLbConfig, DiscoveryType,
+        EdsClusterConfig,
+    },
     Cluster, OutlierDetection as EnvoyOutlierDetection,
 };
 use envoy_types::pb::envoy::config::core::v3::{
-    address, config_source::ConfigSourceSpecifier, socket_address::PortSpecifier, Address,
-    AggregatedConfigSource, ApiVersion, ConfigSource, HealthStatus, Locality as EnvoyLocality,
-    SocketAddress,
+    address, config_source::ConfigSourceSpecifier, health_check, socket_address::PortSpecifier,
+    Address, AggregatedConfigSource, ApiVersion, ConfigSource, HealthCheck as EnvoyHealthCheck,
+    HealthStatus, Http2ProtocolOptions, Locality as EnvoyLocality, SocketAddress,
 };
 use envoy_types::pb::envoy::config::endpoint::v3::{
     cluster_load_assignment::Policy as LoadAssignmentPolicy, lb_endpoint::HostIdentifier,
@@ -32,14 +35,20 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 };
 use envoy_types::pb::envoy::extensions::retry::host::previous_hosts::v3::PreviousHostsPredicate;
 use envoy_types::pb::envoy::extensions::retry::priority::previous_priorities::v3::PreviousPrioritiesConfig;
+use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
+    http_protocol_options::{
+        explicit_http_config::ProtocolConfig, ExplicitHttpConfig, UpstreamProtocolOptions,
+    },
+    HttpProtocolOptions,
+};
 use envoy_types::pb::envoy::r#type::v3::Percent;
 use envoy_types::pb::google::protobuf::{Duration as PbDuration, UInt32Value};
 use envoy_types::util::pack_any;
 
-use crate::model::{labels, Health, Service, ServiceId, ServicePort};
-use crate::policy::{FailoverPolicy, MtlsMode, OutlierDetection};
-use crate::translate::input::ClusterInput;
-use crate::translate::priorities::{LocalityClass, PriorityPlan};
+use crate::model::{labels, Health, Locality, Service, ServiceId, ServicePort};
+use crate::policy::{FailoverPolicy, HealthCheck, HealthCheckProtocol, MtlsMode, OutlierDetection};
+use crate::translate::input::{ClusterInput, SentHost};
+use crate::translate::priorities::{LocalityClass, PriorityLevel, PriorityPlan};
 
 pub const LISTENER_NAME: &str = "outbound_http";
 pub const ROUTE_CONFIG_NAME: &str = "outbound";
@@ -64,8 +73,40 @@ pub(crate) fn ads_config_source() -> ConfigSource {
     }
 }
 
+/// The `typed_extension_protocol_options` key of the upstream HTTP protocol options.
+const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+
 /// An EDS-over-ADS cluster carrying the policy's failure detection and spillover settings.
+///
+/// With `distribute` rules the cluster balances by locality weight (`locality_weighted_lb_config`),
+/// and every locality of every client's load assignment then carries a weight (see
+/// [`locality_weights`]): Envoy gives a locality without one no traffic at all.
 pub fn cluster(name: &str, policy: &FailoverPolicy) -> Cluster {
+    let grpc_health_check = matches!(
+        policy.health_check.as_ref().map(|hc| &hc.protocol),
+        Some(HealthCheckProtocol::Grpc { .. })
+    );
+    // A gRPC health check needs a cluster that speaks HTTP/2 (Envoy refuses the cluster otherwise:
+    // "cluster must support HTTP/2 for gRPC healthchecking"). A service checked over gRPC is a
+    // gRPC service, which speaks HTTP/2 anyway, so its requests go HTTP/2 as well. One map entry
+    // at most: the encoding stays deterministic.
+    let typed_extension_protocol_options = if grpc_health_check {
+        std::collections::HashMap::from([(
+            HTTP_PROTOCOL_OPTIONS.to_string(),
+            pack_any(HttpProtocolOptions {
+                upstream_protocol_options: Some(UpstreamProtocolOptions::ExplicitHttpConfig(
+                    ExplicitHttpConfig {
+                        protocol_config: Some(ProtocolConfig::Http2ProtocolOptions(
+                            Http2ProtocolOptions::default(),
+                        )),
+                    },
+                )),
+                ..HttpProtocolOptions::default()
+            }),
+        )])
+    } else {
+        std::collections::HashMap::new()
+    };
     Cluster {
         name: name.to_string(),
         cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32)),
@@ -82,12 +123,68 @@ pub fn cluster(name: &str, policy: &FailoverPolicy) -> Cluster {
             // Envoy batches host-set changes for 1 s by default, so a second ejection reaches the load
             // balancer late and costs failed requests. Failover wants every change applied at once.
             update_merge_window: Some(duration(std::time::Duration::ZERO)),
+            // `ignore_new_hosts_until_first_hc` stays off (Envoy's default). Either way a host EDS
+            // adds under active health checking takes no traffic until its first check passes,
+            // and that check starts at once (no initial jitter). Off, the unchecked host counts
+            // as unhealthy, so its level spills to the next one for those few milliseconds; on,
+            // it would be left out of the count and its level's remaining hosts would take the
+            // whole load, or, in panic mode, the unchecked host would get traffic. Off never
+            // routes to an unchecked host and never piles load onto the rest.
+            locality_config_specifier: (!policy.distribute.is_empty()).then_some(
+                common_lb_config::LocalityConfigSpecifier::LocalityWeightedLbConfig(
+                    common_lb_config::LocalityWeightedLbConfig {},
+                ),
+            ),
             ..CommonLbConfig::default()
         }),
         lb_policy: cluster::LbPolicy::RoundRobin as i32,
         transport_socket: (policy.mtls == MtlsMode::Strict)
             .then(super::mtls::upstream_transport_socket),
+        health_checks: policy.health_check.iter().map(health_check).collect(),
+        typed_extension_protocol_options,
         ..Cluster::default()
+    }
+}
+
+/// `healthCheck` as Envoy's active health check. Every client Envoy probes every endpoint of the
+/// cluster (standby levels included: failover needs their health known before it happens).
+///
+/// `no_traffic_interval` is left at Envoy's default (60 s): it applies only while the whole
+/// cluster has never carried a request (a client that never calls this service), not to standby
+/// priorities of a cluster in use, which are probed at `interval` like the rest. Unhealthy and edge
+/// intervals default to `interval` too: one cadence, easy to reason about.
+fn health_check(hc: &HealthCheck) -> EnvoyHealthCheck {
+    let checker = match &hc.protocol {
+        HealthCheckProtocol::Http { path, host } => {
+            health_check::HealthChecker::HttpHealthCheck(health_check::HttpHealthCheck {
+                path: path.clone(),
+                // Empty: Envoy sends the cluster name as the Host header.
+                host: host.clone().unwrap_or_default(),
+                ..health_check::HttpHealthCheck::default()
+            })
+        }
+        // No payload to send or expect: a connect-only check.
+        HealthCheckProtocol::Tcp => {
+            health_check::HealthChecker::TcpHealthCheck(health_check::TcpHealthCheck::default())
+        }
+        HealthCheckProtocol::Grpc { service } => {
+            health_check::HealthChecker::GrpcHealthCheck(health_check::GrpcHealthCheck {
+                service_name: service.clone().unwrap_or_default(),
+                ..health_check::GrpcHealthCheck::default()
+            })
+        }
+    };
+    EnvoyHealthCheck {
+        timeout: Some(duration(hc.timeout)),
+        interval: Some(duration(hc.interval)),
+        unhealthy_threshold: Some(UInt32Value {
+            value: hc.unhealthy_threshold,
+        }),
+        healthy_threshold: Some(UInt32Value {
+            value: hc.healthy_threshold,
+        }),
+        health_checker: Some(checker),
+        ..EnvoyHealthCheck::default()
     }
 }
 
@@ -142,10 +239,16 @@ pub fn load_assignment(
     policy: &FailoverPolicy,
 ) -> ClusterLoadAssignment {
     let client_network = class.value(labels::NETWORK);
+    // Only a policy with `distribute` rules turns locality weighting on (see `cluster`); every other
+    // policy encodes exactly as it did before weights existed.
+    let weighted = !policy.distribute.is_empty();
     let mut groups = Vec::new();
     for level in &plan.levels {
-        for (locality, hosts) in input.hosts(level, client_network) {
+        let hosts_of_level = input.hosts(level, client_network);
+        let weights = weighted.then(|| locality_weights(level, &hosts_of_level));
+        for (at, (locality, hosts)) in hosts_of_level.into_iter().enumerate() {
             groups.push(LocalityLbEndpoints {
+                load_balancing_weight: weights.as_ref().map(|w| UInt32Value { value: w[at] }),
                 locality: Some(EnvoyLocality {
                     region: locality.region.clone(),
                     zone: locality.zone.clone(),
@@ -184,6 +287,98 @@ pub fn load_assignment(
         }),
         ..ClusterLoadAssignment::default()
     }
+}
+
+/// The locality weights (`LocalityLbEndpoints.load_balancing_weight`) of one level's locality
+/// groups, as [`ClusterInput::hosts`] returns them, for a cluster with locality weighting on.
+///
+/// * A `distribute` level: each `to` pattern's weight is split over the localities it matches in
+///   proportion to their hosts (a gateway host counts as the endpoints it stands for). Integers
+///   scaled by the lcm of the patterns' host counts make every pattern's share of the level exactly
+///   its weight / the sum of the weights of the patterns that have hosts here (a pattern without
+///   hosts in the level drops out and the others are renormalised). Should that not fit Envoy's
+///   limit (the level's sum ≤ u32::MAX), weights are rounded at weight × 1000 instead.
+/// * Any other level: the locality's host count, so every host gets the same share, as without
+///   locality weighting.
+///
+/// Every weight is ≥ 1 (Envoy requires it, and a locality without a weight gets no traffic).
+pub fn locality_weights(level: &PriorityLevel, groups: &[(&Locality, Vec<SentHost>)]) -> Vec<u32> {
+    let hosts: Vec<u64> = groups
+        .iter()
+        .map(|(_, hosts)| {
+            hosts
+                .iter()
+                .map(|h| u64::from(h.behind))
+                .sum::<u64>()
+                .max(1)
+        })
+        .collect();
+    let Some(rule) = &level.reason.distribute else {
+        return hosts
+            .iter()
+            .map(|&h| u32::try_from(h).unwrap_or(u32::MAX))
+            .collect();
+    };
+    // Which pattern each group belongs to (patterns do not overlap). A group matching none cannot
+    // happen (a gateway is filed under a locality the rule matches, see `ClusterInput::hosts`);
+    // should it, it gets the smallest weight rather than a share of some pattern.
+    let pattern: Vec<Option<usize>> = groups
+        .iter()
+        .map(|(l, _)| {
+            let locality = [l.region.as_str(), l.zone.as_str(), l.subzone.as_str()];
+            rule.to.iter().position(|(p, _)| p.matches(locality))
+        })
+        .collect();
+    let mut per_pattern = vec![0u64; rule.to.len()];
+    for (p, h) in pattern.iter().zip(&hosts) {
+        if let Some(p) = p {
+            per_pattern[*p] += h;
+        }
+    }
+    let present: Vec<usize> = (0..rule.to.len()).filter(|&p| per_pattern[p] > 0).collect();
+    let weight_sum: u64 = present.iter().map(|&p| u64::from(rule.to[p].1)).sum();
+    // Exact: weight(group) = w(p) × (L / H(p)) × h(group), L = lcm of the H(p); pattern p's sum is
+    // w(p) × L, the level's L × Σ w.
+    let lcm = present
+        .iter()
+        .try_fold(1u64, |acc, &p| {
+            let h = per_pattern[p];
+            (acc / gcd(acc, h)).checked_mul(h)
+        })
+        .filter(|&l| {
+            l.checked_mul(weight_sum.max(1))
+                .is_some_and(|t| t <= u64::from(u32::MAX))
+        });
+    let mut weights: Vec<u64> = pattern
+        .iter()
+        .zip(&hosts)
+        .map(|(p, &h)| match (p, lcm) {
+            (None, _) => 1,
+            (Some(p), Some(lcm)) => u64::from(rule.to[*p].1) * (lcm / per_pattern[*p]) * h,
+            // Rounded: 1000 × w(p) × h / H(p), to the nearest integer, at least 1.
+            (Some(p), None) => {
+                let total = per_pattern[*p];
+                ((2000 * u64::from(rule.to[*p].1) * h + total) / (2 * total)).max(1)
+            }
+        })
+        .collect();
+    let common = weights.iter().fold(0, |acc, &w| gcd(acc, w));
+    if common > 1 {
+        for w in &mut weights {
+            *w /= common;
+        }
+    }
+    weights
+        .into_iter()
+        .map(|w| u32::try_from(w).unwrap_or(u32::MAX))
+        .collect()
+}
+
+fn gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
 }
 
 pub(crate) fn socket_address(address: &str, port: u16) -> Address {
@@ -346,6 +541,7 @@ mod tests {
 
     fn service(ns: &str, name: &str, ports: &[u16], endpoints: Vec<Endpoint>) -> Service {
         Service {
+            traffic_distribution: None,
             id: ServiceId::new(ns, name),
             ports: ports
                 .iter()
@@ -699,6 +895,261 @@ mod tests {
             c.eds_cluster_config.unwrap().service_name,
             "checkout.shop:8080"
         );
+    }
+
+    /// (priority, zone/subzone, locality weight, hosts) of each locality group.
+    fn weights(cla: &ClusterLoadAssignment) -> Vec<(u32, String, Option<u32>, usize)> {
+        cla.endpoints
+            .iter()
+            .map(|g| {
+                let l = g.locality.as_ref().unwrap();
+                (
+                    g.priority,
+                    format!("{}/{}", l.zone, l.sub_zone),
+                    g.load_balancing_weight.as_ref().map(|w| w.value),
+                    g.lb_endpoints.len(),
+                )
+            })
+            .collect()
+    }
+
+    fn cla_for(
+        eps: Vec<Endpoint>,
+        client: Locality,
+        policy: &FailoverPolicy,
+    ) -> ClusterLoadAssignment {
+        let svc = service("shop", "checkout", &[8080], eps);
+        let input = ClusterInput::plain(Arc::new(svc.clone()), &svc.ports[0]);
+        let client = ClientInfo {
+            locality: client,
+            ..ClientInfo::default()
+        };
+        let class = LocalityClass::of(&client, policy);
+        let plan = priorities(&class, &input, policy);
+        load_assignment("checkout.shop:8080", &input, &class, &plan, policy)
+    }
+
+    /// `n` endpoints in `locality`, addresses from `10.0.<base>.1`.
+    fn hosts_in(base: u8, n: u8, locality: &Locality) -> Vec<Endpoint> {
+        (1..=n)
+            .map(|i| {
+                endpoint(
+                    &format!("10.0.{base}.{i}"),
+                    locality.clone(),
+                    Health::Healthy,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn distribute_weights_give_each_pattern_exactly_its_share_split_by_hosts() {
+        use crate::translate::priorities::tests::rule;
+        let mut eps = Vec::new();
+        eps.extend(hosts_in(1, 1, &Locality::new("r", "a", "x")));
+        eps.extend(hosts_in(2, 1, &Locality::new("r", "a", "y")));
+        eps.extend(hosts_in(3, 1, &Locality::new("r", "b", "x")));
+        eps.extend(hosts_in(4, 2, &Locality::new("r", "b", "y")));
+        eps.extend(hosts_in(5, 1, &Locality::new("r", "c", "")));
+        eps.extend(hosts_in(6, 2, &Locality::new("s", "q", "")));
+        let policy = FailoverPolicy {
+            distribute: vec![rule("r/c/*", &[("r/a/*", 80), ("r/b/*", 20)])],
+            ..FailoverPolicy::default()
+        };
+        let cla = cla_for(eps.clone(), Locality::new("r", "c", ""), &policy);
+        let s = |t: &str| t.to_string();
+        // P0: r/a (2 hosts) takes 80, r/b (3 hosts) 20: lcm 6 → 240, 240 | 40, 80 → ÷40 → 6, 6 |
+        // 1, 2: r/a 12/15 = 80%, r/b 3/15 = 20%, each pattern split by hosts. Other levels: weight
+        // = hosts.
+        assert_eq!(
+            weights(&cla),
+            vec![
+                (0, s("a/x"), Some(6), 1),
+                (0, s("a/y"), Some(6), 1),
+                (0, s("b/x"), Some(1), 1),
+                (0, s("b/y"), Some(2), 2),
+                (1, s("c/"), Some(1), 1),
+                (2, s("q/"), Some(2), 2),
+            ]
+        );
+        let c = cluster("checkout.shop:8080", &policy);
+        assert!(matches!(
+            c.common_lb_config.unwrap().locality_config_specifier,
+            Some(common_lb_config::LocalityConfigSpecifier::LocalityWeightedLbConfig(_))
+        ));
+        // A client no rule applies to still gets a weight on every locality (the cluster is
+        // locality-weighted for everyone): by host count.
+        let cla = cla_for(eps.clone(), Locality::new("s", "q", ""), &policy);
+        assert!(weights(&cla)
+            .iter()
+            .all(|(_, _, w, n)| *w == Some(*n as u32)));
+        // Without distribute: no weights, no locality weighting, as before.
+        let plain = FailoverPolicy::default();
+        let cla = cla_for(eps, Locality::new("r", "c", ""), &plain);
+        assert!(weights(&cla).iter().all(|(_, _, w, _)| w.is_none()));
+        let lb = cluster("checkout.shop:8080", &plain)
+            .common_lb_config
+            .unwrap();
+        assert_eq!(lb.locality_config_specifier, None);
+    }
+
+    #[test]
+    fn a_pattern_without_endpoints_drops_out_and_the_others_renormalise() {
+        use crate::translate::priorities::tests::rule;
+        let mut eps = Vec::new();
+        eps.extend(hosts_in(1, 3, &Locality::new("r", "a", "")));
+        eps.extend(hosts_in(2, 1, &Locality::new("r", "b", "")));
+        let policy = FailoverPolicy {
+            distribute: vec![rule("*", &[("r/a/*", 50), ("r/b/*", 30), ("r/z/*", 20)])],
+            ..FailoverPolicy::default()
+        };
+        let cla = cla_for(eps, Locality::new("x", "y", ""), &policy);
+        // 50 : 30 over 80: 5/8 and 3/8.
+        let s = |t: &str| t.to_string();
+        assert_eq!(
+            weights(&cla),
+            vec![(0, s("a/"), Some(5), 3), (0, s("b/"), Some(3), 1)]
+        );
+    }
+
+    #[test]
+    fn weights_too_large_for_exact_shares_are_rounded_at_a_thousandth() {
+        use crate::translate::input::SentHost;
+        use crate::translate::priorities::{tests::rule, LevelReason, PriorityLevel};
+        // Gateways standing for many endpoints: host counts whose lcm overflows Envoy's limit.
+        let host = |behind: u32| SentHost {
+            address: "192.0.2.1".parse().unwrap(),
+            port: 15443,
+            health: Health::Healthy,
+            gateway_for: Some("n2".into()),
+            behind,
+        };
+        let (a1, a2, b) = (
+            Locality::new("r", "a", "1"),
+            Locality::new("r", "a", "2"),
+            Locality::new("r", "b", ""),
+        );
+        let groups = vec![
+            (&a1, vec![host(65_521)]),
+            (&a2, vec![host(65_519)]),
+            (&b, vec![host(65_497)]),
+        ];
+        let level = PriorityLevel {
+            priority: 0,
+            reason: LevelReason {
+                distribute: Some(rule("*", &[("r/a/*", 70), ("r/b/*", 30)])),
+                ..crate::translate::priorities::tests::plain_reason()
+            },
+            endpoints: vec![],
+        };
+        let w = locality_weights(&level, &groups);
+        // 70 000 × 65 521 / 131 040 → 35 000 (rounded), 34 999.5 → 35 000; r/b alone: 30 000;
+        // then ÷ their gcd.
+        let total: u32 = w.iter().sum();
+        let a = f64::from(w[0] + w[1]) / f64::from(total);
+        assert!((a - 0.7).abs() < 1e-4, "{w:?}");
+        assert!(w.iter().all(|&x| x >= 1));
+    }
+
+    #[test]
+    fn health_checks_encode_each_protocol() {
+        use crate::policy::{HealthCheck, HealthCheckProtocol};
+        let with = |protocol: HealthCheckProtocol| FailoverPolicy {
+            health_check: Some(HealthCheck {
+                interval: std::time::Duration::from_millis(2500),
+                ..HealthCheck::new(protocol)
+            }),
+            ..FailoverPolicy::default()
+        };
+        let http = cluster(
+            "c",
+            &with(HealthCheckProtocol::Http {
+                path: "/healthz".into(),
+                host: Some("checkout.internal".into()),
+            }),
+        );
+        assert_eq!(http.health_checks.len(), 1);
+        let hc = &http.health_checks[0];
+        assert_eq!(
+            hc.interval,
+            Some(PbDuration {
+                seconds: 2,
+                nanos: 500_000_000
+            })
+        );
+        assert_eq!(
+            hc.timeout,
+            Some(PbDuration {
+                seconds: 1,
+                nanos: 0
+            })
+        );
+        assert_eq!(hc.unhealthy_threshold.unwrap().value, 3);
+        assert_eq!(hc.healthy_threshold.unwrap().value, 2);
+        let Some(health_check::HealthChecker::HttpHealthCheck(h)) = &hc.health_checker else {
+            panic!("http health check expected: {hc:?}")
+        };
+        assert_eq!(
+            (h.path.as_str(), h.host.as_str()),
+            ("/healthz", "checkout.internal")
+        );
+        assert!(http.typed_extension_protocol_options.is_empty());
+
+        let tcp = cluster("c", &with(HealthCheckProtocol::Tcp));
+        let Some(health_check::HealthChecker::TcpHealthCheck(t)) =
+            &tcp.health_checks[0].health_checker
+        else {
+            panic!("tcp health check expected")
+        };
+        // Connect only: nothing sent, nothing expected.
+        assert!(t.send.is_none() && t.receive.is_empty());
+        assert!(tcp.typed_extension_protocol_options.is_empty());
+
+        let grpc = cluster(
+            "c",
+            &with(HealthCheckProtocol::Grpc {
+                service: Some("checkout.v1.Checkout".into()),
+            }),
+        );
+        let Some(health_check::HealthChecker::GrpcHealthCheck(g)) =
+            &grpc.health_checks[0].health_checker
+        else {
+            panic!("grpc health check expected")
+        };
+        assert_eq!(g.service_name, "checkout.v1.Checkout");
+        // gRPC health checks need an HTTP/2 cluster.
+        let options = &grpc.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS];
+        assert_eq!(
+            options.type_url,
+            "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+        );
+        let decoded = HttpProtocolOptions::decode(options.value.as_slice()).unwrap();
+        assert!(matches!(
+            decoded.upstream_protocol_options,
+            Some(UpstreamProtocolOptions::ExplicitHttpConfig(
+                ExplicitHttpConfig {
+                    protocol_config: Some(ProtocolConfig::Http2ProtocolOptions(_))
+                }
+            ))
+        ));
+        assert_eq!(grpc.encode_to_vec(), grpc.clone().encode_to_vec());
+
+        // No health check: none sent, and the default cluster is unchanged.
+        let plain = cluster("c", &FailoverPolicy::default());
+        assert!(plain.health_checks.is_empty());
+        assert!(plain.typed_extension_protocol_options.is_empty());
+    }
+
+    #[test]
+    fn disabled_outlier_detection_is_left_out() {
+        let policy = FailoverPolicy {
+            outlier_detection: None,
+            ..FailoverPolicy::default()
+        };
+        assert_eq!(cluster("c", &policy).outlier_detection, None);
+        assert!(cluster("c", &FailoverPolicy::default())
+            .outlier_detection
+            .is_some());
     }
 
     #[test]
