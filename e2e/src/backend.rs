@@ -3,6 +3,11 @@
 //!
 //! Every response closes the connection, so Envoy opens a new upstream connection per request: once the
 //! backend is stopped, the very next request to it is refused, like a dead pod.
+//!
+//! `GET /healthz` is its health endpoint for Envoy's active HTTP health checks: `200` normally, `503`
+//! after [`Backend::set_healthy`]`(false)`, while every other path keeps answering `200` — a sick pod
+//! that still serves, which only an active health check can notice. Health checks are counted apart
+//! ([`Backend::health_checks`]), not in [`Backend::requests`].
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -16,6 +21,8 @@ pub struct Backend {
     body: String,
     port: u16,
     requests: Arc<AtomicU64>,
+    health_checks: Arc<AtomicU64>,
+    healthy: Arc<AtomicBool>,
     running: Option<Running>,
 }
 
@@ -37,6 +44,8 @@ impl Backend {
             body: body.to_string(),
             port,
             requests: Arc::new(AtomicU64::new(0)),
+            health_checks: Arc::new(AtomicU64::new(0)),
+            healthy: Arc::new(AtomicBool::new(true)),
             running: None,
         };
         b.restart();
@@ -63,9 +72,24 @@ impl Backend {
         self.running.is_some()
     }
 
-    /// Requests answered so far (over all runs).
+    /// Requests answered so far (over all runs), health checks (`/healthz`) not included.
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
+    }
+
+    /// `GET /healthz` requests answered so far (over all runs).
+    pub fn health_checks(&self) -> u64 {
+        self.health_checks.load(Ordering::Relaxed)
+    }
+
+    /// What `/healthz` answers from now on: `200` if `healthy`, else `503`. Other paths answer `200`
+    /// either way. Kept across [`Backend::stop`] and [`Backend::restart`].
+    pub fn set_healthy(&self, healthy: bool) {
+        self.healthy.store(healthy, Ordering::SeqCst);
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::SeqCst)
     }
 
     /// Closes the listening socket: new connections are refused from now on.
@@ -91,12 +115,16 @@ impl Backend {
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let stop = stop.clone();
-            let requests = self.requests.clone();
+            let counters = Counters {
+                requests: self.requests.clone(),
+                health_checks: self.health_checks.clone(),
+                healthy: self.healthy.clone(),
+            };
             let name = self.name.clone();
             let body = self.body.clone();
             std::thread::Builder::new()
                 .name(format!("backend-{}", self.name))
-                .spawn(move || serve(listener, stop, requests, name, body))
+                .spawn(move || serve(listener, stop, counters, name, body))
                 .expect("spawn backend thread")
         };
         self.running = Some(Running { stop, thread });
@@ -109,32 +137,54 @@ impl Drop for Backend {
     }
 }
 
+/// What a serving thread shares with its [`Backend`].
+#[derive(Clone)]
+struct Counters {
+    requests: Arc<AtomicU64>,
+    health_checks: Arc<AtomicU64>,
+    healthy: Arc<AtomicBool>,
+}
+
+/// The answers a backend gives: to any request, and to `/healthz` while unhealthy.
+struct Answers {
+    ok: String,
+    unhealthy: String,
+}
+
 fn serve(
     listener: TcpListener,
     stop: Arc<AtomicBool>,
-    requests: Arc<AtomicU64>,
+    counters: Counters,
     name: String,
     body: String,
 ) {
-    let response = Arc::new(format!(
-        "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nx-backend: {name}\r\ncontent-length: {}\r\n\
-         connection: close\r\n\r\n{body}",
-        body.len()
-    ));
+    let sick = "unhealthy";
+    let answers = Arc::new(Answers {
+        ok: format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nx-backend: {name}\r\ncontent-length: {}\r\n\
+             connection: close\r\n\r\n{body}",
+            body.len()
+        ),
+        unhealthy: format!(
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\nx-backend: {name}\r\n\
+             content-length: {}\r\nconnection: close\r\n\r\n{sick}",
+            sick.len()
+        ),
+    });
     for conn in listener.incoming() {
         if stop.load(Ordering::SeqCst) {
             break;
         }
         let Ok(conn) = conn else { continue };
-        let response = response.clone();
-        let requests = requests.clone();
-        std::thread::spawn(move || answer(conn, &response, &requests));
+        let answers = answers.clone();
+        let counters = counters.clone();
+        std::thread::spawn(move || answer(conn, &answers, &counters));
     }
     // The listener drops here: the port stops accepting.
 }
 
-/// Reads one request head and answers it (counting it in `requests` first).
-fn answer(mut conn: TcpStream, response: &str, requests: &AtomicU64) {
+/// Reads one request head and answers it (counting it first, as a request or a health check).
+fn answer(mut conn: TcpStream, answers: &Answers, counters: &Counters) {
     let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
     let _ = conn.set_nodelay(true);
     let mut buf = Vec::new();
@@ -151,7 +201,22 @@ fn answer(mut conn: TcpStream, response: &str, requests: &AtomicU64) {
             return;
         }
     }
-    requests.fetch_add(1, Ordering::Relaxed);
+    // The request line: `GET /healthz HTTP/1.1`.
+    let path = buf
+        .split(|&b| b == b' ')
+        .nth(1)
+        .map(|p| p.split(|&b| b == b'?').next().unwrap_or(p));
+    let response = if path == Some(b"/healthz".as_slice()) {
+        counters.health_checks.fetch_add(1, Ordering::Relaxed);
+        if counters.healthy.load(Ordering::SeqCst) {
+            &answers.ok
+        } else {
+            &answers.unhealthy
+        }
+    } else {
+        counters.requests.fetch_add(1, Ordering::Relaxed);
+        &answers.ok
+    };
     if conn.write_all(response.as_bytes()).is_err() {
         return;
     }

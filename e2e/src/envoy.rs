@@ -161,6 +161,8 @@ pub struct HostStatus {
     pub eds_health_status: String,
     /// Ejected by outlier detection.
     pub failed_outlier_check: bool,
+    /// Failed the cluster's active health check (`/failed_active_hc` in the text `/clusters`).
+    pub failed_active_health_check: bool,
 }
 
 /// Loads the sample bootstrap (the mTLS one with [`EnvoyOptions::xds_tls`]) and patches it for one
@@ -614,6 +616,9 @@ fn host_status(h: &Json) -> HostStatus {
         subzone: s(&h["locality"]["sub_zone"]),
         eds_health_status: s(&h["health_status"]["eds_health_status"]),
         failed_outlier_check: h["health_status"]["failed_outlier_check"]
+            .as_bool()
+            .unwrap_or(false),
+        failed_active_health_check: h["health_status"]["failed_active_health_check"]
             .as_bool()
             .unwrap_or(false),
     }

@@ -26,6 +26,24 @@ fn backend_answers_then_refuses_when_stopped_then_answers_again() {
 }
 
 #[test]
+fn backend_health_endpoint_fails_on_demand_while_other_paths_serve() {
+    let b = Backend::start("h0", "us-east1-b");
+    let get = |path: &str| e2e::http::get(b.addr(), "x", path, Duration::from_secs(2)).unwrap();
+    assert_eq!(get("/healthz").status, 200);
+    b.set_healthy(false);
+    let sick = get("/healthz");
+    assert_eq!(sick.status, 503);
+    assert_eq!(sick.header("x-backend"), Some("h0"));
+    // Only the health endpoint fails; the app answers as before.
+    assert_eq!(traffic::request(b.addr(), "x").as_deref(), Ok("us-east1-b"));
+    assert_eq!(get("/healthz?probe=1").status, 503);
+    b.set_healthy(true);
+    assert_eq!(get("/healthz").status, 200);
+    assert_eq!(b.health_checks(), 4);
+    assert_eq!(b.requests(), 1, "health checks are not counted as requests");
+}
+
+#[test]
 fn free_ports_are_distinct() {
     let ports: std::collections::BTreeSet<u16> = (0..50).map(|_| e2e::ports::free_port()).collect();
     assert_eq!(ports.len(), 50);
