@@ -41,7 +41,7 @@ fn explanation(mesh: &Mesh, zone: Zone) -> Explanation {
     let id = ServiceId::new(NAMESPACE, SERVICE);
     let service = &registry.services[&id];
     let policies = load_policies(&mesh.dir().join("policies")).expect("policies");
-    let policy = policies.resolve(&id).policy;
+    let policy = policies.resolve(service, &service.ports[0]).policy;
     let client = ClientInfo {
         locality: Locality::new(zone.region, zone.zone, ""),
         ..ClientInfo::default()

@@ -56,6 +56,7 @@ fn service(s: usize, salt: u8) -> Service {
                 health: Health::Healthy,
             })
             .collect(),
+        traffic_distribution: None,
     }
 }
 

@@ -432,9 +432,9 @@ impl Snapshot {
     ) -> Self {
         let mut clusters = BTreeMap::new();
         for service in registry.services.values() {
-            let resolved = policies.resolve(&service.id);
             let shared = Arc::new(service.clone());
             for port in &service.ports {
+                let resolved = policies.resolve(service, port);
                 let name = resources::cluster_name(&service.id, port);
                 // The input holds the backups' endpoints too: a change in a backup service rebuilds
                 // (and names in `Changes`) every cluster that uses it.
@@ -782,6 +782,7 @@ mod tests {
 
     fn registry(endpoint_ip: &str) -> Arc<Registry> {
         let svc = |name: &str, ip: &str| Service {
+            traffic_distribution: None,
             id: ServiceId::new("shop", name),
             ports: vec![ServicePort {
                 name: "http".into(),

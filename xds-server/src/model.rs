@@ -145,6 +145,62 @@ pub struct Service {
     pub id: ServiceId,
     pub ports: Vec<ServicePort>,
     pub endpoints: Vec<Endpoint>,
+    /// The Service's `spec.trafficDistribution`, when it has a value we know: the default for its
+    /// ports when no policy names the service (see [`crate::policy::PolicySet::resolve`]).
+    pub traffic_distribution: Option<TrafficDistribution>,
+}
+
+impl Service {
+    /// A service without a traffic distribution preference.
+    pub fn new(id: ServiceId, ports: Vec<ServicePort>, endpoints: Vec<Endpoint>) -> Self {
+        Self {
+            id,
+            ports,
+            endpoints,
+            traffic_distribution: None,
+        }
+    }
+}
+
+/// Kubernetes `Service.spec.trafficDistribution`: the Service owner's wish that traffic stay close.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TrafficDistribution {
+    /// Same zone first (Kubernetes 1.33+; `PreferClose` is its older name).
+    PreferSameZone,
+    /// The original name of `PreferSameZone`; the same behaviour, kept apart only to report it as
+    /// written.
+    PreferClose,
+    /// Same node first (Kubernetes 1.34). Endpoints do not carry their node here, so it ranks like
+    /// `PreferSameZone`.
+    PreferSameNode,
+}
+
+impl TrafficDistribution {
+    pub const ALL: [Self; 3] = [
+        Self::PreferSameZone,
+        Self::PreferClose,
+        Self::PreferSameNode,
+    ];
+
+    /// The value as Kubernetes spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PreferSameZone => "PreferSameZone",
+            Self::PreferClose => "PreferClose",
+            Self::PreferSameNode => "PreferSameNode",
+        }
+    }
+
+    /// A known value (exact spelling, as the API server compares them); `None` for anything else.
+    pub fn parse(value: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|d| d.as_str() == value)
+    }
+}
+
+impl fmt::Display for TrafficDistribution {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Where clients on other networks reach a network's endpoints (an east-west gateway). Endpoints on a
@@ -243,6 +299,7 @@ mod tests {
                 port,
             }],
             endpoints: vec![],
+            traffic_distribution: None,
         }
     }
 

@@ -42,6 +42,7 @@ const WAIT: Duration = Duration::from_secs(30);
 fn registry(services: usize, endpoints: usize, generation: u64) -> Arc<Registry> {
     Arc::new(Registry::from_services((0..services).map(|s| {
         Service {
+            traffic_distribution: None,
             id: ServiceId::new("shop", format!("s{s}")),
             ports: vec![ServicePort {
                 name: "http".into(),

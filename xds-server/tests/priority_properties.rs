@@ -104,6 +104,7 @@ fn matched(client: &ClientInfo, ep: &Endpoint) -> usize {
 
 fn plan_for(client: &ClientInfo, endpoints: &[Endpoint], policy: &FailoverPolicy) -> PriorityPlan {
     let service = Arc::new(Service {
+        traffic_distribution: None,
         id: ServiceId::new("shop", "checkout"),
         ports: vec![ServicePort {
             name: "http".into(),

@@ -15,7 +15,9 @@ use super::proto as pb;
 use super::render::render_any;
 use crate::cache::{ResourceType, Snapshot};
 use crate::model::{ClientInfo, Health, Locality, Registry, Service, ServiceId};
-use crate::policy::{PolicyOrigin, PolicyScope, PolicyStatus};
+use crate::policy::{
+    FailoverPolicy, HealthCheckProtocol, PolicyOrigin, PolicyScope, PolicyStatus, Spillover,
+};
 use crate::server::Snapshots;
 use crate::translate::explain::{explain, Explanation};
 use crate::translate::input::ClusterInput;
@@ -133,7 +135,8 @@ pub fn hash_text(hash: u64) -> String {
     format!("{hash:016x}")
 }
 
-/// `file:PATH`, `kubernetes:NS/NAME` or `built-in`.
+/// `file:PATH`, `kubernetes:NS/NAME`, `built-in`, or for a Service's traffic distribution
+/// `Service shop/web spec.trafficDistribution=PreferSameZone (over namespace default shop/defaults)`.
 pub fn origin_text(origin: &PolicyOrigin) -> String {
     match origin {
         PolicyOrigin::BuiltIn => "built-in".to_string(),
@@ -143,6 +146,7 @@ pub fn origin_text(origin: &PolicyOrigin) -> String {
             source,
         } if source == "kubernetes" => format!("kubernetes:{namespace}/{name}"),
         PolicyOrigin::Named { source, .. } => format!("file:{source}"),
+        PolicyOrigin::TrafficDistribution { .. } => origin.describe(),
     }
 }
 
@@ -151,6 +155,100 @@ fn scope_text(scope: &PolicyScope) -> String {
         PolicyScope::Mesh => "mesh".to_string(),
         PolicyScope::Namespace(ns) => format!("namespace {ns}"),
         PolicyScope::Service(id) => format!("service {id}"),
+        PolicyScope::ServicePort(id, port) => format!("service {id} port {port}"),
+    }
+}
+
+/// `NS/NAME:PORT`.
+fn service_port_text(id: &ServiceId, port: &crate::model::ServicePort) -> String {
+    format!("{id}:{}", port.port)
+}
+
+fn spillover_text(s: Spillover) -> &'static str {
+    match s {
+        Spillover::Gradual => "gradual",
+        Spillover::AllOrNothing => "allOrNothing",
+    }
+}
+
+/// The settings of a policy, as the admin API reports them (scope, origin and services left empty).
+pub fn policy_settings_pb(p: &FailoverPolicy) -> pb::Policy {
+    pb::Policy {
+        failover_priority: p
+            .failover_priority
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        failover: p
+            .failover
+            .iter()
+            .map(|r| pb::FailoverRule {
+                from: r.from.clone(),
+                to: r.to.clone(),
+            })
+            .collect(),
+        overprovisioning_factor: p.overprovisioning_factor,
+        panic_threshold: p.panic_threshold,
+        outlier_detection: p.outlier_detection.as_ref().map(|od| pb::OutlierDetection {
+            consecutive_5xx: od.consecutive_5xx,
+            consecutive_gateway_failure: od.consecutive_gateway_failure,
+            interval_ms: od.interval.as_millis() as u64,
+            base_ejection_time_ms: od.base_ejection_time.as_millis() as u64,
+            max_ejection_percent: od.max_ejection_percent,
+        }),
+        outlier_detection_enabled: p.outlier_detection.is_some(),
+        distribute: p
+            .distribute
+            .iter()
+            .map(|r| pb::DistributeRule {
+                from: r.from.to_string(),
+                to: r
+                    .to
+                    .iter()
+                    .map(|(l, w)| pb::DistributeTarget {
+                        locality: l.to_string(),
+                        weight: *w,
+                    })
+                    .collect(),
+            })
+            .collect(),
+        health_check: p.health_check.as_ref().map(|hc| {
+            let mut out = pb::HealthCheck {
+                interval_ms: hc.interval.as_millis() as u64,
+                timeout_ms: hc.timeout.as_millis() as u64,
+                unhealthy_threshold: hc.unhealthy_threshold,
+                healthy_threshold: hc.healthy_threshold,
+                ..pb::HealthCheck::default()
+            };
+            match &hc.protocol {
+                HealthCheckProtocol::Http { path, host } => {
+                    out.protocol = "http".into();
+                    out.path = path.clone();
+                    out.host = host.clone().unwrap_or_default();
+                }
+                HealthCheckProtocol::Tcp => out.protocol = "tcp".into(),
+                HealthCheckProtocol::Grpc { service } => {
+                    out.protocol = "grpc".into();
+                    out.grpc_service = service.clone().unwrap_or_default();
+                }
+            }
+            out
+        }),
+        spillover: spillover_text(p.spillover).to_string(),
+        mtls: match p.mtls {
+            crate::policy::MtlsMode::Strict => "STRICT",
+            crate::policy::MtlsMode::Disable => "DISABLE",
+        }
+        .to_string(),
+        backups: p
+            .backups
+            .iter()
+            .map(|b| match &b.cluster {
+                Some(c) => format!("{}@{c}", b.service),
+                None => b.service.to_string(),
+            })
+            .collect(),
+        ..pb::Policy::default()
     }
 }
 
@@ -377,6 +475,7 @@ fn explanation_pb(e: Explanation) -> pb::Explanation {
         no_healthy_upstream: e.no_healthy_upstream,
         normalized_total_health: e.normalized_total_health,
         notes: e.notes,
+        policy: String::new(),
     }
 }
 
@@ -405,28 +504,48 @@ pub fn explain_for(
             have.join(", ")
         )));
     }
-    let resolved = snapshot.policies.resolve(&service.id);
-    let class = LocalityClass::of(client, &resolved.policy);
+    let shared = Arc::new(service.clone());
+    let explanations: Vec<pb::Explanation> = ports
+        .into_iter()
+        .map(|p| {
+            // Each port under its own policy (a policy may name one port).
+            let resolved = snapshot.policies.resolve(service, p);
+            let class = LocalityClass::of(client, &resolved.policy);
+            let input = ClusterInput::new(&snapshot.registry, shared.clone(), p, &resolved.policy);
+            pb::Explanation {
+                policy: origin_text(&resolved.origin),
+                ..explanation_pb(explain(&class, &input, &resolved.policy))
+            }
+        })
+        .collect();
     Ok(pb::ExplainPrioritiesResponse {
         client: client_text,
-        policy: origin_text(&resolved.origin),
-        explanations: ports
-            .into_iter()
-            .map(|p| {
-                let input = ClusterInput::new(
-                    &snapshot.registry,
-                    Arc::new(service.clone()),
-                    p,
-                    &resolved.policy,
-                );
-                explanation_pb(explain(&class, &input, &resolved.policy))
-            })
-            .collect(),
+        // The first port's; each explanation names its own.
+        policy: explanations
+            .first()
+            .map(|e| e.policy.clone())
+            .unwrap_or_default(),
+        explanations,
     })
 }
 
 /// The policies in force (from the snapshot) with the services each decides, and the rejected ones.
 pub fn policies_pb(snapshot: &Snapshot, status: &PolicyStatus) -> pb::ListPoliciesResponse {
+    // (`NS/NAME:PORT`, port name, its policy) for every service port.
+    let resolved: Vec<(String, String, crate::policy::ResolvedPolicy)> = snapshot
+        .registry
+        .services
+        .values()
+        .flat_map(|s| {
+            s.ports.iter().map(move |p| {
+                (
+                    service_port_text(&s.id, p),
+                    p.name.clone(),
+                    snapshot.policies.resolve(s, p),
+                )
+            })
+        })
+        .collect();
     let active = snapshot
         .policies
         .entries
@@ -436,48 +555,52 @@ pub fn policies_pb(snapshot: &Snapshot, status: &PolicyStatus) -> pb::ListPolici
                 PolicyOrigin::Named {
                     namespace, name, ..
                 } => (namespace.clone(), name.clone()),
-                PolicyOrigin::BuiltIn => (String::new(), "built-in".to_string()),
+                _ => (String::new(), entry.origin.describe()),
             };
-            let services = snapshot
-                .registry
-                .services
-                .keys()
-                .filter(|id| snapshot.policies.resolve(id).origin == entry.origin)
-                .map(|id| id.to_string())
+            // Every service port this entry decides, and those where it supplies everything but
+            // the failoverPriority (the Service's trafficDistribution replaces that).
+            let services = resolved
+                .iter()
+                .filter_map(|(text, _, r)| match &r.origin {
+                    o if *o == entry.origin => Some(text.clone()),
+                    PolicyOrigin::TrafficDistribution { value, over, .. }
+                        if **over == entry.origin =>
+                    {
+                        Some(format!("{text} (trafficDistribution={value})"))
+                    }
+                    _ => None,
+                })
                 .collect();
-            let p = &entry.policy;
             pb::Policy {
                 namespace,
                 name,
                 scope: scope_text(&entry.scope),
                 origin: origin_text(&entry.origin),
                 services,
-                failover_priority: p
-                    .failover_priority
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect(),
-                failover: p
-                    .failover
-                    .iter()
-                    .map(|r| pb::FailoverRule {
-                        from: r.from.clone(),
-                        to: r.to.clone(),
-                    })
-                    .collect(),
-                overprovisioning_factor: p.overprovisioning_factor,
-                panic_threshold: p.panic_threshold,
-                outlier_detection: p.outlier_detection.as_ref().map(|od| pb::OutlierDetection {
-                    consecutive_5xx: od.consecutive_5xx,
-                    consecutive_gateway_failure: od.consecutive_gateway_failure,
-                    interval_ms: od.interval.as_millis() as u64,
-                    base_ejection_time_ms: od.base_ejection_time.as_millis() as u64,
-                    max_ejection_percent: od.max_ejection_percent,
-                }),
+                port: match &entry.scope {
+                    PolicyScope::ServicePort(_, port) => port.clone(),
+                    _ => String::new(),
+                },
+                ..policy_settings_pb(&entry.policy)
             }
         })
         .collect();
+    let effective = resolved
+        .iter()
+        .map(|(text, port_name, r)| pb::EffectivePolicy {
+            service_port: text.clone(),
+            port_name: port_name.clone(),
+            policy: origin_text(&r.origin),
+            failover_priority: r
+                .policy
+                .failover_priority
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+        })
+        .collect();
     pb::ListPoliciesResponse {
+        effective,
         active,
         rejected: status
             .rejected()
@@ -506,6 +629,7 @@ pub fn services_pb(snapshot: &Snapshot, source: &str) -> pb::ListServicesRespons
                         name: p.name.clone(),
                         port: u32::from(p.port),
                         cluster: cluster_name(&s.id, p),
+                        policy: origin_text(&snapshot.policies.resolve(s, p).origin),
                     })
                     .collect(),
                 endpoints: s
@@ -524,7 +648,15 @@ pub fn services_pb(snapshot: &Snapshot, source: &str) -> pb::ListServicesRespons
                     })
                     .collect(),
                 source: source.to_string(),
-                policy: origin_text(&snapshot.policies.resolve(&s.id).origin),
+                policy: s
+                    .ports
+                    .first()
+                    .map(|p| origin_text(&snapshot.policies.resolve(s, p).origin))
+                    .unwrap_or_else(|| "built-in".to_string()),
+                traffic_distribution: s
+                    .traffic_distribution
+                    .map(|d| d.to_string())
+                    .unwrap_or_default(),
             })
             .collect(),
     }
@@ -770,6 +902,7 @@ mod tests {
 
     fn service(ns: &str, name: &str) -> Service {
         Service {
+            traffic_distribution: None,
             id: ServiceId::new(ns, name),
             ports: vec![ServicePort {
                 name: "http".into(),
@@ -882,7 +1015,7 @@ mod tests {
             (p.scope.as_str(), p.origin.as_str(), p.name.as_str()),
             ("namespace shop", "file:policies/shop.yaml", "shop-default")
         );
-        assert_eq!(p.services, vec!["shop/cart", "shop/checkout"]);
+        assert_eq!(p.services, vec!["shop/cart:8080", "shop/checkout:8080"]);
         assert_eq!(p.panic_threshold, 5);
         assert_eq!(r.rejected.len(), 1);
         assert_eq!(r.rejected[0].source, "file:policies/bad.yaml");
@@ -903,6 +1036,135 @@ mod tests {
             .find(|s| s.namespace == "shop" && s.name == "cart")
             .unwrap();
         assert_eq!(shop_cart.policy, "file:policies/shop.yaml");
+    }
+
+    /// shop/web (ports http 8080, grpc 9090, trafficDistribution PreferSameZone) under a namespace
+    /// default ranking by cluster only, with a policy for its grpc port.
+    fn per_port_snapshot() -> Snapshot {
+        let mut web = service("shop", "web");
+        web.ports.push(ServicePort {
+            name: "grpc".into(),
+            port: 9090,
+        });
+        web.traffic_distribution = Some(crate::model::TrafficDistribution::PreferSameZone);
+        let set = PolicySet {
+            entries: parse_policies(
+                "p.yaml",
+                "kind: FailoverPolicy\nmetadata: {name: defaults, namespace: shop}\n\
+                 spec: {failoverPriority: [topology.istio.io/cluster], panicThreshold: 5}\n---\n\
+                 kind: FailoverPolicy\nmetadata: {name: web-grpc, namespace: shop}\n\
+                 spec: {service: web, port: grpc, panicThreshold: 9}\n",
+            )
+            .unwrap(),
+        };
+        Snapshot::build(
+            None,
+            Arc::new(Registry::from_services([web, service("shop", "cart")])),
+            Arc::new(set),
+            TranslateSettings::default(),
+        )
+    }
+
+    const WEB_HTTP_POLICY: &str = "Service shop/web spec.trafficDistribution=PreferSameZone \
+                                   (over namespace default shop/defaults)";
+
+    #[test]
+    fn policies_and_services_report_the_policy_of_each_port() {
+        let snap = per_port_snapshot();
+        let r = policies_pb(&snap, &PolicyStatus::default());
+        let defaults = &r.active[0];
+        assert_eq!(
+            defaults.services,
+            [
+                "shop/cart:8080",
+                "shop/web:8080 (trafficDistribution=PreferSameZone)"
+            ]
+        );
+        let grpc = &r.active[1];
+        assert_eq!(
+            (grpc.scope.as_str(), grpc.port.as_str()),
+            ("service shop/web port grpc", "grpc")
+        );
+        assert_eq!(grpc.services, ["shop/web:9090"]);
+        assert_eq!(grpc.spillover, "gradual");
+        assert!(grpc.outlier_detection_enabled);
+        let effective: Vec<(&str, &str, &str)> = r
+            .effective
+            .iter()
+            .map(|e| {
+                (
+                    e.service_port.as_str(),
+                    e.port_name.as_str(),
+                    e.policy.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            effective,
+            [
+                ("shop/cart:8080", "http", "file:p.yaml"),
+                ("shop/web:8080", "http", WEB_HTTP_POLICY),
+                ("shop/web:9090", "grpc", "file:p.yaml"),
+            ]
+        );
+        assert_eq!(
+            r.effective[1].failover_priority,
+            [
+                "topology.kubernetes.io/region",
+                "topology.kubernetes.io/zone"
+            ]
+        );
+        assert_eq!(
+            r.effective[2].failover_priority,
+            [
+                "topology.kubernetes.io/region",
+                "topology.kubernetes.io/zone",
+                "topology.istio.io/subzone"
+            ]
+        );
+
+        let services = services_pb(&snap, "kubernetes");
+        let web = services.services.iter().find(|s| s.name == "web").unwrap();
+        assert_eq!(web.traffic_distribution, "PreferSameZone");
+        assert_eq!(web.policy, WEB_HTTP_POLICY);
+        let ports: Vec<&str> = web.ports.iter().map(|p| p.policy.as_str()).collect();
+        assert_eq!(ports, [WEB_HTTP_POLICY, "file:p.yaml"]);
+    }
+
+    #[test]
+    fn explain_uses_each_ports_own_policy() {
+        let snap = per_port_snapshot();
+        let client = ClientInfo {
+            locality: Locality::new("us-east1", "us-east1-b", ""),
+            ..ClientInfo::default()
+        };
+        let r = explain_for(&snap, "shop/web", None, &client, "by hand".into()).unwrap();
+        assert_eq!(r.policy, WEB_HTTP_POLICY, "the first port's");
+        let policies: Vec<(u32, &str, u32)> = r
+            .explanations
+            .iter()
+            .map(|e| (e.port, e.policy.as_str(), e.panic_threshold))
+            .collect();
+        assert_eq!(
+            policies,
+            [(8080, WEB_HTTP_POLICY, 5), (9090, "file:p.yaml", 9)]
+        );
+        // Zone first under the trafficDistribution (the namespace default would rank by cluster
+        // only, putting everything in one level).
+        let zones: Vec<Vec<String>> = r.explanations[0]
+            .levels
+            .iter()
+            .map(|l| {
+                l.endpoints
+                    .iter()
+                    .map(|ep| ep.locality.clone().unwrap().zone)
+                    .collect()
+            })
+            .collect();
+        assert_eq!(
+            zones,
+            vec![vec!["us-east1-b"], vec!["us-east1-c"], vec!["us-west1-a"]]
+        );
     }
 
     #[test]

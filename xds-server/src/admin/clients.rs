@@ -334,6 +334,7 @@ mod tests {
 
     fn snapshot() -> Snapshot {
         let svc = Service {
+            traffic_distribution: None,
             id: ServiceId::new("shop", "a"),
             ports: vec![ServicePort {
                 name: "http".into(),

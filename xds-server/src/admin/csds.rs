@@ -296,6 +296,7 @@ mod tests {
         use std::sync::Mutex;
 
         let svc = Service {
+            traffic_distribution: None,
             id: ServiceId::new("shop", "a"),
             ports: vec![ServicePort {
                 name: "http".into(),

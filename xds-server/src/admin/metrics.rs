@@ -352,6 +352,7 @@ mod tests {
             health,
         };
         let svc = Service {
+            traffic_distribution: None,
             id: ServiceId::new("shop", "a"),
             ports: vec![crate::model::ServicePort {
                 name: "http".into(),

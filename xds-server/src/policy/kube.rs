@@ -352,20 +352,26 @@ mod tests {
         assert!(rejected[0].error.starts_with("Conflict: "), "{rejected:?}");
         assert!(rejected[1].error.starts_with("Invalid: "), "{rejected:?}");
 
+        let http = crate::model::ServicePort {
+            name: "http".into(),
+            port: 80,
+        };
         assert_eq!(
-            set.resolve(&ServiceId::new("shop", "checkout"))
+            set.resolve_port(&ServiceId::new("shop", "checkout"), &http, None)
                 .policy
                 .panic_threshold,
             5
         );
         assert_eq!(
-            set.resolve(&ServiceId::new("other", "anything"))
+            set.resolve_port(&ServiceId::new("other", "anything"), &http, None)
                 .policy
                 .overprovisioning_factor,
             200,
             "a policy without service in the mesh namespace is the mesh default"
         );
-        let cart_origin = set.resolve(&ServiceId::new("shop", "cart")).origin;
+        let cart_origin = set
+            .resolve_port(&ServiceId::new("shop", "cart"), &http, None)
+            .origin;
         assert!(
             matches!(cart_origin, crate::policy::PolicyOrigin::Named { ref source, .. } if source == "policies/shop.yaml")
         );

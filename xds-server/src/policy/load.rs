@@ -9,6 +9,7 @@
 //! metadata: {name: checkout, namespace: shop}   # namespace "*": the mesh-wide default
 //! spec:
 //!   service: checkout              # absent: every service of the namespace
+//!   port: http                     # only with `service`: one service port (name or number)
 //!   failoverPriority: [topology.kubernetes.io/region, topology.kubernetes.io/zone]
 //!   failover: [{from: us-east1, to: us-west1}]
 //!   backups: [{service: checkout-dr, namespace: shop, cluster: west}]   # only with `service`
@@ -20,8 +21,8 @@
 //! ```
 //!
 //! Every field of `spec` is optional and defaults to [`FailoverPolicy::default`]. Durations are written
-//! like `500ms`, `2s`, `1.5s`, `1m`, `1h` or `1m30s`. At most one policy may exist per scope (service,
-//! namespace, mesh), across all files.
+//! like `500ms`, `2s`, `1.5s`, `1m`, `1h` or `1m30s`. At most one policy may exist per scope (service
+//! port, service, namespace, mesh), across all files.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -156,6 +157,7 @@ struct RawMetadata {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RawSpec {
     service: Option<String>,
+    port: Option<RawPort>,
     failover_priority: Option<Vec<String>>,
     failover: Option<Vec<RawRule>>,
     backups: Option<Vec<RawBackup>>,
@@ -189,6 +191,32 @@ struct RawOutlier {
     interval: Option<RawDuration>,
     base_ejection_time: Option<RawDuration>,
     max_ejection_percent: Option<i64>,
+}
+
+/// `spec.port`: a number or a name, kept as text (validated in `build_port`).
+#[derive(Debug)]
+struct RawPort(String);
+
+impl<'de> Deserialize<'de> for RawPort {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = RawPort;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a service port name like `http` or a port number like `8080`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawPort, E> {
+                Ok(RawPort(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawPort, E> {
+                Ok(RawPort(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawPort, E> {
+                Ok(RawPort(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// Any scalar, kept as text so that `interval: 2` gets a "needs a unit" message rather than a type error.
@@ -296,18 +324,13 @@ struct Parsed {
 
 impl Parsed {
     fn describe(&self) -> String {
-        match &self.entry.origin {
-            PolicyOrigin::Named {
-                namespace, name, ..
-            } => format!("{namespace}/{name}"),
-            PolicyOrigin::BuiltIn => "built-in".to_string(),
-        }
+        self.entry.origin.describe()
     }
 
     fn source(&self) -> &str {
         match &self.entry.origin {
             PolicyOrigin::Named { source, .. } => source,
-            PolicyOrigin::BuiltIn => "",
+            _ => "",
         }
     }
 
@@ -329,6 +352,7 @@ fn describe_scope(scope: &PolicyScope) -> String {
         PolicyScope::Mesh => "the mesh default (namespace \"*\")".to_string(),
         PolicyScope::Namespace(ns) => format!("namespace {ns}"),
         PolicyScope::Service(id) => format!("service {id}"),
+        PolicyScope::ServicePort(id, port) => format!("service {id} port {port}"),
     }
 }
 
@@ -370,9 +394,14 @@ fn find_conflict<'a>(
         .position(|b| b.service == cycle[1])
         .unwrap_or(0);
     let hops: Vec<String> = cycle.iter().map(ToString::to_string).collect();
-    let back = accepted
-        .iter()
-        .find(|p| p.entry.scope == PolicyScope::Service(cycle[cycle.len() - 2].clone()));
+    let back = accepted.iter().find(|p| {
+        p.entry.scope.service() == Some(&cycle[cycle.len() - 2])
+            && p.entry
+                .policy
+                .backups
+                .iter()
+                .any(|b| b.service == cycle[cycle.len() - 1])
+    });
     let closing = back.map_or_else(String::new, |p| {
         format!(
             "; policy {}{} backs up to {}",
@@ -479,6 +508,7 @@ fn parse_file(file: &str, text: &str) -> Result<Vec<Parsed>, PolicyError> {
             build(raw).map_err(|(path, reason)| invalid(&path, reason))?;
         let scope_path = match scope {
             PolicyScope::Service(_) => FieldPath::root().key("spec").key("service"),
+            PolicyScope::ServicePort(..) => FieldPath::root().key("spec").key("port"),
             _ => FieldPath::root().key("metadata").key("namespace"),
         };
         let pos = yaml::locate_nearest(text, i, &scope_path);
@@ -593,6 +623,12 @@ fn build(raw: RawPolicy) -> Result<(PolicyScope, String, String, FailoverPolicy)
 
     let spec_path = FieldPath::root().key("spec");
     let spec = raw.spec;
+    if spec.port.is_some() && spec.service.is_none() {
+        return Err((
+            spec_path.key("port"),
+            "`port` selects one port of one service: set spec.service too".to_string(),
+        ));
+    }
     let scope =
         match (namespace.as_str(), spec.service) {
             ("*", Some(_)) => return Err((
@@ -606,7 +642,11 @@ fn build(raw: RawPolicy) -> Result<(PolicyScope, String, String, FailoverPolicy)
             (ns, Some(service)) => {
                 yaml::check_dns_label(&service, "service name")
                     .map_err(|r| (spec_path.key("service"), r))?;
-                PolicyScope::Service(ServiceId::new(ns, service))
+                let id = ServiceId::new(ns, service);
+                match &spec.port {
+                    Some(port) => PolicyScope::ServicePort(id, build_port(&spec_path, port)?),
+                    None => PolicyScope::Service(id),
+                }
             }
         };
 
@@ -765,13 +805,37 @@ fn build(raw: RawPolicy) -> Result<(PolicyScope, String, String, FailoverPolicy)
     Ok((scope, namespace, name, policy))
 }
 
+/// `spec.port`: a port number (1..=65535) as text, or a port name as Kubernetes allows them (an
+/// IANA service name: at most 15 lowercase letters, digits and `-`, with a letter).
+fn build_port(spec_path: &FieldPath, raw: &RawPort) -> Result<String, Invalid> {
+    let path = spec_path.key("port");
+    let text = raw.0.trim();
+    if text.chars().all(|c| c.is_ascii_digit() || c == '-') && !text.is_empty() {
+        return match text.parse::<i64>() {
+            Ok(n @ 1..=65535) => Ok(n.to_string()),
+            _ => Err((
+                path,
+                format!("port number must be between 1 and 65535, got {text}"),
+            )),
+        };
+    }
+    yaml::check_dns_label(text, "port name").map_err(|r| (path.clone(), r))?;
+    if text.len() > 15 {
+        return Err((
+            path,
+            format!("port name `{text}` is longer than 15 characters (Kubernetes port names are at most 15)"),
+        ));
+    }
+    Ok(text.to_string())
+}
+
 fn build_backups(
     scope: &PolicyScope,
     namespace: &str,
     raw: Vec<RawBackup>,
 ) -> Result<Vec<BackupService>, Invalid> {
     let path = spec_backups();
-    let PolicyScope::Service(primary) = scope else {
+    let Some(primary) = scope.service() else {
         return Err((
             path,
             "backups replace one service: set spec.service, or move `backups` to that service's \
@@ -1586,7 +1650,7 @@ spec:
                     assert!(source.starts_with(&dir.path().display().to_string()));
                     name.clone()
                 }
-                PolicyOrigin::BuiltIn => unreachable!(),
+                _ => unreachable!(),
             })
             .collect();
         assert_eq!(names, vec!["a", "b"]);
@@ -1631,7 +1695,11 @@ spec:
     }
 
     fn factor_of(set: &PolicySet, ns: &str) -> u32 {
-        set.resolve(&ServiceId::new(ns, "svc"))
+        let port = crate::model::ServicePort {
+            name: "http".into(),
+            port: 80,
+        };
+        set.resolve_port(&ServiceId::new(ns, "svc"), &port, None)
             .policy
             .overprovisioning_factor
     }
@@ -1843,6 +1911,80 @@ spec:
         // Not a cycle: a backs up to b, b to c.
         std::fs::write(dir.join("c.yaml"), doc("shop", "c", "  service: c\n")).unwrap();
         assert_eq!(load_policies(dir.path()).unwrap().entries.len(), 3);
+    }
+
+    #[test]
+    fn a_port_policy_is_its_own_scope_and_its_port_is_checked() {
+        let text = format!(
+            "{}---\n{}---\n{}---\n{}",
+            doc("shop", "web", "  service: web\n"),
+            doc("shop", "web-http", "  service: web\n  port: http\n"),
+            doc("shop", "web-9090", "  service: web\n  port: 9090\n"),
+            doc(
+                "shop",
+                "web-quoted",
+                "  service: web\n  port: \"8443\"\n  backups: [{service: dr}]\n"
+            ),
+        );
+        let entries = parse(&text).unwrap();
+        let web = ServiceId::new("shop", "web");
+        let scopes: Vec<&PolicyScope> = entries.iter().map(|e| &e.scope).collect();
+        assert_eq!(
+            scopes,
+            [
+                &PolicyScope::Service(web.clone()),
+                &PolicyScope::ServicePort(web.clone(), "http".into()),
+                &PolicyScope::ServicePort(web.clone(), "9090".into()),
+                &PolicyScope::ServicePort(web.clone(), "8443".into()),
+            ]
+        );
+        assert_eq!(
+            entries[3].policy.backups[0].service,
+            ServiceId::new("shop", "dr"),
+            "a port policy may have backups"
+        );
+
+        // The same port twice is a conflict, reported at spec.port.
+        let text = format!(
+            "{}---\n{}",
+            doc("shop", "a", "  service: web\n  port: http\n"),
+            doc("shop", "b", "  service: web\n  port: http\n"),
+        );
+        let (document, _, field, reason, _) = invalid(&text);
+        assert_eq!((document, field.as_str()), (2, "spec.port"));
+        assert!(reason.contains("service shop/web port http"), "{reason}");
+
+        for (spec, reason_part) in [
+            ("  port: http\n", "set spec.service too"),
+            ("  service: web\n  port: 0\n", "between 1 and 65535"),
+            ("  service: web\n  port: 70000\n", "between 1 and 65535"),
+            ("  service: web\n  port: -1\n", "between 1 and 65535"),
+            ("  service: web\n  port: HTTP\n", "port name"),
+            ("  service: web\n  port: a-very-long-port-name\n", "15"),
+            ("  service: web\n  port: [80]\n", "port"),
+        ] {
+            let (line, field, reason) = spec_error(spec);
+            assert_eq!(field, "spec.port", "{spec}: {reason}");
+            assert!(reason.contains(reason_part), "{spec}: {reason}");
+            assert!(line.is_some(), "{spec}");
+        }
+    }
+
+    #[test]
+    fn a_port_policy_closing_a_backup_cycle_is_refused() {
+        let text = format!(
+            "{}---\n{}",
+            doc(
+                "shop",
+                "a-http",
+                "  service: a\n  port: http\n  backups: [{service: b}]\n"
+            ),
+            backing_up("b", "a"),
+        );
+        let (document, _, field, reason, _) = invalid(&text);
+        assert_eq!((document, field.as_str()), (2, "spec.backups[0]"));
+        assert!(reason.contains("shop/b → shop/a → shop/b"), "{reason}");
+        assert!(reason.contains("policy shop/a-http ("), "{reason}");
     }
 
     #[test]

@@ -1,11 +1,12 @@
 //! Failover policies: what the user wrote (YAML, later a CRD), validated into [`FailoverPolicy`], and
-//! resolved to one effective policy per service (service > namespace > mesh default > built-in default).
+//! resolved to one effective policy per service port (service port > service > the Service's own
+//! `spec.trafficDistribution` > namespace > mesh default > built-in default).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::model::{labels, ServiceId};
+use crate::model::{labels, Service, ServiceId, ServicePort, TrafficDistribution};
 
 pub mod crd;
 pub mod kube;
@@ -332,6 +333,45 @@ pub enum PolicyOrigin {
         name: String,
         source: String,
     },
+    /// No policy names the service, and its Kubernetes `spec.trafficDistribution` asks for closeness:
+    /// the policy it would inherit (`over`, of scope `over_scope`; `None`: the built-in default) with
+    /// [`traffic_distribution_priority`] as its `failoverPriority`.
+    TrafficDistribution {
+        service: ServiceId,
+        value: TrafficDistribution,
+        over: Box<PolicyOrigin>,
+        over_scope: Option<PolicyScope>,
+    },
+}
+
+impl PolicyOrigin {
+    /// `NS/NAME` of a named policy, `built-in`, or for a traffic distribution
+    /// `Service shop/web spec.trafficDistribution=PreferSameZone (over namespace default shop/defaults)`.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::BuiltIn => "built-in".to_string(),
+            Self::Named {
+                namespace, name, ..
+            } => format!("{namespace}/{name}"),
+            Self::TrafficDistribution {
+                service,
+                value,
+                over,
+                over_scope,
+            } => {
+                let kind = match over_scope {
+                    None => "built-in default".to_string(),
+                    Some(PolicyScope::Mesh) => format!("mesh default {}", over.describe()),
+                    Some(PolicyScope::Namespace(_)) => {
+                        format!("namespace default {}", over.describe())
+                    }
+                    // Not produced: a policy naming the service wins over the distribution.
+                    Some(_) => over.describe(),
+                };
+                format!("Service {service} spec.trafficDistribution={value} (over {kind})")
+            }
+        }
+    }
 }
 
 /// What a policy applies to.
@@ -341,6 +381,27 @@ pub enum PolicyScope {
     Mesh,
     Namespace(String),
     Service(ServiceId),
+    /// One port of a service (`spec.port`): its name or its number as text, as written.
+    ServicePort(ServiceId, String),
+}
+
+impl PolicyScope {
+    /// The service a service or service-port policy names.
+    pub fn service(&self) -> Option<&ServiceId> {
+        match self {
+            Self::Service(id) | Self::ServicePort(id, _) => Some(id),
+            Self::Mesh | Self::Namespace(_) => None,
+        }
+    }
+}
+
+/// The `failoverPriority` a Service's `trafficDistribution: PreferSameZone` (or `PreferClose`,
+/// `PreferSameNode`) stands for: same zone first, then same region, then anywhere.
+pub fn traffic_distribution_priority() -> Vec<PriorityKey> {
+    vec![
+        PriorityKey::label(labels::REGION),
+        PriorityKey::label(labels::ZONE),
+    ]
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -350,7 +411,7 @@ pub struct PolicyEntry {
     pub policy: Arc<FailoverPolicy>,
 }
 
-/// The effective policy for one service.
+/// The effective policy for one service port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResolvedPolicy {
     pub policy: Arc<FailoverPolicy>,
@@ -364,36 +425,81 @@ pub struct PolicySet {
 }
 
 impl PolicySet {
-    /// Most specific wins: service > namespace > mesh default > built-in default.
-    pub fn resolve(&self, service: &ServiceId) -> ResolvedPolicy {
+    /// The effective policy of one port of `service`; see [`PolicySet::resolve_port`].
+    pub fn resolve(&self, service: &Service, port: &ServicePort) -> ResolvedPolicy {
+        self.resolve_port(&service.id, port, service.traffic_distribution)
+    }
+
+    /// Most specific wins: a policy for the service port (matched by port name, then by number) >
+    /// for the service > the Service's own `trafficDistribution` (the namespace/mesh/built-in policy
+    /// below with [`traffic_distribution_priority`]) > namespace default > mesh default > built-in.
+    pub fn resolve_port(
+        &self,
+        service: &ServiceId,
+        port: &ServicePort,
+        distribution: Option<TrafficDistribution>,
+    ) -> ResolvedPolicy {
         let find = |scope: &PolicyScope| self.entries.iter().find(|e| &e.scope == scope);
-        find(&PolicyScope::Service(service.clone()))
-            .or_else(|| find(&PolicyScope::Namespace(service.namespace.clone())))
-            .or_else(|| find(&PolicyScope::Mesh))
-            .map(|e| ResolvedPolicy {
-                policy: e.policy.clone(),
-                origin: e.origin.clone(),
+        let resolved = |e: &PolicyEntry| ResolvedPolicy {
+            policy: e.policy.clone(),
+            origin: e.origin.clone(),
+        };
+        let by_name = (!port.name.is_empty())
+            .then(|| {
+                find(&PolicyScope::ServicePort(
+                    service.clone(),
+                    port.name.clone(),
+                ))
             })
-            .unwrap_or_else(|| ResolvedPolicy {
-                policy: Arc::new(FailoverPolicy::default()),
-                origin: PolicyOrigin::BuiltIn,
+            .flatten();
+        let named = by_name
+            .or_else(|| {
+                find(&PolicyScope::ServicePort(
+                    service.clone(),
+                    port.port.to_string(),
+                ))
             })
+            .or_else(|| find(&PolicyScope::Service(service.clone())));
+        if let Some(e) = named {
+            return resolved(e);
+        }
+        let inherited = find(&PolicyScope::Namespace(service.namespace.clone()))
+            .or_else(|| find(&PolicyScope::Mesh));
+        let base = inherited.map(resolved).unwrap_or_else(|| ResolvedPolicy {
+            policy: Arc::new(FailoverPolicy::default()),
+            origin: PolicyOrigin::BuiltIn,
+        });
+        let Some(value) = distribution else {
+            return base;
+        };
+        ResolvedPolicy {
+            policy: Arc::new(FailoverPolicy {
+                failover_priority: traffic_distribution_priority(),
+                prefer_own_cluster: true,
+                ..(*base.policy).clone()
+            }),
+            origin: PolicyOrigin::TrafficDistribution {
+                service: service.clone(),
+                value,
+                over: Box::new(base.origin),
+                over_scope: inherited.map(|e| e.scope.clone()),
+            },
+        }
     }
 }
 
 /// The services of a backup cycle through `new`, if adding `new` to `others` closes one: `[S, B1, ..,
 /// S]` where `S` is `new`'s service and each service backs up to the next. Only policies for one
-/// service have backups, so each service has at most one list of backups.
+/// service or one service port have backups; a service's edges are the union over its service and
+/// port policies (a cycle through any port counts: backups are chosen per service, not per port).
 pub fn backup_cycle<'a>(
     new: &PolicyEntry,
     others: impl IntoIterator<Item = &'a PolicyEntry>,
 ) -> Option<Vec<ServiceId>> {
-    let PolicyScope::Service(start) = &new.scope else {
-        return None;
-    };
+    let start = new.scope.service()?;
     let mut edges: BTreeMap<&ServiceId, Vec<&ServiceId>> = BTreeMap::new();
     for entry in others {
-        if let PolicyScope::Service(from) = &entry.scope {
+        if let Some(from) = entry.scope.service() {
             if from != start {
                 edges
                     .entry(from)
@@ -504,7 +610,7 @@ mod tests {
             ],
         };
         let factor = |ns: &str, name: &str| {
-            set.resolve(&ServiceId::new(ns, name))
+            set.resolve_port(&ServiceId::new(ns, name), &http(), None)
                 .policy
                 .overprovisioning_factor
         };
@@ -512,9 +618,166 @@ mod tests {
         assert_eq!(factor("shop", "cart"), 102);
         assert_eq!(factor("other", "checkout"), 101);
         let empty = PolicySet::default();
-        let resolved = empty.resolve(&ServiceId::new("a", "b"));
+        let resolved = empty.resolve_port(&ServiceId::new("a", "b"), &http(), None);
         assert_eq!(resolved.origin, PolicyOrigin::BuiltIn);
         assert_eq!(*resolved.policy, FailoverPolicy::default());
+    }
+
+    fn http() -> ServicePort {
+        ServicePort {
+            name: "http".into(),
+            port: 8080,
+        }
+    }
+
+    /// Service port > service > the Service's trafficDistribution > namespace > mesh > built-in,
+    /// each layer removed in turn.
+    #[test]
+    fn resolve_order_has_six_layers() {
+        let web = ServiceId::new("shop", "web");
+        let grpc = ServicePort {
+            name: "grpc".into(),
+            port: 9090,
+        };
+        let mut set = PolicySet {
+            entries: vec![
+                entry(PolicyScope::Mesh, 101),
+                entry(PolicyScope::Namespace("shop".into()), 102),
+                entry(PolicyScope::Service(web.clone()), 103),
+                entry(PolicyScope::ServicePort(web.clone(), "http".into()), 104),
+            ],
+        };
+        let zone = Some(TrafficDistribution::PreferSameZone);
+        let at = |set: &PolicySet, port: &ServicePort| set.resolve_port(&web, port, zone);
+        // 1. service port (by name)
+        assert_eq!(at(&set, &http()).policy.overprovisioning_factor, 104);
+        // ... and another port of the service falls through to 2. the service policy
+        assert_eq!(at(&set, &grpc).policy.overprovisioning_factor, 103);
+        set.entries.pop();
+        assert_eq!(at(&set, &http()).policy.overprovisioning_factor, 103);
+        assert_eq!(
+            at(&set, &http()).policy.failover_priority,
+            default_failover_priority(),
+            "a policy naming the service wins over its trafficDistribution"
+        );
+        // 3. the Service's trafficDistribution, over the namespace default
+        set.entries.pop();
+        let r = at(&set, &http());
+        assert_eq!(
+            r.policy.overprovisioning_factor, 102,
+            "other settings inherited"
+        );
+        assert_eq!(r.policy.failover_priority, traffic_distribution_priority());
+        assert!(r.policy.splits_by_cluster());
+        assert_eq!(
+            r.origin.describe(),
+            "Service shop/web spec.trafficDistribution=PreferSameZone (over namespace default x/p102)"
+        );
+        // 4. namespace default (no trafficDistribution)
+        assert_eq!(
+            set.resolve_port(&web, &http(), None)
+                .policy
+                .overprovisioning_factor,
+            102
+        );
+        // over the mesh default, then over the built-in default
+        set.entries.pop();
+        let r = at(&set, &http());
+        assert_eq!(r.policy.overprovisioning_factor, 101);
+        assert!(r.origin.describe().ends_with("(over mesh default x/p101)"));
+        // 5. mesh default
+        assert_eq!(
+            set.resolve_port(&web, &http(), None)
+                .policy
+                .overprovisioning_factor,
+            101
+        );
+        set.entries.pop();
+        let r = at(&set, &http());
+        assert_eq!(
+            r.origin.describe(),
+            "Service shop/web spec.trafficDistribution=PreferSameZone (over built-in default)"
+        );
+        assert_eq!(
+            *r.policy,
+            FailoverPolicy {
+                failover_priority: traffic_distribution_priority(),
+                ..FailoverPolicy::default()
+            }
+        );
+        // 6. built-in default
+        assert_eq!(
+            set.resolve_port(&web, &http(), None).origin,
+            PolicyOrigin::BuiltIn
+        );
+    }
+
+    #[test]
+    fn a_port_policy_matches_by_name_or_number_and_the_name_wins() {
+        let web = ServiceId::new("shop", "web");
+        let mut set = PolicySet {
+            entries: vec![
+                entry(PolicyScope::ServicePort(web.clone(), "8080".into()), 1080),
+                entry(PolicyScope::Service(web.clone()), 103),
+            ],
+        };
+        let factor = |set: &PolicySet, port: &ServicePort| {
+            set.resolve_port(&web, port, None)
+                .policy
+                .overprovisioning_factor
+        };
+        assert_eq!(factor(&set, &http()), 1080, "by number");
+        let other = ServicePort {
+            name: "admin".into(),
+            port: 9000,
+        };
+        assert_eq!(factor(&set, &other), 103);
+        set.entries.push(entry(
+            PolicyScope::ServicePort(web.clone(), "http".into()),
+            1081,
+        ));
+        assert_eq!(factor(&set, &http()), 1081, "the name wins over the number");
+        // Unnamed ports (single-port Kubernetes Services) match by number only.
+        let unnamed = ServicePort {
+            name: String::new(),
+            port: 8080,
+        };
+        assert_eq!(factor(&set, &unnamed), 1080);
+        // Another service's port policy does not apply.
+        assert_eq!(
+            set.resolve_port(&ServiceId::new("shop", "api"), &http(), None)
+                .origin,
+            PolicyOrigin::BuiltIn
+        );
+    }
+
+    #[test]
+    fn backup_cycles_count_port_policies_as_the_service() {
+        let (a, b) = (ServiceId::new("shop", "a"), ServiceId::new("shop", "b"));
+        let backed = |scope: PolicyScope, to: &ServiceId| PolicyEntry {
+            policy: Arc::new(FailoverPolicy {
+                backups: vec![BackupService {
+                    service: to.clone(),
+                    cluster: None,
+                }],
+                ..FailoverPolicy::default()
+            }),
+            ..entry(scope, 100)
+        };
+        let a_port = backed(PolicyScope::ServicePort(a.clone(), "http".into()), &b);
+        let b_service = backed(PolicyScope::Service(b.clone()), &a);
+        assert_eq!(
+            backup_cycle(&b_service, [&a_port]),
+            Some(vec![b.clone(), a.clone(), b.clone()])
+        );
+        let b_port = backed(PolicyScope::ServicePort(b.clone(), "grpc".into()), &a);
+        assert_eq!(
+            backup_cycle(&a_port, [&b_port]),
+            Some(vec![a.clone(), b.clone(), a.clone()])
+        );
+        // A service policy and a port policy of the same service are not a cycle.
+        let a_service = backed(PolicyScope::Service(a.clone()), &b);
+        assert_eq!(backup_cycle(&a_port, [&a_service]), None);
     }
 
     #[test]

@@ -531,6 +531,7 @@ mod tests {
         Arc::new(Registry::from_services(services.iter().map(
             |(name, ips)| {
                 Service {
+                    traffic_distribution: None,
                     id: ServiceId::new("shop", *name),
                     ports: vec![ServicePort {
                         name: "http".into(),

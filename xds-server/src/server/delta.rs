@@ -373,6 +373,7 @@ mod tests {
 
     fn snapshot(prev: Option<&Snapshot>, services: &[(&str, &str)]) -> Snapshot {
         let reg = Registry::from_services(services.iter().map(|(name, ip)| Service {
+            traffic_distribution: None,
             id: ServiceId::new("shop", *name),
             ports: vec![ServicePort {
                 name: "http".into(),

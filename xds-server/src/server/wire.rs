@@ -195,6 +195,7 @@ mod tests {
 
     fn resources() -> Vec<Arc<Resource>> {
         let svc = |name: &str| Service {
+            traffic_distribution: None,
             id: ServiceId::new("shop", name),
             ports: vec![crate::model::ServicePort {
                 name: "http".into(),

@@ -5,6 +5,8 @@
 //! - name: checkout                 # DNS-1123 label
 //!   namespace: shop                # DNS-1123 label
 //!   ports: [{name: http, port: 8080}]
+//!   trafficDistribution: PreferSameZone   # optional, as Kubernetes' Service field: PreferSameZone,
+//!                                  # PreferClose (its alias) or PreferSameNode (ranked like PreferSameZone)
 //!   endpoints:                     # optional (a service may have none)
 //!   - address: 127.0.0.1           # an IP address
 //!     port: 9001                   # optional; only for single-port services: the target port
@@ -33,6 +35,7 @@ use tracing::{error, info, warn};
 
 use crate::model::{
     labels, Endpoint, Health, Locality, NetworkGateway, Registry, Service, ServiceId, ServicePort,
+    TrafficDistribution,
 };
 use crate::sources::watch::{self, FileChange};
 use crate::sources::yaml::{self, FieldPath};
@@ -132,6 +135,8 @@ struct RawService {
     ports: Vec<RawPort>,
     #[serde(default, deserialize_with = "non_null_list")]
     endpoints: Vec<RawEndpoint>,
+    #[serde(rename = "trafficDistribution")]
+    traffic_distribution: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -346,6 +351,24 @@ fn build_service(raw: RawService, path: &FieldPath) -> Result<Service, Invalid> 
     yaml::check_dns_label(&raw.name, "service name").map_err(|r| (path.key("name"), r))?;
     yaml::check_dns_label(&raw.namespace, "namespace").map_err(|r| (path.key("namespace"), r))?;
     let id = ServiceId::new(raw.namespace, raw.name);
+    // Unlike Kubernetes, which may add values and so ignores unknown ones, this file is ours: an
+    // unknown value is a typo, rejected like any other.
+    let traffic_distribution = match &raw.traffic_distribution {
+        None => None,
+        Some(value) => Some(TrafficDistribution::parse(value).ok_or_else(|| {
+            let known = TrafficDistribution::ALL.map(|d| d.as_str());
+            let hint = yaml::did_you_mean(value, &known)
+                .map(|k| format!("; did you mean `{k}`?"))
+                .unwrap_or_default();
+            (
+                path.key("trafficDistribution"),
+                format!(
+                    "unknown trafficDistribution `{value}`, expected one of {}{hint}",
+                    known.join(", ")
+                ),
+            )
+        })?),
+    };
 
     if raw.ports.is_empty() {
         return Err((
@@ -398,6 +421,7 @@ fn build_service(raw: RawService, path: &FieldPath) -> Result<Service, Invalid> 
         endpoints.push(endpoint);
     }
     Ok(Service {
+        traffic_distribution,
         id,
         ports,
         endpoints,
@@ -666,6 +690,37 @@ services:
         assert!(registry.services[&ServiceId::new("other", "empty")]
             .endpoints
             .is_empty());
+    }
+
+    #[test]
+    fn traffic_distribution_is_read_and_typos_are_rejected() {
+        let with = |value: &str| {
+            format!(
+                "services:\n- name: web\n  namespace: shop\n  ports: [{{name: http, port: 80}}]\n  \
+                 trafficDistribution: {value}\n"
+            )
+        };
+        let id = ServiceId::new("shop", "web");
+        for (value, want) in [
+            ("PreferSameZone", TrafficDistribution::PreferSameZone),
+            ("PreferClose", TrafficDistribution::PreferClose),
+            ("PreferSameNode", TrafficDistribution::PreferSameNode),
+        ] {
+            let registry = parse(&with(value)).unwrap();
+            assert_eq!(registry.services[&id].traffic_distribution, Some(want));
+        }
+        let registry = parse(EXAMPLE).unwrap();
+        assert!(registry
+            .services
+            .values()
+            .all(|s| s.traffic_distribution.is_none()));
+        let (line, field, reason, _) = invalid(&with("PreferSameZon"));
+        assert_eq!(line, Some(5));
+        assert_eq!(field, "services[0].trafficDistribution");
+        assert!(
+            reason.contains("did you mean `PreferSameZone`?"),
+            "{reason}"
+        );
     }
 
     #[test]

@@ -337,10 +337,14 @@ pub fn merge(
         let is_stale = stale.contains(&member.name);
         for (id, service) in &registry.services {
             let merged = services.entry(id.clone()).or_insert_with(|| Service {
+                traffic_distribution: None,
                 id: id.clone(),
                 ports: Vec::new(),
                 endpoints: Vec::new(),
             });
+            // Like port numbers: the first cluster (in order) that sets one decides.
+            merged.traffic_distribution =
+                merged.traffic_distribution.or(service.traffic_distribution);
             for port in &service.ports {
                 if !merged.ports.iter().any(|p| p.name == port.name) {
                     merged.ports.push(port.clone());
@@ -785,6 +789,7 @@ mod tests {
 
     fn registry(cluster: &str, port: u16, eps: &[(&str, Health)]) -> Arc<Registry> {
         Arc::new(Registry::from_services([Service {
+            traffic_distribution: None,
             id: ServiceId::new("shop", "checkout"),
             ports: vec![ServicePort {
                 name: "http".into(),

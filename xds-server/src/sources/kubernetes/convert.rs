@@ -11,7 +11,10 @@ use k8s_openapi::api::core::v1::{Node, Service as KubeService};
 use k8s_openapi::api::discovery::v1::{Endpoint as SliceEndpoint, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use crate::model::{labels, Endpoint, Health, Locality, Registry, Service, ServiceId, ServicePort};
+use crate::model::{
+    labels, Endpoint, Health, Locality, Registry, Service, ServiceId, ServicePort,
+    TrafficDistribution,
+};
 
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 pub const DEFAULT_SUBZONE_LABEL: &str = labels::SUBZONE;
@@ -138,6 +141,27 @@ fn service_ports(svc: &KubeService) -> Vec<(ServicePort, Option<IntOrString>)> {
             ))
         })
         .collect()
+}
+
+/// `spec.trafficDistribution`, if set to a value we know. Kubernetes may add values: an unknown one is
+/// ignored (the Service then inherits its namespace's policy) and reported in `skipped`.
+fn traffic_distribution(
+    svc: &KubeService,
+    id: &ServiceId,
+    skipped: &mut Vec<Skipped>,
+) -> Option<TrafficDistribution> {
+    let value = svc.spec.as_ref()?.traffic_distribution.as_deref()?;
+    let known = TrafficDistribution::parse(value);
+    if known.is_none() {
+        skipped.push(Skipped {
+            object: format!("Service {id}"),
+            reason: format!(
+                "unknown spec.trafficDistribution {value:?} ignored (known: {})",
+                TrafficDistribution::ALL.map(|d| d.as_str()).join(", ")
+            ),
+        });
+    }
+    known
 }
 
 /// Converts what the watches hold into one registry. Services without any endpoint slice still appear
@@ -271,6 +295,7 @@ pub fn build_registry<'a>(
             }
         }
         out.push(Service {
+            traffic_distribution: traffic_distribution(svc, &id, &mut skipped),
             id,
             ports: ports.into_iter().map(|(p, _)| p).collect(),
             endpoints: endpoints.into_values().collect(),
@@ -513,6 +538,48 @@ mod tests {
         );
         assert_eq!(skipped.len(), 1);
         assert!(skipped[0].reason.contains("not-an-ip"), "{skipped:?}");
+    }
+
+    #[test]
+    fn traffic_distribution_is_read_and_unknown_values_are_skipped_by_name() {
+        let with = |value: Option<&str>| -> KubeService {
+            let mut spec = json!({"ports": [{"port": 80}]});
+            if let Some(v) = value {
+                spec["trafficDistribution"] = json!(v);
+            }
+            serde_json::from_value(json!({
+                "metadata": {"namespace": "shop", "name": "web"},
+                "spec": spec
+            }))
+            .unwrap()
+        };
+        let read = |svc: KubeService| {
+            let (reg, skipped) = build_registry([&svc], [], &nodes(), &ConvertSettings::default());
+            (
+                reg.services[&ServiceId::new("shop", "web")].traffic_distribution,
+                skipped,
+            )
+        };
+        for (value, want) in [
+            ("PreferSameZone", TrafficDistribution::PreferSameZone),
+            ("PreferClose", TrafficDistribution::PreferClose),
+            ("PreferSameNode", TrafficDistribution::PreferSameNode),
+        ] {
+            let (got, skipped) = read(with(Some(value)));
+            assert_eq!(got, Some(want));
+            assert!(skipped.is_empty(), "{skipped:?}");
+        }
+        let (got, skipped) = read(with(None));
+        assert_eq!(got, None);
+        assert!(skipped.is_empty());
+        let (got, skipped) = read(with(Some("PreferSameGalaxy")));
+        assert_eq!(got, None, "an unknown value is ignored");
+        assert_eq!(skipped.len(), 1);
+        assert_eq!(skipped[0].object, "Service shop/web");
+        assert!(
+            skipped[0].reason.contains("\"PreferSameGalaxy\""),
+            "{skipped:?}"
+        );
     }
 
     #[test]
