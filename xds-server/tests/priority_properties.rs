@@ -8,14 +8,18 @@ use proptest::prelude::*;
 use xds_server::model::{
     labels, ClientInfo, Endpoint, Health, Locality, Service, ServiceId, ServicePort,
 };
-use xds_server::policy::{FailoverPolicy, RegionFailover};
+use xds_server::policy::{
+    DistributeRule, FailoverPolicy, LocalityPattern, PriorityKey, RegionFailover,
+};
 use xds_server::translate::input::ClusterInput;
+use xds_server::translate::resources::load_assignment;
 use xds_server::translate::{priorities, LocalityClass, PriorityPlan};
 
 const REGIONS: [&str; 3] = ["r1", "r2", "r3"];
 const ZONES: [&str; 3] = ["a", "b", "c"];
 const SUBZONES: [&str; 3] = ["", "s1", "s2"];
 const CLUSTERS: [&str; 3] = ["", "east", "west"];
+const NAMED_SUBZONES: [&str; 2] = ["s1", "s2"];
 
 fn pick(options: &'static [&'static str]) -> impl Strategy<Value = &'static str> {
     (0..options.len()).prop_map(move |i| options[i])
@@ -102,15 +106,89 @@ fn matched(client: &ClientInfo, ep: &Endpoint) -> usize {
     .count()
 }
 
-fn plan_for(client: &ClientInfo, endpoints: &[Endpoint], policy: &FailoverPolicy) -> PriorityPlan {
+/// A `distribute` pattern over the test topology: `*`, `r1/*`, `r1/r1-a/*` or `r1/r1-a/s1`.
+fn pattern() -> impl Strategy<Value = LocalityPattern> {
+    (
+        0usize..4,
+        pick(&REGIONS),
+        pick(&ZONES),
+        pick(&NAMED_SUBZONES),
+    )
+        .prop_map(|(depth, r, z, s)| {
+            let all = [r.to_string(), format!("{r}-{z}"), s.to_string()];
+            LocalityPattern {
+                segments: all[..depth].to_vec(),
+                wildcard: depth < 3,
+            }
+        })
+}
+
+/// Rules as validation admits them: `to` patterns that do not overlap, weights 1..=100 summing to
+/// 100 (cut points of 0..100).
+fn distribute_rules() -> impl Strategy<Value = Vec<DistributeRule>> {
+    let rule = (
+        pattern(),
+        proptest::collection::vec(pattern(), 1..5),
+        proptest::sample::subsequence((1u32..100).collect::<Vec<_>>(), 0..4),
+    )
+        .prop_map(|(from, candidates, cuts)| {
+            let mut to: Vec<LocalityPattern> = Vec::new();
+            for p in candidates {
+                if !to.iter().any(|q| q.overlaps(&p)) {
+                    to.push(p);
+                }
+            }
+            // As many weights as patterns: cut points (sorted) of 0..100, as many as needed.
+            let mut bounds = vec![0u32];
+            bounds.extend(cuts.into_iter().take(to.len() - 1));
+            while bounds.len() < to.len() {
+                // Too few cut points: split the widest gap (always ≥ 2 wide here).
+                let (at, _) = bounds
+                    .windows(2)
+                    .map(|w| w[1] - w[0])
+                    .chain(std::iter::once(100 - bounds[bounds.len() - 1]))
+                    .enumerate()
+                    .max_by_key(|(_, gap)| *gap)
+                    .unwrap();
+                let hi = bounds.get(at + 1).copied().unwrap_or(100);
+                bounds.insert(at + 1, (bounds[at] + hi) / 2);
+            }
+            bounds.push(100);
+            let weights: Vec<u32> = bounds.windows(2).map(|w| w[1] - w[0]).collect();
+            DistributeRule {
+                from,
+                to: to.into_iter().zip(weights).collect(),
+            }
+        });
+    proptest::collection::vec(rule, 0..3)
+}
+
+fn locality_of(l: &Locality) -> [&str; 3] {
+    [l.region.as_str(), l.zone.as_str(), l.subzone.as_str()]
+}
+
+fn input_of(endpoints: &[Endpoint]) -> ClusterInput {
     let service = Arc::new(Service {
-        traffic_distribution: None,
         id: ServiceId::new("shop", "checkout"),
         ports: vec![ServicePort {
             name: "http".into(),
             port: 8080,
         }],
         endpoints: endpoints.to_vec(),
+        traffic_distribution: None,
+    });
+    ClusterInput::plain(service.clone(), &service.ports[0])
+}
+
+fn plan_for(client: &ClientInfo, endpoints: &[Endpoint], policy: &FailoverPolicy) -> PriorityPlan {
+    let service = Arc::new(Service {
+        id: ServiceId::new("shop", "checkout"),
+        ports: vec![ServicePort {
+            name: "http".into(),
+            port: 8080,
+        }],
+        endpoints: endpoints.to_vec(),
+        traffic_distribution: None,
     });
     let input = ClusterInput::plain(service.clone(), &service.ports[0]);
     priorities(&LocalityClass::of(client, policy), &input, policy)
@@ -183,6 +261,144 @@ proptest! {
                             endpoints[b].locality.region, place(&endpoints[b]), targets);
                     }
                 }
+            }
+        }
+    }
+
+    /// `distribute`: for a client whose locality matches a rule's `from` (the first such rule), P0
+    /// is exactly the endpoints in the rule's `to` localities (when there are any), the other
+    /// endpoints keep the plan they would have without the rule, one level lower; no rule or no
+    /// endpoint there: the plan without distribute.
+    ///
+    /// Weights within a level sum as configured: in P0 every `to` pattern that has endpoints there
+    /// gets exactly weight(p) / Σ weight(q over the patterns with endpoints) of the level's
+    /// locality weight (a pattern with no endpoints gets nothing and the others are renormalised:
+    /// with 50/30/20 and the 20 pattern empty, 5/8 and 3/8); every locality weight is ≥ 1; in
+    /// every other level a locality's weight is its host count.
+    #[test]
+    fn distribute_makes_p0_and_weights_sum_as_configured(
+        endpoints in proptest::collection::vec(endpoint(), 0..24),
+        client in client(),
+        distribute in distribute_rules(),
+    ) {
+        let policy = FailoverPolicy { distribute, ..FailoverPolicy::default() };
+        let plain = FailoverPolicy::default();
+        let plan = plan_for(&client, &endpoints, &policy);
+        let prio = plan.priority_of_each(endpoints.len());
+        let rule = policy.distribution_for(locality_of(&client.locality));
+        let in_to = |ep: &Endpoint| {
+            rule.is_some_and(|r| r.to.iter().any(|(p, _)| p.matches(locality_of(&ep.locality))))
+        };
+        let chosen: Vec<usize> = (0..endpoints.len()).filter(|&i| in_to(&endpoints[i])).collect();
+        if chosen.is_empty() {
+            prop_assert_eq!(prio, plan_for(&client, &endpoints, &plain).priority_of_each(endpoints.len()));
+            prop_assert!(plan.levels.iter().all(|l| l.reason.distribute.is_none()));
+        } else {
+            prop_assert_eq!(&plan.levels[0].endpoints, &chosen);
+            prop_assert_eq!(plan.levels[0].reason.distribute.as_ref(), rule);
+            prop_assert!(plan.levels[1..].iter().all(|l| l.reason.distribute.is_none()));
+            let rest: Vec<usize> = (0..endpoints.len()).filter(|i| !chosen.contains(i)).collect();
+            let others: Vec<Endpoint> = rest.iter().map(|&i| endpoints[i].clone()).collect();
+            let usual = plan_for(&client, &others, &plain).priority_of_each(others.len());
+            for (j, &i) in rest.iter().enumerate() {
+                prop_assert_eq!(prio[i], usual[j] + 1, "{:?} keeps its usual place below P0", &endpoints[i]);
+            }
+        }
+
+        let class = LocalityClass::of(&client, &policy);
+        let input = input_of(&endpoints);
+        let cla = load_assignment("checkout.shop:8080", &input, &class, &plan, &policy);
+        let mut level_total: BTreeMap<u32, u64> = BTreeMap::new();
+        // Without rules the policy sends no weights (checked below).
+        for g in cla.endpoints.iter().filter(|_| !policy.distribute.is_empty()) {
+            let w = g.load_balancing_weight.as_ref().map(|w| w.value);
+            prop_assert!(w.is_some_and(|w| w >= 1), "every locality carries a weight ≥ 1");
+            *level_total.entry(g.priority).or_default() += u64::from(w.unwrap());
+            if g.priority > 0 || chosen.is_empty() {
+                prop_assert_eq!(w, Some(g.lb_endpoints.len() as u32), "by host count outside distribute");
+            }
+        }
+        if let (Some(rule), false) = (rule, chosen.is_empty()) {
+            let total = level_total[&0];
+            let mut per_pattern = vec![0u64; rule.to.len()];
+            for g in cla.endpoints.iter().filter(|g| g.priority == 0) {
+                let l = g.locality.as_ref().unwrap();
+                let at = rule.to.iter().position(|(p, _)| p.matches([&l.region, &l.zone, &l.sub_zone]));
+                prop_assert!(at.is_some(), "a P0 locality outside every `to` pattern: {:?}", l);
+                per_pattern[at.unwrap()] += u64::from(g.load_balancing_weight.unwrap().value);
+            }
+            let present: u64 = rule.to.iter().zip(&per_pattern)
+                .filter(|(_, &w)| w > 0)
+                .map(|((_, weight), _)| u64::from(*weight))
+                .sum();
+            for ((p, weight), got) in rule.to.iter().zip(&per_pattern) {
+                let has_endpoints = chosen.iter().any(|&i| p.matches(locality_of(&endpoints[i].locality)));
+                prop_assert_eq!(*got > 0, has_endpoints, "pattern {} has weight iff it has endpoints", p);
+                if has_endpoints {
+                    // got / total == weight / present, exactly.
+                    prop_assert_eq!(got * present, u64::from(*weight) * total,
+                        "pattern {} ({}%) gets {}/{} of P0; present weights {}", p, weight, got, total, present);
+                }
+            }
+        }
+        // A policy without distribute sends no weights at all.
+        let plain_plan = plan_for(&client, &endpoints, &plain);
+        let plain_class = LocalityClass::of(&client, &plain);
+        let cla = load_assignment("checkout.shop:8080", &input, &plain_class, &plain_plan, &plain);
+        prop_assert!(cla.endpoints.iter().all(|g| g.load_balancing_weight.is_none()));
+    }
+
+    /// Never below an endpoint that matches fewer leading keys, for any `failoverPriority` mixing
+    /// compared keys and pinned ones (`key=value`, matched against the fixed value whoever the
+    /// client is).
+    #[test]
+    fn leading_key_monotonicity_holds_with_pinned_keys(
+        endpoints in proptest::collection::vec(endpoint(), 0..20),
+        client in client(),
+        keys in proptest::collection::vec(0usize..7, 1..4),
+        failover in failover_rules(),
+    ) {
+        let choices = [
+            PriorityKey::label(labels::REGION),
+            PriorityKey::label(labels::ZONE),
+            PriorityKey::label(labels::CLUSTER),
+            PriorityKey::pinned(labels::CLUSTER, "east"),
+            PriorityKey::pinned(labels::CLUSTER, "west"),
+            PriorityKey::pinned(labels::REGION, "r2"),
+            PriorityKey::pinned(labels::SUBZONE, "s1"),
+        ];
+        let mut failover_priority: Vec<PriorityKey> = Vec::new();
+        for k in keys {
+            if !failover_priority.contains(&choices[k]) {
+                failover_priority.push(choices[k].clone());
+            }
+        }
+        let policy = FailoverPolicy { failover_priority: failover_priority.clone(), failover, ..FailoverPolicy::default() };
+        let plan = plan_for(&client, &endpoints, &policy);
+        let prio = plan.priority_of_each(endpoints.len());
+        let leading = |ep: &Endpoint| -> usize {
+            failover_priority
+                .iter()
+                .take_while(|k| match (k.wanted(client.label(&k.label)), ep.label(&k.label)) {
+                    (Some(want), Some(have)) => want == have,
+                    _ => false,
+                })
+                .count()
+        };
+        for a in 0..endpoints.len() {
+            for b in 0..endpoints.len() {
+                if leading(&endpoints[a]) > leading(&endpoints[b]) {
+                    prop_assert!(prio[a] < prio[b],
+                        "keys {:?}: {:?} matches {} leading keys, {:?} {}, but priorities {} >= {}",
+                        failover_priority, &endpoints[a], leading(&endpoints[a]),
+                        &endpoints[b], leading(&endpoints[b]), prio[a], prio[b]);
+                }
+            }
+        }
+        // The level reason names exactly the leading keys its endpoints match.
+        for level in &plan.levels {
+            for &i in &level.endpoints {
+                prop_assert_eq!(level.reason.matched_keys.len(), leading(&endpoints[i]));
             }
         }
     }
