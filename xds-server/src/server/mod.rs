@@ -144,13 +144,13 @@ impl AdsService {
 
     /// The gRPC service, with the request size limit ([`MAX_REQUEST_BYTES`]).
     pub fn into_server(self) -> AdsServer {
-        AdsServer(self)
+        XdsServer(self, std::marker::PhantomData)
     }
 
     /// The standalone SDS service (for an Envoy whose `sds_config` names this server's gRPC service
     /// rather than ADS), on the same streams and state machines.
     pub fn into_sds_server(self) -> SdsServer {
-        SdsServer(self)
+        XdsServer(self, std::marker::PhantomData)
     }
 
     /// ADS streams whose task is running (clones of a service share the count).
@@ -626,21 +626,69 @@ async fn run_stream<M: StreamMachine>(
     }
 }
 
-const SOTW_PATH: &str =
-    "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
-const DELTA_PATH: &str =
-    "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
-const SDS_SOTW_PATH: &str = "/envoy.service.secret.v3.SecretDiscoveryService/StreamSecrets";
-const SDS_DELTA_PATH: &str = "/envoy.service.secret.v3.SecretDiscoveryService/DeltaSecrets";
+/// The gRPC service names and method paths one xDS service is served under.
+pub trait XdsMethods: Clone + Send + 'static {
+    const NAME: &'static str;
+    const SOTW_PATH: &'static str;
+    const DELTA_PATH: &'static str;
+}
 
-/// The ADS gRPC service. Written out instead of using envoy-types' generated server, whose response
-/// types are fixed to `DiscoveryResponse`: ours write the cache's shared encoded resources
-/// ([`wire`]). Same service name and methods, same bytes on the wire.
+/// `envoy.service.discovery.v3.AggregatedDiscoveryService`.
 #[derive(Clone)]
-pub struct AdsServer(AdsService);
+pub struct Ads;
 
-impl tonic::server::NamedService for AdsServer {
+impl XdsMethods for Ads {
     const NAME: &'static str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
+    const SOTW_PATH: &'static str =
+        "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
+    const DELTA_PATH: &'static str =
+        "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
+}
+
+/// `envoy.service.secret.v3.SecretDiscoveryService`: StreamSecrets and DeltaSecrets carry the same
+/// messages as ADS, so they run on the same stream loop and state machines (a stream answers whatever
+/// types it is asked for, like an ADS stream).
+#[derive(Clone)]
+pub struct Sds;
+
+impl XdsMethods for Sds {
+    const NAME: &'static str = "envoy.service.secret.v3.SecretDiscoveryService";
+    const SOTW_PATH: &'static str = "/envoy.service.secret.v3.SecretDiscoveryService/StreamSecrets";
+    const DELTA_PATH: &'static str = "/envoy.service.secret.v3.SecretDiscoveryService/DeltaSecrets";
+}
+
+/// One xDS gRPC service (`M` names it and its two methods). Written out instead of using envoy-types'
+/// generated servers, whose response types are fixed to `DiscoveryResponse`: ours write the cache's
+/// shared encoded resources ([`wire`]). Same service names and methods, same bytes on the wire.
+#[derive(Clone)]
+pub struct XdsServer<M: XdsMethods>(AdsService, std::marker::PhantomData<M>);
+
+pub type AdsServer = XdsServer<Ads>;
+pub type SdsServer = XdsServer<Sds>;
+
+impl<M: XdsMethods> tonic::server::NamedService for XdsServer<M> {
+    const NAME: &'static str = M::NAME;
+}
+
+impl<M: XdsMethods, B> tonic::codegen::Service<tonic::codegen::http::Request<B>> for XdsServer<M>
+where
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
+{
+    type Response = tonic::codegen::http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = tonic::codegen::BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: tonic::codegen::http::Request<B>) -> Self::Future {
+        dispatch(self.0.clone(), req, M::SOTW_PATH, M::DELTA_PATH)
+    }
 }
 
 impl AdsService {
@@ -704,37 +752,6 @@ impl tonic::server::StreamingService<DeltaDiscoveryRequest> for DeltaMethod {
     }
 }
 
-/// `envoy.service.secret.v3.SecretDiscoveryService`: StreamSecrets and DeltaSecrets carry the same
-/// messages as ADS, so they run on the same stream loop and state machines (a stream answers whatever
-/// types it is asked for, like an ADS stream).
-#[derive(Clone)]
-pub struct SdsServer(AdsService);
-
-impl tonic::server::NamedService for SdsServer {
-    const NAME: &'static str = "envoy.service.secret.v3.SecretDiscoveryService";
-}
-
-impl<B> tonic::codegen::Service<tonic::codegen::http::Request<B>> for SdsServer
-where
-    B: tonic::codegen::Body + Send + 'static,
-    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
-{
-    type Response = tonic::codegen::http::Response<tonic::body::Body>;
-    type Error = std::convert::Infallible;
-    type Future = tonic::codegen::BoxFuture<Self::Response, Self::Error>;
-
-    fn poll_ready(
-        &mut self,
-        _cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: tonic::codegen::http::Request<B>) -> Self::Future {
-        dispatch(self.0.clone(), req, SDS_SOTW_PATH, SDS_DELTA_PATH)
-    }
-}
-
 /// Serves a state-of-the-world method at `sotw` and an incremental one at `delta`.
 fn dispatch<B>(
     service: AdsService,
@@ -766,26 +783,5 @@ where
         })
     } else {
         Box::pin(async move { Ok(Status::unimplemented("no such xDS method").into_http()) })
-    }
-}
-
-impl<B> tonic::codegen::Service<tonic::codegen::http::Request<B>> for AdsServer
-where
-    B: tonic::codegen::Body + Send + 'static,
-    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
-{
-    type Response = tonic::codegen::http::Response<tonic::body::Body>;
-    type Error = std::convert::Infallible;
-    type Future = tonic::codegen::BoxFuture<Self::Response, Self::Error>;
-
-    fn poll_ready(
-        &mut self,
-        _cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: tonic::codegen::http::Request<B>) -> Self::Future {
-        dispatch(self.0.clone(), req, SOTW_PATH, DELTA_PATH)
     }
 }
