@@ -28,6 +28,10 @@ pub struct FailoverPolicySpec {
     /// the server's mesh namespace, `--mesh-namespace`, every service in the mesh).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<String>,
+    /// One port of `service` (its name or number): this policy then applies to that port only and
+    /// wins over the service's own policy there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<k8s_openapi::apimachinery::pkg::util::intstr::IntOrString>,
     /// Ordered label keys; endpoints are ranked by how many leading keys match the client's values.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failover_priority: Option<Vec<String>>,
