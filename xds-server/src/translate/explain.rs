@@ -38,6 +38,16 @@
 //! checks happen inside Envoy: the control plane's prediction assumes none; feed Envoy's own view of
 //! host health into [`expected_load`] to account for them. `weighted_priority_health` and excluded
 //! hosts are not used by this server's clusters.
+//!
+//! # Locality weights (policies with `distribute`)
+//!
+//! Such a cluster balances by locality (`locality_weighted_lb_config`): within a priority Envoy
+//! picks a locality by effective weight = `load_balancing_weight` × min(1, factor/100 × healthy /
+//! total) (`LocalityWrr::effectiveLocalityWeight`, host counts as sent), then a host in it.
+//! [`LocalityShare`] reports that split. Note what it implies: when a locality of a `to` pattern
+//! loses hosts, its lost weight is spread over every live locality of the level in proportion to
+//! their weights, not kept within its pattern; the level's own health (and so spillover to the next
+//! priority) is still computed from host counts as above.
 
 use serde::Serialize;
 
