@@ -15,6 +15,8 @@ pub mod labels {
     pub const SUBZONE: &str = "topology.istio.io/subzone";
     pub const CLUSTER: &str = "topology.istio.io/cluster";
     pub const NETWORK: &str = "topology.istio.io/network";
+    /// The node an endpoint (and a client located through its pod) runs on: its Kubernetes node name.
+    pub const HOSTNAME: &str = "kubernetes.io/hostname";
 }
 
 /// `namespace/name` of a service. Ordered so that registries iterate deterministically.
@@ -170,8 +172,8 @@ pub enum TrafficDistribution {
     /// The original name of `PreferSameZone`; the same behaviour, kept apart only to report it as
     /// written.
     PreferClose,
-    /// Same node first (Kubernetes 1.34). Endpoints do not carry their node here, so it ranks like
-    /// `PreferSameZone`.
+    /// Same node first (Kubernetes 1.34), by the `kubernetes.io/hostname` label (the node name) of
+    /// endpoints and clients; then like `PreferSameZone`.
     PreferSameNode,
 }
 

@@ -1168,6 +1168,59 @@ mod tests {
     }
 
     #[test]
+    fn prefer_same_node_ranks_the_clients_node_first_when_it_knows_its_node() {
+        let on = |ip: &str, zone: &str, node: Option<&str>| {
+            let mut e = ep(ip, "us-east1", zone, Health::Healthy);
+            if let Some(n) = node {
+                e.labels
+                    .insert(crate::model::labels::HOSTNAME.into(), n.into());
+            }
+            e
+        };
+        let mut web = service("shop", "web");
+        web.endpoints = vec![
+            on("10.0.0.1", "us-east1-b", Some("n1")),
+            on("10.0.0.2", "us-east1-b", Some("n2")),
+            on("10.0.0.3", "us-east1-c", Some("n3")),
+        ];
+        web.traffic_distribution = Some(crate::model::TrafficDistribution::PreferSameNode);
+        let snap = Snapshot::build(
+            None,
+            Arc::new(Registry::from_services([web])),
+            Arc::new(PolicySet::default()),
+            TranslateSettings::default(),
+        );
+        let levels = |client: &ClientInfo| -> Vec<Vec<String>> {
+            let r = explain_for(&snap, "shop/web", None, client, String::new()).unwrap();
+            assert_eq!(
+                r.policy,
+                "Service shop/web spec.trafficDistribution=PreferSameNode (over built-in default)"
+            );
+            r.explanations[0]
+                .levels
+                .iter()
+                .map(|l| l.endpoints.iter().map(|e| e.address.clone()).collect())
+                .collect()
+        };
+        let mut client = ClientInfo {
+            locality: Locality::new("us-east1", "us-east1-b", ""),
+            ..ClientInfo::default()
+        };
+        assert_eq!(
+            levels(&client),
+            [vec!["10.0.0.1", "10.0.0.2"], vec!["10.0.0.3"]],
+            "a client that does not know its node gets the zone order"
+        );
+        client
+            .labels
+            .insert(crate::model::labels::HOSTNAME.into(), "n2".into());
+        assert_eq!(
+            levels(&client),
+            [vec!["10.0.0.2"], vec!["10.0.0.1"], vec!["10.0.0.3"]]
+        );
+    }
+
+    #[test]
     fn type_names_and_origins_read_as_users_write_them() {
         assert_eq!(parse_type("CDS"), Ok(ResourceType::Cluster));
         assert_eq!(parse_type("endpoints"), Ok(ResourceType::Endpoint));

@@ -395,13 +395,19 @@ impl PolicyScope {
     }
 }
 
-/// The `failoverPriority` a Service's `trafficDistribution: PreferSameZone` (or `PreferClose`,
-/// `PreferSameNode`) stands for: same zone first, then same region, then anywhere.
-pub fn traffic_distribution_priority() -> Vec<PriorityKey> {
-    vec![
+/// The `failoverPriority` a Service's `trafficDistribution` stands for: `PreferSameZone` (and its
+/// alias `PreferClose`) same zone first, then same region, then anywhere; `PreferSameNode` the same
+/// node (`kubernetes.io/hostname`, the node name) before that. A client that does not know its node
+/// matches nothing at that last key, so it gets the zone order.
+pub fn traffic_distribution_priority(value: TrafficDistribution) -> Vec<PriorityKey> {
+    let mut keys = vec![
         PriorityKey::label(labels::REGION),
         PriorityKey::label(labels::ZONE),
-    ]
+    ];
+    if value == TrafficDistribution::PreferSameNode {
+        keys.push(PriorityKey::label(labels::HOSTNAME));
+    }
+    keys
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -474,7 +480,7 @@ impl PolicySet {
         };
         ResolvedPolicy {
             policy: Arc::new(FailoverPolicy {
-                failover_priority: traffic_distribution_priority(),
+                failover_priority: traffic_distribution_priority(value),
                 prefer_own_cluster: true,
                 ..(*base.policy).clone()
             }),
@@ -667,7 +673,10 @@ mod tests {
             r.policy.overprovisioning_factor, 102,
             "other settings inherited"
         );
-        assert_eq!(r.policy.failover_priority, traffic_distribution_priority());
+        assert_eq!(
+            r.policy.failover_priority,
+            traffic_distribution_priority(TrafficDistribution::PreferSameZone)
+        );
         assert!(r.policy.splits_by_cluster());
         assert_eq!(
             r.origin.describe(),
@@ -701,7 +710,9 @@ mod tests {
         assert_eq!(
             *r.policy,
             FailoverPolicy {
-                failover_priority: traffic_distribution_priority(),
+                failover_priority: traffic_distribution_priority(
+                    TrafficDistribution::PreferSameZone
+                ),
                 ..FailoverPolicy::default()
             }
         );
@@ -709,6 +720,32 @@ mod tests {
         assert_eq!(
             set.resolve_port(&web, &http(), None).origin,
             PolicyOrigin::BuiltIn
+        );
+    }
+
+    #[test]
+    fn prefer_same_node_adds_the_node_after_the_zone() {
+        let r = PolicySet::default().resolve_port(
+            &ServiceId::new("shop", "web"),
+            &http(),
+            Some(TrafficDistribution::PreferSameNode),
+        );
+        let keys: Vec<String> = r
+            .policy
+            .failover_priority
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(keys, [labels::REGION, labels::ZONE, labels::HOSTNAME]);
+        assert!(r.policy.client_keys().contains(&labels::HOSTNAME));
+        let close = PolicySet::default().resolve_port(
+            &ServiceId::new("shop", "web"),
+            &http(),
+            Some(TrafficDistribution::PreferClose),
+        );
+        assert_eq!(
+            close.policy.failover_priority,
+            traffic_distribution_priority(TrafficDistribution::PreferSameZone)
         );
     }
 

@@ -6,7 +6,8 @@
 //!   namespace: shop                # DNS-1123 label
 //!   ports: [{name: http, port: 8080}]
 //!   trafficDistribution: PreferSameZone   # optional, as Kubernetes' Service field: PreferSameZone,
-//!                                  # PreferClose (its alias) or PreferSameNode (ranked like PreferSameZone)
+//!                                  # PreferClose (its alias) or PreferSameNode (by the endpoints' and
+//!                                  # clients' `kubernetes.io/hostname` labels, then by zone)
 //!   endpoints:                     # optional (a service may have none)
 //!   - address: 127.0.0.1           # an IP address
 //!     port: 9001                   # optional; only for single-port services: the target port

@@ -435,9 +435,14 @@ impl LocalityLookup for ClusterLocator {
     }
 
     fn labels_of(&self, hint: &PodHint) -> BTreeMap<String, String> {
-        self.find(hint)
-            .map(|(origin, _)| origin.labels())
-            .unwrap_or_default()
+        let Some((origin, _)) = self.find(hint) else {
+            return BTreeMap::new();
+        };
+        let mut labels = origin.labels();
+        if let Some((_, locator)) = self.members.iter().find(|(o, _)| o == origin) {
+            labels.extend(locator.labels_of(hint));
+        }
+        labels
     }
 }
 

@@ -266,6 +266,11 @@ pub fn build_registry<'a>(
                     },
                 };
                 let health = health(ep);
+                // The node name, for `trafficDistribution: PreferSameNode`.
+                let mut ep_labels = origin_labels.clone();
+                if let Some(node) = ep.node_name.as_ref().filter(|n| !n.is_empty()) {
+                    ep_labels.insert(labels::HOSTNAME.to_string(), node.clone());
+                }
                 for addr in &ep.addresses {
                     let Ok(address) = addr.parse::<IpAddr>() else {
                         skipped.push(Skipped {
@@ -278,7 +283,7 @@ pub fn build_registry<'a>(
                         address,
                         port_overrides: overrides.clone(),
                         locality: locality.clone(),
-                        labels: origin_labels.clone(),
+                        labels: ep_labels.clone(),
                         health,
                     };
                     // The same endpoint (address and ports) can sit in two slices while the
@@ -638,5 +643,21 @@ mod tests {
         let ep = &reg.services[&ServiceId::new("shop", "s")].endpoints[0];
         assert_eq!(ep.label(labels::CLUSTER), Some("east"));
         assert_eq!(ep.label(labels::NETWORK), Some("net-1"));
+        assert_eq!(ep.label(labels::HOSTNAME), None, "no nodeName, no hostname");
+    }
+
+    #[test]
+    fn endpoints_carry_their_node_name_as_hostname() {
+        let svc = service("shop", "s", json!([{"port": 80}]));
+        let sl = slice(
+            "shop",
+            "s",
+            "s-1",
+            json!([{"port": 80}]),
+            json!([{"addresses": ["10.0.0.1"], "nodeName": "node-b"}]),
+        );
+        let (reg, _) = build_registry([&svc], [&sl], &nodes(), &ConvertSettings::default());
+        let ep = &reg.services[&ServiceId::new("shop", "s")].endpoints[0];
+        assert_eq!(ep.label(labels::HOSTNAME), Some("node-b"));
     }
 }

@@ -89,8 +89,9 @@ pub struct PodLocator {
     subzone_label: String,
 }
 
-impl LocalityLookup for PodLocator {
-    fn locality_of(&self, hint: &PodHint) -> Option<Locality> {
+impl PodLocator {
+    /// The node a client's pod runs on, if the pod watch knows the pod.
+    fn node_of(&self, hint: &PodHint) -> Option<String> {
         let pod = match (&hint.name, &hint.namespace, &hint.ip) {
             (Some(name), Some(ns), _) => self
                 .pods
@@ -105,10 +106,24 @@ impl LocalityLookup for PodLocator {
                 .map(|p| (*p).clone()),
             _ => None,
         }?;
-        let node_name = pod.spec.as_ref()?.node_name.clone()?;
+        pod.spec.as_ref()?.node_name.clone()
+    }
+}
+
+impl LocalityLookup for PodLocator {
+    fn locality_of(&self, hint: &PodHint) -> Option<Locality> {
+        let node_name = self.node_of(hint)?;
         let node = self.nodes.get(&reflector::ObjectRef::new(&node_name))?;
         let labels = NodeLabels(node.metadata.labels.clone().unwrap_or_default());
         Some(convert::node_locality(&labels, None, &self.subzone_label))
+    }
+
+    /// The pod's node name as `kubernetes.io/hostname`, as its endpoints carry it, for
+    /// `trafficDistribution: PreferSameNode`.
+    fn labels_of(&self, hint: &PodHint) -> std::collections::BTreeMap<String, String> {
+        self.node_of(hint)
+            .map(|node| [(crate::model::labels::HOSTNAME.to_string(), node)].into())
+            .unwrap_or_default()
     }
 }
 
