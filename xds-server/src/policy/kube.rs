@@ -430,6 +430,88 @@ mod tests {
     }
 
     #[test]
+    fn custom_resources_carry_the_policy_language_fields() {
+        let objects = vec![
+            object(
+                "shop",
+                "web",
+                "2026-01-01T00:00:00Z",
+                json!({
+                    "service": "web",
+                    "failoverPriority": ["topology.kubernetes.io/region", "topology.istio.io/network=net-a"],
+                    "distribute": [{"from": "eu-west4/*", "to": {"eu-west4/eu-west4-b/*": 80, "eu-west4/eu-west4-c/*": 20}}],
+                    "healthCheck": {"grpc": {"service": "shop.Web"}, "interval": "10s", "timeout": "1s"},
+                    "outlierDetection": {"enabled": false},
+                    "spillover": "allOrNothing",
+                }),
+            ),
+            object(
+                "shop",
+                "weights",
+                "2026-01-01T00:00:00Z",
+                json!({"service": "cart", "distribute": [{"from": "*", "to": {"eu/b/*": 80, "eu/c/*": 30}}]}),
+            ),
+            object(
+                "shop",
+                "typo",
+                "2026-01-01T00:00:00Z",
+                json!({"service": "typo", "healthCheck": {"tcp": {}, "unhealthyTreshold": 2}}),
+            ),
+            object(
+                "shop",
+                "both",
+                "2026-01-01T00:00:00Z",
+                json!({"service": "both", "spillover": "allOrNothing", "overprovisioningFactor": 200}),
+            ),
+        ];
+        let (set, verdicts) = merge(&PolicySet::default(), &objects, "xds-system");
+        let v = |name: &str| verdicts.iter().find(|v| v.name == name).unwrap().clone();
+        assert!(v("web").accepted, "{:?}", v("web"));
+        let policy = &set.entries[0].policy;
+        assert_eq!(
+            policy.failover_priority[1],
+            crate::policy::PriorityKey::pinned("topology.istio.io/network", "net-a")
+        );
+        assert_eq!(policy.distribute[0].to.len(), 2);
+        assert_eq!(
+            policy.health_check.as_ref().map(|h| h.protocol.clone()),
+            Some(crate::policy::HealthCheckProtocol::Grpc {
+                service: Some("shop.Web".into())
+            })
+        );
+        assert_eq!(policy.outlier_detection, None);
+        assert_eq!(
+            policy.overprovisioning_factor,
+            crate::policy::ALL_OR_NOTHING_FACTOR
+        );
+        let weights = v("weights");
+        assert!(!weights.accepted);
+        assert!(
+            weights.message.starts_with(
+                "spec.distribute[0].to: weights must add up to 100 (percent), they add up to 110"
+            ),
+            "{}",
+            weights.message
+        );
+        let typo = v("typo");
+        assert!(!typo.accepted);
+        assert!(
+            typo.message.contains("did you mean `unhealthyThreshold`?"),
+            "{}",
+            typo.message
+        );
+        let both = v("both");
+        assert!(!both.accepted);
+        assert!(
+            both.message.starts_with("spec.spillover: ")
+                && both.message.contains("spec.overprovisioningFactor"),
+            "{}",
+            both.message
+        );
+        assert_eq!(set.entries.len(), 1);
+    }
+
+    #[test]
     fn unchanged_condition_is_detected() {
         let mut obj = (*object("shop", "a", "2026-01-01T00:00:00Z", json!({}))).clone();
         assert_eq!(current_condition(&obj), None);

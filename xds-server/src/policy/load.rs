@@ -35,9 +35,10 @@ use serde::{Deserialize, Deserializer};
 use tracing::{error, info, warn};
 
 use super::{
-    default_failover_priority, publish_rejected, BackupService, FailoverPolicy, MtlsMode,
-    OutlierDetection, PolicyEntry, PolicyOrigin, PolicyScope, PolicySet, PolicyStatus, PriorityKey,
-    RegionFailover, RejectedPolicy,
+    default_failover_priority, publish_rejected, BackupService, DistributeRule, FailoverPolicy,
+    HealthCheck, HealthCheckProtocol, LocalityPattern, MtlsMode, OutlierDetection, PolicyEntry,
+    PolicyOrigin, PolicyScope, PolicySet, PolicyStatus, PriorityKey, RegionFailover,
+    RejectedPolicy, Spillover, ALL_OR_NOTHING_FACTOR,
 };
 use crate::model::ServiceId;
 use crate::sources::watch::{self, FileChange};
@@ -165,6 +166,59 @@ struct RawSpec {
     overprovisioning_factor: Option<i64>,
     panic_threshold: Option<i64>,
     mtls: Option<String>,
+    distribute: Option<Vec<RawDistribute>>,
+    health_check: Option<RawHealthCheck>,
+    spillover: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDistribute {
+    from: String,
+    /// A mapping kept in the order written (pattern → weight); checked in `build_distribute`.
+    to: serde_yaml_ng::Mapping,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawHealthCheck {
+    /// `http:` with no value counts as present (and then lacks its `path`).
+    #[serde(default, deserialize_with = "present")]
+    http: Option<RawHttpCheck>,
+    /// `tcp: {}` (or just `tcp:`).
+    #[serde(default, deserialize_with = "present")]
+    tcp: Option<RawTcpCheck>,
+    #[serde(default, deserialize_with = "present")]
+    grpc: Option<RawGrpcCheck>,
+    interval: Option<RawDuration>,
+    timeout: Option<RawDuration>,
+    unhealthy_threshold: Option<i64>,
+    healthy_threshold: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttpCheck {
+    path: Option<String>,
+    host: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTcpCheck {}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGrpcCheck {
+    service: Option<String>,
+}
+
+/// For `#[serde(default)]` fields: a key written with an empty value (`tcp:`) is present, with the
+/// type's defaults, rather than absent.
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    Ok(Some(Option::<T>::deserialize(d)?.unwrap_or_default()))
 }
 
 #[derive(Debug, Deserialize)]
@@ -185,6 +239,8 @@ struct RawBackup {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RawOutlier {
+    /// `false` switches outlier detection off (then no other key may be set).
+    enabled: Option<bool>,
     #[serde(rename = "consecutive5xx")]
     consecutive_5xx: Option<i64>,
     consecutive_gateway_failure: Option<i64>,
@@ -667,24 +723,22 @@ fn build(raw: RawPolicy) -> Result<(PolicyScope, String, String, FailoverPolicy)
                 ),
             ));
         }
+        let mut parsed: Vec<PriorityKey> = Vec::with_capacity(keys.len());
         for (i, key) in keys.iter().enumerate() {
-            if key.trim().is_empty() {
-                return Err((path.index(i), "label keys must not be empty".to_string()));
-            }
-            if key.contains(char::is_whitespace) {
+            let key = parse_priority_key(key).map_err(|r| (path.index(i), r))?;
+            if let Some(first) = parsed.iter().position(|k| k.label == key.label) {
+                let label = &key.label;
                 return Err((
                     path.index(i),
-                    format!("label key {key:?} contains whitespace"),
+                    format!(
+                        "duplicate label key `{label}` (also failoverPriority[{first}]); a key may \
+                         appear once, pinned (`{label}=VALUE`) or not"
+                    ),
                 ));
             }
-            if let Some(first) = keys[..i].iter().position(|k| k == key) {
-                return Err((
-                    path.index(i),
-                    format!("duplicate label key `{key}` (also failoverPriority[{first}])"),
-                ));
-            }
+            parsed.push(key);
         }
-        policy.failover_priority = keys.iter().map(|k| PriorityKey::label(k.clone())).collect();
+        policy.failover_priority = parsed;
         policy.prefer_own_cluster = false;
     }
 
@@ -728,7 +782,33 @@ fn build(raw: RawPolicy) -> Result<(PolicyScope, String, String, FailoverPolicy)
         policy.backups = build_backups(&scope, &namespace, backups)?;
     }
 
-    if let Some(raw) = spec.outlier_detection {
+    if let Some(raw) = spec
+        .outlier_detection
+        .as_ref()
+        .filter(|raw| raw.enabled == Some(false))
+    {
+        let path = spec_path.key("outlierDetection");
+        let others = [
+            ("consecutive5xx", raw.consecutive_5xx.is_some()),
+            (
+                "consecutiveGatewayFailure",
+                raw.consecutive_gateway_failure.is_some(),
+            ),
+            ("interval", raw.interval.is_some()),
+            ("baseEjectionTime", raw.base_ejection_time.is_some()),
+            ("maxEjectionPercent", raw.max_ejection_percent.is_some()),
+        ];
+        if let Some((key, _)) = others.iter().find(|(_, set)| *set) {
+            return Err((
+                path.key(key),
+                format!(
+                    "`enabled: false` switches outlier detection off, so `{key}` would have no \
+                     effect: remove `{key}`, or remove `enabled: false`"
+                ),
+            ));
+        }
+        policy.outlier_detection = None;
+    } else if let Some(raw) = spec.outlier_detection {
         let path = spec_path.key("outlierDetection");
         let mut od = OutlierDetection::default();
         let count = |key: &str, v: i64| in_range(&path.key(key), v, 0, u32::MAX as i64, "");
@@ -794,15 +874,359 @@ fn build(raw: RawPolicy) -> Result<(PolicyScope, String, String, FailoverPolicy)
             "STRICT" => MtlsMode::Strict,
             "DISABLE" => MtlsMode::Disable,
             _ => {
+                let hint = yaml::did_you_mean(&v, &["STRICT", "DISABLE"])
+                    .map(|k| format!("; did you mean `{k}`?"))
+                    .unwrap_or_default();
                 return Err((
                     spec_path.key("mtls"),
-                    format!("must be STRICT or DISABLE, got {v:?}"),
-                ))
+                    format!("must be STRICT or DISABLE, got {v:?}{hint}"),
+                ));
             }
         };
     }
 
+    if let Some(rules) = spec.distribute {
+        policy.distribute = build_distribute(rules)?;
+    }
+    if let Some(raw) = spec.health_check {
+        policy.health_check = Some(build_health_check(raw)?);
+    }
+    if let Some(v) = spec.spillover {
+        let path = spec_path.key("spillover");
+        policy.spillover = match v.to_ascii_lowercase().as_str() {
+            "gradual" => Spillover::Gradual,
+            "allornothing" => Spillover::AllOrNothing,
+            _ => {
+                let hint = yaml::did_you_mean(&v, &["gradual", "allOrNothing"])
+                    .map(|k| format!("; did you mean `{k}`?"))
+                    .unwrap_or_default();
+                return Err((
+                    path,
+                    format!("must be `gradual` (the default) or `allOrNothing`, got {v:?}{hint}"),
+                ));
+            }
+        };
+        if policy.spillover == Spillover::AllOrNothing {
+            if spec.overprovisioning_factor.is_some() {
+                return Err((
+                    path,
+                    format!(
+                        "`spillover: allOrNothing` sets the overprovisioning factor itself (to \
+                         {ALL_OR_NOTHING_FACTOR}), so spec.overprovisioningFactor must not be set \
+                         too: remove spec.overprovisioningFactor, or use `spillover: gradual` with it"
+                    ),
+                ));
+            }
+            policy.overprovisioning_factor = ALL_OR_NOTHING_FACTOR;
+        }
+    }
+
     Ok((scope, namespace, name, policy))
+}
+
+/// One `failoverPriority` entry: `label` (compared with the client's value) or `label=value` (a pin).
+fn parse_priority_key(text: &str) -> Result<PriorityKey, String> {
+    if text.trim().is_empty() {
+        return Err("label keys must not be empty".to_string());
+    }
+    if text.contains(char::is_whitespace) {
+        return Err(format!("label key {text:?} contains whitespace"));
+    }
+    let Some((label, value)) = text.split_once('=') else {
+        return Ok(PriorityKey::label(text));
+    };
+    if label.is_empty() {
+        return Err(format!(
+            "`{text}` pins no label: write `LABEL=VALUE`, like `topology.istio.io/network={value}`"
+        ));
+    }
+    if value.is_empty() {
+        return Err(format!(
+            "`{text}` pins `{label}` to an empty value: write `{label}=VALUE`, or just `{label}` to \
+             compare endpoints with the client's own value"
+        ));
+    }
+    if value.contains('=') {
+        return Err(format!(
+            "`{text}` has more than one `=`: write `LABEL=VALUE` (label values cannot contain `=`)"
+        ));
+    }
+    Ok(PriorityKey::pinned(label, value))
+}
+
+/// A `distribute` locality pattern: `region/zone/subzone`, `*` allowed only as the whole last segment.
+fn parse_pattern(text: &str) -> Result<LocalityPattern, String> {
+    const FORM: &str = "write `REGION/ZONE/SUBZONE`, `REGION/ZONE/*`, `REGION/*` or `*`";
+    if text.is_empty() {
+        return Err(format!("empty locality pattern; {FORM}"));
+    }
+    if text.contains(char::is_whitespace) {
+        return Err(format!(
+            "locality pattern {text:?} contains whitespace; {FORM}"
+        ));
+    }
+    let parts: Vec<&str> = text.split('/').collect();
+    let last = parts.len() - 1;
+    for (i, part) in parts.iter().enumerate() {
+        if part.is_empty() {
+            let hint = if i == last && parts[..last].iter().all(|p| !p.is_empty()) {
+                format!("; did you mean `{text}*`?")
+            } else {
+                String::new()
+            };
+            return Err(format!("`{text}` has an empty segment; {FORM}{hint}"));
+        }
+        if part.contains('*') && (*part != "*" || i != last) {
+            return Err(format!(
+                "`{text}`: `*` is allowed only as the whole last segment (no partial names like \
+                 `eu-*`, nothing after `*`); {FORM}"
+            ));
+        }
+    }
+    let wildcard = parts[last] == "*";
+    if parts.len() > 3 {
+        let hint = if wildcard && parts.len() == 4 {
+            format!("; did you mean `{}`?", parts[..3].join("/"))
+        } else {
+            String::new()
+        };
+        return Err(format!(
+            "`{text}` has more than 3 segments; a locality is region/zone/subzone{hint}"
+        ));
+    }
+    let segments: Vec<String> = parts[..parts.len() - usize::from(wildcard)]
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+    if !wildcard && segments.len() < 3 {
+        return Err(format!(
+            "`{text}` names {} only, not a locality: write all three segments \
+             (region/zone/subzone), or end with `*` for everything below it; did you mean `{text}/*`?",
+            if segments.len() == 1 { "a region" } else { "a zone" }
+        ));
+    }
+    Ok(LocalityPattern { segments, wildcard })
+}
+
+/// Whether every locality `specific` matches is also matched by `general`.
+fn covers(general: &LocalityPattern, specific: &LocalityPattern) -> bool {
+    if general.wildcard {
+        specific.segments.starts_with(&general.segments)
+    } else {
+        general == specific
+    }
+}
+
+fn build_distribute(raw: Vec<RawDistribute>) -> Result<Vec<DistributeRule>, Invalid> {
+    let path = FieldPath::root().key("spec").key("distribute");
+    let mut rules: Vec<DistributeRule> = Vec::with_capacity(raw.len());
+    for (i, rule) in raw.into_iter().enumerate() {
+        let at = path.index(i);
+        let from = parse_pattern(&rule.from).map_err(|r| (at.key("from"), r))?;
+        if let Some(first) = rules.iter().position(|r| r.from == from) {
+            return Err((
+                at.key("from"),
+                format!(
+                    "distribute[{first}] has the same `from` ({from}); only the first rule matching \
+                     a client applies: merge the two rules"
+                ),
+            ));
+        }
+        if let Some(first) = rules.iter().position(|r| covers(&r.from, &from)) {
+            return Err((
+                at.key("from"),
+                format!(
+                    "this rule can never apply: every client in `{from}` already matches \
+                     distribute[{first}] (from `{}`), and only the first matching rule applies; put \
+                     the more specific rule first",
+                    rules[first].from
+                ),
+            ));
+        }
+        let to_path = at.key("to");
+        if rule.to.is_empty() {
+            return Err((
+                to_path,
+                "must list at least one locality pattern with a weight, like \
+                 `{eu-west4/eu-west4-b/*: 80, eu-west4/eu-west4-c/*: 20}`"
+                    .to_string(),
+            ));
+        }
+        let mut to: Vec<(LocalityPattern, u32)> = Vec::with_capacity(rule.to.len());
+        for (key, value) in &rule.to {
+            let Some(text) = key.as_str() else {
+                let shown = serde_yaml_ng::to_string(key).unwrap_or_default();
+                return Err((
+                    to_path.clone(),
+                    format!(
+                        "`{}` is not a locality pattern; quote it or {}",
+                        shown.trim(),
+                        "write `REGION/ZONE/SUBZONE`, `REGION/ZONE/*`, `REGION/*` or `*`"
+                    ),
+                ));
+            };
+            let key_path = to_path.key(text);
+            let pattern = parse_pattern(text).map_err(|r| (key_path.clone(), r))?;
+            let weight = match value.as_i64() {
+                Some(w) if (1..=100).contains(&w) => w as u32,
+                _ => {
+                    let shown = serde_yaml_ng::to_string(value).unwrap_or_default();
+                    return Err((
+                        key_path,
+                        format!(
+                            "weight must be a whole number from 1 to 100 (percent of the traffic), \
+                             got `{}`",
+                            shown.trim()
+                        ),
+                    ));
+                }
+            };
+            if let Some((other, _)) = to.iter().find(|(p, _)| p.overlaps(&pattern)) {
+                return Err((
+                    key_path,
+                    format!(
+                        "`{pattern}` overlaps `{other}` (some locality matches both); each \
+                         locality may get one weight: make the patterns disjoint"
+                    ),
+                ));
+            }
+            to.push((pattern, weight));
+        }
+        let sum: u32 = to.iter().map(|(_, w)| w).sum();
+        if sum != 100 {
+            let listed: Vec<String> = to.iter().map(|(p, w)| format!("{p}: {w}")).collect();
+            return Err((
+                to_path,
+                format!(
+                    "weights must add up to 100 (percent), they add up to {sum} ({})",
+                    listed.join(", ")
+                ),
+            ));
+        }
+        rules.push(DistributeRule { from, to });
+    }
+    Ok(rules)
+}
+
+fn build_health_check(raw: RawHealthCheck) -> Result<HealthCheck, Invalid> {
+    let path = FieldPath::root().key("spec").key("healthCheck");
+    let set: Vec<&str> = [
+        ("http", raw.http.is_some()),
+        ("tcp", raw.tcp.is_some()),
+        ("grpc", raw.grpc.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(name, set)| set.then_some(name))
+    .collect();
+    if set.len() != 1 {
+        let reason = if set.is_empty() {
+            "a health check needs exactly one protocol: `http: {path: /healthz}`, `tcp: {}` or \
+             `grpc: {}`"
+                .to_string()
+        } else {
+            format!(
+                "`{}` are all set; a health check uses exactly one protocol: keep one",
+                set.join("` and `")
+            )
+        };
+        return Err((path, reason));
+    }
+    let protocol = if let Some(http) = raw.http {
+        let at = path.key("http");
+        let Some(p) = http.path else {
+            return Err((
+                at.key("path"),
+                "missing field `path`: an HTTP health check needs the path to GET, like `/healthz`"
+                    .to_string(),
+            ));
+        };
+        if !p.starts_with('/') || p.contains(char::is_whitespace) {
+            let hint = if p.contains(char::is_whitespace) || p.is_empty() {
+                String::new()
+            } else {
+                format!("; did you mean `/{p}`?")
+            };
+            return Err((
+                at.key("path"),
+                format!("must be a URL path starting with `/` without whitespace, got {p:?}{hint}"),
+            ));
+        }
+        if let Some(host) = &http.host {
+            if host.is_empty() || host.contains(char::is_whitespace) {
+                return Err((
+                    at.key("host"),
+                    format!(
+                        "must be a host name without whitespace, got {host:?}; omit it to send \
+                         the cluster's name"
+                    ),
+                ));
+            }
+        }
+        HealthCheckProtocol::Http {
+            path: p,
+            host: http.host,
+        }
+    } else if raw.tcp.is_some() {
+        HealthCheckProtocol::Tcp
+    } else {
+        let grpc = raw.grpc.unwrap_or_default();
+        if let Some(service) = &grpc.service {
+            if service.trim().is_empty() || service.contains(char::is_whitespace) {
+                return Err((
+                    path.key("grpc").key("service"),
+                    format!(
+                        "must be a gRPC service name without whitespace, got {service:?}; omit it \
+                         to ask about the server as a whole"
+                    ),
+                ));
+            }
+        }
+        HealthCheckProtocol::Grpc {
+            service: grpc.service,
+        }
+    };
+    let mut hc = HealthCheck::new(protocol);
+    let duration =
+        |key: &str, v: &RawDuration| parse_duration(&v.0).map_err(|reason| (path.key(key), reason));
+    if let Some(v) = &raw.interval {
+        hc.interval = duration("interval", v)?;
+    }
+    if let Some(v) = &raw.timeout {
+        hc.timeout = duration("timeout", v)?;
+    }
+    if hc.timeout >= hc.interval {
+        let key = if raw.timeout.is_some() {
+            "timeout"
+        } else {
+            "interval"
+        };
+        return Err((
+            path.key(key),
+            format!(
+                "timeout ({:?}) must be shorter than interval ({:?}): Envoy waits for a probe's \
+                 answer before the next one, so a hung endpoint would be probed less often than \
+                 asked and take longer to be marked unhealthy",
+                hc.timeout, hc.interval
+            ),
+        ));
+    }
+    let threshold = |key: &str, v: i64| {
+        in_range(
+            &path.key(key),
+            v,
+            1,
+            1000,
+            " (consecutive probes; more than 1000 would keep a dead endpoint in traffic for over \
+             1000 intervals)",
+        )
+    };
+    if let Some(v) = raw.unhealthy_threshold {
+        hc.unhealthy_threshold = threshold("unhealthyThreshold", v)?;
+    }
+    if let Some(v) = raw.healthy_threshold {
+        hc.healthy_threshold = threshold("healthyThreshold", v)?;
+    }
+    Ok(hc)
 }
 
 /// `spec.port`: a port number (1..=65535) as text, or a port name as Kubernetes allows them (an
@@ -2092,5 +2516,502 @@ spec:
         let state = PolicyFiles::seeded(&set);
         assert_eq!(state.files.len(), 1);
         assert_eq!(state.merged(), set);
+    }
+
+    const LANGUAGE: &str = "\
+kind: FailoverPolicy
+metadata: {name: web, namespace: shop}
+spec:
+  failoverPriority:
+  - topology.kubernetes.io/region
+  - topology.istio.io/network=net-a
+  - topology.kubernetes.io/zone
+  distribute:
+  - from: eu-west4/eu-west4-a/*
+    to:
+      eu-west4/eu-west4-a/*: 50
+      eu-west4/eu-west4-b/sz-1: 50
+  - from: eu-west4/*
+    to:
+      eu-west4/eu-west4-c/*: 20
+      eu-west4/eu-west4-b/*: 80
+  - from: \"*\"
+    to: {\"*\": 100}
+  healthCheck:
+    http: {path: /healthz, host: web.shop}
+    interval: 10s
+    timeout: 2s
+    unhealthyThreshold: 4
+    healthyThreshold: 1
+  outlierDetection:
+    enabled: false
+  spillover: allOrNothing
+  panicThreshold: 0
+";
+
+    fn pattern(text: &str) -> LocalityPattern {
+        parse_pattern(text).unwrap()
+    }
+
+    #[test]
+    fn parses_the_policy_language_fields() {
+        let entries = parse(LANGUAGE).unwrap();
+        let p = &entries[0].policy;
+        assert_eq!(
+            p.failover_priority,
+            vec![
+                PriorityKey::label(labels::REGION),
+                PriorityKey::pinned("topology.istio.io/network", "net-a"),
+                PriorityKey::label(labels::ZONE),
+            ]
+        );
+        assert_eq!(
+            p.distribute,
+            vec![
+                DistributeRule {
+                    from: pattern("eu-west4/eu-west4-a/*"),
+                    to: vec![
+                        (pattern("eu-west4/eu-west4-a/*"), 50),
+                        (pattern("eu-west4/eu-west4-b/sz-1"), 50),
+                    ],
+                },
+                DistributeRule {
+                    from: pattern("eu-west4/*"),
+                    // The order written, not sorted.
+                    to: vec![
+                        (pattern("eu-west4/eu-west4-c/*"), 20),
+                        (pattern("eu-west4/eu-west4-b/*"), 80),
+                    ],
+                },
+                DistributeRule {
+                    from: pattern("*"),
+                    to: vec![(pattern("*"), 100)],
+                },
+            ]
+        );
+        assert_eq!(
+            p.health_check,
+            Some(HealthCheck {
+                protocol: HealthCheckProtocol::Http {
+                    path: "/healthz".into(),
+                    host: Some("web.shop".into()),
+                },
+                interval: Duration::from_secs(10),
+                timeout: Duration::from_secs(2),
+                unhealthy_threshold: 4,
+                healthy_threshold: 1,
+            })
+        );
+        assert_eq!(p.outlier_detection, None);
+        assert_eq!(p.spillover, Spillover::AllOrNothing);
+        assert_eq!(p.overprovisioning_factor, ALL_OR_NOTHING_FACTOR);
+        assert_eq!(p.panic_threshold, 0);
+    }
+
+    #[test]
+    fn locality_patterns() {
+        assert_eq!(
+            pattern("eu/b/*"),
+            LocalityPattern {
+                segments: vec!["eu".into(), "b".into()],
+                wildcard: true
+            }
+        );
+        assert_eq!(
+            pattern("eu/b/s"),
+            LocalityPattern {
+                segments: vec!["eu".into(), "b".into(), "s".into()],
+                wildcard: false
+            }
+        );
+        assert_eq!(pattern("*").segments, Vec::<String>::new());
+        let cases = [
+            ("eu-*", "only as the whole last segment"),
+            ("*/b", "only as the whole last segment"),
+            ("eu/*/s", "only as the whole last segment"),
+            ("eu/b*", "only as the whole last segment"),
+            ("eu-west4", "did you mean `eu-west4/*`?"),
+            ("eu/b", "names a zone only"),
+            ("eu/b", "did you mean `eu/b/*`?"),
+            ("eu-west4/", "did you mean `eu-west4/*`?"),
+            ("eu//s", "empty segment"),
+            ("/eu/b/s", "empty segment"),
+            ("", "empty locality pattern"),
+            ("eu /b/*", "whitespace"),
+            ("a/b/c/d", "more than 3 segments"),
+            ("a/b/c/*", "did you mean `a/b/c`?"),
+        ];
+        for (text, expected) in cases {
+            let reason = parse_pattern(text).unwrap_err();
+            assert!(reason.contains(expected), "{text:?}: {reason}");
+        }
+    }
+
+    #[test]
+    fn distribute_patterns_and_weights_are_checked_where_written() {
+        let (line, field, reason) =
+            spec_error("  distribute:\n  - from: eu-*\n    to: {\"*\": 100}\n");
+        assert_eq!((line, field.as_str()), (Some(7), "spec.distribute[0].from"));
+        assert!(reason.contains("whole last segment"), "{reason}");
+        let (line, field, reason) = spec_error(
+            "  distribute:\n  - from: eu/*\n    to:\n      eu/b/*: 60\n      eu-west4: 40\n",
+        );
+        assert_eq!(
+            (line, field.as_str()),
+            (Some(10), "spec.distribute[0].to.eu-west4")
+        );
+        assert!(reason.contains("did you mean `eu-west4/*`?"), "{reason}");
+        for (weight, shown) in [
+            ("0", "`0`"),
+            ("101", "`101`"),
+            ("1.5", "`1.5`"),
+            ("lots", "`lots`"),
+        ] {
+            let (_, field, reason) = spec_error(&format!(
+                "  distribute:\n  - from: eu/*\n    to: {{eu/b/*: {weight}}}\n"
+            ));
+            assert_eq!(field, "spec.distribute[0].to[\"eu/b/*\"]", "{weight}");
+            assert!(reason.contains("from 1 to 100"), "{reason}");
+            assert!(reason.contains(shown), "{reason}");
+        }
+        let (_, field, reason) = spec_error("  distribute:\n  - from: eu/*\n    to: {}\n");
+        assert_eq!(field, "spec.distribute[0].to");
+        assert!(reason.contains("at least one"), "{reason}");
+        let (_, field, reason) = spec_error("  distribute:\n  - from: eu/*\n");
+        assert_eq!(field, "spec.distribute[0].to");
+        assert!(reason.contains("missing field `to`"), "{reason}");
+        let (line, field, reason) = spec_error(
+            "  distribute:\n  - from: eu/*\n    to:\n      eu/b/*: 60\n      eu/c/*: 30\n",
+        );
+        assert_eq!((line, field.as_str()), (Some(8), "spec.distribute[0].to"));
+        assert_eq!(
+            reason,
+            "weights must add up to 100 (percent), they add up to 90 (eu/b/*: 60, eu/c/*: 30)"
+        );
+        let (line, field, reason) = spec_error(
+            "  distribute:\n  - from: eu/*\n    to:\n      eu/*: 50\n      eu/c/s: 50\n",
+        );
+        assert_eq!(
+            (line, field.as_str()),
+            (Some(10), "spec.distribute[0].to[\"eu/c/s\"]")
+        );
+        assert!(reason.contains("`eu/c/s` overlaps `eu/*`"), "{reason}");
+        // Disjoint siblings are fine, and `to` may name localities outside `from`.
+        parse(&doc(
+            "shop",
+            "p",
+            "  distribute:\n  - from: eu/b/*\n    to: {eu/b/*: 50, eu/c/s: 25, us/*: 25}\n",
+        ))
+        .unwrap();
+    }
+
+    #[test]
+    fn distribute_rules_that_can_never_apply_are_refused() {
+        let (line, field, reason) = spec_error(
+            "  distribute:\n  - from: eu/*\n    to: {eu/b/*: 100}\n  - from: eu/*\n    to: {eu/c/*: 100}\n",
+        );
+        assert_eq!((line, field.as_str()), (Some(9), "spec.distribute[1].from"));
+        assert!(
+            reason.contains("distribute[0] has the same `from` (eu/*)"),
+            "{reason}"
+        );
+        let (_, field, reason) = spec_error(
+            "  distribute:\n  - from: eu/*\n    to: {eu/b/*: 100}\n  - from: eu/c/*\n    to: {eu/c/*: 100}\n",
+        );
+        assert_eq!(field, "spec.distribute[1].from");
+        assert!(reason.contains("can never apply"), "{reason}");
+        assert!(reason.contains("distribute[0] (from `eu/*`)"), "{reason}");
+        assert!(
+            reason.contains("put the more specific rule first"),
+            "{reason}"
+        );
+        let (_, field, _) = spec_error(
+            "  distribute:\n  - from: \"*\"\n    to: {eu/b/*: 100}\n  - from: eu/c/s\n    to: {eu/c/*: 100}\n",
+        );
+        assert_eq!(field, "spec.distribute[1].from");
+        // Specific first is the right order.
+        let entries = parse(&doc(
+            "shop",
+            "p",
+            "  distribute:\n  - from: eu/c/*\n    to: {eu/c/*: 100}\n  - from: eu/*\n    to: {eu/b/*: 100}\n",
+        ))
+        .unwrap();
+        assert_eq!(entries[0].policy.distribute.len(), 2);
+    }
+
+    #[test]
+    fn failover_priority_pins() {
+        let entries = parse(&doc(
+            "shop",
+            "p",
+            "  failoverPriority: [topology.istio.io/network=n1, topology.kubernetes.io/region]\n",
+        ))
+        .unwrap();
+        assert_eq!(
+            entries[0].policy.failover_priority,
+            vec![
+                PriorityKey::pinned("topology.istio.io/network", "n1"),
+                PriorityKey::label(labels::REGION)
+            ]
+        );
+        let cases = [
+            ("[=n1]", "pins no label"),
+            ("[net=]", "pins `net` to an empty value"),
+            ("[net=a=b]", "more than one `=`"),
+            ("['net= a']", "whitespace"),
+        ];
+        for (keys, expected) in cases {
+            let (line, field, reason) = spec_error(&format!("  failoverPriority: {keys}\n"));
+            assert_eq!(
+                (line, field.as_str()),
+                (Some(6), "spec.failoverPriority[0]")
+            );
+            assert!(reason.contains(expected), "{keys}: {reason}");
+        }
+        let (line, field, reason) =
+            spec_error("  failoverPriority:\n  - region\n  - net=a\n  - net=b\n");
+        assert_eq!(
+            (line, field.as_str()),
+            (Some(9), "spec.failoverPriority[2]")
+        );
+        assert!(
+            reason.contains("duplicate label key `net` (also failoverPriority[1])"),
+            "{reason}"
+        );
+        let (_, field, reason) = spec_error("  failoverPriority: [net, net=a]\n");
+        assert_eq!(field, "spec.failoverPriority[1]");
+        assert!(reason.contains("pinned (`net=VALUE`) or not"), "{reason}");
+    }
+
+    #[test]
+    fn health_checks() {
+        let check = |spec: &str| {
+            parse(&doc("shop", "p", spec)).unwrap()[0]
+                .policy
+                .health_check
+                .clone()
+                .unwrap()
+        };
+        assert_eq!(
+            check("  healthCheck: {tcp: {}}\n"),
+            HealthCheck::new(HealthCheckProtocol::Tcp)
+        );
+        assert_eq!(
+            check("  healthCheck:\n    tcp:\n").protocol,
+            HealthCheckProtocol::Tcp
+        );
+        assert_eq!(
+            check("  healthCheck: {grpc: {}}\n").protocol,
+            HealthCheckProtocol::Grpc { service: None }
+        );
+        assert_eq!(
+            check("  healthCheck: {grpc: {service: shop.Cart}}\n").protocol,
+            HealthCheckProtocol::Grpc {
+                service: Some("shop.Cart".into())
+            }
+        );
+        assert_eq!(
+            check("  healthCheck: {http: {path: /}, interval: 500ms, timeout: 100ms}\n"),
+            HealthCheck {
+                interval: Duration::from_millis(500),
+                timeout: Duration::from_millis(100),
+                ..HealthCheck::new(HealthCheckProtocol::Http {
+                    path: "/".into(),
+                    host: None
+                })
+            }
+        );
+        let cases = [
+            ("{interval: 5s}", "spec.healthCheck", "exactly one protocol"),
+            (
+                "{tcp: {}, http: {path: /}}",
+                "spec.healthCheck",
+                "`http` and `tcp` are all set",
+            ),
+            (
+                "{http: {}}",
+                "spec.healthCheck.http.path",
+                "missing field `path`",
+            ),
+            (
+                "{http: }",
+                "spec.healthCheck.http.path",
+                "missing field `path`",
+            ),
+            (
+                "{http: {path: healthz}}",
+                "spec.healthCheck.http.path",
+                "did you mean `/healthz`?",
+            ),
+            (
+                "{http: {path: '/a b'}}",
+                "spec.healthCheck.http.path",
+                "starting with `/` without whitespace",
+            ),
+            (
+                "{http: {path: /, host: ''}}",
+                "spec.healthCheck.http.host",
+                "host name",
+            ),
+            (
+                "{grpc: {service: ''}}",
+                "spec.healthCheck.grpc.service",
+                "omit it",
+            ),
+            (
+                "{tcp: {}, timeout: 5s}",
+                "spec.healthCheck.timeout",
+                "timeout (5s) must be shorter than interval (5s)",
+            ),
+            (
+                "{tcp: {}, interval: 1s}",
+                "spec.healthCheck.interval",
+                "timeout (1s) must be shorter than interval (1s)",
+            ),
+            (
+                "{tcp: {}, interval: 5}",
+                "spec.healthCheck.interval",
+                "has no unit",
+            ),
+            (
+                "{tcp: {}, unhealthyThreshold: 0}",
+                "spec.healthCheck.unhealthyThreshold",
+                "must be between 1 and 1000",
+            ),
+            (
+                "{tcp: {}, healthyThreshold: 1001}",
+                "spec.healthCheck.healthyThreshold",
+                "must be between 1 and 1000",
+            ),
+            (
+                "{htpp: {path: /}}",
+                "spec.healthCheck.htpp",
+                "did you mean `http`?",
+            ),
+            (
+                "{tcp: {}, unhealthyTreshold: 2}",
+                "spec.healthCheck.unhealthyTreshold",
+                "did you mean `unhealthyThreshold`?",
+            ),
+            (
+                "{http: {pth: /}}",
+                "spec.healthCheck.http.pth",
+                "did you mean `path`?",
+            ),
+            (
+                "{tcp: {port: 80}}",
+                "spec.healthCheck.tcp.port",
+                "unknown field",
+            ),
+            (
+                "{grpc: {servce: a}}",
+                "spec.healthCheck.grpc.servce",
+                "did you mean `service`?",
+            ),
+        ];
+        for (hc, expected_field, expected) in cases {
+            let (line, field, reason) = spec_error(&format!("  healthCheck: {hc}\n"));
+            assert_eq!(field, expected_field, "{hc}");
+            assert_eq!(line, Some(6), "{hc}");
+            assert!(reason.contains(expected), "{hc}: {reason}");
+        }
+    }
+
+    #[test]
+    fn outlier_detection_can_be_switched_off() {
+        let policy = |spec: &str| parse(&doc("shop", "p", spec)).unwrap()[0].policy.clone();
+        // Health checks alone, or nothing but Kubernetes readiness: both allowed.
+        let p = policy("  outlierDetection: {enabled: false}\n  healthCheck: {tcp: {}}\n");
+        assert_eq!(p.outlier_detection, None);
+        assert!(p.health_check.is_some());
+        assert_eq!(
+            policy("  outlierDetection: {enabled: false}\n").outlier_detection,
+            None
+        );
+        assert_eq!(
+            policy("  outlierDetection: {enabled: true, consecutive5xx: 9}\n").outlier_detection,
+            Some(OutlierDetection {
+                consecutive_5xx: 9,
+                ..OutlierDetection::default()
+            })
+        );
+        let (line, field, reason) =
+            spec_error("  outlierDetection:\n    enabled: false\n    interval: 2s\n");
+        assert_eq!(
+            (line, field.as_str()),
+            (Some(8), "spec.outlierDetection.interval")
+        );
+        assert!(
+            reason.contains("`enabled: false` switches outlier detection off"),
+            "{reason}"
+        );
+        let (_, field, reason) = spec_error("  outlierDetection: {enabled: no}\n");
+        assert_eq!(field, "spec.outlierDetection.enabled");
+        assert!(reason.contains("invalid type"), "{reason}");
+        let (_, field, reason) = spec_error("  outlierDetection: {enable: false}\n");
+        assert_eq!(field, "spec.outlierDetection.enable");
+        assert!(reason.contains("did you mean `enabled`?"), "{reason}");
+    }
+
+    #[test]
+    fn spillover_values() {
+        let policy = |spec: &str| parse(&doc("shop", "p", spec)).unwrap()[0].policy.clone();
+        let p = policy("  spillover: Gradual\n  overprovisioningFactor: 100\n");
+        assert_eq!(
+            (p.spillover, p.overprovisioning_factor),
+            (Spillover::Gradual, 100)
+        );
+        for v in ["allOrNothing", "allornothing", "ALLORNOTHING"] {
+            let p = policy(&format!("  spillover: {v}\n"));
+            assert_eq!(p.spillover, Spillover::AllOrNothing, "{v}");
+            assert_eq!(p.overprovisioning_factor, ALL_OR_NOTHING_FACTOR);
+        }
+        for (v, hint) in [
+            ("all-or-nothing", "did you mean `allOrNothing`?"),
+            ("all_or_nothing", "did you mean `allOrNothing`?"),
+            ("gradul", "did you mean `gradual`?"),
+        ] {
+            let (line, field, reason) = spec_error(&format!("  spillover: {v}\n"));
+            assert_eq!((line, field.as_str()), (Some(6), "spec.spillover"));
+            assert!(
+                reason.contains("must be `gradual` (the default) or `allOrNothing`"),
+                "{reason}"
+            );
+            assert!(reason.contains(hint), "{v}: {reason}");
+        }
+        let (_, _, reason) = spec_error("  spillover: sometimes\n");
+        assert!(!reason.contains("did you mean"), "{reason}");
+        let (_, field, reason) =
+            spec_error("  overprovisioningFactor: 140\n  spillover: allOrNothing\n");
+        assert_eq!(field, "spec.spillover");
+        assert!(reason.contains("spec.overprovisioningFactor"), "{reason}");
+        assert!(reason.contains("allOrNothing"), "{reason}");
+    }
+
+    #[test]
+    fn typos_of_the_new_keys_suggest_them() {
+        for (spec, field, hint) in [
+            (
+                "  healthcheck: {tcp: {}}\n",
+                "spec.healthcheck",
+                "healthCheck",
+            ),
+            ("  distrbute: []\n", "spec.distrbute", "distribute"),
+            ("  spilover: gradual\n", "spec.spilover", "spillover"),
+            (
+                "  distribute: [{from: '*', too: {}}]\n",
+                "spec.distribute[0].too",
+                "to",
+            ),
+        ] {
+            let (_, f, reason) = spec_error(spec);
+            assert_eq!(f, field, "{spec}");
+            assert!(
+                reason.contains(&format!("did you mean `{hint}`?")),
+                "{spec}: {reason}"
+            );
+        }
+        let (_, _, reason) = spec_error("  mtls: strickt\n");
+        assert!(reason.contains("did you mean `STRICT`?"), "{reason}");
     }
 }
