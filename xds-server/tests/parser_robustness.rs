@@ -7,11 +7,15 @@ use proptest::prelude::*;
 use xds_server::policy::load::parse_policies;
 use xds_server::sources::file::parse_endpoints;
 
-const POLICY_SAMPLES: [&str; 4] = [
+const POLICY_SAMPLES: [&str; 8] = [
     include_str!("../../policies/checkout.yaml"),
     include_str!("../../policies/default.yaml"),
     include_str!("../../policies/mtls.yaml"),
     include_str!("../../policies/payments-backup.yaml"),
+    include_str!("../../policies/distribute.yaml"),
+    include_str!("../../policies/health-check.yaml"),
+    include_str!("../../policies/pinned-network.yaml"),
+    include_str!("../../policies/all-or-nothing.yaml"),
 ];
 const ENDPOINTS_SAMPLE: &str = include_str!("../../deploy/local/endpoints.yaml");
 
