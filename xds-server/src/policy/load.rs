@@ -10,17 +10,22 @@
 //! spec:
 //!   service: checkout              # absent: every service of the namespace
 //!   port: http                     # only with `service`: one service port (name or number)
-//!   failoverPriority: [topology.kubernetes.io/region, topology.kubernetes.io/zone]
+//!   failoverPriority: [topology.kubernetes.io/region, topology.istio.io/network=n1]  # KEY=VALUE: a pin
 //!   failover: [{from: us-east1, to: us-west1}]
+//!   distribute: [{from: us-east1/*, to: {us-east1/us-east1-b/*: 80, us-west1/*: 20}}]
 //!   backups: [{service: checkout-dr, namespace: shop, cluster: west}]   # only with `service`
 //!   outlierDetection: {consecutive5xx: 3, consecutiveGatewayFailure: 2, interval: 2s,
-//!                      baseEjectionTime: 30s, maxEjectionPercent: 100}
+//!                      baseEjectionTime: 30s, maxEjectionPercent: 100}   # or {enabled: false}
+//!   healthCheck: {http: {path: /healthz}, interval: 5s, timeout: 1s, unhealthyThreshold: 3,
+//!                 healthyThreshold: 2}                  # or tcp: {} / grpc: {service: NAME}
+//!   spillover: gradual             # gradual | allOrNothing (then no overprovisioningFactor)
 //!   overprovisioningFactor: 140    # 100..=100000
 //!   panicThreshold: 0              # percent
 //!   mtls: STRICT                   # STRICT | DISABLE (default): sidecar-to-sidecar mTLS via SDS
 //! ```
 //!
-//! Every field of `spec` is optional and defaults to [`FailoverPolicy::default`]. Durations are written
+//! Every field of `spec` is optional and defaults to [`FailoverPolicy::default`]; `policies/README.md`
+//! describes each one with its rules. Durations are written
 //! like `500ms`, `2s`, `1.5s`, `1m`, `1h` or `1m30s`. At most one policy may exist per scope (service
 //! port, service, namespace, mesh), across all files.
 
