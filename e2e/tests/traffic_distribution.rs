@@ -229,3 +229,84 @@ fn scenario(protocol: XdsProtocol) {
     );
     assert_eq!(levels(&envoy), [(pb, 0), (pc, 0), (pw, 1)]);
 }
+
+#[test]
+fn prefer_same_node_ranks_a_pod_located_clients_node_first() {
+    e2e::modes::run(XdsProtocol::Sotw, same_node);
+}
+
+/// Two Nodes in us-east1-b and one in us-east1-c, a backend on each; the Service prefers the same
+/// node. A client located through its Pod (on the second us-east1-b Node) knows its node; a client
+/// with `node.locality` only does not, and gets the zone order.
+fn same_node(protocol: XdsProtocol) {
+    let api = ApiServer::start();
+    api.register_kind(KindInfo::failover_policy());
+    let mut ports = Vec::new();
+    let mut backends = Vec::new();
+    for (node, zone) in [("node-b1", EAST_B), ("node-b2", EAST_B), ("node-c", EAST_C)] {
+        api.apply(json!({
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": node, "labels": {
+                "topology.kubernetes.io/region": zone.region,
+                "topology.kubernetes.io/zone": zone.zone,
+            }},
+        }));
+        let backend = Backend::start(node, node);
+        api.apply(json!({
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {"name": format!("{SERVICE}-{node}"), "namespace": NAMESPACE,
+                         "labels": {"kubernetes.io/service-name": SERVICE}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": backend.port(), "protocol": "TCP"}],
+            "endpoints": [{"addresses": ["127.0.0.1"], "nodeName": node,
+                           "conditions": {"ready": true}}],
+        }));
+        ports.push(backend.port());
+        backends.push(backend);
+    }
+    let (b1, b2, c) = (ports[0], ports[1], ports[2]);
+    api.apply(service(Some("PreferSameNode")));
+    api.apply(json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "client-0", "namespace": NAMESPACE},
+        "spec": {"nodeName": "node-b2", "containers": [{"name": "envoy", "image": "envoy"}]},
+        "status": {"phase": "Running", "podIP": "10.244.1.7", "podIPs": [{"ip": "10.244.1.7"}]},
+    }));
+    let dir = TempDir::new("traffic-distribution-node");
+    let kubeconfig: PathBuf = dir.join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig);
+    let server = XdsServer::start(ServerArgs::kubernetes(&kubeconfig));
+
+    let by_pod = Envoy::start(
+        EnvoyOptions::without_locality("client-by-pod", server.addr())
+            .namespace(NAMESPACE)
+            .protocol(protocol)
+            .metadata("pod_name", "client-0"),
+    );
+    assert!(by_pod.wait_serving(HOST, Duration::from_secs(20)));
+    wait_levels(
+        &by_pod,
+        &[(b2, 0), (b1, 1), (c, 2)],
+        "PreferSameNode, client on node-b2",
+    );
+    wait_explained(
+        &server,
+        "client-by-pod",
+        "Service demo/echo spec.trafficDistribution=PreferSameNode (over built-in default)",
+    );
+
+    let by_locality = Envoy::start(
+        EnvoyOptions::new("client-b", EAST_B.region, EAST_B.zone, server.addr())
+            .namespace(NAMESPACE)
+            .protocol(protocol),
+    );
+    assert!(by_locality.wait_serving(HOST, Duration::from_secs(20)));
+    wait_levels(
+        &by_locality,
+        &[(b1, 0), (b2, 0), (c, 1)],
+        "PreferSameNode, client without a node",
+    );
+}
