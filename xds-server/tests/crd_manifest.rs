@@ -8,6 +8,6 @@ fn committed_crd_manifest_is_up_to_date() {
     assert!(
         committed == generated,
         "deploy/kubernetes/crd.yaml is out of date; regenerate it with\n  \
-         cargo run -p xds-server -- --print-crd > deploy/kubernetes/crd.yaml"
+         cargo run -p xds-server --bin xds-server -- --print-crd > deploy/kubernetes/crd.yaml"
     );
 }
