@@ -749,6 +749,44 @@ mod tests {
         );
     }
 
+    /// FailoverPolicy custom resources name the port as a JSON number or string.
+    #[test]
+    fn custom_resources_scope_a_port_by_number_or_name() {
+        let object = |name: &str, port: serde_json::Value| {
+            Arc::new(
+                serde_json::from_value::<::kube::api::DynamicObject>(serde_json::json!({
+                    "apiVersion": "failover.xds.dev/v1alpha1",
+                    "kind": "FailoverPolicy",
+                    "metadata": {"namespace": "shop", "name": name},
+                    "spec": {"service": "web", "port": port, "panicThreshold": 5},
+                }))
+                .unwrap(),
+            )
+        };
+        let objects = [
+            object("by-number", serde_json::json!(8080)),
+            object("by-name", serde_json::json!("grpc")),
+            object("bad", serde_json::json!(0)),
+        ];
+        let (set, verdicts) = kube::merge(&PolicySet::default(), &objects, "xds-system");
+        let web = ServiceId::new("shop", "web");
+        let scopes: Vec<&PolicyScope> = set.entries.iter().map(|e| &e.scope).collect();
+        assert_eq!(
+            scopes,
+            [
+                &PolicyScope::ServicePort(web.clone(), "grpc".into()),
+                &PolicyScope::ServicePort(web.clone(), "8080".into()),
+            ]
+        );
+        let bad = verdicts.iter().find(|v| v.name == "bad").unwrap();
+        assert!(!bad.accepted);
+        assert!(bad.message.starts_with("spec.port: "), "{}", bad.message);
+        assert_eq!(
+            set.resolve_port(&web, &http(), None).policy.panic_threshold,
+            5
+        );
+    }
+
     #[test]
     fn a_port_policy_matches_by_name_or_number_and_the_name_wins() {
         let web = ServiceId::new("shop", "web");
