@@ -689,7 +689,7 @@ fn services_policies_health_and_reflection_on_the_admin_port() {
     assert_eq!(policies["active"][0]["scope"], "namespace demo");
     assert_eq!(
         policies["active"][0]["services"],
-        serde_json::json!(["demo/echo"])
+        serde_json::json!(["demo/echo:8080"])
     );
     assert_eq!(policies["active"][0]["panic_threshold"], 10);
     assert!(policies["rejected"].as_array().unwrap().is_empty());
