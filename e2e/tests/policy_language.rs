@@ -403,9 +403,9 @@ fn http_health_check_alone_moves_traffic_away_from_a_sick_zone_and_back(protocol
     }
 
     // b turns sick: /healthz answers 503, the app still answers 200. Only the health check can tell.
-    // Measured: under one interval. Envoy marks a host unhealthy on the FIRST unexpected HTTP status
-    // (unhealthyThreshold counts only timeouts and connection failures, unless the check lists
-    // `retriable_statuses`); the TCP test below shows the threshold at work (~2 intervals).
+    // unhealthyThreshold 2 must hold for bad statuses too: Envoy marks a host unhealthy on the first
+    // unexpected HTTP status unless the check lists `retriable_statuses`, which we send. Measured
+    // before we did: under one interval (233-340 ms); since: two probes (~740-790 ms).
     let t0 = Instant::now();
     for b in mesh.backends_in(EAST_B) {
         b.set_healthy(false);
@@ -414,8 +414,8 @@ fn http_health_check_alone_moves_traffic_away_from_a_sick_zone_and_back(protocol
     let hosts = envoy.hosts(CLUSTER);
     println!("health checks per backend so far: {}", health_checks(&mesh));
     println!(
-        "us-east1-b /healthz failing: traffic on us-east1-c after {} ms (interval 500 ms; one \
-         503 suffices, see the note above), {} failed requests; {}",
+        "us-east1-b /healthz failing: traffic on us-east1-c after {} ms (interval 500 ms, \
+         unhealthyThreshold 2), {} failed requests; {}",
         sw.millis(),
         sw.tally.failures,
         sw.tally
@@ -426,6 +426,13 @@ fn http_health_check_alone_moves_traffic_away_from_a_sick_zone_and_back(protocol
         sw.tally
     );
     assert_eq!(sw.tally.failures, 0, "the app still answers: {}", sw.tally);
+    // Two failed probes are at least one interval apart: a faster move means one 503 was enough.
+    assert!(
+        sw.millis() >= 450,
+        "traffic moved after {} ms, less than one 500 ms interval: unhealthyThreshold 2 was not \
+         applied to the 503 answers",
+        sw.millis()
+    );
     assert_eq!(sw.tally.count(WEST_A.zone), 0, "{}", sw.tally);
     assert!(sw.after.all(EAST_C.zone), "{}", sw.after);
     for h in hosts.iter().filter(|h| h.zone == EAST_B.zone) {

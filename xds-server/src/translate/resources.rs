@@ -41,7 +41,7 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
     },
     HttpProtocolOptions,
 };
-use envoy_types::pb::envoy::r#type::v3::Percent;
+use envoy_types::pb::envoy::r#type::v3::{Int64Range, Percent};
 use envoy_types::pb::google::protobuf::{Duration as PbDuration, UInt32Value};
 use envoy_types::util::pack_any;
 
@@ -162,6 +162,14 @@ fn health_check(hc: &HealthCheck) -> EnvoyHealthCheck {
                 path: path.clone(),
                 // Empty: Envoy sends the cluster name as the Host header.
                 host: host.clone().unwrap_or_default(),
+                // Without this a single non-200 answer marks the host unhealthy at once and
+                // `unhealthyThreshold` only counts timeouts and refused connections (measured: one
+                // 503 probe moved traffic within one interval). Every status counts towards the
+                // threshold now; 200 stays a pass because expected statuses take precedence.
+                retriable_statuses: vec![Int64Range {
+                    start: 100,
+                    end: 600,
+                }],
                 ..health_check::HttpHealthCheck::default()
             })
         }
@@ -1099,6 +1107,14 @@ mod tests {
         assert_eq!(
             (h.path.as_str(), h.host.as_str()),
             ("/healthz", "checkout.internal")
+        );
+        assert_eq!(
+            h.retriable_statuses,
+            [Int64Range {
+                start: 100,
+                end: 600
+            }],
+            "a bad status must count towards unhealthyThreshold, not fail the host at once"
         );
         assert!(http.typed_extension_protocol_options.is_empty());
 
