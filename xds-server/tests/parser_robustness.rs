@@ -7,7 +7,7 @@ use proptest::prelude::*;
 use xds_server::policy::load::parse_policies;
 use xds_server::sources::file::parse_endpoints;
 
-const POLICY_SAMPLES: [&str; 8] = [
+const POLICY_SAMPLES: [&str; 9] = [
     include_str!("../../policies/checkout.yaml"),
     include_str!("../../policies/default.yaml"),
     include_str!("../../policies/mtls.yaml"),
@@ -16,6 +16,7 @@ const POLICY_SAMPLES: [&str; 8] = [
     include_str!("../../policies/health-check.yaml"),
     include_str!("../../policies/pinned-network.yaml"),
     include_str!("../../policies/all-or-nothing.yaml"),
+    include_str!("../../policies/per-port.yaml"),
 ];
 const ENDPOINTS_SAMPLE: &str = include_str!("../../deploy/local/endpoints.yaml");
 
