@@ -195,6 +195,45 @@ fn requests_by_backend(mesh: &Mesh, zone: Zone) -> Vec<(String, u64)> {
         .collect()
 }
 
+/// `xdsctl explain CLUSTER --node NODE -o json`: the distribute rule of priority 0 is the policy's,
+/// and zone → expected percent of all requests, over every level's localities.
+fn explained_shares(mesh: &Mesh, node: &str) -> std::collections::BTreeMap<String, f64> {
+    let out = std::process::Command::new(e2e::paths::xdsctl_bin())
+        .args(["--admin-addr", &mesh.server.admin_addr().to_string()])
+        .args(["explain", CLUSTER, "--node", node, "-o", "json"])
+        .env_remove("XDS_ADMIN_ADDR")
+        .output()
+        .expect("run xdsctl");
+    assert!(
+        out.status.success(),
+        "xdsctl explain failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Json = serde_json::from_slice(&out.stdout).expect("xdsctl explain -o json");
+    let levels = &r["explanations"][0]["levels"];
+    assert_eq!(
+        levels[0]["distribute"],
+        serde_json::json!({"from": "us-east1/*", "to": [
+            {"locality": "us-east1/us-east1-b/*", "weight": 80},
+            {"locality": "us-east1/us-east1-c/*", "weight": 20},
+        ]}),
+        "{r:#}"
+    );
+    levels
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|l| l["localities"].as_array().into_iter().flatten())
+        .map(|s| {
+            let zone = s["locality"]["zone"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            (zone, s["expected_percent"].as_f64().unwrap_or(-1.0))
+        })
+        .collect()
+}
+
 fn distribute_splits_80_20_then_fails_over_when_the_weighted_zone_dies(protocol: XdsProtocol) {
     // b: 2 backends, c: 3, us-west1-a: 2. Locality weights are per locality, not per host: without
     // them (plain round robin over level 0, or per-host weights) c would get 3/5 of the traffic, and
@@ -273,6 +312,24 @@ fn distribute_splits_80_20_then_fails_over_when_the_weighted_zone_dies(protocol:
         share(EAST_C.zone)
     );
     assert_eq!(split.count(WEST_A.zone), 0, "{split}");
+    // `xdsctl explain` predicts that split: the rule, and each zone's expected share of all requests.
+    let explained = explained_shares(&mesh, envoy.node_id());
+    println!("xdsctl explain: expected shares {explained:?}");
+    for zone in [EAST_B, EAST_C, WEST_A] {
+        let expected = explained.get(zone.zone).copied().unwrap_or(-1.0);
+        assert!(
+            (expected - share(zone.zone)).abs() <= 5.0,
+            "{}: explained {expected:.1}%, measured {:.1}%: {explained:?}",
+            zone.zone,
+            share(zone.zone)
+        );
+    }
+    let rounded = |zone: Zone| explained[zone.zone].round();
+    assert_eq!(
+        (rounded(EAST_B), rounded(EAST_C), rounded(WEST_A)),
+        (80.0, 20.0, 0.0),
+        "{explained:?}"
+    );
     // Round robin within each locality: every backend of b and of c took its part.
     for (zone, before) in [(EAST_B, before_b), (EAST_C, before_c)] {
         let after = requests_by_backend(&mesh, zone);

@@ -19,7 +19,7 @@ use crate::policy::{
     FailoverPolicy, HealthCheckProtocol, PolicyOrigin, PolicyScope, PolicyStatus, Spillover,
 };
 use crate::server::Snapshots;
-use crate::translate::explain::{explain, Explanation};
+use crate::translate::explain::{explain, ExplainedLocality, Explanation};
 use crate::translate::input::ClusterInput;
 use crate::translate::resources::cluster_name;
 use crate::translate::LocalityClass;
@@ -419,6 +419,14 @@ pub fn find_service<'a>(
     Ok((service, port))
 }
 
+fn explained_locality_pb(l: ExplainedLocality) -> pb::Locality {
+    pb::Locality {
+        region: l.region,
+        zone: l.zone,
+        sub_zone: l.sub_zone,
+    }
+}
+
 fn explanation_pb(e: Explanation) -> pb::Explanation {
     pb::Explanation {
         cluster: e.cluster,
@@ -439,6 +447,7 @@ fn explanation_pb(e: Explanation) -> pb::Explanation {
                     .map(|m| pb::MatchedLabel {
                         key: m.key,
                         value: m.value,
+                        pinned: m.pinned,
                     })
                     .collect(),
                 failover: l.failover.map(|f| pb::FailoverRule {
@@ -446,17 +455,35 @@ fn explanation_pb(e: Explanation) -> pb::Explanation {
                     to: f.to,
                 }),
                 backup: l.backup.unwrap_or_default(),
+                distribute: l.distribute.map(|d| pb::DistributeRule {
+                    from: d.from,
+                    to: d
+                        .to
+                        .into_iter()
+                        .map(|t| pb::DistributeTarget {
+                            locality: t.pattern,
+                            weight: t.weight,
+                        })
+                        .collect(),
+                }),
+                localities: l
+                    .localities
+                    .into_iter()
+                    .map(|s| pb::LocalityShare {
+                        locality: Some(explained_locality_pb(s.locality)),
+                        weight: s.weight,
+                        pattern: s.pattern.unwrap_or_default(),
+                        share_of_level: s.share_of_level,
+                        expected_percent: s.expected_percent,
+                    })
+                    .collect(),
                 endpoints: l
                     .endpoints
                     .into_iter()
                     .map(|ep| pb::LevelEndpoint {
                         address: ep.address,
                         port: u32::from(ep.port),
-                        locality: Some(pb::Locality {
-                            region: ep.locality.region,
-                            zone: ep.locality.zone,
-                            sub_zone: ep.locality.sub_zone,
-                        }),
+                        locality: Some(explained_locality_pb(ep.locality)),
                         health: ep.health,
                         gateway_for: ep.gateway_for.unwrap_or_default(),
                         weight: ep.weight,
@@ -989,6 +1016,57 @@ mod tests {
         );
         let err = explain_for(&snap, "checkout", Some(9), &client, String::new()).unwrap_err();
         assert!(err.message().contains("its ports: 8080"), "{err}");
+        assert!(e.levels.iter().all(|l| l.localities.is_empty()));
+    }
+
+    #[test]
+    fn explain_sends_a_distribute_rule_and_each_localitys_share() {
+        let set = PolicySet {
+            entries: parse_policies(
+                "p.yaml",
+                "kind: FailoverPolicy\nmetadata: {name: split, namespace: shop}\n\
+                 spec:\n  distribute:\n  - from: us-east1/*\n    to:\n      \
+                 us-east1/us-east1-b/*: 80\n      us-east1/us-east1-c/*: 20\n",
+            )
+            .unwrap(),
+        };
+        let client = ClientInfo {
+            locality: Locality::new("us-east1", "us-east1-b", ""),
+            ..ClientInfo::default()
+        };
+        let r = explain_for(&snapshot(set), "checkout", None, &client, String::new()).unwrap();
+        let p0 = &r.explanations[0].levels[0];
+        let rule = p0.distribute.as_ref().unwrap();
+        assert_eq!(rule.from, "us-east1/*");
+        let to: Vec<(&str, u32)> = rule
+            .to
+            .iter()
+            .map(|t| (t.locality.as_str(), t.weight))
+            .collect();
+        assert_eq!(
+            to,
+            [("us-east1/us-east1-b/*", 80), ("us-east1/us-east1-c/*", 20)]
+        );
+        let shares: Vec<(String, &str, f64, f64)> = p0
+            .localities
+            .iter()
+            .map(|s| {
+                (
+                    s.locality.clone().unwrap().zone,
+                    s.pattern.as_str(),
+                    s.share_of_level.round(),
+                    s.expected_percent.round(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            shares,
+            [
+                ("us-east1-b".into(), "us-east1/us-east1-b/*", 80.0, 80.0),
+                ("us-east1-c".into(), "us-east1/us-east1-c/*", 20.0, 20.0),
+            ]
+        );
+        assert_eq!(p0.localities[0].weight * 20, p0.localities[1].weight * 80);
     }
 
     #[test]

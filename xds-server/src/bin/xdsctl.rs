@@ -917,6 +917,7 @@ fn explain_text(r: &pb::ExplainPrioritiesResponse) -> String {
                 &rows,
             ));
         }
+        out.push_str(&locality_weights_text(&e.levels));
         let split: Vec<String> = e
             .load
             .iter()
@@ -942,6 +943,66 @@ fn explain_text(r: &pb::ExplainPrioritiesResponse) -> String {
         }
     }
     out
+}
+
+/// A policy with `distribute` rules: each distribute level's rule, then one line per locality with
+/// its weight, share of its level and expected share of all requests. Empty otherwise.
+fn locality_weights_text(levels: &[pb::Level]) -> String {
+    let mut out = String::new();
+    for l in levels {
+        if let Some(d) = &l.distribute {
+            let to: Vec<String> =
+                d.to.iter()
+                    .map(|t| format!("{} {}%", t.locality, t.weight))
+                    .collect();
+            out.push_str(&format!(
+                "P{} distribute from {}: {}\n",
+                l.priority,
+                d.from,
+                to.join(", ")
+            ));
+        }
+    }
+    let rows: Vec<Vec<String>> = levels
+        .iter()
+        .flat_map(|l| {
+            l.localities.iter().enumerate().map(move |(i, s)| {
+                vec![
+                    if i == 0 {
+                        format!("P{}", l.priority)
+                    } else {
+                        String::new()
+                    },
+                    locality_text(s.locality.as_ref()),
+                    s.weight.to_string(),
+                    if s.pattern.is_empty() {
+                        "-".to_string()
+                    } else {
+                        s.pattern.clone()
+                    },
+                    format!("{:.1}%", s.share_of_level),
+                    format!("{:.1}%", s.expected_percent),
+                ]
+            })
+        })
+        .collect();
+    if rows.is_empty() {
+        return out;
+    }
+    format!(
+        "\nlocality weights:\n{out}{}",
+        table(
+            &[
+                "PRIORITY",
+                "LOCALITY",
+                "WEIGHT",
+                "PATTERN",
+                "SHARE OF LEVEL",
+                "EXPECTED",
+            ],
+            &rows,
+        )
+    )
 }
 
 /// `500ms`, `2s`, `1.5s`.
@@ -1340,6 +1401,48 @@ mod tests {
             text.contains(
                 "expected load: P0 100%, P1 0%\nnote: backup 1: shop/dr is not used: no such \
                  service in the registry\n"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("locality weights"), "{text}");
+
+        // A distribute level: its rule, then each locality's weight and shares.
+        let share = |zone: &str, weight, pattern: &str, of_level, expected| pb::LocalityShare {
+            locality: ep("", zone).locality,
+            weight,
+            pattern: pattern.into(),
+            share_of_level: of_level,
+            expected_percent: expected,
+        };
+        let e = &mut r.explanations[0];
+        e.levels[0].distribute = Some(pb::DistributeRule {
+            from: "r/*".into(),
+            to: vec![
+                pb::DistributeTarget {
+                    locality: "r/a/*".into(),
+                    weight: 80,
+                },
+                pb::DistributeTarget {
+                    locality: "r/c/*".into(),
+                    weight: 20,
+                },
+            ],
+        });
+        e.levels[0].localities = vec![
+            share("a", 80, "r/a/*", 80.0, 80.0),
+            share("c", 20, "r/c/*", 20.0, 20.0),
+        ];
+        e.levels[1].localities = vec![share("b", 1, "", 100.0, 0.0)];
+        let text = explain_text(&r);
+        println!("{text}");
+        assert!(
+            text.contains(
+                "\nlocality weights:\n\
+                 P0 distribute from r/*: r/a/* 80%, r/c/* 20%\n\
+                 PRIORITY   LOCALITY   WEIGHT   PATTERN   SHARE OF LEVEL   EXPECTED\n\
+                 P0         r/a/-      80       r/a/*     80.0%            80.0%\n\
+                 \x20          r/c/-      20       r/c/*     20.0%            20.0%\n\
+                 P1         r/b/-      1        -         100.0%           0.0%\n"
             ),
             "{text}"
         );
