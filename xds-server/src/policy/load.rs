@@ -408,7 +408,8 @@ impl Parsed {
     }
 }
 
-fn describe_scope(scope: &PolicyScope) -> String {
+/// `namespace shop`, `service shop/web port http`, ...
+pub fn describe_scope(scope: &PolicyScope) -> String {
     match scope {
         PolicyScope::Mesh => "the mesh default (namespace \"*\")".to_string(),
         PolicyScope::Namespace(ns) => format!("namespace {ns}"),
@@ -1366,6 +1367,29 @@ pub fn load_policies(path: &Path) -> Result<PolicySet, PolicyError> {
     Ok(PolicySet {
         entries: accepted.into_iter().map(|p| p.entry).collect(),
     })
+}
+
+/// Every problem [`load_policies`] would stop at, not just the first: each file on its own, then (when
+/// every file is valid) the conflicts between files. For `xds-server --check-policies`, which validates
+/// policies offline, e.g. in a CI pipeline before they are applied.
+pub fn check_policies(path: &Path) -> Result<PolicySet, Vec<PolicyError>> {
+    let meta = std::fs::metadata(path).map_err(|e| vec![read_error(path, e)])?;
+    let files = if meta.is_dir() {
+        policy_files(path).map_err(|e| vec![e])?
+    } else {
+        vec![path.to_path_buf()]
+    };
+    let errors: Vec<PolicyError> = files
+        .iter()
+        .filter_map(|file| match std::fs::read(file) {
+            Err(e) => Some(read_error(file, e)),
+            Ok(bytes) => parse_bytes(&file.display().to_string(), &bytes).err(),
+        })
+        .collect();
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    load_policies(path).map_err(|e| vec![e])
 }
 
 /// Logs a rejected file with structured fields `file`, `document`, `line` (when known), `field`, `reason`.
