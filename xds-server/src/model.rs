@@ -56,6 +56,15 @@ pub struct Locality {
 }
 
 impl Locality {
+    /// Region, zone, subzone: the segments a `distribute` pattern matches.
+    pub fn parts(&self) -> [&str; 3] {
+        [
+            self.region.as_str(),
+            self.zone.as_str(),
+            self.subzone.as_str(),
+        ]
+    }
+
     pub fn new(region: &str, zone: &str, subzone: &str) -> Self {
         Self {
             region: region.to_string(),

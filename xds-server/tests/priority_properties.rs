@@ -163,10 +163,6 @@ fn distribute_rules() -> impl Strategy<Value = Vec<DistributeRule>> {
     proptest::collection::vec(rule, 0..3)
 }
 
-fn locality_of(l: &Locality) -> [&str; 3] {
-    [l.region.as_str(), l.zone.as_str(), l.subzone.as_str()]
-}
-
 fn input_of(endpoints: &[Endpoint]) -> ClusterInput {
     let service = Arc::new(Service {
         id: ServiceId::new("shop", "checkout"),
@@ -285,9 +281,9 @@ proptest! {
         let plain = FailoverPolicy::default();
         let plan = plan_for(&client, &endpoints, &policy);
         let prio = plan.priority_of_each(endpoints.len());
-        let rule = policy.distribution_for(locality_of(&client.locality));
+        let rule = policy.distribution_for(client.locality.parts());
         let in_to = |ep: &Endpoint| {
-            rule.is_some_and(|r| r.to.iter().any(|(p, _)| p.matches(locality_of(&ep.locality))))
+            rule.is_some_and(|r| r.to.iter().any(|(p, _)| p.matches(ep.locality.parts())))
         };
         let chosen: Vec<usize> = (0..endpoints.len()).filter(|&i| in_to(&endpoints[i])).collect();
         if chosen.is_empty() {
@@ -332,7 +328,7 @@ proptest! {
                 .map(|((_, weight), _)| u64::from(*weight))
                 .sum();
             for ((p, weight), got) in rule.to.iter().zip(&per_pattern) {
-                let has_endpoints = chosen.iter().any(|&i| p.matches(locality_of(&endpoints[i].locality)));
+                let has_endpoints = chosen.iter().any(|&i| p.matches(endpoints[i].locality.parts()));
                 prop_assert_eq!(*got > 0, has_endpoints, "pattern {} has weight iff it has endpoints", p);
                 if has_endpoints {
                     // got / total == weight / present, exactly.

@@ -15,7 +15,7 @@ use crate::model::{
     labels, Endpoint, Health, Locality, NetworkGateway, Registry, Service, ServiceId, ServicePort,
 };
 use crate::policy::FailoverPolicy;
-use crate::translate::priorities::{locality_of, PriorityLevel};
+use crate::translate::priorities::PriorityLevel;
 
 /// One host as a client is sent it: an endpoint itself, or the gateway of a remote network standing
 /// for that network's endpoints of one locality in one level (split horizon).
@@ -240,7 +240,7 @@ impl ClusterInput {
         client_network: Option<&str>,
     ) -> Vec<(&Locality, Vec<SentHost>)> {
         let unmatched = |ep: &Endpoint| match &level.reason.distribute {
-            Some(rule) => !rule.to.iter().any(|(p, _)| p.matches(locality_of(ep))),
+            Some(rule) => !rule.to.iter().any(|(p, _)| p.matches(ep.locality.parts())),
             None => false,
         };
         let mut gateway_home: BTreeMap<(IpAddr, u16), (bool, &Locality)> = BTreeMap::new();

@@ -311,7 +311,7 @@ fn distributed(
         .iter()
         .zip(reachable)
         .enumerate()
-        .filter(|(_, (ep, &ok))| ok && rule.to.iter().any(|(p, _)| p.matches(locality_of(ep))))
+        .filter(|(_, (ep, &ok))| ok && rule.to.iter().any(|(p, _)| p.matches(ep.locality.parts())))
         .map(|(i, _)| i)
         .collect();
     if members.is_empty() {
@@ -324,12 +324,6 @@ fn distributed(
         },
         members,
     ))
-}
-
-/// An endpoint's locality as `distribute` patterns see it.
-pub fn locality_of(ep: &Endpoint) -> [&str; 3] {
-    let l = &ep.locality;
-    [l.region.as_str(), l.zone.as_str(), l.subzone.as_str()]
 }
 
 /// One block's levels, best first, with indices into `endpoints`; endpoints not `reachable` are in

@@ -336,10 +336,7 @@ pub fn locality_weights(level: &PriorityLevel, groups: &[(&Locality, Vec<SentHos
     // should it, it gets the smallest weight rather than a share of some pattern.
     let pattern: Vec<Option<usize>> = groups
         .iter()
-        .map(|(l, _)| {
-            let locality = [l.region.as_str(), l.zone.as_str(), l.subzone.as_str()];
-            rule.to.iter().position(|(p, _)| p.matches(locality))
-        })
+        .map(|(l, _)| rule.to.iter().position(|(p, _)| p.matches(l.parts())))
         .collect();
     let mut per_pattern = vec![0u64; rule.to.len()];
     for (p, h) in pattern.iter().zip(&hosts) {
