@@ -437,14 +437,9 @@ fn locality_shares(
                 host_weight[i] / host_weight_sum
             };
             let pattern = level.reason.distribute.as_ref().and_then(|rule| {
-                let l = [
-                    locality.region.as_str(),
-                    locality.zone.as_str(),
-                    locality.subzone.as_str(),
-                ];
                 rule.to
                     .iter()
-                    .find(|(p, _)| p.matches(l))
+                    .find(|(p, _)| p.matches(locality.parts()))
                     .map(|(p, _)| p.to_string())
             });
             LocalityShare {
