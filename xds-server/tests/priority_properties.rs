@@ -177,17 +177,11 @@ fn input_of(endpoints: &[Endpoint]) -> ClusterInput {
 }
 
 fn plan_for(client: &ClientInfo, endpoints: &[Endpoint], policy: &FailoverPolicy) -> PriorityPlan {
-    let service = Arc::new(Service {
-        id: ServiceId::new("shop", "checkout"),
-        ports: vec![ServicePort {
-            name: "http".into(),
-            port: 8080,
-        }],
-        endpoints: endpoints.to_vec(),
-        traffic_distribution: None,
-    });
-    let input = ClusterInput::plain(service.clone(), &service.ports[0]);
-    priorities(&LocalityClass::of(client, policy), &input, policy)
+    priorities(
+        &LocalityClass::of(client, policy),
+        &input_of(endpoints),
+        policy,
+    )
 }
 
 proptest! {
