@@ -1014,15 +1014,6 @@ fn parse_pattern(text: &str) -> Result<LocalityPattern, String> {
     Ok(LocalityPattern { segments, wildcard })
 }
 
-/// Whether every locality `specific` matches is also matched by `general`.
-fn covers(general: &LocalityPattern, specific: &LocalityPattern) -> bool {
-    if general.wildcard {
-        specific.segments.starts_with(&general.segments)
-    } else {
-        general == specific
-    }
-}
-
 fn build_distribute(raw: Vec<RawDistribute>) -> Result<Vec<DistributeRule>, Invalid> {
     let path = FieldPath::root().key("spec").key("distribute");
     let mut rules: Vec<DistributeRule> = Vec::with_capacity(raw.len());
@@ -1038,7 +1029,7 @@ fn build_distribute(raw: Vec<RawDistribute>) -> Result<Vec<DistributeRule>, Inva
                 ),
             ));
         }
-        if let Some(first) = rules.iter().position(|r| covers(&r.from, &from)) {
+        if let Some(first) = rules.iter().position(|r| r.from.covers(&from)) {
             return Err((
                 at.key("from"),
                 format!(

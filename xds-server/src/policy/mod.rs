@@ -111,6 +111,15 @@ impl LocalityPattern {
         };
         shorter.wildcard || self.segments.len() == other.segments.len()
     }
+
+    /// Whether every locality `specific` matches is also matched by this pattern.
+    pub fn covers(&self, specific: &Self) -> bool {
+        if self.wildcard {
+            specific.segments.starts_with(&self.segments)
+        } else {
+            self == specific
+        }
+    }
 }
 
 impl std::fmt::Display for LocalityPattern {
