@@ -646,10 +646,8 @@ pub fn services_pb(snapshot: &Snapshot, source: &str) -> pb::ListServicesRespons
             .registry
             .services
             .values()
-            .map(|s| pb::Service {
-                namespace: s.id.namespace.clone(),
-                name: s.id.name.clone(),
-                ports: s
+            .map(|s| {
+                let ports: Vec<pb::ServicePort> = s
                     .ports
                     .iter()
                     .map(|p| pb::ServicePort {
@@ -658,32 +656,35 @@ pub fn services_pb(snapshot: &Snapshot, source: &str) -> pb::ListServicesRespons
                         cluster: cluster_name(&s.id, p),
                         policy: origin_text(&snapshot.policies.resolve(s, p).origin),
                     })
-                    .collect(),
-                endpoints: s
-                    .endpoints
-                    .iter()
-                    .map(|ep| pb::Endpoint {
-                        address: ep.address.to_string(),
-                        port_overrides: ep
-                            .port_overrides
-                            .iter()
-                            .map(|(k, v)| (k.clone(), u32::from(*v)))
-                            .collect(),
-                        locality: Some(locality_pb(&ep.locality)),
-                        health: health_text(ep.health).to_string(),
-                        labels: ep.labels.clone(),
-                    })
-                    .collect(),
-                source: source.to_string(),
-                policy: s
-                    .ports
-                    .first()
-                    .map(|p| origin_text(&snapshot.policies.resolve(s, p).origin))
-                    .unwrap_or_else(|| "built-in".to_string()),
-                traffic_distribution: s
-                    .traffic_distribution
-                    .map(|d| d.to_string())
-                    .unwrap_or_default(),
+                    .collect();
+                pb::Service {
+                    namespace: s.id.namespace.clone(),
+                    name: s.id.name.clone(),
+                    endpoints: s
+                        .endpoints
+                        .iter()
+                        .map(|ep| pb::Endpoint {
+                            address: ep.address.to_string(),
+                            port_overrides: ep
+                                .port_overrides
+                                .iter()
+                                .map(|(k, v)| (k.clone(), u32::from(*v)))
+                                .collect(),
+                            locality: Some(locality_pb(&ep.locality)),
+                            health: health_text(ep.health).to_string(),
+                            labels: ep.labels.clone(),
+                        })
+                        .collect(),
+                    source: source.to_string(),
+                    policy: ports
+                        .first()
+                        .map_or_else(|| "built-in".to_string(), |p| p.policy.clone()),
+                    traffic_distribution: s
+                        .traffic_distribution
+                        .map(|d| d.to_string())
+                        .unwrap_or_default(),
+                    ports,
+                }
             })
             .collect(),
     }
