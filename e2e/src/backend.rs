@@ -8,6 +8,11 @@
 //! after [`Backend::set_healthy`]`(false)`, while every other path keeps answering `200` — a sick pod
 //! that still serves, which only an active health check can notice. Health checks are counted apart
 //! ([`Backend::health_checks`]), not in [`Backend::requests`].
+//!
+//! [`Backend::start_grpc`] starts the same backend speaking HTTP/2 without TLS (what an Envoy cluster
+//! with gRPC health checks sends): every request answers `200` with the body, and
+//! `grpc.health.v1.Health/Check` answers `SERVING`, or `NOT_SERVING` after `set_healthy(false)`
+//! (see [`crate::grpc_backend`]).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -20,15 +25,29 @@ pub struct Backend {
     name: String,
     body: String,
     port: u16,
+    protocol: BackendProtocol,
     requests: Arc<AtomicU64>,
     health_checks: Arc<AtomicU64>,
     healthy: Arc<AtomicBool>,
     running: Option<Running>,
 }
 
-struct Running {
-    stop: Arc<AtomicBool>,
-    thread: JoinHandle<()>,
+/// What a backend speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackendProtocol {
+    /// HTTP/1.1, one request per connection, health at `GET /healthz`.
+    #[default]
+    Http1,
+    /// HTTP/2 with prior knowledge (h2c), health as the gRPC health service.
+    Grpc,
+}
+
+enum Running {
+    Http1 {
+        stop: Arc<AtomicBool>,
+        thread: JoinHandle<()>,
+    },
+    Grpc(crate::grpc_backend::GrpcServing),
 }
 
 impl Backend {
@@ -37,12 +56,27 @@ impl Backend {
         Self::start_on(crate::ports::free_port(), name, body)
     }
 
+    /// Starts a backend speaking `protocol` on a free port.
+    pub fn start_speaking(protocol: BackendProtocol, name: &str, body: &str) -> Backend {
+        Self::start_with(protocol, crate::ports::free_port(), name, body)
+    }
+
+    /// Starts a gRPC (HTTP/2) backend on a free port.
+    pub fn start_grpc(name: &str, body: &str) -> Backend {
+        Self::start_speaking(BackendProtocol::Grpc, name, body)
+    }
+
     /// Starts a backend on `port`.
     pub fn start_on(port: u16, name: &str, body: &str) -> Backend {
+        Self::start_with(BackendProtocol::Http1, port, name, body)
+    }
+
+    fn start_with(protocol: BackendProtocol, port: u16, name: &str, body: &str) -> Backend {
         let mut b = Backend {
             name: name.to_string(),
             body: body.to_string(),
             port,
+            protocol,
             requests: Arc::new(AtomicU64::new(0)),
             health_checks: Arc::new(AtomicU64::new(0)),
             healthy: Arc::new(AtomicBool::new(true)),
@@ -64,6 +98,10 @@ impl Backend {
         self.port
     }
 
+    pub fn protocol(&self) -> BackendProtocol {
+        self.protocol
+    }
+
     pub fn addr(&self) -> SocketAddr {
         ([127, 0, 0, 1], self.port).into()
     }
@@ -72,18 +110,19 @@ impl Backend {
         self.running.is_some()
     }
 
-    /// Requests answered so far (over all runs), health checks (`/healthz`) not included.
+    /// Requests answered so far (over all runs), health checks not included.
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
     }
 
-    /// `GET /healthz` requests answered so far (over all runs).
+    /// Health checks answered so far (over all runs): `GET /healthz`, or gRPC `Health/Check`.
     pub fn health_checks(&self) -> u64 {
         self.health_checks.load(Ordering::Relaxed)
     }
 
-    /// What `/healthz` answers from now on: `200` if `healthy`, else `503`. Other paths answer `200`
-    /// either way. Kept across [`Backend::stop`] and [`Backend::restart`].
+    /// What the health check answers from now on: `/healthz` `200` if `healthy`, else `503` (gRPC:
+    /// `SERVING` or `NOT_SERVING`). Other requests answer `200` either way. Kept across
+    /// [`Backend::stop`] and [`Backend::restart`].
     pub fn set_healthy(&self, healthy: bool) {
         self.healthy.store(healthy, Ordering::SeqCst);
     }
@@ -92,15 +131,19 @@ impl Backend {
         self.healthy.load(Ordering::SeqCst)
     }
 
-    /// Closes the listening socket: new connections are refused from now on.
+    /// Closes the listening socket: new connections are refused from now on. A gRPC backend also
+    /// drops its open connections (a dead pod's HTTP/2 connections end with it).
     pub fn stop(&mut self) {
-        let Some(running) = self.running.take() else {
-            return;
-        };
-        running.stop.store(true, Ordering::SeqCst);
-        // Wake the blocking accept(); the loop sees the flag and drops the listener.
-        let _ = TcpStream::connect_timeout(&self.addr(), Duration::from_millis(500));
-        let _ = running.thread.join();
+        match self.running.take() {
+            None => {}
+            Some(Running::Http1 { stop, thread }) => {
+                stop.store(true, Ordering::SeqCst);
+                // Wake the blocking accept(); the loop sees the flag and drops the listener.
+                let _ = TcpStream::connect_timeout(&self.addr(), Duration::from_millis(500));
+                let _ = thread.join();
+            }
+            Some(Running::Grpc(serving)) => serving.stop(),
+        }
     }
 
     /// Listens again on the same port (no-op if running).
@@ -112,14 +155,20 @@ impl Backend {
             TcpListener::bind(("127.0.0.1", self.port)).ok()
         })
         .unwrap_or_else(|| panic!("backend {}: cannot bind 127.0.0.1:{}", self.name, self.port));
+        let counters = Counters {
+            requests: self.requests.clone(),
+            health_checks: self.health_checks.clone(),
+            healthy: self.healthy.clone(),
+        };
+        if self.protocol == BackendProtocol::Grpc {
+            self.running = Some(Running::Grpc(crate::grpc_backend::GrpcServing::start(
+                listener, counters, &self.name, &self.body,
+            )));
+            return;
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let stop = stop.clone();
-            let counters = Counters {
-                requests: self.requests.clone(),
-                health_checks: self.health_checks.clone(),
-                healthy: self.healthy.clone(),
-            };
             let name = self.name.clone();
             let body = self.body.clone();
             std::thread::Builder::new()
@@ -127,7 +176,7 @@ impl Backend {
                 .spawn(move || serve(listener, stop, counters, name, body))
                 .expect("spawn backend thread")
         };
-        self.running = Some(Running { stop, thread });
+        self.running = Some(Running::Http1 { stop, thread });
     }
 }
 
@@ -139,10 +188,10 @@ impl Drop for Backend {
 
 /// What a serving thread shares with its [`Backend`].
 #[derive(Clone)]
-struct Counters {
-    requests: Arc<AtomicU64>,
-    health_checks: Arc<AtomicU64>,
-    healthy: Arc<AtomicBool>,
+pub(crate) struct Counters {
+    pub(crate) requests: Arc<AtomicU64>,
+    pub(crate) health_checks: Arc<AtomicU64>,
+    pub(crate) healthy: Arc<AtomicBool>,
 }
 
 /// The answers a backend gives: to any request, and to `/healthz` while unhealthy.

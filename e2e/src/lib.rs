@@ -7,7 +7,8 @@
 //! - [`pki`]: test certificates made at test time (CAs, server and client certificates, as PEM files).
 //! - [`http`]: a tiny blocking HTTP/1.1 client (no dependencies).
 //! - [`backend::Backend`]: an HTTP server answering 200 with its name; can be stopped (connections are
-//!   then refused) and restarted on the same port.
+//!   then refused) and restarted on the same port; [`backend::Backend::start_grpc`] makes one that
+//!   speaks HTTP/2 and the gRPC health protocol ([`grpc_backend`]).
 //! - [`server::XdsServer`]: the control plane as a child process, its log captured to a file.
 //! - [`envoy::Envoy`]: an Envoy started from `deploy/envoy/sidecar-bootstrap.yaml` (the shipped sample,
 //!   patched only for node id, locality, metadata, admin port, xDS address and ADS flavour), plus admin
@@ -24,6 +25,7 @@
 pub mod apiserver;
 pub mod backend;
 pub mod envoy;
+pub mod grpc_backend;
 pub mod http;
 pub mod load;
 pub mod modes;

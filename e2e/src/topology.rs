@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, BackendProtocol};
 use crate::envoy::{Envoy, EnvoyOptions, XdsProtocol};
 use crate::server::{ServerArgs, XdsServer};
 use crate::tmp::TempDir;
@@ -56,6 +56,8 @@ pub struct Mesh {
     pub server: XdsServer,
     /// The ADS flavour of the Envoys this mesh starts.
     protocol: XdsProtocol,
+    /// What the backends speak.
+    backend_protocol: BackendProtocol,
     endpoints_path: PathBuf,
     dir: TempDir,
 }
@@ -72,18 +74,37 @@ impl Mesh {
         Self::start_with_server_args(per_zone, policy_yaml, &[])
     }
 
+    /// Like [`Mesh::start_with_policy`], with backends speaking HTTP/2 and the gRPC health protocol
+    /// (for policies with gRPC health checks, whose clusters Envoy reaches over HTTP/2).
+    pub fn start_grpc_with_policy(per_zone: usize, policy_yaml: Option<&str>) -> Mesh {
+        Self::build(per_zone, policy_yaml, &[], BackendProtocol::Grpc)
+    }
+
     /// Like [`Mesh::start_with_policy`], with more `xds-server` arguments (e.g. TLS flags).
     pub fn start_with_server_args(
         per_zone: usize,
         policy_yaml: Option<&str>,
         server_args: &[String],
     ) -> Mesh {
+        Self::build(per_zone, policy_yaml, server_args, BackendProtocol::Http1)
+    }
+
+    fn build(
+        per_zone: usize,
+        policy_yaml: Option<&str>,
+        server_args: &[String],
+        backend_protocol: BackendProtocol,
+    ) -> Mesh {
         let dir = TempDir::new("mesh");
         let mut members = Vec::new();
         for zone in ZONES {
             for i in 0..per_zone {
                 members.push(Member {
-                    backend: Backend::start(&format!("{}-{i}", zone.zone), zone.zone),
+                    backend: Backend::start_speaking(
+                        backend_protocol,
+                        &format!("{}-{i}", zone.zone),
+                        zone.zone,
+                    ),
                     zone,
                     ready: true,
                 });
@@ -104,6 +125,7 @@ impl Mesh {
             members,
             server,
             protocol: XdsProtocol::default(),
+            backend_protocol,
             endpoints_path,
             dir,
         }
@@ -175,7 +197,11 @@ impl Mesh {
     pub fn add_backend(&mut self, zone: Zone) -> usize {
         let i = self.members.iter().filter(|m| m.zone == zone).count();
         self.members.push(Member {
-            backend: Backend::start(&format!("{}-{i}", zone.zone), zone.zone),
+            backend: Backend::start_speaking(
+                self.backend_protocol,
+                &format!("{}-{i}", zone.zone),
+                zone.zone,
+            ),
             zone,
             ready: true,
         });
