@@ -13,14 +13,13 @@ use tonic::{Request, Response, Status};
 use super::clients::{self, ClientRegistry, ClientSummary, XdsEvent};
 use super::proto as pb;
 use super::render::render_any;
-use crate::cache::{ResourceType, Snapshot};
-use crate::model::{ClientInfo, Health, Locality, Registry, Service, ServiceId};
+use crate::cache::{ClusterEntry, ResourceType, Snapshot};
+use crate::model::{ClientInfo, Health, Locality, Registry, Service, ServiceId, ServicePort};
 use crate::policy::{
     FailoverPolicy, HealthCheckProtocol, PolicyOrigin, PolicyScope, PolicyStatus, Spillover,
 };
 use crate::server::Snapshots;
 use crate::translate::explain::{explain, ExplainedLocality, Explanation};
-use crate::translate::input::ClusterInput;
 use crate::translate::resources::cluster_name;
 use crate::translate::LocalityClass;
 
@@ -531,20 +530,19 @@ pub fn explain_for(
             have.join(", ")
         )));
     }
-    let shared = Arc::new(service.clone());
-    let explanations: Vec<pb::Explanation> = ports
+    let explanations = ports
         .into_iter()
         .map(|p| {
             // Each port under its own policy (a policy may name one port).
-            let resolved = snapshot.policies.resolve(service, p);
-            let class = LocalityClass::of(client, &resolved.policy);
-            let input = ClusterInput::new(&snapshot.registry, shared.clone(), p, &resolved.policy);
-            pb::Explanation {
-                policy: origin_text(&resolved.origin),
-                ..explanation_pb(explain(&class, &input, &resolved.policy))
-            }
+            let served = served(snapshot, &service.id, p)?;
+            let policy = &served.policy.policy;
+            let class = LocalityClass::of(client, policy);
+            Ok(pb::Explanation {
+                policy: origin_text(&served.policy.origin),
+                ..explanation_pb(explain(&class, &served.input, policy))
+            })
         })
-        .collect();
+        .collect::<Result<Vec<pb::Explanation>, Status>>()?;
     Ok(pb::ExplainPrioritiesResponse {
         client: client_text,
         // The first port's; each explanation names its own.
@@ -556,20 +554,42 @@ pub fn explain_for(
     })
 }
 
+/// The cluster the snapshot serves for a service port, with the policy and input its answers were
+/// built from. The admin API reads these instead of resolving again, so it cannot disagree with what
+/// clients were sent.
+fn served<'a>(
+    snapshot: &'a Snapshot,
+    id: &ServiceId,
+    port: &ServicePort,
+) -> Result<&'a Arc<ClusterEntry>, Status> {
+    let name = cluster_name(id, port);
+    snapshot.cluster(&name).ok_or_else(|| {
+        Status::internal(format!(
+            "snapshot {} has no cluster {name} for service {id}",
+            snapshot.generation
+        ))
+    })
+}
+
+/// The name of the policy a service port is served under ("" if the snapshot lacks the port, which a
+/// snapshot built from its own registry never does).
+fn served_policy_text(snapshot: &Snapshot, id: &ServiceId, port: &ServicePort) -> String {
+    served(snapshot, id, port)
+        .map(|c| origin_text(&c.policy.origin))
+        .unwrap_or_default()
+}
+
 /// The policies in force (from the snapshot) with the services each decides, and the rejected ones.
 pub fn policies_pb(snapshot: &Snapshot, status: &PolicyStatus) -> pb::ListPoliciesResponse {
-    // (`NS/NAME:PORT`, port name, its policy) for every service port.
-    let resolved: Vec<(String, String, crate::policy::ResolvedPolicy)> = snapshot
+    // (`NS/NAME:PORT`, port name, its served cluster) for every service port, in service order.
+    let resolved: Vec<(String, String, &ClusterEntry)> = snapshot
         .registry
         .services
         .values()
         .flat_map(|s| {
-            s.ports.iter().map(move |p| {
-                (
-                    service_port_text(&s.id, p),
-                    p.name.clone(),
-                    snapshot.policies.resolve(s, p),
-                )
+            s.ports.iter().filter_map(move |p| {
+                let served = served(snapshot, &s.id, p).ok()?;
+                Some((service_port_text(&s.id, p), p.name.clone(), &**served))
             })
         })
         .collect();
@@ -588,7 +608,7 @@ pub fn policies_pb(snapshot: &Snapshot, status: &PolicyStatus) -> pb::ListPolici
             // the failoverPriority (the Service's trafficDistribution replaces that).
             let services = resolved
                 .iter()
-                .filter_map(|(text, _, r)| match &r.origin {
+                .filter_map(|(text, _, c)| match &c.policy.origin {
                     o if *o == entry.origin => Some(text.clone()),
                     PolicyOrigin::TrafficDistribution { value, over, .. }
                         if **over == entry.origin =>
@@ -614,11 +634,12 @@ pub fn policies_pb(snapshot: &Snapshot, status: &PolicyStatus) -> pb::ListPolici
         .collect();
     let effective = resolved
         .iter()
-        .map(|(text, port_name, r)| pb::EffectivePolicy {
+        .map(|(text, port_name, c)| pb::EffectivePolicy {
             service_port: text.clone(),
             port_name: port_name.clone(),
-            policy: origin_text(&r.origin),
-            failover_priority: r
+            policy: origin_text(&c.policy.origin),
+            failover_priority: c
+                .policy
                 .policy
                 .failover_priority
                 .iter()
@@ -654,7 +675,7 @@ pub fn services_pb(snapshot: &Snapshot, source: &str) -> pb::ListServicesRespons
                         name: p.name.clone(),
                         port: u32::from(p.port),
                         cluster: cluster_name(&s.id, p),
-                        policy: origin_text(&snapshot.policies.resolve(s, p).origin),
+                        policy: served_policy_text(snapshot, &s.id, p),
                     })
                     .collect();
                 pb::Service {
