@@ -454,32 +454,46 @@ impl PolicySet {
         port: &ServicePort,
         distribution: Option<TrafficDistribution>,
     ) -> ResolvedPolicy {
-        let find = |scope: &PolicyScope| self.entries.iter().find(|e| &e.scope == scope);
+        // One pass without building scope keys: each entry that applies gets a rank (lower is more
+        // specific), and the loader keeps at most one entry per scope, so the best rank is unique.
+        // `inherited` is what a trafficDistribution stands on: the best namespace or mesh entry.
+        let number = port.port.to_string();
+        let rank = |scope: &PolicyScope| match scope {
+            PolicyScope::ServicePort(id, p) if id == service => {
+                if !port.name.is_empty() && *p == port.name {
+                    Some(0)
+                } else if *p == number {
+                    Some(1)
+                } else {
+                    None
+                }
+            }
+            PolicyScope::Service(id) if id == service => Some(2),
+            PolicyScope::Namespace(ns) if *ns == service.namespace => Some(3),
+            PolicyScope::Mesh => Some(4),
+            _ => None,
+        };
+        let mut best: Option<(u8, &PolicyEntry)> = None;
+        let mut inherited: Option<(u8, &PolicyEntry)> = None;
+        for e in &self.entries {
+            let Some(r) = rank(&e.scope) else { continue };
+            if best.is_none_or(|(b, _)| r < b) {
+                best = Some((r, e));
+            }
+            if r >= 3 && inherited.is_none_or(|(b, _)| r < b) {
+                inherited = Some((r, e));
+            }
+        }
         let resolved = |e: &PolicyEntry| ResolvedPolicy {
             policy: e.policy.clone(),
             origin: e.origin.clone(),
         };
-        let by_name = (!port.name.is_empty())
-            .then(|| {
-                find(&PolicyScope::ServicePort(
-                    service.clone(),
-                    port.name.clone(),
-                ))
-            })
-            .flatten();
-        let named = by_name
-            .or_else(|| {
-                find(&PolicyScope::ServicePort(
-                    service.clone(),
-                    port.port.to_string(),
-                ))
-            })
-            .or_else(|| find(&PolicyScope::Service(service.clone())));
-        if let Some(e) = named {
-            return resolved(e);
+        if let Some((r, e)) = best {
+            if r <= 2 {
+                return resolved(e);
+            }
         }
-        let inherited = find(&PolicyScope::Namespace(service.namespace.clone()))
-            .or_else(|| find(&PolicyScope::Mesh));
+        let inherited = inherited.map(|(_, e)| e);
         let base = inherited.map(resolved).unwrap_or_else(|| ResolvedPolicy {
             policy: Arc::new(FailoverPolicy::default()),
             origin: PolicyOrigin::BuiltIn,
@@ -642,6 +656,51 @@ mod tests {
         ServicePort {
             name: "http".into(),
             port: 8080,
+        }
+    }
+
+    /// The answer does not depend on the order of the entries, and look-alike scopes (another
+    /// service of the namespace, the same name in another namespace, another port) never apply.
+    #[test]
+    fn resolution_ignores_entry_order_and_look_alike_scopes() {
+        let web = ServiceId::new("shop", "web");
+        let entries = vec![
+            entry(
+                PolicyScope::ServicePort(ServiceId::new("shop", "api"), "http".into()),
+                1,
+            ),
+            entry(PolicyScope::ServicePort(web.clone(), "9090".into()), 2),
+            entry(PolicyScope::Service(ServiceId::new("other", "web")), 3),
+            entry(PolicyScope::Namespace("other".into()), 4),
+            entry(PolicyScope::Mesh, 101),
+            entry(PolicyScope::Namespace("shop".into()), 102),
+            entry(PolicyScope::Service(web.clone()), 103),
+        ];
+        for reversed in [false, true] {
+            let mut entries = entries.clone();
+            if reversed {
+                entries.reverse();
+            }
+            let mut set = PolicySet { entries };
+            let at = |set: &PolicySet, d| set.resolve_port(&web, &http(), d);
+            assert_eq!(at(&set, None).policy.overprovisioning_factor, 103);
+            set.entries
+                .retain(|e| e.scope != PolicyScope::Service(web.clone()));
+            let zone = at(&set, Some(TrafficDistribution::PreferSameZone));
+            assert_eq!(
+                zone.policy.overprovisioning_factor, 102,
+                "reversed {reversed}"
+            );
+            assert!(
+                zone.origin
+                    .describe()
+                    .ends_with("(over namespace default x/p102)"),
+                "{}",
+                zone.origin.describe()
+            );
+            set.entries
+                .retain(|e| e.scope != PolicyScope::Namespace("shop".into()));
+            assert_eq!(at(&set, None).policy.overprovisioning_factor, 101);
         }
     }
 
