@@ -1,6 +1,7 @@
 //! The policy language with a real Envoy (issue 7): `distribute` splits a client's traffic over
 //! localities by weight and still fails over when the weighted zone dies; a health-check-only policy
-//! (active HTTP, gRPC or TCP health checks, outlier detection switched off) fails over and comes back.
+//! (active HTTP, gRPC or TCP health checks, outlier detection switched off) fails over and comes back;
+//! spillover between levels follows Envoy's formula as `policies/README.md` tabulates it.
 //!
 //! The time bounds asserted here are generous correctness bounds (did it happen at all), not
 //! performance claims; the measured figures are printed for the README.
@@ -212,9 +213,8 @@ fn requests_by_backend(mesh: &Mesh, zone: Zone) -> Vec<(String, u64)> {
         .collect()
 }
 
-/// `xdsctl explain CLUSTER --node NODE -o json`: the distribute rule of priority 0 is the policy's,
-/// and zone → expected percent of all requests, over every level's localities.
-fn explained_shares(mesh: &Mesh, node: &str) -> std::collections::BTreeMap<String, f64> {
+/// `xdsctl explain CLUSTER --node NODE -o json`.
+fn xdsctl_explain(mesh: &Mesh, node: &str) -> Json {
     let out = std::process::Command::new(e2e::paths::xdsctl_bin())
         .args(["--admin-addr", &mesh.server.admin_addr().to_string()])
         .args(["explain", CLUSTER, "--node", node, "-o", "json"])
@@ -226,7 +226,13 @@ fn explained_shares(mesh: &Mesh, node: &str) -> std::collections::BTreeMap<Strin
         "xdsctl explain failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let r: Json = serde_json::from_slice(&out.stdout).expect("xdsctl explain -o json");
+    serde_json::from_slice(&out.stdout).expect("xdsctl explain -o json")
+}
+
+/// What `xdsctl explain` says of the 80/20 client: the distribute rule of priority 0 is the policy's
+/// (asserted), and zone → expected percent of all requests, over every level's localities.
+fn explained_shares(mesh: &Mesh, node: &str) -> std::collections::BTreeMap<String, f64> {
+    let r = xdsctl_explain(mesh, node);
     let levels = &r["explanations"][0]["levels"];
     assert_eq!(
         levels[0]["distribute"],
@@ -249,6 +255,132 @@ fn explained_shares(mesh: &Mesh, node: &str) -> std::collections::BTreeMap<Strin
             (zone, s["expected_percent"].as_f64().unwrap_or(-1.0))
         })
         .collect()
+}
+
+/// `xdsctl explain CLUSTER --node NODE -o json`: each priority level's expected percent of requests
+/// (`load_percent`, from the health sent in EDS).
+fn explained_level_loads(mesh: &Mesh, node: &str) -> Vec<u64> {
+    let r = xdsctl_explain(mesh, node);
+    r["explanations"][0]["levels"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|l| l["load_percent"].as_u64().unwrap_or(0))
+        .collect()
+}
+
+/// Marks the first `unready` endpoints of `zone` not ready in the endpoints file (the others ready)
+/// and waits until Envoy holds exactly that many of them as `UNHEALTHY`.
+fn set_unready(mesh: &mut Mesh, envoy: &Envoy, zone: Zone, unready: usize) {
+    for (i, m) in mesh
+        .members
+        .iter_mut()
+        .filter(|m| m.zone == zone)
+        .enumerate()
+    {
+        m.ready = i >= unready;
+    }
+    mesh.write_endpoints();
+    let applied = e2e::poll(Duration::from_secs(10), Duration::from_millis(50), || {
+        let hosts = envoy.hosts(CLUSTER);
+        let sick = hosts
+            .iter()
+            .filter(|h| h.zone == zone.zone && h.eds_health_status == "UNHEALTHY")
+            .count();
+        (sick == unready).then_some(())
+    });
+    assert!(
+        applied.is_some(),
+        "Envoy never had {unready} unhealthy hosts in {}: {:?}",
+        zone.zone,
+        envoy.hosts(CLUSTER)
+    );
+}
+
+/// One row of the spillover table in `policies/README.md`: P0 (the client's zone b, 10 hosts) with
+/// `healthy` of them ready gets `p0` percent, the next level (zone c) the rest, us-west1 nothing.
+/// Checked three ways: the doc's number, the server's explain, and 1,000 requests through Envoy.
+fn check_spillover_row(
+    mesh: &mut Mesh,
+    envoy: &Envoy,
+    node: &str,
+    what: &str,
+    healthy: usize,
+    p0: u64,
+) {
+    set_unready(mesh, envoy, EAST_B, 10 - healthy);
+    let loads = explained_level_loads(mesh, node);
+    assert_eq!(
+        loads.first().copied(),
+        Some(p0),
+        "{what}, {healthy}/10 healthy: explain's P0 load (levels {loads:?})"
+    );
+    assert_eq!(loads.get(1).copied(), Some(100 - p0), "{what}: {loads:?}");
+    let n = 1000;
+    let tally = traffic::send(envoy.listener_addr(), HOST, n, Duration::from_millis(1));
+    let (b, c) = (tally.count(EAST_B.zone), tally.count(EAST_C.zone));
+    println!(
+        "{what}, {healthy}/10 of P0 healthy: documented and explained P0 {p0}%, measured \
+         us-east1-b {b} / us-east1-c {c} of {n}; {tally}"
+    );
+    assert_eq!(tally.failures, 0, "{tally}");
+    assert_eq!(tally.count(WEST_A.zone), 0, "{tally}");
+    // Envoy picks the level per request at random with these weights: binomial spread, so the
+    // tolerance is ~4 standard deviations (at most 60 of 1,000), and exact at 100%.
+    let want = (p0 * n as u64 / 100) as usize;
+    let tolerance = match p0 {
+        100 => 0,
+        98 => 18,
+        _ => 60,
+    };
+    assert!(
+        b.abs_diff(want) <= tolerance,
+        "{what}, {healthy}/10 healthy: P0 got {b} of {n}, want {want} ± {tolerance}; {tally}"
+    );
+    if p0 < 100 {
+        assert!(c > 0, "{what}: nothing spilled to the next level; {tally}");
+    }
+}
+
+const FACTOR_100_POLICY: &str = "\
+kind: FailoverPolicy
+metadata: {name: echo-proportional, namespace: demo}
+spec:
+  service: echo
+  overprovisioningFactor: 100
+";
+
+const ALL_OR_NOTHING_POLICY: &str = "\
+kind: FailoverPolicy
+metadata: {name: echo-all-or-nothing, namespace: demo}
+spec:
+  service: echo
+  spillover: allOrNothing
+";
+
+/// The worked examples of `policies/README.md` ("spillover and overprovisioningFactor") with a real
+/// Envoy: P0 = 10 hosts, some marked not ready in the endpoints file (sent as UNHEALTHY).
+#[test]
+fn spillover_follows_envoys_formula_as_documented() {
+    let node = "client-b-spill";
+    // Default policy: gradual, factor 140.
+    let mut mesh = Mesh::start(10);
+    let envoy = mesh.envoy(node, EAST_B);
+    check_spillover_row(&mut mesh, &envoy, node, "factor 140", 7, 98);
+    check_spillover_row(&mut mesh, &envoy, node, "factor 140", 5, 70);
+    check_spillover_row(&mut mesh, &envoy, node, "factor 140", 8, 100);
+    drop(envoy);
+    drop(mesh);
+
+    let mut mesh = Mesh::start_with_policy(10, Some(FACTOR_100_POLICY));
+    let envoy = mesh.envoy(node, EAST_B);
+    check_spillover_row(&mut mesh, &envoy, node, "factor 100", 5, 50);
+    drop(envoy);
+    drop(mesh);
+
+    let mut mesh = Mesh::start_with_policy(10, Some(ALL_OR_NOTHING_POLICY));
+    let envoy = mesh.envoy(node, EAST_B);
+    check_spillover_row(&mut mesh, &envoy, node, "allOrNothing", 1, 100);
 }
 
 fn distribute_splits_80_20_then_fails_over_when_the_weighted_zone_dies(protocol: XdsProtocol) {
