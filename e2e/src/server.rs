@@ -184,6 +184,34 @@ impl XdsServer {
         ([127, 0, 0, 1], self.admin_port).into()
     }
 
+    /// Runs `xdsctl ARGS` against this server's admin API (`XDS_ADMIN_ADDR` from the environment
+    /// ignored); panics with its stderr if it fails. Returns its standard output.
+    pub fn xdsctl(&self, args: &[&str]) -> String {
+        let out = Command::new(crate::paths::xdsctl_bin())
+            .args(["--admin-addr", &self.admin_addr().to_string()])
+            .args(args)
+            .env_remove("XDS_ADMIN_ADDR")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run xdsctl");
+        assert!(
+            out.status.success(),
+            "xdsctl {args:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 output")
+    }
+
+    /// `xdsctl ARGS -o json`, parsed.
+    pub fn xdsctl_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        let text = self.xdsctl(&all);
+        serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("xdsctl {args:?}: bad JSON: {e}\n{text}"))
+    }
+
     /// The Prometheus endpoint: `http://{metrics_addr}/metrics`, `/healthz`, `/readyz`.
     pub fn metrics_addr(&self) -> SocketAddr {
         ([127, 0, 0, 1], self.metrics_port).into()

@@ -47,28 +47,9 @@ fn xdsctl_at(addr: &str, args: &[&str]) -> Output {
         .expect("run xdsctl")
 }
 
-/// Runs `xdsctl ARGS` against the server; panics with its stderr if it fails.
-fn xdsctl(server: &XdsServer, args: &[&str]) -> String {
-    let out = xdsctl_at(&server.admin_addr().to_string(), args);
-    assert!(
-        out.status.success(),
-        "xdsctl {args:?} failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8 output")
-}
-
-fn xdsctl_json(server: &XdsServer, args: &[&str]) -> Value {
-    let mut all = args.to_vec();
-    all.extend(["-o", "json"]);
-    let text = xdsctl(server, &all);
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("xdsctl {args:?}: bad JSON: {e}\n{text}"))
-}
-
 /// The `xdsctl status -o json` entry of one node.
 fn client_json(server: &XdsServer, node: &str) -> Option<Value> {
-    xdsctl_json(server, &["status"])["clients"]
+    server.xdsctl_json(&["status"])["clients"]
         .as_array()?
         .iter()
         .find(|c| c["node_id"] == node)
@@ -164,7 +145,7 @@ fn record_statuses(
 fn status_goes_from_not_sent_to_synced_and_is_stale_while_envoy_cannot_ack(protocol: XdsProtocol) {
     let mut mesh = Mesh::start(1).protocol(protocol);
     let server = &mesh.server;
-    assert_eq!(xdsctl(server, &["status"]), "no Envoy connected\n");
+    assert_eq!(server.xdsctl(&["status"]), "no Envoy connected\n");
 
     let node = "status-client";
     let recorder = record_statuses(server.admin_addr(), node.to_string());
@@ -194,7 +175,7 @@ fn status_goes_from_not_sent_to_synced_and_is_stale_while_envoy_cannot_ack(proto
     println!("then: {synced:?}");
 
     // The table, like istioctl proxy-status.
-    let table = xdsctl(server, &["status"]);
+    let table = server.xdsctl(&["status"]);
     println!("{table}");
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(
@@ -222,7 +203,7 @@ fn status_goes_from_not_sent_to_synced_and_is_stale_while_envoy_cannot_ack(proto
     );
 
     // What it was sent, readable.
-    let config = xdsctl(server, &["config", node]);
+    let config = server.xdsctl(&["config", node]);
     for header in [
         format!("--- CDS {CLUSTER} (SYNCED"),
         format!("--- EDS {CLUSTER} (SYNCED"),
@@ -237,7 +218,7 @@ fn status_goes_from_not_sent_to_synced_and_is_stale_while_envoy_cannot_ack(proto
         "{config}"
     );
     assert!(!config.contains("older version"), "{config}");
-    let eds = xdsctl_json(server, &["config", node, "--type", "eds"]);
+    let eds = server.xdsctl_json(&["config", node, "--type", "eds"]);
     let resources = eds["resources"].as_array().unwrap();
     assert_eq!(resources.len(), 1, "{eds}");
     assert_eq!(resources[0]["name"], CLUSTER);
@@ -245,7 +226,7 @@ fn status_goes_from_not_sent_to_synced_and_is_stale_while_envoy_cannot_ack(proto
     assert!(text.starts_with("ClusterLoadAssignment {"), "{text}");
     let port = mesh.backends_in(EAST_B).next().unwrap().port();
     assert!(text.contains(&format!("{port},")), "{text}");
-    let named = xdsctl_json(server, &["config", node, "--name", "outbound"]);
+    let named = server.xdsctl_json(&["config", node, "--name", "outbound"]);
     assert_eq!(named["resources"].as_array().unwrap().len(), 1, "{named}");
 
     // Envoy frozen: a new EDS answer goes out and stays unacknowledged (STALE) until it runs again.
@@ -290,7 +271,7 @@ fn a_nack_shows_as_nacked_with_envoys_error(protocol: XdsProtocol) {
     assert!(!lds["last_nack"]["version"].as_str().unwrap().is_empty());
     assert!(lds["last_nack"]["at_unix_ms"].as_i64().unwrap() > 0);
 
-    let table = xdsctl(&mesh.server, &["status"]);
+    let table = mesh.server.xdsctl(&["status"]);
     println!("{table}");
     let row = table.lines().find(|l| l.starts_with(node)).unwrap();
     let cells: Vec<&str> = row
@@ -321,7 +302,7 @@ fn a_nack_shows_as_nacked_with_envoys_error(protocol: XdsProtocol) {
 fn explained_levels(server: &XdsServer, args: &[&str]) -> (Value, BTreeMap<u16, (u32, String)>) {
     let mut all = vec!["explain"];
     all.extend(args);
-    let json = xdsctl_json(server, &all);
+    let json = server.xdsctl_json(&all);
     let e = json["explanations"][0].clone();
     let mut by_port = BTreeMap::new();
     for level in e["levels"].as_array().unwrap() {
@@ -389,7 +370,9 @@ fn explain_matches_the_priorities_and_load_envoy_uses(protocol: XdsProtocol) {
     let (e, explained) = explained_levels(&mesh.server, &["echo.demo:8080", "--node", node]);
     assert_eq!(explained, updated);
     assert_eq!(e["load"], serde_json::json!([70, 30, 0]), "{e}");
-    let table = xdsctl(&mesh.server, &["explain", "echo.demo", "--node", node]);
+    let table = mesh
+        .server
+        .xdsctl(&["explain", "echo.demo", "--node", node]);
     println!("{table}");
     assert!(
         table.contains("expected load: P0 70%, P1 30%, P2 0%"),
@@ -664,7 +647,7 @@ fn services_policies_health_and_reflection_on_the_admin_port() {
     let mesh = Mesh::start_with_policy(1, Some(policy));
     let server = &mesh.server;
 
-    let services = xdsctl(server, &["services"]);
+    let services = server.xdsctl(&["services"]);
     println!("{services}");
     let source = format!("file:{}", mesh.endpoints_path().display());
     assert!(services
@@ -678,14 +661,14 @@ fn services_policies_health_and_reflection_on_the_admin_port() {
         4,
         "one row per endpoint: {services}"
     );
-    let json = xdsctl_json(server, &["services"]);
+    let json = server.xdsctl_json(&["services"]);
     let echo = &json["services"][0];
     assert_eq!(echo["endpoints"].as_array().unwrap().len(), 3);
     assert_eq!(echo["endpoints"][0]["health"], "HEALTHY");
     assert_eq!(echo["ports"][0]["cluster"], CLUSTER);
     assert_eq!(echo["source"], source.as_str());
 
-    let policies = xdsctl_json(server, &["policies"]);
+    let policies = server.xdsctl_json(&["policies"]);
     assert_eq!(policies["active"][0]["scope"], "namespace demo");
     assert_eq!(
         policies["active"][0]["services"],
@@ -702,7 +685,7 @@ fn services_policies_health_and_reflection_on_the_admin_port() {
     )
     .unwrap();
     let rejected = e2e::poll(WAIT, EVERY, || {
-        let p = xdsctl_json(server, &["policies"]);
+        let p = server.xdsctl_json(&["policies"]);
         let r = p["rejected"].as_array().cloned().unwrap_or_default();
         (!r.is_empty()).then_some(r)
     })
@@ -715,7 +698,7 @@ fn services_policies_health_and_reflection_on_the_admin_port() {
             .contains("panicThreshold"),
         "{rejected:?}"
     );
-    let table = xdsctl(server, &["policies"]);
+    let table = server.xdsctl(&["policies"]);
     println!("{table}");
     assert!(
         table.contains("REJECTED") && table.contains("bad.yaml"),
@@ -723,7 +706,7 @@ fn services_policies_health_and_reflection_on_the_admin_port() {
     );
     std::fs::remove_file(&bad).unwrap();
     e2e::poll(WAIT, EVERY, || {
-        xdsctl_json(server, &["policies"])["rejected"]
+        server.xdsctl_json(&["policies"])["rejected"]
             .as_array()
             .is_some_and(|r| r.is_empty())
             .then_some(())

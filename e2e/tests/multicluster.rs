@@ -330,7 +330,7 @@ fn an_unreachable_api_server_keeps_its_endpoints_then_they_turn_stale(protocol: 
     );
     assert_eq!(metric(server.metrics_addr(), stale_metric), 1.0);
     // `xdsctl services` says why: east's endpoint is labelled stale, west's is not.
-    let services = xdsctl_json(&server, &["services"]);
+    let services = server.xdsctl_json(&["services"]);
     let endpoints = services["services"][0]["endpoints"].as_array().unwrap();
     let label_of = |cluster: &str| {
         endpoints
@@ -512,22 +512,6 @@ fn hosts_by_cluster(envoy: &Envoy) -> BTreeMap<u16, &'static str> {
             (h.port, cluster)
         })
         .collect()
-}
-
-fn xdsctl_json(server: &XdsServer, args: &[&str]) -> Value {
-    let out = std::process::Command::new(e2e::paths::xdsctl_bin())
-        .args(["--admin-addr", &server.admin_addr().to_string()])
-        .args(args)
-        .args(["-o", "json"])
-        .env_remove("XDS_ADMIN_ADDR")
-        .output()
-        .expect("run xdsctl");
-    assert!(
-        out.status.success(),
-        "xdsctl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("xdsctl JSON")
 }
 
 fn metric(addr: SocketAddr, name: &str) -> f64 {

@@ -215,18 +215,8 @@ fn requests_by_backend(mesh: &Mesh, zone: Zone) -> Vec<(String, u64)> {
 
 /// `xdsctl explain CLUSTER --node NODE -o json`.
 fn xdsctl_explain(mesh: &Mesh, node: &str) -> Json {
-    let out = std::process::Command::new(e2e::paths::xdsctl_bin())
-        .args(["--admin-addr", &mesh.server.admin_addr().to_string()])
-        .args(["explain", CLUSTER, "--node", node, "-o", "json"])
-        .env_remove("XDS_ADMIN_ADDR")
-        .output()
-        .expect("run xdsctl");
-    assert!(
-        out.status.success(),
-        "xdsctl explain failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("xdsctl explain -o json")
+    mesh.server
+        .xdsctl_json(&["explain", CLUSTER, "--node", node])
 }
 
 /// What `xdsctl explain` says of the 80/20 client: the distribute rule of priority 0 is the policy's

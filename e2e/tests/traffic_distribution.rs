@@ -8,7 +8,6 @@
 //! us-east1-b.
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use e2e::apiserver::{ApiServer, KindInfo};
@@ -77,26 +76,9 @@ fn wait_levels(envoy: &Envoy, want: &[(u16, u32)], what: &str) {
     }
 }
 
-fn xdsctl(server: &XdsServer, args: &[&str]) -> String {
-    let out = Command::new(e2e::paths::xdsctl_bin())
-        .args(["--admin-addr", &server.admin_addr().to_string()])
-        .args(args)
-        .env_remove("XDS_ADMIN_ADDR")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run xdsctl");
-    assert!(
-        out.status.success(),
-        "xdsctl {args:?} failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8 output")
-}
-
 /// The policy `xdsctl explain` names for the service's port, for the client `node`.
 fn explained_policy(server: &XdsServer, node: &str) -> String {
-    let text = xdsctl(server, &["explain", HOST, "--node", node, "-o", "json"]);
+    let text = server.xdsctl(&["explain", HOST, "--node", node, "-o", "json"]);
     let json: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
     json["explanations"][0]["policy"]
         .as_str()
@@ -176,7 +158,7 @@ fn scenario(protocol: XdsProtocol) {
     let by_distribution = "Service demo/echo spec.trafficDistribution=PreferSameZone \
                            (over namespace default demo/defaults)";
     wait_explained(&server, node, by_distribution);
-    let policies = xdsctl(&server, &["policies"]);
+    let policies = server.xdsctl(&["policies"]);
     println!("{policies}");
     assert!(
         policies.contains("demo/echo:8080 (http)   Service demo/echo spec.trafficDistribution"),
@@ -186,7 +168,7 @@ fn scenario(protocol: XdsProtocol) {
         policies.contains("demo/echo:8080 (trafficDistribution=PreferSameZone)"),
         "{policies}"
     );
-    let services = xdsctl(&server, &["services"]);
+    let services = server.xdsctl(&["services"]);
     assert!(services.contains(by_distribution), "{services}");
 
     // A policy naming the service wins over the Service's trafficDistribution.
