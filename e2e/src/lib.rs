@@ -18,10 +18,13 @@
 //! - [`traffic`]: send requests through Envoy, tally answers by body, measure failovers.
 //! - [`topology::Mesh`]: the standard scene: one service, backends in three zones, the endpoints file,
 //!   the server.
+//! - [`alone`]: all tests are one binary and run in parallel; a test that measures the machine runs
+//!   with no other test's servers or Envoys beside it.
 //!
 //! Every process is killed when its handle is dropped. When a test panics, the handles print the tail of
 //! their logs so the failure explains itself. Set `E2E_KEEP=1` to keep the temporary directories.
 
+pub mod alone;
 pub mod apiserver;
 pub mod backend;
 pub mod envoy;

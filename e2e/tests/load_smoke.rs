@@ -7,6 +7,9 @@ use e2e::load::{self, Config, Mode, Protocol};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_generator_measures_every_figure_at_small_scale() {
+    // It times xDS exchanges: no other test's servers and Envoys beside it (as when it was a test
+    // binary of its own).
+    let _alone = e2e::alone::alone();
     let config = Config {
         clients: 20,
         services: 10,
