@@ -18,6 +18,8 @@
 //! - [`traffic`]: send requests through Envoy, tally answers by body, measure failovers.
 //! - [`topology::Mesh`]: the standard scene: one service, backends in three zones, the endpoints file,
 //!   the server.
+//! - [`k8s`]: the Kubernetes objects of that scene (Nodes, the Service, EndpointSlices, Pods,
+//!   FailoverPolicies) for the test API server ([`apiserver`]).
 //! - [`alone`]: all tests are one binary and run in parallel; a test that measures the machine runs
 //!   with no other test's servers or Envoys beside it.
 //!
@@ -30,6 +32,7 @@ pub mod backend;
 pub mod envoy;
 pub mod grpc_backend;
 pub mod http;
+pub mod k8s;
 pub mod load;
 pub mod modes;
 pub mod paths;

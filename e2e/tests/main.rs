@@ -17,6 +17,7 @@ mod examples;
 mod explain;
 mod failover;
 mod harness;
+mod kube_client;
 mod kubernetes;
 mod load_smoke;
 mod metrics;

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::kube_client::client;
 use e2e::apiserver::ApiServer;
 use e2e::pki::{Ca, Leaf};
 use e2e::tmp::TempDir;
@@ -19,21 +20,6 @@ use xds_server::secrets::SecretSet;
 
 const NS: &str = "mesh-certs";
 const WAIT: Duration = Duration::from_secs(5);
-
-async fn client(server: &ApiServer) -> Client {
-    let dir = TempDir::new("secrets-kubeconfig");
-    let path = dir.join("kubeconfig");
-    server.write_kubeconfig(&path);
-    let kubeconfig = kube::config::Kubeconfig::read_from(&path).expect("read kubeconfig");
-    let options = kube::config::KubeConfigOptions {
-        context: Some("test".into()),
-        ..Default::default()
-    };
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
-        .await
-        .expect("kubeconfig");
-    Client::try_from(config).expect("client")
-}
 
 fn secret(name: &str, type_: &str, data: &[(&str, &str)]) -> Secret {
     let mut s = Secret {
