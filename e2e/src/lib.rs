@@ -33,15 +33,16 @@ pub mod envoy;
 pub mod grpc_backend;
 pub mod http;
 pub mod k8s;
-pub mod load;
 pub mod modes;
 pub mod paths;
 pub mod pki;
-pub mod ports;
 pub mod server;
-pub mod tmp;
 pub mod topology;
 pub mod traffic;
+
+// Free ports, temporary directories and `tail` live in the load generator's crate, which needs them
+// too and is below this one; they are part of the harness all the same.
+pub use xds_load::{ports, tail, tmp};
 
 use std::time::{Duration, Instant};
 
@@ -57,11 +58,4 @@ pub fn poll<T>(timeout: Duration, every: Duration, mut f: impl FnMut() -> Option
         }
         std::thread::sleep(every);
     }
-}
-
-/// The last `n` lines of a text, for failure messages.
-pub fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    let start = lines.len().saturating_sub(n);
-    lines[start..].join("\n")
 }
