@@ -18,6 +18,8 @@
 //! - [`traffic`]: send requests through Envoy, tally answers by body, measure failovers.
 //! - [`topology::Mesh`]: the standard scene: one service, backends in three zones, the endpoints file,
 //!   the server.
+//! - [`failover::Failover`]: the failover scenario on that scene (zones die, come back, are drained),
+//!   step by step; the demo narrates it and `tests/failover.rs` asserts it.
 //! - [`k8s`]: the Kubernetes objects of that scene (Nodes, the Service, EndpointSlices, Pods,
 //!   FailoverPolicies) for the test API server ([`apiserver`]).
 //! - [`alone`]: all tests are one binary and run in parallel; a test that measures the machine runs
@@ -30,6 +32,7 @@ pub mod alone;
 pub mod apiserver;
 pub mod backend;
 pub mod envoy;
+pub mod failover;
 pub mod grpc_backend;
 pub mod http;
 pub mod k8s;
