@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use crate::kube_client::client;
 use e2e::apiserver::{ApiServer, KindInfo};
-use e2e::tmp::TempDir;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Node, Service};
 use kube::api::{
@@ -17,7 +16,7 @@ use kube::api::{
 use kube::core::PartialObjectMeta;
 use kube::runtime::watcher::Event;
 use kube::runtime::{reflector, watcher, WatchStreamExt};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, ResourceExt};
 use serde_json::{json, Value};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 

@@ -10,11 +10,10 @@ use std::time::Duration;
 use crate::kube_client::client;
 use e2e::apiserver::ApiServer;
 use e2e::pki::{Ca, Leaf};
-use e2e::tmp::TempDir;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::ByteString;
 use kube::api::{DeleteParams, PostParams};
-use kube::{Api, Client};
+use kube::Api;
 use tokio::sync::watch;
 use xds_server::secrets::SecretSet;
 
