@@ -8,7 +8,7 @@
 //! the machine with other tests' servers and Envoys takes [`e2e::alone::alone`].
 //!
 //! `autotests = false` in Cargo.toml: a new file in `tests/` is not a test binary of its own, so it
-//! must be declared here (`every_test_file_is_a_module` fails otherwise).
+//! must be declared here (`every_test_file_is_a_module_of_its_crates_test_binary` fails otherwise).
 
 mod admin;
 mod apiserver;
@@ -32,25 +32,44 @@ mod server_restart;
 mod tls;
 mod traffic_distribution;
 
-/// Every `tests/*.rs` file is declared above, so none is silently left out of the binary.
+
+/// In every crate of the workspace whose integration tests are one binary (`tests/main.rs`), every
+/// `tests/*.rs` file is declared in that `main.rs`: with `autotests = false` an undeclared file would
+/// silently never be compiled or run.
 #[test]
-fn every_test_file_is_a_module() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
-    let main = include_str!("main.rs");
+fn every_test_file_is_a_module_of_its_crates_test_binary() {
+    use std::path::{Path, PathBuf};
+
+    fn subdirs(dir: &Path) -> Vec<PathBuf> {
+        std::fs::read_dir(dir)
+            .map(|entries| entries.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    }
+
+    let root = e2e::paths::workspace_root();
+    let crates = subdirs(&root)
+        .into_iter()
+        .chain(subdirs(&root.join("tools")))
+        .filter(|dir| dir.join("Cargo.toml").is_file());
+    let mut checked = 0;
     let mut missing = Vec::new();
-    for entry in std::fs::read_dir(&dir).expect("tests/ is readable") {
-        let path = entry.expect("tests/ entry").path();
-        let Some(stem) = path.file_stem().and_then(|s| s.to_str()) else {
+    for dir in crates {
+        let tests = dir.join("tests");
+        let Ok(main) = std::fs::read_to_string(tests.join("main.rs")) else {
             continue;
         };
-        let is_rs = path.extension().is_some_and(|e| e == "rs");
-        if is_rs && stem != "main" && !main.contains(&format!("\nmod {stem};\n")) {
-            missing.push(stem.to_string());
+        checked += 1;
+        for path in subdirs(&tests) {
+            let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+            let is_rs = path.extension().is_some_and(|e| e == "rs");
+            if is_rs && stem != "main" && !main.contains(&format!("\nmod {stem};\n")) {
+                missing.push(path.display().to_string());
+            }
         }
     }
+    assert!(checked >= 2, "no tests/main.rs found under {}", root.display());
     assert!(
         missing.is_empty(),
-        "tests/{{{}}}.rs: not declared in tests/main.rs (add `mod NAME;`), so never compiled or run",
-        missing.join(",")
+        "not declared (`mod NAME;`) in their crate's tests/main.rs, so never compiled or run: {missing:?}"
     );
 }
