@@ -16,19 +16,23 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY xds-server/Cargo.toml xds-server/
 COPY e2e/Cargo.toml e2e/
-RUN mkdir -p xds-server/src/bin e2e/src/bin \
+COPY tools/xds-load/Cargo.toml tools/xds-load/
+RUN mkdir -p xds-server/src/bin e2e/src/bin tools/xds-load/src \
     && echo 'fn main() {}' > xds-server/src/main.rs \
     && echo 'fn main() {}' > xds-server/src/bin/xdsctl.rs \
-    && touch xds-server/src/lib.rs e2e/src/lib.rs \
+    && touch xds-server/src/lib.rs e2e/src/lib.rs tools/xds-load/src/lib.rs \
     && echo 'fn main() {}' > e2e/src/bin/failover-demo.rs \
+    && echo 'fn main() {}' > tools/xds-load/src/main.rs \
     && cargo build --release --locked -p xds-server --bin xds-server \
-    && rm -rf xds-server/src e2e/src
+    && rm -rf xds-server/src e2e/src tools/xds-load/src
 
-# Then the real sources. Only xds-server (and its admin CLI, xdsctl) is built; e2e is copied because
-# the workspace lists it. proto/ holds the admin API, compiled by xds-server's build script.
+# Then the real sources. Only xds-server (and its admin CLI, xdsctl) is built; e2e and tools/ are
+# copied because the workspace lists them. proto/ holds the admin API, compiled by xds-server's build
+# script.
 COPY proto proto
 COPY xds-server xds-server
 COPY e2e e2e
+COPY tools tools
 # Make sure cargo sees the real sources as newer than the stand-ins it built above.
 RUN touch xds-server/src/lib.rs xds-server/src/main.rs xds-server/src/bin/xdsctl.rs \
     && cargo build --release --locked -p xds-server --bin xds-server --bin xdsctl \

@@ -15,7 +15,7 @@ TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 [[ "$TARGET_DIR" = /* ]] || TARGET_DIR="$ROOT/$TARGET_DIR"
 
 echo "==> cargo build --release (xds-server, xds-load)" >&2
-cargo build --release -p xds-server -p e2e --bin xds-server --bin xds-load >&2
+cargo build --release -p xds-server -p xds-load --bin xds-server --bin xds-load >&2
 
 # 5,000 connections are 5,000 sockets here and 5,000 in the server; xds-load raises the soft limit to
 # the hard one itself and says so if that is not enough.

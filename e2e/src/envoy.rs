@@ -277,6 +277,8 @@ fn seq0(v: &mut Yaml) -> &mut Yaml {
 
 pub struct Envoy {
     child: Option<Child>,
+    /// Counts this Envoy for tests that run [`alone`](crate::alone::alone).
+    _live: crate::alone::Live,
     node_id: String,
     protocol: XdsProtocol,
     xds: SocketAddr,
@@ -372,6 +374,7 @@ impl Envoy {
 
     /// Starts Envoy and waits only until its admin API answers (no control plane needed).
     pub fn spawn(opts: EnvoyOptions) -> Envoy {
+        let live = crate::alone::Live::new();
         let dir = TempDir::new(&format!("envoy-{}", opts.node_id));
         let admin_port = crate::ports::free_port();
         let listener_port = opts.listener_port.unwrap_or_else(crate::ports::free_port);
@@ -399,6 +402,7 @@ impl Envoy {
         crate::modes::record_spawned(&opts.node_id, opts.protocol);
         let mut envoy = Envoy {
             child: Some(child),
+            _live: live,
             node_id: opts.node_id.clone(),
             protocol: opts.protocol,
             xds: opts.xds,

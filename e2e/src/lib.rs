@@ -18,24 +18,34 @@
 //! - [`traffic`]: send requests through Envoy, tally answers by body, measure failovers.
 //! - [`topology::Mesh`]: the standard scene: one service, backends in three zones, the endpoints file,
 //!   the server.
+//! - [`failover::Failover`]: the failover scenario on that scene (zones die, come back, are drained),
+//!   step by step; the demo narrates it and `tests/failover.rs` asserts it.
+//! - [`k8s`]: the Kubernetes objects of that scene (Nodes, the Service, EndpointSlices, Pods,
+//!   FailoverPolicies) for the test API server ([`apiserver`]).
+//! - [`alone`]: all tests are one binary and run in parallel; a test that measures the machine runs
+//!   with no other test's servers or Envoys beside it.
 //!
 //! Every process is killed when its handle is dropped. When a test panics, the handles print the tail of
 //! their logs so the failure explains itself. Set `E2E_KEEP=1` to keep the temporary directories.
 
+pub mod alone;
 pub mod apiserver;
 pub mod backend;
 pub mod envoy;
+pub mod failover;
 pub mod grpc_backend;
 pub mod http;
-pub mod load;
+pub mod k8s;
 pub mod modes;
 pub mod paths;
 pub mod pki;
-pub mod ports;
 pub mod server;
-pub mod tmp;
 pub mod topology;
 pub mod traffic;
+
+// Free ports, temporary directories and `tail` live in the load generator's crate, which needs them
+// too and is below this one; they are part of the harness all the same.
+pub use xds_load::{ports, tail, tmp};
 
 use std::time::{Duration, Instant};
 
@@ -51,11 +61,4 @@ pub fn poll<T>(timeout: Duration, every: Duration, mut f: impl FnMut() -> Option
         }
         std::thread::sleep(every);
     }
-}
-
-/// The last `n` lines of a text, for failure messages.
-pub fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    let start = lines.len().saturating_sub(n);
-    lines[start..].join("\n")
 }

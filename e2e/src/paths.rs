@@ -4,13 +4,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-/// The workspace root (the directory holding the top-level `Cargo.toml`).
-pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("e2e crate lives in the workspace root")
-        .to_path_buf()
-}
+/// The workspace root, and cargo's target directory (`$CARGO_TARGET_DIR`, else `<workspace>/target`);
+/// the load generator, a crate below this one, needs them too.
+pub use xds_load::paths::{target_dir, workspace_root};
 
 /// The shipped sample bootstrap that every test Envoy is started from.
 pub fn sample_bootstrap() -> PathBuf {
@@ -41,22 +37,6 @@ pub fn envoy_bin() -> PathBuf {
         path
     })
     .clone()
-}
-
-/// Cargo's target directory: `$CARGO_TARGET_DIR` (relative paths are relative to the workspace root),
-/// else `<workspace>/target`.
-pub fn target_dir() -> PathBuf {
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) if !dir.is_empty() => {
-            let dir = PathBuf::from(dir);
-            if dir.is_absolute() {
-                dir
-            } else {
-                workspace_root().join(dir)
-            }
-        }
-        _ => workspace_root().join("target"),
-    }
 }
 
 /// The `xds-server` binary: `$XDS_SERVER_BIN`, else built once per process with

@@ -29,6 +29,8 @@ pub fn log_path_for(port: u16) -> Option<PathBuf> {
 
 pub struct XdsServer {
     child: Option<Child>,
+    /// Counts this server for tests that run [`alone`](crate::alone::alone).
+    _live: crate::alone::Live,
     port: u16,
     /// `--admin-addr` port (admin gRPC API, CSDS), free like the others.
     admin_port: u16,
@@ -91,6 +93,7 @@ impl XdsServer {
     /// Starts the server and waits until its xDS port accepts connections. Panics (with the server's
     /// log) if it exits or does not listen within [`START_TIMEOUT`].
     pub fn start(args: ServerArgs) -> XdsServer {
+        let live = crate::alone::Live::new();
         let port = crate::ports::free_port();
         let admin_port = crate::ports::free_port();
         let metrics_port = crate::ports::free_port();
@@ -133,6 +136,7 @@ impl XdsServer {
             .insert(port, log_path.clone());
         let mut server = XdsServer {
             child: None,
+            _live: live,
             port,
             admin_port,
             metrics_port,

@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use std::fmt::Debug;
 use std::time::Duration;
 
+use crate::kube_client::client;
 use e2e::apiserver::{ApiServer, KindInfo};
-use e2e::tmp::TempDir;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Node, Service};
 use kube::api::{
@@ -16,31 +16,11 @@ use kube::api::{
 use kube::core::PartialObjectMeta;
 use kube::runtime::watcher::Event;
 use kube::runtime::{reflector, watcher, WatchStreamExt};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, ResourceExt};
 use serde_json::{json, Value};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
 const WAIT: Duration = Duration::from_secs(5);
-
-/// A kube client configured the way a binary's `--kubeconfig PATH` would be.
-async fn client(server: &ApiServer) -> Client {
-    let dir = TempDir::new("apiserver-kubeconfig");
-    let path = dir.join("kubeconfig");
-    server.write_kubeconfig(&path);
-    let kubeconfig = kube::config::Kubeconfig::read_from(&path).expect("read kubeconfig");
-    let options = kube::config::KubeConfigOptions {
-        context: Some("test".into()),
-        ..Default::default()
-    };
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
-        .await
-        .expect("kubeconfig");
-    assert_eq!(
-        config.cluster_url.to_string().trim_end_matches('/'),
-        server.url()
-    );
-    Client::try_from(config).expect("client")
-}
 
 fn service(ns: &str, name: &str, labels: Value) -> Value {
     json!({

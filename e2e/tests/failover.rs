@@ -1,11 +1,12 @@
 //! Locality failover with a real Envoy: traffic stays in the client's zone, moves to the same region's
 //! other zone when that zone dies, then to the other region, and comes back.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use e2e::failover::{Failover, EVERY};
 use e2e::modes::XdsProtocol;
-use e2e::topology::{Mesh, EAST_B, EAST_C, HOST, WEST_A};
-use e2e::traffic::{self, Switch};
+use e2e::topology::{Mesh, EAST_B, EAST_C, WEST_A};
+use e2e::traffic::Switch;
 
 e2e::both_protocols!(
     traffic_stays_in_own_zone_then_fails_over_zone_then_region,
@@ -15,7 +16,6 @@ e2e::both_protocols!(
 
 /// Failed requests a zone loss may cost (the route's retries should make it 0).
 const MAX_FAILED_PER_FAILOVER: usize = 2;
-const EVERY: Duration = Duration::from_millis(10);
 
 fn check_failover(what: &str, sw: &Switch, to: &str, forbidden: &[&str]) {
     println!(
@@ -51,65 +51,31 @@ fn check_failover(what: &str, sw: &Switch, to: &str, forbidden: &[&str]) {
 }
 
 fn traffic_stays_in_own_zone_then_fails_over_zone_then_region(protocol: XdsProtocol) {
-    let mut mesh = Mesh::start(2).protocol(protocol);
-    let envoy = mesh.envoy("client-b", EAST_B);
-    let addr = envoy.listener_addr();
+    let mut scene = Failover::start(Mesh::start(2).protocol(protocol), "client-b");
 
-    let steady = traffic::send(addr, HOST, 100, Duration::from_millis(5));
+    let steady = scene.send(100, Duration::from_millis(5));
     println!("steady state: {steady}");
     assert!(
         steady.all(EAST_B.zone),
         "traffic left the client's zone: {steady}"
     );
     // Both local backends share the load.
-    for b in mesh.backends_in(EAST_B) {
+    for b in scene.mesh.backends_in(EAST_B) {
         assert!(b.requests() > 0, "{} got no traffic", b.name());
     }
 
-    let t0 = Instant::now();
-    mesh.kill_zone(EAST_B);
-    let sw = traffic::until_served_by(
-        addr,
-        HOST,
-        EAST_C.zone,
-        t0,
-        EVERY,
-        Duration::from_secs(10),
-        100,
-    );
+    let sw = scene.kill_zone(EAST_B, EAST_C, Duration::from_secs(10), 100);
     check_failover("zone us-east1-b lost", &sw, EAST_C.zone, &[WEST_A.zone]);
 
-    let t0 = Instant::now();
-    mesh.kill_zone(EAST_C);
-    let sw = traffic::until_served_by(
-        addr,
-        HOST,
-        WEST_A.zone,
-        t0,
-        EVERY,
-        Duration::from_secs(10),
-        100,
-    );
+    let sw = scene.kill_zone(EAST_C, WEST_A, Duration::from_secs(10), 100);
     check_failover("region us-east1 lost", &sw, WEST_A.zone, &[]);
 }
 
 fn traffic_returns_when_the_zone_is_ready_again_in_the_endpoints_file(protocol: XdsProtocol) {
-    let mut mesh = Mesh::start(2).protocol(protocol);
-    let envoy = mesh.envoy("client-b-ready", EAST_B);
-    let addr = envoy.listener_addr();
-    assert!(traffic::send(addr, HOST, 20, EVERY).all(EAST_B.zone));
+    let mut scene = Failover::start(Mesh::start(2).protocol(protocol), "client-b-ready");
+    assert!(scene.send(20, EVERY).all(EAST_B.zone));
 
-    let t0 = Instant::now();
-    mesh.set_zone_ready(EAST_B, false);
-    let sw = traffic::until_served_by(
-        addr,
-        HOST,
-        EAST_C.zone,
-        t0,
-        EVERY,
-        Duration::from_secs(10),
-        50,
-    );
+    let sw = scene.set_zone_ready(EAST_B, false, EAST_C, Duration::from_secs(10), 50);
     check_failover(
         "us-east1-b marked not ready",
         &sw,
@@ -127,17 +93,7 @@ fn traffic_returns_when_the_zone_is_ready_again_in_the_endpoints_file(protocol: 
         sw.millis()
     );
 
-    let t0 = Instant::now();
-    mesh.set_zone_ready(EAST_B, true);
-    let sw = traffic::until_served_by(
-        addr,
-        HOST,
-        EAST_B.zone,
-        t0,
-        EVERY,
-        Duration::from_secs(10),
-        50,
-    );
+    let sw = scene.set_zone_ready(EAST_B, true, EAST_B, Duration::from_secs(10), 50);
     check_failover("us-east1-b ready again", &sw, EAST_B.zone, &[WEST_A.zone]);
     assert_eq!(sw.tally.failures, 0, "{}", sw.tally);
     assert!(
@@ -156,42 +112,22 @@ spec:
 ";
 
 fn traffic_returns_after_outlier_ejection_expires_when_backends_come_back(protocol: XdsProtocol) {
-    let mut mesh = Mesh::start_with_policy(2, Some(SHORT_EJECTION_POLICY)).protocol(protocol);
-    let envoy = mesh.envoy("client-b-return", EAST_B);
-    let addr = envoy.listener_addr();
-    assert!(traffic::send(addr, HOST, 20, EVERY).all(EAST_B.zone));
+    let mesh = Mesh::start_with_policy(2, Some(SHORT_EJECTION_POLICY)).protocol(protocol);
+    let mut scene = Failover::start(mesh, "client-b-return");
+    assert!(scene.send(20, EVERY).all(EAST_B.zone));
 
-    let t0 = Instant::now();
-    mesh.kill_zone(EAST_B);
-    let sw = traffic::until_served_by(
-        addr,
-        HOST,
-        EAST_C.zone,
-        t0,
-        EVERY,
-        Duration::from_secs(10),
-        20,
-    );
+    let sw = scene.kill_zone(EAST_B, EAST_C, Duration::from_secs(10), 20);
     check_failover("zone us-east1-b lost", &sw, EAST_C.zone, &[WEST_A.zone]);
-    let ejected = envoy
+    let ejected = scene
+        .envoy
         .hosts(e2e::topology::CLUSTER)
         .iter()
         .filter(|h| h.zone == EAST_B.zone && h.failed_outlier_check)
         .count();
     println!("us-east1-b hosts ejected by outlier detection: {ejected}");
 
-    let t0 = Instant::now();
-    mesh.restore_zone(EAST_B);
     // baseEjectionTime 2 s, evaluated every 1 s; a host ejected twice stays out 4 s.
-    let sw = traffic::until_served_by(
-        addr,
-        HOST,
-        EAST_B.zone,
-        t0,
-        EVERY,
-        Duration::from_secs(20),
-        50,
-    );
+    let sw = scene.restore_zones(&[EAST_B], EAST_B, Duration::from_secs(20), 50);
     println!(
         "us-east1-b back: traffic returned in {} ms, {} failed requests; {}",
         sw.millis(),

@@ -16,6 +16,10 @@ use std::time::{Duration, Instant};
 use e2e::apiserver::{ApiServer, KindInfo};
 use e2e::backend::Backend;
 use e2e::envoy::{Envoy, EnvoyOptions, HostStatus};
+use e2e::k8s::{
+    endpoint, endpoint_slice, failover_policy, node, node_name, pod, service, POLICY_API,
+    REGION_LABEL,
+};
 use e2e::modes::XdsProtocol;
 use e2e::server::{ServerArgs, XdsServer};
 use e2e::tmp::TempDir;
@@ -23,10 +27,6 @@ use e2e::topology::{Zone, CLUSTER, EAST_B, EAST_C, HOST, NAMESPACE, SERVICE, WES
 use e2e::traffic::{self, Tally};
 use serde_json::{json, Value};
 
-const REGION_LABEL: &str = "topology.kubernetes.io/region";
-const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
-const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
-const POLICY_API: &str = "failover.xds.dev/v1alpha1";
 const EU_A: Zone = Zone {
     region: "eu-west1",
     zone: "eu-west1-a",
@@ -53,52 +53,6 @@ e2e::both_protocols!(
     malformed_policies_and_endpoint_slices_are_rejected_alone,
 );
 
-fn node_name(zone: Zone) -> String {
-    format!("node-{}", zone.zone)
-}
-
-fn node(name: &str, region: &str, zone: &str) -> Value {
-    json!({
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {"name": name, "labels": {
-            REGION_LABEL: region,
-            ZONE_LABEL: zone,
-            "kubernetes.io/hostname": name,
-        }},
-        "spec": {"podCIDR": "10.244.0.0/24"},
-        "status": {"conditions": [{"type": "Ready", "status": "True"}]},
-    })
-}
-
-fn endpoint(node: &str, ready: bool) -> Value {
-    json!({
-        "addresses": ["127.0.0.1"],
-        "nodeName": node,
-        "conditions": {"ready": ready, "serving": ready, "terminating": false},
-    })
-}
-
-fn slice(name: &str, port: u16, endpoints: Vec<Value>) -> Value {
-    json!({
-        "apiVersion": "discovery.k8s.io/v1",
-        "kind": "EndpointSlice",
-        "metadata": {"name": name, "namespace": NAMESPACE, "labels": {SERVICE_NAME_LABEL: SERVICE}},
-        "addressType": "IPv4",
-        "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
-        "endpoints": endpoints,
-    })
-}
-
-fn policy(name: &str, spec: Value) -> Value {
-    json!({
-        "apiVersion": POLICY_API,
-        "kind": "FailoverPolicy",
-        "metadata": {"name": name, "namespace": NAMESPACE},
-        "spec": spec,
-    })
-}
-
 /// A backend "pod": its process, where it runs, and its EndpointSlice.
 struct Member {
     backend: Backend,
@@ -124,14 +78,7 @@ impl World {
         for zone in [EAST_B, EAST_C, WEST_A, EU_A] {
             api.apply(node(&node_name(zone), zone.region, zone.zone));
         }
-        api.apply(json!({
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": SERVICE, "namespace": NAMESPACE},
-            "spec": {"type": "ClusterIP", "ports": [
-                {"name": "http", "port": 8080, "targetPort": 8080, "protocol": "TCP"}
-            ]},
-        }));
+        api.apply(service(None));
         let dir = TempDir::new("kube");
         let kubeconfig = dir.join("kubeconfig");
         api.write_kubeconfig(&kubeconfig);
@@ -169,7 +116,7 @@ impl World {
 
     fn apply_slice(&self, i: usize) {
         let m = &self.members[i];
-        self.api.apply(slice(
+        self.api.apply(endpoint_slice(
             &m.slice,
             m.backend.port(),
             vec![endpoint(&m.node, m.ready)],
@@ -212,7 +159,7 @@ impl World {
     }
 
     fn apply_policy(&self, name: &str, spec: Value) {
-        self.api.apply(policy(name, spec));
+        self.api.apply(failover_policy(name, spec));
     }
 
     fn policy(&self, name: &str) -> Value {
@@ -516,9 +463,11 @@ fn added_removed_and_scaled_endpoints_reach_envoy(protocol: XdsProtocol) {
     }
 
     // One slice loses its endpoint (the controller empties it), another is deleted.
-    world
-        .api
-        .apply(slice(&world.members[b1].slice, world.port(b1), Vec::new()));
+    world.api.apply(endpoint_slice(
+        &world.members[b1].slice,
+        world.port(b1),
+        Vec::new(),
+    ));
     times.push(wait_ports(
         &envoy,
         &world.ports(&[b0, b2]),
@@ -545,7 +494,7 @@ fn added_removed_and_scaled_endpoints_reach_envoy(protocol: XdsProtocol) {
             e
         })
         .collect();
-    world.api.apply(slice("echo-many", port, many));
+    world.api.apply(endpoint_slice("echo-many", port, many));
     let t0 = Instant::now();
     let seen = e2e::poll(PROPAGATION, Duration::from_millis(20), || {
         let hosts = envoy.hosts(CLUSTER);
@@ -563,7 +512,9 @@ fn added_removed_and_scaled_endpoints_reach_envoy(protocol: XdsProtocol) {
         BTreeSet::from(["127.0.0.2".into(), "127.0.0.3".into(), "127.0.0.4".into()])
     );
     // Scale that slice down to nothing, then the last pod goes too: Envoy keeps the cluster, empty.
-    world.api.apply(slice("echo-many", port, Vec::new()));
+    world
+        .api
+        .apply(endpoint_slice("echo-many", port, Vec::new()));
     times.push(wait_ports(&envoy, &world.ports(&[b0]), "scaled down"));
     world.delete_slice(b0);
     times.push(wait_ports(&envoy, &BTreeSet::new(), "last endpoint gone"));
@@ -915,16 +866,6 @@ fn api_server_outage_keeps_envoy_routing_and_changes_made_meanwhile_arrive(proto
 
 // 7 ---------------------------------------------------------------------------------------------
 
-fn pod(name: &str, node: &str, ip: &str) -> Value {
-    json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": NAMESPACE, "labels": {"app": "client"}},
-        "spec": {"nodeName": node, "containers": [{"name": "envoy", "image": "envoyproxy/envoy"}]},
-        "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]},
-    })
-}
-
 fn a_client_without_locality_is_located_through_its_pod_and_node(protocol: XdsProtocol) {
     let mut world = World::new();
     let b0 = world.add(EAST_B);
@@ -1168,14 +1109,16 @@ fn malformed_policies_and_endpoint_slices_are_rejected_alone(protocol: XdsProtoc
     // A slice with one bad address next to a good endpoint, and a slice with only a bad address.
     let mut bad = endpoint(&node_name(EAST_B), true);
     bad["addresses"] = json!(["not-an-ip"]);
-    world.api.apply(slice(
+    world.api.apply(endpoint_slice(
         &world.members[b1].slice,
         world.port(b1),
         vec![bad, endpoint(&node_name(EAST_B), true)],
     ));
     let mut worse = endpoint(&node_name(EAST_C), true);
     worse["addresses"] = json!(["300.1.2.3"]);
-    world.api.apply(slice("echo-garbage", 9, vec![worse]));
+    world
+        .api
+        .apply(endpoint_slice("echo-garbage", 9, vec![worse]));
     // A valid namespace-wide policy, and two broken ones for the service.
     world.apply_policy("namespace-wide", json!({"panicThreshold": 30}));
     world.apply_policy(
@@ -1270,7 +1213,7 @@ fn malformed_policies_and_endpoint_slices_are_rejected_alone(protocol: XdsProtoc
     // A later bad address in an existing slice: that address is skipped, the rest stays.
     let mut bad = endpoint(&node_name(EAST_C), true);
     bad["addresses"] = json!(["127.0.0.1.5"]);
-    world.api.apply(slice(
+    world.api.apply(endpoint_slice(
         &world.members[c0].slice,
         world.port(c0),
         vec![endpoint(&node_name(EAST_C), true), bad],

@@ -1,12 +1,15 @@
-//! The load generator (`xds-load`, `e2e/src/load`) at tiny scale against the real server binary: both
+//! The load generator (`xds-load`, `tools/xds-load`) at tiny scale against the real server binary: both
 //! protocols, shared and baseline, single changes and a short churn. Every client must get its full
 //! config, every change must reach every client, and every report field the README quotes must be
 //! filled in.
 
-use e2e::load::{self, Config, Mode, Protocol};
+use xds_load::{self as load, Config, Mode, Protocol};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_generator_measures_every_figure_at_small_scale() {
+    // It times xDS exchanges: no other test's servers and Envoys beside it (as when it was a test
+    // binary of its own).
+    let _alone = e2e::alone::alone();
     let config = Config {
         clients: 20,
         services: 10,

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use e2e::apiserver::{ApiServer, KindInfo};
 use e2e::backend::Backend;
 use e2e::envoy::{Envoy, EnvoyOptions};
+use e2e::k8s;
 use e2e::modes::XdsProtocol;
 use e2e::server::{ServerArgs, XdsServer};
 use e2e::tmp::TempDir;
@@ -22,7 +23,6 @@ use e2e::topology::{CLUSTER, EAST_B, HOST, NAMESPACE, SERVICE};
 use e2e::traffic;
 use serde_json::{json, Value};
 
-const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 const PROPAGATION: Duration = Duration::from_secs(5);
 const EVERY: Duration = Duration::from_millis(10);
 /// `--stale-after` in these tests: short, so an outage turns stale within the test.
@@ -385,22 +385,8 @@ impl Cluster {
         // The first cluster holds the FailoverPolicy custom resources; serve the kind everywhere.
         api.register_kind(KindInfo::failover_policy());
         let node = format!("node-{zone}");
-        api.apply(json!({
-            "apiVersion": "v1",
-            "kind": "Node",
-            "metadata": {"name": node, "labels": {
-                "topology.kubernetes.io/region": region,
-                "topology.kubernetes.io/zone": zone,
-            }},
-        }));
-        api.apply(json!({
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": SERVICE, "namespace": NAMESPACE},
-            "spec": {"type": "ClusterIP", "ports": [
-                {"name": "http", "port": 8080, "targetPort": 8080, "protocol": "TCP"}
-            ]},
-        }));
+        api.apply(k8s::node(&node, region, zone));
+        api.apply(k8s::service(None));
         let dir = TempDir::new(&format!("cluster-{name}"));
         let kubeconfig = dir.join("kubeconfig");
         api.write_kubeconfig(&kubeconfig);
@@ -427,13 +413,7 @@ impl Cluster {
 
     /// The client Envoy's pod `client` (IP 10.244.0.5) on this cluster's Node.
     fn add_client_pod(&self) {
-        self.api.apply(json!({
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": "client", "namespace": NAMESPACE},
-            "spec": {"nodeName": self.node, "containers": [{"name": "envoy", "image": "envoy"}]},
-            "status": {"phase": "Running", "podIP": "10.244.0.5", "podIPs": [{"ip": "10.244.0.5"}]},
-        }));
+        self.api.apply(k8s::pod("client", &self.node, "10.244.0.5"));
     }
 
     fn port(&self, i: usize) -> u16 {
@@ -441,11 +421,10 @@ impl Cluster {
     }
 
     fn apply_slice(&self, i: usize, ready: bool) {
-        self.api.apply(slice(
+        self.api.apply(k8s::endpoint_slice(
             &format!("{SERVICE}-{}-{i}", self.name),
             self.port(i),
-            &self.node,
-            ready,
+            vec![k8s::endpoint(&self.node, ready)],
         ));
     }
 
@@ -454,21 +433,6 @@ impl Cluster {
             self.apply_slice(i, ready);
         }
     }
-}
-
-fn slice(name: &str, port: u16, node: &str, ready: bool) -> Value {
-    json!({
-        "apiVersion": "discovery.k8s.io/v1",
-        "kind": "EndpointSlice",
-        "metadata": {"name": name, "namespace": NAMESPACE, "labels": {SERVICE_NAME_LABEL: SERVICE}},
-        "addressType": "IPv4",
-        "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
-        "endpoints": [{
-            "addresses": ["127.0.0.1"],
-            "nodeName": node,
-            "conditions": {"ready": ready, "serving": ready, "terminating": false},
-        }],
-    })
 }
 
 fn start_server(clusters: &[&Cluster], extra: &[&str]) -> XdsServer {

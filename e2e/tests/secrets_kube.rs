@@ -7,33 +7,18 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::kube_client::client;
 use e2e::apiserver::ApiServer;
 use e2e::pki::{Ca, Leaf};
-use e2e::tmp::TempDir;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::ByteString;
 use kube::api::{DeleteParams, PostParams};
-use kube::{Api, Client};
+use kube::Api;
 use tokio::sync::watch;
-use xds_server::secrets::SecretSet;
+use xds_server::sources::secrets::SecretSet;
 
 const NS: &str = "mesh-certs";
 const WAIT: Duration = Duration::from_secs(5);
-
-async fn client(server: &ApiServer) -> Client {
-    let dir = TempDir::new("secrets-kubeconfig");
-    let path = dir.join("kubeconfig");
-    server.write_kubeconfig(&path);
-    let kubeconfig = kube::config::Kubeconfig::read_from(&path).expect("read kubeconfig");
-    let options = kube::config::KubeConfigOptions {
-        context: Some("test".into()),
-        ..Default::default()
-    };
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
-        .await
-        .expect("kubeconfig");
-    Client::try_from(config).expect("client")
-}
 
 fn secret(name: &str, type_: &str, data: &[(&str, &str)]) -> Secret {
     let mut s = Secret {
@@ -100,7 +85,11 @@ async fn tls_secrets_become_identities_rotate_and_bad_ones_keep_their_last_good_
     api.create(&pp, &tls("broken", &web1, &db1)).await.unwrap();
 
     let (tx, mut rx) = watch::channel(Arc::new(SecretSet::default()));
-    let task = tokio::spawn(xds_server::secrets::kube::run(client, NS.to_string(), tx));
+    let task = tokio::spawn(xds_server::sources::secrets::kube::run(
+        client,
+        NS.to_string(),
+        tx,
+    ));
     let set = wait_for(&mut rx, "first list", |s| !s.identities.is_empty()).await;
     assert_eq!(
         set.identities.keys().collect::<Vec<_>>(),

@@ -13,41 +13,13 @@ use std::time::{Duration, Instant};
 use e2e::apiserver::{ApiServer, KindInfo};
 use e2e::backend::Backend;
 use e2e::envoy::{Envoy, EnvoyOptions, XdsProtocol};
+use e2e::k8s::{self, endpoint, endpoint_slice, failover_policy, node_name, service, POLICY_API};
 use e2e::server::{ServerArgs, XdsServer};
 use e2e::tmp::TempDir;
-use e2e::topology::{Zone, CLUSTER, EAST_B, EAST_C, HOST, NAMESPACE, SERVICE, WEST_A};
+use e2e::topology::{CLUSTER, EAST_B, EAST_C, HOST, NAMESPACE, SERVICE, WEST_A};
 use serde_json::{json, Value};
 
-const POLICY_API: &str = "failover.xds.dev/v1alpha1";
 const PROPAGATION: Duration = Duration::from_secs(10);
-
-fn node_name(zone: Zone) -> String {
-    format!("node-{}", zone.zone)
-}
-
-fn service(traffic_distribution: Option<&str>) -> Value {
-    let mut spec = json!({"type": "ClusterIP", "ports": [
-        {"name": "http", "port": 8080, "targetPort": 8080, "protocol": "TCP"}
-    ]});
-    if let Some(value) = traffic_distribution {
-        spec["trafficDistribution"] = json!(value);
-    }
-    json!({
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": SERVICE, "namespace": NAMESPACE},
-        "spec": spec,
-    })
-}
-
-fn policy(name: &str, spec: Value) -> Value {
-    json!({
-        "apiVersion": POLICY_API,
-        "kind": "FailoverPolicy",
-        "metadata": {"name": name, "namespace": NAMESPACE},
-        "spec": spec,
-    })
-}
 
 /// (port, priority) of every host of the cluster, sorted by port.
 fn levels(envoy: &Envoy) -> Vec<(u16, u32)> {
@@ -108,31 +80,19 @@ fn scenario(protocol: XdsProtocol) {
     let mut backends = Vec::new();
     for zone in [EAST_B, EAST_C, WEST_A] {
         let node = node_name(zone);
-        api.apply(json!({
-            "apiVersion": "v1",
-            "kind": "Node",
-            "metadata": {"name": node, "labels": {
-                "topology.kubernetes.io/region": zone.region,
-                "topology.kubernetes.io/zone": zone.zone,
-            }},
-        }));
+        api.apply(k8s::node(&node, zone.region, zone.zone));
         let backend = Backend::start(zone.zone, zone.zone);
-        api.apply(json!({
-            "apiVersion": "discovery.k8s.io/v1",
-            "kind": "EndpointSlice",
-            "metadata": {"name": format!("{SERVICE}-{}", zone.zone), "namespace": NAMESPACE,
-                         "labels": {"kubernetes.io/service-name": SERVICE}},
-            "addressType": "IPv4",
-            "ports": [{"name": "http", "port": backend.port(), "protocol": "TCP"}],
-            "endpoints": [{"addresses": ["127.0.0.1"], "nodeName": node,
-                           "conditions": {"ready": true}}],
-        }));
+        api.apply(endpoint_slice(
+            &format!("{SERVICE}-{}", zone.zone),
+            backend.port(),
+            vec![endpoint(&node, true)],
+        ));
         backends.push(backend);
     }
     let (pb, pc, pw) = (backends[0].port(), backends[1].port(), backends[2].port());
     api.apply(service(Some("PreferSameZone")));
     // The namespace default ranks by region only: both us-east1 zones would share P0.
-    api.apply(policy(
+    api.apply(failover_policy(
         "defaults",
         json!({"failoverPriority": ["topology.kubernetes.io/region"]}),
     ));
@@ -172,7 +132,7 @@ fn scenario(protocol: XdsProtocol) {
     assert!(services.contains(by_distribution), "{services}");
 
     // A policy naming the service wins over the Service's trafficDistribution.
-    api.apply(policy(
+    api.apply(failover_policy(
         "echo",
         json!({"service": SERVICE, "failoverPriority": ["topology.kubernetes.io/region"]}),
     ));
@@ -226,37 +186,19 @@ fn same_node(protocol: XdsProtocol) {
     let mut ports = Vec::new();
     let mut backends = Vec::new();
     for (node, zone) in [("node-b1", EAST_B), ("node-b2", EAST_B), ("node-c", EAST_C)] {
-        api.apply(json!({
-            "apiVersion": "v1",
-            "kind": "Node",
-            "metadata": {"name": node, "labels": {
-                "topology.kubernetes.io/region": zone.region,
-                "topology.kubernetes.io/zone": zone.zone,
-            }},
-        }));
+        api.apply(k8s::node(node, zone.region, zone.zone));
         let backend = Backend::start(node, node);
-        api.apply(json!({
-            "apiVersion": "discovery.k8s.io/v1",
-            "kind": "EndpointSlice",
-            "metadata": {"name": format!("{SERVICE}-{node}"), "namespace": NAMESPACE,
-                         "labels": {"kubernetes.io/service-name": SERVICE}},
-            "addressType": "IPv4",
-            "ports": [{"name": "http", "port": backend.port(), "protocol": "TCP"}],
-            "endpoints": [{"addresses": ["127.0.0.1"], "nodeName": node,
-                           "conditions": {"ready": true}}],
-        }));
+        api.apply(endpoint_slice(
+            &format!("{SERVICE}-{node}"),
+            backend.port(),
+            vec![endpoint(node, true)],
+        ));
         ports.push(backend.port());
         backends.push(backend);
     }
     let (b1, b2, c) = (ports[0], ports[1], ports[2]);
     api.apply(service(Some("PreferSameNode")));
-    api.apply(json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "client-0", "namespace": NAMESPACE},
-        "spec": {"nodeName": "node-b2", "containers": [{"name": "envoy", "image": "envoy"}]},
-        "status": {"phase": "Running", "podIP": "10.244.1.7", "podIPs": [{"ip": "10.244.1.7"}]},
-    }));
+    api.apply(k8s::pod("client-0", "node-b2", "10.244.1.7"));
     let dir = TempDir::new("traffic-distribution-node");
     let kubeconfig: PathBuf = dir.join("kubeconfig");
     api.write_kubeconfig(&kubeconfig);

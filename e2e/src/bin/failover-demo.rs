@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use e2e::envoy::Envoy;
+use e2e::failover::{Failover, EVERY};
 use e2e::topology::{Mesh, Zone, CLUSTER, EAST_B, EAST_C, HOST, WEST_A};
 use e2e::traffic::{self, Switch};
 
@@ -17,8 +18,6 @@ metadata: {name: demo, namespace: demo}
 spec:
   outlierDetection: {consecutive5xx: 3, interval: 1s, baseEjectionTime: 3s, maxEjectionPercent: 100}
 ";
-
-const EVERY: Duration = Duration::from_millis(10);
 
 fn main() -> ExitCode {
     match run() {
@@ -45,25 +44,24 @@ fn run() -> Result<(), String> {
     let started = Instant::now();
     print!("  starting xds-server and 6 backends ... ");
     flush();
-    let mut mesh = Mesh::start_with_policy(2, Some(DEMO_POLICY));
+    let mesh = Mesh::start_with_policy(2, Some(DEMO_POLICY));
     println!("xDS on {}", mesh.server.addr());
     print!(
         "  starting Envoy {} ... ",
         e2e::paths::envoy_bin().display()
     );
     flush();
-    let envoy = mesh.envoy("demo-client", EAST_B);
+    let mut scene = Failover::start(mesh, "demo-client");
     println!(
         "serving on {}, admin on {}\n",
-        envoy.listener_addr(),
-        envoy.admin_addr()
+        scene.addr(),
+        scene.envoy.admin_addr()
     );
-    let addr = envoy.listener_addr();
 
     // 1. Steady state.
     println!("1. Everything up. Envoy's priorities for {CLUSTER} (from its admin /clusters):");
-    print_priorities(&envoy);
-    let tally = traffic::send(addr, HOST, 50, EVERY);
+    print_priorities(&scene.envoy);
+    let tally = scene.send(50, EVERY);
     println!("   50 requests -> {}", describe(&tally));
     if !tally.all(EAST_B.zone) {
         return Err(format!(
@@ -74,32 +72,12 @@ fn run() -> Result<(), String> {
 
     // 2. Lose the local zone.
     println!("\n2. Killing both backends in {} ...", EAST_B.zone);
-    let t0 = Instant::now();
-    mesh.kill_zone(EAST_B);
-    let sw = traffic::until_served_by(
-        addr,
-        HOST,
-        EAST_C.zone,
-        t0,
-        EVERY,
-        Duration::from_secs(15),
-        50,
-    );
+    let sw = scene.kill_zone(EAST_B, EAST_C, Duration::from_secs(15), 50);
     report(&sw, EAST_C, &[WEST_A.zone])?;
 
     // 3. Lose the region's other zone.
     println!("\n3. Killing both backends in {} ...", EAST_C.zone);
-    let t0 = Instant::now();
-    mesh.kill_zone(EAST_C);
-    let sw = traffic::until_served_by(
-        addr,
-        HOST,
-        WEST_A.zone,
-        t0,
-        EVERY,
-        Duration::from_secs(15),
-        50,
-    );
+    let sw = scene.kill_zone(EAST_C, WEST_A, Duration::from_secs(15), 50);
     report(&sw, WEST_A, &[])?;
 
     // 4. Bring everything back: ejected hosts are retried after baseEjectionTime.
@@ -107,18 +85,7 @@ fn run() -> Result<(), String> {
         "\n4. Restarting the backends of {} and {} ...",
         EAST_B.zone, EAST_C.zone
     );
-    let t0 = Instant::now();
-    mesh.restore_zone(EAST_B);
-    mesh.restore_zone(EAST_C);
-    let sw = traffic::until_served_by(
-        addr,
-        HOST,
-        EAST_B.zone,
-        t0,
-        EVERY,
-        Duration::from_secs(60),
-        50,
-    );
+    let sw = scene.restore_zones(&[EAST_B, EAST_C], EAST_B, Duration::from_secs(60), 50);
     if !sw.switched() {
         return Err(format!(
             "traffic did not return to {} within 60 s: {}",
@@ -142,7 +109,12 @@ fn run() -> Result<(), String> {
     // us-east1-c's hosts may still be ejected; wait until Envoy trusts every host again.
     let t0 = Instant::now();
     let cleared = e2e::poll(Duration::from_secs(60), Duration::from_millis(100), || {
-        (!envoy.hosts(CLUSTER).iter().any(|h| h.failed_outlier_check)).then_some(())
+        (!scene
+            .envoy
+            .hosts(CLUSTER)
+            .iter()
+            .any(|h| h.failed_outlier_check))
+        .then_some(())
     });
     if cleared.is_none() {
         return Err("some hosts stayed ejected for 60 s after coming back".to_string());
@@ -157,30 +129,10 @@ fn run() -> Result<(), String> {
         "\n5. Marking {} not ready in the endpoints file (a planned drain) ...",
         EAST_B.zone
     );
-    let t0 = Instant::now();
-    mesh.set_zone_ready(EAST_B, false);
-    let sw = traffic::until_served_by(
-        addr,
-        HOST,
-        EAST_C.zone,
-        t0,
-        EVERY,
-        Duration::from_secs(15),
-        50,
-    );
+    let sw = scene.set_zone_ready(EAST_B, false, EAST_C, Duration::from_secs(15), 50);
     report(&sw, EAST_C, &[WEST_A.zone])?;
     println!("   ... and ready again:");
-    let t0 = Instant::now();
-    mesh.set_zone_ready(EAST_B, true);
-    let sw = traffic::until_served_by(
-        addr,
-        HOST,
-        EAST_B.zone,
-        t0,
-        EVERY,
-        Duration::from_secs(15),
-        50,
-    );
+    let sw = scene.set_zone_ready(EAST_B, true, EAST_B, Duration::from_secs(15), 50);
     report(&sw, EAST_B, &[])?;
 
     println!(

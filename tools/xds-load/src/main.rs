@@ -1,6 +1,6 @@
 //! `xds-load`: load benchmark for `xds-server` — simulated Envoy ADS clients (SotW and Delta) over real
 //! gRPC on 127.0.0.1 against the real server binary, with a baseline run of the server with sharing
-//! turned off. Defaults are the issue's target scenario. See `e2e/src/load/mod.rs` and the README's
+//! turned off. Defaults are the issue's target scenario. See `tools/xds-load/src/lib.rs` and the README's
 //! "Load benchmark" section.
 //!
 //! ```sh
@@ -11,7 +11,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
-use e2e::load::{self, Config, Protocol};
+use xds_load::{self as load, Config, Protocol};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum ProtocolArg {

@@ -4,7 +4,8 @@
 //! churn), server CPU and memory, and bytes sent — and the same against a baseline server that builds
 //! and encodes every client's answer on its own (`--no-shared-cache`).
 //!
-//! [`run`] is the library entry point (the binary `xds-load` and the smoke test call it):
+//! [`run`] is the library entry point (the binary `xds-load` and the e2e smoke test `load_smoke` call
+//! it):
 //!
 //! 1. write the endpoints file ([`scenario`]) and start the server ([`spawn`]), wait for its first
 //!    snapshot, note its idle RSS;
@@ -18,12 +19,19 @@
 //!    `churn_write_interval_ms` (see [`Config::churn_write_interval_ms`]), each change timed the same way,
 //!    server RSS sampled throughout;
 //! 5. stop the clients and the server; repeat for the baseline and for the other protocol.
+//!
+//! Also here, because the end-to-end harness (`e2e`, which depends on this crate) needs them too:
+//! [`ports`] (free TCP ports), [`tmp`] (temporary directories), [`paths`] (workspace and target
+//! directory) and [`tail`].
 
 pub mod client;
+pub mod paths;
+pub mod ports;
 pub mod procfs;
 pub mod report;
 pub mod scenario;
 pub mod spawn;
+pub mod tmp;
 pub mod wire;
 
 use std::path::PathBuf;
@@ -166,6 +174,13 @@ pub fn default_server_bin() -> PathBuf {
         Some(p) => PathBuf::from(p),
         None => crate::paths::target_dir().join("release/xds-server"),
     }
+}
+
+/// The last `n` lines of a text, for failure messages.
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines.len().saturating_sub(n);
+    lines[start..].join("\n")
 }
 
 /// Runs every configured protocol, each against the shared server and (if configured) the baseline.

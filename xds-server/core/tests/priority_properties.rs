@@ -5,15 +5,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use proptest::prelude::*;
-use xds_server::model::{
+use xds_core::model::{
     labels, ClientInfo, Endpoint, Health, Locality, Service, ServiceId, ServicePort,
 };
-use xds_server::policy::{
+use xds_core::policy::{
     DistributeRule, FailoverPolicy, LocalityPattern, PriorityKey, RegionFailover,
 };
-use xds_server::translate::input::ClusterInput;
-use xds_server::translate::resources::load_assignment;
-use xds_server::translate::{priorities, LocalityClass, PriorityPlan};
+use xds_core::translate::input::ClusterInput;
+use xds_core::translate::resources::load_assignment;
+use xds_core::translate::{priorities, LocalityClass, PriorityPlan};
 
 const REGIONS: [&str; 3] = ["r1", "r2", "r3"];
 const ZONES: [&str; 3] = ["a", "b", "c"];

@@ -4,21 +4,21 @@
 //! coverage-guided fuzz targets in `fuzz/` go further (see its README).
 
 use proptest::prelude::*;
-use xds_server::policy::load::parse_policies;
-use xds_server::sources::file::parse_endpoints;
+use xds_core::config::endpoints::parse_endpoints;
+use xds_core::policy::parse::parse_policies;
 
 const POLICY_SAMPLES: [&str; 9] = [
-    include_str!("../../policies/checkout.yaml"),
-    include_str!("../../policies/default.yaml"),
-    include_str!("../../policies/mtls.yaml"),
-    include_str!("../../policies/payments-backup.yaml"),
-    include_str!("../../policies/distribute.yaml"),
-    include_str!("../../policies/health-check.yaml"),
-    include_str!("../../policies/pinned-network.yaml"),
-    include_str!("../../policies/all-or-nothing.yaml"),
-    include_str!("../../policies/per-port.yaml"),
+    include_str!("../../../policies/checkout.yaml"),
+    include_str!("../../../policies/default.yaml"),
+    include_str!("../../../policies/mtls.yaml"),
+    include_str!("../../../policies/payments-backup.yaml"),
+    include_str!("../../../policies/distribute.yaml"),
+    include_str!("../../../policies/health-check.yaml"),
+    include_str!("../../../policies/pinned-network.yaml"),
+    include_str!("../../../policies/all-or-nothing.yaml"),
+    include_str!("../../../policies/per-port.yaml"),
 ];
-const ENDPOINTS_SAMPLE: &str = include_str!("../../deploy/local/endpoints.yaml");
+const ENDPOINTS_SAMPLE: &str = include_str!("../../../deploy/local/endpoints.yaml");
 
 /// One mutation of a sample: cut it short, splice in a random piece, or replace a byte.
 fn mangle(sample: &str, op: u8, at: usize, piece: &str) -> String {

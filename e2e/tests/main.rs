@@ -1,0 +1,82 @@
+//! Every end-to-end test, in one test binary (one link of the harness, the kube client and their
+//! dependencies instead of one per file). Each file below is a module; run one with a filter, e.g.
+//! `cargo test -p e2e --test main failover::`.
+//!
+//! The tests run in parallel threads of this one process (previously each file was a process of its
+//! own, run one after another). The harness was already made for that: free ports never handed out
+//! twice, temporary directories per test, the protocol record per thread. A test that must not share
+//! the machine with other tests' servers and Envoys takes [`e2e::alone::alone`].
+//!
+//! `autotests = false` in Cargo.toml: a new file in `tests/` is not a test binary of its own, so it
+//! must be declared here (`every_test_file_is_a_module_of_its_crates_test_binary` fails otherwise).
+
+mod admin;
+mod apiserver;
+mod endpoints_edit;
+mod examples;
+mod explain;
+mod failover;
+mod harness;
+mod kube_client;
+mod kubernetes;
+mod load_smoke;
+mod metrics;
+mod mtls;
+mod multicluster;
+mod multicluster_translate;
+mod nack;
+mod policy_language;
+mod priorities;
+mod secrets_kube;
+mod server_restart;
+mod tls;
+mod traffic_distribution;
+
+/// In every crate of the workspace whose integration tests are one binary (`tests/main.rs`), every
+/// `tests/*.rs` file is declared in that `main.rs`: with `autotests = false` an undeclared file would
+/// silently never be compiled or run.
+#[test]
+fn every_test_file_is_a_module_of_its_crates_test_binary() {
+    use std::path::{Path, PathBuf};
+
+    fn subdirs(dir: &Path) -> Vec<PathBuf> {
+        std::fs::read_dir(dir)
+            .map(|entries| entries.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    }
+
+    let root = e2e::paths::workspace_root();
+    let crates = subdirs(&root)
+        .into_iter()
+        .chain(subdirs(&root.join("tools")))
+        .chain(subdirs(&root.join("xds-server")))
+        .filter(|dir| dir.join("Cargo.toml").is_file());
+    let mut checked = 0;
+    let mut missing = Vec::new();
+    for dir in crates {
+        let tests = dir.join("tests");
+        let Ok(main) = std::fs::read_to_string(tests.join("main.rs")) else {
+            continue;
+        };
+        checked += 1;
+        for path in subdirs(&tests) {
+            let stem = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or_default();
+            let is_rs = path.extension().is_some_and(|e| e == "rs");
+            if is_rs && stem != "main" && !main.contains(&format!("\nmod {stem};\n")) {
+                missing.push(path.display().to_string());
+            }
+        }
+    }
+    assert!(
+        checked >= 2,
+        "no tests/main.rs found under {}",
+        root.display()
+    );
+    assert!(
+        missing.is_empty(),
+        "not declared (`mod NAME;`) in their crate's tests/main.rs, so never compiled or run: {missing:?}"
+    );
+}
