@@ -16,6 +16,9 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY xds-server/Cargo.toml xds-server/
 COPY e2e/Cargo.toml e2e/
+# The patched envoy-types ([patch.crates-io] in Cargo.toml) is a dependency like the others; it only
+# changes when scripts/vendor-envoy-types.sh is rerun.
+COPY vendor vendor
 RUN mkdir -p xds-server/src/bin e2e/src/bin \
     && echo 'fn main() {}' > xds-server/src/main.rs \
     && echo 'fn main() {}' > xds-server/src/bin/xdsctl.rs \
