@@ -1,3 +1,4 @@
+# syntax=docker/dockerfile:1
 # xds-server container image.
 #
 #   docker build -t xds-server:latest .
@@ -5,8 +6,6 @@
 # deploy/kubernetes/deployment.yaml runs `xds-server:latest`; push the image to your registry and point
 # the Deployment at it (see deploy/kubernetes/README.md). Configuration comes from XDS_* environment
 # variables (deploy/kubernetes/configmap.yaml), or pass flags after the image name.
-
-# syntax=docker/dockerfile:1
 
 # --- build -------------------------------------------------------------------------------------------
 FROM rust:1-bookworm AS builder
