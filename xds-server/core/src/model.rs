@@ -162,7 +162,7 @@ pub struct Service {
     pub ports: Vec<ServicePort>,
     pub endpoints: Vec<Endpoint>,
     /// The Service's `spec.trafficDistribution`, when it has a value we know: the default for its
-    /// ports when no policy names the service (see [`crate::policy::PolicySet::resolve`]).
+    /// ports when no policy names the service (see `policy::PolicySet::resolve_port`).
     pub traffic_distribution: Option<TrafficDistribution>,
 }
 

@@ -106,7 +106,7 @@ pub struct Resource {
     pub name: String,
     pub any: Any,
     pub hash: u64,
-    /// `any` encoded, once: responses write these bytes (see [`crate::protocol::wire`]).
+    /// `any` encoded, once: responses write these bytes (the protocol's wire encoding, `protocol::wire`).
     pub encoded: bytes::Bytes,
 }
 
