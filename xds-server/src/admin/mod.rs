@@ -6,5 +6,7 @@ pub mod auth;
 pub mod clients;
 pub mod csds;
 pub mod metrics;
-pub mod proto;
 pub mod render;
+
+/// The admin API's generated types, client and server (crate `xds-admin-api`, `proto/`).
+pub use xds_admin_api as proto;
