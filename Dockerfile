@@ -14,24 +14,30 @@ WORKDIR /src
 # stand-ins for the workspace's sources, and build. This layer is reused until a Cargo.toml or
 # Cargo.lock changes, so editing the server's code does not rebuild kube, tonic and the rest.
 COPY Cargo.toml Cargo.lock ./
+COPY proto/Cargo.toml proto/
 COPY xds-server/Cargo.toml xds-server/
+COPY xds-server/xdsctl/Cargo.toml xds-server/xdsctl/
 COPY e2e/Cargo.toml e2e/
-RUN mkdir -p xds-server/src/bin e2e/src/bin \
+# proto/build.rs is a stand-in too, so the build dependencies (tonic-prost-build, protoc) are cached.
+RUN mkdir -p proto/src xds-server/src xds-server/xdsctl/src e2e/src/bin \
+    && echo 'fn main() {}' > proto/build.rs \
     && echo 'fn main() {}' > xds-server/src/main.rs \
-    && echo 'fn main() {}' > xds-server/src/bin/xdsctl.rs \
-    && touch xds-server/src/lib.rs e2e/src/lib.rs \
+    && echo 'fn main() {}' > xds-server/xdsctl/src/main.rs \
+    && touch proto/src/lib.rs xds-server/src/lib.rs e2e/src/lib.rs \
     && echo 'fn main() {}' > e2e/src/bin/failover-demo.rs \
     && cargo build --release --locked -p xds-server --bin xds-server \
-    && rm -rf xds-server/src e2e/src
+    && rm -rf proto/src proto/build.rs xds-server/src xds-server/xdsctl/src e2e/src
 
-# Then the real sources. Only xds-server (and its admin CLI, xdsctl) is built; e2e is copied because
-# the workspace lists it. proto/ holds the admin API, compiled by xds-server's build script.
+# Then the real sources. Only xds-server and its admin CLI, xdsctl (xds-server/xdsctl), are built; e2e
+# is copied because the workspace lists it. proto/ is the admin API crate (xds-admin-api), compiled by
+# its build script.
 COPY proto proto
 COPY xds-server xds-server
 COPY e2e e2e
 # Make sure cargo sees the real sources as newer than the stand-ins it built above.
-RUN touch xds-server/src/lib.rs xds-server/src/main.rs xds-server/src/bin/xdsctl.rs \
-    && cargo build --release --locked -p xds-server --bin xds-server --bin xdsctl \
+RUN touch proto/build.rs proto/src/lib.rs xds-server/src/lib.rs xds-server/src/main.rs \
+        xds-server/xdsctl/src/main.rs \
+    && cargo build --release --locked -p xds-server -p xdsctl --bin xds-server --bin xdsctl \
     && cp target/release/xds-server target/release/xdsctl /
 
 # --- run ---------------------------------------------------------------------------------------------
