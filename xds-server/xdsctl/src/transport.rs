@@ -2,7 +2,6 @@
 //! every call, what a TLS failure means for the user, and a probe that recovers the TLS alert tonic
 //! loses.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use tonic::service::interceptor::InterceptedService;
@@ -222,7 +221,7 @@ impl Transport {
 
 /// Adds `authorization: Bearer TOKEN` to every call when a token was given.
 #[derive(Clone)]
-struct AddToken(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+pub struct AddToken(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
 
 impl tonic::service::Interceptor for AddToken {
     fn call(&mut self, mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {

@@ -80,7 +80,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn times_events_and_errors_read_well() {
+    fn times_and_events_read_well() {
         assert_eq!(utc(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(utc(1_709_251_199_123), "2024-02-29T23:59:59.123Z");
         let e = pb::Event {
