@@ -24,7 +24,7 @@ use xds_core::translate::resources::cluster_name;
 use xds_core::translate::LocalityClass;
 
 /// The default `--admin-addr`.
-pub const DEFAULT_ADDR: &str = "127.0.0.1:18001";
+pub use xds_admin_api::DEFAULT_ADDR;
 
 #[derive(Clone)]
 pub struct AdminService {

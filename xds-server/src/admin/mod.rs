@@ -4,5 +4,7 @@
 
 pub mod api;
 pub mod csds;
-pub mod proto;
 pub mod render;
+
+/// The admin API's generated types, client and server (crate `xds-admin-api`, `proto/`).
+pub use xds_admin_api as proto;

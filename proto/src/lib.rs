@@ -1,5 +1,6 @@
-//! The admin API's generated types, client and server (`proto/xds_admin.proto`, package
-//! `xds.admin.v1`), and its file descriptor set for gRPC server reflection.
+//! The xds-server admin API's generated types, client and server (`proto/xds_admin.proto`, package
+//! `xds.admin.v1`), and its file descriptor set for gRPC server reflection. Shared by the server
+//! (`xds_server::admin::proto`) and its CLI, `xdsctl`.
 
 #![allow(clippy::all, missing_docs)]
 
@@ -10,6 +11,9 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("xds_
 
 /// The fully qualified gRPC service name, as reflection lists it.
 pub const SERVICE_NAME: &str = "xds.admin.v1.Admin";
+
+/// The default admin address: xds-server's `--admin-addr` and xdsctl's `--admin-addr`.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:18001";
 
 /// `serialize_with` helpers for `xdsctl -o json`: enum fields as their proto names, not numbers.
 pub mod json {

@@ -1,5 +1,6 @@
-//! Compiles the admin API (`proto/xds_admin.proto`) with the protoc bundled by `protoc-bin-vendored`
-//! (no system protoc needed) and writes its file descriptor set for gRPC server reflection.
+//! Compiles the admin API (`xds_admin.proto`, next to this file) with the protoc bundled by
+//! `protoc-bin-vendored` (no system protoc needed) and writes its file descriptor set for gRPC server
+//! reflection.
 
 use std::path::PathBuf;
 
@@ -8,12 +9,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // prost-build reads PROTOC from the environment (a build script is single-threaded).
     std::env::set_var("PROTOC", protoc);
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
-    let proto_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../proto");
+    let proto_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
     let proto = proto_dir.join("xds_admin.proto");
     println!("cargo:rerun-if-changed={}", proto.display());
 
     // `xdsctl -o json` serializes the generated messages; enums as their names, not numbers.
-    let json = "crate::admin::proto::json";
+    let json = "crate::json";
     let mut builder = tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("xds_admin_descriptor.bin"))
         .btree_map(".")
