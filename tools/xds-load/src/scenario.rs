@@ -96,7 +96,7 @@ impl Scenario {
         self.addresses[service][endpoint] = address;
     }
 
-    /// The endpoints file, in the format of `xds-server/src/sources/file.rs`.
+    /// The endpoints file, in the format of `xds-core's `config::endpoints``.
     pub fn render(&self) -> String {
         let mut out =
             String::with_capacity(self.services * (100 + self.endpoints_per_service * 90));
