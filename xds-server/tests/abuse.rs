@@ -3,29 +3,26 @@
 //!
 //! Every test ends by checking the server still answers a well-behaved client.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use envoy_types::pb::envoy::config::core::v3::{address, Locality as EnvoyLocality, Node};
+use envoy_types::pb::envoy::config::core::v3::{address, Node};
 use envoy_types::pb::envoy::config::endpoint::v3::{lb_endpoint, ClusterLoadAssignment};
 use envoy_types::pb::envoy::service::discovery::v3::{
     aggregated_discovery_service_client::AggregatedDiscoveryServiceClient, DeltaDiscoveryRequest,
     DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
 use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
-use envoy_types::pb::google::rpc::Status as RpcStatus;
 use prost::Message;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status, Streaming};
 
-use xds_core::model::{
-    Endpoint as Ep, Health, Locality, Registry, Service, ServiceId, ServicePort,
-};
-use xds_core::snapshot::{Snapshot, TranslateSettings, CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE};
+use xds_core::model::Registry;
+use xds_core::snapshot::{Snapshot, CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE};
+use xds_core::testing::{mesh, xds};
 use xds_server::grpc::{
     self, AdsService, MAX_NAMES_PER_TYPE, MAX_NODE_ID_BYTES, MAX_REQUEST_BYTES,
     MAX_RESPONSES_PER_EVENT,
@@ -40,26 +37,10 @@ const WAIT: Duration = Duration::from_secs(30);
 /// `services` services `s0..`, each with `endpoints` endpoints whose addresses encode `generation`
 /// (10.G_HI.G_LO.i), so every generation changes every EDS answer and nothing else.
 fn registry(services: usize, endpoints: usize, generation: u64) -> Arc<Registry> {
+    let ip = |i: usize| format!("10.{}.{}.{}", generation >> 8, generation & 255, i + 1);
     Arc::new(Registry::from_services((0..services).map(|s| {
-        Service {
-            traffic_distribution: None,
-            id: ServiceId::new("shop", format!("s{s}")),
-            ports: vec![ServicePort {
-                name: "http".into(),
-                port: 8080,
-            }],
-            endpoints: (0..endpoints)
-                .map(|i| Ep {
-                    address: format!("10.{}.{}.{}", generation >> 8, generation & 255, i + 1)
-                        .parse()
-                        .unwrap(),
-                    port_overrides: BTreeMap::new(),
-                    locality: Locality::new("r", "z", ""),
-                    labels: BTreeMap::new(),
-                    health: Health::Healthy,
-                })
-                .collect(),
-        }
+        let endpoints = (0..endpoints).map(|i| mesh::healthy(&ip(i))).collect();
+        mesh::shop_service(&format!("s{s}"), 8080, endpoints)
     })))
 }
 
@@ -115,11 +96,9 @@ impl TestServer {
     fn publish(&self) -> u64 {
         let prev = self.snapshots.borrow().clone();
         let generation = prev.as_ref().map_or(1, |p| p.generation + 1);
-        let next = Snapshot::build(
+        let next = xds::snapshot(
             prev.as_deref(),
             registry(self.shape.0, self.shape.1, generation),
-            Arc::default(),
-            TranslateSettings::default(),
         );
         assert_eq!(next.generation, generation);
         self.snapshots.send_replace(Some(Arc::new(next)));
@@ -174,41 +153,20 @@ impl TestServer {
 }
 
 fn node() -> Node {
-    Node {
-        id: "envoy-1".into(),
-        cluster: "shop".into(),
-        locality: Some(EnvoyLocality {
-            region: "r".into(),
-            zone: "z".into(),
-            sub_zone: String::new(),
-        }),
-        ..Node::default()
-    }
+    xds::node("envoy-1", "shop")
 }
 
 fn request(type_url: &str, names: &[&str], version: &str, nonce: &str) -> DiscoveryRequest {
-    DiscoveryRequest {
-        node: Some(node()),
-        type_url: type_url.into(),
-        resource_names: names.iter().map(|s| s.to_string()).collect(),
-        version_info: version.into(),
-        response_nonce: nonce.into(),
-        ..DiscoveryRequest::default()
-    }
+    xds::request(node(), type_url, names, version, nonce)
 }
 
 fn ack(resp: &DiscoveryResponse, names: &[&str]) -> DiscoveryRequest {
-    request(&resp.type_url, names, &resp.version_info, &resp.nonce)
+    xds::ack(node(), resp, names)
 }
 
 fn delta_request(type_url: &str, subscribe: Vec<String>, nonce: &str) -> DeltaDiscoveryRequest {
-    DeltaDiscoveryRequest {
-        node: Some(node()),
-        type_url: type_url.into(),
-        resource_names_subscribe: subscribe,
-        response_nonce: nonce.into(),
-        ..DeltaDiscoveryRequest::default()
-    }
+    let subscribe: Vec<&str> = subscribe.iter().map(String::as_str).collect();
+    xds::delta_request(node(), type_url, &subscribe, &[], nonce)
 }
 
 /// The first endpoint address of every ClusterLoadAssignment in an EDS answer.
@@ -535,11 +493,7 @@ async fn garbage_nonces_are_ignored_as_stale() {
         c.send(request(ENDPOINT_TYPE, &all, &eds.version_info, nonce))
             .await;
         let mut nack = request(ENDPOINT_TYPE, &names, "v", nonce);
-        nack.error_detail = Some(RpcStatus {
-            code: 13,
-            message: "bogus".into(),
-            details: vec![],
-        });
+        nack.error_detail = Some(xds::error_detail("bogus"));
         c.send(nack).await;
     }
 
@@ -552,11 +506,7 @@ async fn garbage_nonces_are_ignored_as_stale() {
     for nonce in &garbage {
         d.send(delta_request(ENDPOINT_TYPE, vec![], nonce)).await;
         let mut nack = delta_request(ENDPOINT_TYPE, vec![], nonce);
-        nack.error_detail = Some(RpcStatus {
-            code: 13,
-            message: "bogus".into(),
-            details: vec![],
-        });
+        nack.error_detail = Some(xds::error_detail("bogus"));
         d.send(nack).await;
     }
 

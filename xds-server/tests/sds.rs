@@ -6,19 +6,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use envoy_types::pb::envoy::config::core::v3::data_source::Specifier;
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{secret, Secret};
-use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_client::SecretDiscoveryServiceClient;
-use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
-use prost::Message;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
 use xds_core::model::secrets::{Identity, SecretSet};
 use xds_core::model::Registry;
-use xds_core::snapshot::{Snapshot, TranslateSettings, SECRET_TYPE};
+use xds_core::snapshot::SECRET_TYPE;
+use xds_core::testing::xds;
 use xds_server::grpc::{self, AdsService};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -37,13 +33,8 @@ async fn serve() -> (SocketAddr, tokio::task::JoinHandle<()>) {
             })
             .collect(),
     };
-    let snapshot = Snapshot::build(
-        None,
-        Arc::new(Registry::default()),
-        Arc::default(),
-        TranslateSettings::default(),
-    )
-    .with_secrets(Arc::new(secrets));
+    let snapshot =
+        xds::snapshot(None, Arc::new(Registry::default())).with_secrets(Arc::new(secrets));
     let (_tx, rx) = watch::channel(Some(Arc::new(snapshot)));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -61,38 +52,14 @@ async fn serve() -> (SocketAddr, tokio::task::JoinHandle<()>) {
 }
 
 fn node(identity: &str) -> Node {
-    Node {
-        id: format!("sidecar-{identity}"),
-        metadata: Some(Struct {
-            fields: [(
-                "identity".to_string(),
-                Value {
-                    kind: Some(Kind::StringValue(identity.into())),
-                },
-            )]
-            .into_iter()
-            .collect(),
-        }),
-        ..Node::default()
-    }
+    xds::sidecar(Node::default(), identity)
 }
 
 /// (name, certificate chain or trusted CA) of each secret.
 fn contents(resources: impl IntoIterator<Item = Vec<u8>>) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = resources
         .into_iter()
-        .map(|bytes| {
-            let s = Secret::decode(bytes.as_slice()).unwrap();
-            let source = match s.r#type.unwrap() {
-                secret::Type::TlsCertificate(t) => t.certificate_chain.unwrap(),
-                secret::Type::ValidationContext(v) => v.trusted_ca.unwrap(),
-                other => panic!("unexpected {other:?}"),
-            };
-            let Some(Specifier::InlineBytes(b)) = source.specifier else {
-                panic!("inline bytes expected")
-            };
-            (s.name, String::from_utf8(b).unwrap())
-        })
+        .map(|bytes| xds::secret(&bytes))
         .collect();
     out.sort();
     out
@@ -106,14 +73,10 @@ async fn stream_and_delta_secrets_answer_per_identity() {
         .unwrap();
 
     let (tx, rx) = mpsc::channel(4);
-    tx.send(DiscoveryRequest {
-        node: Some(node("web")),
-        type_url: SECRET_TYPE.into(),
-        resource_names: vec!["default".into(), "ROOTCA".into()],
-        ..DiscoveryRequest::default()
-    })
-    .await
-    .unwrap();
+    let names = ["default", "ROOTCA"];
+    tx.send(xds::request(node("web"), SECRET_TYPE, &names, "", ""))
+        .await
+        .unwrap();
     let mut answers = client
         .stream_secrets(ReceiverStream::new(rx))
         .await
@@ -134,12 +97,14 @@ async fn stream_and_delta_secrets_answer_per_identity() {
     );
 
     let (tx, rx) = mpsc::channel(4);
-    tx.send(DeltaDiscoveryRequest {
-        node: Some(node("db")),
-        type_url: SECRET_TYPE.into(),
-        resource_names_subscribe: vec!["default".into()],
-        ..DeltaDiscoveryRequest::default()
-    })
+    let subscribe = ["default"];
+    tx.send(xds::delta_request(
+        node("db"),
+        SECRET_TYPE,
+        &subscribe,
+        &[],
+        "",
+    ))
     .await
     .unwrap();
     let mut answers = client

@@ -11,10 +11,15 @@
 //! - [`snapshot`]: resource types and type URLs, the published snapshot and its per-class memo.
 //! - [`protocol`]: the SotW and Delta state machines (request in, responses out), node parsing,
 //!   response encoding, and what the admin API may inspect of them.
+//!
+//! And, for tests only (here and, with feature `test-support`, other crates'), `testing`: the builders
+//! of test data.
 
 pub mod config;
 pub mod model;
 pub mod policy;
 pub mod protocol;
 pub mod snapshot;
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
 pub mod translate;

@@ -1,53 +1,15 @@
 use super::*;
-use envoy_types::pb::envoy::config::core::v3::{Locality as EnvoyLocality, Node};
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
-use envoy_types::pb::google::rpc::Status;
-use xds_core::model::{Endpoint, Health, Registry, Service, ServiceId, ServicePort};
 use xds_core::protocol::sotw::AdsConnection;
-use xds_core::snapshot::{Snapshot, TranslateSettings, CLUSTER_TYPE, ENDPOINT_TYPE};
+use xds_core::snapshot::{Snapshot, CLUSTER_TYPE, ENDPOINT_TYPE};
+use xds_core::testing::{mesh, xds};
 
 fn snapshot() -> Snapshot {
-    let svc = Service {
-        traffic_distribution: None,
-        id: ServiceId::new("shop", "a"),
-        ports: vec![ServicePort {
-            name: "http".into(),
-            port: 80,
-        }],
-        endpoints: vec![Endpoint {
-            address: "10.0.0.1".parse().unwrap(),
-            port_overrides: BTreeMap::new(),
-            locality: Locality::new("r", "z", ""),
-            labels: BTreeMap::new(),
-            health: Health::Healthy,
-        }],
-    };
-    Snapshot::build(
-        None,
-        Arc::new(Registry::from_services([svc])),
-        Arc::default(),
-        TranslateSettings::default(),
-    )
+    xds::snapshot(None, mesh::registry(80, &[("a", &["10.0.0.1"])]))
 }
 
 fn req(type_url: &str, names: &[&str], version: &str, nonce: &str) -> DiscoveryRequest {
-    DiscoveryRequest {
-        node: Some(Node {
-            id: "envoy-1".into(),
-            cluster: "web".into(),
-            locality: Some(EnvoyLocality {
-                region: "r".into(),
-                zone: "z".into(),
-                sub_zone: String::new(),
-            }),
-            ..Node::default()
-        }),
-        type_url: type_url.into(),
-        resource_names: names.iter().map(|s| s.to_string()).collect(),
-        version_info: version.into(),
-        response_nonce: nonce.into(),
-        ..DiscoveryRequest::default()
-    }
+    xds::request(xds::node("envoy-1", "web"), type_url, names, version, nonce)
 }
 
 fn status(r: &ClientRegistry, kind: ResourceType) -> SyncStatus {
@@ -97,11 +59,7 @@ fn statuses_follow_the_conversation_and_the_entry_goes_with_the_stream() {
         .on_request(&req(ENDPOINT_TYPE, &["a.shop:80"], "", ""), &snap)
         .unwrap();
     let mut nack = req(ENDPOINT_TYPE, &["a.shop:80"], "", &eds[0].nonce);
-    nack.error_detail = Some(Status {
-        code: 13,
-        message: "dump\n\nbad endpoint".into(),
-        details: vec![],
-    });
+    nack.error_detail = Some(xds::error_detail("dump\n\nbad endpoint"));
     lock(&conn).on_request(&nack, &snap).unwrap();
     registry.nacked(7, ResourceType::Endpoint);
     let c = &registry.list()[0];

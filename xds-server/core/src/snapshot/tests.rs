@@ -1,23 +1,13 @@
 use super::*;
-use crate::model::{Endpoint, Health, Locality, Service, ServiceId, ServicePort};
-use crate::policy::{FailoverPolicy, PolicyEntry, PolicyOrigin, PolicyScope};
-use std::collections::BTreeMap as Map;
+use crate::model::{Health, Locality, Service, ServiceId};
+use crate::policy::{FailoverPolicy, PolicyScope};
+use crate::testing::xds::names;
+use crate::testing::{mesh, xds};
 
 fn registry(endpoint_ip: &str) -> Arc<Registry> {
-    let svc = |name: &str, ip: &str| Service {
-        traffic_distribution: None,
-        id: ServiceId::new("shop", name),
-        ports: vec![ServicePort {
-            name: "http".into(),
-            port: 8080,
-        }],
-        endpoints: vec![Endpoint {
-            address: ip.parse().unwrap(),
-            port_overrides: Map::new(),
-            locality: Locality::new("r", "z1", ""),
-            labels: Map::new(),
-            health: Health::Healthy,
-        }],
+    let svc = |name: &str, ip: &str| {
+        let endpoint = mesh::endpoint(ip, Locality::new("r", "z1", ""), Health::Healthy);
+        mesh::shop_service(name, 8080, vec![endpoint])
     };
     Arc::new(Registry::from_services([
         svc("a", endpoint_ip),
@@ -28,23 +18,13 @@ fn registry(endpoint_ip: &str) -> Arc<Registry> {
 fn client(zone: &str, node: &str) -> ClientInfo {
     ClientInfo {
         node_id: node.into(),
-        locality: Locality::new("r", zone, ""),
-        ..ClientInfo::default()
+        ..mesh::client(Locality::new("r", zone, ""))
     }
-}
-
-fn names(n: &[&str]) -> BTreeSet<String> {
-    n.iter().map(|s| s.to_string()).collect()
 }
 
 #[test]
 fn eds_answers_are_shared_per_class_and_only_named_ones_are_returned() {
-    let snap = Snapshot::build(
-        None,
-        registry("10.0.0.1"),
-        Arc::default(),
-        TranslateSettings::default(),
-    );
+    let snap = xds::snapshot(None, registry("10.0.0.1"));
     let want = names(&["a.shop:8080", "missing.shop:80"]);
     let one = snap.resources_for(ResourceType::Endpoint, &client("z1", "n1"), Some(&want));
     let two = snap.resources_for(ResourceType::Endpoint, &client("z1", "n2"), Some(&want));
@@ -68,18 +48,8 @@ fn eds_answers_are_shared_per_class_and_only_named_ones_are_returned() {
 
 #[test]
 fn next_snapshot_reuses_unchanged_clusters_only() {
-    let first = Snapshot::build(
-        None,
-        registry("10.0.0.1"),
-        Arc::default(),
-        TranslateSettings::default(),
-    );
-    let second = Snapshot::build(
-        Some(&first),
-        registry("10.0.0.2"),
-        Arc::default(),
-        TranslateSettings::default(),
-    );
+    let first = xds::snapshot(None, registry("10.0.0.1"));
+    let second = xds::snapshot(Some(&first), registry("10.0.0.2"));
     assert_eq!(second.generation, 2);
     assert!(!Arc::ptr_eq(
         first.cluster("a.shop:8080").unwrap(),
@@ -95,22 +65,14 @@ fn next_snapshot_reuses_unchanged_clusters_only() {
         second.cluster("a.shop:8080").unwrap().cluster.hash
     );
     // A policy change rebuilds the cluster it applies to.
-    let policies = Arc::new(PolicySet {
-        entries: vec![PolicyEntry {
-            scope: PolicyScope::Service(ServiceId::new("shop", "b")),
-            origin: PolicyOrigin::BuiltIn,
-            policy: Arc::new(FailoverPolicy {
-                panic_threshold: 10,
-                ..FailoverPolicy::default()
-            }),
-        }],
-    });
-    let third = Snapshot::build(
-        Some(&second),
-        registry("10.0.0.2"),
-        policies,
-        TranslateSettings::default(),
+    let policies = mesh::policies(
+        PolicyScope::Service(ServiceId::new("shop", "b")),
+        FailoverPolicy {
+            panic_threshold: 10,
+            ..FailoverPolicy::default()
+        },
     );
+    let third = xds::snapshot_with(Some(&second), registry("10.0.0.2"), policies);
     assert_ne!(
         second.cluster("b.shop:8080").unwrap().cluster.hash,
         third.cluster("b.shop:8080").unwrap().cluster.hash
@@ -120,38 +82,22 @@ fn next_snapshot_reuses_unchanged_clusters_only() {
 #[test]
 fn a_backup_service_change_rebuilds_the_primary_and_names_it() {
     // a backs up to b: b's endpoints are in a's EDS answer.
-    let policies = Arc::new(PolicySet {
-        entries: vec![PolicyEntry {
-            scope: PolicyScope::Service(ServiceId::new("shop", "a")),
-            origin: PolicyOrigin::BuiltIn,
-            policy: Arc::new(FailoverPolicy {
-                backups: vec![crate::policy::BackupService {
-                    service: ServiceId::new("shop", "b"),
-                    cluster: None,
-                }],
-                ..FailoverPolicy::default()
-            }),
-        }],
-    });
+    let policies = mesh::policies(
+        PolicyScope::Service(ServiceId::new("shop", "a")),
+        FailoverPolicy {
+            backups: vec![mesh::backup("b", None)],
+            ..FailoverPolicy::default()
+        },
+    );
     let with_b = |ip: &str| {
         let mut services: Vec<Service> = registry("10.0.0.1").services.values().cloned().collect();
         services[1].endpoints[0].address = ip.parse().unwrap();
         Arc::new(Registry::from_services(services))
     };
-    let first = Snapshot::build(
-        None,
-        with_b("10.0.0.9"),
-        policies.clone(),
-        TranslateSettings::default(),
-    );
+    let first = xds::snapshot_with(None, with_b("10.0.0.9"), policies.clone());
     let c = client("z1", "n1");
     let before = first.load_assignment("a.shop:8080", &c).unwrap();
-    let second = Snapshot::build(
-        Some(&first),
-        with_b("10.0.0.10"),
-        policies,
-        TranslateSettings::default(),
-    );
+    let second = xds::snapshot_with(Some(&first), with_b("10.0.0.10"), policies);
     assert_eq!(
         second.scope(ResourceType::Endpoint, Some(1)),
         Scope::Names(&names(&["a.shop:8080", "b.shop:8080"]))
@@ -170,12 +116,7 @@ fn a_backup_service_change_rebuilds_the_primary_and_names_it() {
 
 #[test]
 fn listener_honours_client_override_and_versions_follow_content() {
-    let snap = Snapshot::build(
-        None,
-        registry("10.0.0.1"),
-        Arc::default(),
-        TranslateSettings::default(),
-    );
+    let snap = xds::snapshot(None, registry("10.0.0.1"));
     let mut c = client("z1", "n1");
     let default = snap.resources_for(ResourceType::Listener, &c, None);
     let again = snap.resources_for(ResourceType::Listener, &c, None);
@@ -195,19 +136,9 @@ fn listener_honours_client_override_and_versions_follow_content() {
 
 #[test]
 fn changes_name_rebuilt_clusters_and_whether_cds_or_routes_moved() {
-    let first = Snapshot::build(
-        None,
-        registry("10.0.0.1"),
-        Arc::default(),
-        TranslateSettings::default(),
-    );
+    let first = xds::snapshot(None, registry("10.0.0.1"));
     assert_eq!(first.scope(ResourceType::Endpoint, None), Scope::Everything);
-    let second = Snapshot::build(
-        Some(&first),
-        registry("10.0.0.2"),
-        Arc::default(),
-        TranslateSettings::default(),
-    );
+    let second = xds::snapshot(Some(&first), registry("10.0.0.2"));
     let changed = names(&["a.shop:8080"]);
     assert_eq!(
         second.scope(ResourceType::Endpoint, Some(1)),
@@ -226,12 +157,7 @@ fn changes_name_rebuilt_clusters_and_whether_cds_or_routes_moved() {
     let mut c = services[0].clone();
     c.id = ServiceId::new("shop", "c");
     services.push(c);
-    let third = Snapshot::build(
-        Some(&second),
-        Arc::new(Registry::from_services(services)),
-        Arc::default(),
-        TranslateSettings::default(),
-    );
+    let third = xds::snapshot(Some(&second), Arc::new(Registry::from_services(services)));
     assert_eq!(
         third.scope(ResourceType::Endpoint, Some(2)),
         Scope::Names(&names(&["c.shop:8080"]))
@@ -245,12 +171,7 @@ fn changes_name_rebuilt_clusters_and_whether_cds_or_routes_moved() {
         Scope::Everything
     );
     // Unchanged input: nothing to check.
-    let fourth = Snapshot::build(
-        Some(&third),
-        third.registry.clone(),
-        Arc::default(),
-        TranslateSettings::default(),
-    );
+    let fourth = xds::snapshot(Some(&third), third.registry.clone());
     assert_eq!(
         fourth.scope(ResourceType::Endpoint, Some(3)),
         Scope::Nothing
@@ -259,12 +180,7 @@ fn changes_name_rebuilt_clusters_and_whether_cds_or_routes_moved() {
 
 #[test]
 fn stats_count_classes_and_bytes_and_baseline_mode_shares_nothing() {
-    let snap = Snapshot::build(
-        None,
-        registry("10.0.0.1"),
-        Arc::default(),
-        TranslateSettings::default(),
-    );
+    let snap = xds::snapshot(None, registry("10.0.0.1"));
     let want = names(&["a.shop:8080", "b.shop:8080"]);
     for (zone, node) in [("z1", "n1"), ("z1", "n2"), ("z2", "n3")] {
         snap.resources_for(ResourceType::Endpoint, &client(zone, node), Some(&want));
@@ -300,13 +216,8 @@ fn stats_count_classes_and_bytes_and_baseline_mode_shares_nothing() {
 #[test]
 fn inbound_clients_get_their_listener_and_app_cluster_and_secrets_are_reused() {
     let set = crate::model::secrets::SecretSet::placeholder;
-    let snap = Snapshot::build(
-        None,
-        registry("10.0.0.1"),
-        Arc::default(),
-        TranslateSettings::default(),
-    )
-    .with_secrets(set("ca", &[("web", "web-1"), ("db", "db-1")]));
+    let snap = xds::snapshot(None, registry("10.0.0.1"))
+        .with_secrets(set("ca", &[("web", "web-1"), ("db", "db-1")]));
     let plain = client("z1", "n1");
     let mut sidecar = client("z1", "n2");
     sidecar.inbound = Some(Inbound {
@@ -350,23 +261,13 @@ fn inbound_clients_get_their_listener_and_app_cluster_and_secrets_are_reused() {
         .resources_for(ResourceType::Secret, &web, None)
         .is_empty());
     // The same secrets again: nothing changed, encodings reused; one identity changed: only it.
-    let same = Snapshot::build(
-        Some(&snap),
-        snap.registry.clone(),
-        Arc::default(),
-        TranslateSettings::default(),
-    )
-    .with_secrets(set("ca", &[("web", "web-1"), ("db", "db-1")]));
+    let same = xds::snapshot(Some(&snap), snap.registry.clone())
+        .with_secrets(set("ca", &[("web", "web-1"), ("db", "db-1")]));
     assert_eq!(same.scope(ResourceType::Secret, Some(1)), Scope::Nothing);
     let again = same.resources_for(ResourceType::Secret, &web, Some(&sds));
     assert!(Arc::ptr_eq(&a[0], &again[0]));
-    let rotated = Snapshot::build(
-        Some(&same),
-        snap.registry.clone(),
-        Arc::default(),
-        TranslateSettings::default(),
-    )
-    .with_secrets(set("ca", &[("web", "web-1"), ("db", "db-2")]));
+    let rotated = xds::snapshot(Some(&same), snap.registry.clone())
+        .with_secrets(set("ca", &[("web", "web-1"), ("db", "db-2")]));
     let changed = names(&["default"]);
     assert_eq!(
         rotated.scope(ResourceType::Secret, Some(2)),
@@ -385,27 +286,19 @@ fn inbound_clients_get_their_listener_and_app_cluster_and_secrets_are_reused() {
 /// every resource kind many times from scratch must give identical bytes.
 #[test]
 fn encoding_is_deterministic_across_independent_builds() {
-    let policies = Arc::new(PolicySet {
-        entries: vec![PolicyEntry {
-            scope: PolicyScope::Mesh,
-            origin: PolicyOrigin::BuiltIn,
-            policy: Arc::new(FailoverPolicy {
-                failover_priority: vec!["topology.kubernetes.io/region".into(), "tier".into()],
-                ..FailoverPolicy::default()
-            }),
-        }],
-    });
+    let policies = mesh::policies(
+        PolicyScope::Mesh,
+        FailoverPolicy {
+            failover_priority: vec!["topology.kubernetes.io/region".into(), "tier".into()],
+            ..FailoverPolicy::default()
+        },
+    );
     let want = names(&["a.shop:8080", "b.shop:8080"]);
     let mut c = client("z1", "n1");
     c.labels.insert("tier".into(), "gold".into());
     c.namespace = Some("shop".into());
     let encode = || {
-        let snap = Snapshot::build(
-            None,
-            registry("10.0.0.1"),
-            policies.clone(),
-            TranslateSettings::default(),
-        );
+        let snap = xds::snapshot_with(None, registry("10.0.0.1"), policies.clone());
         let mut all = Vec::new();
         let route = names(&[resources::ROUTE_CONFIG_NAME]);
         for kind in ResourceType::PUSH_ORDER {

@@ -38,27 +38,12 @@ fn statuses_map_to_csds_terms() {
 
 #[test]
 fn answers_one_config_per_node_with_each_held_resource() {
-    use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
     use std::sync::Mutex;
-    use xds_core::model::{Registry, Service, ServiceId, ServicePort};
     use xds_core::protocol::sotw::AdsConnection;
-    use xds_core::snapshot::{Snapshot, TranslateSettings, CLUSTER_TYPE};
+    use xds_core::snapshot::CLUSTER_TYPE;
+    use xds_core::testing::{mesh, xds};
 
-    let svc = Service {
-        traffic_distribution: None,
-        id: ServiceId::new("shop", "a"),
-        ports: vec![ServicePort {
-            name: "http".into(),
-            port: 80,
-        }],
-        endpoints: vec![],
-    };
-    let snap = Arc::new(Snapshot::build(
-        None,
-        Arc::new(Registry::from_services([svc])),
-        Arc::default(),
-        TranslateSettings::default(),
-    ));
+    let snap = Arc::new(xds::snapshot(None, mesh::registry(80, &[("a", &[])])));
     let (_tx, rx) = tokio::sync::watch::channel(Some(snap.clone()));
     let registry = ClientRegistry::new();
     let mut registrations = Vec::new();
@@ -69,14 +54,11 @@ fn answers_one_config_per_node_with_each_held_resource() {
             crate::registry::Protocol::Sotw,
             conn.clone(),
         ));
-        let mut req = DiscoveryRequest {
-            node: Some(Node {
-                id: node.into(),
-                ..Node::default()
-            }),
-            type_url: CLUSTER_TYPE.into(),
-            ..DiscoveryRequest::default()
+        let node = Node {
+            id: node.into(),
+            ..Node::default()
         };
+        let mut req = xds::request(node, CLUSTER_TYPE, &[], "", "");
         let (_, out) = crate::registry::lock(&conn)
             .on_request(&req, &snap)
             .unwrap();

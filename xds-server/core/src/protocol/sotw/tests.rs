@@ -1,74 +1,28 @@
 use super::*;
-use crate::model::{Endpoint, Health, Locality, Registry, Service, ServiceId, ServicePort};
-use crate::policy::{FailoverPolicy, PolicyEntry, PolicyOrigin, PolicyScope, PolicySet};
-use crate::snapshot::{TranslateSettings, CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE};
-use envoy_types::pb::envoy::config::core::v3::{Locality as EnvoyLocality, Node};
+use crate::model::Locality;
+use crate::policy::{FailoverPolicy, PolicyScope};
+use crate::snapshot::{CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE};
+use crate::testing::{mesh, xds};
+use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse;
-use envoy_types::pb::google::rpc::Status;
 use prost::Message;
-use std::collections::BTreeMap as Map;
 use std::sync::Arc;
 
-fn registry(services: &[(&str, &[&str])]) -> Arc<Registry> {
-    Arc::new(Registry::from_services(services.iter().map(
-        |(name, ips)| {
-            Service {
-                traffic_distribution: None,
-                id: ServiceId::new("shop", *name),
-                ports: vec![ServicePort {
-                    name: "http".into(),
-                    port: 8080,
-                }],
-                endpoints: ips
-                    .iter()
-                    .map(|ip| Endpoint {
-                        address: ip.parse().unwrap(),
-                        port_overrides: Map::new(),
-                        locality: Locality::new("r", "z", ""),
-                        labels: Map::new(),
-                        health: Health::Healthy,
-                    })
-                    .collect(),
-            }
-        },
-    )))
-}
-
 fn snapshot(prev: Option<&Snapshot>, services: &[(&str, &[&str])]) -> Snapshot {
-    Snapshot::build(
-        prev,
-        registry(services),
-        Arc::default(),
-        TranslateSettings::default(),
-    )
+    xds::snapshot(prev, mesh::registry(8080, services))
 }
 
 fn node() -> Node {
-    Node {
-        id: "envoy-1".into(),
-        locality: Some(EnvoyLocality {
-            region: "r".into(),
-            zone: "z".into(),
-            sub_zone: String::new(),
-        }),
-        ..Node::default()
-    }
+    xds::node("envoy-1", "")
 }
 
 fn request(type_url: &str, names: &[&str], version: &str, nonce: &str) -> DiscoveryRequest {
-    DiscoveryRequest {
-        node: Some(node()),
-        type_url: type_url.into(),
-        resource_names: names.iter().map(|s| s.to_string()).collect(),
-        version_info: version.into(),
-        response_nonce: nonce.into(),
-        ..DiscoveryRequest::default()
-    }
+    xds::request(node(), type_url, names, version, nonce)
 }
 
 fn ack(resp: &DiscoveryResponse, names: &[&str]) -> DiscoveryRequest {
-    request(&resp.type_url, names, &resp.version_info, &resp.nonce)
+    xds::ack(node(), resp, names)
 }
 
 fn push(conn: &mut AdsConnection, snap: &Snapshot) -> Vec<DiscoveryResponse> {
@@ -189,11 +143,7 @@ fn a_refused_load_assignment_is_not_resent_while_others_still_flow() {
     let pushed = push(&mut conn, &second);
     let mut nack = ack(&pushed[0], &names);
     nack.version_info = eds.version_info.clone();
-    nack.error_detail = Some(Status {
-        code: 13,
-        message: "bad".into(),
-        details: vec![],
-    });
+    nack.error_detail = Some(xds::error_detail("bad"));
     let (what, out) = on_req(&mut conn, &nack, &second).unwrap();
     assert!(matches!(what, RequestKind::Nack(_)));
     assert!(out.is_empty());
@@ -238,12 +188,9 @@ fn nacked_version_is_not_resent_but_a_new_one_is() {
     let mut conn = AdsConnection::new();
     let eds = one(&mut conn, &request(ENDPOINT_TYPE, &[EDS_A], "", ""), &first).unwrap();
     let mut nack = request(ENDPOINT_TYPE, &[EDS_A], "", &eds.nonce);
-    nack.error_detail = Some(Status {
-        code: 13,
-        message: "cluster_name: \"a\"\nendpoints {\n}\n\nProto constraint validation failed: bad"
-            .into(),
-        details: vec![],
-    });
+    nack.error_detail = Some(xds::error_detail(
+        "cluster_name: \"a\"\nendpoints {\n}\n\nProto constraint validation failed: bad",
+    ));
     let (what, out) = on_req(&mut conn, &nack, &first).unwrap();
     assert!(out.is_empty(), "no answer to a NACK with the same content");
     let RequestKind::Nack(n) = what else {
@@ -299,22 +246,14 @@ fn cluster_change_pushes_cds_then_eds_and_answers_the_warming_rerequest() {
     assert!(one(&mut conn, &ack(&eds, &[EDS_A]), &first).is_none());
 
     // A policy change re-creates the cluster in Envoy; endpoints are unchanged.
-    let policies = Arc::new(PolicySet {
-        entries: vec![PolicyEntry {
-            scope: PolicyScope::Mesh,
-            origin: PolicyOrigin::BuiltIn,
-            policy: Arc::new(FailoverPolicy {
-                panic_threshold: 5,
-                ..FailoverPolicy::default()
-            }),
-        }],
-    });
-    let second = Snapshot::build(
-        Some(&first),
-        first.registry.clone(),
-        policies,
-        TranslateSettings::default(),
+    let policies = mesh::policies(
+        PolicyScope::Mesh,
+        FailoverPolicy {
+            panic_threshold: 5,
+            ..FailoverPolicy::default()
+        },
     );
+    let second = xds::snapshot_with(Some(&first), first.registry.clone(), policies);
     let pushed = push(&mut conn, &second);
     let types: Vec<&str> = pushed.iter().map(|r| r.type_url.as_str()).collect();
     assert_eq!(types, vec![CLUSTER_TYPE, ENDPOINT_TYPE]);
@@ -412,24 +351,16 @@ impl LocalityLookup for Pods {
 
 #[test]
 fn client_without_locality_is_located_through_its_pod_even_when_the_pod_shows_up_late() {
-    use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
     let snap = snapshot(None, &[("a", &["10.0.0.1"])]);
     let pods = Arc::new(Pods(std::sync::Mutex::new(None)));
     let mut conn = AdsConnection::with_lookup(Some(pods.clone()));
     let mut req = request(CLUSTER_TYPE, &[], "", "");
-    let s = |v: &str| Value {
-        kind: Some(Kind::StringValue(v.into())),
-    };
     req.node = Some(Node {
         id: "web-1".into(),
-        metadata: Some(Struct {
-            fields: [
-                ("pod_name".to_string(), s("web-1")),
-                ("namespace".to_string(), s("shop")),
-            ]
-            .into_iter()
-            .collect(),
-        }),
+        metadata: Some(xds::metadata(&[
+            ("pod_name", "web-1"),
+            ("namespace", "shop"),
+        ])),
         ..Node::default()
     });
     on_req(&mut conn, &req, &snap).unwrap();
@@ -463,7 +394,7 @@ fn initial_answers_count_as_synced_so_the_first_change_is_incremental() {
     one(&mut conn, &ack(&eds, &names), &first);
     assert_eq!(synced(&conn), Some(first.generation));
     let second = snapshot(Some(&first), &[("a", &["10.0.0.1"]), ("b", &["10.0.0.3"])]);
-    let changed = names_set(&["b.shop:8080"]);
+    let changed = xds::names(&["b.shop:8080"]);
     assert_eq!(
         second.scope(ResourceType::Endpoint, synced(&conn)),
         Scope::Names(&changed)
@@ -479,40 +410,15 @@ fn initial_answers_count_as_synced_so_the_first_change_is_incremental() {
 }
 
 fn with_identity(mut req: DiscoveryRequest, identity: &str) -> DiscoveryRequest {
-    use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
-    let node = req.node.as_mut().unwrap();
-    node.id = format!("sidecar-{identity}");
-    node.metadata = Some(Struct {
-        fields: [(
-            "identity".to_string(),
-            Value {
-                kind: Some(Kind::StringValue(identity.into())),
-            },
-        )]
-        .into_iter()
-        .collect(),
-    });
+    req.node = Some(xds::sidecar(req.node.unwrap(), identity));
     req
 }
 
 /// The certificate chains in an SDS response, by secret name.
 fn secrets_in(resp: &DiscoveryResponse) -> Vec<(String, String)> {
-    use envoy_types::pb::envoy::config::core::v3::data_source::Specifier;
-    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{secret, Secret};
     resp.resources
         .iter()
-        .map(|a| {
-            let s = Secret::decode(a.value.as_slice()).unwrap();
-            let bytes = match s.r#type.unwrap() {
-                secret::Type::TlsCertificate(t) => t.certificate_chain.unwrap().specifier,
-                secret::Type::ValidationContext(v) => v.trusted_ca.unwrap().specifier,
-                other => panic!("unexpected {other:?}"),
-            };
-            let Some(Specifier::InlineBytes(b)) = bytes else {
-                panic!("inline bytes expected")
-            };
-            (s.name, String::from_utf8(b).unwrap())
-        })
+        .map(|a| xds::secret(&a.value))
         .collect()
 }
 
@@ -559,11 +465,7 @@ fn secrets_are_per_identity_and_a_rotation_reaches_only_its_identity() {
     let mut nack = ack(&pushed[0], &names);
     nack = with_identity(nack, "db");
     nack.version_info = db_sds.version_info.clone();
-    nack.error_detail = Some(Status {
-        code: 13,
-        message: "bad cert".into(),
-        details: vec![],
-    });
+    nack.error_detail = Some(xds::error_detail("bad cert"));
     let (what, out) = on_req(&mut db, &nack, &second).unwrap();
     assert!(matches!(what, RequestKind::Nack(_)) && out.is_empty());
     let third = snapshot(Some(&second), &[("a", &["10.0.0.2"])])
@@ -591,8 +493,4 @@ fn secrets_are_per_identity_and_a_rotation_reaches_only_its_identity() {
             ("default".to_string(), "ghost-1".to_string())
         ]
     );
-}
-
-fn names_set(n: &[&str]) -> BTreeSet<String> {
-    n.iter().map(|s| s.to_string()).collect()
 }

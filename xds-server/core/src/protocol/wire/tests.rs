@@ -1,31 +1,12 @@
 use super::*;
-use crate::model::{ClientInfo, Endpoint, Health, Locality, Registry, Service, ServiceId};
-use crate::snapshot::{ResourceType, Snapshot, TranslateSettings};
+use crate::model::ClientInfo;
+use crate::snapshot::ResourceType;
+use crate::testing::{mesh, xds};
 use envoy_types::pb::envoy::service::discovery::v3::Resource as ProtoResource;
-use std::collections::BTreeMap;
 
 fn resources() -> Vec<Arc<Resource>> {
-    let svc = |name: &str| Service {
-        traffic_distribution: None,
-        id: ServiceId::new("shop", name),
-        ports: vec![crate::model::ServicePort {
-            name: "http".into(),
-            port: 80,
-        }],
-        endpoints: vec![Endpoint {
-            address: "10.0.0.1".parse().unwrap(),
-            port_overrides: BTreeMap::new(),
-            locality: Locality::new("r", "z", ""),
-            labels: BTreeMap::new(),
-            health: Health::Healthy,
-        }],
-    };
-    let snap = Snapshot::build(
-        None,
-        Arc::new(Registry::from_services([svc("a"), svc("b")])),
-        Arc::default(),
-        TranslateSettings::default(),
-    );
+    let registry = mesh::registry(80, &[("a", &["10.0.0.1"]), ("b", &["10.0.0.1"])]);
+    let snap = xds::snapshot(None, registry);
     snap.resources_for(ResourceType::Cluster, &ClientInfo::default(), None)
 }
 

@@ -1,10 +1,9 @@
 use super::*;
-use crate::model::{ClientInfo, Endpoint, Service, ServiceId, ServicePort};
-use crate::policy::RegionFailover;
+use crate::model::{ClientInfo, Endpoint, Service};
+use crate::testing::mesh;
 use crate::translate::resources::load_assignment;
 use envoy_types::pb::envoy::config::core::v3::{address, socket_address::PortSpecifier};
 use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
-use std::collections::BTreeMap;
 
 // ---- expected_load ----
 
@@ -141,13 +140,7 @@ fn health_scores_and_caps() {
 // ---- explain ----
 
 fn ep(ip: &str, region: &str, zone: &str, health: Health) -> Endpoint {
-    Endpoint {
-        address: ip.parse().unwrap(),
-        port_overrides: BTreeMap::new(),
-        locality: Locality::new(region, zone, ""),
-        labels: BTreeMap::new(),
-        health,
-    }
+    mesh::endpoint(ip, Locality::new(region, zone, ""), health)
 }
 
 /// Three regions × three zones, one endpoint each, listed in no particular order.
@@ -163,15 +156,7 @@ fn nine_zones() -> Service {
             ));
         }
     }
-    Service {
-        traffic_distribution: None,
-        id: ServiceId::new("shop", "checkout"),
-        ports: vec![ServicePort {
-            name: "http".into(),
-            port: 8080,
-        }],
-        endpoints,
-    }
+    mesh::shop_service("checkout", 8080, endpoints)
 }
 
 fn plain(svc: &Service) -> ClusterInput {
@@ -179,13 +164,7 @@ fn plain(svc: &Service) -> ClusterInput {
 }
 
 fn class_in(region: &str, zone: &str, policy: &FailoverPolicy) -> LocalityClass {
-    LocalityClass::of(
-        &ClientInfo {
-            locality: Locality::new(region, zone, ""),
-            ..ClientInfo::default()
-        },
-        policy,
-    )
+    LocalityClass::of(&mesh::client(Locality::new(region, zone, "")), policy)
 }
 
 fn zones(level: &ExplainedLevel) -> Vec<&str> {
@@ -200,16 +179,7 @@ fn zones(level: &ExplainedLevel) -> Vec<&str> {
 
 fn failover_policy() -> FailoverPolicy {
     FailoverPolicy {
-        failover: vec![
-            RegionFailover {
-                from: "r1".into(),
-                to: "r3".into(),
-            },
-            RegionFailover {
-                from: "r1".into(),
-                to: "r2".into(),
-            },
-        ],
+        failover: vec![mesh::failover("r1", "r3"), mesh::failover("r1", "r2")],
         ..FailoverPolicy::default()
     }
 }
@@ -447,22 +417,11 @@ fn priorities_and_order_equal_the_eds_answer() {
 
 #[test]
 fn backups_gateways_and_what_is_left_out() {
-    use crate::model::{NetworkGateway, Registry};
-    use crate::policy::BackupService;
+    use crate::model::Registry;
     let on = |ip: &str, zone: &str, health: Health, net: &str| {
-        let mut e = ep(ip, "r1", zone, health);
-        e.labels.insert(labels::NETWORK.into(), net.into());
-        e
+        mesh::on_network(ep(ip, "r1", zone, health), net)
     };
-    let svc = |name: &str, endpoints: Vec<Endpoint>| Service {
-        traffic_distribution: None,
-        id: ServiceId::new("shop", name),
-        ports: vec![ServicePort {
-            name: "http".into(),
-            port: 8080,
-        }],
-        endpoints,
-    };
+    let svc = |name: &str, endpoints: Vec<Endpoint>| mesh::shop_service(name, 8080, endpoints);
     let primary = svc(
         "checkout",
         vec![
@@ -479,23 +438,11 @@ fn backups_gateways_and_what_is_left_out() {
             vec![ep("10.1.0.1", "r1", "r1-b", Health::Healthy)],
         ),
     ]);
-    registry.gateways.insert(
-        "n2".into(),
-        NetworkGateway {
-            address: "192.0.2.2".parse().unwrap(),
-            port: 15443,
-        },
-    );
+    mesh::add_gateways(&mut registry, &[("n2", "192.0.2.2")]);
     let policy = FailoverPolicy {
         backups: vec![
-            BackupService {
-                service: ServiceId::new("shop", "checkout-dr"),
-                cluster: None,
-            },
-            BackupService {
-                service: ServiceId::new("shop", "gone"),
-                cluster: None,
-            },
+            mesh::backup("checkout-dr", None),
+            mesh::backup("gone", None),
         ],
         ..FailoverPolicy::default()
     };
@@ -578,10 +525,7 @@ fn label_keys_and_failover_combine_in_the_reason() {
     }
     let policy = FailoverPolicy {
         failover_priority: vec![labels::CLUSTER.into()],
-        failover: vec![RegionFailover {
-            from: "r1".into(),
-            to: "r2".into(),
-        }],
+        failover: vec![mesh::failover("r1", "r2")],
         ..FailoverPolicy::default()
     };
     let client = ClientInfo {

@@ -1,67 +1,49 @@
 use super::*;
-use crate::model::{Health, Locality};
-use crate::policy::BackupService;
+use crate::testing::mesh;
 
 fn ep(ip: &str, cluster: &str, network: &str) -> Endpoint {
-    let mut labels = BTreeMap::new();
+    let mut e = mesh::healthy(ip);
     if !cluster.is_empty() {
-        labels.insert(labels::CLUSTER.to_string(), cluster.to_string());
+        e = mesh::in_cluster(e, cluster);
     }
     if !network.is_empty() {
-        labels.insert(labels::NETWORK.to_string(), network.to_string());
+        e = mesh::on_network(e, network);
     }
-    Endpoint {
-        address: ip.parse().unwrap(),
-        port_overrides: BTreeMap::new(),
-        locality: Locality::new("r", "z", ""),
-        labels,
-        health: Health::Healthy,
-    }
-}
-
-fn svc(name: &str, ports: &[(&str, u16)], endpoints: Vec<Endpoint>) -> Service {
-    Service {
-        traffic_distribution: None,
-        id: ServiceId::new("shop", name),
-        ports: ports
-            .iter()
-            .map(|(n, p)| ServicePort {
-                name: n.to_string(),
-                port: *p,
-            })
-            .collect(),
-        endpoints,
-    }
-}
-
-fn backup(name: &str, cluster: Option<&str>) -> BackupService {
-    BackupService {
-        service: ServiceId::new("shop", name),
-        cluster: cluster.map(str::to_string),
-    }
+    e
 }
 
 #[test]
 fn backups_resolve_ports_clusters_and_report_what_cannot_be_used() {
-    let primary = svc("checkout", &[("http", 8080)], vec![ep("10.0.0.1", "", "")]);
-    let mut by_name = svc(
+    let primary = mesh::service(
+        "shop",
+        "checkout",
+        [("http", 8080)],
+        vec![ep("10.0.0.1", "", "")],
+    );
+    let mut by_name = mesh::service(
+        "shop",
         "by-name",
-        &[("grpc", 9090), ("http", 8081)],
+        [("grpc", 9090), ("http", 8081)],
         vec![ep("10.0.1.1", "east", ""), ep("10.0.1.2", "west", "")],
     );
     by_name.endpoints[1]
         .port_overrides
         .insert("http".into(), 18081);
-    let only_port = svc("only-port", &[("web", 7070)], vec![ep("10.0.2.1", "", "")]);
-    let ambiguous = svc("ambiguous", &[("a", 1), ("b", 2)], vec![]);
+    let only_port = mesh::service(
+        "shop",
+        "only-port",
+        [("web", 7070)],
+        vec![ep("10.0.2.1", "", "")],
+    );
+    let ambiguous = mesh::service("shop", "ambiguous", [("a", 1), ("b", 2)], vec![]);
     let registry = Registry::from_services([primary.clone(), by_name, only_port, ambiguous]);
     let policy = FailoverPolicy {
         backups: vec![
-            backup("by-name", Some("west")),
-            backup("missing", None),
-            backup("only-port", None),
-            backup("ambiguous", None),
-            backup("checkout", None),
+            mesh::backup("by-name", Some("west")),
+            mesh::backup("missing", None),
+            mesh::backup("only-port", None),
+            mesh::backup("ambiguous", None),
+            mesh::backup("checkout", None),
         ],
         ..FailoverPolicy::default()
     };
@@ -118,25 +100,21 @@ fn backups_resolve_ports_clusters_and_report_what_cannot_be_used() {
 
 #[test]
 fn only_the_gateways_of_networks_in_use_are_kept() {
-    let primary = svc(
+    let primary = mesh::service(
+        "shop",
         "checkout",
-        &[("http", 8080)],
+        [("http", 8080)],
         vec![ep("10.0.0.1", "", "n1"), ep("10.0.0.2", "", "n2")],
     );
     let mut registry = Registry::from_services([primary.clone()]);
-    for (net, ip) in [
-        ("n1", "192.0.2.1"),
-        ("n2", "192.0.2.2"),
-        ("n3", "192.0.2.3"),
-    ] {
-        registry.gateways.insert(
-            net.to_string(),
-            NetworkGateway {
-                address: ip.parse().unwrap(),
-                port: 15443,
-            },
-        );
-    }
+    mesh::add_gateways(
+        &mut registry,
+        &[
+            ("n1", "192.0.2.1"),
+            ("n2", "192.0.2.2"),
+            ("n3", "192.0.2.3"),
+        ],
+    );
     let input = ClusterInput::new(
         &registry,
         Arc::new(primary.clone()),

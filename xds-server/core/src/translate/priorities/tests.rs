@@ -1,36 +1,19 @@
 use super::*;
-use crate::model::{Health, Locality, Service, ServicePort};
-use crate::policy::RegionFailover;
-use std::collections::BTreeMap;
+use crate::model::{Health, Locality};
+use crate::testing::mesh::{self, in_cluster, on_network};
 
 fn ep(region: &str, zone: &str, subzone: &str) -> Endpoint {
-    Endpoint {
-        address: "10.0.0.1".parse().unwrap(),
-        port_overrides: BTreeMap::new(),
-        locality: Locality::new(region, zone, subzone),
-        labels: BTreeMap::new(),
-        health: Health::Healthy,
-    }
+    let locality = Locality::new(region, zone, subzone);
+    mesh::endpoint("10.0.0.1", locality, Health::Healthy)
 }
 
 fn client(region: &str, zone: &str, subzone: &str) -> ClientInfo {
-    ClientInfo {
-        locality: Locality::new(region, zone, subzone),
-        ..ClientInfo::default()
-    }
+    mesh::client(Locality::new(region, zone, subzone))
 }
 
 /// A one-port service of `eps` without backups or gateways.
 fn input_of(eps: &[Endpoint]) -> ClusterInput {
-    let svc = Service {
-        traffic_distribution: None,
-        id: ServiceId::new("shop", "checkout"),
-        ports: vec![ServicePort {
-            name: "http".into(),
-            port: 8080,
-        }],
-        endpoints: eps.to_vec(),
-    };
+    let svc = mesh::shop_service("checkout", 8080, eps.to_vec());
     let port = svc.ports[0].clone();
     ClusterInput::plain(std::sync::Arc::new(svc), &port)
 }
@@ -103,14 +86,8 @@ fn failover_rules_put_target_region_right_after_own_region() {
     let eps = topology();
     let policy = FailoverPolicy {
         failover: vec![
-            RegionFailover {
-                from: "us-east1".into(),
-                to: "eu-west4".into(),
-            },
-            RegionFailover {
-                from: "us-east1".into(),
-                to: "us-west1".into(),
-            },
+            mesh::failover("us-east1", "eu-west4"),
+            mesh::failover("us-east1", "us-west1"),
         ],
         ..FailoverPolicy::default()
     };
@@ -187,11 +164,6 @@ fn level_zero_is_own_locality_and_reasons_name_matched_keys() {
     );
     assert_eq!(plan.levels[2].endpoints, vec![2]);
     assert_eq!(plan.levels[3].endpoints, vec![3, 4]);
-}
-
-fn in_cluster(mut e: Endpoint, cluster: &str) -> Endpoint {
-    e.labels.insert(labels::CLUSTER.into(), cluster.into());
-    e
 }
 
 /// Two clusters over the same zones, plus one endpoint without a cluster label.
@@ -272,10 +244,7 @@ fn own_cluster_first_within_each_locality_rank() {
 fn own_cluster_splits_failover_target_levels_too() {
     let eps = two_clusters();
     let policy = FailoverPolicy {
-        failover: vec![RegionFailover {
-            from: "us-east1".into(),
-            to: "us-west1".into(),
-        }],
+        failover: vec![mesh::failover("us-east1", "us-west1")],
         ..FailoverPolicy::default()
     };
     let mut c = client("us-east1", "us-east1-b", "");
@@ -314,28 +283,17 @@ fn class_holds_the_cluster_only_for_labeled_clients_under_the_default_order() {
 }
 
 fn registry_of(services: Vec<(&str, Vec<Endpoint>)>) -> crate::model::Registry {
-    crate::model::Registry::from_services(services.into_iter().map(|(name, endpoints)| Service {
-        traffic_distribution: None,
-        id: ServiceId::new("shop", name),
-        ports: vec![ServicePort {
-            name: "http".into(),
-            port: 8080,
-        }],
-        endpoints,
-    }))
+    crate::model::Registry::from_services(
+        services
+            .into_iter()
+            .map(|(name, endpoints)| mesh::shop_service(name, 8080, endpoints)),
+    )
 }
 
 fn input_in(registry: &crate::model::Registry, policy: &FailoverPolicy) -> ClusterInput {
     let svc = registry.services[&ServiceId::new("shop", "checkout")].clone();
     let port = svc.ports[0].clone();
     ClusterInput::new(registry, std::sync::Arc::new(svc), &port, policy)
-}
-
-fn backup(name: &str) -> crate::policy::BackupService {
-    crate::policy::BackupService {
-        service: ServiceId::new("shop", name),
-        cluster: None,
-    }
 }
 
 #[test]
@@ -359,7 +317,10 @@ fn backups_come_after_every_primary_level_each_ranked_by_locality() {
         ("checkout-far", vec![ep("eu-west4", "eu-west4-a", "")]), // 5
     ]);
     let policy = FailoverPolicy {
-        backups: vec![backup("checkout-dr"), backup("checkout-far")],
+        backups: vec![
+            mesh::backup("checkout-dr", None),
+            mesh::backup("checkout-far", None),
+        ],
         ..FailoverPolicy::default()
     };
     let input = input_in(&registry, &policy);
@@ -395,11 +356,6 @@ fn backups_come_after_every_primary_level_each_ranked_by_locality() {
     );
 }
 
-fn on_network(mut e: Endpoint, network: &str) -> Endpoint {
-    e.labels.insert(labels::NETWORK.into(), network.into());
-    e
-}
-
 #[test]
 fn split_horizon_leaves_out_networks_without_a_gateway_and_keys_the_class() {
     let mut registry = registry_of(vec![(
@@ -411,13 +367,7 @@ fn split_horizon_leaves_out_networks_without_a_gateway_and_keys_the_class() {
             ep("us-east1", "us-east1-c", ""),                   // 3: no network
         ],
     )]);
-    registry.gateways.insert(
-        "n2".into(),
-        crate::model::NetworkGateway {
-            address: "192.0.2.2".parse().unwrap(),
-            port: 15443,
-        },
-    );
+    mesh::add_gateways(&mut registry, &[("n2", "192.0.2.2")]);
     let policy = FailoverPolicy::default();
     let input = input_in(&registry, &policy);
     let on = |network: &str| {
@@ -598,7 +548,7 @@ fn distribute_applies_to_the_primary_only_and_backups_follow_it() {
         ),
     ]);
     let policy = FailoverPolicy {
-        backups: vec![backup("checkout-dr")],
+        backups: vec![mesh::backup("checkout-dr", None)],
         distribute: vec![rule(
             "us-east1/*",
             &[("us-west1/us-west1-a/*", 50), ("us-east1/us-east1-b/*", 50)],
@@ -637,19 +587,14 @@ fn distribute_keys_the_class_by_full_locality() {
     );
 }
 
-fn on_net(mut e: Endpoint, network: &str) -> Endpoint {
-    e.labels.insert(labels::NETWORK.into(), network.into());
-    e
-}
-
 #[test]
 fn pinned_keys_compare_with_their_value_whoever_the_client_is() {
     let eps = vec![
-        on_net(ep("us-east1", "us-east1-b", ""), "n1"), // 0
-        on_net(ep("us-east1", "us-east1-b", ""), "n2"), // 1
-        on_net(ep("us-west1", "us-west1-a", ""), "n1"), // 2
-        on_net(ep("us-west1", "us-west1-a", ""), "n2"), // 3
-        ep("us-east1", "us-east1-b", ""),               // 4: no network label
+        on_network(ep("us-east1", "us-east1-b", ""), "n1"), // 0
+        on_network(ep("us-east1", "us-east1-b", ""), "n2"), // 1
+        on_network(ep("us-west1", "us-west1-a", ""), "n1"), // 2
+        on_network(ep("us-west1", "us-west1-a", ""), "n2"), // 3
+        ep("us-east1", "us-east1-b", ""),                   // 4: no network label
     ];
     let policy = FailoverPolicy {
         failover_priority: vec![

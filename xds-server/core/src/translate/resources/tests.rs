@@ -1,33 +1,14 @@
 use super::*;
 use crate::model::{ClientInfo, Endpoint, Locality};
+use crate::testing::mesh::{self, endpoint};
 use crate::translate::priorities::priorities;
 use prost::Message;
 use std::sync::Arc;
 
-fn endpoint(ip: &str, locality: Locality, health: Health) -> Endpoint {
-    Endpoint {
-        address: ip.parse().unwrap(),
-        port_overrides: BTreeMap::new(),
-        locality,
-        labels: BTreeMap::new(),
-        health,
-    }
-}
-
+/// Service `ns/name` with `ports` named `p0`, `p1`, ...
 fn service(ns: &str, name: &str, ports: &[u16], endpoints: Vec<Endpoint>) -> Service {
-    Service {
-        traffic_distribution: None,
-        id: ServiceId::new(ns, name),
-        ports: ports
-            .iter()
-            .enumerate()
-            .map(|(i, p)| ServicePort {
-                name: format!("p{i}"),
-                port: *p,
-            })
-            .collect(),
-        endpoints,
-    }
+    let ports = ports.iter().enumerate().map(|(i, p)| (format!("p{i}"), *p));
+    mesh::service(ns, name, ports, endpoints)
 }
 
 #[test]
@@ -50,10 +31,7 @@ fn load_assignment_groups_by_priority_and_locality_with_health() {
         .port_overrides
         .insert("p0".to_string(), 9002);
     let policy = FailoverPolicy::default();
-    let client = ClientInfo {
-        locality: east_b.clone(),
-        ..ClientInfo::default()
-    };
+    let client = mesh::client(east_b.clone());
     let class = LocalityClass::of(&client, &policy);
     let input = ClusterInput::plain(Arc::new(svc.clone()), &svc.ports[0]);
     let plan = priorities(&class, &input, &policy);
@@ -152,13 +130,11 @@ fn groups(cla: &ClusterLoadAssignment) -> Vec<Group> {
 
 #[test]
 fn split_horizon_sends_each_remote_network_as_its_gateway_weighted_by_endpoints() {
-    use crate::model::{labels, NetworkGateway, Registry};
+    use crate::model::{labels, Registry};
     let b = Locality::new("r", "b", "");
     let c = Locality::new("r", "c", "");
     let on = |ip: &str, loc: &Locality, health: Health, net: &str| {
-        let mut e = endpoint(ip, loc.clone(), health);
-        e.labels.insert(labels::NETWORK.into(), net.into());
-        e
+        mesh::on_network(endpoint(ip, loc.clone(), health), net)
     };
     let svc = service(
         "shop",
@@ -178,27 +154,19 @@ fn split_horizon_sends_each_remote_network_as_its_gateway_weighted_by_endpoints(
         ],
     );
     let mut registry = Registry::from_services([svc.clone()]);
-    for (net, ip) in [
-        ("n1", "192.0.2.1"),
-        ("n2", "192.0.2.2"),
-        ("n3", "192.0.2.3"),
-        ("n4", "192.0.2.4"),
-    ] {
-        registry.gateways.insert(
-            net.into(),
-            NetworkGateway {
-                address: ip.parse().unwrap(),
-                port: 15443,
-            },
-        );
-    }
+    mesh::add_gateways(
+        &mut registry,
+        &[
+            ("n1", "192.0.2.1"),
+            ("n2", "192.0.2.2"),
+            ("n3", "192.0.2.3"),
+            ("n4", "192.0.2.4"),
+        ],
+    );
     let policy = FailoverPolicy::default();
     let input = ClusterInput::new(&registry, Arc::new(svc.clone()), &svc.ports[0], &policy);
     let cla_for = |network: Option<&str>| {
-        let mut client = ClientInfo {
-            locality: b.clone(),
-            ..ClientInfo::default()
-        };
+        let mut client = mesh::client(b.clone());
         if let Some(n) = network {
             client.labels.insert(labels::NETWORK.into(), n.into());
         }
@@ -258,14 +226,11 @@ fn split_horizon_sends_each_remote_network_as_its_gateway_weighted_by_endpoints(
 
 #[test]
 fn one_gateway_host_per_cluster_even_across_levels_and_backups() {
-    use crate::model::{labels, NetworkGateway, Registry};
-    use crate::policy::BackupService;
+    use crate::model::{labels, Registry};
     let east = Locality::new("us-east1", "us-east1-b", "");
     let west = Locality::new("us-west1", "us-west1-a", "");
     let remote = |ip: &str, loc: &Locality| {
-        let mut e = endpoint(ip, loc.clone(), Health::Healthy);
-        e.labels.insert(labels::NETWORK.into(), "n2".into());
-        e
+        mesh::on_network(endpoint(ip, loc.clone(), Health::Healthy), "n2")
     };
     let primary = service(
         "shop",
@@ -281,18 +246,9 @@ fn one_gateway_host_per_cluster_even_across_levels_and_backups() {
         primary.clone(),
         service("shop", "dr", &[8080], vec![remote("10.2.1.1", &east)]),
     ]);
-    registry.gateways.insert(
-        "n2".into(),
-        NetworkGateway {
-            address: "192.0.2.2".parse().unwrap(),
-            port: 15443,
-        },
-    );
+    mesh::add_gateways(&mut registry, &[("n2", "192.0.2.2")]);
     let policy = FailoverPolicy {
-        backups: vec![BackupService {
-            service: ServiceId::new("shop", "dr"),
-            cluster: None,
-        }],
+        backups: vec![mesh::backup("dr", None)],
         ..FailoverPolicy::default()
     };
     let input = ClusterInput::new(
@@ -301,10 +257,7 @@ fn one_gateway_host_per_cluster_even_across_levels_and_backups() {
         &primary.ports[0],
         &policy,
     );
-    let mut client = ClientInfo {
-        locality: east.clone(),
-        ..ClientInfo::default()
-    };
+    let mut client = mesh::client(east.clone());
     client.labels.insert(labels::NETWORK.into(), "n1".into());
     let class = LocalityClass::of(&client, &policy);
     let plan = priorities(&class, &input, &policy);
@@ -391,10 +344,7 @@ fn weights(cla: &ClusterLoadAssignment) -> Vec<(u32, String, Option<u32>, usize)
 fn cla_for(eps: Vec<Endpoint>, client: Locality, policy: &FailoverPolicy) -> ClusterLoadAssignment {
     let svc = service("shop", "checkout", &[8080], eps);
     let input = ClusterInput::plain(Arc::new(svc.clone()), &svc.ports[0]);
-    let client = ClientInfo {
-        locality: client,
-        ..ClientInfo::default()
-    };
+    let client = mesh::client(client);
     let class = LocalityClass::of(&client, policy);
     let plan = priorities(&class, &input, policy);
     load_assignment("checkout.shop:8080", &input, &class, &plan, policy)

@@ -1,0 +1,14 @@
+//! Builders of test data, for this crate's unit tests and other crates' tests (feature
+//! `test-support`): one copy of each, instead of one per test file.
+//!
+//! - [`mesh`]: what the sources find and the policies say: endpoints, services, registries,
+//!   gateways, clients, backups and policy sets (on `model` and `policy` only, so the translator's
+//!   tests may use it).
+//! - [`xds`]: what the protocol side needs: snapshots with default settings, Envoy `Node`s,
+//!   discovery requests, NACK details, and the decoding of a secret.
+//!
+//! Most tests share one topology: services in namespace `shop`, endpoints and clients in region `r`,
+//! zone `z` ([`mesh::locality`]).
+
+pub mod mesh;
+pub mod xds;
