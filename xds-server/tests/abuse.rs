@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use envoy_types::pb::envoy::config::core::v3::{address, Node};
-use envoy_types::pb::envoy::config::endpoint::v3::{lb_endpoint, ClusterLoadAssignment};
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::service::discovery::v3::{
     aggregated_discovery_service_client::AggregatedDiscoveryServiceClient, DeltaDiscoveryRequest,
     DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
@@ -22,7 +22,7 @@ use tonic::{Code, Status, Streaming};
 
 use xds_core::model::Registry;
 use xds_core::snapshot::{Snapshot, CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE};
-use xds_core::testing::{mesh, xds};
+use xds_core::testing::{envoy, mesh, xds};
 use xds_server::grpc::{
     self, AdsService, MAX_NAMES_PER_TYPE, MAX_NODE_ID_BYTES, MAX_REQUEST_BYTES,
     MAX_RESPONSES_PER_EVENT,
@@ -175,14 +175,7 @@ fn first_ips(resp: &DiscoveryResponse) -> Vec<String> {
         .iter()
         .map(|any| {
             let cla = ClusterLoadAssignment::decode(any.value.as_slice()).unwrap();
-            let ep = &cla.endpoints[0].lb_endpoints[0];
-            let Some(lb_endpoint::HostIdentifier::Endpoint(e)) = &ep.host_identifier else {
-                panic!("no endpoint")
-            };
-            match e.address.as_ref().and_then(|a| a.address.as_ref()) {
-                Some(address::Address::SocketAddress(s)) => s.address.clone(),
-                other => panic!("unexpected address {other:?}"),
-            }
+            envoy::host(&cla.endpoints[0].lb_endpoints[0]).0
         })
         .collect()
 }

@@ -14,7 +14,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use xds_core::model::secrets::{Identity, SecretSet};
 use xds_core::model::Registry;
 use xds_core::snapshot::SECRET_TYPE;
-use xds_core::testing::xds;
+use xds_core::testing::{envoy, xds};
 use xds_server::grpc::{self, AdsService};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -59,7 +59,7 @@ fn node(identity: &str) -> Node {
 fn contents(resources: impl IntoIterator<Item = Vec<u8>>) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = resources
         .into_iter()
-        .map(|bytes| xds::secret(&bytes))
+        .map(|bytes| envoy::secret(&bytes))
         .collect();
     out.sort();
     out

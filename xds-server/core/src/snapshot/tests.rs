@@ -286,13 +286,10 @@ fn inbound_clients_get_their_listener_and_app_cluster_and_secrets_are_reused() {
 /// every resource kind many times from scratch must give identical bytes.
 #[test]
 fn encoding_is_deterministic_across_independent_builds() {
-    let policies = mesh::policies(
-        PolicyScope::Mesh,
-        FailoverPolicy {
-            failover_priority: vec!["topology.kubernetes.io/region".into(), "tier".into()],
-            ..FailoverPolicy::default()
-        },
-    );
+    let policies = mesh::mesh_wide(FailoverPolicy {
+        failover_priority: vec!["topology.kubernetes.io/region".into(), "tier".into()],
+        ..FailoverPolicy::default()
+    });
     let want = names(&["a.shop:8080", "b.shop:8080"]);
     let mut c = client("z1", "n1");
     c.labels.insert("tier".into(), "gold".into());

@@ -1,4 +1,5 @@
-//! Model and policy builders: endpoints, services, registries, clients, policies.
+//! Model and policy builders: endpoints, services, registries, clients, policies; the translator's
+//! input.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use crate::policy::{
     BackupService, FailoverPolicy, PolicyEntry, PolicyOrigin, PolicyScope, PolicySet,
     RegionFailover,
 };
+use crate::translate::input::ClusterInput;
 
 /// Region `r`, zone `z`, no subzone: where most tests put their endpoints and clients.
 pub fn locality() -> Locality {
@@ -125,4 +127,24 @@ pub fn policies(scope: PolicyScope, policy: FailoverPolicy) -> Arc<PolicySet> {
             policy: Arc::new(policy),
         }],
     })
+}
+
+/// A policy set of one built-in `policy` for the whole mesh.
+pub fn mesh_wide(policy: FailoverPolicy) -> Arc<PolicySet> {
+    policies(PolicyScope::Mesh, policy)
+}
+
+/// The translator's input for the first port of `primary`, its backups and gateways taken from
+/// `registry`.
+pub fn cluster_input(
+    registry: &Registry,
+    primary: &Service,
+    policy: &FailoverPolicy,
+) -> ClusterInput {
+    ClusterInput::new(
+        registry,
+        Arc::new(primary.clone()),
+        &primary.ports[0],
+        policy,
+    )
 }

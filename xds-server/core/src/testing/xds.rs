@@ -1,17 +1,14 @@
-//! Snapshots, Envoy nodes and discovery requests, and what tests read back from responses.
+//! Snapshots, Envoy nodes and discovery requests.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use envoy_types::pb::envoy::config::core::v3::data_source::Specifier;
 use envoy_types::pb::envoy::config::core::v3::{Locality as EnvoyLocality, Node};
-use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{secret, Secret};
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DiscoveryRequest, DiscoveryResponse,
 };
 use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
 use envoy_types::pb::google::rpc::Status;
-use prost::Message;
 
 use super::mesh;
 use crate::model::Registry;
@@ -124,18 +121,4 @@ pub fn error_detail(message: &str) -> Status {
 /// A set of resource names.
 pub fn names(names: &[&str]) -> BTreeSet<String> {
     names.iter().map(|s| s.to_string()).collect()
-}
-
-/// (name, certificate chain or trusted CA) of an encoded SDS `Secret` with inline bytes.
-pub fn secret(encoded: &[u8]) -> (String, String) {
-    let s = Secret::decode(encoded).unwrap();
-    let source = match s.r#type.unwrap() {
-        secret::Type::TlsCertificate(t) => t.certificate_chain.unwrap(),
-        secret::Type::ValidationContext(v) => v.trusted_ca.unwrap(),
-        other => panic!("unexpected {other:?}"),
-    };
-    let Some(Specifier::InlineBytes(b)) = source.specifier else {
-        panic!("inline bytes expected")
-    };
-    (s.name, String::from_utf8(b).unwrap())
 }

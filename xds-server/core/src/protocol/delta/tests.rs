@@ -1,6 +1,6 @@
 use super::*;
 use crate::snapshot::{CLUSTER_TYPE, ENDPOINT_TYPE};
-use crate::testing::{mesh, xds};
+use crate::testing::{envoy, mesh, xds};
 
 fn snapshot(prev: Option<&Snapshot>, services: &[(&str, &[&str])]) -> Snapshot {
     xds::snapshot(prev, mesh::registry(8080, services))
@@ -17,7 +17,7 @@ fn names(r: &DeltaResponse) -> Vec<&str> {
 fn names_of(r: &DeltaResponse) -> Vec<(String, String)> {
     r.resources
         .iter()
-        .map(|e| xds::secret(&e.resource.any.value))
+        .map(|e| envoy::secret(&e.resource.any.value))
         .collect()
 }
 
@@ -157,7 +157,7 @@ fn nacked_versions_are_not_resent_and_stale_nonces_do_not_ack() {
 
 #[test]
 fn recreated_cluster_gets_its_endpoints_again() {
-    use crate::policy::{FailoverPolicy, PolicyScope};
+    use crate::policy::FailoverPolicy;
     let s1 = snapshot(None, &[("a", &["10.0.0.1"])]);
     let mut c = DeltaConnection::new();
     let (_, cds) = c.on_request(&req(CLUSTER_TYPE, &[], &[], ""), &s1).unwrap();
@@ -168,13 +168,10 @@ fn recreated_cluster_gets_its_endpoints_again() {
         .unwrap();
     c.on_request(&req(ENDPOINT_TYPE, &[], &[], &eds[0].nonce), &s1)
         .unwrap();
-    let policies = mesh::policies(
-        PolicyScope::Mesh,
-        FailoverPolicy {
-            panic_threshold: 7,
-            ..FailoverPolicy::default()
-        },
-    );
+    let policies = mesh::mesh_wide(FailoverPolicy {
+        panic_threshold: 7,
+        ..FailoverPolicy::default()
+    });
     let s2 = xds::snapshot_with(Some(&s1), s1.registry.clone(), policies);
     let pushed = c.on_snapshot(&s2);
     let types: Vec<&str> = pushed.iter().map(|r| r.type_url.as_str()).collect();

@@ -1,8 +1,8 @@
 use super::*;
 use crate::model::Locality;
-use crate::policy::{FailoverPolicy, PolicyScope};
+use crate::policy::FailoverPolicy;
 use crate::snapshot::{CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE};
-use crate::testing::{mesh, xds};
+use crate::testing::{envoy, mesh, xds};
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse;
@@ -246,13 +246,10 @@ fn cluster_change_pushes_cds_then_eds_and_answers_the_warming_rerequest() {
     assert!(one(&mut conn, &ack(&eds, &[EDS_A]), &first).is_none());
 
     // A policy change re-creates the cluster in Envoy; endpoints are unchanged.
-    let policies = mesh::policies(
-        PolicyScope::Mesh,
-        FailoverPolicy {
-            panic_threshold: 5,
-            ..FailoverPolicy::default()
-        },
-    );
+    let policies = mesh::mesh_wide(FailoverPolicy {
+        panic_threshold: 5,
+        ..FailoverPolicy::default()
+    });
     let second = xds::snapshot_with(Some(&first), first.registry.clone(), policies);
     let pushed = push(&mut conn, &second);
     let types: Vec<&str> = pushed.iter().map(|r| r.type_url.as_str()).collect();
@@ -418,7 +415,7 @@ fn with_identity(mut req: DiscoveryRequest, identity: &str) -> DiscoveryRequest 
 fn secrets_in(resp: &DiscoveryResponse) -> Vec<(String, String)> {
     resp.resources
         .iter()
-        .map(|a| xds::secret(&a.value))
+        .map(|a| envoy::secret(&a.value))
         .collect()
 }
 

@@ -1,9 +1,7 @@
 use super::*;
 use crate::model::{ClientInfo, Endpoint, Service};
-use crate::testing::mesh;
+use crate::testing::{envoy, mesh};
 use crate::translate::resources::load_assignment;
-use envoy_types::pb::envoy::config::core::v3::{address, socket_address::PortSpecifier};
-use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
 
 // ---- expected_load ----
 
@@ -373,23 +371,9 @@ fn priorities_and_order_equal_the_eds_answer() {
                 .iter()
                 .flat_map(|g| {
                     g.lb_endpoints.iter().map(move |lb| {
-                        let Some(HostIdentifier::Endpoint(e)) = &lb.host_identifier else {
-                            panic!("endpoint expected")
-                        };
-                        let Some(address::Address::SocketAddress(sa)) =
-                            &e.address.as_ref().unwrap().address
-                        else {
-                            panic!("socket address expected")
-                        };
-                        let Some(PortSpecifier::PortValue(p)) = sa.port_specifier else {
-                            panic!("port expected")
-                        };
-                        (
-                            g.priority,
-                            sa.address.clone(),
-                            p as u16,
-                            g.locality.as_ref().unwrap().zone.clone(),
-                        )
+                        let (address, port) = envoy::host(lb);
+                        let zone = g.locality.as_ref().unwrap().zone.clone();
+                        (g.priority, address, port as u16, zone)
                     })
                 })
                 .collect();
@@ -446,12 +430,7 @@ fn backups_gateways_and_what_is_left_out() {
         ],
         ..FailoverPolicy::default()
     };
-    let input = ClusterInput::new(
-        &registry,
-        std::sync::Arc::new(primary.clone()),
-        &primary.ports[0],
-        &policy,
-    );
+    let input = mesh::cluster_input(&registry, &primary, &policy);
     let client = ClientInfo {
         locality: Locality::new("r1", "r1-a", ""),
         labels: [(labels::NETWORK.to_string(), "n1".to_string())].into(),

@@ -14,12 +14,7 @@ fn ep(ip: &str, cluster: &str, network: &str) -> Endpoint {
 
 #[test]
 fn backups_resolve_ports_clusters_and_report_what_cannot_be_used() {
-    let primary = mesh::service(
-        "shop",
-        "checkout",
-        [("http", 8080)],
-        vec![ep("10.0.0.1", "", "")],
-    );
+    let primary = mesh::shop_service("checkout", 8080, vec![ep("10.0.0.1", "", "")]);
     let mut by_name = mesh::service(
         "shop",
         "by-name",
@@ -47,12 +42,7 @@ fn backups_resolve_ports_clusters_and_report_what_cannot_be_used() {
         ],
         ..FailoverPolicy::default()
     };
-    let input = ClusterInput::new(
-        &registry,
-        Arc::new(primary.clone()),
-        &primary.ports[0],
-        &policy,
-    );
+    let input = mesh::cluster_input(&registry, &primary, &policy);
     // (position, service, backup port, [(address, target port)])
     type Taken<'a> = (usize, &'a str, u16, Vec<(String, u16)>);
     let taken: Vec<Taken> = input
@@ -100,10 +90,9 @@ fn backups_resolve_ports_clusters_and_report_what_cannot_be_used() {
 
 #[test]
 fn only_the_gateways_of_networks_in_use_are_kept() {
-    let primary = mesh::service(
-        "shop",
+    let primary = mesh::shop_service(
         "checkout",
-        [("http", 8080)],
+        8080,
         vec![ep("10.0.0.1", "", "n1"), ep("10.0.0.2", "", "n2")],
     );
     let mut registry = Registry::from_services([primary.clone()]);
@@ -115,11 +104,6 @@ fn only_the_gateways_of_networks_in_use_are_kept() {
             ("n3", "192.0.2.3"),
         ],
     );
-    let input = ClusterInput::new(
-        &registry,
-        Arc::new(primary.clone()),
-        &primary.ports[0],
-        &FailoverPolicy::default(),
-    );
+    let input = mesh::cluster_input(&registry, &primary, &FailoverPolicy::default());
     assert_eq!(input.gateways.keys().collect::<Vec<_>>(), vec!["n1", "n2"]);
 }

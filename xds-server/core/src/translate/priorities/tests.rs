@@ -291,9 +291,8 @@ fn registry_of(services: Vec<(&str, Vec<Endpoint>)>) -> crate::model::Registry {
 }
 
 fn input_in(registry: &crate::model::Registry, policy: &FailoverPolicy) -> ClusterInput {
-    let svc = registry.services[&ServiceId::new("shop", "checkout")].clone();
-    let port = svc.ports[0].clone();
-    ClusterInput::new(registry, std::sync::Arc::new(svc), &port, policy)
+    let primary = &registry.services[&ServiceId::new("shop", "checkout")];
+    mesh::cluster_input(registry, primary, policy)
 }
 
 #[test]

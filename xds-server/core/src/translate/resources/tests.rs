@@ -1,5 +1,6 @@
 use super::*;
 use crate::model::{ClientInfo, Endpoint, Locality};
+use crate::testing::envoy;
 use crate::testing::mesh::{self, endpoint};
 use crate::translate::priorities::priorities;
 use prost::Message;
@@ -47,18 +48,8 @@ fn load_assignment_groups_by_priority_and_locality_with_health() {
                 g.lb_endpoints
                     .iter()
                     .map(|lb| {
-                        let Some(HostIdentifier::Endpoint(e)) = &lb.host_identifier else {
-                            panic!("endpoint expected")
-                        };
-                        let Some(address::Address::SocketAddress(sa)) =
-                            &e.address.as_ref().unwrap().address
-                        else {
-                            panic!("socket address expected")
-                        };
-                        let Some(PortSpecifier::PortValue(port)) = sa.port_specifier else {
-                            panic!("port expected")
-                        };
-                        (sa.address.clone(), port, lb.health_status)
+                        let (address, port) = envoy::host(lb);
+                        (address, port, lb.health_status)
                     })
                     .collect(),
             )
@@ -104,23 +95,9 @@ fn groups(cla: &ClusterLoadAssignment) -> Vec<Group> {
                 .lb_endpoints
                 .iter()
                 .map(|lb| {
-                    let Some(HostIdentifier::Endpoint(e)) = &lb.host_identifier else {
-                        panic!("endpoint expected")
-                    };
-                    let Some(address::Address::SocketAddress(sa)) =
-                        &e.address.as_ref().unwrap().address
-                    else {
-                        panic!("socket address expected")
-                    };
-                    let Some(PortSpecifier::PortValue(port)) = sa.port_specifier else {
-                        panic!("port expected")
-                    };
-                    (
-                        sa.address.clone(),
-                        port,
-                        lb.health_status,
-                        lb.load_balancing_weight.as_ref().map(|w| w.value),
-                    )
+                    let (address, port) = envoy::host(lb);
+                    let weight = lb.load_balancing_weight.as_ref().map(|w| w.value);
+                    (address, port, lb.health_status, weight)
                 })
                 .collect();
             (g.priority, g.locality.as_ref().unwrap().zone.clone(), hosts)
@@ -164,7 +141,7 @@ fn split_horizon_sends_each_remote_network_as_its_gateway_weighted_by_endpoints(
         ],
     );
     let policy = FailoverPolicy::default();
-    let input = ClusterInput::new(&registry, Arc::new(svc.clone()), &svc.ports[0], &policy);
+    let input = mesh::cluster_input(&registry, &svc, &policy);
     let cla_for = |network: Option<&str>| {
         let mut client = mesh::client(b.clone());
         if let Some(n) = network {
@@ -251,12 +228,7 @@ fn one_gateway_host_per_cluster_even_across_levels_and_backups() {
         backups: vec![mesh::backup("dr", None)],
         ..FailoverPolicy::default()
     };
-    let input = ClusterInput::new(
-        &registry,
-        Arc::new(primary.clone()),
-        &primary.ports[0],
-        &policy,
-    );
+    let input = mesh::cluster_input(&registry, &primary, &policy);
     let mut client = mesh::client(east.clone());
     client.labels.insert(labels::NETWORK.into(), "n1".into());
     let class = LocalityClass::of(&client, &policy);
