@@ -26,7 +26,8 @@ use xds_core::snapshot::{ResourceType, Snapshot};
 
 /// Responses a stream's task hands to the transport ahead of the client. One: a slow client is sent the
 /// newest state when it catches up, not a backlog of stale answers (see [`run_stream`]). With
-/// [`MAX_RESPONSES_PER_EVENT`](super::MAX_RESPONSES_PER_EVENT) this bounds what a stream's task ever holds for its client.
+/// [`MAX_RESPONSES_PER_EVENT`](super::MAX_RESPONSES_PER_EVENT) this bounds what a stream's task ever
+/// holds for its client.
 const STREAM_QUEUE: usize = 1;
 
 /// How often a stream re-checks the locality of a client whose pod is not known yet.
@@ -172,8 +173,9 @@ enum Step<R> {
 /// client has taken what was sent before: it first reserves a slot in the response channel, which has
 /// [`STREAM_QUEUE`] (one) slot, and only then waits for input. A slow or stuck client therefore stalls
 /// only its own task, and what the task holds for it is bounded: the one response in the channel plus
-/// the rest of one input's answer (at most [`MAX_RESPONSES_PER_EVENT`](super::MAX_RESPONSES_PER_EVENT)), beyond what the transport
-/// buffers (the HTTP/2 window). Nothing is lost or queued without bound meanwhile:
+/// the rest of one input's answer (at most
+/// [`MAX_RESPONSES_PER_EVENT`](super::MAX_RESPONSES_PER_EVENT)), beyond what the transport buffers
+/// (the HTTP/2 window). Nothing is lost or queued without bound meanwhile:
 /// * snapshots: the `watch` channel keeps only the newest, so a client that catches up is answered from
 ///   the current state, never a backlog of stale ones (skipped snapshots are counted);
 /// * requests: stay unread in the transport, whose HTTP/2 flow control stops the client from sending

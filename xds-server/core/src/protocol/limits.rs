@@ -1,6 +1,6 @@
 //! What one stream may make the server hold, and the checks that refuse a request past it. The state
-//! machines check a request before handling it ([`check_sotw`], [`check_delta`]), so a refused request changes
-//! nothing; the request size is the gRPC decoder's to enforce (the server sets it from
+//! machines check a request before handling it ([`check_sotw`], [`check_delta`]), so a refused request
+//! changes nothing; the request size is the gRPC decoder's to enforce (the server sets it from
 //! [`MAX_REQUEST_BYTES`]).
 
 use envoy_types::pb::envoy::config::core::v3::Node;

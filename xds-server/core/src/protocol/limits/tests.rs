@@ -24,6 +24,14 @@ fn names(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}{i}")).collect()
 }
 
+fn one_eds_name_too_many() -> ProtocolError {
+    ProtocolError::TooManyNames {
+        kind: ResourceType::Endpoint,
+        list: NameList::Subscription,
+        count: MAX_NAMES_PER_TYPE + 1,
+    }
+}
+
 #[test]
 fn node_id_and_cluster_are_capped_on_the_first_request_only() {
     let long = "x".repeat(MAX_NODE_ID_BYTES + 1);
@@ -64,14 +72,9 @@ fn sotw_counts_one_requests_names() {
     req.resource_names = names("b", MAX_NAMES_PER_TYPE);
     assert_eq!(check_sotw(&conn, &req), Ok(()));
     req.resource_names.push("one-too-many".into());
-    let err = conn.on_request(&req, &snap).unwrap_err();
     assert_eq!(
-        err,
-        ProtocolError::TooManyNames {
-            kind: ResourceType::Endpoint,
-            list: NameList::Subscription,
-            count: MAX_NAMES_PER_TYPE + 1
-        }
+        conn.on_request(&req, &snap).unwrap_err(),
+        one_eds_name_too_many()
     );
     // Unknown types hold nothing and are not counted.
     req.type_url = "type.googleapis.com/envoy.Unknown".into();
@@ -113,14 +116,9 @@ fn delta_counts_the_accumulated_subscription() {
     req.resource_names_subscribe = names("b", MAX_NAMES_PER_TYPE - half);
     assert_eq!(check_delta(&conn, &req), Ok(()));
     req.resource_names_subscribe.push("one-too-many".into());
-    let err = conn.on_request(&req, &snap).unwrap_err();
     assert_eq!(
-        err,
-        ProtocolError::TooManyNames {
-            kind: ResourceType::Endpoint,
-            list: NameList::Subscription,
-            count: MAX_NAMES_PER_TYPE + 1
-        }
+        conn.on_request(&req, &snap).unwrap_err(),
+        one_eds_name_too_many()
     );
     assert_eq!(
         conn.type_state(ResourceType::Endpoint).unwrap().names.len(),
