@@ -1,6 +1,8 @@
 use super::*;
+use crate::model::LocalityLookup;
 use crate::model::{Endpoint, Health, Locality, Registry, Service, ServiceId, ServicePort};
 use crate::policy::{FailoverPolicy, PolicyEntry, PolicyOrigin, PolicyScope, PolicySet};
+use crate::protocol::node::NodeError;
 use crate::snapshot::{TranslateSettings, CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE};
 use envoy_types::pb::envoy::config::core::v3::{Locality as EnvoyLocality, Node};
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
@@ -82,7 +84,7 @@ fn on_req(
     conn: &mut AdsConnection,
     req: &DiscoveryRequest,
     snap: &Snapshot,
-) -> Result<(RequestKind, Vec<DiscoveryResponse>), NodeError> {
+) -> Result<(RequestKind, Vec<DiscoveryResponse>), ProtocolError> {
     let (what, out) = conn.on_request(req, snap)?;
     Ok((what, out.iter().map(SotwResponse::to_proto).collect()))
 }
@@ -390,7 +392,7 @@ fn missing_node_and_unknown_types_are_reported() {
     req.node = None;
     assert_eq!(
         on_req(&mut conn, &req, &snap).unwrap_err(),
-        NodeError::Missing
+        ProtocolError::Node(NodeError::Missing)
     );
     let req = request("type.googleapis.com/envoy.Unknown", &[], "", "");
     let (what, out) = on_req(&mut conn, &req, &snap).unwrap();
