@@ -16,14 +16,15 @@ use std::time::{Duration, Instant};
 use e2e::apiserver::{ApiServer, KindInfo};
 use e2e::backend::Backend;
 use e2e::envoy::{Envoy, EnvoyOptions, HostStatus};
+use e2e::k8s::{
+    endpoint, endpoint_slice, failover_policy, node, node_name, pod, service, POLICY_API,
+    REGION_LABEL,
+};
 use e2e::modes::XdsProtocol;
 use e2e::server::{ServerArgs, XdsServer};
 use e2e::tmp::TempDir;
 use e2e::topology::{Zone, CLUSTER, EAST_B, EAST_C, HOST, NAMESPACE, SERVICE, WEST_A};
 use e2e::traffic::{self, Tally};
-use e2e::k8s::{
-    endpoint, endpoint_slice, failover_policy, node, node_name, pod, service, POLICY_API, REGION_LABEL,
-};
 use serde_json::{json, Value};
 
 const EU_A: Zone = Zone {
@@ -462,9 +463,11 @@ fn added_removed_and_scaled_endpoints_reach_envoy(protocol: XdsProtocol) {
     }
 
     // One slice loses its endpoint (the controller empties it), another is deleted.
-    world
-        .api
-        .apply(endpoint_slice(&world.members[b1].slice, world.port(b1), Vec::new()));
+    world.api.apply(endpoint_slice(
+        &world.members[b1].slice,
+        world.port(b1),
+        Vec::new(),
+    ));
     times.push(wait_ports(
         &envoy,
         &world.ports(&[b0, b2]),
@@ -509,7 +512,9 @@ fn added_removed_and_scaled_endpoints_reach_envoy(protocol: XdsProtocol) {
         BTreeSet::from(["127.0.0.2".into(), "127.0.0.3".into(), "127.0.0.4".into()])
     );
     // Scale that slice down to nothing, then the last pod goes too: Envoy keeps the cluster, empty.
-    world.api.apply(endpoint_slice("echo-many", port, Vec::new()));
+    world
+        .api
+        .apply(endpoint_slice("echo-many", port, Vec::new()));
     times.push(wait_ports(&envoy, &world.ports(&[b0]), "scaled down"));
     world.delete_slice(b0);
     times.push(wait_ports(&envoy, &BTreeSet::new(), "last endpoint gone"));
@@ -1111,7 +1116,9 @@ fn malformed_policies_and_endpoint_slices_are_rejected_alone(protocol: XdsProtoc
     ));
     let mut worse = endpoint(&node_name(EAST_C), true);
     worse["addresses"] = json!(["300.1.2.3"]);
-    world.api.apply(endpoint_slice("echo-garbage", 9, vec![worse]));
+    world
+        .api
+        .apply(endpoint_slice("echo-garbage", 9, vec![worse]));
     // A valid namespace-wide policy, and two broken ones for the service.
     world.apply_policy("namespace-wide", json!({"panicThreshold": 30}));
     world.apply_policy(

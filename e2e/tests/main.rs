@@ -32,7 +32,6 @@ mod server_restart;
 mod tls;
 mod traffic_distribution;
 
-
 /// In every crate of the workspace whose integration tests are one binary (`tests/main.rs`), every
 /// `tests/*.rs` file is declared in that `main.rs`: with `autotests = false` an undeclared file would
 /// silently never be compiled or run.
@@ -60,14 +59,21 @@ fn every_test_file_is_a_module_of_its_crates_test_binary() {
         };
         checked += 1;
         for path in subdirs(&tests) {
-            let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+            let stem = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or_default();
             let is_rs = path.extension().is_some_and(|e| e == "rs");
             if is_rs && stem != "main" && !main.contains(&format!("\nmod {stem};\n")) {
                 missing.push(path.display().to_string());
             }
         }
     }
-    assert!(checked >= 2, "no tests/main.rs found under {}", root.display());
+    assert!(
+        checked >= 2,
+        "no tests/main.rs found under {}",
+        root.display()
+    );
     assert!(
         missing.is_empty(),
         "not declared (`mod NAME;`) in their crate's tests/main.rs, so never compiled or run: {missing:?}"

@@ -13,9 +13,7 @@ use std::time::{Duration, Instant};
 use e2e::apiserver::{ApiServer, KindInfo};
 use e2e::backend::Backend;
 use e2e::envoy::{Envoy, EnvoyOptions, XdsProtocol};
-use e2e::k8s::{
-    self, endpoint, endpoint_slice, failover_policy, node_name, service, POLICY_API,
-};
+use e2e::k8s::{self, endpoint, endpoint_slice, failover_policy, node_name, service, POLICY_API};
 use e2e::server::{ServerArgs, XdsServer};
 use e2e::tmp::TempDir;
 use e2e::topology::{CLUSTER, EAST_B, EAST_C, HOST, NAMESPACE, SERVICE, WEST_A};
