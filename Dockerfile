@@ -1,3 +1,4 @@
+# syntax=docker/dockerfile:1
 # xds-server container image.
 #
 #   docker build -t xds-server:latest .
@@ -10,32 +11,13 @@
 FROM rust:1-bookworm AS builder
 WORKDIR /src
 
-# Dependencies first, in their own layer: copy only the manifests and the lock file, with empty
-# stand-ins for the workspace's sources, and build. This layer is reused until a Cargo.toml or
-# Cargo.lock changes, so editing the server's code does not rebuild kube, tonic and the rest.
-COPY Cargo.toml Cargo.lock ./
-COPY xds-server/Cargo.toml xds-server/
-COPY e2e/Cargo.toml e2e/
-COPY tools/xds-load/Cargo.toml tools/xds-load/
-RUN mkdir -p xds-server/src/bin e2e/src/bin tools/xds-load/src \
-    && echo 'fn main() {}' > xds-server/src/main.rs \
-    && echo 'fn main() {}' > xds-server/src/bin/xdsctl.rs \
-    && touch xds-server/src/lib.rs e2e/src/lib.rs tools/xds-load/src/lib.rs \
-    && echo 'fn main() {}' > e2e/src/bin/failover-demo.rs \
-    && echo 'fn main() {}' > tools/xds-load/src/main.rs \
-    && cargo build --release --locked -p xds-server --bin xds-server \
-    && rm -rf xds-server/src e2e/src tools/xds-load/src
-
-# Then the real sources. Only xds-server (and its admin CLI, xdsctl) is built; e2e and tools/ are
-# copied because the workspace lists them. proto/ holds the admin API, compiled by xds-server's build
-# script.
-COPY proto proto
-COPY xds-server xds-server
-COPY e2e e2e
-COPY tools tools
-# Make sure cargo sees the real sources as newer than the stand-ins it built above.
-RUN touch xds-server/src/lib.rs xds-server/src/main.rs xds-server/src/bin/xdsctl.rs \
-    && cargo build --release --locked -p xds-server --bin xds-server --bin xdsctl \
+# The whole workspace (its members list each other: xds-server/core, xds-server/xdsctl, proto, e2e,
+# tools/xds-load) and the patched envoy-types in vendor/. Cache mounts keep the registry and the target
+# directory between builds, so editing the server's code does not rebuild kube, tonic and the rest.
+COPY . .
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked -p xds-server -p xdsctl --bin xds-server --bin xdsctl \
     && cp target/release/xds-server target/release/xdsctl /
 
 # --- run ---------------------------------------------------------------------------------------------

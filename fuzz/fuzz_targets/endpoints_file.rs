@@ -5,7 +5,7 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
-    if let Err(e) = xds_server::sources::file::parse_endpoints("fuzz.yaml", &text) {
+    if let Err(e) = xds_core::config::endpoints::parse_endpoints("fuzz.yaml", &text) {
         assert!(e.to_string().starts_with("fuzz.yaml"), "{e}");
     }
 });

@@ -1,14 +1,16 @@
-//! Envoy xDS control plane with locality-priority failover.
+//! The control plane's I/O and wiring, on top of the pure [`xds_core`]:
 //!
-//! The crate reads as a pipeline: [`sources`] → [`model`] → [`policy`] → [`translate`] (pure) →
-//! [`cache`] → [`server`] → [`admin`].
+//! [`watch`] (the one file watcher) → [`metrics`] → [`auth`], [`tls`] → [`sources`] (endpoints file,
+//! Kubernetes, policies, secrets) → [`registry`] (connected clients) → [`grpc`] (ADS and SDS services)
+//! → [`admin`] (admin API, CSDS) → [`app`] (wires the stages). Each imports only those before it
+//! (docs/architecture.md).
 
 pub mod admin;
-pub mod cache;
-pub mod model;
-pub mod policy;
-pub mod secrets;
-pub mod server;
+pub mod app;
+pub mod auth;
+pub mod grpc;
+pub mod metrics;
+pub mod registry;
 pub mod sources;
 pub mod tls;
-pub mod translate;
+pub mod watch;

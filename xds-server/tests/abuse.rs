@@ -1,5 +1,5 @@
 //! Protocol robustness: slow and stuck clients, and abusive input, against an in-process ADS server
-//! served exactly as `main` serves it (`server::transport()` + `AdsService::into_server()`).
+//! served exactly as `main` serves it (`grpc::transport()` + `AdsService::into_server()`).
 //!
 //! Every test ends by checking the server still answers a well-behaved client.
 
@@ -22,11 +22,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status, Streaming};
 
-use xds_server::cache::{Snapshot, TranslateSettings, CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE};
-use xds_server::model::{
+use xds_core::model::{
     Endpoint as Ep, Health, Locality, Registry, Service, ServiceId, ServicePort,
 };
-use xds_server::server::{
+use xds_core::snapshot::{Snapshot, TranslateSettings, CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE};
+use xds_server::grpc::{
     self, AdsService, MAX_NAMES_PER_TYPE, MAX_NODE_ID_BYTES, MAX_REQUEST_BYTES,
     MAX_RESPONSES_PER_EVENT,
 };
@@ -91,7 +91,7 @@ impl TestServer {
         let task = tokio::spawn({
             let svc = service.clone().into_server();
             async move {
-                server::transport()
+                grpc::transport()
                     .add_service(svc)
                     .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
                     .await

@@ -4,7 +4,7 @@
 fn committed_crd_manifest_is_up_to_date() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/kubernetes/crd.yaml");
     let committed = std::fs::read_to_string(path).expect("deploy/kubernetes/crd.yaml exists");
-    let generated = xds_server::policy::crd::crd_yaml();
+    let generated = xds_server::sources::policy::crd::crd_yaml();
     assert!(
         committed == generated,
         "deploy/kubernetes/crd.yaml is out of date; regenerate it with\n  \

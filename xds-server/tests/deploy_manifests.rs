@@ -23,10 +23,11 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use xds_server::policy::crd::FailoverPolicy;
+use xds_server::sources::policy::crd::FailoverPolicy;
 
 const DEPLOY_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/kubernetes");
-const MAIN_RS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/main.rs");
+/// Where the binary's flags (`app::Args`) are declared.
+const MAIN_RS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/app.rs");
 
 /// The ConfigMap deployment.yaml takes the server's flags from, and the sidecar bootstrap one.
 const SERVER_CONFIG: &str = "xds-server-config";
@@ -223,7 +224,7 @@ fn parse(origin: &str, doc: &Value) -> Object {
         }
         "FailoverPolicy" => {
             // k8s-openapi types check apiVersion and kind themselves; the kube derive does not.
-            let expected = format!("{}/v1alpha1", xds_server::policy::crd::GROUP);
+            let expected = format!("{}/v1alpha1", xds_server::sources::policy::crd::GROUP);
             assert_eq!(api_version, expected, "{origin}: apiVersion");
             Object::FailoverPolicy(Box::new(typed(origin, doc)))
         }
@@ -653,7 +654,7 @@ fn the_one_config_map<'a>(manifests: &'a Manifests, name: &str) -> &'a ConfigMap
 
 /// The `env = "..."` names of the binary's flags, read from its source.
 fn env_vars_of_the_binary() -> BTreeSet<String> {
-    let source = std::fs::read_to_string(MAIN_RS).expect("src/main.rs");
+    let source = std::fs::read_to_string(MAIN_RS).expect("src/app.rs");
     let names: BTreeSet<String> = source
         .split("env = \"")
         .skip(1)
@@ -788,6 +789,6 @@ fn example_failover_policy_is_accepted_by_the_server() {
     // Beyond the types: the server's own validation (durations, ranges) accepts it.
     let text = &manifests.texts[origin];
     let entries =
-        xds_server::policy::load::parse_policies(origin, text).unwrap_or_else(|e| panic!("{e}"));
+        xds_core::policy::parse::parse_policies(origin, text).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(entries.len(), 1);
 }

@@ -11,7 +11,4 @@ mod check_policies;
 mod crd_manifest;
 mod deploy_manifests;
 mod health;
-// Pure tests of the library (no process, no network): parser_robustness and priority_properties.
-mod parser_robustness;
-mod priority_properties;
 mod sds;

@@ -16,10 +16,10 @@ use prost::Message;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
-use xds_server::cache::{Snapshot, TranslateSettings, SECRET_TYPE};
-use xds_server::model::Registry;
-use xds_server::secrets::{Identity, SecretSet};
-use xds_server::server::{self, AdsService};
+use xds_core::model::secrets::{Identity, SecretSet};
+use xds_core::model::Registry;
+use xds_core::snapshot::{Snapshot, TranslateSettings, SECRET_TYPE};
+use xds_server::grpc::{self, AdsService};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -50,7 +50,7 @@ async fn serve() -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let ads = AdsService::new(rx);
     let task = tokio::spawn(async move {
         let _keep = _tx;
-        server::transport()
+        grpc::transport()
             .add_service(ads.clone().into_sds_server())
             .add_service(ads.into_server())
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))

@@ -96,7 +96,7 @@ impl Scenario {
         self.addresses[service][endpoint] = address;
     }
 
-    /// The endpoints file, in the format of `xds-server/src/sources/file.rs`.
+    /// The endpoints file, in the format of `xds-core's `config::endpoints``.
     pub fn render(&self) -> String {
         let mut out =
             String::with_capacity(self.services * (100 + self.endpoints_per_service * 90));
@@ -158,17 +158,18 @@ mod tests {
     #[test]
     fn the_server_accepts_the_file_and_sees_changes() {
         let mut s = Scenario::new(300, 12, 3, 3);
-        let registry = xds_server::sources::file::parse_endpoints("load.yaml", &s.render())
+        let registry = xds_core::config::endpoints::parse_endpoints("load.yaml", &s.render())
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(registry.services.len(), 300);
         let endpoints: usize = registry.services.values().map(|s| s.endpoints.len()).sum();
         assert_eq!(endpoints, 300 * 12);
         s.set_address(299, 5, marker_ip(1));
-        let changed = xds_server::sources::file::parse_endpoints("load.yaml", &s.render()).unwrap();
+        let changed =
+            xds_core::config::endpoints::parse_endpoints("load.yaml", &s.render()).unwrap();
         let ids: Vec<_> = registry.changed_services(&changed).into_iter().collect();
         assert_eq!(ids.len(), 1);
         assert_eq!(
-            xds_server::translate::resources::cluster_name(
+            xds_core::translate::resources::cluster_name(
                 ids[0],
                 &changed.services[ids[0]].ports[0]
             ),

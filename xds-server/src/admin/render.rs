@@ -159,8 +159,8 @@ fn prune_defaults(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::translate::resources;
     use envoy_types::util::pack_any;
+    use xds_core::translate::resources;
 
     #[test]
     fn a_listener_renders_with_its_filters_decoded_and_defaults_left_out() {

@@ -1,6 +1,7 @@
-//! Discovery sources. Each publishes a complete, validated [`crate::model::Registry`], never a partial one.
+//! Discovery sources. Each publishes a complete, validated value (a [`xds_core::model::Registry`],
+//! a [`xds_core::policy::PolicySet`], a [`secrets::SecretSet`]), never a partial one.
 
-pub mod file;
+pub mod endpoints_file;
 pub mod kubernetes;
-pub mod watch;
-pub(crate) mod yaml;
+pub mod policy;
+pub mod secrets;

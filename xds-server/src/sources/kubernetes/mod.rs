@@ -22,9 +22,9 @@ use kube::{Api, Client};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use crate::model::{Locality, Registry};
-use crate::server::node::{LocalityLookup, PodHint};
 use convert::{build_registry, ConvertSettings, NodeLabels};
+use xds_core::model::{Locality, Registry};
+use xds_core::model::{LocalityLookup, PodHint};
 
 /// Coalescing of bursts (a rollout touches many slices at once): wait for this much quiet...
 const DEBOUNCE_QUIET: Duration = Duration::from_millis(50);
@@ -122,7 +122,7 @@ impl LocalityLookup for PodLocator {
     /// `trafficDistribution: PreferSameNode`.
     fn labels_of(&self, hint: &PodHint) -> std::collections::BTreeMap<String, String> {
         self.node_of(hint)
-            .map(|node| [(crate::model::labels::HOSTNAME.to_string(), node)].into())
+            .map(|node| [(xds_core::model::labels::HOSTNAME.to_string(), node)].into())
             .unwrap_or_default()
     }
 }
@@ -149,9 +149,9 @@ impl Stores {
             settings,
         );
         for s in skipped {
-            crate::admin::metrics::metrics()
+            crate::metrics::metrics()
                 .source_errors
-                .get_or_create(&crate::admin::metrics::source_label("kubernetes"))
+                .get_or_create(&crate::metrics::source_label("kubernetes"))
                 .inc();
             warn!(object = %s.object, reason = %s.reason, "skipped part of a Kubernetes object");
         }
@@ -254,8 +254,8 @@ async fn publish(
         let Some(signal) = next else {
             return;
         };
-        let m = crate::admin::metrics::metrics();
-        let source = crate::admin::metrics::source_label("kubernetes");
+        let m = crate::metrics::metrics();
+        let source = crate::metrics::source_label("kubernetes");
         match &signal {
             Signal::Error(..) => m.source_errors.get_or_create(&source).inc(),
             _ => m.source_events.get_or_create(&source).inc(),

@@ -1,0 +1,20 @@
+//! The pure core of the control plane: everything between "what the sources found" and "the bytes an
+//! xDS client is sent", with no I/O and no async runtime, so every case is a plain unit test.
+//!
+//! Stages, each importing only the ones above it in this list (docs/architecture.md):
+//! - [`model`]: services, endpoints, clients, localities, secret sets; the locality lookup seam.
+//! - [`config`]: what every file we read shares (YAML field paths, errors with file/line/field),
+//!   and the endpoints file format.
+//! - [`policy`]: failover policies: types, parsing and validation, cross-file rules, resolution per
+//!   service port.
+//! - [`translate`]: model + policy + a client's locality class → Envoy resources; explain.
+//! - [`snapshot`]: resource types and type URLs, the published snapshot and its per-class memo.
+//! - [`protocol`]: the SotW and Delta state machines (request in, responses out), node parsing,
+//!   response encoding, and what the admin API may inspect of them.
+
+pub mod config;
+pub mod model;
+pub mod policy;
+pub mod protocol;
+pub mod snapshot;
+pub mod translate;

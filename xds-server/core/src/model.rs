@@ -1,0 +1,307 @@
+//! The one service/endpoint model every discovery source produces and every later stage reads.
+//!
+//! Plain data only: no I/O, no Envoy types. Sources (the endpoints file today, Kubernetes later) build a
+//! complete [`Registry`] and publish it whole, so downstream stages never see a half-synced view.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+
+mod lookup;
+pub mod secrets;
+
+pub use lookup::{LocalityLookup, PodHint};
+
+/// Well-known label keys. Endpoint and client localities are also exposed under these keys so that
+/// `failoverPriority` can name them like any other label.
+pub mod labels {
+    pub const REGION: &str = "topology.kubernetes.io/region";
+    pub const ZONE: &str = "topology.kubernetes.io/zone";
+    pub const SUBZONE: &str = "topology.istio.io/subzone";
+    pub const CLUSTER: &str = "topology.istio.io/cluster";
+    pub const NETWORK: &str = "topology.istio.io/network";
+    /// The node an endpoint (and a client located through its pod) runs on: its Kubernetes node name.
+    pub const HOSTNAME: &str = "kubernetes.io/hostname";
+}
+
+/// `namespace/name` of a service. Ordered so that registries iterate deterministically.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ServiceId {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ServiceId {
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl fmt::Display for ServiceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ServicePort {
+    pub name: String,
+    pub port: u16,
+}
+
+/// Where something runs. Empty strings mean "unknown"; an unknown level never matches anything.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Locality {
+    pub region: String,
+    pub zone: String,
+    pub subzone: String,
+}
+
+impl Locality {
+    /// Region, zone, subzone: the segments a `distribute` pattern matches.
+    pub fn parts(&self) -> [&str; 3] {
+        [
+            self.region.as_str(),
+            self.zone.as_str(),
+            self.subzone.as_str(),
+        ]
+    }
+
+    pub fn new(region: &str, zone: &str, subzone: &str) -> Self {
+        Self {
+            region: region.to_string(),
+            zone: zone.to_string(),
+            subzone: subzone.to_string(),
+        }
+    }
+
+    /// The label view of a locality (only the levels that are known).
+    pub fn as_labels(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        [
+            (labels::REGION, self.region.as_str()),
+            (labels::ZONE, self.zone.as_str()),
+            (labels::SUBZONE, self.subzone.as_str()),
+        ]
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+    }
+}
+
+impl fmt::Display for Locality {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let part = |s: &str| {
+            if s.is_empty() {
+                "-".to_string()
+            } else {
+                s.to_string()
+            }
+        };
+        write!(
+            f,
+            "{}/{}/{}",
+            part(&self.region),
+            part(&self.zone),
+            part(&self.subzone)
+        )
+    }
+}
+
+/// Health as the source reports it. Not-ready endpoints are kept (as `Unhealthy`) rather than dropped so
+/// Envoy's per-priority health percentages, and therefore its spillover, stay correct.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Health {
+    Healthy,
+    Unhealthy,
+    Draining,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Endpoint {
+    pub address: IpAddr,
+    /// Per-service-port target port, keyed by service port name; a missing entry means "the service port".
+    pub port_overrides: BTreeMap<String, u16>,
+    pub locality: Locality,
+    /// Source labels (for example `topology.istio.io/cluster`); locality labels are added by [`Endpoint::label`].
+    pub labels: BTreeMap<String, String>,
+    pub health: Health,
+}
+
+impl Endpoint {
+    /// The port this endpoint listens on for the given service port.
+    pub fn target_port(&self, port: &ServicePort) -> u16 {
+        self.port_overrides
+            .get(&port.name)
+            .copied()
+            .unwrap_or(port.port)
+    }
+
+    /// A label value, with the locality visible under the well-known topology keys.
+    pub fn label(&self, key: &str) -> Option<&str> {
+        locality_label(&self.locality, key)
+            .filter(|v| !v.is_empty())
+            .or_else(|| self.labels.get(key).map(String::as_str))
+            .filter(|v| !v.is_empty())
+    }
+}
+
+fn locality_label<'a>(locality: &'a Locality, key: &str) -> Option<&'a str> {
+    match key {
+        labels::REGION => Some(locality.region.as_str()),
+        labels::ZONE => Some(locality.zone.as_str()),
+        labels::SUBZONE => Some(locality.subzone.as_str()),
+        _ => None,
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Service {
+    pub id: ServiceId,
+    pub ports: Vec<ServicePort>,
+    pub endpoints: Vec<Endpoint>,
+    /// The Service's `spec.trafficDistribution`, when it has a value we know: the default for its
+    /// ports when no policy names the service (see `policy::PolicySet::resolve_port`).
+    pub traffic_distribution: Option<TrafficDistribution>,
+}
+
+impl Service {
+    /// A service without a traffic distribution preference.
+    pub fn new(id: ServiceId, ports: Vec<ServicePort>, endpoints: Vec<Endpoint>) -> Self {
+        Self {
+            id,
+            ports,
+            endpoints,
+            traffic_distribution: None,
+        }
+    }
+}
+
+/// Kubernetes `Service.spec.trafficDistribution`: the Service owner's wish that traffic stay close.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TrafficDistribution {
+    /// Same zone first (Kubernetes 1.33+; `PreferClose` is its older name).
+    PreferSameZone,
+    /// The original name of `PreferSameZone`; the same behaviour, kept apart only to report it as
+    /// written.
+    PreferClose,
+    /// Same node first (Kubernetes 1.34), by the `kubernetes.io/hostname` label (the node name) of
+    /// endpoints and clients; then like `PreferSameZone`.
+    PreferSameNode,
+}
+
+impl TrafficDistribution {
+    pub const ALL: [Self; 3] = [
+        Self::PreferSameZone,
+        Self::PreferClose,
+        Self::PreferSameNode,
+    ];
+
+    /// The value as Kubernetes spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PreferSameZone => "PreferSameZone",
+            Self::PreferClose => "PreferClose",
+            Self::PreferSameNode => "PreferSameNode",
+        }
+    }
+
+    /// A known value (exact spelling, as the API server compares them); `None` for anything else.
+    pub fn parse(value: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|d| d.as_str() == value)
+    }
+}
+
+impl fmt::Display for TrafficDistribution {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where clients on other networks reach a network's endpoints (an east-west gateway). Endpoints on a
+/// network other than the client's are replaced by their network's gateway (split horizon).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NetworkGateway {
+    pub address: IpAddr,
+    pub port: u16,
+}
+
+/// Everything one source knows, published whole.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Registry {
+    pub services: BTreeMap<ServiceId, Service>,
+    /// Gateway of each network (the value of an endpoint's `topology.istio.io/network` label).
+    pub gateways: BTreeMap<String, NetworkGateway>,
+}
+
+impl Registry {
+    pub fn from_services(services: impl IntoIterator<Item = Service>) -> Self {
+        Self {
+            services: services.into_iter().map(|s| (s.id.clone(), s)).collect(),
+            gateways: BTreeMap::new(),
+        }
+    }
+
+    /// Services whose definition differs between `self` and `newer` (added, removed or changed).
+    pub fn changed_services<'a>(&'a self, newer: &'a Registry) -> Vec<&'a ServiceId> {
+        let mut changed: Vec<&ServiceId> = newer
+            .services
+            .iter()
+            .filter(|(id, svc)| self.services.get(*id) != Some(*svc))
+            .map(|(id, _)| id)
+            .collect();
+        changed.extend(
+            self.services
+                .keys()
+                .filter(|id| !newer.services.contains_key(*id)),
+        );
+        changed
+    }
+}
+
+/// What we know about a connected Envoy that matters for what it is sent: its locality, its labels
+/// (node metadata `labels`), its namespace and where it wants its outbound listener.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct ClientInfo {
+    pub node_id: String,
+    pub cluster: String,
+    pub locality: Locality,
+    pub labels: BTreeMap<String, String>,
+    pub namespace: Option<String>,
+    pub listener: Option<ListenerOverride>,
+    /// Whose certificate SDS `default` answers with (node metadata `identity`; `None`: the
+    /// identity `default`).
+    pub identity: Option<String>,
+    /// Where this sidecar terminates inbound mTLS and where its app listens (node metadata
+    /// `inbound_port`, `app_port`); `None`: no inbound listener.
+    pub inbound: Option<Inbound>,
+}
+
+/// A sidecar's inbound mTLS port and its app's port on 127.0.0.1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Inbound {
+    pub port: u16,
+    pub app_port: u16,
+}
+
+/// Per-client override of the generated outbound listener's bind address (node metadata
+/// `listener_address` / `listener_port`), so several Envoys can share one machine.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct ListenerOverride {
+    pub address: Option<String>,
+    pub port: Option<u16>,
+}
+
+impl ClientInfo {
+    /// A client label value; the locality answers the topology keys, node metadata labels the rest.
+    pub fn label(&self, key: &str) -> Option<&str> {
+        locality_label(&self.locality, key)
+            .filter(|v| !v.is_empty())
+            .or_else(|| self.labels.get(key).map(String::as_str))
+            .filter(|v| !v.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests;

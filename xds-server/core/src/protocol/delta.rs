@@ -1,0 +1,367 @@
+//! One incremental (Delta) ADS stream as a sans-IO state machine, beside the state-of-the-world one in
+//! [`super::connection`]. Same inputs (requests, snapshots), same snapshot API; the bookkeeping differs:
+//! Delta tracks, per resource, the version the client holds, and sends only what changed plus the names
+//! that went away.
+
+use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::model::ClientInfo;
+use crate::model::LocalityLookup;
+use crate::protocol::inspect::{SyncStatus, TypeReport};
+use crate::protocol::node::{ClientIdentity, NodeError};
+use crate::protocol::sotw::{shorten_error, Nack, RequestKind};
+use crate::protocol::wire::{DeltaEntry, DeltaResponse};
+use crate::snapshot::{Resource, ResourceType, Scope, Snapshot};
+use std::sync::Arc;
+
+/// What one type's conversation looks like so far.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeltaTypeState {
+    /// Subscribed to everything of the type (CDS/LDS with no names, or `*`).
+    pub wildcard: bool,
+    /// Explicitly subscribed names.
+    pub names: BTreeSet<String>,
+    /// What the client holds: name → content hash (the resource version is its hex form).
+    pub held: BTreeMap<String, u64>,
+    /// The last response's nonce and the versions it carried, until ACKed or NACKed.
+    pub pending: Option<(String, BTreeMap<String, u64>)>,
+    /// Versions the client refused; never sent again.
+    pub rejected: BTreeMap<String, u64>,
+    pub last_nack: Option<Nack>,
+    pub subscribed: bool,
+    /// `system_version_info` of the last response, and of the last one acknowledged.
+    pub version_sent: Option<String>,
+    pub version_acked: Option<String>,
+    /// Names to send even if the client holds their current version: endpoints (routes) of clusters
+    /// (listeners) that were just re-sent, which Envoy re-creates and waits on.
+    force: BTreeSet<String>,
+    /// What may have changed since the last answer while one was in flight; answered on the ACK.
+    stale: Stale,
+    /// The snapshot generation `stale` accounts for: changes after it are not in `stale` yet.
+    synced_at: Option<u64>,
+}
+
+/// Names whose answer may differ from what the client holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+enum Stale {
+    #[default]
+    Clean,
+    Names(BTreeSet<String>),
+    All,
+}
+
+impl Stale {
+    fn add(&mut self, scope: Scope<'_>) {
+        match (scope, &mut *self) {
+            (Scope::Nothing, _) | (_, Stale::All) => {}
+            (Scope::Everything, _) => *self = Stale::All,
+            (Scope::Names(n), Stale::Names(mine)) => mine.extend(n.iter().cloned()),
+            (Scope::Names(n), Stale::Clean) => *self = Stale::Names(n.clone()),
+        }
+    }
+
+    fn scope(&self) -> Scope<'_> {
+        match self {
+            Stale::Clean => Scope::Nothing,
+            Stale::Names(n) => Scope::Names(n),
+            Stale::All => Scope::Everything,
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct DeltaConnection {
+    client: ClientIdentity,
+    types: BTreeMap<ResourceType, DeltaTypeState>,
+    nonce: u64,
+}
+
+/// The version string of a resource: its content hash in hex.
+fn version(hash: u64) -> String {
+    format!("{hash:016x}")
+}
+
+/// The hash behind a version string we sent; anything else (another server's version) matches nothing.
+fn parse_version(v: &str) -> Option<u64> {
+    (v.len() == 16)
+        .then(|| u64::from_str_radix(v, 16).ok())
+        .flatten()
+}
+
+impl DeltaConnection {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn with_lookup(lookup: Option<Arc<dyn LocalityLookup>>) -> Self {
+        Self {
+            client: ClientIdentity::new(lookup),
+            ..Self::default()
+        }
+    }
+
+    pub fn client(&self) -> Option<&ClientInfo> {
+        self.client.get()
+    }
+
+    /// The client's locality awaits its pod (see [`ClientIdentity`]).
+    pub fn locality_pending(&self) -> bool {
+        self.client.is_pending()
+    }
+
+    pub fn type_state(&self, kind: ResourceType) -> Option<&DeltaTypeState> {
+        self.types.get(&kind)
+    }
+
+    pub fn on_request(
+        &mut self,
+        req: &DeltaDiscoveryRequest,
+        snapshot: &Snapshot,
+    ) -> Result<(RequestKind, Vec<DeltaResponse>), NodeError> {
+        let was_pending = self.client.is_pending();
+        self.client.observe(req.node.as_ref())?;
+        if was_pending && !self.client.is_pending() {
+            for st in self.types.values_mut() {
+                st.stale = Stale::All;
+            }
+        }
+        let Some(kind) = ResourceType::from_type_url(&req.type_url) else {
+            return Ok((RequestKind::unknown_type(&req.type_url), Vec::new()));
+        };
+        let st = self.types.entry(kind).or_default();
+        let first = !st.subscribed;
+        if first {
+            st.subscribed = true;
+            // Wildcard by default for CDS/LDS, unless the first request names resources.
+            st.wildcard = kind.is_wildcard_type() && req.resource_names_subscribe.is_empty();
+            // After a reconnect Envoy says what it still holds, so unchanged resources are not re-sent.
+            st.held = req
+                .initial_resource_versions
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), parse_version(v)?)))
+                .collect();
+            st.stale = Stale::All;
+        }
+        let mut new_names = BTreeSet::new();
+        for name in &req.resource_names_subscribe {
+            if name == "*" {
+                if !st.wildcard {
+                    st.wildcard = true;
+                    st.stale = Stale::All;
+                }
+            } else if st.names.insert(name.clone()) {
+                new_names.insert(name.clone());
+            }
+        }
+        for name in &req.resource_names_unsubscribe {
+            if name == "*" {
+                st.wildcard = false;
+                st.stale = Stale::All;
+            } else {
+                st.names.remove(name);
+                // The client drops it; forget it so a re-subscribe sends it again.
+                st.held.remove(name);
+                new_names.remove(name);
+            }
+        }
+        if !new_names.is_empty() {
+            st.stale.add(Scope::Names(&new_names));
+        }
+        let mut what = if first {
+            RequestKind::Initial
+        } else {
+            RequestKind::Ack
+        };
+        if !req.response_nonce.is_empty() {
+            match st.pending.take() {
+                Some((nonce, versions)) if nonce == req.response_nonce => {
+                    if let Some(status) = &req.error_detail {
+                        let nack = Nack {
+                            version: versions
+                                .values()
+                                .map(|h| version(*h))
+                                .collect::<Vec<_>>()
+                                .join(","),
+                            message: shorten_error(&status.message),
+                        };
+                        for (name, v) in &versions {
+                            st.rejected.insert(name.clone(), *v);
+                            // Envoy kept its previous version, which we no longer know exactly:
+                            // forget it, so the next good version is always sent.
+                            st.held.remove(name);
+                        }
+                        st.last_nack = Some(nack.clone());
+                        what = RequestKind::Nack(nack);
+                    } else {
+                        st.last_nack = None;
+                        st.version_acked = st.version_sent.clone();
+                    }
+                }
+                other => {
+                    st.pending = other;
+                    what = RequestKind::StaleNonce;
+                }
+            }
+        }
+        let st = self.types.get_mut(&kind).expect("inserted above");
+        st.stale.add(snapshot.scope(kind, st.synced_at));
+        st.synced_at = Some(snapshot.generation);
+        Ok((what, self.respond(kind, snapshot).into_iter().collect()))
+    }
+
+    /// A new snapshot: send each subscribed type's changes in make-before-break order. Re-sent clusters
+    /// (listeners) are followed by their endpoints (routes) even if unchanged, so nothing stays warming.
+    pub fn on_snapshot(&mut self, snapshot: &Snapshot) -> Vec<DeltaResponse> {
+        let located = self.client.refresh();
+        let mut out = Vec::new();
+        for kind in ResourceType::PUSH_ORDER {
+            let Some(st) = self.types.get_mut(&kind).filter(|s| s.subscribed) else {
+                continue;
+            };
+            if located {
+                st.stale = Stale::All; // a new locality: every answer may change
+            }
+            st.stale.add(snapshot.scope(kind, st.synced_at));
+            st.synced_at = Some(snapshot.generation);
+            if let Some(resp) = self.respond(kind, snapshot) {
+                if let Some(dep) = kind.dependent().and_then(|d| self.types.get_mut(&d)) {
+                    dep.force
+                        .extend(resp.resources.iter().map(|r| r.name.clone()));
+                }
+                out.push(resp);
+            }
+        }
+        out
+    }
+
+    /// Sends what is stale or forced for one type, unless a response of that type is in flight (then
+    /// the ACK sends it: one response in flight per type keeps what we hold for a slow client bounded).
+    fn respond(&mut self, kind: ResourceType, snapshot: &Snapshot) -> Option<DeltaResponse> {
+        let client = self.client.get()?;
+        let st = self.types.get(&kind)?;
+        if st.pending.is_some() {
+            return None;
+        }
+        let wanted = |name: &str| st.wildcard || st.names.contains(name);
+        // The names to look at: current resources by name, or `None` for a name that is gone.
+        let mut current: BTreeMap<String, Option<Arc<Resource>>> = BTreeMap::new();
+        match st.stale.scope() {
+            Scope::Everything => {
+                let filter = (!st.wildcard).then_some(&st.names);
+                for r in snapshot.resources_for(kind, client, filter) {
+                    current.insert(r.name.clone(), Some(r));
+                }
+                for name in st.held.keys() {
+                    current.entry(name.clone()).or_insert(None);
+                }
+            }
+            Scope::Names(names) => {
+                for name in names {
+                    let r = snapshot
+                        .resource(kind, client, name)
+                        .filter(|_| wanted(name));
+                    current.insert(name.clone(), r);
+                }
+            }
+            Scope::Nothing => {}
+        }
+        for name in &st.force {
+            if !current.contains_key(name) {
+                let r = snapshot
+                    .resource(kind, client, name)
+                    .filter(|_| wanted(name));
+                current.insert(name.clone(), r);
+            }
+        }
+        let mut resources = Vec::new();
+        let mut sent = BTreeMap::new();
+        let mut removed = Vec::new();
+        for (name, r) in current {
+            match r {
+                Some(r) => {
+                    let unchanged = st.held.get(&name) == Some(&r.hash);
+                    let refused = st.rejected.get(&name) == Some(&r.hash);
+                    if refused || (unchanged && !st.force.contains(&name)) {
+                        continue;
+                    }
+                    sent.insert(name.clone(), r.hash);
+                    resources.push(DeltaEntry {
+                        name,
+                        version: version(r.hash),
+                        resource: r,
+                    });
+                }
+                // Envoy refuses an SDS update that removes a secret it uses ("Missing SDS
+                // resources"): a secret that went away stays with the client as it was.
+                None if st.held.contains_key(&name) && kind != ResourceType::Secret => {
+                    removed.push(name)
+                }
+                None => {}
+            }
+        }
+        let st = self.types.get_mut(&kind)?;
+        st.stale = Stale::Clean;
+        st.force.clear();
+        if resources.is_empty() && removed.is_empty() {
+            return None;
+        }
+        self.nonce += 1;
+        let nonce = self.nonce.to_string();
+        for name in &removed {
+            st.held.remove(name);
+        }
+        for (name, v) in &sent {
+            st.held.insert(name.clone(), *v);
+            // Superseded: a refused resource stays refused only in the content that was refused.
+            st.rejected.remove(name);
+        }
+        st.pending = Some((nonce.clone(), sent));
+        let system_version = format!("{}", snapshot.generation);
+        st.version_sent = Some(system_version.clone());
+        Some(DeltaResponse {
+            system_version_info: system_version,
+            resources,
+            type_url: kind.type_url().to_string(),
+            removed_resources: removed,
+            nonce,
+        })
+    }
+}
+
+impl crate::protocol::inspect::Inspect for DeltaConnection {
+    fn client(&self) -> Option<&ClientInfo> {
+        self.client.get()
+    }
+
+    fn type_reports(&self) -> Vec<TypeReport> {
+        self.types
+            .iter()
+            .map(|(kind, st)| TypeReport {
+                kind: *kind,
+                subscribed: st.subscribed,
+                wildcard: st.wildcard,
+                names: st.names.len(),
+                version_sent: st.version_sent.clone(),
+                version_acked: st.version_acked.clone(),
+                nack: st
+                    .last_nack
+                    .as_ref()
+                    .map(|n| (n.version.clone(), n.message.clone())),
+                status: if st.last_nack.is_some() {
+                    SyncStatus::Nacked
+                } else if st.pending.is_some() {
+                    SyncStatus::Stale
+                } else if st.version_sent.is_none() {
+                    SyncStatus::NotSent
+                } else {
+                    SyncStatus::Synced
+                },
+                held: st.held.iter().map(|(n, h)| (n.clone(), *h)).collect(),
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;

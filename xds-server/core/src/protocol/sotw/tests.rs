@@ -1,0 +1,598 @@
+use super::*;
+use crate::model::{Endpoint, Health, Locality, Registry, Service, ServiceId, ServicePort};
+use crate::policy::{FailoverPolicy, PolicyEntry, PolicyOrigin, PolicyScope, PolicySet};
+use crate::snapshot::{TranslateSettings, CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE};
+use envoy_types::pb::envoy::config::core::v3::{Locality as EnvoyLocality, Node};
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse;
+use envoy_types::pb::google::rpc::Status;
+use prost::Message;
+use std::collections::BTreeMap as Map;
+use std::sync::Arc;
+
+fn registry(services: &[(&str, &[&str])]) -> Arc<Registry> {
+    Arc::new(Registry::from_services(services.iter().map(
+        |(name, ips)| {
+            Service {
+                traffic_distribution: None,
+                id: ServiceId::new("shop", *name),
+                ports: vec![ServicePort {
+                    name: "http".into(),
+                    port: 8080,
+                }],
+                endpoints: ips
+                    .iter()
+                    .map(|ip| Endpoint {
+                        address: ip.parse().unwrap(),
+                        port_overrides: Map::new(),
+                        locality: Locality::new("r", "z", ""),
+                        labels: Map::new(),
+                        health: Health::Healthy,
+                    })
+                    .collect(),
+            }
+        },
+    )))
+}
+
+fn snapshot(prev: Option<&Snapshot>, services: &[(&str, &[&str])]) -> Snapshot {
+    Snapshot::build(
+        prev,
+        registry(services),
+        Arc::default(),
+        TranslateSettings::default(),
+    )
+}
+
+fn node() -> Node {
+    Node {
+        id: "envoy-1".into(),
+        locality: Some(EnvoyLocality {
+            region: "r".into(),
+            zone: "z".into(),
+            sub_zone: String::new(),
+        }),
+        ..Node::default()
+    }
+}
+
+fn request(type_url: &str, names: &[&str], version: &str, nonce: &str) -> DiscoveryRequest {
+    DiscoveryRequest {
+        node: Some(node()),
+        type_url: type_url.into(),
+        resource_names: names.iter().map(|s| s.to_string()).collect(),
+        version_info: version.into(),
+        response_nonce: nonce.into(),
+        ..DiscoveryRequest::default()
+    }
+}
+
+fn ack(resp: &DiscoveryResponse, names: &[&str]) -> DiscoveryRequest {
+    request(&resp.type_url, names, &resp.version_info, &resp.nonce)
+}
+
+fn push(conn: &mut AdsConnection, snap: &Snapshot) -> Vec<DiscoveryResponse> {
+    conn.on_snapshot(snap)
+        .iter()
+        .map(SotwResponse::to_proto)
+        .collect()
+}
+
+fn on_req(
+    conn: &mut AdsConnection,
+    req: &DiscoveryRequest,
+    snap: &Snapshot,
+) -> Result<(RequestKind, Vec<DiscoveryResponse>), NodeError> {
+    let (what, out) = conn.on_request(req, snap)?;
+    Ok((what, out.iter().map(SotwResponse::to_proto).collect()))
+}
+
+fn one(
+    conn: &mut AdsConnection,
+    req: &DiscoveryRequest,
+    snap: &Snapshot,
+) -> Option<DiscoveryResponse> {
+    let (_, mut out) = on_req(conn, req, snap).unwrap();
+    assert!(out.len() <= 1);
+    out.pop()
+}
+
+const EDS_A: &str = "a.shop:8080";
+
+#[test]
+fn initial_cds_is_wildcard_and_ack_gets_no_answer() {
+    let snap = snapshot(None, &[("a", &["10.0.0.1"]), ("b", &["10.0.0.2"])]);
+    let mut conn = AdsConnection::new();
+    let cds = one(&mut conn, &request(CLUSTER_TYPE, &[], "", ""), &snap).unwrap();
+    assert_eq!(cds.resources.len(), 2);
+    assert_eq!(cds.type_url, CLUSTER_TYPE);
+    assert!(one(&mut conn, &ack(&cds, &[]), &snap).is_none());
+    let st = conn.type_state(ResourceType::Cluster).unwrap();
+    assert_eq!(st.acked_version.as_deref(), Some(cds.version_info.as_str()));
+}
+
+#[test]
+fn eds_answers_only_subscribed_names_and_follows_subscription_changes() {
+    let snap = snapshot(None, &[("a", &["10.0.0.1"]), ("b", &["10.0.0.2"])]);
+    let mut conn = AdsConnection::new();
+    let eds = one(&mut conn, &request(ENDPOINT_TYPE, &[EDS_A], "", ""), &snap).unwrap();
+    assert_eq!(eds.resources.len(), 1);
+    let cla = ClusterLoadAssignment::decode(eds.resources[0].value.as_slice()).unwrap();
+    assert_eq!(cla.cluster_name, EDS_A);
+    // ACK that also adds a name: answered with the new one only (SotW lets EDS carry a subset;
+    // Envoy keeps the clusters a response does not mention).
+    let both = one(&mut conn, &ack(&eds, &[EDS_A, "b.shop:8080"]), &snap).unwrap();
+    assert_eq!(cla_names(&both), vec!["b.shop:8080"]);
+    assert_ne!(both.version_info, eds.version_info);
+    // plain ACK: silence
+    assert!(one(&mut conn, &ack(&both, &[EDS_A, "b.shop:8080"]), &snap).is_none());
+    // Dropping a name and adding it back sends it again.
+    let a_only = one(&mut conn, &ack(&both, &[EDS_A]), &snap);
+    assert!(a_only.is_none(), "nothing new to send for a removal");
+    let st = conn.type_state(ResourceType::Endpoint).unwrap();
+    assert_eq!(
+        version_string(st.version),
+        eds.version_info,
+        "the version follows what the client holds"
+    );
+}
+
+fn cla_names(resp: &DiscoveryResponse) -> Vec<String> {
+    resp.resources
+        .iter()
+        .map(|a| {
+            ClusterLoadAssignment::decode(a.value.as_slice())
+                .unwrap()
+                .cluster_name
+        })
+        .collect()
+}
+
+#[test]
+fn an_endpoint_change_sends_only_the_changed_load_assignment() {
+    let first = snapshot(None, &[("a", &["10.0.0.1"]), ("b", &["10.0.0.2"])]);
+    let mut conn = AdsConnection::new();
+    let names = [EDS_A, "b.shop:8080"];
+    let eds = one(&mut conn, &request(ENDPOINT_TYPE, &names, "", ""), &first).unwrap();
+    assert_eq!(eds.resources.len(), 2);
+    assert!(one(&mut conn, &ack(&eds, &names), &first).is_none());
+    push(&mut conn, &first);
+    let second = snapshot(Some(&first), &[("a", &["10.0.0.1"]), ("b", &["10.0.0.3"])]);
+    let pushed = push(&mut conn, &second);
+    assert_eq!(pushed.len(), 1);
+    assert_eq!(cla_names(&pushed[0]), vec!["b.shop:8080"]);
+    // A snapshot that skips one generation (the client was slow) is checked in full and still
+    // sends only what differs from what the client holds.
+    let third = snapshot(Some(&second), &[("a", &["10.0.0.4"]), ("b", &["10.0.0.3"])]);
+    let fourth = snapshot(Some(&third), &[("a", &["10.0.0.4"]), ("b", &["10.0.0.5"])]);
+    let pushed = push(&mut conn, &fourth);
+    assert_eq!(cla_names(&pushed[0]), vec![EDS_A, "b.shop:8080"]);
+    let fifth = snapshot(Some(&fourth), &[("a", &["10.0.0.4"]), ("b", &["10.0.0.5"])]);
+    assert!(push(&mut conn, &fifth).is_empty());
+    // A cluster that disappears is dropped from what the client holds; nothing is sent for it
+    // (CDS removes the cluster).
+    let sixth = snapshot(Some(&fifth), &[("a", &["10.0.0.4"])]);
+    assert!(push(&mut conn, &sixth).is_empty());
+    let st = conn.type_state(ResourceType::Endpoint).unwrap();
+    assert_eq!(st.held.keys().collect::<Vec<_>>(), vec![EDS_A]);
+}
+
+#[test]
+fn a_refused_load_assignment_is_not_resent_while_others_still_flow() {
+    let first = snapshot(None, &[("a", &["10.0.0.1"]), ("b", &["10.0.0.2"])]);
+    let mut conn = AdsConnection::new();
+    let names = [EDS_A, "b.shop:8080"];
+    let eds = one(&mut conn, &request(ENDPOINT_TYPE, &names, "", ""), &first).unwrap();
+    one(&mut conn, &ack(&eds, &names), &first);
+    push(&mut conn, &first);
+    let second = snapshot(Some(&first), &[("a", &["10.0.0.9"]), ("b", &["10.0.0.2"])]);
+    let pushed = push(&mut conn, &second);
+    let mut nack = ack(&pushed[0], &names);
+    nack.version_info = eds.version_info.clone();
+    nack.error_detail = Some(Status {
+        code: 13,
+        message: "bad".into(),
+        details: vec![],
+    });
+    let (what, out) = on_req(&mut conn, &nack, &second).unwrap();
+    assert!(matches!(what, RequestKind::Nack(_)));
+    assert!(out.is_empty());
+    // b changes: only b goes out; a's refused content stays back.
+    let third = snapshot(Some(&second), &[("a", &["10.0.0.9"]), ("b", &["10.0.0.3"])]);
+    let pushed = push(&mut conn, &third);
+    assert_eq!(cla_names(&pushed[0]), vec!["b.shop:8080"]);
+    // Even after an ACK and a full re-check (a skipped generation), the refused content stays back.
+    let (_, _) = on_req(&mut conn, &ack(&pushed[0], &names), &third).unwrap();
+    let skipped = snapshot(Some(&third), &[("a", &["10.0.0.9"]), ("b", &["10.0.0.3"])]);
+    let again = snapshot(
+        Some(&skipped),
+        &[("a", &["10.0.0.9"]), ("b", &["10.0.0.3"])],
+    );
+    assert!(push(&mut conn, &again).is_empty());
+    // a gets new content: it is sent.
+    let fourth = snapshot(Some(&again), &[("a", &["10.0.0.8"]), ("b", &["10.0.0.3"])]);
+    let pushed = push(&mut conn, &fourth);
+    assert_eq!(cla_names(&pushed[0]), vec![EDS_A]);
+}
+
+#[test]
+fn stale_nonce_is_ignored() {
+    let first = snapshot(None, &[("a", &["10.0.0.1"])]);
+    let mut conn = AdsConnection::new();
+    let eds1 = one(&mut conn, &request(ENDPOINT_TYPE, &[EDS_A], "", ""), &first).unwrap();
+    let second = snapshot(Some(&first), &[("a", &["10.0.0.2"])]);
+    let pushed = push(&mut conn, &second);
+    assert_eq!(pushed.len(), 1);
+    // Envoy's ACK of the first response arrives after we pushed the second: stale, ignored, even
+    // though it carries a subscription change.
+    let (what, out) = on_req(&mut conn, &ack(&eds1, &[EDS_A, "b.shop:8080"]), &second).unwrap();
+    assert_eq!(what, RequestKind::StaleNonce);
+    assert!(out.is_empty());
+    let (what, _) = on_req(&mut conn, &ack(&pushed[0], &[EDS_A]), &second).unwrap();
+    assert_eq!(what, RequestKind::Ack);
+}
+
+#[test]
+fn nacked_version_is_not_resent_but_a_new_one_is() {
+    let first = snapshot(None, &[("a", &["10.0.0.1"])]);
+    let mut conn = AdsConnection::new();
+    let eds = one(&mut conn, &request(ENDPOINT_TYPE, &[EDS_A], "", ""), &first).unwrap();
+    let mut nack = request(ENDPOINT_TYPE, &[EDS_A], "", &eds.nonce);
+    nack.error_detail = Some(Status {
+        code: 13,
+        message: "cluster_name: \"a\"\nendpoints {\n}\n\nProto constraint validation failed: bad"
+            .into(),
+        details: vec![],
+    });
+    let (what, out) = on_req(&mut conn, &nack, &first).unwrap();
+    assert!(out.is_empty(), "no answer to a NACK with the same content");
+    let RequestKind::Nack(n) = what else {
+        panic!("expected NACK")
+    };
+    assert_eq!(n.version, eds.version_info);
+    assert_eq!(n.message, "Proto constraint validation failed: bad");
+    // The same content again (e.g. an unrelated snapshot) is not pushed.
+    let same = snapshot(Some(&first), &[("a", &["10.0.0.1"]), ("b", &["10.0.0.9"])]);
+    assert!(push(&mut conn, &same).is_empty());
+    // New content is.
+    let fixed = snapshot(Some(&same), &[("a", &["10.0.0.2"])]);
+    let pushed = push(&mut conn, &fixed);
+    assert_eq!(pushed.len(), 1);
+    let (what, _) = on_req(&mut conn, &ack(&pushed[0], &[EDS_A]), &fixed).unwrap();
+    assert_eq!(what, RequestKind::Ack);
+    assert!(conn
+        .type_state(ResourceType::Endpoint)
+        .unwrap()
+        .nack
+        .is_none());
+}
+
+#[test]
+fn unchanged_snapshot_pushes_nothing_and_endpoint_change_pushes_only_eds() {
+    let first = snapshot(None, &[("a", &["10.0.0.1"])]);
+    let mut conn = AdsConnection::new();
+    let cds = one(&mut conn, &request(CLUSTER_TYPE, &[], "", ""), &first).unwrap();
+    let eds = one(&mut conn, &request(ENDPOINT_TYPE, &[EDS_A], "", ""), &first).unwrap();
+    one(&mut conn, &ack(&cds, &[]), &first);
+    assert!(one(&mut conn, &ack(&eds, &[EDS_A]), &first).is_none());
+    let same = snapshot(Some(&first), &[("a", &["10.0.0.1"])]);
+    assert!(push(&mut conn, &same).is_empty());
+    let changed = snapshot(Some(&same), &[("a", &["10.0.0.2"])]);
+    let pushed = push(&mut conn, &changed);
+    assert_eq!(
+        pushed
+            .iter()
+            .map(|r| r.type_url.as_str())
+            .collect::<Vec<_>>(),
+        vec![ENDPOINT_TYPE],
+        "CDS must stay untouched so Envoy keeps its outlier-detection state"
+    );
+}
+
+#[test]
+fn cluster_change_pushes_cds_then_eds_and_answers_the_warming_rerequest() {
+    let first = snapshot(None, &[("a", &["10.0.0.1"])]);
+    let mut conn = AdsConnection::new();
+    let cds = one(&mut conn, &request(CLUSTER_TYPE, &[], "", ""), &first).unwrap();
+    let eds = one(&mut conn, &request(ENDPOINT_TYPE, &[EDS_A], "", ""), &first).unwrap();
+    one(&mut conn, &ack(&cds, &[]), &first);
+    assert!(one(&mut conn, &ack(&eds, &[EDS_A]), &first).is_none());
+
+    // A policy change re-creates the cluster in Envoy; endpoints are unchanged.
+    let policies = Arc::new(PolicySet {
+        entries: vec![PolicyEntry {
+            scope: PolicyScope::Mesh,
+            origin: PolicyOrigin::BuiltIn,
+            policy: Arc::new(FailoverPolicy {
+                panic_threshold: 5,
+                ..FailoverPolicy::default()
+            }),
+        }],
+    });
+    let second = Snapshot::build(
+        Some(&first),
+        first.registry.clone(),
+        policies,
+        TranslateSettings::default(),
+    );
+    let pushed = push(&mut conn, &second);
+    let types: Vec<&str> = pushed.iter().map(|r| r.type_url.as_str()).collect();
+    assert_eq!(types, vec![CLUSTER_TYPE, ENDPOINT_TYPE]);
+    // Envoy's re-request for the re-created cluster still carries the previous EDS nonce: stale, and
+    // the pushed EDS already answers it.
+    one(&mut conn, &ack(&pushed[0], &[]), &second);
+    assert!(one(&mut conn, &ack(&eds, &[EDS_A]), &second).is_none());
+    assert!(one(&mut conn, &ack(&pushed[1], &[EDS_A]), &second).is_none());
+}
+
+#[test]
+fn eds_rerequest_that_looks_like_an_ack_is_answered_after_a_cds_answer() {
+    let snap = snapshot(None, &[("a", &["10.0.0.1"])]);
+    let mut conn = AdsConnection::new();
+    let eds = one(&mut conn, &request(ENDPOINT_TYPE, &[EDS_A], "", ""), &snap).unwrap();
+    assert!(one(&mut conn, &ack(&eds, &[EDS_A]), &snap).is_none());
+    // CDS answered on request (no EDS push follows): Envoy re-creates the cluster and asks for its
+    // endpoints with the same version and nonce as before. Without an answer it would wait 15 s.
+    one(&mut conn, &request(CLUSTER_TYPE, &[], "", ""), &snap).unwrap();
+    assert!(one(&mut conn, &ack(&eds, &[EDS_A]), &snap).is_some());
+    let eds2 = conn
+        .type_state(ResourceType::Endpoint)
+        .unwrap()
+        .sent
+        .clone()
+        .unwrap();
+    assert!(one(
+        &mut conn,
+        &request(ENDPOINT_TYPE, &[EDS_A], &eds2.version, &eds2.nonce),
+        &snap
+    )
+    .is_none());
+}
+
+#[test]
+fn listener_and_routes_flow() {
+    let snap = snapshot(None, &[("a", &["10.0.0.1"])]);
+    let mut conn = AdsConnection::new();
+    let lds = one(&mut conn, &request(LISTENER_TYPE, &[], "", ""), &snap).unwrap();
+    assert_eq!(lds.resources.len(), 1);
+    let rds = one(
+        &mut conn,
+        &request(ROUTE_TYPE, &["outbound"], "", ""),
+        &snap,
+    )
+    .unwrap();
+    assert_eq!(rds.resources.len(), 1);
+    // A new service changes routes but not the listener.
+    let next = snapshot(Some(&snap), &[("a", &["10.0.0.1"]), ("b", &["10.0.0.2"])]);
+    let pushed = push(&mut conn, &next);
+    assert_eq!(
+        pushed
+            .iter()
+            .map(|r| r.type_url.as_str())
+            .collect::<Vec<_>>(),
+        vec![ROUTE_TYPE]
+    );
+}
+
+#[test]
+fn reconnect_with_last_version_and_no_nonce_is_answered() {
+    let snap = snapshot(None, &[("a", &["10.0.0.1"])]);
+    let mut conn = AdsConnection::new();
+    let req = request(CLUSTER_TYPE, &[], "0123456789abcdef", "");
+    assert!(one(&mut conn, &req, &snap).is_some());
+}
+
+#[test]
+fn missing_node_and_unknown_types_are_reported() {
+    let snap = snapshot(None, &[]);
+    let mut conn = AdsConnection::new();
+    let mut req = request(CLUSTER_TYPE, &[], "", "");
+    req.node = None;
+    assert_eq!(
+        on_req(&mut conn, &req, &snap).unwrap_err(),
+        NodeError::Missing
+    );
+    let req = request("type.googleapis.com/envoy.Unknown", &[], "", "");
+    let (what, out) = on_req(&mut conn, &req, &snap).unwrap();
+    assert!(matches!(what, RequestKind::UnknownType(_)));
+    assert!(out.is_empty());
+    // Empty CDS is still a complete answer: Envoy needs it to finish initialising.
+    let cds = one(&mut conn, &request(CLUSTER_TYPE, &[], "", ""), &snap).unwrap();
+    assert!(cds.resources.is_empty());
+}
+
+struct Pods(std::sync::Mutex<Option<Locality>>);
+impl LocalityLookup for Pods {
+    fn locality_of(&self, pod: &crate::model::PodHint) -> Option<Locality> {
+        assert_eq!(pod.name.as_deref(), Some("web-1"));
+        assert_eq!(pod.namespace.as_deref(), Some("shop"));
+        self.0.lock().unwrap().clone()
+    }
+}
+
+#[test]
+fn client_without_locality_is_located_through_its_pod_even_when_the_pod_shows_up_late() {
+    use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
+    let snap = snapshot(None, &[("a", &["10.0.0.1"])]);
+    let pods = Arc::new(Pods(std::sync::Mutex::new(None)));
+    let mut conn = AdsConnection::with_lookup(Some(pods.clone()));
+    let mut req = request(CLUSTER_TYPE, &[], "", "");
+    let s = |v: &str| Value {
+        kind: Some(Kind::StringValue(v.into())),
+    };
+    req.node = Some(Node {
+        id: "web-1".into(),
+        metadata: Some(Struct {
+            fields: [
+                ("pod_name".to_string(), s("web-1")),
+                ("namespace".to_string(), s("shop")),
+            ]
+            .into_iter()
+            .collect(),
+        }),
+        ..Node::default()
+    });
+    on_req(&mut conn, &req, &snap).unwrap();
+    assert_eq!(conn.client().unwrap().locality, Locality::default());
+    *pods.0.lock().unwrap() = Some(Locality::new("r", "z", ""));
+    push(&mut conn, &snap);
+    assert_eq!(conn.client().unwrap().locality, Locality::new("r", "z", ""));
+}
+
+#[test]
+fn shorten_error_keeps_last_line_and_bounds_length() {
+    assert_eq!(shorten_error("a\nb\n\n  real error  \n"), "real error");
+    let long = "x".repeat(1000);
+    let s = shorten_error(&long);
+    assert_eq!(s.chars().count(), 301);
+    assert!(s.starts_with('…'));
+}
+
+/// The first snapshot after a client's initial requests re-checks only what changed since the
+/// snapshot those requests were answered from, not every subscribed resource.
+#[test]
+fn initial_answers_count_as_synced_so_the_first_change_is_incremental() {
+    let first = snapshot(None, &[("a", &["10.0.0.1"]), ("b", &["10.0.0.2"])]);
+    let mut conn = AdsConnection::new();
+    let names = [EDS_A, "b.shop:8080"];
+    one(&mut conn, &request(CLUSTER_TYPE, &[], "", ""), &first).unwrap();
+    let eds = one(&mut conn, &request(ENDPOINT_TYPE, &names, "", ""), &first).unwrap();
+    let synced = |c: &AdsConnection| c.types[&ResourceType::Endpoint].synced_at;
+    assert_eq!(synced(&conn), Some(first.generation));
+    // A plain ACK changes nothing.
+    one(&mut conn, &ack(&eds, &names), &first);
+    assert_eq!(synced(&conn), Some(first.generation));
+    let second = snapshot(Some(&first), &[("a", &["10.0.0.1"]), ("b", &["10.0.0.3"])]);
+    let changed = names_set(&["b.shop:8080"]);
+    assert_eq!(
+        second.scope(ResourceType::Endpoint, synced(&conn)),
+        Scope::Names(&changed)
+    );
+    let pushed = push(&mut conn, &second);
+    assert_eq!(cla_names(&pushed[0]), vec!["b.shop:8080"]);
+    assert_eq!(synced(&conn), Some(second.generation));
+    // The same snapshot again: nothing to look at.
+    assert_eq!(
+        second.scope(ResourceType::Endpoint, synced(&conn)),
+        Scope::Nothing
+    );
+}
+
+fn with_identity(mut req: DiscoveryRequest, identity: &str) -> DiscoveryRequest {
+    use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
+    let node = req.node.as_mut().unwrap();
+    node.id = format!("sidecar-{identity}");
+    node.metadata = Some(Struct {
+        fields: [(
+            "identity".to_string(),
+            Value {
+                kind: Some(Kind::StringValue(identity.into())),
+            },
+        )]
+        .into_iter()
+        .collect(),
+    });
+    req
+}
+
+/// The certificate chains in an SDS response, by secret name.
+fn secrets_in(resp: &DiscoveryResponse) -> Vec<(String, String)> {
+    use envoy_types::pb::envoy::config::core::v3::data_source::Specifier;
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{secret, Secret};
+    resp.resources
+        .iter()
+        .map(|a| {
+            let s = Secret::decode(a.value.as_slice()).unwrap();
+            let bytes = match s.r#type.unwrap() {
+                secret::Type::TlsCertificate(t) => t.certificate_chain.unwrap().specifier,
+                secret::Type::ValidationContext(v) => v.trusted_ca.unwrap().specifier,
+                other => panic!("unexpected {other:?}"),
+            };
+            let Some(Specifier::InlineBytes(b)) = bytes else {
+                panic!("inline bytes expected")
+            };
+            (s.name, String::from_utf8(b).unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn secrets_are_per_identity_and_a_rotation_reaches_only_its_identity() {
+    use crate::snapshot::SECRET_TYPE;
+    let set = crate::model::secrets::SecretSet::placeholder;
+    let names = ["ROOTCA", "default"];
+    let first = snapshot(None, &[("a", &["10.0.0.1"])])
+        .with_secrets(set("ca", &[("web", "web-1"), ("db", "db-1")]));
+    let (mut web, mut db, mut ghost) = (
+        AdsConnection::new(),
+        AdsConnection::new(),
+        AdsConnection::new(),
+    );
+    let sds = |id| with_identity(request(SECRET_TYPE, &names, "", ""), id);
+    let web_sds = one(&mut web, &sds("web"), &first).unwrap();
+    assert_eq!(
+        secrets_in(&web_sds),
+        vec![
+            ("ROOTCA".to_string(), "ca".to_string()),
+            ("default".to_string(), "web-1".to_string())
+        ]
+    );
+    let db_sds = one(&mut db, &sds("db"), &first).unwrap();
+    assert_eq!(secrets_in(&db_sds)[1].1, "db-1");
+    // An identity without a certificate gets the bundle only; Envoy keeps waiting for `default`.
+    let ghost_sds = one(&mut ghost, &sds("ghost"), &first).unwrap();
+    assert_eq!(secrets_in(&ghost_sds).len(), 1);
+    assert!(one(&mut web, &ack(&web_sds, &names), &first).is_none());
+    assert!(one(&mut db, &ack(&db_sds, &names), &first).is_none());
+
+    // db rotates: only db is sent anything, and only `default`.
+    let second = snapshot(Some(&first), &[("a", &["10.0.0.1"])])
+        .with_secrets(set("ca", &[("web", "web-1"), ("db", "db-2")]));
+    assert!(push(&mut web, &second).is_empty());
+    let pushed = push(&mut db, &second);
+    assert_eq!(pushed.len(), 1, "secrets only: no CDS/EDS/LDS/RDS");
+    assert_eq!(
+        secrets_in(&pushed[0]),
+        vec![("default".to_string(), "db-2".to_string())]
+    );
+    // Envoy refuses it: not re-sent on an unrelated snapshot, the next rotation is.
+    let mut nack = ack(&pushed[0], &names);
+    nack = with_identity(nack, "db");
+    nack.version_info = db_sds.version_info.clone();
+    nack.error_detail = Some(Status {
+        code: 13,
+        message: "bad cert".into(),
+        details: vec![],
+    });
+    let (what, out) = on_req(&mut db, &nack, &second).unwrap();
+    assert!(matches!(what, RequestKind::Nack(_)) && out.is_empty());
+    let third = snapshot(Some(&second), &[("a", &["10.0.0.2"])])
+        .with_secrets(set("ca", &[("web", "web-1"), ("db", "db-2")]));
+    assert!(push(&mut db, &third)
+        .iter()
+        .all(|r| r.type_url != SECRET_TYPE));
+    let fourth = snapshot(Some(&third), &[("a", &["10.0.0.2"])])
+        .with_secrets(set("ca", &[("web", "web-1"), ("db", "db-3")]));
+    let pushed = push(&mut db, &fourth);
+    assert_eq!(secrets_in(&pushed[0])[0].1, "db-3");
+    // A new bundle reaches everyone; the ghost's certificate showing up reaches the ghost.
+    let fifth = snapshot(Some(&fourth), &[("a", &["10.0.0.2"])]).with_secrets(set(
+        "ca-2",
+        &[("web", "web-1"), ("db", "db-3"), ("ghost", "ghost-1")],
+    ));
+    assert_eq!(
+        secrets_in(&push(&mut web, &fifth)[0]),
+        vec![("ROOTCA".to_string(), "ca-2".to_string())]
+    );
+    assert_eq!(
+        secrets_in(&push(&mut ghost, &fifth)[0]),
+        vec![
+            ("ROOTCA".to_string(), "ca-2".to_string()),
+            ("default".to_string(), "ghost-1".to_string())
+        ]
+    );
+}
+
+fn names_set(n: &[&str]) -> BTreeSet<String> {
+    n.iter().map(|s| s.to_string()).collect()
+}

@@ -1,0 +1,781 @@
+//! The versioned cache between the translator and the xDS server.
+//!
+//! A [`Snapshot`] is an immutable view of everything a client can be sent. Answers are built lazily and
+//! memoised: a cluster's EDS answer once per [`LocalityClass`] (not per client), the listener once per
+//! requested bind address, the routes once per client namespace. A new snapshot reuses the memo of every
+//! cluster whose service and policy did not change, so an endpoint change re-encodes only what it touched.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use envoy_types::pb::google::protobuf::Any;
+use envoy_types::util::pack_any;
+
+use crate::model::secrets::{SecretSet, DEFAULT_IDENTITY};
+use crate::model::{ClientInfo, Inbound, Registry};
+use crate::policy::{FailoverPolicy, PolicySet, ResolvedPolicy};
+use crate::translate::input::ClusterInput;
+use crate::translate::{self, mtls, resources, LocalityClass};
+use tracing::warn;
+
+pub const CLUSTER_TYPE: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+pub const ENDPOINT_TYPE: &str =
+    "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+pub const LISTENER_TYPE: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+pub const ROUTE_TYPE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+pub const SECRET_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
+
+/// The resource types we serve, in make-before-break push order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ResourceType {
+    Cluster,
+    Endpoint,
+    Listener,
+    Route,
+    Secret,
+}
+
+impl ResourceType {
+    /// Secrets first: a certificate must be in place before the clusters and listeners that use it.
+    pub const PUSH_ORDER: [ResourceType; 5] = [
+        ResourceType::Secret,
+        ResourceType::Cluster,
+        ResourceType::Endpoint,
+        ResourceType::Listener,
+        ResourceType::Route,
+    ];
+
+    pub fn from_type_url(url: &str) -> Option<Self> {
+        match url {
+            CLUSTER_TYPE => Some(Self::Cluster),
+            ENDPOINT_TYPE => Some(Self::Endpoint),
+            LISTENER_TYPE => Some(Self::Listener),
+            ROUTE_TYPE => Some(Self::Route),
+            SECRET_TYPE => Some(Self::Secret),
+            _ => None,
+        }
+    }
+
+    pub fn type_url(self) -> &'static str {
+        match self {
+            Self::Cluster => CLUSTER_TYPE,
+            Self::Endpoint => ENDPOINT_TYPE,
+            Self::Listener => LISTENER_TYPE,
+            Self::Route => ROUTE_TYPE,
+            Self::Secret => SECRET_TYPE,
+        }
+    }
+
+    /// CDS and LDS are always sent whole; EDS and RDS only for the names a client asks for.
+    pub fn is_wildcard_type(self) -> bool {
+        matches!(self, Self::Cluster | Self::Listener)
+    }
+
+    /// The type whose resources a change of this type forces Envoy to fetch again (a re-created cluster
+    /// waits for its endpoints, a re-created listener for its routes).
+    pub fn dependent(self) -> Option<Self> {
+        match self {
+            Self::Cluster => Some(Self::Endpoint),
+            Self::Listener => Some(Self::Route),
+            _ => None,
+        }
+    }
+
+    pub fn short_name(self) -> &'static str {
+        match self {
+            Self::Cluster => "CDS",
+            Self::Endpoint => "EDS",
+            Self::Listener => "LDS",
+            Self::Route => "RDS",
+            Self::Secret => "SDS",
+        }
+    }
+
+    /// Whether the admin API and CSDS may show a resource's contents: never for secrets (keys).
+    pub fn shows_contents(self) -> bool {
+        self != Self::Secret
+    }
+}
+
+/// One encoded resource and a content hash that serves as its version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resource {
+    pub name: String,
+    pub any: Any,
+    pub hash: u64,
+    /// `any` encoded, once: responses write these bytes (the protocol's wire encoding, `protocol::wire`).
+    pub encoded: bytes::Bytes,
+}
+
+impl Resource {
+    fn new<T: prost::Name + prost::Message>(name: String, message: T) -> Arc<Self> {
+        let any = pack_any(message);
+        let hash = content_hash(&any.value);
+        let encoded = bytes::Bytes::from(prost::Message::encode_to_vec(&any));
+        Arc::new(Self {
+            name,
+            any,
+            hash,
+            encoded,
+        })
+    }
+}
+
+/// Stable within one build of the server, which is all a version needs: Envoy only compares versions
+/// for equality, and a restarted server answers every new stream anyway.
+fn content_hash(bytes: &[u8]) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    h.finish()
+}
+
+/// Everything the snapshot needs to answer for one Envoy cluster (one service port).
+#[derive(Debug)]
+pub struct ClusterEntry {
+    /// The service port, its backups' endpoints and the gateways they need: all the EDS answers
+    /// are computed from.
+    pub input: ClusterInput,
+    pub policy: ResolvedPolicy,
+    pub cluster: Arc<Resource>,
+    eds: DashMap<LocalityClass, Arc<Resource>>,
+    /// `false` only for the benchmark baseline: every call builds and encodes its own answer.
+    shared: bool,
+}
+
+impl ClusterEntry {
+    fn new(name: String, input: ClusterInput, policy: ResolvedPolicy, shared: bool) -> Self {
+        let cluster = Resource::new(name.clone(), resources::cluster(&name, &policy.policy));
+        Self {
+            input,
+            policy,
+            cluster,
+            eds: DashMap::new(),
+            shared,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.cluster.name
+    }
+
+    /// The CDS resource. Shared by every client unless sharing is off.
+    pub fn cluster_resource(&self) -> Arc<Resource> {
+        if self.shared {
+            self.cluster.clone()
+        } else {
+            Resource::new(
+                self.name().to_string(),
+                resources::cluster(self.name(), &self.policy.policy),
+            )
+        }
+    }
+
+    /// The EDS answer for one class of clients, computed and encoded at most once.
+    pub fn load_assignment(&self, class: &LocalityClass) -> Arc<Resource> {
+        if let Some(hit) = self.eds.get(class) {
+            return hit.clone();
+        }
+        let policy = &self.policy.policy;
+        let plan = translate::priorities(class, &self.input, policy);
+        let cla = resources::load_assignment(self.name(), &self.input, class, &plan, policy);
+        let resource = Resource::new(self.name().to_string(), cla);
+        if self.shared {
+            // Two clients of a new class may race here; both build the same bytes, one is kept.
+            self.eds.insert(class.clone(), resource.clone());
+        }
+        resource
+    }
+
+    /// Bytes of encoded EDS answers held for this cluster (one per class seen).
+    pub fn cached_bytes(&self) -> usize {
+        self.cluster.any.value.len()
+            + self
+                .eds
+                .iter()
+                .map(|e| e.value().any.value.len())
+                .sum::<usize>()
+    }
+
+    pub fn class_of(&self, client: &ClientInfo) -> LocalityClass {
+        LocalityClass::of(client, &self.policy.policy)
+    }
+}
+
+/// Clusters whose entry is not the very one `previous` had, and whether any CDS resource differs.
+fn cluster_changes(previous: &Snapshot, next: &BTreeMap<String, Arc<ClusterEntry>>) -> Changes {
+    let mut changes = Changes {
+        since: previous.generation,
+        ..Changes::default()
+    };
+    for (name, entry) in next {
+        match previous.clusters.get(name) {
+            Some(old) if Arc::ptr_eq(old, entry) => {}
+            Some(old) => {
+                changes.clusters.insert(name.clone());
+                changes.cds |= old.cluster.hash != entry.cluster.hash;
+            }
+            None => {
+                changes.clusters.insert(name.clone());
+                changes.cds = true;
+            }
+        }
+    }
+    for name in previous.clusters.keys() {
+        if !next.contains_key(name) {
+            changes.clusters.insert(name.clone());
+            changes.cds = true;
+        }
+    }
+    changes
+}
+
+/// Settings that shape generated resources but come from flags, not from sources.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TranslateSettings {
+    pub listener_address: String,
+    pub listener_port: u16,
+    /// Share each encoded answer between all clients that get the same one (EDS per locality class,
+    /// CDS/LDS/RDS for everyone). Off only to measure what sharing saves (`--no-shared-cache`).
+    pub shared_cache: bool,
+}
+
+impl Default for TranslateSettings {
+    fn default() -> Self {
+        Self {
+            listener_address: "0.0.0.0".to_string(),
+            listener_port: 15001,
+            shared_cache: true,
+        }
+    }
+}
+
+/// What differs between a snapshot and the one before it, so a connection that already answered from
+/// the previous snapshot re-checks only these instead of every subscribed resource.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// The generation these changes are relative to.
+    pub since: u64,
+    /// Clusters whose entry was rebuilt, added or removed: their EDS answers may differ.
+    pub clusters: BTreeSet<String>,
+    /// Some CDS resource was added, removed or encodes differently.
+    pub cds: bool,
+    /// Listener and route answers were rebuilt (the service set or settings changed).
+    pub routes: bool,
+    /// SDS names whose answer changed for some client: `default` when an identity's certificate
+    /// changed (each client then compares its own identity's answer), `ROOTCA` for the bundle.
+    pub secrets: BTreeSet<String>,
+}
+
+/// Which resources of one type may have changed for a client that last synced at some generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope<'a> {
+    /// Unknown (the client skipped a generation, or this is the first snapshot): check everything.
+    Everything,
+    /// Only these names (EDS).
+    Names(&'a BTreeSet<String>),
+    /// Nothing of this type changed.
+    Nothing,
+}
+
+/// Sizes of what the cache holds, for logs and the admin API.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    pub clusters: usize,
+    /// Distinct locality classes that have an EDS answer in at least one cluster.
+    pub classes: usize,
+    /// Encoded (cluster, class) EDS answers.
+    pub eds_answers: usize,
+    /// Encoded bytes held: CDS, EDS, LDS and RDS resources.
+    pub bytes: usize,
+}
+
+/// The SDS answers: one encoded `default` per identity and one `ROOTCA`, shared by every client.
+#[derive(Default)]
+pub struct SecretEntries {
+    set: Arc<SecretSet>,
+    identities: BTreeMap<String, Arc<Resource>>,
+    root: Option<Arc<Resource>>,
+    /// Identities asked for that have no certificate, each logged once per secrets version.
+    missing_logged: std::sync::Mutex<BTreeSet<String>>,
+}
+
+/// Names and versions only: the resources hold private keys.
+impl std::fmt::Debug for SecretEntries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretEntries")
+            .field(
+                "identities",
+                &self
+                    .identities
+                    .iter()
+                    .map(|(n, r)| (n, r.hash))
+                    .collect::<Vec<_>>(),
+            )
+            .field("root", &self.root.as_ref().map(|r| r.hash))
+            .finish()
+    }
+}
+
+impl SecretEntries {
+    /// Encodes `set`, reusing `self`'s encoding of every item that did not change; also returns the
+    /// SDS names whose answer changed for some client.
+    fn next(&self, set: Arc<SecretSet>) -> (Self, BTreeSet<String>) {
+        let identities: BTreeMap<String, Arc<Resource>> = set
+            .identities
+            .iter()
+            .map(|(name, id)| {
+                let reused = self
+                    .identities
+                    .get(name)
+                    .filter(|_| self.set.identities.get(name) == Some(id));
+                let r = match reused {
+                    Some(r) => r.clone(),
+                    None => {
+                        Resource::new(mtls::CERT_SECRET.to_string(), mtls::certificate_secret(id))
+                    }
+                };
+                (name.clone(), r)
+            })
+            .collect();
+        let root = match (&set.trust_bundle, &self.root) {
+            (Some(b), Some(r)) if self.set.trust_bundle.as_ref() == Some(b) => Some(r.clone()),
+            (Some(b), _) => Some(Resource::new(
+                mtls::ROOT_SECRET.to_string(),
+                mtls::root_secret(b),
+            )),
+            (None, _) => None,
+        };
+        let mut changed = BTreeSet::new();
+        let same_identities = identities.len() == self.identities.len()
+            && identities
+                .iter()
+                .zip(&self.identities)
+                .all(|((a, ra), (b, rb))| a == b && ra.hash == rb.hash);
+        if !same_identities {
+            changed.insert(mtls::CERT_SECRET.to_string());
+        }
+        if root.as_ref().map(|r| r.hash) != self.root.as_ref().map(|r| r.hash) {
+            changed.insert(mtls::ROOT_SECRET.to_string());
+        }
+        let next = Self {
+            set,
+            identities,
+            root,
+            missing_logged: Default::default(),
+        };
+        (next, changed)
+    }
+
+    fn for_client(&self, client: &ClientInfo, name: &str) -> Option<Arc<Resource>> {
+        match name {
+            mtls::CERT_SECRET => {
+                let identity = client.identity.as_deref().unwrap_or(DEFAULT_IDENTITY);
+                let found = self.identities.get(identity).cloned();
+                if found.is_none()
+                    && self
+                        .missing_logged
+                        .lock()
+                        // A panic elsewhere cannot leave this set inconsistent: keep using it.
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(identity.to_string())
+                {
+                    warn!(
+                        identity,
+                        node = %client.node_id,
+                        "no certificate for this identity: SDS `default` is not answered until it has one"
+                    );
+                }
+                found
+            }
+            mtls::ROOT_SECRET => self.root.clone(),
+            _ => None,
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        self.identities
+            .values()
+            .chain(&self.root)
+            .map(|r| r.any.value.len())
+            .sum()
+    }
+}
+
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Increases by one with every published snapshot; for logs and diagnostics.
+    pub generation: u64,
+    /// When the change that produced this snapshot was turned into it: the start of push latency and
+    /// convergence measurements.
+    pub built_at: std::time::Instant,
+    pub registry: Arc<Registry>,
+    pub policies: Arc<PolicySet>,
+    settings: TranslateSettings,
+    clusters: BTreeMap<String, Arc<ClusterEntry>>,
+    listeners: DashMap<(String, u16), Arc<Resource>>,
+    routes: DashMap<Option<String>, Arc<Resource>>,
+    /// Inbound mTLS listeners per (bind address, ports) and app clusters per app port: they depend
+    /// only on the client, so every snapshot shares them.
+    inbound: Arc<DashMap<(String, Inbound), Arc<Resource>>>,
+    apps: Arc<DashMap<u16, Arc<Resource>>>,
+    secrets: Arc<SecretEntries>,
+    changes: Option<Changes>,
+}
+
+impl Snapshot {
+    /// Builds the next snapshot, reusing `previous`'s per-cluster memos where service and policy are
+    /// unchanged.
+    pub fn build(
+        previous: Option<&Snapshot>,
+        registry: Arc<Registry>,
+        policies: Arc<PolicySet>,
+        settings: TranslateSettings,
+    ) -> Self {
+        let mut clusters = BTreeMap::new();
+        for service in registry.services.values() {
+            let shared = Arc::new(service.clone());
+            for port in &service.ports {
+                let resolved = policies.resolve(service, port);
+                let name = resources::cluster_name(&service.id, port);
+                // The input holds the backups' endpoints too: a change in a backup service rebuilds
+                // (and names in `Changes`) every cluster that uses it.
+                let input = ClusterInput::new(&registry, shared.clone(), port, &resolved.policy);
+                let reused = previous
+                    .and_then(|p| p.clusters.get(&name))
+                    .filter(|old| old.input == input && old.policy == resolved);
+                let entry = match reused {
+                    Some(old) => old.clone(),
+                    None => {
+                        for skipped in &input.skipped {
+                            warn!(
+                                cluster = %name,
+                                backup = %skipped.service,
+                                reason = %skipped.reason,
+                                "backup service not used"
+                            );
+                        }
+                        Arc::new(ClusterEntry::new(
+                            name.clone(),
+                            input,
+                            resolved.clone(),
+                            settings.shared_cache,
+                        ))
+                    }
+                };
+                clusters.insert(name, entry);
+            }
+        }
+        let changes = previous.map(|p| cluster_changes(p, &clusters));
+        // Routes and listeners depend only on the service set and settings: keep their memos when those
+        // did not change.
+        let same_routes = previous.is_some_and(|p| {
+            p.settings == settings
+                && p.registry.services.len() == registry.services.len()
+                && p.registry
+                    .services
+                    .iter()
+                    .zip(registry.services.iter())
+                    .all(|((a_id, a), (b_id, b))| a_id == b_id && a.ports == b.ports)
+        });
+        let (listeners, routes) = match previous {
+            Some(p) if same_routes => (p.listeners.clone(), p.routes.clone()),
+            _ => (DashMap::new(), DashMap::new()),
+        };
+        let changes = changes.map(|mut c| {
+            c.routes = !same_routes;
+            c
+        });
+        Self {
+            generation: previous.map_or(1, |p| p.generation + 1),
+            built_at: std::time::Instant::now(),
+            registry,
+            policies,
+            settings,
+            clusters,
+            listeners,
+            routes,
+            inbound: previous.map(|p| p.inbound.clone()).unwrap_or_default(),
+            apps: previous.map(|p| p.apps.clone()).unwrap_or_default(),
+            // Carried over; [`Snapshot::with_secrets`] replaces them.
+            secrets: previous.map(|p| p.secrets.clone()).unwrap_or_default(),
+            changes,
+        }
+    }
+
+    /// This snapshot with `secrets` in place of the previous snapshot's, noting which SDS names
+    /// changed.
+    pub fn with_secrets(mut self, secrets: Arc<SecretSet>) -> Self {
+        if *self.secrets.set == *secrets {
+            return self;
+        }
+        let (next, changed) = self.secrets.next(secrets);
+        self.secrets = Arc::new(next);
+        if let Some(c) = &mut self.changes {
+            c.secrets.extend(changed);
+        }
+        self
+    }
+
+    /// The secrets this snapshot serves.
+    pub fn secret_set(&self) -> &Arc<SecretSet> {
+        &self.secrets.set
+    }
+
+    /// The changes since generation `seen`, if this snapshot directly follows it.
+    pub fn changes_since(&self, seen: Option<u64>) -> Option<&Changes> {
+        self.changes.as_ref().filter(|c| Some(c.since) == seen)
+    }
+
+    /// Which resources of `kind` may differ from what a client synced at generation `seen` holds.
+    pub fn scope(&self, kind: ResourceType, seen: Option<u64>) -> Scope<'_> {
+        if seen == Some(self.generation) {
+            return Scope::Nothing; // already checked against this very snapshot
+        }
+        let Some(changes) = self.changes_since(seen) else {
+            return Scope::Everything;
+        };
+        let changed = match kind {
+            ResourceType::Secret => {
+                return if changes.secrets.is_empty() {
+                    Scope::Nothing
+                } else {
+                    Scope::Names(&changes.secrets)
+                }
+            }
+            ResourceType::Cluster => changes.cds,
+            ResourceType::Listener | ResourceType::Route => changes.routes,
+            ResourceType::Endpoint => {
+                return if changes.clusters.is_empty() {
+                    Scope::Nothing
+                } else {
+                    Scope::Names(&changes.clusters)
+                }
+            }
+        };
+        if changed {
+            Scope::Everything
+        } else {
+            Scope::Nothing
+        }
+    }
+
+    /// Envoy's expected load split over priorities, per cluster and per locality class that has an
+    /// answer in the cache: (cluster, class, percent per priority).
+    pub fn expected_loads(&self) -> Vec<(String, String, Vec<u32>)> {
+        let mut out = Vec::new();
+        for c in self.clusters.values() {
+            for class in c.eds.iter().map(|e| e.key().clone()) {
+                let e = translate::explain::explain(&class, &c.input, &c.policy.policy);
+                out.push((c.name().to_string(), class.to_string(), e.load));
+            }
+        }
+        out
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        let mut classes = BTreeSet::new();
+        let mut eds_answers = 0;
+        let mut bytes = 0;
+        for c in self.clusters.values() {
+            for e in c.eds.iter() {
+                classes.insert(e.key().clone());
+            }
+            eds_answers += c.eds.len();
+            bytes += c.cached_bytes();
+        }
+        bytes += self
+            .listeners
+            .iter()
+            .map(|l| l.value().any.value.len())
+            .sum::<usize>();
+        bytes += self
+            .routes
+            .iter()
+            .map(|r| r.value().any.value.len())
+            .sum::<usize>();
+        bytes += self.secrets.bytes();
+        CacheStats {
+            clusters: self.clusters.len(),
+            classes: classes.len(),
+            eds_answers,
+            bytes,
+        }
+    }
+
+    pub fn clusters(&self) -> impl Iterator<Item = &Arc<ClusterEntry>> {
+        self.clusters.values()
+    }
+
+    pub fn cluster(&self, name: &str) -> Option<&Arc<ClusterEntry>> {
+        self.clusters.get(name)
+    }
+
+    fn listener_for(&self, client: &ClientInfo) -> Arc<Resource> {
+        let over = client.listener.as_ref();
+        let address = over
+            .and_then(|o| o.address.clone())
+            .unwrap_or_else(|| self.settings.listener_address.clone());
+        let port = over
+            .and_then(|o| o.port)
+            .unwrap_or(self.settings.listener_port);
+        let build = || {
+            Resource::new(
+                resources::LISTENER_NAME.to_string(),
+                resources::listener(&address, port),
+            )
+        };
+        if !self.settings.shared_cache {
+            return build();
+        }
+        self.listeners
+            .entry((address.clone(), port))
+            .or_insert_with(build)
+            .clone()
+    }
+
+    /// The inbound mTLS listener of a client that asked for one.
+    fn inbound_for(&self, client: &ClientInfo) -> Option<Arc<Resource>> {
+        let inbound = client.inbound?;
+        let address = client
+            .listener
+            .as_ref()
+            .and_then(|o| o.address.clone())
+            .unwrap_or_else(|| self.settings.listener_address.clone());
+        let build = || {
+            Resource::new(
+                mtls::INBOUND_LISTENER.to_string(),
+                mtls::inbound_listener(&address, inbound),
+            )
+        };
+        Some(
+            self.inbound
+                .entry((address.clone(), inbound))
+                .or_insert_with(build)
+                .clone(),
+        )
+    }
+
+    /// The static cluster of the app behind a client's inbound listener.
+    fn app_for(&self, client: &ClientInfo) -> Option<Arc<Resource>> {
+        let inbound = client.inbound?;
+        Some(
+            self.apps
+                .entry(inbound.app_port)
+                .or_insert_with(|| {
+                    Resource::new(mtls::APP_CLUSTER.to_string(), mtls::app_cluster(inbound))
+                })
+                .clone(),
+        )
+    }
+
+    fn routes_for(&self, client: &ClientInfo) -> Arc<Resource> {
+        let build = || {
+            Resource::new(
+                resources::ROUTE_CONFIG_NAME.to_string(),
+                resources::route_configuration(
+                    self.registry.services.values(),
+                    client.namespace.as_deref(),
+                ),
+            )
+        };
+        if !self.settings.shared_cache {
+            return build();
+        }
+        self.routes
+            .entry(client.namespace.clone())
+            .or_insert_with(build)
+            .clone()
+    }
+
+    /// What `client` should have of one type. `names` is the subscription (`None` = wildcard); names that
+    /// do not exist are left out, as the protocol allows.
+    pub fn resources_for(
+        &self,
+        kind: ResourceType,
+        client: &ClientInfo,
+        names: Option<&BTreeSet<String>>,
+    ) -> Vec<Arc<Resource>> {
+        let wanted = |name: &str| names.is_none_or(|n| n.contains(name));
+        match kind {
+            ResourceType::Cluster => self
+                .clusters
+                .values()
+                .filter(|c| wanted(c.name()))
+                .map(|c| c.cluster_resource())
+                .chain(self.app_for(client).filter(|a| wanted(&a.name)))
+                .collect(),
+            ResourceType::Endpoint => {
+                // EDS is never wildcard for us: with no names, nothing is wanted.
+                let Some(names) = names else {
+                    return Vec::new();
+                };
+                // A client's class depends only on the policy's keys, and most clusters share one
+                // policy: work it out once per distinct policy, not once per cluster.
+                let mut classes: Vec<(*const FailoverPolicy, LocalityClass)> = Vec::new();
+                names
+                    .iter()
+                    .filter_map(|n| self.clusters.get(n))
+                    .map(|c| {
+                        let key = Arc::as_ptr(&c.policy.policy);
+                        let i = match classes.iter().position(|(k, _)| *k == key) {
+                            Some(i) => i,
+                            None => {
+                                classes.push((key, c.class_of(client)));
+                                classes.len() - 1
+                            }
+                        };
+                        c.load_assignment(&classes[i].1)
+                    })
+                    .collect()
+            }
+            ResourceType::Listener => std::iter::once(self.listener_for(client))
+                .chain(self.inbound_for(client))
+                .filter(|l| wanted(&l.name))
+                .collect(),
+            ResourceType::Route => {
+                let r = self.routes_for(client);
+                if names.is_some_and(|n| n.contains(&r.name)) {
+                    vec![r]
+                } else {
+                    Vec::new()
+                }
+            }
+            // Never wildcard: a client gets the secrets it names.
+            ResourceType::Secret => names
+                .into_iter()
+                .flatten()
+                .filter_map(|n| self.secrets.for_client(client, n))
+                .collect(),
+        }
+    }
+
+    /// One named resource of `kind` as `client` should have it, if it exists.
+    pub fn resource(
+        &self,
+        kind: ResourceType,
+        client: &ClientInfo,
+        name: &str,
+    ) -> Option<Arc<Resource>> {
+        match kind {
+            ResourceType::Cluster if name == mtls::APP_CLUSTER => self.app_for(client),
+            ResourceType::Cluster => self.clusters.get(name).map(|c| c.cluster_resource()),
+            ResourceType::Endpoint => self.load_assignment(name, client),
+            ResourceType::Listener if name == mtls::INBOUND_LISTENER => self.inbound_for(client),
+            ResourceType::Listener => Some(self.listener_for(client)).filter(|l| l.name == name),
+            ResourceType::Secret => self.secrets.for_client(client, name),
+            ResourceType::Route => Some(self.routes_for(client)).filter(|r| r.name == name),
+        }
+    }
+
+    /// One cluster's EDS answer for `client`, if the cluster exists.
+    pub fn load_assignment(&self, cluster: &str, client: &ClientInfo) -> Option<Arc<Resource>> {
+        let c = self.clusters.get(cluster)?;
+        Some(c.load_assignment(&c.class_of(client)))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,428 @@
+use super::*;
+use crate::model::{Endpoint, Health, Locality, Service, ServiceId, ServicePort};
+use crate::policy::{FailoverPolicy, PolicyEntry, PolicyOrigin, PolicyScope};
+use std::collections::BTreeMap as Map;
+
+fn registry(endpoint_ip: &str) -> Arc<Registry> {
+    let svc = |name: &str, ip: &str| Service {
+        traffic_distribution: None,
+        id: ServiceId::new("shop", name),
+        ports: vec![ServicePort {
+            name: "http".into(),
+            port: 8080,
+        }],
+        endpoints: vec![Endpoint {
+            address: ip.parse().unwrap(),
+            port_overrides: Map::new(),
+            locality: Locality::new("r", "z1", ""),
+            labels: Map::new(),
+            health: Health::Healthy,
+        }],
+    };
+    Arc::new(Registry::from_services([
+        svc("a", endpoint_ip),
+        svc("b", "10.0.0.9"),
+    ]))
+}
+
+fn client(zone: &str, node: &str) -> ClientInfo {
+    ClientInfo {
+        node_id: node.into(),
+        locality: Locality::new("r", zone, ""),
+        ..ClientInfo::default()
+    }
+}
+
+fn names(n: &[&str]) -> BTreeSet<String> {
+    n.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn eds_answers_are_shared_per_class_and_only_named_ones_are_returned() {
+    let snap = Snapshot::build(
+        None,
+        registry("10.0.0.1"),
+        Arc::default(),
+        TranslateSettings::default(),
+    );
+    let want = names(&["a.shop:8080", "missing.shop:80"]);
+    let one = snap.resources_for(ResourceType::Endpoint, &client("z1", "n1"), Some(&want));
+    let two = snap.resources_for(ResourceType::Endpoint, &client("z1", "n2"), Some(&want));
+    assert_eq!(one.len(), 1);
+    assert!(
+        Arc::ptr_eq(&one[0], &two[0]),
+        "same class shares one encoding"
+    );
+    let other = snap.resources_for(ResourceType::Endpoint, &client("z2", "n3"), Some(&want));
+    assert!(!Arc::ptr_eq(&one[0], &other[0]));
+    assert_eq!(snap.stats().eds_answers, 2);
+    assert!(snap
+        .resources_for(ResourceType::Endpoint, &client("z1", "n1"), None)
+        .is_empty());
+    let cds = snap.resources_for(ResourceType::Cluster, &client("z1", "n1"), None);
+    assert_eq!(
+        cds.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+        vec!["a.shop:8080", "b.shop:8080"]
+    );
+}
+
+#[test]
+fn next_snapshot_reuses_unchanged_clusters_only() {
+    let first = Snapshot::build(
+        None,
+        registry("10.0.0.1"),
+        Arc::default(),
+        TranslateSettings::default(),
+    );
+    let second = Snapshot::build(
+        Some(&first),
+        registry("10.0.0.2"),
+        Arc::default(),
+        TranslateSettings::default(),
+    );
+    assert_eq!(second.generation, 2);
+    assert!(!Arc::ptr_eq(
+        first.cluster("a.shop:8080").unwrap(),
+        second.cluster("a.shop:8080").unwrap()
+    ));
+    assert!(Arc::ptr_eq(
+        first.cluster("b.shop:8080").unwrap(),
+        second.cluster("b.shop:8080").unwrap()
+    ));
+    // An endpoint change leaves the CDS resource byte-identical, so Envoy keeps its outlier state.
+    assert_eq!(
+        first.cluster("a.shop:8080").unwrap().cluster.hash,
+        second.cluster("a.shop:8080").unwrap().cluster.hash
+    );
+    // A policy change rebuilds the cluster it applies to.
+    let policies = Arc::new(PolicySet {
+        entries: vec![PolicyEntry {
+            scope: PolicyScope::Service(ServiceId::new("shop", "b")),
+            origin: PolicyOrigin::BuiltIn,
+            policy: Arc::new(FailoverPolicy {
+                panic_threshold: 10,
+                ..FailoverPolicy::default()
+            }),
+        }],
+    });
+    let third = Snapshot::build(
+        Some(&second),
+        registry("10.0.0.2"),
+        policies,
+        TranslateSettings::default(),
+    );
+    assert_ne!(
+        second.cluster("b.shop:8080").unwrap().cluster.hash,
+        third.cluster("b.shop:8080").unwrap().cluster.hash
+    );
+}
+
+#[test]
+fn a_backup_service_change_rebuilds_the_primary_and_names_it() {
+    // a backs up to b: b's endpoints are in a's EDS answer.
+    let policies = Arc::new(PolicySet {
+        entries: vec![PolicyEntry {
+            scope: PolicyScope::Service(ServiceId::new("shop", "a")),
+            origin: PolicyOrigin::BuiltIn,
+            policy: Arc::new(FailoverPolicy {
+                backups: vec![crate::policy::BackupService {
+                    service: ServiceId::new("shop", "b"),
+                    cluster: None,
+                }],
+                ..FailoverPolicy::default()
+            }),
+        }],
+    });
+    let with_b = |ip: &str| {
+        let mut services: Vec<Service> = registry("10.0.0.1").services.values().cloned().collect();
+        services[1].endpoints[0].address = ip.parse().unwrap();
+        Arc::new(Registry::from_services(services))
+    };
+    let first = Snapshot::build(
+        None,
+        with_b("10.0.0.9"),
+        policies.clone(),
+        TranslateSettings::default(),
+    );
+    let c = client("z1", "n1");
+    let before = first.load_assignment("a.shop:8080", &c).unwrap();
+    let second = Snapshot::build(
+        Some(&first),
+        with_b("10.0.0.10"),
+        policies,
+        TranslateSettings::default(),
+    );
+    assert_eq!(
+        second.scope(ResourceType::Endpoint, Some(1)),
+        Scope::Names(&names(&["a.shop:8080", "b.shop:8080"]))
+    );
+    let after = second.load_assignment("a.shop:8080", &c).unwrap();
+    assert_ne!(before.hash, after.hash);
+    let has = |r: &Resource, ip: &[u8]| r.any.value.windows(ip.len()).any(|w| w == ip);
+    assert!(has(&before, b"10.0.0.9") && !has(&before, b"10.0.0.10"));
+    assert!(has(&after, b"10.0.0.10"));
+    // The primary's CDS resource is untouched: Envoy keeps its outlier state.
+    assert_eq!(
+        first.cluster("a.shop:8080").unwrap().cluster.hash,
+        second.cluster("a.shop:8080").unwrap().cluster.hash
+    );
+}
+
+#[test]
+fn listener_honours_client_override_and_versions_follow_content() {
+    let snap = Snapshot::build(
+        None,
+        registry("10.0.0.1"),
+        Arc::default(),
+        TranslateSettings::default(),
+    );
+    let mut c = client("z1", "n1");
+    let default = snap.resources_for(ResourceType::Listener, &c, None);
+    let again = snap.resources_for(ResourceType::Listener, &c, None);
+    c.listener = Some(crate::model::ListenerOverride {
+        address: Some("127.0.0.1".into()),
+        port: Some(20001),
+    });
+    let custom = snap.resources_for(ResourceType::Listener, &c, None);
+    assert_ne!(default[0].hash, custom[0].hash);
+    assert_eq!(default[0].hash, again[0].hash);
+    let routes = snap.resources_for(ResourceType::Route, &c, Some(&names(&["outbound"])));
+    assert_eq!(routes.len(), 1);
+    assert!(snap
+        .resources_for(ResourceType::Route, &c, Some(&names(&["other"])))
+        .is_empty());
+}
+
+#[test]
+fn changes_name_rebuilt_clusters_and_whether_cds_or_routes_moved() {
+    let first = Snapshot::build(
+        None,
+        registry("10.0.0.1"),
+        Arc::default(),
+        TranslateSettings::default(),
+    );
+    assert_eq!(first.scope(ResourceType::Endpoint, None), Scope::Everything);
+    let second = Snapshot::build(
+        Some(&first),
+        registry("10.0.0.2"),
+        Arc::default(),
+        TranslateSettings::default(),
+    );
+    let changed = names(&["a.shop:8080"]);
+    assert_eq!(
+        second.scope(ResourceType::Endpoint, Some(1)),
+        Scope::Names(&changed)
+    );
+    assert_eq!(second.scope(ResourceType::Cluster, Some(1)), Scope::Nothing);
+    assert_eq!(second.scope(ResourceType::Route, Some(1)), Scope::Nothing);
+    // A client that did not see generation 1 checks everything.
+    assert_eq!(second.scope(ResourceType::Cluster, None), Scope::Everything);
+    assert_eq!(
+        second.scope(ResourceType::Endpoint, Some(0)),
+        Scope::Everything
+    );
+    // A new service: its cluster is new (CDS moves) and so are the routes.
+    let mut services: Vec<Service> = second.registry.services.values().cloned().collect();
+    let mut c = services[0].clone();
+    c.id = ServiceId::new("shop", "c");
+    services.push(c);
+    let third = Snapshot::build(
+        Some(&second),
+        Arc::new(Registry::from_services(services)),
+        Arc::default(),
+        TranslateSettings::default(),
+    );
+    assert_eq!(
+        third.scope(ResourceType::Endpoint, Some(2)),
+        Scope::Names(&names(&["c.shop:8080"]))
+    );
+    assert_eq!(
+        third.scope(ResourceType::Cluster, Some(2)),
+        Scope::Everything
+    );
+    assert_eq!(
+        third.scope(ResourceType::Listener, Some(2)),
+        Scope::Everything
+    );
+    // Unchanged input: nothing to check.
+    let fourth = Snapshot::build(
+        Some(&third),
+        third.registry.clone(),
+        Arc::default(),
+        TranslateSettings::default(),
+    );
+    assert_eq!(
+        fourth.scope(ResourceType::Endpoint, Some(3)),
+        Scope::Nothing
+    );
+}
+
+#[test]
+fn stats_count_classes_and_bytes_and_baseline_mode_shares_nothing() {
+    let snap = Snapshot::build(
+        None,
+        registry("10.0.0.1"),
+        Arc::default(),
+        TranslateSettings::default(),
+    );
+    let want = names(&["a.shop:8080", "b.shop:8080"]);
+    for (zone, node) in [("z1", "n1"), ("z1", "n2"), ("z2", "n3")] {
+        snap.resources_for(ResourceType::Endpoint, &client(zone, node), Some(&want));
+    }
+    let stats = snap.stats();
+    assert_eq!(stats.clusters, 2);
+    assert_eq!(stats.classes, 2);
+    assert_eq!(stats.eds_answers, 4);
+    assert!(stats.bytes > 0);
+
+    let baseline = Snapshot::build(
+        None,
+        registry("10.0.0.1"),
+        Arc::default(),
+        TranslateSettings {
+            shared_cache: false,
+            ..TranslateSettings::default()
+        },
+    );
+    let one = baseline.resources_for(ResourceType::Endpoint, &client("z1", "n1"), Some(&want));
+    let two = baseline.resources_for(ResourceType::Endpoint, &client("z1", "n2"), Some(&want));
+    assert!(
+        !Arc::ptr_eq(&one[0], &two[0]),
+        "each client encodes its own"
+    );
+    assert_eq!(one[0].hash, two[0].hash, "with the same content");
+    let cds1 = baseline.resources_for(ResourceType::Cluster, &client("z1", "n1"), None);
+    let cds2 = baseline.resources_for(ResourceType::Cluster, &client("z1", "n1"), None);
+    assert!(!Arc::ptr_eq(&cds1[0], &cds2[0]));
+    assert_eq!(baseline.stats().eds_answers, 0);
+}
+
+#[test]
+fn inbound_clients_get_their_listener_and_app_cluster_and_secrets_are_reused() {
+    let set = crate::model::secrets::SecretSet::placeholder;
+    let snap = Snapshot::build(
+        None,
+        registry("10.0.0.1"),
+        Arc::default(),
+        TranslateSettings::default(),
+    )
+    .with_secrets(set("ca", &[("web", "web-1"), ("db", "db-1")]));
+    let plain = client("z1", "n1");
+    let mut sidecar = client("z1", "n2");
+    sidecar.inbound = Some(Inbound {
+        port: 15006,
+        app_port: 8080,
+    });
+    let listed = |rs: Vec<Arc<Resource>>| rs.iter().map(|r| r.name.clone()).collect::<Vec<_>>();
+    assert_eq!(
+        listed(snap.resources_for(ResourceType::Listener, &plain, None)),
+        vec![resources::LISTENER_NAME]
+    );
+    assert_eq!(
+        listed(snap.resources_for(ResourceType::Listener, &sidecar, None)),
+        vec![resources::LISTENER_NAME, mtls::INBOUND_LISTENER]
+    );
+    assert_eq!(
+        listed(snap.resources_for(ResourceType::Cluster, &sidecar, None)),
+        vec!["a.shop:8080", "b.shop:8080", mtls::APP_CLUSTER]
+    );
+    assert!(snap
+        .resource(ResourceType::Cluster, &plain, mtls::APP_CLUSTER)
+        .is_none());
+    assert!(snap
+        .resource(ResourceType::Listener, &sidecar, mtls::INBOUND_LISTENER)
+        .is_some());
+    // Secrets: `default` by identity (none for an unknown one), shared between clients.
+    let mut web = plain.clone();
+    web.identity = Some("web".into());
+    let sds = names(&["default", "ROOTCA"]);
+    let a = snap.resources_for(ResourceType::Secret, &web, Some(&sds));
+    let b = snap.resources_for(ResourceType::Secret, &web, Some(&sds));
+    assert_eq!(a.len(), 2);
+    assert!(a.iter().zip(&b).all(|(x, y)| Arc::ptr_eq(x, y)));
+    assert_eq!(
+        snap.resources_for(ResourceType::Secret, &sidecar, Some(&sds))
+            .len(),
+        1,
+        "identity `default` has no certificate: ROOTCA only"
+    );
+    assert!(snap
+        .resources_for(ResourceType::Secret, &web, None)
+        .is_empty());
+    // The same secrets again: nothing changed, encodings reused; one identity changed: only it.
+    let same = Snapshot::build(
+        Some(&snap),
+        snap.registry.clone(),
+        Arc::default(),
+        TranslateSettings::default(),
+    )
+    .with_secrets(set("ca", &[("web", "web-1"), ("db", "db-1")]));
+    assert_eq!(same.scope(ResourceType::Secret, Some(1)), Scope::Nothing);
+    let again = same.resources_for(ResourceType::Secret, &web, Some(&sds));
+    assert!(Arc::ptr_eq(&a[0], &again[0]));
+    let rotated = Snapshot::build(
+        Some(&same),
+        snap.registry.clone(),
+        Arc::default(),
+        TranslateSettings::default(),
+    )
+    .with_secrets(set("ca", &[("web", "web-1"), ("db", "db-2")]));
+    let changed = names(&["default"]);
+    assert_eq!(
+        rotated.scope(ResourceType::Secret, Some(2)),
+        Scope::Names(&changed)
+    );
+    assert_eq!(
+        rotated.scope(ResourceType::Cluster, Some(2)),
+        Scope::Nothing
+    );
+    let web_after = rotated.resources_for(ResourceType::Secret, &web, Some(&sds));
+    assert!(web_after.iter().zip(&a).all(|(x, y)| Arc::ptr_eq(x, y)));
+}
+
+/// envoy-types map fields are HashMaps with a random seed per map, so a map with two or more entries
+/// would encode in a different order from one build to the next and look like a change. Building
+/// every resource kind many times from scratch must give identical bytes.
+#[test]
+fn encoding_is_deterministic_across_independent_builds() {
+    let policies = Arc::new(PolicySet {
+        entries: vec![PolicyEntry {
+            scope: PolicyScope::Mesh,
+            origin: PolicyOrigin::BuiltIn,
+            policy: Arc::new(FailoverPolicy {
+                failover_priority: vec!["topology.kubernetes.io/region".into(), "tier".into()],
+                ..FailoverPolicy::default()
+            }),
+        }],
+    });
+    let want = names(&["a.shop:8080", "b.shop:8080"]);
+    let mut c = client("z1", "n1");
+    c.labels.insert("tier".into(), "gold".into());
+    c.namespace = Some("shop".into());
+    let encode = || {
+        let snap = Snapshot::build(
+            None,
+            registry("10.0.0.1"),
+            policies.clone(),
+            TranslateSettings::default(),
+        );
+        let mut all = Vec::new();
+        let route = names(&[resources::ROUTE_CONFIG_NAME]);
+        for kind in ResourceType::PUSH_ORDER {
+            let names = match kind {
+                ResourceType::Endpoint => Some(&want),
+                ResourceType::Route => Some(&route),
+                _ => None,
+            };
+            for r in snap.resources_for(kind, &c, names) {
+                all.push((r.name.clone(), r.any.value.clone()));
+            }
+        }
+        all
+    };
+    let reference = encode();
+    assert_eq!(reference.len(), 6);
+    for _ in 0..32 {
+        assert_eq!(encode(), reference);
+    }
+}

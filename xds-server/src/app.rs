@@ -1,0 +1,588 @@
+//! Wires the stages: sources (endpoints file or Kubernetes, policies, secrets) → snapshot publishing
+//! → the xDS, admin and metrics servers. `main.rs` parses the arguments and calls [`run`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::admin::api::AdminService;
+use crate::admin::csds::CsdsService;
+use crate::grpc::AdsService;
+use crate::registry::ClientRegistry;
+use crate::sources::endpoints_file;
+use crate::sources::kubernetes::{self, convert::ConvertSettings, KubeSourceSettings};
+use crate::sources::policy::files as policy_load;
+use crate::sources::secrets::SecretSet;
+use xds_core::model::LocalityLookup;
+use xds_core::model::Registry;
+use xds_core::policy::{PolicySet, PolicyStatus};
+use xds_core::snapshot::{Snapshot, TranslateSettings};
+
+async fn kube_client(
+    kubeconfig: Option<&std::path::Path>,
+    context: Option<String>,
+) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            let options = kube::config::KubeConfigOptions {
+                context,
+                ..Default::default()
+            };
+            kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+                .await
+                .with_context(|| format!("using kubeconfig {}", path.display()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("no in-cluster config and no usable kubeconfig (pass --kubeconfig)")?,
+    };
+    kube::Client::try_from(config).context("building the Kubernetes client")
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SourceKind {
+    /// A local endpoints file (`--endpoints`); no cluster needed.
+    File,
+    /// The Kubernetes API (in-cluster config, or `--kubeconfig`).
+    Kubernetes,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Envoy xDS control plane with locality-priority failover.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Args {
+    /// Print the FailoverPolicy CustomResourceDefinition (YAML) and exit; `deploy/kubernetes/crd.yaml` is
+    /// this output.
+    #[arg(long, exclusive = true)]
+    pub print_crd: bool,
+
+    /// Validate a policy file or directory and exit: prints every problem (file, line, field, reason)
+    /// and exits 1, or lists the policies and exits 0. Nothing is started.
+    #[arg(long, exclusive = true, value_name = "PATH")]
+    pub check_policies: Option<PathBuf>,
+
+    /// Where services and endpoints come from.
+    #[arg(long, env = "XDS_SOURCE", value_enum, default_value = "file")]
+    pub source: SourceKind,
+
+    /// Endpoints file (YAML) to serve with `--source file`; watched, edits reach Envoy within a second.
+    #[arg(long, env = "XDS_ENDPOINTS")]
+    pub endpoints: Option<PathBuf>,
+
+    /// Kubeconfig for `--source kubernetes` (default: in-cluster config, then $KUBECONFIG / ~/.kube/config).
+    #[arg(long, env = "XDS_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Kubeconfig context to use (default: the current context).
+    #[arg(long, env = "XDS_KUBE_CONTEXT", requires = "kubeconfig")]
+    pub context: Option<String>,
+
+    /// Watch several clusters: `NAME=KUBECONFIG[,context=CTX][,network=NET][,gateway=HOST:PORT]`,
+    /// repeatable (in the environment, separate clusters with `;`). Implies the Kubernetes source; the
+    /// first cluster also holds the FailoverPolicy custom resources.
+    #[arg(long = "cluster", env = "XDS_CLUSTERS", value_delimiter = ';')]
+    pub clusters: Vec<kubernetes::clusters::ClusterSpec>,
+
+    /// Server config file (YAML): `clusters:` (like `--cluster`) and `staleAfter:`.
+    #[arg(long, env = "XDS_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// With several clusters: how long a cluster's API server may not answer before its endpoints are
+    /// stale (sent UNHEALTHY where another cluster has healthy ones); also how long startup waits for a
+    /// cluster that has not listed. `never` keeps last known endpoints as they are and waits for all.
+    #[arg(long, env = "XDS_STALE_AFTER", value_parser = kubernetes::clusters::parse_stale_after)]
+    pub stale_after: Option<kubernetes::clusters::StaleAfter>,
+
+    /// FailoverPolicy objects without `service` in this namespace are the mesh-wide default
+    /// (`--source kubernetes`).
+    #[arg(long, env = "XDS_MESH_NAMESPACE", default_value = "xds-system")]
+    pub mesh_namespace: String,
+
+    /// Node label that holds an endpoint's subzone (`--source kubernetes`).
+    #[arg(long, env = "XDS_SUBZONE_LABEL", default_value = xds_core::model::labels::SUBZONE)]
+    pub subzone_label: String,
+
+    /// Failover policy file, or a directory of *.yaml / *.yml policy files; watched.
+    #[arg(long, env = "XDS_POLICIES")]
+    pub policies: Option<PathBuf>,
+
+    /// Workload certificates served over SDS: `DIR/ca.crt` (trust bundle) and, per identity,
+    /// `DIR/IDENTITY/tls.crt` + `DIR/IDENTITY/tls.key`; watched, rotations reach Envoy without restarts.
+    #[arg(long, env = "XDS_SECRETS_DIR")]
+    pub secrets_dir: Option<PathBuf>,
+
+    /// Workload certificates served over SDS from this namespace's `kubernetes.io/tls` Secrets (identity =
+    /// Secret name) and the `ca.crt` of its Secret `xds-trust-bundle`; needs the Kubernetes source.
+    #[arg(long, env = "XDS_SECRETS_NAMESPACE", conflicts_with = "secrets_dir")]
+    pub secrets_namespace: Option<String>,
+
+    /// Address the ADS gRPC server listens on.
+    #[arg(long, env = "XDS_ADDR", default_value = "0.0.0.0:18000")]
+    pub xds_addr: SocketAddr,
+
+    /// Address of the admin gRPC API (xdsctl, Envoy CSDS, health, reflection). Port 0 picks a free port.
+    #[arg(long, env = "XDS_ADMIN_ADDR", default_value = crate::admin::api::DEFAULT_ADDR)]
+    pub admin_addr: SocketAddr,
+
+    /// Address of the Prometheus endpoint (`/metrics`, `/healthz`, `/readyz`). Port 0 picks a free port.
+    #[arg(long, env = "XDS_METRICS_ADDR", default_value = "127.0.0.1:9090")]
+    pub metrics_addr: SocketAddr,
+
+    /// Port of the generated outbound HTTP listener (a client may override it in its node metadata).
+    #[arg(long, env = "XDS_LISTENER_PORT", default_value_t = 15001)]
+    pub listener_port: u16,
+
+    /// Address of the generated outbound HTTP listener.
+    #[arg(long, env = "XDS_LISTENER_ADDRESS", default_value = "0.0.0.0")]
+    pub listener_address: std::net::IpAddr,
+
+    /// Build and encode every client's answer on its own instead of sharing one per locality class.
+    /// Only for measuring what sharing saves (the load benchmark's baseline); never in production.
+    #[arg(long, env = "XDS_NO_SHARED_CACHE")]
+    pub no_shared_cache: bool,
+
+    #[command(flatten)]
+    pub security: crate::tls::SecurityArgs,
+
+    /// Log format on stderr. Filter with RUST_LOG (default: info).
+    #[arg(long, env = "XDS_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Rebuilds and publishes a snapshot whenever the registry or the policies change. `watch` channels
+/// coalesce bursts: a slow rebuild only ever sees the newest inputs.
+async fn publish_snapshots(
+    mut registry: watch::Receiver<Option<Arc<Registry>>>,
+    mut policies: watch::Receiver<Option<Arc<PolicySet>>>,
+    mut secrets: watch::Receiver<Arc<SecretSet>>,
+    snapshots: watch::Sender<Option<Arc<Snapshot>>>,
+    settings: TranslateSettings,
+) {
+    registry.mark_changed();
+    loop {
+        tokio::select! {
+            r = registry.changed() => if r.is_err() { return },
+            p = policies.changed() => if p.is_err() { return },
+            s = secrets.changed() => if s.is_err() { return },
+        }
+        let Some(reg) = registry.borrow_and_update().clone() else {
+            continue; // the source has no complete view yet
+        };
+        let Some(pol) = policies.borrow_and_update().clone() else {
+            continue; // custom resource policies not listed yet
+        };
+        let previous = snapshots.borrow().clone();
+        let changed: Vec<String> = match &previous {
+            Some(p) => p
+                .registry
+                .changed_services(&reg)
+                .into_iter()
+                .map(|s| s.to_string())
+                .collect(),
+            None => reg.services.keys().map(|s| s.to_string()).collect(),
+        };
+        let started = std::time::Instant::now();
+        let next = Snapshot::build(previous.as_deref(), reg, pol, settings.clone())
+            .with_secrets(secrets.borrow_and_update().clone());
+        // Long lists (a first snapshot of thousands of services) are cut: the count says the rest.
+        const SHOWN: usize = 10;
+        info!(
+            generation = next.generation,
+            services = next.registry.services.len(),
+            changed = changed.len(),
+            changed_services = ?&changed[..changed.len().min(SHOWN)],
+            policies = next.policies.entries.len(),
+            identities = next.secret_set().identities.len(),
+            build_us = started.elapsed().as_micros() as u64,
+            "publishing new snapshot"
+        );
+        let m = crate::metrics::metrics();
+        m.snapshots.inc();
+        m.snapshot_build_seconds
+            .observe(started.elapsed().as_secs_f64());
+        m.ready.set(1);
+        snapshots.send_replace(Some(Arc::new(next)));
+    }
+}
+
+/// Logs what the shared cache holds whenever it changed, at most every 10 s. Answers are encoded lazily
+/// (on the first client of a class), so the figures grow after a snapshot is published.
+async fn log_cache_stats(snapshots: watch::Receiver<Option<Arc<Snapshot>>>) {
+    let mut last = None;
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+    loop {
+        tick.tick().await;
+        let Some(snapshot) = snapshots.borrow().clone() else {
+            continue;
+        };
+        let stats = snapshot.stats();
+        if last != Some((snapshot.generation, stats)) {
+            info!(
+                generation = snapshot.generation,
+                clusters = stats.clusters,
+                classes = stats.classes,
+                eds_answers = stats.eds_answers,
+                cached_bytes = stats.bytes,
+                "cache"
+            );
+            last = Some((snapshot.generation, stats));
+        }
+    }
+}
+
+/// Feeds an always-complete source (a file) into a channel whose `None` means "not complete yet".
+fn forward<T: Send + Sync + 'static>(
+    mut from: watch::Receiver<Arc<T>>,
+    to: watch::Sender<Option<Arc<T>>>,
+) {
+    to.send_replace(Some(from.borrow_and_update().clone()));
+    tokio::spawn(async move {
+        while from.changed().await.is_ok() {
+            let latest = from.borrow_and_update().clone();
+            to.send_replace(Some(latest));
+        }
+    });
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("install SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    info!("shutting down");
+}
+
+/// `--check-policies PATH`.
+fn check_policies(path: &std::path::Path) -> anyhow::Result<()> {
+    match policy_load::check_policies(path) {
+        Ok(set) => {
+            println!("{}: {} valid policies", path.display(), set.entries.len());
+            for entry in &set.entries {
+                if let xds_core::policy::PolicyOrigin::Named {
+                    namespace,
+                    name,
+                    source,
+                } = &entry.origin
+                {
+                    println!(
+                        "  {namespace}/{name}: {} ({source})",
+                        xds_core::policy::parse::describe_scope(&entry.scope)
+                    );
+                }
+            }
+            Ok(())
+        }
+        Err(errors) => {
+            for err in &errors {
+                eprintln!("{err}");
+            }
+            // A plain exit: the errors above are the whole message (no anyhow chain or backtrace).
+            eprintln!("{}: {} problem(s) found", path.display(), errors.len());
+            std::process::exit(1)
+        }
+    }
+}
+
+/// Runs the server until a shutdown signal (or prints the CRD / checks policies and returns).
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    if args.print_crd {
+        print!("{}", crate::sources::policy::crd::crd_yaml());
+        return Ok(());
+    }
+    if let Some(path) = &args.check_policies {
+        return check_policies(path);
+    }
+    // TLS for the xDS and admin ports and the admin token, checked before anything starts.
+    let security = crate::tls::Security::start(&args.security, args.admin_addr)?;
+
+    // Startup refuses bad input outright: there is no last good state to fall back to yet.
+    let policies = match &args.policies {
+        Some(path) => policy_load::load_policies(path)
+            .with_context(|| format!("loading policies from {}", path.display()))?,
+        None => PolicySet::default(),
+    };
+    let (policy_tx, file_policy_rx) = watch::channel(Arc::new(policies));
+    // Policies not in force and why (bad files, refused custom resources), for the admin API.
+    let (policy_status_tx, policy_status_rx) = watch::channel(PolicyStatus::default());
+    let _policy_watch = match &args.policies {
+        Some(path) => Some(
+            policy_load::watch_policies_with_status(
+                path.clone(),
+                policy_tx,
+                Some(policy_status_tx.clone()),
+            )
+            .context("watching the policies")?,
+        ),
+        None => None,
+    };
+
+    // Where services come from: `--cluster` / `clusters:` (several Kubernetes clusters), else --source.
+    let server_config = match &args.config {
+        Some(path) => kubernetes::clusters::ServerConfig::load(path)?,
+        None => kubernetes::clusters::ServerConfig::default(),
+    };
+    let clusters: Vec<_> = server_config
+        .clusters
+        .iter()
+        .chain(&args.clusters)
+        .cloned()
+        .collect();
+    kubernetes::clusters::validate_set(&clusters)?;
+    let stale_after = args
+        .stale_after
+        .or(server_config.stale_after)
+        .unwrap_or_default()
+        .0;
+    let source = if clusters.is_empty() {
+        args.source
+    } else {
+        anyhow::ensure!(
+            args.endpoints.is_none() && args.kubeconfig.is_none(),
+            "--cluster (or `clusters:` in --config) replaces --endpoints and --kubeconfig: use one or the other"
+        );
+        SourceKind::Kubernetes
+    };
+
+    // Policies in force: the file policies, merged with FailoverPolicy custom resources in Kubernetes.
+    let (merged_policy_tx, policy_rx) = watch::channel(None::<Arc<PolicySet>>);
+    if source == SourceKind::File {
+        forward(file_policy_rx.clone(), merged_policy_tx.clone());
+    }
+
+    let (registry_tx, registry_rx) = watch::channel(None::<Arc<Registry>>);
+    let services_source = match source {
+        SourceKind::File => format!(
+            "file:{}",
+            args.endpoints
+                .as_deref()
+                .unwrap_or(std::path::Path::new(""))
+                .display()
+        ),
+        SourceKind::Kubernetes if clusters.is_empty() => "kubernetes".to_string(),
+        SourceKind::Kubernetes => format!(
+            "kubernetes:{}",
+            clusters
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+    };
+    let mut locator: Option<Arc<dyn LocalityLookup>> = None;
+    // The (first) cluster's client, for --secrets-namespace.
+    let mut secrets_client: Option<kube::Client> = None;
+    let _endpoints_watch = match source {
+        SourceKind::File => {
+            let path = args
+                .endpoints
+                .clone()
+                .context("--endpoints is required with --source file")?;
+            let registry = endpoints_file::load_endpoints_file(&path)
+                .with_context(|| format!("loading endpoints file {}", path.display()))?;
+            info!(endpoints_file = %path.display(), services = registry.services.len(), "loaded endpoints file");
+            let (file_tx, file_rx) = watch::channel(Arc::new(registry));
+            forward(file_rx, registry_tx);
+            Some(
+                endpoints_file::watch_endpoints_file(path, file_tx)
+                    .context("watching the endpoints file")?,
+            )
+        }
+        SourceKind::Kubernetes => {
+            let mut members = Vec::new();
+            for spec in &clusters {
+                let client = kube_client(spec.kubeconfig.as_deref(), spec.context.clone())
+                    .await
+                    .with_context(|| format!("cluster {:?}", spec.name))?;
+                members.push(kubernetes::clusters::Member {
+                    spec: spec.clone(),
+                    client,
+                });
+            }
+            let client = match members.first() {
+                Some(first) => first.client.clone(),
+                None => kube_client(args.kubeconfig.as_deref(), args.context.clone()).await?,
+            };
+            secrets_client = Some(client.clone());
+            tokio::spawn(crate::sources::policy::kube::run(
+                client.clone(),
+                args.mesh_namespace.clone(),
+                file_policy_rx.clone(),
+                merged_policy_tx.clone(),
+                Some(policy_status_tx.clone()),
+            ));
+            let settings = KubeSourceSettings {
+                convert: ConvertSettings {
+                    subzone_label: args.subzone_label.clone(),
+                    ..ConvertSettings::default()
+                },
+            };
+            if members.is_empty() {
+                info!("watching Kubernetes; xDS answers wait until the initial lists are complete");
+                locator = Some(kubernetes::start(client, settings, registry_tx));
+            } else {
+                let gateways = kubernetes::clusters::resolve_gateways(&clusters).await?;
+                info!(clusters = ?clusters.iter().map(|c| &c.name).collect::<Vec<_>>(),
+                    stale_after = ?stale_after,
+                    "watching Kubernetes clusters; xDS answers wait until they have listed");
+                locator = Some(kubernetes::clusters::start(
+                    members,
+                    settings,
+                    gateways,
+                    stale_after,
+                    registry_tx,
+                ));
+            }
+            None
+        }
+    };
+
+    let settings = TranslateSettings {
+        listener_address: args.listener_address.to_string(),
+        listener_port: args.listener_port,
+        shared_cache: !args.no_shared_cache,
+    };
+    if args.no_shared_cache {
+        warn!("--no-shared-cache: every client's answer is built on its own (benchmark baseline)");
+    }
+    // Secrets for SDS: read (and refused if invalid) at startup, then watched. Without
+    // --secrets-dir the sender stays here, unused, so the snapshot loop keeps running.
+    let (secrets_tx, secrets_rx) = watch::channel(Arc::new(SecretSet::default()));
+    let (_secrets_watch, _secrets_tx) = match (&args.secrets_dir, &args.secrets_namespace) {
+        (Some(dir), _) => {
+            let set = crate::sources::secrets::files::load_secrets_dir(dir)
+                .with_context(|| format!("loading secrets from {}", dir.display()))?;
+            info!(secrets_dir = %dir.display(), identities = ?set.identities.keys().collect::<Vec<_>>(), "loaded secrets");
+            secrets_tx.send_replace(Arc::new(set));
+            let watch = crate::sources::secrets::files::watch_secrets_dir(dir.clone(), secrets_tx)
+                .context("watching the secrets directory")?;
+            (Some(watch), None)
+        }
+        (None, Some(namespace)) => {
+            let client = secrets_client.context(
+                "--secrets-namespace needs the Kubernetes source (--source kubernetes or --cluster)",
+            )?;
+            info!(secrets_namespace = %namespace, "watching kubernetes.io/tls Secrets for SDS");
+            tokio::spawn(crate::sources::secrets::kube::run(
+                client,
+                namespace.clone(),
+                secrets_tx,
+            ));
+            (None, None)
+        }
+        (None, None) => (None, Some(secrets_tx)),
+    };
+    let (snapshot_tx, snapshot_rx) = watch::channel(None);
+    tokio::spawn(log_cache_stats(snapshot_rx.clone()));
+    tokio::spawn(publish_snapshots(
+        registry_rx,
+        policy_rx,
+        secrets_rx,
+        snapshot_tx,
+        settings,
+    ));
+
+    // Standard gRPC health (Kubernetes `grpc` probes, grpc-health-probe): NOT_SERVING until the sources
+    // have a complete view and the first snapshot exists, SERVING after.
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+    {
+        let mut snapshots = snapshot_rx.clone();
+        tokio::spawn(async move {
+            if snapshots.wait_for(Option::is_some).await.is_ok() {
+                info!("first complete snapshot built; reporting SERVING");
+                health
+                    .set_service_status("", tonic_health::ServingStatus::Serving)
+                    .await;
+            }
+        });
+    }
+    // The admin API (xdsctl), CSDS, health and reflection read the same client registry the ADS
+    // streams report to.
+    let clients = ClientRegistry::new();
+    let admin_listener = tokio::net::TcpListener::bind(args.admin_addr)
+        .await
+        .with_context(|| format!("binding the admin address {}", args.admin_addr))?;
+    info!(admin_addr = %admin_listener.local_addr()?, "admin API listening (xdsctl, CSDS, health, reflection)");
+    let admin = crate::admin::api::router(
+        AdminService::new(
+            snapshot_rx.clone(),
+            clients.clone(),
+            policy_status_rx,
+            services_source,
+        ),
+        CsdsService::new(snapshot_rx.clone(), clients.clone()),
+        security.admin_auth(),
+    )?;
+    let incoming = security.incoming(admin_listener, "admin");
+    tokio::spawn(async move {
+        if let Err(error) = admin.serve_with_incoming(incoming).await {
+            warn!(%error, "admin API stopped");
+        }
+    });
+    let metrics_listener = tokio::net::TcpListener::bind(args.metrics_addr)
+        .await
+        .with_context(|| format!("binding the metrics address {}", args.metrics_addr))?;
+    info!(metrics_addr = %metrics_listener.local_addr()?, "metrics listening (/metrics, /healthz, /readyz)");
+    tokio::spawn({
+        let snapshots = snapshot_rx.clone();
+        async move {
+            if let Err(error) =
+                crate::metrics::serve(metrics_listener, snapshots, shutdown_signal()).await
+            {
+                warn!(%error, "metrics endpoint stopped");
+            }
+        }
+    });
+    // The xDS port last: once it accepts, the admin and metrics ports already do.
+    let listener = tokio::net::TcpListener::bind(args.xds_addr)
+        .await
+        .with_context(|| format!("binding the xDS address {}", args.xds_addr))?;
+    info!(xds_addr = %listener.local_addr()?, "xDS server listening (ADS, state of the world and incremental)");
+    // Transport settings and the ADS request limits live in `server` so the tests serve the same.
+    let ads = AdsService::new(snapshot_rx)
+        .with_clients(clients)
+        .with_lookup(locator);
+    crate::grpc::transport()
+        .add_service(health_service)
+        .add_service(ads.clone().into_sds_server())
+        .add_service(ads.into_server())
+        .serve_with_incoming_shutdown(security.incoming(listener, "xds"), shutdown_signal())
+        .await
+        .context("serving xDS")?;
+    Ok(())
+}

@@ -1,0 +1,346 @@
+//! Secrets from a directory (`--secrets-dir DIR`), watched:
+//!
+//! ```text
+//! DIR/ca.crt              trust bundle (PEM, one or more CA certificates) → SDS `ROOTCA`
+//! DIR/IDENTITY/tls.crt    certificate chain (PEM, leaf first)             → SDS `default` for clients
+//! DIR/IDENTITY/tls.key    private key (PEM)                                 with node metadata identity=IDENTITY
+//! ```
+//!
+//! `tls.crt`/`tls.key` are the keys of a Kubernetes TLS Secret, so each identity directory can be a
+//! mounted Secret volume (its `..data` symlink swaps are followed). Hidden entries are ignored.
+//!
+//! Rotation is rewriting the files. A change is read twice, [`STABILITY_RECHECK`] apart, and taken
+//! only when both reads agree; then each item is validated on its own: a bad or half-written item (a
+//! new certificate with the old key, a truncated PEM) keeps its last good version and is logged once
+//! with the file and the reason, while the other items move on. A removed identity directory removes
+//! the identity; a removed `ca.crt` keeps the last trust bundle (dropping it would break every mTLS
+//! connection at once).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use anyhow::Context;
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tracing::{error, info, warn};
+
+use super::{parse_trust_bundle, SecretError, SecretSet};
+use crate::watch::{DEBOUNCE, MAX_BATCH_DELAY, POLL_INTERVAL, STABILITY_RECHECK};
+
+pub const TRUST_BUNDLE_FILE: &str = "ca.crt";
+pub const CERT_FILE: &str = "tls.crt";
+pub const KEY_FILE: &str = "tls.key";
+
+/// One file as read: its bytes, `None` if it does not exist, or why it could not be read.
+pub(super) type FileRead = Result<Option<Vec<u8>>, String>;
+
+/// The secret files as read (from the directory, or Kubernetes Secrets' data), before validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Raw {
+    pub(super) bundle: FileRead,
+    /// Identity → (tls.crt, tls.key).
+    pub(super) identities: BTreeMap<String, (FileRead, FileRead)>,
+}
+
+fn read_file(path: &Path) -> FileRead {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn read_raw(dir: &Path) -> Result<Raw, SecretError> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| SecretError::new(dir.display().to_string(), format!("cannot list: {e}")))?;
+    let mut identities = BTreeMap::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let path = entry.path();
+        if name.starts_with('.') || !path.is_dir() {
+            continue;
+        }
+        identities.insert(
+            name.to_string(),
+            (
+                read_file(&path.join(CERT_FILE)),
+                read_file(&path.join(KEY_FILE)),
+            ),
+        );
+    }
+    Ok(Raw {
+        bundle: read_file(&dir.join(TRUST_BUNDLE_FILE)),
+        identities,
+    })
+}
+
+fn apply(dir: &Path, raw: &Raw, last: &SecretSet) -> (SecretSet, Vec<SecretError>) {
+    let file = |parts: &[&str]| {
+        parts
+            .iter()
+            .fold(dir.to_path_buf(), |p, part| p.join(part))
+            .display()
+            .to_string()
+    };
+    apply_named(&file, raw, last)
+}
+
+/// What the source holds now, applied to the last good set: valid items replace theirs, invalid
+/// ones keep their last good version and are returned as errors. `file` names an item's file in
+/// errors (`[ca.crt]`, `[IDENTITY, tls.crt]`).
+pub(super) fn apply_named(
+    file: &dyn Fn(&[&str]) -> String,
+    raw: &Raw,
+    last: &SecretSet,
+) -> (SecretSet, Vec<SecretError>) {
+    let mut errors = Vec::new();
+    let bundle_file = file(&[TRUST_BUNDLE_FILE]);
+    let trust_bundle = match &raw.bundle {
+        Ok(Some(pem)) => match parse_trust_bundle(&bundle_file, pem.clone()) {
+            Ok(pem) => Some(pem),
+            Err(e) => {
+                errors.push(e);
+                last.trust_bundle.clone()
+            }
+        },
+        Ok(None) => {
+            if last.trust_bundle.is_some() {
+                errors.push(SecretError::new(
+                    &bundle_file,
+                    "missing; keeping the last trust bundle",
+                ));
+            }
+            last.trust_bundle.clone()
+        }
+        Err(reason) => {
+            errors.push(SecretError::new(
+                &bundle_file,
+                format!("cannot read: {reason}"),
+            ));
+            last.trust_bundle.clone()
+        }
+    };
+    let mut identities = BTreeMap::new();
+    for (name, (cert, key)) in &raw.identities {
+        let (cert_file, key_file) = (file(&[name, CERT_FILE]), file(&[name, KEY_FILE]));
+        let parsed = match (cert, key) {
+            (Ok(None), Ok(None)) => continue, // not an identity directory
+            (Ok(Some(c)), Ok(Some(k))) => {
+                super::parse_identity(&cert_file, c.clone(), &key_file, k.clone())
+            }
+            (Err(reason), _) => Err(SecretError::new(
+                &cert_file,
+                format!("cannot read: {reason}"),
+            )),
+            (_, Err(reason)) => Err(SecretError::new(
+                &key_file,
+                format!("cannot read: {reason}"),
+            )),
+            (Ok(None), _) => Err(SecretError::new(
+                &cert_file,
+                "missing (the directory has tls.key)",
+            )),
+            (_, Ok(None)) => Err(SecretError::new(
+                &key_file,
+                "missing (the directory has tls.crt)",
+            )),
+        };
+        match parsed {
+            Ok(identity) => {
+                identities.insert(name.clone(), identity);
+            }
+            Err(e) => {
+                errors.push(e);
+                if let Some(old) = last.identities.get(name) {
+                    identities.insert(name.clone(), old.clone());
+                }
+            }
+        }
+    }
+    (
+        SecretSet {
+            trust_bundle,
+            identities,
+        },
+        errors,
+    )
+}
+
+/// Reads and validates the directory at startup. Unlike a later change there is no last good state
+/// to keep, so any bad file, or a missing trust bundle, is an error.
+pub fn load_secrets_dir(dir: &Path) -> Result<SecretSet, SecretError> {
+    let raw = read_raw(dir)?;
+    let (set, mut errors) = apply(dir, &raw, &SecretSet::default());
+    if !errors.is_empty() {
+        return Err(errors.remove(0));
+    }
+    if set.trust_bundle.is_none() {
+        return Err(SecretError::new(
+            dir.join(TRUST_BUNDLE_FILE).display().to_string(),
+            "missing: the trust bundle (PEM CA certificates) is required",
+        ));
+    }
+    Ok(set)
+}
+
+/// Keeps the watch alive; dropping it stops watching.
+pub struct SecretsWatch {
+    _watcher: notify::RecommendedWatcher,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for SecretsWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// (path, mtime, length) of every file under `dir`, following symlinks: the cheap poll that catches
+/// changes notify missed (network file systems, Secret volume symlink swaps).
+fn fingerprints(dir: &Path) -> Vec<(PathBuf, Option<SystemTime>, u64)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let hidden = entry
+                .file_name()
+                .to_str()
+                .is_none_or(|n| n.starts_with('.'));
+            match std::fs::metadata(&path) {
+                Ok(m) if m.is_dir() && !hidden && d == dir => stack.push(path),
+                Ok(m) if m.is_file() => out.push((path, m.modified().ok(), m.len())),
+                _ => {}
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+async fn debounce(rx: &mut mpsc::UnboundedReceiver<()>) {
+    let deadline = Instant::now() + MAX_BATCH_DELAY;
+    loop {
+        let quiet_until = (Instant::now() + DEBOUNCE).min(deadline);
+        match tokio::time::timeout_at(quiet_until, rx.recv()).await {
+            Ok(Some(())) if Instant::now() < deadline => continue,
+            _ => return,
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    tokio::task::spawn_blocking(f).await.ok()
+}
+
+/// Watches `dir` and publishes every change of the valid secrets on `tx` (which holds the set
+/// [`load_secrets_dir`] read). Needs a tokio runtime.
+pub fn watch_secrets_dir(
+    dir: PathBuf,
+    tx: watch::Sender<Arc<SecretSet>>,
+) -> anyhow::Result<SecretsWatch> {
+    let runtime = tokio::runtime::Handle::try_current()
+        .context("watching the secrets directory needs a running tokio runtime")?;
+    let (poke_tx, mut poke_rx) = mpsc::unbounded_channel::<()>();
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if let Err(e) = &res {
+            warn!(error = %e, "secrets directory watch error; rescanning");
+        }
+        let _ = poke_tx.send(());
+    })
+    .context("creating a file watcher")?;
+    watcher
+        .watch(&dir, RecursiveMode::Recursive)
+        .with_context(|| format!("watching the secrets directory {}", dir.display()))?;
+    let task = runtime.spawn(async move {
+        let mut last_raw = {
+            let d = dir.clone();
+            blocking(move || read_raw(&d).ok()).await.flatten()
+        };
+        let mut seen = {
+            let d = dir.clone();
+            blocking(move || fingerprints(&d)).await.unwrap_or_default()
+        };
+        let mut poll = tokio::time::interval(POLL_INTERVAL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = poke_rx.recv() => debounce(&mut poke_rx).await,
+                _ = poll.tick() => {
+                    let d = dir.clone();
+                    let now = blocking(move || fingerprints(&d)).await.unwrap_or_default();
+                    if now == seen {
+                        continue;
+                    }
+                }
+            }
+            // Two reads that agree, so a file caught mid-write is never taken.
+            let raw = loop {
+                let d = dir.clone();
+                let first = blocking(move || read_raw(&d)).await;
+                tokio::time::sleep(STABILITY_RECHECK).await;
+                let d = dir.clone();
+                let second = blocking(move || read_raw(&d)).await;
+                if first == second {
+                    break second;
+                }
+                debounce(&mut poke_rx).await;
+            };
+            let d = dir.clone();
+            seen = blocking(move || fingerprints(&d)).await.unwrap_or_default();
+            let raw = match raw {
+                Some(Ok(raw)) => raw,
+                Some(Err(e)) => {
+                    error!(file = %e.file, reason = %e.reason, "cannot read the secrets directory; keeping the last good secrets");
+                    continue;
+                }
+                None => continue,
+            };
+            if last_raw.as_ref() == Some(&raw) {
+                continue;
+            }
+            let current = tx.borrow().clone();
+            let (next, errors) = apply(&dir, &raw, &current);
+            last_raw = Some(raw);
+            for e in &errors {
+                error!(file = %e.file, reason = %e.reason, "secret file not taken; keeping its last good version");
+            }
+            if next != *current {
+                let changed: Vec<&String> = next
+                    .identities
+                    .iter()
+                    .filter(|(name, id)| current.identities.get(*name) != Some(*id))
+                    .map(|(name, _)| name)
+                    .chain(
+                        current
+                            .identities
+                            .keys()
+                            .filter(|name| !next.identities.contains_key(*name)),
+                    )
+                    .collect();
+                info!(
+                    dir = %dir.display(),
+                    identities = next.identities.len(),
+                    changed_identities = ?changed,
+                    trust_bundle_changed = next.trust_bundle != current.trust_bundle,
+                    "secrets reloaded"
+                );
+                tx.send_replace(Arc::new(next));
+            }
+        }
+    });
+    Ok(SecretsWatch {
+        _watcher: watcher,
+        task,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,172 @@
+//! Workload certificates and the trust bundle from files ([`files`]) or Kubernetes Secrets ([`kube`]),
+//! validated here before they can reach an Envoy. The types are [`xds_core::model::secrets`].
+//!
+//! Key material never leaves this module except as bytes in an SDS answer: [`Identity`]'s `Debug`
+//! prints no key, logs name files and reasons only, and the admin API and CSDS show secret names and
+//! versions, never contents.
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+pub mod files;
+pub mod kube;
+
+pub use xds_core::model::secrets::{Identity, SecretError, SecretSet, DEFAULT_IDENTITY};
+
+/// The certificates of a PEM file, in order. Anything that is not a well-formed `CERTIFICATE` block
+/// list (garbage, a truncated block, no certificate at all) is an error.
+fn certificates(file: &str, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, SecretError> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| SecretError::new(file, format!("not valid PEM: {e}")))?;
+    if certs.is_empty() {
+        return Err(SecretError::new(
+            file,
+            "holds no PEM `CERTIFICATE` block (empty or half-written?)",
+        ));
+    }
+    Ok(certs)
+}
+
+/// Validates a certificate chain and its key (PEM, as in a Kubernetes TLS Secret's `tls.crt` and
+/// `tls.key`): both parse, the leaf is a well-formed X.509 certificate, and the key is the leaf's.
+/// A mismatch is what a rotation caught between writing the two files looks like.
+pub fn parse_identity(
+    cert_file: &str,
+    cert_chain: Vec<u8>,
+    key_file: &str,
+    key: Vec<u8>,
+) -> Result<Identity, SecretError> {
+    let certs = certificates(cert_file, &cert_chain)?;
+    let key_der = PrivateKeyDer::from_pem_slice(&key).map_err(|e| {
+        SecretError::new(
+            key_file,
+            format!("no usable private key (a PKCS#8, PKCS#1 or SEC1 PEM block): {e}"),
+        )
+    })?;
+    let signing = rustls::crypto::ring::sign::any_supported_type(&key_der)
+        .map_err(|e| SecretError::new(key_file, format!("unsupported private key: {e}")))?;
+    let certified = rustls::sign::CertifiedKey::new(certs, signing);
+    match certified.keys_match() {
+        Ok(()) => {}
+        // The key type cannot report its public key: nothing to compare, not a mismatch.
+        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
+        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
+            return Err(SecretError::new(
+                key_file,
+                format!("the private key does not belong to the certificate in {cert_file}"),
+            ))
+        }
+        Err(e) => {
+            return Err(SecretError::new(
+                cert_file,
+                format!("the leaf certificate does not parse: {e}"),
+            ))
+        }
+    }
+    Ok(Identity { cert_chain, key })
+}
+
+/// Validates a trust bundle: one or more CA certificates (PEM), each usable as a trust anchor.
+pub fn parse_trust_bundle(file: &str, pem: Vec<u8>) -> Result<Vec<u8>, SecretError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for (i, cert) in certificates(file, &pem)?.into_iter().enumerate() {
+        roots.add(cert).map_err(|e| {
+            SecretError::new(
+                file,
+                format!("certificate {} is not a usable CA certificate: {e}", i + 1),
+            )
+        })?;
+    }
+    Ok(pem)
+}
+
+#[cfg(test)]
+pub(crate) mod testutil {
+    //! Certificates made at test time.
+
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+
+    pub(crate) struct Ca {
+        pub pem: String,
+        issuer: Issuer<'static, KeyPair>,
+    }
+
+    impl Ca {
+        pub(crate) fn new(name: &str) -> Self {
+            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, name);
+            let key = KeyPair::generate().unwrap();
+            let cert = params.self_signed(&key).unwrap();
+            Self {
+                pem: cert.pem(),
+                issuer: Issuer::new(params, key),
+            }
+        }
+
+        /// (certificate PEM, key PEM) for `name`.
+        pub(crate) fn issue(&self, name: &str) -> (String, String) {
+            let params = CertificateParams::new(vec![format!("{name}.test")]).unwrap();
+            let key = KeyPair::generate().unwrap();
+            let cert = params.signed_by(&key, &self.issuer).unwrap();
+            (cert.pem(), key.serialize_pem())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testutil::Ca;
+    use super::*;
+
+    #[test]
+    fn a_matching_chain_and_key_parse_and_debug_hides_the_key() {
+        let ca = Ca::new("ca1");
+        let (cert, key) = ca.issue("web");
+        let id = parse_identity("web/tls.crt", cert.into(), "web/tls.key", key.into()).unwrap();
+        let shown = format!("{id:?}");
+        assert!(
+            shown.contains("<redacted>") && !shown.contains("PRIVATE"),
+            "{shown}"
+        );
+        assert_eq!(
+            parse_trust_bundle("ca.crt", format!("{}{}", ca.pem, Ca::new("ca2").pem).into())
+                .map(|_| ()),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn bad_files_are_refused_with_file_and_reason() {
+        let ca = Ca::new("ca1");
+        let (cert, key) = ca.issue("web");
+        let (_, other_key) = ca.issue("other");
+        let parse = |c: &str, k: &str| {
+            parse_identity("d/web/tls.crt", c.into(), "d/web/tls.key", k.into()).unwrap_err()
+        };
+        let e = parse(&cert, &other_key);
+        assert_eq!(e.file, "d/web/tls.key");
+        assert!(e.reason.contains("does not belong"), "{e}");
+        let e = parse("", &key);
+        assert_eq!(e.file, "d/web/tls.crt");
+        assert!(e.reason.contains("no PEM `CERTIFICATE`"), "{e}");
+        // Half a certificate: the block never ends.
+        let e = parse(&cert[..cert.len() / 2], &key);
+        assert_eq!(e.file, "d/web/tls.crt");
+        let e = parse(&cert, "not a key");
+        assert!(
+            e.file == "d/web/tls.key" && e.reason.contains("private key"),
+            "{e}"
+        );
+        // A PEM block with garbage inside.
+        let junk = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        let e = parse(junk, &key);
+        assert_eq!(e.file, "d/web/tls.crt");
+        let e = parse_trust_bundle("ca.crt", junk.into()).unwrap_err();
+        assert!(e.to_string().starts_with("ca.crt: certificate 1"), "{e}");
+        assert!(parse_trust_bundle("ca.crt", Vec::new()).is_err());
+    }
+}
