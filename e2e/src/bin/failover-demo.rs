@@ -108,13 +108,9 @@ fn run() -> Result<(), String> {
     }
     // us-east1-c's hosts may still be ejected; wait until Envoy trusts every host again.
     let t0 = Instant::now();
+    let envoy = &scene.envoy;
     let cleared = e2e::poll(Duration::from_secs(60), Duration::from_millis(100), || {
-        (!scene
-            .envoy
-            .hosts(CLUSTER)
-            .iter()
-            .any(|h| h.failed_outlier_check))
-        .then_some(())
+        (!envoy.hosts(CLUSTER).iter().any(|h| h.failed_outlier_check)).then_some(())
     });
     if cleared.is_none() {
         return Err("some hosts stayed ejected for 60 s after coming back".to_string());

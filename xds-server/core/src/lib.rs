@@ -9,8 +9,9 @@
 //!   service port.
 //! - [`translate`]: model + policy + a client's locality class → Envoy resources; explain.
 //! - [`snapshot`]: resource types and type URLs, the published snapshot and its per-class memo.
-//! - [`protocol`]: the SotW and Delta state machines (request in, responses out), node parsing,
-//!   response encoding, and what the admin API may inspect of them.
+//! - [`protocol`]: the SotW and Delta state machines (request in, responses out) on one core for the
+//!   client's identity and locality, node parsing, response encoding, the per-stream limits and the one
+//!   `ProtocolError` (with its gRPC code) a stream is refused with, and what the admin API may inspect.
 //!
 //! And, for tests only (here and, with feature `test-support`, other crates'), `testing`: the builders
 //! of test data.

@@ -1,15 +1,16 @@
 //! One incremental (Delta) ADS stream as a sans-IO state machine, beside the state-of-the-world one in
-//! [`super::connection`]. Same inputs (requests, snapshots), same snapshot API; the bookkeeping differs:
+//! [`super::sotw`]; both are the shared [`Machine`] core (client identity and locality, nonces) with
+//! their own per-type state. Same inputs (requests, snapshots), same snapshot API; the bookkeeping differs:
 //! Delta tracks, per resource, the version the client holds, and sends only what changed plus the names
 //! that went away.
 
 use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::model::ClientInfo;
-use crate::model::LocalityLookup;
+use crate::protocol::error::ProtocolError;
 use crate::protocol::inspect::{SyncStatus, TypeReport};
-use crate::protocol::node::{ClientIdentity, NodeError};
+use crate::protocol::limits;
+use crate::protocol::machine::{Machine, TypeConversation};
 use crate::protocol::sotw::{shorten_error, Nack, RequestKind};
 use crate::protocol::wire::{DeltaEntry, DeltaResponse};
 use crate::snapshot::{Resource, ResourceType, Scope, Snapshot};
@@ -70,12 +71,8 @@ impl Stale {
     }
 }
 
-#[derive(Default)]
-pub struct DeltaConnection {
-    client: ClientIdentity,
-    types: BTreeMap<ResourceType, DeltaTypeState>,
-    nonce: u64,
-}
+/// One Delta stream: the shared [`Machine`] core with a [`DeltaTypeState`] per type.
+pub type DeltaConnection = Machine<DeltaTypeState>;
 
 /// The version string of a resource: its content hash in hex.
 fn version(hash: u64) -> String {
@@ -90,42 +87,15 @@ fn parse_version(v: &str) -> Option<u64> {
 }
 
 impl DeltaConnection {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    pub fn with_lookup(lookup: Option<Arc<dyn LocalityLookup>>) -> Self {
-        Self {
-            client: ClientIdentity::new(lookup),
-            ..Self::default()
-        }
-    }
-
-    pub fn client(&self) -> Option<&ClientInfo> {
-        self.client.get()
-    }
-
-    /// The client's locality awaits its pod (see [`ClientIdentity`]).
-    pub fn locality_pending(&self) -> bool {
-        self.client.is_pending()
-    }
-
-    pub fn type_state(&self, kind: ResourceType) -> Option<&DeltaTypeState> {
-        self.types.get(&kind)
-    }
-
+    /// Handles one request. Returns what happened and the responses to send; a request past the
+    /// [`limits`] is refused before it changes anything.
     pub fn on_request(
         &mut self,
         req: &DeltaDiscoveryRequest,
         snapshot: &Snapshot,
-    ) -> Result<(RequestKind, Vec<DeltaResponse>), NodeError> {
-        let was_pending = self.client.is_pending();
-        self.client.observe(req.node.as_ref())?;
-        if was_pending && !self.client.is_pending() {
-            for st in self.types.values_mut() {
-                st.stale = Stale::All;
-            }
-        }
+    ) -> Result<(RequestKind, Vec<DeltaResponse>), ProtocolError> {
+        limits::check_delta(self, req)?;
+        self.observe(req.node.as_ref())?;
         let Some(kind) = ResourceType::from_type_url(&req.type_url) else {
             return Ok((RequestKind::unknown_type(&req.type_url), Vec::new()));
         };
@@ -213,15 +183,12 @@ impl DeltaConnection {
     /// A new snapshot: send each subscribed type's changes in make-before-break order. Re-sent clusters
     /// (listeners) are followed by their endpoints (routes) even if unchanged, so nothing stays warming.
     pub fn on_snapshot(&mut self, snapshot: &Snapshot) -> Vec<DeltaResponse> {
-        let located = self.client.refresh();
+        self.relocate();
         let mut out = Vec::new();
         for kind in ResourceType::PUSH_ORDER {
             let Some(st) = self.types.get_mut(&kind).filter(|s| s.subscribed) else {
                 continue;
             };
-            if located {
-                st.stale = Stale::All; // a new locality: every answer may change
-            }
             st.stale.add(snapshot.scope(kind, st.synced_at));
             st.synced_at = Some(snapshot.generation);
             if let Some(resp) = self.respond(kind, snapshot) {
@@ -306,8 +273,8 @@ impl DeltaConnection {
         if resources.is_empty() && removed.is_empty() {
             return None;
         }
-        self.nonce += 1;
-        let nonce = self.nonce.to_string();
+        let nonce = self.next_nonce();
+        let st = self.types.get_mut(&kind)?;
         for name in &removed {
             st.held.remove(name);
         }
@@ -329,37 +296,35 @@ impl DeltaConnection {
     }
 }
 
-impl crate::protocol::inspect::Inspect for DeltaConnection {
-    fn client(&self) -> Option<&ClientInfo> {
-        self.client.get()
+impl TypeConversation for DeltaTypeState {
+    /// Every answer of the type is looked at again.
+    fn relocated(&mut self) {
+        self.stale = Stale::All;
     }
 
-    fn type_reports(&self) -> Vec<TypeReport> {
-        self.types
-            .iter()
-            .map(|(kind, st)| TypeReport {
-                kind: *kind,
-                subscribed: st.subscribed,
-                wildcard: st.wildcard,
-                names: st.names.len(),
-                version_sent: st.version_sent.clone(),
-                version_acked: st.version_acked.clone(),
-                nack: st
-                    .last_nack
-                    .as_ref()
-                    .map(|n| (n.version.clone(), n.message.clone())),
-                status: if st.last_nack.is_some() {
-                    SyncStatus::Nacked
-                } else if st.pending.is_some() {
-                    SyncStatus::Stale
-                } else if st.version_sent.is_none() {
-                    SyncStatus::NotSent
-                } else {
-                    SyncStatus::Synced
-                },
-                held: st.held.iter().map(|(n, h)| (n.clone(), *h)).collect(),
-            })
-            .collect()
+    fn report(&self, kind: ResourceType) -> TypeReport {
+        TypeReport {
+            kind,
+            subscribed: self.subscribed,
+            wildcard: self.wildcard,
+            names: self.names.len(),
+            version_sent: self.version_sent.clone(),
+            version_acked: self.version_acked.clone(),
+            nack: self
+                .last_nack
+                .as_ref()
+                .map(|n| (n.version.clone(), n.message.clone())),
+            status: if self.last_nack.is_some() {
+                SyncStatus::Nacked
+            } else if self.pending.is_some() {
+                SyncStatus::Stale
+            } else if self.version_sent.is_none() {
+                SyncStatus::NotSent
+            } else {
+                SyncStatus::Synced
+            },
+            held: self.held.iter().map(|(n, h)| (n.clone(), *h)).collect(),
+        }
     }
 }
 

@@ -40,8 +40,9 @@ impl ClientIdentity {
         self.client.as_ref()
     }
 
-    /// Reads `node` on the first request; on every call, retries a pending pod lookup.
-    pub fn observe(&mut self, node: Option<&Node>) -> Result<&ClientInfo, NodeError> {
+    /// Reads `node` on the first request; on every call, retries a pending pod lookup. True if the
+    /// client's locality just became known (see [`ClientIdentity::refresh`]).
+    pub fn observe(&mut self, node: Option<&Node>) -> Result<bool, NodeError> {
         if self.client.is_none() {
             let client = client_info(node)?;
             if client.locality == Locality::default() && self.lookup.is_some() {
@@ -54,8 +55,7 @@ impl ClientIdentity {
             }
             self.client = Some(client);
         }
-        self.refresh();
-        Ok(self.client.as_ref().expect("set above"))
+        Ok(self.refresh())
     }
 
     /// True while the locality should come from a pod the lookup does not know yet.

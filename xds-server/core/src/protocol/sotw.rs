@@ -10,9 +10,10 @@ use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use std::hash::{Hash, Hasher};
 
 use crate::model::ClientInfo;
-use crate::model::LocalityLookup;
+use crate::protocol::error::ProtocolError;
 use crate::protocol::inspect::{SyncStatus, TypeReport};
-use crate::protocol::node::{ClientIdentity, NodeError};
+use crate::protocol::limits;
+use crate::protocol::machine::{Machine, TypeConversation};
 use crate::protocol::wire::SotwResponse;
 use crate::snapshot::{Resource, ResourceType, Scope, Snapshot};
 use std::sync::Arc;
@@ -84,12 +85,8 @@ impl RequestKind {
     }
 }
 
-#[derive(Default)]
-pub struct AdsConnection {
-    client: ClientIdentity,
-    types: BTreeMap<ResourceType, TypeState>,
-    nonce: u64,
-}
+/// One state-of-the-world stream: the shared [`Machine`] core with a [`TypeState`] per type.
+pub type AdsConnection = Machine<TypeState>;
 
 /// Envoy's NACK text is a dump of the whole resource followed by the actual validation error; keep the
 /// part a human needs.
@@ -160,42 +157,15 @@ enum Answer<'a> {
 }
 
 impl AdsConnection {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Clients without `node.locality` are located through their pod.
-    pub fn with_lookup(lookup: Option<Arc<dyn LocalityLookup>>) -> Self {
-        Self {
-            client: ClientIdentity::new(lookup),
-            ..Self::default()
-        }
-    }
-
-    pub fn client(&self) -> Option<&ClientInfo> {
-        self.client.get()
-    }
-
-    /// The client's locality awaits its pod (see [`ClientIdentity`]).
-    pub fn locality_pending(&self) -> bool {
-        self.client.is_pending()
-    }
-
-    pub fn type_state(&self, kind: ResourceType) -> Option<&TypeState> {
-        self.types.get(&kind)
-    }
-
-    /// Handles one request. Returns what happened and the responses to send, in order.
+    /// Handles one request. Returns what happened and the responses to send, in order; a request
+    /// past the [`limits`] is refused before it changes anything.
     pub fn on_request(
         &mut self,
         req: &DiscoveryRequest,
         snapshot: &Snapshot,
-    ) -> Result<(RequestKind, Vec<SotwResponse>), NodeError> {
-        let was_pending = self.client.is_pending();
-        self.client.observe(req.node.as_ref())?;
-        if was_pending && !self.client.is_pending() {
-            self.forget_sync(); // located: every answer may change
-        }
+    ) -> Result<(RequestKind, Vec<SotwResponse>), ProtocolError> {
+        limits::check_sotw(self, req)?;
+        self.observe(req.node.as_ref())?;
         let Some(kind) = ResourceType::from_type_url(&req.type_url) else {
             return Ok((RequestKind::unknown_type(&req.type_url), Vec::new()));
         };
@@ -284,19 +254,11 @@ impl AdsConnection {
         Ok((what, responses))
     }
 
-    fn forget_sync(&mut self) {
-        for st in self.types.values_mut() {
-            st.synced_at = None;
-        }
-    }
-
     /// A new snapshot: push every subscribed type whose answer changed, in make-before-break order
     /// (CDS, EDS, LDS, RDS). A re-sent cluster (listener) is followed by its endpoints (routes) even if
     /// those are unchanged, so Envoy never waits on a warming resource.
     pub fn on_snapshot(&mut self, snapshot: &Snapshot) -> Vec<SotwResponse> {
-        if self.client.refresh() {
-            self.forget_sync();
-        }
+        self.relocate();
         let mut out = Vec::new();
         for kind in ResourceType::PUSH_ORDER {
             let Some(st) = self.types.get(&kind) else {
@@ -381,8 +343,7 @@ impl AdsConnection {
                 (dep, names)
             });
 
-        self.nonce += 1;
-        let nonce = self.nonce.to_string();
+        let nonce = self.next_nonce();
         let st = self.types.get_mut(&kind)?;
         match updates {
             Some(changes) => apply(&mut st.held, changes),
@@ -417,46 +378,42 @@ impl AdsConnection {
     }
 }
 
-impl crate::protocol::inspect::Inspect for AdsConnection {
-    fn client(&self) -> Option<&ClientInfo> {
-        self.client.get()
+impl TypeConversation for TypeState {
+    /// Forget what was checked: the next snapshot re-checks everything.
+    fn relocated(&mut self) {
+        self.synced_at = None;
     }
 
-    fn type_reports(&self) -> Vec<TypeReport> {
-        self.types
-            .iter()
-            .map(|(kind, st)| {
-                let sent = st.sent.as_ref().map(|s| s.version.clone());
-                let status = match (&sent, &st.nack) {
-                    (None, _) => SyncStatus::NotSent,
-                    (Some(v), Some(n)) if n.version == *v => SyncStatus::Nacked,
-                    (Some(v), _) if st.acked_version.as_ref() == Some(v) => SyncStatus::Synced,
-                    _ => SyncStatus::Stale,
-                };
-                let held = if kind.is_wildcard_type() {
-                    st.sent
-                        .iter()
-                        .flat_map(|s| s.contents.iter().map(|r| (r.name.clone(), r.hash)))
-                        .collect()
-                } else {
-                    st.held.iter().map(|(n, h)| (n.clone(), *h)).collect()
-                };
-                TypeReport {
-                    kind: *kind,
-                    subscribed: st.subscribed,
-                    wildcard: st.names.is_none(),
-                    names: st.names.as_ref().map_or(0, BTreeSet::len),
-                    version_sent: sent,
-                    version_acked: st.acked_version.clone(),
-                    nack: st
-                        .nack
-                        .as_ref()
-                        .map(|n| (n.version.clone(), n.message.clone())),
-                    status,
-                    held,
-                }
-            })
-            .collect()
+    fn report(&self, kind: ResourceType) -> TypeReport {
+        let sent = self.sent.as_ref().map(|s| s.version.clone());
+        let status = match (&sent, &self.nack) {
+            (None, _) => SyncStatus::NotSent,
+            (Some(v), Some(n)) if n.version == *v => SyncStatus::Nacked,
+            (Some(v), _) if self.acked_version.as_ref() == Some(v) => SyncStatus::Synced,
+            _ => SyncStatus::Stale,
+        };
+        let held = if kind.is_wildcard_type() {
+            self.sent
+                .iter()
+                .flat_map(|s| s.contents.iter().map(|r| (r.name.clone(), r.hash)))
+                .collect()
+        } else {
+            self.held.iter().map(|(n, h)| (n.clone(), *h)).collect()
+        };
+        TypeReport {
+            kind,
+            subscribed: self.subscribed,
+            wildcard: self.names.is_none(),
+            names: self.names.as_ref().map_or(0, BTreeSet::len),
+            version_sent: sent,
+            version_acked: self.acked_version.clone(),
+            nack: self
+                .nack
+                .as_ref()
+                .map(|n| (n.version.clone(), n.message.clone())),
+            status,
+            held,
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 use super::*;
-use crate::model::Locality;
+use crate::model::{Locality, LocalityLookup};
 use crate::policy::FailoverPolicy;
+use crate::protocol::node::NodeError;
 use crate::snapshot::{CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE};
 use crate::testing::{envoy, mesh, xds};
 use envoy_types::pb::envoy::config::core::v3::Node;
@@ -36,7 +37,7 @@ fn on_req(
     conn: &mut AdsConnection,
     req: &DiscoveryRequest,
     snap: &Snapshot,
-) -> Result<(RequestKind, Vec<DiscoveryResponse>), NodeError> {
+) -> Result<(RequestKind, Vec<DiscoveryResponse>), ProtocolError> {
     let (what, out) = conn.on_request(req, snap)?;
     Ok((what, out.iter().map(SotwResponse::to_proto).collect()))
 }
@@ -326,7 +327,7 @@ fn missing_node_and_unknown_types_are_reported() {
     req.node = None;
     assert_eq!(
         on_req(&mut conn, &req, &snap).unwrap_err(),
-        NodeError::Missing
+        ProtocolError::Node(NodeError::Missing)
     );
     let req = request("type.googleapis.com/envoy.Unknown", &[], "", "");
     let (what, out) = on_req(&mut conn, &req, &snap).unwrap();

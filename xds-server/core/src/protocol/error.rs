@@ -1,0 +1,95 @@
+//! Every reason the protocol layer refuses a stream ([`ProtocolError`]), and the gRPC status code each
+//! one is refused with ([`GrpcCode`]). The server turns them into statuses in one function
+//! (`xds_server::grpc::status`); the messages are what the client reads, so each names the field and
+//! the limit it broke.
+
+use crate::protocol::limits::{MAX_NAMES_PER_TYPE, MAX_NODE_ID_BYTES};
+use crate::protocol::node::NodeError;
+use crate::snapshot::ResourceType;
+
+/// The gRPC status codes the protocol layer refuses with (numbers as in `google.rpc.Code`). A small
+/// copy so this crate needs no gRPC library; the server maps each to its transport's code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GrpcCode {
+    /// The client sent something we will not hold or cannot read.
+    InvalidArgument,
+    /// A gRPC method this server does not serve.
+    Unimplemented,
+}
+
+impl GrpcCode {
+    /// Every code, for tests that check a mapping is complete.
+    pub const ALL: [GrpcCode; 2] = [GrpcCode::InvalidArgument, GrpcCode::Unimplemented];
+
+    /// The code's number on the wire (`grpc-status`).
+    pub fn as_i32(self) -> i32 {
+        match self {
+            GrpcCode::InvalidArgument => 3,
+            GrpcCode::Unimplemented => 12,
+        }
+    }
+}
+
+/// Which list of resource names went past [`MAX_NAMES_PER_TYPE`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameList {
+    /// The names a stream subscribes to (SotW: one request's list; Delta: the accumulated set).
+    Subscription,
+    /// Delta's `initial_resource_versions` (what a reconnecting client says it holds).
+    InitialResourceVersions,
+}
+
+impl std::fmt::Display for NameList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NameList::Subscription => "subscription",
+            NameList::InitialResourceVersions => "initial_resource_versions",
+        })
+    }
+}
+
+/// Why the protocol layer refuses a stream. The stream is closed with [`ProtocolError::code`] and the
+/// error's text as the status message.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ProtocolError {
+    /// The first request's `node` is missing or its metadata cannot be read.
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    /// `node.id` or `node.cluster` past [`MAX_NODE_ID_BYTES`] (both are kept and logged).
+    #[error("{field} is {bytes} bytes; the limit is {limit} (MAX_NODE_ID_BYTES)", limit = MAX_NODE_ID_BYTES)]
+    NodeFieldTooLarge {
+        /// `node.id` or `node.cluster`.
+        field: &'static str,
+        bytes: usize,
+    },
+    /// More than [`MAX_NAMES_PER_TYPE`] names of one type on one stream.
+    #[error(
+        "{} {list}: {count} resource names; the limit is {limit} per type per stream \
+         (MAX_NAMES_PER_TYPE)",
+        .kind.short_name(),
+        limit = MAX_NAMES_PER_TYPE
+    )]
+    TooManyNames {
+        kind: ResourceType,
+        list: NameList,
+        count: usize,
+    },
+    /// A gRPC method path that is not one of the xDS methods served.
+    #[error("no such xDS method")]
+    UnknownMethod,
+}
+
+impl ProtocolError {
+    /// The gRPC status code the stream is refused with.
+    pub fn code(&self) -> GrpcCode {
+        match self {
+            ProtocolError::Node(_)
+            | ProtocolError::NodeFieldTooLarge { .. }
+            | ProtocolError::TooManyNames { .. } => GrpcCode::InvalidArgument,
+            ProtocolError::UnknownMethod => GrpcCode::Unimplemented,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

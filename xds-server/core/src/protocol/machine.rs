@@ -1,0 +1,109 @@
+//! What the state-of-the-world and Delta machines share: one stream's client (who it is and where it
+//! is, [`ClientIdentity`]), its conversation per resource type, and its nonces. [`Machine`] is that core,
+//! generic over the per-type state; [`AdsConnection`](super::sotw::AdsConnection) and
+//! [`DeltaConnection`](super::delta::DeltaConnection) are its two instances, each adding its protocol's
+//! `on_request` and `on_snapshot`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+
+use crate::model::{ClientInfo, LocalityLookup};
+use crate::protocol::error::ProtocolError;
+use crate::protocol::inspect::{Inspect, TypeReport};
+use crate::protocol::node::ClientIdentity;
+use crate::snapshot::ResourceType;
+
+/// One resource type's conversation with a client, as a protocol keeps it.
+pub trait TypeConversation: Default + Send {
+    /// The client's locality just became known: every answer of the type may change.
+    fn relocated(&mut self);
+    /// Where the conversation stands, for the admin API.
+    fn report(&self, kind: ResourceType) -> TypeReport;
+}
+
+/// One stream's protocol machine: the client, and `S` per resource type it asked about.
+pub struct Machine<S> {
+    pub(super) client: ClientIdentity,
+    pub(super) types: BTreeMap<ResourceType, S>,
+    nonce: u64,
+}
+
+impl<S> Default for Machine<S> {
+    fn default() -> Self {
+        Self {
+            client: ClientIdentity::default(),
+            types: BTreeMap::new(),
+            nonce: 0,
+        }
+    }
+}
+
+impl<S: TypeConversation> Machine<S> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Clients without `node.locality` are located through their pod.
+    pub fn with_lookup(lookup: Option<Arc<dyn LocalityLookup>>) -> Self {
+        Self {
+            client: ClientIdentity::new(lookup),
+            ..Self::default()
+        }
+    }
+
+    pub fn client(&self) -> Option<&ClientInfo> {
+        self.client.get()
+    }
+
+    /// The client's locality awaits its pod (see [`ClientIdentity`]).
+    pub fn locality_pending(&self) -> bool {
+        self.client.is_pending()
+    }
+
+    pub fn type_state(&self, kind: ResourceType) -> Option<&S> {
+        self.types.get(&kind)
+    }
+
+    /// A request's `node`: read on the first request; on every request, a pending pod is looked up
+    /// again (see [`Machine::relocate`]).
+    pub(super) fn observe(&mut self, node: Option<&Node>) -> Result<(), ProtocolError> {
+        if self.client.observe(node)? {
+            self.relocated();
+        }
+        Ok(())
+    }
+
+    /// A new snapshot: a pending pod is looked up again (the pod watch may know it by now).
+    pub(super) fn relocate(&mut self) {
+        if self.client.refresh() {
+            self.relocated();
+        }
+    }
+
+    fn relocated(&mut self) {
+        for st in self.types.values_mut() {
+            st.relocated();
+        }
+    }
+
+    /// The nonce of the next response on the stream.
+    pub(super) fn next_nonce(&mut self) -> String {
+        self.nonce += 1;
+        self.nonce.to_string()
+    }
+}
+
+impl<S: TypeConversation> Inspect for Machine<S> {
+    fn client(&self) -> Option<&ClientInfo> {
+        self.client.get()
+    }
+
+    fn type_reports(&self) -> Vec<TypeReport> {
+        self.types
+            .iter()
+            .map(|(kind, st)| st.report(*kind))
+            .collect()
+    }
+}

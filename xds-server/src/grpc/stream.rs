@@ -1,0 +1,472 @@
+//! One ADS stream's task: the loop that feeds requests and snapshots to a protocol machine
+//! ([`StreamMachine`], implemented by both) and sends what it answers, with backpressure, metrics, the
+//! client registry and the logs.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
+use futures::Stream;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{debug, info, warn};
+
+use super::{status, AdsService, Counters, ResponseStream, Snapshots};
+use crate::metrics::{self, metrics};
+use crate::registry::{lock, ClientRegistry, Inspect, Protocol, XdsEvent};
+use xds_core::protocol::delta::DeltaConnection;
+use xds_core::protocol::error::ProtocolError;
+use xds_core::protocol::sotw::{AdsConnection, RequestKind};
+use xds_core::protocol::wire::{DeltaResponse, SotwResponse};
+use xds_core::snapshot::{ResourceType, Snapshot};
+
+/// Responses a stream's task hands to the transport ahead of the client. One: a slow client is sent the
+/// newest state when it catches up, not a backlog of stale answers (see [`run_stream`]). With
+/// [`MAX_RESPONSES_PER_EVENT`](super::MAX_RESPONSES_PER_EVENT) this bounds what a stream's task ever
+/// holds for its client.
+const STREAM_QUEUE: usize = 1;
+
+/// How often a stream re-checks the locality of a client whose pod is not known yet.
+const POD_RETRY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Counts a stream as live for as long as its task runs, however the task ends.
+struct LiveStream(Arc<Counters>);
+
+impl LiveStream {
+    fn new(counters: &Arc<Counters>) -> Self {
+        counters.opened.fetch_add(1, Ordering::Relaxed);
+        counters.live.fetch_add(1, Ordering::Relaxed);
+        Self(counters.clone())
+    }
+}
+
+impl Drop for LiveStream {
+    fn drop(&mut self) {
+        self.0.live.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What the stream loop needs of a protocol state machine (state of the world or Delta).
+pub(super) trait StreamMachine: Inspect + Send + 'static {
+    type Req: Send + 'static;
+    type Resp: prost::Message + Send + 'static;
+    const PROTOCOL: Protocol;
+    fn on_request(
+        &mut self,
+        req: &Self::Req,
+        snapshot: &Snapshot,
+    ) -> Result<(RequestKind, Vec<Self::Resp>), ProtocolError>;
+    fn on_snapshot(&mut self, snapshot: &Snapshot) -> Vec<Self::Resp>;
+    fn locality_pending(&self) -> bool;
+    fn request_type(req: &Self::Req) -> &str;
+    fn request_nonce(req: &Self::Req) -> &str;
+    /// (type, resources, nonce) for the push log.
+    fn describe(resp: &Self::Resp) -> (&'static str, usize, &str);
+    /// The version a response carries (SotW: the type version; Delta: the snapshot generation).
+    fn response_version(resp: &Self::Resp) -> &str;
+    fn response_type(resp: &Self::Resp) -> &str;
+    /// The version the client last acknowledged for a type.
+    fn version_acked(&self, kind: ResourceType) -> Option<String>;
+}
+
+fn short_type(url: &str) -> &'static str {
+    ResourceType::from_type_url(url).map_or("?", |k| k.short_name())
+}
+
+impl StreamMachine for AdsConnection {
+    type Req = DiscoveryRequest;
+    type Resp = SotwResponse;
+    const PROTOCOL: Protocol = Protocol::Sotw;
+    fn on_request(
+        &mut self,
+        req: &DiscoveryRequest,
+        snapshot: &Snapshot,
+    ) -> Result<(RequestKind, Vec<SotwResponse>), ProtocolError> {
+        AdsConnection::on_request(self, req, snapshot)
+    }
+    fn on_snapshot(&mut self, snapshot: &Snapshot) -> Vec<SotwResponse> {
+        AdsConnection::on_snapshot(self, snapshot)
+    }
+    fn locality_pending(&self) -> bool {
+        AdsConnection::locality_pending(self)
+    }
+    fn request_type(req: &DiscoveryRequest) -> &str {
+        &req.type_url
+    }
+    fn request_nonce(req: &DiscoveryRequest) -> &str {
+        &req.response_nonce
+    }
+    fn describe(resp: &SotwResponse) -> (&'static str, usize, &str) {
+        (
+            short_type(&resp.type_url),
+            resp.resources.len(),
+            &resp.nonce,
+        )
+    }
+    fn response_version(resp: &SotwResponse) -> &str {
+        &resp.version_info
+    }
+    fn response_type(resp: &SotwResponse) -> &str {
+        &resp.type_url
+    }
+    fn version_acked(&self, kind: ResourceType) -> Option<String> {
+        self.type_state(kind).and_then(|s| s.acked_version.clone())
+    }
+}
+
+impl StreamMachine for DeltaConnection {
+    type Req = DeltaDiscoveryRequest;
+    type Resp = DeltaResponse;
+    const PROTOCOL: Protocol = Protocol::Delta;
+    fn on_request(
+        &mut self,
+        req: &DeltaDiscoveryRequest,
+        snapshot: &Snapshot,
+    ) -> Result<(RequestKind, Vec<DeltaResponse>), ProtocolError> {
+        DeltaConnection::on_request(self, req, snapshot)
+    }
+    fn on_snapshot(&mut self, snapshot: &Snapshot) -> Vec<DeltaResponse> {
+        DeltaConnection::on_snapshot(self, snapshot)
+    }
+    fn locality_pending(&self) -> bool {
+        DeltaConnection::locality_pending(self)
+    }
+    fn request_type(req: &DeltaDiscoveryRequest) -> &str {
+        &req.type_url
+    }
+    fn request_nonce(req: &DeltaDiscoveryRequest) -> &str {
+        &req.response_nonce
+    }
+    fn describe(resp: &DeltaResponse) -> (&'static str, usize, &str) {
+        (
+            short_type(&resp.type_url),
+            resp.resources.len(),
+            &resp.nonce,
+        )
+    }
+    fn response_version(resp: &DeltaResponse) -> &str {
+        &resp.system_version_info
+    }
+    fn response_type(resp: &DeltaResponse) -> &str {
+        &resp.type_url
+    }
+    fn version_acked(&self, kind: ResourceType) -> Option<String> {
+        self.type_state(kind).and_then(|s| s.version_acked.clone())
+    }
+}
+
+/// What one turn of a stream's loop ends in.
+enum Step<R> {
+    /// Responses to send; with the build time of the snapshot that caused them, if one did.
+    Send(Vec<R>, Option<Instant>),
+    /// End the stream, telling the client why if there is a reason.
+    Close(Option<Status>),
+}
+
+/// One ADS stream: feeds requests and snapshots to the protocol machine and sends what it answers.
+///
+/// Backpressure. The loop takes its next input (a request, a snapshot, a pod re-check) only once the
+/// client has taken what was sent before: it first reserves a slot in the response channel, which has
+/// [`STREAM_QUEUE`] (one) slot, and only then waits for input. A slow or stuck client therefore stalls
+/// only its own task, and what the task holds for it is bounded: the one response in the channel plus
+/// the rest of one input's answer (at most
+/// [`MAX_RESPONSES_PER_EVENT`](super::MAX_RESPONSES_PER_EVENT)), beyond what the transport buffers
+/// (the HTTP/2 window). Nothing is lost or queued without bound meanwhile:
+/// * snapshots: the `watch` channel keeps only the newest, so a client that catches up is answered from
+///   the current state, never a backlog of stale ones (skipped snapshots are counted);
+/// * requests: stay unread in the transport, whose HTTP/2 flow control stops the client from sending
+///   more, and are handled in order once there is room. Reading them meanwhile would not help: handling
+///   a request can itself produce responses, which would then need an unbounded queue.
+///
+/// Other streams never wait on this one: each has its own task, and publishing a snapshot never blocks.
+async fn run_stream<M: StreamMachine>(
+    stream_id: u64,
+    conn: M,
+    mut inbound: Streaming<M::Req>,
+    mut snapshots: Snapshots,
+    tx: mpsc::Sender<Result<M::Resp, Status>>,
+    counters: Arc<Counters>,
+    clients: Arc<ClientRegistry>,
+) where
+    Streaming<M::Req>: Stream<Item = Result<M::Req, Status>> + Unpin,
+{
+    if snapshots.borrow().is_none() {
+        debug!(stream_id, "waiting for the sources' first complete view");
+        // A client may give up while we wait: don't outlive it.
+        tokio::select! {
+            ready = snapshots.wait_for(Option::is_some) => if ready.is_err() { return },
+            _ = tx.closed() => return,
+        }
+    }
+    // Snapshots published before the first request are covered by answering that request.
+    snapshots.mark_unchanged();
+    let current = |s: &Snapshots| s.borrow().clone().expect("present once the wait is over");
+    // Shared with the admin API, which reads it between our turns; never held across an await.
+    let conn = Arc::new(Mutex::new(conn));
+    let _registration = clients.register(stream_id, M::PROTOCOL, conn.clone());
+    let node = |conn: &Mutex<M>| {
+        lock(conn)
+            .client()
+            .map(|c| c.node_id.clone())
+            .unwrap_or_default()
+    };
+    let protocol = M::PROTOCOL.as_str();
+    // The generation this stream last answered from: a jump means snapshots were skipped.
+    let mut synced: Option<u64> = None;
+    let mut sync = |snapshot: &Snapshot| {
+        if let Some(last) = synced {
+            if snapshot.generation > last + 1 {
+                counters
+                    .snapshots_skipped
+                    .fetch_add(snapshot.generation - last - 1, Ordering::Relaxed);
+            }
+        }
+        synced = Some(synced.map_or(snapshot.generation, |l| l.max(snapshot.generation)));
+    };
+    // A client located through its pod, whose pod the watch has not seen yet, is re-checked on this
+    // tick: pod events do not publish snapshots (they would rebuild one on every pod churn).
+    // Per type: the nonce of the newest push a snapshot caused and the build time of the oldest
+    // snapshot not yet acknowledged; its ACK closes the convergence measurement.
+    let mut unacked: BTreeMap<ResourceType, (String, Instant)> = BTreeMap::new();
+    let mut connected = false;
+    let mut pod_retry = tokio::time::interval(POD_RETRY);
+    pod_retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        // Room for the next response first, input second (see above).
+        let Ok(permit) = tx.reserve().await else {
+            break; // the client is gone
+        };
+        let step = tokio::select! {
+            req = inbound.next() => match req {
+                None => Step::Close(None),
+                Some(Err(status)) => {
+                    // A transport error, or a request over MAX_REQUEST_BYTES: say so (if the client
+                    // is still there to hear it).
+                    debug!(stream_id, node = %node(&conn), %status, "ADS stream error");
+                    Step::Close(Some(status))
+                }
+                Some(Ok(req)) => {
+                    let snapshot = current(&snapshots);
+                    let mut machine = lock(&conn);
+                    let first = machine.client().is_none();
+                    // The machine checks the limits first: a refused request changes nothing.
+                    let handled = machine.on_request(&req, &snapshot);
+                    let client = machine.client().cloned();
+                    let acked = ResourceType::from_type_url(M::request_type(&req))
+                        .filter(|_| clients.tailing())
+                        .and_then(|kind| machine.version_acked(kind));
+                    drop(machine);
+                    let node_id = client.as_ref().map(|c| c.node_id.clone()).unwrap_or_default();
+                    match handled {
+                        Ok((what, responses)) => {
+                            sync(&snapshot);
+                            if first {
+                                let c = client.as_ref().expect("set by the first request");
+                                connected = true;
+                                metrics()
+                                    .connected_clients
+                                    .get_or_create(&metrics::protocol_label(protocol))
+                                    .inc();
+                                info!(stream_id, protocol, node = %c.node_id, cluster = %c.cluster,
+                                      locality = %c.locality, "Envoy connected");
+                                clients.emit(XdsEvent::Connected {
+                                    at: SystemTime::now(),
+                                    stream_id,
+                                    node: c.node_id.clone(),
+                                    protocol: M::PROTOCOL,
+                                    locality: c.locality.to_string(),
+                                });
+                            }
+                            let type_url = M::request_type(&req);
+                            match what {
+                                RequestKind::Nack(nack) => {
+                                    warn!(
+                                    stream_id, node = %node_id, type_url = %type_url,
+                                    rejected_version = %nack.version, error = %nack.message,
+                                    "Envoy rejected config (NACK); not re-sending that version");
+                                    if let Some(kind) = ResourceType::from_type_url(type_url) {
+                                        clients.nacked(stream_id, kind);
+                                        metrics().nacks.get_or_create(&metrics::type_label(kind)).inc();
+                                        unacked.remove(&kind);
+                                    }
+                                    clients.emit(XdsEvent::Nacked {
+                                        at: SystemTime::now(),
+                                        stream_id,
+                                        node: node_id.clone(),
+                                        type_url: type_url.to_string(),
+                                        version: nack.version,
+                                        error: nack.message,
+                                    });
+                                }
+                                RequestKind::Ack => {
+                                    let kind = ResourceType::from_type_url(type_url);
+                                    let nonce = M::request_nonce(&req);
+                                    if let Some(kind) = kind.filter(|k| {
+                                        unacked.get(k).is_some_and(|(n, _)| n == nonce)
+                                    }) {
+                                        let (_, built) = unacked.remove(&kind).expect("checked");
+                                        metrics()
+                                            .convergence
+                                            .get_or_create(&metrics::type_label(kind))
+                                            .observe(built.elapsed().as_secs_f64());
+                                    }
+                                    if clients.tailing() {
+                                        clients.emit(XdsEvent::Acked {
+                                            at: SystemTime::now(),
+                                            stream_id,
+                                            node: node_id.clone(),
+                                            type_url: type_url.to_string(),
+                                            version: acked.unwrap_or_default(),
+                                        });
+                                    }
+                                }
+                                RequestKind::UnknownType(_) => debug!(
+                                    stream_id, node = %node_id, type = short_type(type_url),
+                                    type_url_bytes = type_url.len(),
+                                    "request for a type we do not serve; ignored"),
+                                RequestKind::StaleNonce => debug!(
+                                    stream_id, node = %node_id, type = short_type(type_url),
+                                    "stale nonce; ignored"),
+                                RequestKind::Initial => {}
+                            }
+                            Step::Send(responses, None)
+                        }
+                        Err(err) => {
+                            warn!(stream_id, node = %node_id, error = %err, "refusing ADS stream");
+                            Step::Close(Some(status(&err)))
+                        }
+                    }
+                }
+            },
+            _ = pod_retry.tick(), if lock(&conn).locality_pending() => {
+                let snapshot = current(&snapshots);
+                let mut machine = lock(&conn);
+                let responses = machine.on_snapshot(&snapshot);
+                sync(&snapshot);
+                if !machine.locality_pending() {
+                    if let Some(c) = machine.client() {
+                        info!(stream_id, node = %c.node_id, locality = %c.locality,
+                              "client located through its pod");
+                    }
+                }
+                Step::Send(responses, Some(snapshot.built_at))
+            }
+            changed = snapshots.changed() => {
+                if changed.is_err() {
+                    Step::Close(None)
+                } else {
+                    let snapshot = snapshots
+                        .borrow_and_update()
+                        .clone()
+                        .expect("snapshots are never unset");
+                    let responses = lock(&conn).on_snapshot(&snapshot);
+                    sync(&snapshot);
+                    Step::Send(responses, Some(snapshot.built_at))
+                }
+            }
+            _ = tx.closed() => Step::Close(None),
+        };
+        let (responses, cause) = match step {
+            Step::Send(responses, cause) => (responses, cause),
+            Step::Close(status) => {
+                if let Some(status) = status {
+                    permit.send(Err(status));
+                }
+                break;
+            }
+        };
+        // Held now: what is still in the channel (not counting our permit) plus this answer.
+        let queued = tx.max_capacity() - tx.capacity() - 1;
+        counters
+            .max_held
+            .fetch_max(queued + responses.len(), Ordering::Relaxed);
+        let mut responses = responses.into_iter();
+        let Some(first) = responses.next() else {
+            continue;
+        };
+        let node_id = node(&conn);
+        let mut log = |resp: &M::Resp| {
+            let (kind, count, nonce) = M::describe(resp);
+            debug!(stream_id, node = %node_id, kind, resources = count, nonce, "push");
+            let bytes = prost::Message::encoded_len(resp);
+            if let Some(kind) = ResourceType::from_type_url(M::response_type(resp)) {
+                let m = metrics();
+                let label = metrics::type_label(kind);
+                m.pushes.get_or_create(&label).inc();
+                m.push_resources.get_or_create(&label).inc_by(count as u64);
+                m.push_bytes.get_or_create(&label).inc_by(bytes as u64);
+                if let Some(built) = cause {
+                    m.push_latency
+                        .get_or_create(&label)
+                        .observe(built.elapsed().as_secs_f64());
+                    let entry = unacked.entry(kind).or_insert((String::new(), built));
+                    entry.0 = nonce.to_string();
+                }
+            }
+            if clients.tailing() {
+                clients.emit(XdsEvent::Pushed {
+                    at: SystemTime::now(),
+                    stream_id,
+                    node: node_id.clone(),
+                    type_url: M::response_type(resp).to_string(),
+                    version: M::response_version(resp).to_string(),
+                    resources: count,
+                    bytes,
+                });
+            }
+        };
+        log(&first);
+        permit.send(Ok(first));
+        // The rest of one input's answer (make-before-break order) goes out as the client takes it.
+        for resp in responses {
+            log(&resp);
+            if tx.send(Ok(resp)).await.is_err() {
+                break;
+            }
+        }
+    }
+    if connected {
+        metrics()
+            .connected_clients
+            .get_or_create(&metrics::protocol_label(protocol))
+            .dec();
+    }
+    let machine = lock(&conn);
+    if let Some(c) = machine.client() {
+        info!(stream_id, protocol, node = %c.node_id, "Envoy disconnected");
+    }
+}
+
+impl AdsService {
+    /// Runs a new stream's loop on its own task; the response stream is what the transport sends.
+    pub(super) fn open<M: StreamMachine>(
+        &self,
+        conn: M,
+        request: Request<Streaming<M::Req>>,
+    ) -> Response<ResponseStream<M::Resp>>
+    where
+        Streaming<M::Req>: Stream<Item = Result<M::Req, Status>> + Unpin,
+    {
+        let stream_id = self.next_stream_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+        let live = LiveStream::new(&self.counters);
+        let stream = run_stream(
+            stream_id,
+            conn,
+            request.into_inner(),
+            self.snapshots.clone(),
+            tx,
+            self.counters.clone(),
+            self.clients.clone(),
+        );
+        tokio::spawn(async move {
+            let _live = live;
+            stream.await
+        });
+        Response::new(Box::pin(ReceiverStream::new(rx)))
+    }
+}

@@ -1,0 +1,55 @@
+use super::*;
+use xds_core::protocol::error::NameList;
+use xds_core::protocol::node::NodeError;
+use xds_core::snapshot::ResourceType;
+
+#[test]
+fn every_grpc_code_maps_to_the_same_number() {
+    for code in GrpcCode::ALL {
+        let err = match code {
+            GrpcCode::InvalidArgument => ProtocolError::Node(NodeError::Missing),
+            GrpcCode::Unimplemented => ProtocolError::UnknownMethod,
+        };
+        assert_eq!(err.code(), code);
+        assert_eq!(status(&err).code() as i32, code.as_i32(), "{code:?}");
+    }
+}
+
+#[test]
+fn a_refusal_keeps_its_message_and_code() {
+    let cases = [
+        (
+            ProtocolError::Node(NodeError::Missing),
+            tonic::Code::InvalidArgument,
+        ),
+        (
+            ProtocolError::NodeFieldTooLarge {
+                field: "node.id",
+                bytes: MAX_NODE_ID_BYTES + 1,
+            },
+            tonic::Code::InvalidArgument,
+        ),
+        (
+            ProtocolError::TooManyNames {
+                kind: ResourceType::Endpoint,
+                list: NameList::Subscription,
+                count: MAX_NAMES_PER_TYPE + 1,
+            },
+            tonic::Code::InvalidArgument,
+        ),
+        (ProtocolError::UnknownMethod, tonic::Code::Unimplemented),
+    ];
+    for (err, code) in cases {
+        let status = status(&err);
+        assert_eq!(status.code(), code, "{err}");
+        assert_eq!(status.message(), err.to_string());
+    }
+    let status = status(&ProtocolError::NodeFieldTooLarge {
+        field: "node.id",
+        bytes: 5000,
+    });
+    assert_eq!(
+        status.message(),
+        "node.id is 5000 bytes; the limit is 4096 (MAX_NODE_ID_BYTES)"
+    );
+}
