@@ -99,12 +99,13 @@ where
     P: Fn(&str) -> bool + Send + Sync + 'static,
     F: FnMut(Vec<FileChange>) + Send + 'static,
 {
-    let scope = Scope {
-        dir,
-        subdirs: false,
-        filter: Box::new(move |relative: &Path| relative.to_str().is_some_and(&filter)),
-    };
-    watch_with(scope, on_change, true, POLL_INTERVAL)
+    let filter = move |relative: &Path| relative.to_str().is_some_and(&filter);
+    watch_with(
+        Scope::new(dir, false, filter),
+        on_change,
+        true,
+        POLL_INTERVAL,
+    )
 }
 
 /// [`watch_stable_files`] one level deeper: the files in `dir` and in its direct (not hidden)
@@ -114,12 +115,12 @@ where
     P: Fn(&Path) -> bool + Send + Sync + 'static,
     F: FnMut(Vec<FileChange>) + Send + 'static,
 {
-    let scope = Scope {
-        dir,
-        subdirs: true,
-        filter: Box::new(filter),
-    };
-    watch_with(scope, on_change, true, POLL_INTERVAL)
+    watch_with(
+        Scope::new(dir, true, filter),
+        on_change,
+        true,
+        POLL_INTERVAL,
+    )
 }
 
 /// What one watch covers.
@@ -132,6 +133,18 @@ struct Scope {
 }
 
 impl Scope {
+    fn new(
+        dir: PathBuf,
+        subdirs: bool,
+        filter: impl Fn(&Path) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            dir,
+            subdirs,
+            filter: Box::new(filter),
+        }
+    }
+
     /// Whether a notify event may concern a watched file.
     fn is_relevant(&self, event: &notify::Event) -> bool {
         // Our own reads open files; only writes and namespace changes matter.

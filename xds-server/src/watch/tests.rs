@@ -15,23 +15,17 @@ const NEVER: Duration = Duration::from_secs(3600);
 
 /// The files of `dir` ending in `.yaml` (not hidden).
 fn yaml_files(dir: &Path) -> Scope {
-    Scope {
-        dir: dir.to_path_buf(),
-        subdirs: false,
-        filter: Box::new(|p: &Path| {
-            p.to_str()
-                .is_some_and(|n| n.ends_with(".yaml") && !n.starts_with('.'))
-        }),
-    }
+    Scope::new(dir.to_path_buf(), false, |p: &Path| {
+        p.to_str()
+            .is_some_and(|n| n.ends_with(".yaml") && !n.starts_with('.'))
+    })
 }
 
 /// The `.crt` files of `dir` and of its subdirectories.
 fn crt_tree(dir: &Path) -> Scope {
-    Scope {
-        dir: dir.to_path_buf(),
-        subdirs: true,
-        filter: Box::new(|p: &Path| p.extension().is_some_and(|e| e == "crt")),
-    }
+    Scope::new(dir.to_path_buf(), true, |p: &Path| {
+        p.extension().is_some_and(|e| e == "crt")
+    })
 }
 
 struct Watched {
@@ -96,6 +90,18 @@ fn gone(name: &str) -> (String, Option<String>) {
     (name.to_string(), None)
 }
 
+/// Writes `name` in eight parts 35 ms apart, so that any two reads STABILITY_RECHECK apart during the
+/// writing differ; returns the whole content.
+async fn write_slowly(dir: &TempDir, name: &str) -> String {
+    let mut file = std::fs::File::create(dir.join(name)).unwrap();
+    for i in 0..8 {
+        write!(file, "part{i};").unwrap();
+        file.flush().unwrap();
+        tokio::time::sleep(Duration::from_millis(35)).await;
+    }
+    (0..8).map(|i| format!("part{i};")).collect()
+}
+
 #[tokio::test(start_paused = true)]
 async fn reports_initial_files_then_edits_renames_and_deletions() {
     let dir = TempDir::new("watch-basic");
@@ -132,14 +138,7 @@ async fn reports_initial_files_then_edits_renames_and_deletions() {
 async fn a_file_being_written_is_reported_once_complete() {
     let dir = TempDir::new("watch-slow-write");
     let mut w = Watched::start(yaml_files(dir.path()), false, Duration::from_millis(200));
-    // Eight parts 35 ms apart: any two reads STABILITY_RECHECK apart during the writing differ.
-    let mut file = std::fs::File::create(dir.join("slow.yaml")).unwrap();
-    for i in 0..8 {
-        write!(file, "part{i};").unwrap();
-        file.flush().unwrap();
-        tokio::time::sleep(Duration::from_millis(35)).await;
-    }
-    let full: String = (0..8).map(|i| format!("part{i};")).collect();
+    let full = write_slowly(&dir, "slow.yaml").await;
     assert_eq!(w.next().await, vec![some("slow.yaml", &full)]);
     w.nothing().await;
 }
@@ -157,13 +156,7 @@ async fn a_batch_waits_until_every_file_has_settled() {
     // a.yaml is rewritten at once; b.yaml in parts, still being written when the next poll's scan
     // reads both: a.yaml's new content waits for b.yaml's, and both come in one batch.
     dir.write("a.yaml", "a2");
-    let mut b = std::fs::File::create(dir.join("b.yaml")).unwrap();
-    for i in 0..8 {
-        write!(b, "part{i};").unwrap();
-        b.flush().unwrap();
-        tokio::time::sleep(Duration::from_millis(35)).await;
-    }
-    let full: String = (0..8).map(|i| format!("part{i};")).collect();
+    let full = write_slowly(&dir, "b.yaml").await;
     assert_eq!(
         w.next().await,
         vec![some("a.yaml", "a2"), some("b.yaml", &full)]
