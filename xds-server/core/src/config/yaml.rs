@@ -81,37 +81,6 @@ impl Pos {
     }
 }
 
-/// The one message format of the file sources' errors:
-/// `FILE[:LINE[:COLUMN]]: [CONTEXT: ][FIELD: ]REASON`, for example
-/// `endpoints.yaml:12:5: services[0].endpoints[1].port: port 0 is out of range (1-65535)`.
-pub(crate) fn located(
-    file: &str,
-    line: Option<usize>,
-    column: Option<usize>,
-    context: Option<&str>,
-    field: &str,
-    reason: &str,
-) -> String {
-    let mut out = file.to_string();
-    if let Some(line) = line {
-        out.push_str(&format!(":{line}"));
-        if let Some(column) = column {
-            out.push_str(&format!(":{column}"));
-        }
-    }
-    out.push_str(": ");
-    if let Some(context) = context {
-        out.push_str(context);
-        out.push_str(": ");
-    }
-    if !field.is_empty() {
-        out.push_str(field);
-        out.push_str(": ");
-    }
-    out.push_str(reason);
-    out
-}
-
 /// What a serde_yaml_ng error says, split into the parts our errors and logs carry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Problem {

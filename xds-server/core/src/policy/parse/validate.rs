@@ -110,7 +110,10 @@ pub(super) fn build(
                     .map_err(|r| (spec_path.key("service"), r))?;
                 let id = ServiceId::new(ns, service);
                 match &spec.port {
-                    Some(port) => PolicyScope::ServicePort(id, build_port(&spec_path, port)?),
+                    Some(port) => {
+                        let port = port.value().map_err(|r| (spec_path.key("port"), r))?;
+                        PolicyScope::ServicePort(id, port)
+                    }
                     None => PolicyScope::Service(id),
                 }
             }
@@ -228,9 +231,8 @@ pub(super) fn build(
         if let Some(v) = raw.consecutive_gateway_failure {
             od.consecutive_gateway_failure = count("consecutiveGatewayFailure", v)?;
         }
-        let duration = |key: &str, v: &RawDuration| {
-            parse_duration(&v.0).map_err(|reason| (path.key(key), reason))
-        };
+        let duration =
+            |key: &str, v: &DurationText| v.value().map_err(|reason| (path.key(key), reason));
         if let Some(v) = &raw.interval {
             od.interval = duration("interval", v)?;
         }
@@ -588,7 +590,7 @@ fn build_health_check(raw: RawHealthCheck) -> Result<HealthCheck, Invalid> {
     };
     let mut hc = HealthCheck::new(protocol);
     let duration =
-        |key: &str, v: &RawDuration| parse_duration(&v.0).map_err(|reason| (path.key(key), reason));
+        |key: &str, v: &DurationText| v.value().map_err(|reason| (path.key(key), reason));
     if let Some(v) = &raw.interval {
         hc.interval = duration("interval", v)?;
     }
@@ -628,30 +630,6 @@ fn build_health_check(raw: RawHealthCheck) -> Result<HealthCheck, Invalid> {
         hc.healthy_threshold = threshold("healthyThreshold", v)?;
     }
     Ok(hc)
-}
-
-/// `spec.port`: a port number (1..=65535) as text, or a port name as Kubernetes allows them (an
-/// IANA service name: at most 15 lowercase letters, digits and `-`, with a letter).
-fn build_port(spec_path: &FieldPath, raw: &RawPort) -> Result<String, Invalid> {
-    let path = spec_path.key("port");
-    let text = raw.0.trim();
-    if text.chars().all(|c| c.is_ascii_digit() || c == '-') && !text.is_empty() {
-        return match text.parse::<i64>() {
-            Ok(n @ 1..=65535) => Ok(n.to_string()),
-            _ => Err((
-                path,
-                format!("port number must be between 1 and 65535, got {text}"),
-            )),
-        };
-    }
-    yaml::check_dns_label(text, "port name").map_err(|r| (path.clone(), r))?;
-    if text.len() > 15 {
-        return Err((
-            path,
-            format!("port name `{text}` is longer than 15 characters (Kubernetes port names are at most 15)"),
-        ));
-    }
-    Ok(text.to_string())
 }
 
 fn build_backups(
