@@ -263,9 +263,7 @@ fn build_service(raw: RawService, path: &FieldPath) -> Result<Service, Invalid> 
         None => None,
         Some(value) => Some(TrafficDistribution::parse(value).ok_or_else(|| {
             let known = TrafficDistribution::ALL.map(|d| d.as_str());
-            let hint = yaml::did_you_mean(value, &known)
-                .map(|k| format!("; did you mean `{k}`?"))
-                .unwrap_or_default();
+            let hint = yaml::hint(value, &known);
             (
                 path.key("trafficDistribution"),
                 format!(
@@ -377,9 +375,7 @@ fn build_endpoint(
         let port_path = path.key("ports").key(&name);
         if !ports.iter().any(|p| p.name == name) {
             let names: Vec<&str> = ports.iter().map(|p| p.name.as_str()).collect();
-            let hint = yaml::did_you_mean(&name, &names)
-                .map(|n| format!("; did you mean `{n}`?"))
-                .unwrap_or_default();
+            let hint = yaml::hint(&name, &names);
             return Err((
                 port_path,
                 format!(

@@ -75,7 +75,6 @@ impl<S: Scalar> Visitor<'_> for TextVisitor<S> {
 }
 
 /// A duration: see [`parse_duration`].
-#[derive(Debug)]
 pub enum DurationScalar {}
 
 impl Scalar for DurationScalar {
@@ -91,7 +90,6 @@ impl Scalar for DurationScalar {
 pub type DurationText = ScalarText<DurationScalar>;
 
 /// A service port by name or number: see [`port_name_or_number`].
-#[derive(Debug)]
 pub enum PortScalar {}
 
 impl Scalar for PortScalar {

@@ -132,9 +132,7 @@ pub(crate) fn schema_problem(err: &serde_yaml_ng::Error) -> Problem {
         if let Some((unknown, known)) = names.split_first() {
             field = join(&field, unknown);
             let known: Vec<&str> = known.iter().map(String::as_str).collect();
-            if let Some(hint) = did_you_mean(unknown, &known) {
-                reason = format!("{reason}; did you mean `{hint}`?");
-            }
+            reason.push_str(&hint(unknown, &known));
         }
     } else if reason.starts_with("missing field") || reason.starts_with(DUPLICATE_KEY) {
         if let Some(missing) = names.first() {
@@ -183,6 +181,14 @@ pub(crate) fn did_you_mean<'a>(unknown: &str, known: &[&'a str]) -> Option<&'a s
         .filter(|(d, _)| *d <= budget)
         .min_by_key(|(d, _)| *d)
         .map(|(_, k)| k)
+}
+
+/// The hint ending a message, "; did you mean `NAME`?" with the known name closest to `unknown` (see
+/// [`did_you_mean`]), or nothing.
+pub(crate) fn hint(unknown: &str, known: &[&str]) -> String {
+    did_you_mean(unknown, known)
+        .map(|k| format!("; did you mean `{k}`?"))
+        .unwrap_or_default()
 }
 
 /// Edit distance over chars (optimal string alignment: insertions, deletions, substitutions and

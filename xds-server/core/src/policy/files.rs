@@ -11,6 +11,7 @@ use crate::config::FileError;
 
 /// The watcher's state: the last good policies of every file, keyed by file (as written in `source`),
 /// and the valid files held back because they define a scope another file already defines.
+#[derive(Default)]
 pub struct PolicyFiles {
     files: BTreeMap<String, Vec<Parsed>>,
     blocked: BTreeMap<String, Vec<Parsed>>,
@@ -29,11 +30,7 @@ pub enum FileUpdate {
 
 impl PolicyFiles {
     pub fn new() -> Self {
-        Self {
-            files: BTreeMap::new(),
-            blocked: BTreeMap::new(),
-            errors: BTreeMap::new(),
-        }
+        Self::default()
     }
 
     /// Starts from what was already published (normally `load_policies` of the same path).

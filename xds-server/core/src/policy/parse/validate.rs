@@ -33,9 +33,7 @@ pub(super) fn check_kind(value: &serde_yaml_ng::Value) -> Result<(), Invalid> {
                     .trim()
                     .to_string(),
             };
-            let hint = yaml::did_you_mean(&shown, &[KIND])
-                .map(|k| format!("; did you mean `{k}`?"))
-                .unwrap_or_default();
+            let hint = yaml::hint(&shown, &[KIND]);
             Err((
                 root.key("kind"),
                 format!("unsupported kind `{shown}`, expected `{KIND}`{hint}"),
@@ -286,9 +284,7 @@ pub(super) fn build(
             "STRICT" => MtlsMode::Strict,
             "DISABLE" => MtlsMode::Disable,
             _ => {
-                let hint = yaml::did_you_mean(&v, &["STRICT", "DISABLE"])
-                    .map(|k| format!("; did you mean `{k}`?"))
-                    .unwrap_or_default();
+                let hint = yaml::hint(&v, &["STRICT", "DISABLE"]);
                 return Err((
                     spec_path.key("mtls"),
                     format!("must be STRICT or DISABLE, got {v:?}{hint}"),
@@ -309,9 +305,7 @@ pub(super) fn build(
             "gradual" => Spillover::Gradual,
             "allornothing" => Spillover::AllOrNothing,
             _ => {
-                let hint = yaml::did_you_mean(&v, &["gradual", "allOrNothing"])
-                    .map(|k| format!("; did you mean `{k}`?"))
-                    .unwrap_or_default();
+                let hint = yaml::hint(&v, &["gradual", "allOrNothing"]);
                 return Err((
                     path,
                     format!("must be `gradual` (the default) or `allOrNothing`, got {v:?}{hint}"),
