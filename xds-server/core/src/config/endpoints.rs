@@ -31,7 +31,7 @@ use std::net::IpAddr;
 
 use serde::Deserialize;
 
-use crate::config::error::Document;
+use crate::config::error::{Document, Invalid};
 use crate::config::scalar::port_number;
 use crate::config::yaml::{self, FieldPath};
 use crate::config::{FileError, FileKind};
@@ -185,14 +185,12 @@ pub fn parse_endpoints(source_name: &str, text: &str) -> Result<Registry, FileEr
     let raw: RawFile = serde_yaml_ng::from_str(text).map_err(|e| doc.schema_error(&e))?;
 
     // Pass 3: meaning, positions found by walking the document to the offending field.
-    build(raw).map_err(|(path, reason)| doc.invalid(&path, reason))
+    build(raw).map_err(|e| doc.invalid(e))
 }
 
 pub fn parse_bytes(file: &str, bytes: &[u8]) -> Result<Registry, FileError> {
     parse_endpoints(file, FileError::text(ENDPOINTS_FILE, file, bytes)?)
 }
-
-type Invalid = (FieldPath, String);
 
 fn build(raw: RawFile) -> Result<Registry, Invalid> {
     let root = FieldPath::root().key("services");

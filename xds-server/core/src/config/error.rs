@@ -146,6 +146,10 @@ impl fmt::Display for FileError {
 
 impl std::error::Error for FileError {}
 
+/// A value found invalid after deserializing: where (the field path) and why (the reason alone).
+/// [`Document::invalid`] turns it into a [`FileError`] with the field's position.
+pub(crate) type Invalid = (FieldPath, String);
+
 /// One document of a file being parsed: what the errors about it carry. The parsers build their
 /// [`FileError`]s from serde_yaml_ng errors and field paths through it.
 #[derive(Debug, Clone, Copy)]
@@ -187,9 +191,9 @@ impl Document<'_> {
     }
 
     /// An invalid value found after deserializing, at the position of `path` (or its nearest ancestor).
-    pub fn invalid(&self, path: &FieldPath, reason: String) -> FileError {
+    pub fn invalid(&self, (path, reason): Invalid) -> FileError {
         let index = self.number.map_or(0, |n| n - 1);
-        let pos = yaml::locate_nearest(self.text, index, path);
+        let pos = yaml::locate_nearest(self.text, index, &path);
         FileError::Invalid {
             file: self.file.to_string(),
             document: self.number,

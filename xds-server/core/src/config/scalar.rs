@@ -10,7 +10,8 @@ use std::time::Duration;
 use serde::de::{self, Unexpected, Visitor};
 use serde::{Deserialize, Deserializer};
 
-use crate::config::yaml;
+use crate::config::error::Invalid;
+use crate::config::yaml::{self, FieldPath};
 
 /// A kind of scalar kept as [`ScalarText`]: what serde says it expects, and the rules of its text.
 pub trait Scalar {
@@ -34,6 +35,11 @@ impl<S: Scalar> ScalarText<S> {
     /// The text read by `S`'s rules; the error is the reason alone (the caller knows the field).
     pub fn value(&self) -> Result<S::Value, String> {
         S::parse(&self.0)
+    }
+
+    /// [`ScalarText::value`] of the field at `path`.
+    pub(crate) fn value_at(&self, path: FieldPath) -> Result<S::Value, Invalid> {
+        self.value().map_err(|reason| (path, reason))
     }
 }
 

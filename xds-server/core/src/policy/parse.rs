@@ -260,11 +260,10 @@ pub(crate) fn parse_file(file: &str, text: &str) -> Result<Vec<Parsed>, FileErro
         }
         let doc = doc(i);
         if let Some(value) = &values[i] {
-            check_kind(value).map_err(|(path, reason)| doc.invalid(&path, reason))?;
+            check_kind(value).map_err(|e| doc.invalid(e))?;
         }
         let raw = RawPolicy::deserialize(document).map_err(|err| doc.schema_error(&err))?;
-        let (scope, namespace, name, policy) =
-            build(raw).map_err(|(path, reason)| doc.invalid(&path, reason))?;
+        let (scope, namespace, name, policy) = build(raw).map_err(|e| doc.invalid(e))?;
         let scope_path = match scope {
             PolicyScope::Service(_) => FieldPath::root().key("spec").key("service"),
             PolicyScope::ServicePort(..) => FieldPath::root().key("spec").key("port"),

@@ -2,8 +2,7 @@
 //! into a [`FailoverPolicy`] (every error is the field path and the reason).
 
 use super::*;
-
-pub(super) type Invalid = (FieldPath, String);
+use crate::config::error::Invalid;
 
 pub(super) fn spec_backups() -> FieldPath {
     FieldPath::root().key("spec").key("backups")
@@ -93,29 +92,27 @@ pub(super) fn build(
             "`port` selects one port of one service: set spec.service too".to_string(),
         ));
     }
-    let scope =
-        match (namespace.as_str(), spec.service) {
-            ("*", Some(_)) => return Err((
+    let scope = match (namespace.as_str(), spec.service) {
+        ("*", Some(_)) => {
+            return Err((
                 spec_path.key("service"),
                 "a mesh default (namespace \"*\") applies to every service; remove `service`, or \
                  set metadata.namespace to the service's namespace"
                     .to_string(),
-            )),
-            ("*", None) => PolicyScope::Mesh,
-            (ns, None) => PolicyScope::Namespace(ns.to_string()),
-            (ns, Some(service)) => {
-                yaml::check_dns_label(&service, "service name")
-                    .map_err(|r| (spec_path.key("service"), r))?;
-                let id = ServiceId::new(ns, service);
-                match &spec.port {
-                    Some(port) => {
-                        let port = port.value().map_err(|r| (spec_path.key("port"), r))?;
-                        PolicyScope::ServicePort(id, port)
-                    }
-                    None => PolicyScope::Service(id),
-                }
+            ))
+        }
+        ("*", None) => PolicyScope::Mesh,
+        (ns, None) => PolicyScope::Namespace(ns.to_string()),
+        (ns, Some(service)) => {
+            yaml::check_dns_label(&service, "service name")
+                .map_err(|r| (spec_path.key("service"), r))?;
+            let id = ServiceId::new(ns, service);
+            match &spec.port {
+                Some(port) => PolicyScope::ServicePort(id, port.value_at(spec_path.key("port"))?),
+                None => PolicyScope::Service(id),
             }
-        };
+        }
+    };
 
     let mut policy = FailoverPolicy::default();
 
@@ -229,13 +226,11 @@ pub(super) fn build(
         if let Some(v) = raw.consecutive_gateway_failure {
             od.consecutive_gateway_failure = count("consecutiveGatewayFailure", v)?;
         }
-        let duration =
-            |key: &str, v: &DurationText| v.value().map_err(|reason| (path.key(key), reason));
         if let Some(v) = &raw.interval {
-            od.interval = duration("interval", v)?;
+            od.interval = v.value_at(path.key("interval"))?;
         }
         if let Some(v) = &raw.base_ejection_time {
-            od.base_ejection_time = duration("baseEjectionTime", v)?;
+            od.base_ejection_time = v.value_at(path.key("baseEjectionTime"))?;
         }
         if let Some(v) = raw.max_ejection_percent {
             let key = path.key("maxEjectionPercent");
@@ -583,13 +578,11 @@ fn build_health_check(raw: RawHealthCheck) -> Result<HealthCheck, Invalid> {
         }
     };
     let mut hc = HealthCheck::new(protocol);
-    let duration =
-        |key: &str, v: &DurationText| v.value().map_err(|reason| (path.key(key), reason));
     if let Some(v) = &raw.interval {
-        hc.interval = duration("interval", v)?;
+        hc.interval = v.value_at(path.key("interval"))?;
     }
     if let Some(v) = &raw.timeout {
-        hc.timeout = duration("timeout", v)?;
+        hc.timeout = v.value_at(path.key("timeout"))?;
     }
     if hc.timeout >= hc.interval {
         let key = if raw.timeout.is_some() {
