@@ -23,8 +23,6 @@ fn parse(text: &str) -> Result<Vec<PolicyEntry>, FileError> {
     parse_policies("p.yaml", text)
 }
 
-// `invalid` (policy::testing): (document, line, field, reason, display) of an Invalid error.
-
 fn spec_error(spec: &str) -> (Option<usize>, String, String) {
     let (_, line, field, reason, _) = invalid(&doc("shop", "p", spec));
     (line, field, reason)
