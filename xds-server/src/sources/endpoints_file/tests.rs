@@ -6,7 +6,7 @@ use xds_core::model::ServiceId;
 fn load_reports_unreadable_files() {
     let dir = TempDir::new("endpoints-load");
     let err = load_endpoints_file(&dir.join("missing.yaml")).unwrap_err();
-    assert!(matches!(err, EndpointsFileError::Read { .. }), "{err:?}");
+    assert!(matches!(err, FileError::Read { .. }), "{err:?}");
     assert!(err.to_string().contains("missing.yaml"), "{err}");
     std::fs::write(dir.join("bin.yaml"), [0xff, 0xfe, 0x00]).unwrap();
     let err = load_endpoints_file(&dir.join("bin.yaml")).unwrap_err();

@@ -40,7 +40,7 @@ fn load_reads_a_file_or_a_sorted_directory() {
     let empty = TempDir::new("policy-load-empty");
     assert_eq!(load_policies(empty.path()).unwrap(), PolicySet::default());
     let err = load_policies(&dir.join("missing.yaml")).unwrap_err();
-    assert!(matches!(err, PolicyError::Read { .. }), "{err:?}");
+    assert!(matches!(err, FileError::Read { .. }), "{err:?}");
 }
 
 #[test]
