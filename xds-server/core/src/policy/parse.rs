@@ -50,9 +50,6 @@ pub use super::files::describe_scope;
 use super::files::find_conflict;
 use validate::{build, check_kind, spec_backups};
 
-/// Moved to [`crate::config::scalar`]; kept here for existing callers.
-pub use crate::config::scalar::parse_duration;
-
 /// The only `kind` accepted.
 pub const KIND: &str = "FailoverPolicy";
 
