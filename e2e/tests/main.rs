@@ -34,32 +34,30 @@ mod traffic_distribution;
 
 /// In every crate of the workspace whose integration tests are one binary (`tests/main.rs`), every
 /// `tests/*.rs` file is declared in that `main.rs`: with `autotests = false` an undeclared file would
-/// silently never be compiled or run.
+/// silently never be compiled or run. The crates are the workspace's `members`.
 #[test]
 fn every_test_file_is_a_module_of_its_crates_test_binary() {
-    use std::path::{Path, PathBuf};
-
-    fn subdirs(dir: &Path) -> Vec<PathBuf> {
-        std::fs::read_dir(dir)
-            .map(|entries| entries.flatten().map(|e| e.path()).collect())
-            .unwrap_or_default()
-    }
-
     let root = e2e::paths::workspace_root();
-    let crates = subdirs(&root)
-        .into_iter()
-        .chain(subdirs(&root.join("tools")))
-        .chain(subdirs(&root.join("xds-server")))
-        .filter(|dir| dir.join("Cargo.toml").is_file());
-    let mut checked = 0;
+    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).expect("workspace Cargo.toml");
+    // `members = ["a", "b/c", ...]`: the quoted strings between the brackets.
+    let members: Vec<&str> = manifest
+        .split_once("members = [")
+        .and_then(|(_, rest)| rest.split_once(']'))
+        .map(|(list, _)| list.split('"').skip(1).step_by(2).collect())
+        .unwrap_or_default();
+    let mut checked = Vec::new();
     let mut missing = Vec::new();
-    for dir in crates {
-        let tests = dir.join("tests");
+    for member in &members {
+        let tests = root.join(member).join("tests");
         let Ok(main) = std::fs::read_to_string(tests.join("main.rs")) else {
             continue;
         };
-        checked += 1;
-        for path in subdirs(&tests) {
+        checked.push(*member);
+        for entry in std::fs::read_dir(&tests)
+            .expect("tests/ is readable")
+            .flatten()
+        {
+            let path = entry.path();
             let stem = path
                 .file_stem()
                 .and_then(|s| s.to_str())
@@ -71,9 +69,9 @@ fn every_test_file_is_a_module_of_its_crates_test_binary() {
         }
     }
     assert!(
-        checked >= 2,
-        "no tests/main.rs found under {}",
-        root.display()
+        checked.contains(&"e2e") && checked.len() >= 3,
+        "expected tests/main.rs in e2e, xds-server and xds-server/core; found it in {checked:?} \
+         of the members {members:?}"
     );
     assert!(
         missing.is_empty(),

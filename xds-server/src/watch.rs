@@ -1,19 +1,27 @@
-//! "This file's content changed and is stable": the file watching shared by the endpoints file and the
-//! failover policy files.
+//! "These files' content changed and is stable": the one file watcher, used by every watched file
+//! (the endpoints file, policy files, the secrets directory, TLS material, the admin token).
 //!
-//! A watch covers the files of one directory that pass a name filter (a single file is its parent
-//! directory with a filter for its name: editors and config tools replace files by renaming a new one
-//! over them, which a watch on the file itself would miss). Changes are reported in batches of
-//! [`FileChange`]s, each one a file whose bytes differ from what was last reported:
+//! A watch covers the files of one directory that pass a filter, and for [`watch_stable_tree`] also
+//! the files of its direct subdirectories (the secrets directory: one subdirectory per identity). A
+//! single file is its parent directory with a filter for its name: editors and config tools replace
+//! files by renaming a new one over them, which a watch on the file itself would miss. Changes are
+//! reported in batches of [`FileChange`]s, each one a file whose bytes differ from what was last
+//! reported:
 //!
 //! * notify events are debounced: a batch is read once the directory has been quiet for
 //!   [`DEBOUNCE`] (or [`MAX_BATCH_DELAY`] after the first event, so a busy directory cannot starve it);
 //! * a half-written file is never reported: every file is read twice, [`STABILITY_RECHECK`] apart, and
-//!   only identical reads count; otherwise the batch is retried after another quiet period;
+//!   only identical reads count. While any file is still changing nothing is reported and the whole
+//!   scan is retried after another quiet period, so a batch is one settled view of the files (a
+//!   certificate is not reported without the key written just after it);
 //! * every [`POLL_INTERVAL`] the files' (mtime, length) are compared with the last scan, in case notify
-//!   events were lost (network file systems, overflowing queues, Kubernetes ConfigMap symlink swaps).
+//!   events were lost (network file systems, overflowing queues, Kubernetes ConfigMap symlink swaps);
+//! * a directory that cannot be listed (removed, unmounted) reports nothing: what was last reported
+//!   stands until it can be listed again, rather than every file being taken for deleted.
 //!
-//! The first batch reports every matching file that exists when the watch starts.
+//! Symlinks are followed, and hidden subdirectories (Kubernetes' `..data` and its timestamped
+//! targets) are not descended into: the volume's visible files are links into them. The first batch
+//! reports every matching file that exists when the watch starts.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -60,7 +68,7 @@ impl std::fmt::Debug for WatchHandle {
 /// One file whose stable content differs from what was last reported.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileChange {
-    /// `dir.join(file name)`.
+    /// `dir.join(file name)`, or `dir.join(subdirectory).join(file name)` in a tree.
     pub path: PathBuf,
     /// `None`: the file no longer exists.
     pub content: Option<Vec<u8>>,
@@ -91,32 +99,93 @@ where
     P: Fn(&str) -> bool + Send + Sync + 'static,
     F: FnMut(Vec<FileChange>) + Send + 'static,
 {
-    watch_with(dir, filter, on_change, true, POLL_INTERVAL)
+    let filter = move |relative: &Path| relative.to_str().is_some_and(&filter);
+    watch_with(
+        Scope::new(dir, false, filter),
+        on_change,
+        true,
+        POLL_INTERVAL,
+    )
 }
 
-fn watch_with<P, F>(
+/// [`watch_stable_files`] one level deeper: the files in `dir` and in its direct (not hidden)
+/// subdirectories whose path relative to `dir` (`ca.crt`, `web/tls.crt`) passes `filter`.
+pub fn watch_stable_tree<P, F>(dir: PathBuf, filter: P, on_change: F) -> anyhow::Result<WatchHandle>
+where
+    P: Fn(&Path) -> bool + Send + Sync + 'static,
+    F: FnMut(Vec<FileChange>) + Send + 'static,
+{
+    watch_with(
+        Scope::new(dir, true, filter),
+        on_change,
+        true,
+        POLL_INTERVAL,
+    )
+}
+
+/// What one watch covers.
+struct Scope {
     dir: PathBuf,
-    filter: P,
+    /// Also the files of `dir`'s direct subdirectories (hidden ones excepted).
+    subdirs: bool,
+    /// Takes a file's path relative to `dir`.
+    filter: Box<dyn Fn(&Path) -> bool + Send + Sync>,
+}
+
+impl Scope {
+    fn new(
+        dir: PathBuf,
+        subdirs: bool,
+        filter: impl Fn(&Path) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            dir,
+            subdirs,
+            filter: Box::new(filter),
+        }
+    }
+
+    /// Whether a notify event may concern a watched file.
+    fn is_relevant(&self, event: &notify::Event) -> bool {
+        // Our own reads open files; only writes and namespace changes matter.
+        if let EventKind::Access(kind) = event.kind {
+            if kind != AccessKind::Close(AccessMode::Write) {
+                return false;
+            }
+        }
+        event.paths.iter().any(|path| {
+            let relative = path.strip_prefix(&self.dir).unwrap_or(path);
+            let names: Vec<&str> = relative.iter().filter_map(|n| n.to_str()).collect();
+            (self.filter)(relative)
+                // `..data` and friends: Kubernetes swaps a mounted volume by replacing a symlink.
+                || names.iter().any(|n| n.starts_with(".."))
+                // A subdirectory created, renamed or removed as a whole.
+                || (self.subdirs && matches!(names.as_slice(), [n] if !n.starts_with('.')))
+        })
+    }
+}
+
+fn watch_with<F>(
+    scope: Scope,
     mut on_change: F,
     use_notify: bool,
     poll_interval: Duration,
 ) -> anyhow::Result<WatchHandle>
 where
-    P: Fn(&str) -> bool + Send + Sync + 'static,
     F: FnMut(Vec<FileChange>) + Send + 'static,
 {
     let runtime = tokio::runtime::Handle::try_current()
         .context("watching files needs a running tokio runtime")?;
-    let filter: Arc<dyn Fn(&str) -> bool + Send + Sync> = Arc::new(filter);
+    let scope = Arc::new(scope);
     let (poke_tx, mut poke_rx) = mpsc::unbounded_channel::<()>();
 
     let watcher = if use_notify {
-        let relevant = filter.clone();
+        let relevant = scope.clone();
         let tx = poke_tx.clone();
         let mut watcher =
             notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
                 Ok(event) => {
-                    if event.need_rescan() || is_relevant(&event, &*relevant) {
+                    if event.need_rescan() || relevant.is_relevant(&event) {
                         let _ = tx.send(());
                     }
                 }
@@ -126,9 +195,14 @@ where
                 }
             })
             .context("creating a file watcher")?;
+        let mode = if scope.subdirs {
+            RecursiveMode::Recursive
+        } else {
+            RecursiveMode::NonRecursive
+        };
         watcher
-            .watch(&dir, RecursiveMode::NonRecursive)
-            .with_context(|| format!("watching directory {}", dir.display()))?;
+            .watch(&scope.dir, mode)
+            .with_context(|| format!("watching directory {}", scope.dir.display()))?;
         Some(watcher)
     } else {
         None
@@ -138,10 +212,9 @@ where
         // Keeps the channel open when notify is off, so `recv` simply never fires.
         let _keep_open = poke_tx;
         let mut scanner = Scanner {
-            dir,
-            filter,
+            scope,
             reported: BTreeMap::new(),
-            fingerprints: BTreeMap::new(),
+            fingerprints: None,
             listing_failed: false,
         };
         let mut poll = tokio::time::interval(poll_interval);
@@ -156,20 +229,19 @@ where
                         if !scanner.fingerprints_changed().await {
                             continue;
                         }
-                        debug!(dir = %scanner.dir.display(), "poll noticed a change");
+                        debug!(dir = %scanner.scope.dir.display(), "poll noticed a change");
                     }
                 }
             }
             first = false;
-            loop {
-                let (changes, unstable) = scanner.scan().await;
-                if !changes.is_empty() {
-                    on_change(changes);
+            let changes = loop {
+                match scanner.scan().await {
+                    Some(changes) => break changes,
+                    None => debounce(&mut poke_rx).await,
                 }
-                if !unstable {
-                    break;
-                }
-                debounce(&mut poke_rx).await;
+            };
+            if !changes.is_empty() {
+                on_change(changes);
             }
         }
     });
@@ -177,21 +249,6 @@ where
     Ok(WatchHandle {
         _watcher: watcher,
         task,
-    })
-}
-
-fn is_relevant(event: &notify::Event, filter: &(dyn Fn(&str) -> bool + Send + Sync)) -> bool {
-    // Our own reads open files; only writes and namespace changes matter.
-    if let EventKind::Access(kind) = event.kind {
-        if kind != AccessKind::Close(AccessMode::Write) {
-            return false;
-        }
-    }
-    event.paths.iter().any(|p| {
-        p.file_name()
-            .and_then(|n| n.to_str())
-            // `..data` and friends: Kubernetes swaps a mounted ConfigMap by replacing a symlink.
-            .is_some_and(|n| filter(n) || n.starts_with(".."))
     })
 }
 
@@ -223,69 +280,93 @@ async fn read(path: &Path) -> Read {
     }
 }
 
+/// The entries of a directory as (name, path); entries whose names are not UTF-8 are skipped.
+async fn entries(dir: &Path) -> io::Result<Vec<(String, PathBuf)>> {
+    let mut out = Vec::new();
+    let mut entries = tokio::fs::read_dir(dir).await?;
+    while let Some(entry) = entries.next_entry().await? {
+        if let Ok(name) = entry.file_name().into_string() {
+            out.push((name, entry.path()));
+        }
+    }
+    Ok(out)
+}
+
 struct Scanner {
-    dir: PathBuf,
-    filter: Arc<dyn Fn(&str) -> bool + Send + Sync>,
+    scope: Arc<Scope>,
     /// What was last reported per file (`None`: reported as gone).
     reported: BTreeMap<PathBuf, Option<Vec<u8>>>,
-    fingerprints: BTreeMap<PathBuf, Fingerprint>,
+    /// As of the last scan; `None`: the directory could not be listed.
+    fingerprints: Option<BTreeMap<PathBuf, Fingerprint>>,
     /// Whether the last listing failed (logged once, not on every poll).
     listing_failed: bool,
 }
 
 impl Scanner {
-    /// The matching regular files (following symlinks) currently in the directory.
-    async fn list(&mut self) -> Vec<PathBuf> {
-        let mut out = Vec::new();
-        let mut entries = match tokio::fs::read_dir(&self.dir).await {
-            Ok(entries) => {
+    /// The matching regular files (following symlinks) now in the watched directory (and its
+    /// subdirectories), with their fingerprints; `None` if the directory cannot be listed.
+    async fn current_fingerprints(&mut self) -> Option<BTreeMap<PathBuf, Fingerprint>> {
+        let scope = &self.scope;
+        let top = match entries(&scope.dir).await {
+            Ok(top) => {
                 self.listing_failed = false;
-                entries
+                top
             }
             Err(err) => {
                 if !self.listing_failed {
-                    warn!(dir = %self.dir.display(), error = %err, "cannot list the watched directory");
+                    warn!(dir = %scope.dir.display(), error = %err, "cannot list the watched directory; keeping what was last read");
                 }
                 self.listing_failed = true;
-                return out;
+                return None;
             }
         };
-        while let Ok(Some(entry)) = entries.next_entry().await {
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
-            if !(self.filter)(name) {
-                continue;
-            }
-            let path = self.dir.join(name);
-            if tokio::fs::metadata(&path).await.is_ok_and(|m| m.is_file()) {
-                out.push(path);
-            }
-        }
-        out.sort();
-        out
-    }
-
-    async fn current_fingerprints(&mut self) -> BTreeMap<PathBuf, Fingerprint> {
         let mut out = BTreeMap::new();
-        for path in self.list().await {
-            if let Ok(meta) = tokio::fs::metadata(&path).await {
+        let mut add = |path: PathBuf, meta: std::fs::Metadata| {
+            if meta.is_file() {
                 out.insert(path, (meta.modified().ok(), meta.len()));
             }
+        };
+        for (name, path) in top {
+            if (scope.filter)(Path::new(&name)) {
+                if let Ok(meta) = tokio::fs::metadata(&path).await {
+                    add(path, meta);
+                }
+                continue;
+            }
+            if !scope.subdirs || name.starts_with('.') {
+                continue;
+            }
+            if !tokio::fs::metadata(&path).await.is_ok_and(|m| m.is_dir()) {
+                continue;
+            }
+            // A subdirectory that vanished since the listing has no files.
+            for (file, file_path) in entries(&path).await.unwrap_or_default() {
+                if (scope.filter)(&Path::new(&name).join(file)) {
+                    if let Ok(meta) = tokio::fs::metadata(&file_path).await {
+                        add(file_path, meta);
+                    }
+                }
+            }
         }
-        out
+        Some(out)
     }
 
     async fn fingerprints_changed(&mut self) -> bool {
         self.current_fingerprints().await != self.fingerprints
     }
 
-    /// Reads every candidate twice and reports the stable ones that changed. The flag says some file
-    /// was still changing (or vanished mid-scan), so the caller should scan again shortly.
-    async fn scan(&mut self) -> (Vec<FileChange>, bool) {
-        let fingerprints = self.current_fingerprints().await;
+    /// Reads every candidate twice and returns the stable ones that changed, or `None` if some file
+    /// was still changing (or vanished mid-scan): then nothing counts and the caller scans again
+    /// shortly.
+    async fn scan(&mut self) -> Option<Vec<FileChange>> {
+        let Some(fingerprints) = self.current_fingerprints().await else {
+            // Nothing is known about the files: the last report stands.
+            self.fingerprints = None;
+            return Some(Vec::new());
+        };
         let mut candidates: Vec<PathBuf> = fingerprints.keys().cloned().collect();
         for (path, content) in &self.reported {
-            if content.is_some() && !candidates.contains(path) {
+            if content.is_some() && !fingerprints.contains_key(path) {
                 candidates.push(path.clone());
             }
         }
@@ -295,8 +376,7 @@ impl Scanner {
         }
         tokio::time::sleep(STABILITY_RECHECK).await;
 
-        let mut changes = Vec::new();
-        let mut unstable = false;
+        let mut settled = Vec::with_capacity(candidates.len());
         for (path, first) in candidates.into_iter().zip(first) {
             let content = match (first, read(&path).await) {
                 (Read::Content(a), Read::Content(b)) if a == b => Some(a),
@@ -313,10 +393,13 @@ impl Scanner {
                 }
                 _ => {
                     debug!(file = %path.display(), "file still changing; waiting for it to settle");
-                    unstable = true;
-                    continue;
+                    return None;
                 }
             };
+            settled.push((path, content));
+        }
+        let mut changes = Vec::new();
+        for (path, content) in settled {
             let known = self.reported.get(&path);
             if known != Some(&content) && !(known.is_none() && content.is_none()) {
                 self.reported.insert(path.clone(), content.clone());
@@ -325,8 +408,8 @@ impl Scanner {
         }
         // Remember the fingerprints seen before reading; a write during the scan shows up on the next
         // poll (or notify event) as a difference.
-        self.fingerprints = fingerprints;
-        (changes, unstable)
+        self.fingerprints = Some(fingerprints);
+        Some(changes)
     }
 }
 
@@ -361,7 +444,15 @@ pub(crate) mod testutil {
     //! A self-cleaning temporary directory and file helpers for watcher tests.
 
     use std::path::{Path, PathBuf};
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+    use std::time::{Duration, SystemTime};
+
+    /// Under paused time, how long a test waits to show that nothing was sent: the watcher's poll has
+    /// looked (more than once) by then, and the wait costs nothing in real time.
+    pub(crate) const QUIET: Duration = Duration::from_secs(3);
+    /// Under paused time, how long a test waits for a change to be reported: the poll alone sees it
+    /// within [`super::POLL_INTERVAL`], plus the debounce and stability reads.
+    pub(crate) const SOON: Duration = Duration::from_secs(10);
 
     pub(crate) struct TempDir(PathBuf);
 
@@ -386,12 +477,41 @@ pub(crate) mod testutil {
             self.0.join(name)
         }
 
-        /// Writes a temporary file and renames it over `name`, as editors do.
+        /// Writes `content` to `name` (a path relative to the directory; missing parent directories
+        /// are created) with a modification time no other write in this process had.
+        ///
+        /// Under paused time the tests write files microseconds apart in real time, so two writes of
+        /// the same length can share an mtime and the watcher's poll, which compares (mtime, length),
+        /// would not see the second; between real writes a poll interval apart the mtimes differ.
+        pub(crate) fn write(&self, name: &str, content: impl AsRef<[u8]>) {
+            let path = self.0.join(name);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).expect("create parent directory");
+            }
+            std::fs::write(&path, content).expect("write file");
+            touch(&path);
+        }
+
+        /// Writes a temporary file and renames it over `name`, as editors do (with a fresh mtime,
+        /// as [`TempDir::write`]).
         pub(crate) fn replace(&self, name: &str, content: &str) {
             let tmp = self.0.join(format!(".{name}.tmp"));
             std::fs::write(&tmp, content).expect("write temp file");
+            touch(&tmp);
             std::fs::rename(&tmp, self.0.join(name)).expect("rename over");
         }
+    }
+
+    /// Sets the modification time to now plus a per-process counter of milliseconds: later than any
+    /// earlier call's.
+    fn touch(path: &Path) {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let mtime = SystemTime::now() + Duration::from_millis(NEXT.fetch_add(1, Ordering::Relaxed));
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .and_then(|f| f.set_modified(mtime))
+            .expect("set mtime");
     }
 
     impl Drop for TempDir {

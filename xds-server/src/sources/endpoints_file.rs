@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tracing::{error, info, warn};
-use xds_core::config::endpoints::{parse_bytes, EndpointsFileError};
+use xds_core::config::endpoints::{parse_bytes, ENDPOINTS_FILE};
+use xds_core::config::FileError;
 use xds_core::model::Registry;
 
 use crate::watch::{self, FileChange};
@@ -13,16 +14,13 @@ use crate::watch::{self, FileChange};
 pub use crate::watch::WatchHandle;
 
 /// Reads, parses and validates an endpoints file.
-pub fn load_endpoints_file(path: &Path) -> Result<Registry, EndpointsFileError> {
+pub fn load_endpoints_file(path: &Path) -> Result<Registry, FileError> {
     let file = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|err| EndpointsFileError::Read {
-        file: file.clone(),
-        reason: err.to_string(),
-    })?;
+    let bytes = std::fs::read(path).map_err(|err| FileError::read(ENDPOINTS_FILE, &file, err))?;
     parse_bytes(&file, &bytes)
 }
 /// Logs a rejected file with structured fields `file`, `line` (when known), `field` and `reason`.
-fn log_rejected(err: &EndpointsFileError) {
+fn log_rejected(err: &FileError) {
     let m = crate::metrics::metrics();
     m.source_errors
         .get_or_create(&crate::metrics::source_label("file"))

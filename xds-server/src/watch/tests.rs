@@ -1,43 +1,84 @@
-use super::testutil::TempDir;
+//! Most tests run on tokio's paused time with notify off: the watcher is driven by its poll alone, so
+//! every wait is virtual (instant in real time) and what each scan sees is decided by the test, not by
+//! the scheduler. Files are written with [`TempDir::write`], which gives every write its own mtime so
+//! the poll's (mtime, length) comparison sees it. The test of notify itself runs on real time: notify's
+//! events come from an OS thread, which tokio's paused clock does not wait for.
+
+use super::testutil::{TempDir, QUIET, SOON};
 use super::*;
 use std::io::Write;
 
 type Batches = mpsc::UnboundedReceiver<Vec<FileChange>>;
 
-fn start(dir: &TempDir, use_notify: bool, poll: Duration) -> (WatchHandle, Batches) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let handle = watch_with(
-        dir.path().to_path_buf(),
-        |name: &str| name.ends_with(".yaml") && !name.starts_with('.'),
-        move |batch| {
-            let _ = tx.send(batch);
-        },
-        use_notify,
-        poll,
-    )
-    .expect("start watch");
-    (handle, rx)
+/// Longer than any test: with this poll interval only notify can report a change.
+const NEVER: Duration = Duration::from_secs(3600);
+
+/// The files of `dir` ending in `.yaml` (not hidden).
+fn yaml_files(dir: &Path) -> Scope {
+    Scope::new(dir.to_path_buf(), false, |p: &Path| {
+        p.to_str()
+            .is_some_and(|n| n.ends_with(".yaml") && !n.starts_with('.'))
+    })
 }
 
-async fn next(rx: &mut Batches, within: Duration) -> Vec<(String, Option<String>)> {
-    let batch = tokio::time::timeout(within, rx.recv())
-        .await
-        .expect("no change reported in time")
-        .expect("watch ended");
-    batch
-        .into_iter()
-        .map(|c| {
-            (
-                c.path.file_name().unwrap().to_string_lossy().into_owned(),
-                c.content.map(|b| String::from_utf8(b).unwrap()),
-            )
-        })
-        .collect()
+/// The `.crt` files of `dir` and of its subdirectories.
+fn crt_tree(dir: &Path) -> Scope {
+    Scope::new(dir.to_path_buf(), true, |p: &Path| {
+        p.extension().is_some_and(|e| e == "crt")
+    })
 }
 
-async fn nothing(rx: &mut Batches, for_: Duration) {
-    if let Ok(batch) = tokio::time::timeout(for_, rx.recv()).await {
-        panic!("unexpected change: {batch:?}");
+struct Watched {
+    dir: PathBuf,
+    rx: Batches,
+    handle: WatchHandle,
+}
+
+impl Watched {
+    fn start(scope: Scope, use_notify: bool, poll: Duration) -> Self {
+        let dir = scope.dir.clone();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let handle = watch_with(
+            scope,
+            move |batch| {
+                let _ = tx.send(batch);
+            },
+            use_notify,
+            poll,
+        )
+        .expect("start watch");
+        Self { dir, rx, handle }
+    }
+
+    /// The next batch as (path relative to the watched directory, content).
+    async fn next_within(&mut self, within: Duration) -> Vec<(String, Option<String>)> {
+        let batch = tokio::time::timeout(within, self.rx.recv())
+            .await
+            .expect("no change reported in time")
+            .expect("watch ended");
+        batch
+            .into_iter()
+            .map(|c| {
+                (
+                    c.path
+                        .strip_prefix(&self.dir)
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned(),
+                    c.content.map(|b| String::from_utf8(b).unwrap()),
+                )
+            })
+            .collect()
+    }
+
+    async fn next(&mut self) -> Vec<(String, Option<String>)> {
+        self.next_within(SOON).await
+    }
+
+    async fn nothing(&mut self) {
+        if let Ok(batch) = tokio::time::timeout(QUIET, self.rx.recv()).await {
+            panic!("unexpected change: {batch:?}");
+        }
     }
 }
 
@@ -45,96 +86,240 @@ fn some(name: &str, content: &str) -> (String, Option<String>) {
     (name.to_string(), Some(content.to_string()))
 }
 
-#[tokio::test]
+fn gone(name: &str) -> (String, Option<String>) {
+    (name.to_string(), None)
+}
+
+/// Writes `name` in eight parts 35 ms apart, so that any two reads STABILITY_RECHECK apart during the
+/// writing differ; returns the whole content.
+async fn write_slowly(dir: &TempDir, name: &str) -> String {
+    let mut file = std::fs::File::create(dir.join(name)).unwrap();
+    for i in 0..8 {
+        write!(file, "part{i};").unwrap();
+        file.flush().unwrap();
+        tokio::time::sleep(Duration::from_millis(35)).await;
+    }
+    (0..8).map(|i| format!("part{i};")).collect()
+}
+
+#[tokio::test(start_paused = true)]
 async fn reports_initial_files_then_edits_renames_and_deletions() {
     let dir = TempDir::new("watch-basic");
-    std::fs::write(dir.join("a.yaml"), "a1").unwrap();
-    std::fs::write(dir.join("ignored.txt"), "x").unwrap();
-    let (_handle, mut rx) = start(&dir, true, POLL_INTERVAL);
-    assert_eq!(
-        next(&mut rx, Duration::from_secs(1)).await,
-        vec![some("a.yaml", "a1")]
-    );
+    dir.write("a.yaml", "a1");
+    dir.write("ignored.txt", "x");
+    let mut w = Watched::start(yaml_files(dir.path()), false, POLL_INTERVAL);
+    assert_eq!(w.next().await, vec![some("a.yaml", "a1")]);
 
-    let t0 = std::time::Instant::now();
-    std::fs::write(dir.join("a.yaml"), "a2").unwrap();
-    assert_eq!(
-        next(&mut rx, Duration::from_secs(1)).await,
-        vec![some("a.yaml", "a2")]
-    );
+    // Without notify, the poll sees a change within one interval and reports it once stable.
+    let t0 = Instant::now();
+    dir.write("a.yaml", "a2");
+    assert_eq!(w.next().await, vec![some("a.yaml", "a2")]);
     assert!(
-        t0.elapsed() < Duration::from_millis(900),
+        t0.elapsed() <= POLL_INTERVAL + STABILITY_RECHECK,
         "{:?}",
         t0.elapsed()
     );
 
     dir.replace("a.yaml", "a3");
-    assert_eq!(
-        next(&mut rx, Duration::from_secs(1)).await,
-        vec![some("a.yaml", "a3")]
-    );
+    assert_eq!(w.next().await, vec![some("a.yaml", "a3")]);
 
     // Same bytes again, and files the filter rejects: nothing to report.
-    std::fs::write(dir.join("a.yaml"), "a3").unwrap();
-    std::fs::write(dir.join("ignored.txt"), "y").unwrap();
-    nothing(&mut rx, Duration::from_millis(400)).await;
+    dir.write("a.yaml", "a3");
+    dir.write("ignored.txt", "y");
+    w.nothing().await;
 
     std::fs::remove_file(dir.join("a.yaml")).unwrap();
-    assert_eq!(
-        next(&mut rx, Duration::from_secs(1)).await,
-        vec![("a.yaml".to_string(), None)]
-    );
-    std::fs::write(dir.join("b.yaml"), "b1").unwrap();
-    assert_eq!(
-        next(&mut rx, Duration::from_secs(1)).await,
-        vec![some("b.yaml", "b1")]
-    );
+    assert_eq!(w.next().await, vec![gone("a.yaml")]);
+    dir.write("b.yaml", "b1");
+    assert_eq!(w.next().await, vec![some("b.yaml", "b1")]);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_file_being_written_is_reported_once_complete() {
     let dir = TempDir::new("watch-slow-write");
-    let (_handle, mut rx) = start(&dir, true, POLL_INTERVAL);
-    let path = dir.join("slow.yaml");
-    let writer = std::thread::spawn(move || {
-        let mut file = std::fs::File::create(path).unwrap();
-        for i in 0..8 {
-            write!(file, "part{i};").unwrap();
-            file.flush().unwrap();
-            std::thread::sleep(Duration::from_millis(30));
-        }
-    });
-    let batch = next(&mut rx, Duration::from_secs(3)).await;
-    writer.join().unwrap();
-    let full: String = (0..8).map(|i| format!("part{i};")).collect();
-    assert_eq!(batch, vec![some("slow.yaml", &full)]);
-    nothing(&mut rx, Duration::from_millis(300)).await;
+    let mut w = Watched::start(yaml_files(dir.path()), false, Duration::from_millis(200));
+    let full = write_slowly(&dir, "slow.yaml").await;
+    assert_eq!(w.next().await, vec![some("slow.yaml", &full)]);
+    w.nothing().await;
 }
 
-#[tokio::test]
-async fn polling_notices_changes_without_notify() {
-    let dir = TempDir::new("watch-poll");
-    std::fs::write(dir.join("a.yaml"), "1").unwrap();
-    let (_handle, mut rx) = start(&dir, false, Duration::from_millis(200));
+#[tokio::test(start_paused = true)]
+async fn a_batch_waits_until_every_file_has_settled() {
+    let dir = TempDir::new("watch-batch");
+    dir.write("a.yaml", "a1");
+    dir.write("b.yaml", "b1");
+    let mut w = Watched::start(yaml_files(dir.path()), false, Duration::from_millis(200));
     assert_eq!(
-        next(&mut rx, Duration::from_secs(1)).await,
-        vec![some("a.yaml", "1")]
+        w.next().await,
+        vec![some("a.yaml", "a1"), some("b.yaml", "b1")]
     );
-    std::fs::write(dir.join("a.yaml"), "22").unwrap();
+    // a.yaml is rewritten at once; b.yaml in parts, still being written when the next poll's scan
+    // reads both: a.yaml's new content waits for b.yaml's, and both come in one batch.
+    dir.write("a.yaml", "a2");
+    let full = write_slowly(&dir, "b.yaml").await;
     assert_eq!(
-        next(&mut rx, Duration::from_secs(2)).await,
-        vec![some("a.yaml", "22")]
+        w.next().await,
+        vec![some("a.yaml", "a2"), some("b.yaml", &full)]
+    );
+    w.nothing().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_tree_watch_covers_files_one_level_down() {
+    let dir = TempDir::new("watch-tree");
+    dir.write("ca.crt", "ca1");
+    dir.write("web/tls.crt", "web1");
+    dir.write("web/notes.txt", "filtered out");
+    dir.write("web/deeper/tls.crt", "two levels down");
+    dir.write("..data/tls.crt", "in a hidden subdirectory");
+    let mut w = Watched::start(crt_tree(dir.path()), false, POLL_INTERVAL);
+    assert_eq!(
+        w.next().await,
+        vec![some("ca.crt", "ca1"), some("web/tls.crt", "web1")]
+    );
+
+    dir.write("db/tls.crt", "db1");
+    dir.write("web/tls.crt", "web22");
+    assert_eq!(
+        w.next().await,
+        vec![some("db/tls.crt", "db1"), some("web/tls.crt", "web22")]
+    );
+    dir.write("web/deeper/tls.crt", "still not watched");
+    dir.write("web/notes.txt", "still filtered out");
+    w.nothing().await;
+
+    std::fs::remove_dir_all(dir.join("web")).unwrap();
+    assert_eq!(w.next().await, vec![gone("web/tls.crt")]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_directory_that_cannot_be_listed_reports_nothing() {
+    let dir = TempDir::new("watch-dir-gone");
+    dir.write("conf/a.yaml", "a1");
+    let mut w = Watched::start(yaml_files(&dir.join("conf")), false, POLL_INTERVAL);
+    assert_eq!(w.next().await, vec![some("a.yaml", "a1")]);
+    // The directory goes away (an unmounted volume, say): its files are not taken for deleted.
+    std::fs::remove_dir_all(dir.join("conf")).unwrap();
+    w.nothing().await;
+    // Back: what differs from the last report is reported.
+    dir.write("conf/a.yaml", "a2");
+    dir.write("conf/b.yaml", "b1");
+    assert_eq!(
+        w.next().await,
+        vec![some("a.yaml", "a2"), some("b.yaml", "b1")]
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn dropping_the_handle_stops_reporting() {
     let dir = TempDir::new("watch-drop");
-    let (handle, mut rx) = start(&dir, true, POLL_INTERVAL);
-    drop(handle);
-    std::fs::write(dir.join("a.yaml"), "1").unwrap();
-    let got = tokio::time::timeout(Duration::from_millis(400), rx.recv()).await;
+    let mut w = Watched::start(yaml_files(dir.path()), false, POLL_INTERVAL);
+    drop(w.handle);
+    dir.write("a.yaml", "1");
+    let got = tokio::time::timeout(QUIET, w.rx.recv()).await;
     assert!(matches!(got, Ok(None) | Err(_)), "{got:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn debounce_waits_for_a_quiet_period_but_no_longer_than_the_cap() {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    // Timers fire on whole milliseconds: allow a few of rounding.
+    let assert_took = |t0: Instant, expected: Duration| {
+        let took = t0.elapsed();
+        assert!(
+            took >= expected && took < expected + Duration::from_millis(10),
+            "took {took:?}, expected {expected:?}"
+        );
+    };
+    let pokes = |n: usize| {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            for _ in 0..n {
+                tokio::time::sleep(Duration::from_millis(60)).await;
+                let _ = tx.send(());
+            }
+        })
+    };
+
+    // No event: one quiet period.
+    let t0 = Instant::now();
+    debounce(&mut rx).await;
+    assert_took(t0, DEBOUNCE);
+
+    // Three events 60 ms apart: a quiet period after the last.
+    let t0 = Instant::now();
+    pokes(3);
+    debounce(&mut rx).await;
+    assert_took(t0, 3 * Duration::from_millis(60) + DEBOUNCE);
+
+    // Events that never let up: the cap.
+    let t0 = Instant::now();
+    let endless = pokes(usize::MAX);
+    debounce(&mut rx).await;
+    assert_took(t0, MAX_BATCH_DELAY);
+    endless.abort();
+}
+
+#[test]
+fn notify_events_that_matter() {
+    let event = |kind: EventKind, path: &str| notify::Event::new(kind).add_path(path.into());
+    let modify = EventKind::Modify(notify::event::ModifyKind::Any);
+    let create = EventKind::Create(notify::event::CreateKind::Any);
+    let tree = crt_tree(Path::new("/d"));
+    assert!(tree.is_relevant(&event(modify, "/d/web/tls.crt")));
+    assert!(tree.is_relevant(&event(
+        EventKind::Access(AccessKind::Close(AccessMode::Write)),
+        "/d/ca.crt"
+    )));
+    // Our own reads.
+    assert!(!tree.is_relevant(&event(
+        EventKind::Access(AccessKind::Open(AccessMode::Any)),
+        "/d/ca.crt"
+    )));
+    assert!(!tree.is_relevant(&event(modify, "/d/web/notes.txt")));
+    assert!(!tree.is_relevant(&event(create, "/d/.ca.crt.tmp")));
+    // A subdirectory as a whole (renamed in, removed), and a Kubernetes volume's symlink swap.
+    assert!(tree.is_relevant(&event(create, "/d/db")));
+    assert!(tree.is_relevant(&event(create, "/d/web/..data_tmp")));
+
+    let flat = yaml_files(Path::new("/d"));
+    assert!(flat.is_relevant(&event(modify, "/d/a.yaml")));
+    assert!(flat.is_relevant(&event(create, "/d/..data")));
+    assert!(!flat.is_relevant(&event(create, "/d/db")));
+}
+
+// Real time: notify's events come from an OS thread, and under paused time tokio would jump its clock
+// past them. The poll is off (an hour), so everything reported here came through notify.
+#[tokio::test]
+async fn notify_reports_changes_without_waiting_for_the_poll() {
+    let within = Duration::from_secs(5);
+    let dir = TempDir::new("watch-notify");
+    dir.write("a.yaml", "a1");
+    let mut flat = Watched::start(yaml_files(dir.path()), true, NEVER);
+    assert_eq!(flat.next_within(within).await, vec![some("a.yaml", "a1")]);
+    std::fs::write(dir.join("a.yaml"), "a2").unwrap();
+    assert_eq!(flat.next_within(within).await, vec![some("a.yaml", "a2")]);
+    dir.replace("a.yaml", "a3");
+    assert_eq!(flat.next_within(within).await, vec![some("a.yaml", "a3")]);
+
+    let dir = TempDir::new("watch-notify-tree");
+    dir.write("ca.crt", "ca1");
+    let mut tree = Watched::start(crt_tree(dir.path()), true, NEVER);
+    assert_eq!(tree.next_within(within).await, vec![some("ca.crt", "ca1")]);
+    // In a subdirectory created after the watch started.
+    dir.write("web/tls.crt", "web1");
+    assert_eq!(
+        tree.next_within(within).await,
+        vec![some("web/tls.crt", "web1")]
+    );
+    // A subdirectory renamed in whole.
+    let staging = TempDir::new("watch-notify-staging");
+    staging.write("db/tls.crt", "db1");
+    std::fs::rename(staging.join("db"), dir.join("db")).unwrap();
+    assert_eq!(
+        tree.next_within(within).await,
+        vec![some("db/tls.crt", "db1")]
+    );
 }
 
 #[test]

@@ -31,78 +31,25 @@ use std::net::IpAddr;
 
 use serde::Deserialize;
 
+use crate::config::error::{Document, Invalid};
+use crate::config::scalar::port_number;
 use crate::config::yaml::{self, FieldPath};
+use crate::config::{FileError, FileKind};
 use crate::model::{
     labels, Endpoint, Health, Locality, NetworkGateway, Registry, Service, ServiceId, ServicePort,
     TrafficDistribution,
 };
 
-/// Why an endpoints file was rejected. `Display` is `FILE[:LINE[:COLUMN]]: [FIELD: ]REASON`, e.g.
+/// The words of an endpoints file's `Read` and `Empty` errors.
+pub const ENDPOINTS_FILE: FileKind = FileKind {
+    what: "the endpoints file",
+    needs: "an endpoints file needs `services:` (write `services: []` to declare no services)",
+};
+
+/// Why an endpoints file was rejected: a [`FileError`] without document numbers. `Display` is
+/// `FILE[:LINE[:COLUMN]]: [FIELD: ]REASON`, e.g.
 /// `endpoints.yaml:9:5: services[0].endpoints[1].port: port 0 is out of range (1-65535)`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum EndpointsFileError {
-    /// The file could not be read (missing, permissions, not UTF-8).
-    #[error("{}", yaml::located(file, None, None, None, "", &format!("cannot read the endpoints file: {reason}")))]
-    Read { file: String, reason: String },
-    /// No YAML document at all, or only an empty one (`services: []` declares "no services").
-    #[error("{}", yaml::located(file, None, None, None, "", "file is empty; an endpoints file needs `services:` (write `services: []` to declare no services)"))]
-    Empty { file: String },
-    /// The YAML itself is malformed.
-    #[error("{}", yaml::located(file, *line, *column, None, "", &format!("invalid YAML: {reason}")))]
-    Syntax {
-        file: String,
-        line: Option<usize>,
-        column: Option<usize>,
-        reason: String,
-    },
-    /// Well-formed YAML with a wrong, missing, unknown or inconsistent field.
-    #[error("{}", yaml::located(file, *line, *column, None, field, reason))]
-    Invalid {
-        file: String,
-        line: Option<usize>,
-        column: Option<usize>,
-        /// Like `services[0].endpoints[1].port`; empty for the document as a whole.
-        field: String,
-        reason: String,
-    },
-}
-
-impl EndpointsFileError {
-    pub fn file(&self) -> &str {
-        match self {
-            Self::Read { file, .. }
-            | Self::Empty { file }
-            | Self::Syntax { file, .. }
-            | Self::Invalid { file, .. } => file,
-        }
-    }
-
-    /// 1-based line, where known.
-    pub fn line(&self) -> Option<usize> {
-        match self {
-            Self::Syntax { line, .. } | Self::Invalid { line, .. } => *line,
-            Self::Read { .. } | Self::Empty { .. } => None,
-        }
-    }
-
-    /// The field path (empty if the problem is not one field's).
-    pub fn field(&self) -> &str {
-        match self {
-            Self::Invalid { field, .. } => field,
-            _ => "",
-        }
-    }
-
-    /// The reason alone, without file, line or field.
-    pub fn reason(&self) -> String {
-        match self {
-            Self::Read { reason, .. } => format!("cannot read the endpoints file: {reason}"),
-            Self::Empty { .. } => "file is empty".to_string(),
-            Self::Syntax { reason, .. } => format!("invalid YAML: {reason}"),
-            Self::Invalid { reason, .. } => reason.clone(),
-        }
-    }
-}
+pub type EndpointsFileError = FileError;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -201,41 +148,28 @@ where
 }
 
 /// Parses and validates endpoints-file text. `source_name` (usually the path) names the file in errors.
-pub fn parse_endpoints(source_name: &str, text: &str) -> Result<Registry, EndpointsFileError> {
-    let file = source_name.to_string();
-    let schema = |err: &serde_yaml_ng::Error| {
-        let p = yaml::schema_problem(err);
-        EndpointsFileError::Invalid {
-            file: file.clone(),
-            line: p.line,
-            column: p.column,
-            field: p.field,
-            reason: p.reason,
-        }
+pub fn parse_endpoints(source_name: &str, text: &str) -> Result<Registry, FileError> {
+    let doc = Document {
+        file: source_name,
+        text,
+        number: None,
     };
-    let probe_error = |err: &serde_yaml_ng::Error| {
-        if yaml::is_duplicate_key(err) {
-            return schema(err);
-        }
-        let p = yaml::syntax_problem(err);
-        EndpointsFileError::Syntax {
-            file: file.clone(),
-            line: p.line,
-            column: p.column,
-            reason: p.reason,
-        }
+    let empty = || FileError::Empty {
+        kind: ENDPOINTS_FILE,
+        file: source_name.to_string(),
     };
 
     // Pass 1: well-formed YAML without duplicate keys, exactly one non-empty document.
     let mut documents = serde_yaml_ng::Deserializer::from_str(text);
     let Some(first) = documents.next() else {
-        return Err(EndpointsFileError::Empty { file });
+        return Err(empty());
     };
-    let is_null = yaml::probe(first).map_err(|e| probe_error(&e))?;
+    let is_null = yaml::probe(first).map_err(|e| doc.probe_error(&e))?;
     if let Some(second) = documents.next() {
-        yaml::probe(second).map_err(|e| probe_error(&e))?;
-        return Err(EndpointsFileError::Invalid {
-            file,
+        yaml::probe(second).map_err(|e| doc.probe_error(&e))?;
+        return Err(FileError::Invalid {
+            file: source_name.to_string(),
+            document: None,
             line: None,
             column: None,
             field: String::new(),
@@ -244,34 +178,19 @@ pub fn parse_endpoints(source_name: &str, text: &str) -> Result<Registry, Endpoi
         });
     }
     if is_null {
-        return Err(EndpointsFileError::Empty { file });
+        return Err(empty());
     }
 
     // Pass 2: the schema (unknown fields, missing fields, types), positions from serde_yaml_ng.
-    let raw: RawFile = serde_yaml_ng::from_str(text).map_err(|e| schema(&e))?;
+    let raw: RawFile = serde_yaml_ng::from_str(text).map_err(|e| doc.schema_error(&e))?;
 
     // Pass 3: meaning, positions found by walking the document to the offending field.
-    build(raw).map_err(|(path, reason)| {
-        let pos = yaml::locate_nearest(text, 0, &path);
-        EndpointsFileError::Invalid {
-            file,
-            line: pos.map(|p| p.line),
-            column: pos.map(|p| p.column),
-            field: path.to_string(),
-            reason,
-        }
-    })
+    build(raw).map_err(|e| doc.invalid(e))
 }
 
-pub fn parse_bytes(file: &str, bytes: &[u8]) -> Result<Registry, EndpointsFileError> {
-    let text = std::str::from_utf8(bytes).map_err(|err| EndpointsFileError::Read {
-        file: file.to_string(),
-        reason: format!("not valid UTF-8: {err}"),
-    })?;
-    parse_endpoints(file, text)
+pub fn parse_bytes(file: &str, bytes: &[u8]) -> Result<Registry, FileError> {
+    parse_endpoints(file, FileError::text(ENDPOINTS_FILE, file, bytes)?)
 }
-
-type Invalid = (FieldPath, String);
 
 fn build(raw: RawFile) -> Result<Registry, Invalid> {
     let root = FieldPath::root().key("services");
@@ -325,7 +244,7 @@ fn build(raw: RawFile) -> Result<Registry, Invalid> {
                 ),
             )
         })?;
-        let port = check_port(raw.port).map_err(|r| (path.key("port"), r))?;
+        let port = port_number(raw.port).map_err(|r| (path.key("port"), r))?;
         first_gateway.insert(network.to_string(), i);
         gateways.insert(network.to_string(), NetworkGateway { address, port });
     }
@@ -342,9 +261,7 @@ fn build_service(raw: RawService, path: &FieldPath) -> Result<Service, Invalid> 
         None => None,
         Some(value) => Some(TrafficDistribution::parse(value).ok_or_else(|| {
             let known = TrafficDistribution::ALL.map(|d| d.as_str());
-            let hint = yaml::did_you_mean(value, &known)
-                .map(|k| format!("; did you mean `{k}`?"))
-                .unwrap_or_default();
+            let hint = yaml::hint(value, &known);
             (
                 path.key("trafficDistribution"),
                 format!(
@@ -366,7 +283,7 @@ fn build_service(raw: RawService, path: &FieldPath) -> Result<Service, Invalid> 
         let port_path = path.key("ports").index(j);
         yaml::check_dns_label(&raw_port.name, "port name")
             .map_err(|r| (port_path.key("name"), r))?;
-        let number = check_port(raw_port.port).map_err(|r| (port_path.key("port"), r))?;
+        let number = port_number(raw_port.port).map_err(|r| (port_path.key("port"), r))?;
         if let Some(k) = ports.iter().position(|p| p.name == raw_port.name) {
             return Err((
                 port_path.key("name"),
@@ -449,16 +366,14 @@ fn build_endpoint(
                 ),
             ));
         }
-        let number = check_port(port).map_err(|r| (path.key("port"), r))?;
+        let number = port_number(port).map_err(|r| (path.key("port"), r))?;
         port_overrides.insert(ports[0].name.clone(), number);
     }
     for (name, port) in raw.ports.into_iter().flatten() {
         let port_path = path.key("ports").key(&name);
         if !ports.iter().any(|p| p.name == name) {
             let names: Vec<&str> = ports.iter().map(|p| p.name.as_str()).collect();
-            let hint = yaml::did_you_mean(&name, &names)
-                .map(|n| format!("; did you mean `{n}`?"))
-                .unwrap_or_default();
+            let hint = yaml::hint(&name, &names);
             return Err((
                 port_path,
                 format!(
@@ -467,7 +382,7 @@ fn build_endpoint(
                 ),
             ));
         }
-        let number = check_port(port).map_err(|r| (port_path.clone(), r))?;
+        let number = port_number(port).map_err(|r| (port_path.clone(), r))?;
         port_overrides.insert(name, number);
     }
 
@@ -500,13 +415,6 @@ fn build_endpoint(
         labels: raw.labels,
         health,
     })
-}
-
-fn check_port(port: i64) -> Result<u16, String> {
-    match u16::try_from(port) {
-        Ok(p) if p > 0 => Ok(p),
-        _ => Err(format!("port {port} is out of range (1-65535)")),
-    }
 }
 
 #[cfg(test)]

@@ -81,37 +81,6 @@ impl Pos {
     }
 }
 
-/// The one message format of the file sources' errors:
-/// `FILE[:LINE[:COLUMN]]: [CONTEXT: ][FIELD: ]REASON`, for example
-/// `endpoints.yaml:12:5: services[0].endpoints[1].port: port 0 is out of range (1-65535)`.
-pub(crate) fn located(
-    file: &str,
-    line: Option<usize>,
-    column: Option<usize>,
-    context: Option<&str>,
-    field: &str,
-    reason: &str,
-) -> String {
-    let mut out = file.to_string();
-    if let Some(line) = line {
-        out.push_str(&format!(":{line}"));
-        if let Some(column) = column {
-            out.push_str(&format!(":{column}"));
-        }
-    }
-    out.push_str(": ");
-    if let Some(context) = context {
-        out.push_str(context);
-        out.push_str(": ");
-    }
-    if !field.is_empty() {
-        out.push_str(field);
-        out.push_str(": ");
-    }
-    out.push_str(reason);
-    out
-}
-
 /// What a serde_yaml_ng error says, split into the parts our errors and logs carry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Problem {
@@ -163,9 +132,7 @@ pub(crate) fn schema_problem(err: &serde_yaml_ng::Error) -> Problem {
         if let Some((unknown, known)) = names.split_first() {
             field = join(&field, unknown);
             let known: Vec<&str> = known.iter().map(String::as_str).collect();
-            if let Some(hint) = did_you_mean(unknown, &known) {
-                reason = format!("{reason}; did you mean `{hint}`?");
-            }
+            reason.push_str(&hint(unknown, &known));
         }
     } else if reason.starts_with("missing field") || reason.starts_with(DUPLICATE_KEY) {
         if let Some(missing) = names.first() {
@@ -214,6 +181,14 @@ pub(crate) fn did_you_mean<'a>(unknown: &str, known: &[&'a str]) -> Option<&'a s
         .filter(|(d, _)| *d <= budget)
         .min_by_key(|(d, _)| *d)
         .map(|(_, k)| k)
+}
+
+/// The hint ending a message, "; did you mean `NAME`?" with the known name closest to `unknown` (see
+/// [`did_you_mean`]), or nothing.
+pub(crate) fn hint(unknown: &str, known: &[&str]) -> String {
+    did_you_mean(unknown, known)
+        .map(|k| format!("; did you mean `{k}`?"))
+        .unwrap_or_default()
 }
 
 /// Edit distance over chars (optimal string alignment: insertions, deletions, substitutions and

@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 
 use tracing::{info, warn};
 
-use super::parse::{Parsed, PolicyError};
+use super::parse::Parsed;
 use super::{PolicyOrigin, PolicyScope, PolicySet, RejectedPolicy};
+use crate::config::FileError;
 
 /// The watcher's state: the last good policies of every file, keyed by file (as written in `source`),
 /// and the valid files held back because they define a scope another file already defines.
@@ -15,12 +16,12 @@ pub struct PolicyFiles {
     files: BTreeMap<String, Vec<Parsed>>,
     blocked: BTreeMap<String, Vec<Parsed>>,
     /// Why each file's current content is not in force (invalid, or blocked by a conflict).
-    errors: BTreeMap<String, PolicyError>,
+    errors: BTreeMap<String, FileError>,
 }
 
 /// What happened to one file in a batch.
 pub enum FileUpdate {
-    Parsed(Result<Vec<Parsed>, PolicyError>),
+    Parsed(Result<Vec<Parsed>, FileError>),
     /// Deleted; `drop_policies` in directory mode.
     Deleted {
         drop_policies: bool,
@@ -51,7 +52,7 @@ impl PolicyFiles {
     }
 
     /// Applies a batch and returns the errors to log (only for files of this batch).
-    pub fn update(&mut self, batch: Vec<(String, FileUpdate)>) -> Vec<PolicyError> {
+    pub fn update(&mut self, batch: Vec<(String, FileUpdate)>) -> Vec<FileError> {
         let mut errors = Vec::new();
         let mut pending = Vec::new();
         let mut in_batch = Vec::new();
@@ -111,7 +112,7 @@ impl PolicyFiles {
     fn accept(
         &mut self,
         mut pending: Vec<(String, Vec<Parsed>)>,
-    ) -> Vec<(String, Vec<Parsed>, PolicyError)> {
+    ) -> Vec<(String, Vec<Parsed>, FileError)> {
         loop {
             let mut progressed = false;
             let mut rejected = Vec::new();
@@ -162,10 +163,10 @@ pub fn describe_scope(scope: &PolicyScope) -> String {
 }
 
 /// The error for `new` having the same scope as the already accepted `other`.
-fn conflict(new: &Parsed, other: &Parsed) -> PolicyError {
-    PolicyError::Invalid {
+fn conflict(new: &Parsed, other: &Parsed) -> FileError {
+    FileError::Invalid {
         file: new.source().to_string(),
-        document: new.document,
+        document: Some(new.document),
         line: new.line,
         column: new.column,
         field: new.scope_field.clone(),
@@ -184,7 +185,7 @@ fn conflict(new: &Parsed, other: &Parsed) -> PolicyError {
 pub fn find_conflict<'a>(
     new: &Parsed,
     accepted: impl IntoIterator<Item = &'a Parsed>,
-) -> Option<PolicyError> {
+) -> Option<FileError> {
     let accepted: Vec<&Parsed> = accepted.into_iter().collect();
     if let Some(other) = accepted.iter().find(|p| p.entry.scope == new.entry.scope) {
         return Some(conflict(new, other));
@@ -216,9 +217,9 @@ pub fn find_conflict<'a>(
         )
     });
     let pos = new.backup_positions.get(index).copied().flatten();
-    Some(PolicyError::Invalid {
+    Some(FileError::Invalid {
         file: new.source().to_string(),
-        document: new.document,
+        document: Some(new.document),
         line: pos.map(|p| p.line).or(new.line),
         column: pos.map(|p| p.column).or(new.column),
         field: format!("spec.backups[{index}]"),

@@ -1,7 +1,8 @@
 //! Policy documents for tests, here and in other crates' tests (feature `test-support`).
 
-use super::parse::{parse_policies, PolicyError};
+use super::parse::parse_policies;
 use super::PolicySet;
+use crate::config::FileError;
 use crate::model::{ServiceId, ServicePort};
 
 /// A `FailoverPolicy` document for `namespace` (`*`: the mesh default) with `spec` (indented lines).
@@ -14,7 +15,7 @@ pub fn doc(namespace: &str, name: &str, spec: &str) -> String {
 /// (document, line, field, reason, display) of the `Invalid` error parsing `text` must give.
 pub fn invalid(text: &str) -> (usize, Option<usize>, String, String, String) {
     match parse_policies("p.yaml", text) {
-        Err(err @ PolicyError::Invalid { .. }) => (
+        Err(err @ FileError::Invalid { .. }) => (
             err.document().unwrap(),
             err.line(),
             err.field().to_string(),

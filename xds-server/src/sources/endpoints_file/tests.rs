@@ -1,13 +1,12 @@
 use super::*;
-use crate::watch::testutil::TempDir;
-use std::time::Duration;
+use crate::watch::testutil::{TempDir, QUIET, SOON};
 use xds_core::model::ServiceId;
 
 #[test]
 fn load_reports_unreadable_files() {
     let dir = TempDir::new("endpoints-load");
     let err = load_endpoints_file(&dir.join("missing.yaml")).unwrap_err();
-    assert!(matches!(err, EndpointsFileError::Read { .. }), "{err:?}");
+    assert!(matches!(err, FileError::Read { .. }), "{err:?}");
     assert!(err.to_string().contains("missing.yaml"), "{err}");
     std::fs::write(dir.join("bin.yaml"), [0xff, 0xfe, 0x00]).unwrap();
     let err = load_endpoints_file(&dir.join("bin.yaml")).unwrap_err();
@@ -31,94 +30,79 @@ fn port_of(registry: &Registry) -> u16 {
     svc.endpoints[0].target_port(&svc.ports[0])
 }
 
-async fn changed(
-    rx: &mut tokio::sync::watch::Receiver<Arc<Registry>>,
-    within: Duration,
-) -> Arc<Registry> {
-    tokio::time::timeout(within, rx.changed())
+// The watch tests run on tokio's paused time: waits are virtual, and the watcher's poll (which sees
+// every write made with `TempDir::write`) reports whatever notify did not already. Notify itself is
+// tested on real time in `crate::watch`.
+
+async fn changed(rx: &mut tokio::sync::watch::Receiver<Arc<Registry>>) -> Arc<Registry> {
+    tokio::time::timeout(SOON, rx.changed())
         .await
         .expect("no registry sent in time")
         .expect("sender dropped");
     rx.borrow_and_update().clone()
 }
 
-async fn unchanged(rx: &mut tokio::sync::watch::Receiver<Arc<Registry>>, for_: Duration) {
-    tokio::time::sleep(for_).await;
+async fn unchanged(rx: &mut tokio::sync::watch::Receiver<Arc<Registry>>) {
+    tokio::time::sleep(QUIET).await;
     assert!(!rx.has_changed().unwrap(), "a registry was sent");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn watcher_sends_valid_edits_and_keeps_the_last_good_state() {
     let dir = TempDir::new("endpoints-watch");
     let path = dir.join("endpoints.yaml");
-    std::fs::write(&path, registry_yaml(9001)).unwrap();
+    dir.write("endpoints.yaml", registry_yaml(9001));
     let initial = load_endpoints_file(&path).unwrap();
     let (tx, mut rx) = tokio::sync::watch::channel(Arc::new(initial));
     let _handle = watch_endpoints_file(path.clone(), tx).unwrap();
     // The initial scan finds what was loaded: nothing new to send.
-    unchanged(&mut rx, Duration::from_millis(300)).await;
+    unchanged(&mut rx).await;
 
-    // 1. An in-place edit arrives well within a second.
-    let t0 = std::time::Instant::now();
-    std::fs::write(&path, registry_yaml(9002)).unwrap();
-    let got = changed(&mut rx, Duration::from_secs(1)).await;
+    // 1. An in-place edit.
+    dir.write("endpoints.yaml", registry_yaml(9002));
+    let got = changed(&mut rx).await;
     assert_eq!(port_of(&got), 9002);
-    assert!(
-        t0.elapsed() < Duration::from_millis(900),
-        "{:?}",
-        t0.elapsed()
-    );
 
     // 2. An invalid edit is not sent; neither is a half-written file; the next valid edit is.
-    std::fs::write(&path, registry_yaml(0)).unwrap();
-    unchanged(&mut rx, Duration::from_millis(400)).await;
-    std::fs::write(
-        &path,
+    dir.write("endpoints.yaml", registry_yaml(0));
+    unchanged(&mut rx).await;
+    dir.write(
+        "endpoints.yaml",
         "services:\n- name: echo\n  namespace: demo\n  ports: [{name: ht",
-    )
-    .unwrap();
-    unchanged(&mut rx, Duration::from_millis(400)).await;
-    std::fs::write(&path, "").unwrap();
-    unchanged(&mut rx, Duration::from_millis(400)).await;
-    std::fs::write(&path, registry_yaml(9003)).unwrap();
-    assert_eq!(
-        port_of(&*changed(&mut rx, Duration::from_secs(1)).await),
-        9003
     );
+    unchanged(&mut rx).await;
+    dir.write("endpoints.yaml", "");
+    unchanged(&mut rx).await;
+    dir.write("endpoints.yaml", registry_yaml(9003));
+    assert_eq!(port_of(&*changed(&mut rx).await), 9003);
 
     // 3. Deleted: the last good state stays; recreated: the new content is sent.
     std::fs::remove_file(&path).unwrap();
-    unchanged(&mut rx, Duration::from_millis(400)).await;
-    std::fs::write(&path, registry_yaml(9004)).unwrap();
-    assert_eq!(
-        port_of(&*changed(&mut rx, Duration::from_secs(1)).await),
-        9004
-    );
+    unchanged(&mut rx).await;
+    dir.write("endpoints.yaml", registry_yaml(9004));
+    assert_eq!(port_of(&*changed(&mut rx).await), 9004);
 
     // 4. Replaced by rename, as editors do.
     dir.replace("endpoints.yaml", &registry_yaml(9005));
-    assert_eq!(
-        port_of(&*changed(&mut rx, Duration::from_secs(1)).await),
-        9005
-    );
+    assert_eq!(port_of(&*changed(&mut rx).await), 9005);
 
     // 5. A semantically identical rewrite (comments only) sends nothing.
-    std::fs::write(&path, format!("# comment\n{}", registry_yaml(9005))).unwrap();
-    unchanged(&mut rx, Duration::from_millis(400)).await;
+    dir.write(
+        "endpoints.yaml",
+        format!("# comment\n{}", registry_yaml(9005)),
+    );
+    unchanged(&mut rx).await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn watcher_picks_up_a_file_created_after_start() {
     let dir = TempDir::new("endpoints-watch-late");
     let path = dir.join("endpoints.yaml");
     let (tx, mut rx) = tokio::sync::watch::channel(Arc::new(Registry::default()));
     let _handle = watch_endpoints_file(path.clone(), tx).unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(QUIET).await;
     dir.replace("endpoints.yaml", &registry_yaml(9100));
-    assert_eq!(
-        port_of(&*changed(&mut rx, Duration::from_secs(1)).await),
-        9100
-    );
+    assert_eq!(port_of(&*changed(&mut rx).await), 9100);
 }
 
 #[tokio::test]

@@ -217,7 +217,7 @@ impl Default for StaleAfter {
 pub fn parse_stale_after(text: &str) -> Result<StaleAfter, String> {
     match text.trim() {
         "never" | "off" => Ok(StaleAfter(None)),
-        other => xds_core::policy::parse::parse_duration(other)
+        other => xds_core::config::scalar::parse_duration(other)
             .map(|d| StaleAfter(Some(d)))
             .map_err(|e| format!("{e}, or `never`")),
     }

@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tracing::{error, info};
+use xds_core::config::FileError;
 use xds_core::policy::files::{find_conflict, FileUpdate, PolicyFiles};
-use xds_core::policy::parse::{is_policy_file_name, parse_bytes, Parsed, PolicyError};
+use xds_core::policy::parse::{is_policy_file_name, parse_bytes, Parsed, POLICY_FILE};
 use xds_core::policy::{PolicySet, PolicyStatus};
 
 use super::publish_rejected;
@@ -17,15 +18,12 @@ use crate::watch::{self, FileChange};
 
 pub use crate::watch::WatchHandle;
 
-fn read_error(path: &Path, err: impl fmt::Display) -> PolicyError {
-    PolicyError::Read {
-        file: path.display().to_string(),
-        reason: err.to_string(),
-    }
+fn read_error(path: &Path, err: impl fmt::Display) -> FileError {
+    FileError::read(POLICY_FILE, path.display().to_string(), err)
 }
 
 /// The policy files of a directory: `*.yaml` / `*.yml`, not hidden, sorted by name, non-recursive.
-fn policy_files(dir: &Path) -> Result<Vec<PathBuf>, PolicyError> {
+fn policy_files(dir: &Path) -> Result<Vec<PathBuf>, FileError> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(|e| read_error(dir, e))? {
         let entry = entry.map_err(|e| read_error(dir, e))?;
@@ -42,7 +40,7 @@ fn policy_files(dir: &Path) -> Result<Vec<PathBuf>, PolicyError> {
 
 /// A file, or a directory of *.yaml / *.yml files (sorted by name, non-recursive). Entries come in file
 /// order, then document order; a scope defined twice (even in different files) is an error.
-pub fn load_policies(path: &Path) -> Result<PolicySet, PolicyError> {
+pub fn load_policies(path: &Path) -> Result<PolicySet, FileError> {
     let meta = std::fs::metadata(path).map_err(|e| read_error(path, e))?;
     let files = if meta.is_dir() {
         policy_files(path)?
@@ -67,14 +65,14 @@ pub fn load_policies(path: &Path) -> Result<PolicySet, PolicyError> {
 /// Every problem [`load_policies`] would stop at, not just the first: each file on its own, then (when
 /// every file is valid) the conflicts between files. For `xds-server --check-policies`, which validates
 /// policies offline, e.g. in a CI pipeline before they are applied.
-pub fn check_policies(path: &Path) -> Result<PolicySet, Vec<PolicyError>> {
+pub fn check_policies(path: &Path) -> Result<PolicySet, Vec<FileError>> {
     let meta = std::fs::metadata(path).map_err(|e| vec![read_error(path, e)])?;
     let files = if meta.is_dir() {
         policy_files(path).map_err(|e| vec![e])?
     } else {
         vec![path.to_path_buf()]
     };
-    let errors: Vec<PolicyError> = files
+    let errors: Vec<FileError> = files
         .iter()
         .filter_map(|file| match std::fs::read(file) {
             Err(e) => Some(read_error(file, e)),
@@ -88,7 +86,7 @@ pub fn check_policies(path: &Path) -> Result<PolicySet, Vec<PolicyError>> {
 }
 
 /// Logs a rejected file with structured fields `file`, `document`, `line` (when known), `field`, `reason`.
-fn log_rejected(err: &PolicyError) {
+fn log_rejected(err: &FileError) {
     crate::metrics::metrics()
         .policy_reloads
         .get_or_create(&crate::metrics::result_label(false))

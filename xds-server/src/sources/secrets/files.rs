@@ -9,26 +9,26 @@
 //! `tls.crt`/`tls.key` are the keys of a Kubernetes TLS Secret, so each identity directory can be a
 //! mounted Secret volume (its `..data` symlink swaps are followed). Hidden entries are ignored.
 //!
-//! Rotation is rewriting the files. A change is read twice, [`STABILITY_RECHECK`] apart, and taken
-//! only when both reads agree; then each item is validated on its own: a bad or half-written item (a
-//! new certificate with the old key, a truncated PEM) keeps its last good version and is logged once
-//! with the file and the reason, while the other items move on. A removed identity directory removes
-//! the identity; a removed `ca.crt` keeps the last trust bundle (dropping it would break every mTLS
-//! connection at once).
+//! Rotation is rewriting the files. The directory is watched by [`crate::watch`] (one level deep): a
+//! change is read twice, [`STABILITY_RECHECK`] apart, and taken only when both reads of every file
+//! agree; then each item is validated on its own: a bad or half-written item (a new certificate with
+//! the old key, a truncated PEM) keeps its last good version and is logged once with the file and the
+//! reason, while the other items move on. A removed identity directory removes the identity; a
+//! removed `ca.crt` keeps the last trust bundle (dropping it would break every mTLS connection at
+//! once); a directory that cannot be listed keeps the last good secrets.
+//!
+//! [`STABILITY_RECHECK`]: crate::watch::STABILITY_RECHECK
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use anyhow::Context;
-use notify::{RecursiveMode, Watcher};
-use tokio::sync::{mpsc, watch};
-use tokio::time::Instant;
-use tracing::{error, info, warn};
+use tokio::sync::watch;
+use tracing::{error, info};
 
 use super::{parse_trust_bundle, SecretError, SecretSet};
-use crate::watch::{DEBOUNCE, MAX_BATCH_DELAY, POLL_INTERVAL, STABILITY_RECHECK};
+use crate::watch::{FileChange, WatchHandle};
 
 pub const TRUST_BUNDLE_FILE: &str = "ca.crt";
 pub const CERT_FILE: &str = "tls.crt";
@@ -187,159 +187,94 @@ pub fn load_secrets_dir(dir: &Path) -> Result<SecretSet, SecretError> {
     Ok(set)
 }
 
-/// Keeps the watch alive; dropping it stops watching.
-pub struct SecretsWatch {
-    _watcher: notify::RecommendedWatcher,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for SecretsWatch {
-    fn drop(&mut self) {
-        self.task.abort();
+/// Whether `relative` (a path in the secrets directory) is one of its files: `ca.crt`, or
+/// `IDENTITY/tls.crt` or `IDENTITY/tls.key` for a directory that is not hidden.
+fn is_secret_file(relative: &Path) -> bool {
+    let names: Vec<&str> = relative.iter().filter_map(|n| n.to_str()).collect();
+    match names.as_slice() {
+        [TRUST_BUNDLE_FILE] => true,
+        [identity, CERT_FILE | KEY_FILE] => !identity.starts_with('.'),
+        _ => false,
     }
 }
 
-/// (path, mtime, length) of every file under `dir`, following symlinks: the cheap poll that catches
-/// changes notify missed (network file systems, Secret volume symlink swaps).
-fn fingerprints(dir: &Path) -> Vec<(PathBuf, Option<SystemTime>, u64)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let hidden = entry
-                .file_name()
-                .to_str()
-                .is_none_or(|n| n.starts_with('.'));
-            match std::fs::metadata(&path) {
-                Ok(m) if m.is_dir() && !hidden && d == dir => stack.push(path),
-                Ok(m) if m.is_file() => out.push((path, m.modified().ok(), m.len())),
-                _ => {}
+/// The secret files the watch has reported, as [`read_raw`] reads them from the directory.
+fn raw_of_files(dir: &Path, files: &BTreeMap<PathBuf, Vec<u8>>) -> Raw {
+    let mut raw = Raw {
+        bundle: Ok(None),
+        identities: BTreeMap::new(),
+    };
+    for (path, bytes) in files {
+        let relative = path.strip_prefix(dir).unwrap_or(path);
+        let names: Vec<&str> = relative.iter().filter_map(|n| n.to_str()).collect();
+        let content = Ok(Some(bytes.clone()));
+        match names.as_slice() {
+            [TRUST_BUNDLE_FILE] => raw.bundle = content,
+            [identity, file] => {
+                let (cert, key) = raw
+                    .identities
+                    .entry(identity.to_string())
+                    .or_insert((Ok(None), Ok(None)));
+                *(if *file == CERT_FILE { cert } else { key }) = content;
             }
+            _ => {}
         }
     }
-    out.sort();
-    out
-}
-
-async fn debounce(rx: &mut mpsc::UnboundedReceiver<()>) {
-    let deadline = Instant::now() + MAX_BATCH_DELAY;
-    loop {
-        let quiet_until = (Instant::now() + DEBOUNCE).min(deadline);
-        match tokio::time::timeout_at(quiet_until, rx.recv()).await {
-            Ok(Some(())) if Instant::now() < deadline => continue,
-            _ => return,
-        }
-    }
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
-    tokio::task::spawn_blocking(f).await.ok()
+    raw
 }
 
 /// Watches `dir` and publishes every change of the valid secrets on `tx` (which holds the set
-/// [`load_secrets_dir`] read). Needs a tokio runtime.
+/// [`load_secrets_dir`] read). Needs a tokio runtime; dropping the handle stops watching.
 pub fn watch_secrets_dir(
     dir: PathBuf,
     tx: watch::Sender<Arc<SecretSet>>,
-) -> anyhow::Result<SecretsWatch> {
-    let runtime = tokio::runtime::Handle::try_current()
-        .context("watching the secrets directory needs a running tokio runtime")?;
-    let (poke_tx, mut poke_rx) = mpsc::unbounded_channel::<()>();
-    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if let Err(e) = &res {
-            warn!(error = %e, "secrets directory watch error; rescanning");
-        }
-        let _ = poke_tx.send(());
-    })
-    .context("creating a file watcher")?;
-    watcher
-        .watch(&dir, RecursiveMode::Recursive)
-        .with_context(|| format!("watching the secrets directory {}", dir.display()))?;
-    let task = runtime.spawn(async move {
-        let mut last_raw = {
-            let d = dir.clone();
-            blocking(move || read_raw(&d).ok()).await.flatten()
-        };
-        let mut seen = {
-            let d = dir.clone();
-            blocking(move || fingerprints(&d)).await.unwrap_or_default()
-        };
-        let mut poll = tokio::time::interval(POLL_INTERVAL);
-        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = poke_rx.recv() => debounce(&mut poke_rx).await,
-                _ = poll.tick() => {
-                    let d = dir.clone();
-                    let now = blocking(move || fingerprints(&d)).await.unwrap_or_default();
-                    if now == seen {
-                        continue;
-                    }
-                }
-            }
-            // Two reads that agree, so a file caught mid-write is never taken.
-            let raw = loop {
-                let d = dir.clone();
-                let first = blocking(move || read_raw(&d)).await;
-                tokio::time::sleep(STABILITY_RECHECK).await;
-                let d = dir.clone();
-                let second = blocking(move || read_raw(&d)).await;
-                if first == second {
-                    break second;
-                }
-                debounce(&mut poke_rx).await;
+) -> anyhow::Result<WatchHandle> {
+    let root = dir.clone();
+    // Every secret file as last reported (stable) by the watch.
+    let mut files = BTreeMap::new();
+    let mut last_raw: Option<Raw> = None;
+    let on_change = move |changes: Vec<FileChange>| {
+        for change in changes {
+            match change.content {
+                Some(bytes) => files.insert(change.path, bytes),
+                None => files.remove(&change.path),
             };
-            let d = dir.clone();
-            seen = blocking(move || fingerprints(&d)).await.unwrap_or_default();
-            let raw = match raw {
-                Some(Ok(raw)) => raw,
-                Some(Err(e)) => {
-                    error!(file = %e.file, reason = %e.reason, "cannot read the secrets directory; keeping the last good secrets");
-                    continue;
-                }
-                None => continue,
-            };
-            if last_raw.as_ref() == Some(&raw) {
-                continue;
-            }
-            let current = tx.borrow().clone();
-            let (next, errors) = apply(&dir, &raw, &current);
-            last_raw = Some(raw);
-            for e in &errors {
-                error!(file = %e.file, reason = %e.reason, "secret file not taken; keeping its last good version");
-            }
-            if next != *current {
-                let changed: Vec<&String> = next
-                    .identities
-                    .iter()
-                    .filter(|(name, id)| current.identities.get(*name) != Some(*id))
-                    .map(|(name, _)| name)
-                    .chain(
-                        current
-                            .identities
-                            .keys()
-                            .filter(|name| !next.identities.contains_key(*name)),
-                    )
-                    .collect();
-                info!(
-                    dir = %dir.display(),
-                    identities = next.identities.len(),
-                    changed_identities = ?changed,
-                    trust_bundle_changed = next.trust_bundle != current.trust_bundle,
-                    "secrets reloaded"
-                );
-                tx.send_replace(Arc::new(next));
-            }
         }
-    });
-    Ok(SecretsWatch {
-        _watcher: watcher,
-        task,
-    })
+        let raw = raw_of_files(&root, &files);
+        if last_raw.as_ref() == Some(&raw) {
+            return;
+        }
+        let current = tx.borrow().clone();
+        let (next, errors) = apply(&root, &raw, &current);
+        last_raw = Some(raw);
+        for e in &errors {
+            error!(file = %e.file, reason = %e.reason, "secret file not taken; keeping its last good version");
+        }
+        if next != *current {
+            let changed: Vec<&String> = next
+                .identities
+                .iter()
+                .filter(|(name, id)| current.identities.get(*name) != Some(*id))
+                .map(|(name, _)| name)
+                .chain(
+                    current
+                        .identities
+                        .keys()
+                        .filter(|name| !next.identities.contains_key(*name)),
+                )
+                .collect();
+            info!(
+                dir = %root.display(),
+                identities = next.identities.len(),
+                changed_identities = ?changed,
+                trust_bundle_changed = next.trust_bundle != current.trust_bundle,
+                "secrets reloaded"
+            );
+            tx.send_replace(Arc::new(next));
+        }
+    };
+    crate::watch::watch_stable_tree(dir.clone(), is_secret_file, on_change)
+        .with_context(|| format!("watching the secrets directory {}", dir.display()))
 }
 
 #[cfg(test)]

@@ -28,13 +28,13 @@ services:
   ports: [{name: http, port: 80}]
 ";
 
-fn parse(text: &str) -> Result<Registry, EndpointsFileError> {
+fn parse(text: &str) -> Result<Registry, FileError> {
     parse_endpoints("endpoints.yaml", text)
 }
 
 fn invalid(text: &str) -> (Option<usize>, String, String, String) {
     match parse(text) {
-        Err(err @ EndpointsFileError::Invalid { .. }) => (
+        Err(err @ FileError::Invalid { .. }) => (
             err.line(),
             err.field().to_string(),
             err.reason(),
@@ -133,10 +133,7 @@ fn explicit_empty_services_is_valid_but_an_empty_file_is_not() {
     assert_eq!(parse("services: []\n").unwrap(), Registry::default());
     for empty in ["", "\n\n", "# only a comment\n", "---\n", "~\n", "null\n"] {
         let err = parse(empty).unwrap_err();
-        assert!(
-            matches!(err, EndpointsFileError::Empty { .. }),
-            "{empty:?}: {err:?}"
-        );
+        assert!(matches!(err, FileError::Empty { .. }), "{empty:?}: {err:?}");
         assert!(err.to_string().contains("file is empty"), "{err}");
         assert!(err.to_string().starts_with("endpoints.yaml: "), "{err}");
     }
@@ -147,14 +144,14 @@ fn yaml_syntax_errors_carry_file_and_line() {
     // The half-written file of the e2e test.
     let err = parse("services:\n- name: echo\n  namespace: demo\n  ports: [{name: http, port: 80")
         .unwrap_err();
-    assert!(matches!(err, EndpointsFileError::Syntax { .. }), "{err:?}");
+    assert!(matches!(err, FileError::Syntax { .. }), "{err:?}");
     assert!(err.line().is_some());
     let text = err.to_string();
     assert!(text.starts_with("endpoints.yaml:"), "{text}");
     assert!(text.contains("invalid YAML"), "{text}");
 
     let err = parse("services:\n  - a\n b: c\n").unwrap_err();
-    assert!(matches!(err, EndpointsFileError::Syntax { .. }), "{err:?}");
+    assert!(matches!(err, FileError::Syntax { .. }), "{err:?}");
     assert_eq!(err.line(), Some(3), "{err}");
 }
 

@@ -2,8 +2,7 @@
 //! into a [`FailoverPolicy`] (every error is the field path and the reason).
 
 use super::*;
-
-pub(super) type Invalid = (FieldPath, String);
+use crate::config::error::Invalid;
 
 pub(super) fn spec_backups() -> FieldPath {
     FieldPath::root().key("spec").key("backups")
@@ -33,9 +32,7 @@ pub(super) fn check_kind(value: &serde_yaml_ng::Value) -> Result<(), Invalid> {
                     .trim()
                     .to_string(),
             };
-            let hint = yaml::did_you_mean(&shown, &[KIND])
-                .map(|k| format!("; did you mean `{k}`?"))
-                .unwrap_or_default();
+            let hint = yaml::hint(&shown, &[KIND]);
             Err((
                 root.key("kind"),
                 format!("unsupported kind `{shown}`, expected `{KIND}`{hint}"),
@@ -95,26 +92,27 @@ pub(super) fn build(
             "`port` selects one port of one service: set spec.service too".to_string(),
         ));
     }
-    let scope =
-        match (namespace.as_str(), spec.service) {
-            ("*", Some(_)) => return Err((
+    let scope = match (namespace.as_str(), spec.service) {
+        ("*", Some(_)) => {
+            return Err((
                 spec_path.key("service"),
                 "a mesh default (namespace \"*\") applies to every service; remove `service`, or \
                  set metadata.namespace to the service's namespace"
                     .to_string(),
-            )),
-            ("*", None) => PolicyScope::Mesh,
-            (ns, None) => PolicyScope::Namespace(ns.to_string()),
-            (ns, Some(service)) => {
-                yaml::check_dns_label(&service, "service name")
-                    .map_err(|r| (spec_path.key("service"), r))?;
-                let id = ServiceId::new(ns, service);
-                match &spec.port {
-                    Some(port) => PolicyScope::ServicePort(id, build_port(&spec_path, port)?),
-                    None => PolicyScope::Service(id),
-                }
+            ))
+        }
+        ("*", None) => PolicyScope::Mesh,
+        (ns, None) => PolicyScope::Namespace(ns.to_string()),
+        (ns, Some(service)) => {
+            yaml::check_dns_label(&service, "service name")
+                .map_err(|r| (spec_path.key("service"), r))?;
+            let id = ServiceId::new(ns, service);
+            match &spec.port {
+                Some(port) => PolicyScope::ServicePort(id, port.value_at(spec_path.key("port"))?),
+                None => PolicyScope::Service(id),
             }
-        };
+        }
+    };
 
     let mut policy = FailoverPolicy::default();
 
@@ -228,14 +226,11 @@ pub(super) fn build(
         if let Some(v) = raw.consecutive_gateway_failure {
             od.consecutive_gateway_failure = count("consecutiveGatewayFailure", v)?;
         }
-        let duration = |key: &str, v: &RawDuration| {
-            parse_duration(&v.0).map_err(|reason| (path.key(key), reason))
-        };
         if let Some(v) = &raw.interval {
-            od.interval = duration("interval", v)?;
+            od.interval = v.value_at(path.key("interval"))?;
         }
         if let Some(v) = &raw.base_ejection_time {
-            od.base_ejection_time = duration("baseEjectionTime", v)?;
+            od.base_ejection_time = v.value_at(path.key("baseEjectionTime"))?;
         }
         if let Some(v) = raw.max_ejection_percent {
             let key = path.key("maxEjectionPercent");
@@ -284,9 +279,7 @@ pub(super) fn build(
             "STRICT" => MtlsMode::Strict,
             "DISABLE" => MtlsMode::Disable,
             _ => {
-                let hint = yaml::did_you_mean(&v, &["STRICT", "DISABLE"])
-                    .map(|k| format!("; did you mean `{k}`?"))
-                    .unwrap_or_default();
+                let hint = yaml::hint(&v, &["STRICT", "DISABLE"]);
                 return Err((
                     spec_path.key("mtls"),
                     format!("must be STRICT or DISABLE, got {v:?}{hint}"),
@@ -307,9 +300,7 @@ pub(super) fn build(
             "gradual" => Spillover::Gradual,
             "allornothing" => Spillover::AllOrNothing,
             _ => {
-                let hint = yaml::did_you_mean(&v, &["gradual", "allOrNothing"])
-                    .map(|k| format!("; did you mean `{k}`?"))
-                    .unwrap_or_default();
+                let hint = yaml::hint(&v, &["gradual", "allOrNothing"]);
                 return Err((
                     path,
                     format!("must be `gradual` (the default) or `allOrNothing`, got {v:?}{hint}"),
@@ -587,13 +578,11 @@ fn build_health_check(raw: RawHealthCheck) -> Result<HealthCheck, Invalid> {
         }
     };
     let mut hc = HealthCheck::new(protocol);
-    let duration =
-        |key: &str, v: &RawDuration| parse_duration(&v.0).map_err(|reason| (path.key(key), reason));
     if let Some(v) = &raw.interval {
-        hc.interval = duration("interval", v)?;
+        hc.interval = v.value_at(path.key("interval"))?;
     }
     if let Some(v) = &raw.timeout {
-        hc.timeout = duration("timeout", v)?;
+        hc.timeout = v.value_at(path.key("timeout"))?;
     }
     if hc.timeout >= hc.interval {
         let key = if raw.timeout.is_some() {
@@ -628,30 +617,6 @@ fn build_health_check(raw: RawHealthCheck) -> Result<HealthCheck, Invalid> {
         hc.healthy_threshold = threshold("healthyThreshold", v)?;
     }
     Ok(hc)
-}
-
-/// `spec.port`: a port number (1..=65535) as text, or a port name as Kubernetes allows them (an
-/// IANA service name: at most 15 lowercase letters, digits and `-`, with a letter).
-fn build_port(spec_path: &FieldPath, raw: &RawPort) -> Result<String, Invalid> {
-    let path = spec_path.key("port");
-    let text = raw.0.trim();
-    if text.chars().all(|c| c.is_ascii_digit() || c == '-') && !text.is_empty() {
-        return match text.parse::<i64>() {
-            Ok(n @ 1..=65535) => Ok(n.to_string()),
-            _ => Err((
-                path,
-                format!("port number must be between 1 and 65535, got {text}"),
-            )),
-        };
-    }
-    yaml::check_dns_label(text, "port name").map_err(|r| (path.clone(), r))?;
-    if text.len() > 15 {
-        return Err((
-            path,
-            format!("port name `{text}` is longer than 15 characters (Kubernetes port names are at most 15)"),
-        ));
-    }
-    Ok(text.to_string())
 }
 
 fn build_backups(

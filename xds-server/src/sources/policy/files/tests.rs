@@ -1,6 +1,5 @@
 use super::*;
-use crate::watch::testutil::TempDir;
-use std::time::Duration;
+use crate::watch::testutil::{TempDir, QUIET, SOON};
 use xds_core::policy::testing::{backing_up, doc, factor_of, invalid, with_factor};
 use xds_core::policy::PolicyOrigin;
 
@@ -41,7 +40,7 @@ fn load_reads_a_file_or_a_sorted_directory() {
     let empty = TempDir::new("policy-load-empty");
     assert_eq!(load_policies(empty.path()).unwrap(), PolicySet::default());
     let err = load_policies(&dir.join("missing.yaml")).unwrap_err();
-    assert!(matches!(err, PolicyError::Read { .. }), "{err:?}");
+    assert!(matches!(err, FileError::Read { .. }), "{err:?}");
 }
 
 #[test]
@@ -74,48 +73,43 @@ fn load_rejects_an_invalid_file_in_a_directory() {
     );
 }
 
-async fn changed(
-    rx: &mut tokio::sync::watch::Receiver<Arc<PolicySet>>,
-    within: Duration,
-) -> Arc<PolicySet> {
-    tokio::time::timeout(within, rx.changed())
+// The watch tests run on tokio's paused time: waits are virtual, and the watcher's poll (which sees
+// every write made with `TempDir::write`) reports whatever notify did not already. Notify itself is
+// tested on real time in `crate::watch`.
+
+async fn changed(rx: &mut tokio::sync::watch::Receiver<Arc<PolicySet>>) -> Arc<PolicySet> {
+    tokio::time::timeout(SOON, rx.changed())
         .await
         .expect("no policy set sent in time")
         .expect("sender dropped");
     rx.borrow_and_update().clone()
 }
 
-async fn unchanged(rx: &mut tokio::sync::watch::Receiver<Arc<PolicySet>>, for_: Duration) {
-    tokio::time::sleep(for_).await;
+async fn unchanged(rx: &mut tokio::sync::watch::Receiver<Arc<PolicySet>>) {
+    tokio::time::sleep(QUIET).await;
     assert!(!rx.has_changed().unwrap(), "a policy set was sent");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn watching_a_directory_updates_files_independently() {
     let dir = TempDir::new("policy-watch-dir");
-    std::fs::write(dir.join("a.yaml"), with_factor("a", "pa", 110)).unwrap();
-    std::fs::write(dir.join("b.yaml"), with_factor("b", "pb", 120)).unwrap();
+    dir.write("a.yaml", with_factor("a", "pa", 110));
+    dir.write("b.yaml", with_factor("b", "pb", 120));
     let initial = load_policies(dir.path()).unwrap();
     let (tx, mut rx) = tokio::sync::watch::channel(Arc::new(initial));
     let (status_tx, status) = tokio::sync::watch::channel(PolicyStatus::default());
     let _handle =
         watch_policies_with_status(dir.path().to_path_buf(), tx, Some(status_tx)).unwrap();
-    unchanged(&mut rx, Duration::from_millis(300)).await;
+    unchanged(&mut rx).await;
 
     // A valid edit of one file.
-    let t0 = std::time::Instant::now();
-    std::fs::write(dir.join("a.yaml"), with_factor("a", "pa", 111)).unwrap();
-    let set = changed(&mut rx, Duration::from_secs(1)).await;
-    assert!(
-        t0.elapsed() < Duration::from_millis(900),
-        "{:?}",
-        t0.elapsed()
-    );
+    dir.write("a.yaml", with_factor("a", "pa", 111));
+    let set = changed(&mut rx).await;
     assert_eq!((factor_of(&set, "a"), factor_of(&set, "b")), (111, 120));
 
     // a.yaml turns invalid: it keeps its last good policy while b.yaml updates.
-    std::fs::write(dir.join("a.yaml"), with_factor("a", "pa", 1)).unwrap();
-    unchanged(&mut rx, Duration::from_millis(400)).await;
+    dir.write("a.yaml", with_factor("a", "pa", 1));
+    unchanged(&mut rx).await;
     let rejected = status.borrow().files.clone();
     assert_eq!(rejected.len(), 1, "{rejected:?}");
     assert!(rejected[0].source.ends_with("a.yaml"), "{rejected:?}");
@@ -124,47 +118,47 @@ async fn watching_a_directory_updates_files_independently() {
         "{rejected:?}"
     );
     dir.replace("b.yaml", &with_factor("b", "pb", 121));
-    let set = changed(&mut rx, Duration::from_secs(1)).await;
+    let set = changed(&mut rx).await;
     assert_eq!((factor_of(&set, "a"), factor_of(&set, "b")), (111, 121));
 
     // A new file claiming a's scope is rejected; a's policy stays.
-    std::fs::write(dir.join("c.yaml"), with_factor("a", "pc", 130)).unwrap();
-    unchanged(&mut rx, Duration::from_millis(400)).await;
+    dir.write("c.yaml", with_factor("a", "pc", 130));
+    unchanged(&mut rx).await;
 
     // a.yaml moves to another namespace: the held-back c.yaml now fits and is accepted too.
-    std::fs::write(dir.join("a.yaml"), with_factor("z", "pa", 140)).unwrap();
-    let set = changed(&mut rx, Duration::from_secs(1)).await;
+    dir.write("a.yaml", with_factor("z", "pa", 140));
+    let set = changed(&mut rx).await;
     assert_eq!((factor_of(&set, "a"), factor_of(&set, "z")), (130, 140));
     assert!(status.borrow().files.is_empty(), "{:?}", status.borrow());
 
     // A deleted file's policies go away.
     std::fs::remove_file(dir.join("b.yaml")).unwrap();
-    let set = changed(&mut rx, Duration::from_secs(1)).await;
+    let set = changed(&mut rx).await;
     assert_eq!(factor_of(&set, "b"), 140 /* the built-in default */);
     assert_eq!(set.entries.len(), 2);
     assert_eq!(factor_of(&set, "a"), 130);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn watching_a_single_file_keeps_it_when_deleted() {
     let dir = TempDir::new("policy-watch-file");
     let path = dir.join("policy.yaml");
-    std::fs::write(&path, with_factor("a", "p", 110)).unwrap();
+    dir.write("policy.yaml", with_factor("a", "p", 110));
     let (tx, mut rx) = tokio::sync::watch::channel(Arc::new(load_policies(&path).unwrap()));
     let _handle = watch_policies(path.clone(), tx).unwrap();
-    unchanged(&mut rx, Duration::from_millis(300)).await;
+    unchanged(&mut rx).await;
 
     dir.replace("policy.yaml", &with_factor("a", "p", 115));
-    let set = changed(&mut rx, Duration::from_secs(1)).await;
+    let set = changed(&mut rx).await;
     assert_eq!(factor_of(&set, "a"), 115);
     assert_eq!(set.entries.len(), 1);
 
     std::fs::remove_file(&path).unwrap();
-    unchanged(&mut rx, Duration::from_millis(400)).await;
-    std::fs::write(&path, "").unwrap();
-    unchanged(&mut rx, Duration::from_millis(400)).await;
-    std::fs::write(&path, with_factor("a", "p", 116)).unwrap();
-    let set = changed(&mut rx, Duration::from_secs(1)).await;
+    unchanged(&mut rx).await;
+    dir.write("policy.yaml", "");
+    unchanged(&mut rx).await;
+    dir.write("policy.yaml", with_factor("a", "p", 116));
+    let set = changed(&mut rx).await;
     assert_eq!(factor_of(&set, "a"), 116);
 }
 

@@ -1,12 +1,10 @@
 use super::super::testutil::Ca;
 use super::*;
-use crate::watch::testutil::TempDir;
-use std::time::Duration;
+use crate::watch::testutil::{TempDir, QUIET, SOON};
 
 fn write_identity(dir: &TempDir, name: &str, cert: &str, key: &str) {
-    std::fs::create_dir_all(dir.join(name)).unwrap();
-    std::fs::write(dir.join(name).join(CERT_FILE), cert).unwrap();
-    std::fs::write(dir.join(name).join(KEY_FILE), key).unwrap();
+    dir.write(&format!("{name}/{CERT_FILE}"), cert);
+    dir.write(&format!("{name}/{KEY_FILE}"), key);
 }
 
 #[test]
@@ -77,7 +75,10 @@ fn a_bad_item_keeps_its_last_good_version_while_others_move_on() {
         .any(|e| e.file.ends_with("web/tls.key") && e.reason.contains("missing")));
 }
 
-#[tokio::test]
+// On tokio's paused time: waits are virtual, and the watcher's poll (which sees every write made with
+// `TempDir::write`) reports whatever notify did not already. Notify itself is tested on real time in
+// `crate::watch`.
+#[tokio::test(start_paused = true)]
 async fn rotation_is_published_and_a_half_rotation_is_not() {
     let dir = TempDir::new("secrets-watch");
     let ca = Ca::new("ca1");
@@ -89,11 +90,11 @@ async fn rotation_is_published_and_a_half_rotation_is_not() {
     rx.mark_unchanged();
     // The new certificate without its key: not taken.
     let (cert2, key2) = ca.issue("web");
-    std::fs::write(dir.join("web").join(CERT_FILE), &cert2).unwrap();
-    let none = tokio::time::timeout(Duration::from_millis(600), rx.changed()).await;
+    dir.write(&format!("web/{CERT_FILE}"), &cert2);
+    let none = tokio::time::timeout(QUIET, rx.changed()).await;
     assert!(none.is_err(), "a half rotation must not be published");
-    std::fs::write(dir.join("web").join(KEY_FILE), &key2).unwrap();
-    tokio::time::timeout(Duration::from_secs(3), rx.changed())
+    dir.write(&format!("web/{KEY_FILE}"), &key2);
+    tokio::time::timeout(SOON, rx.changed())
         .await
         .expect("rotation published")
         .unwrap();
@@ -101,11 +102,41 @@ async fn rotation_is_published_and_a_half_rotation_is_not() {
     // A new identity directory shows up too.
     let (cert3, key3) = ca.issue("db");
     write_identity(&dir, "db", &cert3, &key3);
-    tokio::time::timeout(
-        Duration::from_secs(3),
-        rx.wait_for(|s| s.identities.contains_key("db")),
-    )
-    .await
-    .expect("new identity published")
-    .unwrap();
+    tokio::time::timeout(SOON, rx.wait_for(|s| s.identities.contains_key("db")))
+        .await
+        .expect("new identity published")
+        .unwrap();
+}
+
+// Paused time, as above.
+#[tokio::test(start_paused = true)]
+async fn a_removed_identity_goes_and_a_removed_bundle_or_directory_changes_nothing() {
+    let root = TempDir::new("secrets-watch-removal");
+    let ca = Ca::new("ca1");
+    let (web, web_key) = ca.issue("web");
+    let (db, db_key) = ca.issue("db");
+    root.write(&format!("secrets/{TRUST_BUNDLE_FILE}"), &ca.pem);
+    write_identity(&root, "secrets/web", &web, &web_key);
+    write_identity(&root, "secrets/db", &db, &db_key);
+    let dir = root.join("secrets");
+    let first = Arc::new(load_secrets_dir(&dir).unwrap());
+    let (tx, mut rx) = watch::channel(first.clone());
+    let _watch = watch_secrets_dir(dir.clone(), tx).unwrap();
+
+    std::fs::remove_dir_all(dir.join("db")).unwrap();
+    tokio::time::timeout(SOON, rx.changed())
+        .await
+        .expect("removal published")
+        .unwrap();
+    let after = rx.borrow_and_update().clone();
+    assert_eq!(after.identities.keys().collect::<Vec<_>>(), vec!["web"]);
+    assert_eq!(after.trust_bundle, first.trust_bundle);
+
+    // The trust bundle is kept when its file goes, and everything when the directory goes.
+    std::fs::remove_file(dir.join(TRUST_BUNDLE_FILE)).unwrap();
+    tokio::time::sleep(QUIET).await;
+    std::fs::remove_dir_all(&dir).unwrap();
+    tokio::time::sleep(QUIET).await;
+    assert!(!rx.has_changed().unwrap(), "{:?}", rx.borrow());
+    assert_eq!(*rx.borrow(), after);
 }
