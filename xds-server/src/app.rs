@@ -21,7 +21,9 @@ use crate::sources::secrets::SecretSet;
 use xds_core::model::LocalityLookup;
 use xds_core::model::Registry;
 use xds_core::policy::{PolicySet, PolicyStatus};
-use xds_core::snapshot::{Snapshot, TranslateSettings};
+use xds_core::snapshot::TranslateSettings;
+
+mod publish;
 
 async fn kube_client(
     kubeconfig: Option<&std::path::Path>,
@@ -171,87 +173,6 @@ pub fn init_logging(format: LogFormat) {
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
-    }
-}
-
-/// Rebuilds and publishes a snapshot whenever the registry or the policies change. `watch` channels
-/// coalesce bursts: a slow rebuild only ever sees the newest inputs.
-async fn publish_snapshots(
-    mut registry: watch::Receiver<Option<Arc<Registry>>>,
-    mut policies: watch::Receiver<Option<Arc<PolicySet>>>,
-    mut secrets: watch::Receiver<Arc<SecretSet>>,
-    snapshots: watch::Sender<Option<Arc<Snapshot>>>,
-    settings: TranslateSettings,
-) {
-    registry.mark_changed();
-    loop {
-        tokio::select! {
-            r = registry.changed() => if r.is_err() { return },
-            p = policies.changed() => if p.is_err() { return },
-            s = secrets.changed() => if s.is_err() { return },
-        }
-        let Some(reg) = registry.borrow_and_update().clone() else {
-            continue; // the source has no complete view yet
-        };
-        let Some(pol) = policies.borrow_and_update().clone() else {
-            continue; // custom resource policies not listed yet
-        };
-        let previous = snapshots.borrow().clone();
-        let changed: Vec<String> = match &previous {
-            Some(p) => p
-                .registry
-                .changed_services(&reg)
-                .into_iter()
-                .map(|s| s.to_string())
-                .collect(),
-            None => reg.services.keys().map(|s| s.to_string()).collect(),
-        };
-        let started = std::time::Instant::now();
-        let next = Snapshot::build(previous.as_deref(), reg, pol, settings.clone())
-            .with_secrets(secrets.borrow_and_update().clone());
-        // Long lists (a first snapshot of thousands of services) are cut: the count says the rest.
-        const SHOWN: usize = 10;
-        info!(
-            generation = next.generation,
-            services = next.registry.services.len(),
-            changed = changed.len(),
-            changed_services = ?&changed[..changed.len().min(SHOWN)],
-            policies = next.policies.entries.len(),
-            identities = next.secret_set().identities.len(),
-            build_us = started.elapsed().as_micros() as u64,
-            "publishing new snapshot"
-        );
-        let m = crate::metrics::metrics();
-        m.snapshots.inc();
-        m.snapshot_build_seconds
-            .observe(started.elapsed().as_secs_f64());
-        m.ready.set(1);
-        snapshots.send_replace(Some(Arc::new(next)));
-    }
-}
-
-/// Logs what the shared cache holds whenever it changed, at most every 10 s. Answers are encoded lazily
-/// (on the first client of a class), so the figures grow after a snapshot is published.
-async fn log_cache_stats(snapshots: watch::Receiver<Option<Arc<Snapshot>>>) {
-    let mut last = None;
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
-    loop {
-        tick.tick().await;
-        let Some(snapshot) = snapshots.borrow().clone() else {
-            continue;
-        };
-        let stats = snapshot.stats();
-        if last != Some((snapshot.generation, stats)) {
-            info!(
-                generation = snapshot.generation,
-                clusters = stats.clusters,
-                classes = stats.classes,
-                eds_answers = stats.eds_answers,
-                cached_bytes = stats.bytes,
-                "cache"
-            );
-            last = Some((snapshot.generation, stats));
-        }
     }
 }
 
@@ -505,8 +426,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         (None, None) => (None, Some(secrets_tx)),
     };
     let (snapshot_tx, snapshot_rx) = watch::channel(None);
-    tokio::spawn(log_cache_stats(snapshot_rx.clone()));
-    tokio::spawn(publish_snapshots(
+    tokio::spawn(publish::log_cache_stats(snapshot_rx.clone()));
+    tokio::spawn(publish::publish_snapshots(
         registry_rx,
         policy_rx,
         secrets_rx,

@@ -1,0 +1,183 @@
+use super::*;
+use crate::admin::api::fixtures::{ep, per_port_snapshot, service, snapshot, WEB_HTTP_POLICY};
+use std::sync::Arc;
+use xds_core::model::{Health, Locality, Registry};
+use xds_core::policy::parse::parse_policies;
+use xds_core::policy::PolicySet;
+use xds_core::snapshot::TranslateSettings;
+
+#[test]
+fn explain_gives_levels_reasons_and_load_for_a_manual_client() {
+    let snap = snapshot(PolicySet::default());
+    let client = ClientInfo {
+        locality: Locality::new("us-east1", "us-east1-b", ""),
+        ..ClientInfo::default()
+    };
+    let r = explain_for(&snap, "checkout", None, &client, "by hand".into()).unwrap();
+    assert_eq!(r.policy, "built-in");
+    assert_eq!(r.explanations.len(), 1);
+    let e = &r.explanations[0];
+    assert_eq!(e.cluster, "checkout.shop:8080");
+    let zones: Vec<Vec<String>> = e
+        .levels
+        .iter()
+        .map(|l| {
+            l.endpoints
+                .iter()
+                .map(|ep| ep.locality.clone().unwrap().zone)
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        zones,
+        vec![vec!["us-east1-b"], vec!["us-east1-c"], vec!["us-west1-a"]]
+    );
+    assert_eq!(e.load, vec![100, 0, 0]);
+    assert!(
+        e.levels[0].reason.contains("zone"),
+        "{}",
+        e.levels[0].reason
+    );
+    let err = explain_for(&snap, "checkout", Some(9), &client, String::new()).unwrap_err();
+    assert!(err.message().contains("its ports: 8080"), "{err}");
+    assert!(e.levels.iter().all(|l| l.localities.is_empty()));
+}
+
+#[test]
+fn explain_sends_a_distribute_rule_and_each_localitys_share() {
+    let set = PolicySet {
+        entries: parse_policies(
+            "p.yaml",
+            "kind: FailoverPolicy\nmetadata: {name: split, namespace: shop}\n\
+                 spec:\n  distribute:\n  - from: us-east1/*\n    to:\n      \
+                 us-east1/us-east1-b/*: 80\n      us-east1/us-east1-c/*: 20\n",
+        )
+        .unwrap(),
+    };
+    let client = ClientInfo {
+        locality: Locality::new("us-east1", "us-east1-b", ""),
+        ..ClientInfo::default()
+    };
+    let r = explain_for(&snapshot(set), "checkout", None, &client, String::new()).unwrap();
+    let p0 = &r.explanations[0].levels[0];
+    let rule = p0.distribute.as_ref().unwrap();
+    assert_eq!(rule.from, "us-east1/*");
+    let to: Vec<(&str, u32)> = rule
+        .to
+        .iter()
+        .map(|t| (t.locality.as_str(), t.weight))
+        .collect();
+    assert_eq!(
+        to,
+        [("us-east1/us-east1-b/*", 80), ("us-east1/us-east1-c/*", 20)]
+    );
+    let shares: Vec<(String, &str, f64, f64)> = p0
+        .localities
+        .iter()
+        .map(|s| {
+            (
+                s.locality.clone().unwrap().zone,
+                s.pattern.as_str(),
+                s.share_of_level.round(),
+                s.expected_percent.round(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shares,
+        [
+            ("us-east1-b".into(), "us-east1/us-east1-b/*", 80.0, 80.0),
+            ("us-east1-c".into(), "us-east1/us-east1-c/*", 20.0, 20.0),
+        ]
+    );
+    assert_eq!(p0.localities[0].weight * 20, p0.localities[1].weight * 80);
+}
+
+#[test]
+fn explain_uses_each_ports_own_policy() {
+    let snap = per_port_snapshot();
+    let client = ClientInfo {
+        locality: Locality::new("us-east1", "us-east1-b", ""),
+        ..ClientInfo::default()
+    };
+    let r = explain_for(&snap, "shop/web", None, &client, "by hand".into()).unwrap();
+    assert_eq!(r.policy, WEB_HTTP_POLICY, "the first port's");
+    let policies: Vec<(u32, &str, u32)> = r
+        .explanations
+        .iter()
+        .map(|e| (e.port, e.policy.as_str(), e.panic_threshold))
+        .collect();
+    assert_eq!(
+        policies,
+        [(8080, WEB_HTTP_POLICY, 5), (9090, "file:p.yaml", 9)]
+    );
+    // Zone first under the trafficDistribution (the namespace default would rank by cluster
+    // only, putting everything in one level).
+    let zones: Vec<Vec<String>> = r.explanations[0]
+        .levels
+        .iter()
+        .map(|l| {
+            l.endpoints
+                .iter()
+                .map(|ep| ep.locality.clone().unwrap().zone)
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        zones,
+        vec![vec!["us-east1-b"], vec!["us-east1-c"], vec!["us-west1-a"]]
+    );
+}
+
+#[test]
+fn prefer_same_node_ranks_the_clients_node_first_when_it_knows_its_node() {
+    let on = |ip: &str, zone: &str, node: Option<&str>| {
+        let mut e = ep(ip, "us-east1", zone, Health::Healthy);
+        if let Some(n) = node {
+            e.labels
+                .insert(xds_core::model::labels::HOSTNAME.into(), n.into());
+        }
+        e
+    };
+    let mut web = service("shop", "web");
+    web.endpoints = vec![
+        on("10.0.0.1", "us-east1-b", Some("n1")),
+        on("10.0.0.2", "us-east1-b", Some("n2")),
+        on("10.0.0.3", "us-east1-c", Some("n3")),
+    ];
+    web.traffic_distribution = Some(xds_core::model::TrafficDistribution::PreferSameNode);
+    let snap = Snapshot::build(
+        None,
+        Arc::new(Registry::from_services([web])),
+        Arc::new(PolicySet::default()),
+        TranslateSettings::default(),
+    );
+    let levels = |client: &ClientInfo| -> Vec<Vec<String>> {
+        let r = explain_for(&snap, "shop/web", None, client, String::new()).unwrap();
+        assert_eq!(
+            r.policy,
+            "Service shop/web spec.trafficDistribution=PreferSameNode (over built-in default)"
+        );
+        r.explanations[0]
+            .levels
+            .iter()
+            .map(|l| l.endpoints.iter().map(|e| e.address.clone()).collect())
+            .collect()
+    };
+    let mut client = ClientInfo {
+        locality: Locality::new("us-east1", "us-east1-b", ""),
+        ..ClientInfo::default()
+    };
+    assert_eq!(
+        levels(&client),
+        [vec!["10.0.0.1", "10.0.0.2"], vec!["10.0.0.3"]],
+        "a client that does not know its node gets the zone order"
+    );
+    client
+        .labels
+        .insert(xds_core::model::labels::HOSTNAME.into(), "n2".into());
+    assert_eq!(
+        levels(&client),
+        [vec!["10.0.0.2"], vec!["10.0.0.1"], vec!["10.0.0.3"]]
+    );
+}

@@ -1,0 +1,164 @@
+//! The publisher driven through its watch channels, on the single-threaded runtime of `#[tokio::test]`:
+//! [`settle`] lets it act on what was sent, so "nothing was published" is decided without a clock.
+
+use super::*;
+use tokio::task::JoinHandle;
+use xds_core::model::{Service, ServiceId, ServicePort};
+
+/// Services `shop/NAME` (port 8080, no endpoints).
+fn registry(names: &[&str]) -> Arc<Registry> {
+    Arc::new(Registry::from_services(names.iter().map(|name| {
+        Service::new(
+            ServiceId::new("shop", *name),
+            vec![ServicePort {
+                name: "http".into(),
+                port: 8080,
+            }],
+            Vec::new(),
+        )
+    })))
+}
+
+fn names(snapshot: &Snapshot) -> Vec<String> {
+    snapshot
+        .registry
+        .services
+        .keys()
+        .map(ToString::to_string)
+        .collect()
+}
+
+/// Lets every task that a send woke run until it waits again. On the current-thread runtime a yielding
+/// task resumes only after the tasks already queued have run; the publisher does all its work (a
+/// rebuild included) between two waits, so one yield would do and a few leave a margin.
+async fn settle() {
+    for _ in 0..8 {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// A running publisher and the ends of its channels the sources and the servers hold.
+struct Publisher {
+    registry: watch::Sender<Option<Arc<Registry>>>,
+    policies: watch::Sender<Option<Arc<PolicySet>>>,
+    secrets: watch::Sender<Arc<SecretSet>>,
+    snapshots: watch::Receiver<Option<Arc<Snapshot>>>,
+    task: JoinHandle<()>,
+}
+
+impl Publisher {
+    /// Neither the registry nor the policies known yet, no secrets.
+    fn start() -> Self {
+        let (registry, registry_rx) = watch::channel(None);
+        let (policies, policies_rx) = watch::channel(None);
+        let (secrets, secrets_rx) = watch::channel(Arc::new(SecretSet::default()));
+        let (snapshots_tx, snapshots) = watch::channel(None);
+        let task = tokio::spawn(publish_snapshots(
+            registry_rx,
+            policies_rx,
+            secrets_rx,
+            snapshots_tx,
+            TranslateSettings::default(),
+        ));
+        Self {
+            registry,
+            policies,
+            secrets,
+            snapshots,
+            task,
+        }
+    }
+
+    /// The snapshot published since the last call, or `None` if the publisher waits without having
+    /// published one.
+    async fn next(&mut self) -> Option<Arc<Snapshot>> {
+        settle().await;
+        if !self.snapshots.has_changed().ok()? {
+            return None;
+        }
+        self.snapshots.borrow_and_update().clone()
+    }
+}
+
+#[tokio::test]
+async fn publishes_only_complete_inputs_and_each_change_coalesced() {
+    let mut p = Publisher::start();
+    assert!(p.next().await.is_none(), "nothing known yet");
+
+    // (a) The registry alone is not a configuration: the policies may still be listing.
+    p.registry
+        .send_replace(Some(registry(&["cart", "checkout"])));
+    assert!(p.next().await.is_none(), "policies unknown");
+    assert!(p.snapshots.borrow().is_none());
+
+    // (b) Both known: the first snapshot, with the registry's services.
+    p.policies
+        .send_replace(Some(Arc::new(PolicySet::default())));
+    let first = p.next().await.expect("published once both are known");
+    assert_eq!(first.generation, 1);
+    assert_eq!(names(&first), ["shop/cart", "shop/checkout"]);
+    assert!(p.next().await.is_none(), "one change, one snapshot");
+
+    // (c) A registry change: a newer generation with the new services.
+    p.registry
+        .send_replace(Some(registry(&["cart", "checkout", "web"])));
+    let second = p.next().await.expect("a registry change republishes");
+    assert_eq!(second.generation, 2);
+    assert_eq!(names(&second), ["shop/cart", "shop/checkout", "shop/web"]);
+
+    // (d) A secrets change alone republishes, with the same services.
+    let secrets = SecretSet::placeholder("bundle", &[("web", "cert-1")]);
+    p.secrets.send_replace(secrets.clone());
+    let third = p.next().await.expect("a secrets change republishes");
+    assert_eq!(third.generation, 3);
+    assert_eq!(third.secret_set(), &secrets);
+    assert_eq!(names(&third), names(&second));
+
+    // (f) A burst, registry and policies together, becomes one snapshot of the last values.
+    p.registry.send_replace(Some(registry(&["a"])));
+    p.policies
+        .send_replace(Some(Arc::new(PolicySet::default())));
+    p.registry.send_replace(Some(registry(&["b"])));
+    p.registry.send_replace(Some(registry(&["c", "d"])));
+    let burst = p.next().await.expect("the burst publishes");
+    assert_eq!(burst.generation, 4, "one snapshot for the whole burst");
+    assert_eq!(names(&burst), ["shop/c", "shop/d"]);
+    assert_eq!(burst.secret_set(), &secrets, "the secrets carry over");
+    assert!(p.next().await.is_none(), "nothing left to publish");
+}
+
+#[tokio::test]
+async fn policies_alone_publish_nothing() {
+    let mut p = Publisher::start();
+    p.policies
+        .send_replace(Some(Arc::new(PolicySet::default())));
+    p.secrets
+        .send_replace(SecretSet::placeholder("bundle", &[("web", "cert-1")]));
+    assert!(p.next().await.is_none(), "registry unknown");
+    p.registry.send_replace(Some(registry(&[])));
+    let first = p
+        .next()
+        .await
+        .expect("an empty registry, once listed, is a view");
+    assert_eq!(first.generation, 1);
+    assert!(names(&first).is_empty());
+}
+
+#[tokio::test]
+async fn returns_when_any_input_is_dropped() {
+    for input in ["registry", "policies", "secrets"] {
+        let mut p = Publisher::start();
+        // Putting another channel's sender in its place drops the one the publisher listens to.
+        match input {
+            "registry" => p.registry = watch::channel(None).0,
+            "policies" => p.policies = watch::channel(None).0,
+            _ => p.secrets = watch::channel(Arc::default()).0,
+        }
+        settle().await;
+        assert!(
+            p.task.is_finished(),
+            "still running with the {input} sender dropped"
+        );
+        p.task.await.unwrap();
+    }
+}
