@@ -53,6 +53,7 @@ check_modules() {
         done
     done
 }
+# `testing` (feature test-support: builders for tests) is left out: tests of every stage may use it.
 check_modules xds-server/core/src model config policy translate snapshot protocol
 check_modules xds-server/src watch metrics auth tls sources registry grpc admin app
 
