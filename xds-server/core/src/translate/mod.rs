@@ -2,6 +2,7 @@
 
 pub mod explain;
 pub mod input;
+pub mod load_split;
 pub mod mtls;
 pub mod priorities;
 pub mod resources;
