@@ -20,13 +20,18 @@ cd "$ROOT"
 
 step() { printf '\n==> %s\n' "$*"; }
 
-if [[ "$QUICK" == 1 ]]; then
+# What both modes check first: formatting, lints, the layering rule (docs/architecture.md).
+static_checks() {
     step "cargo fmt --all --check"
     cargo fmt --all --check
     step "cargo clippy --workspace --all-targets -- -D warnings"
     cargo clippy --workspace --all-targets -- -D warnings
     step "layering"
     bash scripts/check-layering.sh
+}
+
+if [[ "$QUICK" == 1 ]]; then
+    static_checks
     step "cargo test --workspace --lib --bins (unit tests)"
     cargo test --workspace --lib --bins
     exit 0
@@ -52,14 +57,7 @@ if [[ "${CI:-}" == "true" ]]; then
 fi
 df -h "$ROOT" | tail -n 1 | awk '{print "disk: " $4 " free of " $2}'
 
-step "cargo fmt --all --check"
-cargo fmt --all --check
-
-step "cargo clippy --workspace --all-targets -- -D warnings"
-cargo clippy --workspace --all-targets -- -D warnings
-
-step "layering"
-bash scripts/check-layering.sh
+static_checks
 
 step "cargo build --workspace"
 cargo build --workspace
