@@ -220,7 +220,7 @@ fn check_policies(path: &std::path::Path) -> anyhow::Result<()> {
                 {
                     println!(
                         "  {namespace}/{name}: {} ({source})",
-                        xds_core::policy::parse::describe_scope(&entry.scope)
+                        xds_core::policy::files::describe_scope(&entry.scope)
                     );
                 }
             }

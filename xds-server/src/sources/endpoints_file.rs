@@ -9,9 +9,7 @@ use xds_core::config::endpoints::{parse_bytes, ENDPOINTS_FILE};
 use xds_core::config::FileError;
 use xds_core::model::Registry;
 
-use crate::watch::{self, FileChange};
-
-pub use crate::watch::WatchHandle;
+use crate::watch::{self, FileChange, WatchHandle};
 
 /// Reads, parses and validates an endpoints file.
 pub fn load_endpoints_file(path: &Path) -> Result<Registry, FileError> {

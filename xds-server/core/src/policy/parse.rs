@@ -46,7 +46,6 @@ use crate::model::ServiceId;
 
 mod validate;
 
-pub use super::files::describe_scope;
 use super::files::find_conflict;
 use validate::{build, check_kind, spec_backups};
 

@@ -14,9 +14,7 @@ use xds_core::policy::{PolicySet, PolicyStatus};
 
 use super::publish_rejected;
 
-use crate::watch::{self, FileChange};
-
-pub use crate::watch::WatchHandle;
+use crate::watch::{self, FileChange, WatchHandle};
 
 fn read_error(path: &Path, err: impl fmt::Display) -> FileError {
     FileError::read(POLICY_FILE, path.display().to_string(), err)
