@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use e2e::envoy::Envoy;
+use e2e::envoy::{Envoy, HostStatus};
 use e2e::modes::XdsProtocol;
 use e2e::topology::{Mesh, Zone, CLUSTER, EAST_B, EAST_C, HOST, WEST_A};
 use e2e::traffic::{self, Tally};
@@ -631,13 +631,11 @@ fn health_check_alone_moves_traffic_away_and_back(mesh: &Mesh, node: &str, kind:
     // Each host has its own probe timer: the first answer from c can come after one b host failed
     // and a few milliseconds before the other (P0 then keeps 70% of the traffic). The zone has
     // failed over once both are marked; from then on every request must go to c.
-    let marked = e2e::poll(FAILOVER_TIMEOUT, Duration::from_millis(10), || {
-        let hosts = envoy.hosts(CLUSTER);
+    let marked = hosts_once(&envoy, |hosts| {
         hosts
             .iter()
             .filter(|h| h.zone == EAST_B.zone)
             .all(|h| h.failed_active_health_check)
-            .then_some(hosts)
     });
     let hosts = marked.unwrap_or_else(|| envoy.hosts(CLUSTER));
     println!("health checks per backend so far: {}", health_checks(mesh));
@@ -708,12 +706,8 @@ fn health_check_alone_moves_traffic_away_and_back(mesh: &Mesh, node: &str, kind:
     // As on the way out, each host has its own probe timer: one b host can pass its check a moment
     // before the other (P0 then keeps 70%, c serves the rest; seen once in 40 runs). The zone is
     // back once no host is marked; from then on every request must go to b.
-    let cleared = e2e::poll(FAILOVER_TIMEOUT, Duration::from_millis(10), || {
-        envoy
-            .hosts(CLUSTER)
-            .iter()
-            .all(|h| !h.failed_active_health_check)
-            .then_some(())
+    let cleared = hosts_once(&envoy, |hosts| {
+        hosts.iter().all(|h| !h.failed_active_health_check)
     });
     assert!(
         cleared.is_some(),
@@ -726,6 +720,15 @@ fn health_check_alone_moves_traffic_away_and_back(mesh: &Mesh, node: &str, kind:
         "b's hosts pass again, yet: {after} (while moving back: {})",
         back.after
     );
+}
+
+/// Envoy's view of the cluster's hosts once `ready` holds for it (polled every 10 ms, up to
+/// `FAILOVER_TIMEOUT`): each host has its own probe timer, so a zone's hosts change state one by one.
+fn hosts_once(envoy: &Envoy, ready: impl Fn(&[HostStatus]) -> bool) -> Option<Vec<HostStatus>> {
+    e2e::poll(FAILOVER_TIMEOUT, Duration::from_millis(10), || {
+        let hosts = envoy.hosts(CLUSTER);
+        ready(&hosts).then_some(hosts)
+    })
 }
 
 fn tcp_health_check_alone_fails_over_from_a_dead_zone(protocol: XdsProtocol) {
