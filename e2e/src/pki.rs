@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
+    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
 };
 
 /// A certificate authority that can issue server and client certificates.
@@ -57,11 +57,22 @@ impl Ca {
     }
 
     fn issue(&self, cn: &str, sans: &[&str], usage: ExtendedKeyUsagePurpose) -> Leaf {
-        let mut params =
+        let params =
             CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<String>>())
                 .expect("leaf params");
+        self.issue_with(cn, params.subject_alt_names, vec![usage])
+    }
+
+    fn issue_with(
+        &self,
+        cn: &str,
+        sans: Vec<SanType>,
+        usages: Vec<ExtendedKeyUsagePurpose>,
+    ) -> Leaf {
+        let mut params = CertificateParams::default();
+        params.subject_alt_names = sans;
         params.distinguished_name = name(cn);
-        params.extended_key_usages = vec![usage];
+        params.extended_key_usages = usages;
         params.key_usages = vec![
             KeyUsagePurpose::DigitalSignature,
             KeyUsagePurpose::KeyEncipherment,
@@ -80,6 +91,21 @@ impl Ca {
         let mut sans = vec!["127.0.0.1", "localhost"];
         sans.extend_from_slice(extra_sans);
         self.issue(cn, &sans, ExtendedKeyUsagePurpose::ServerAuth)
+    }
+
+    /// A workload certificate as SDS hands out: client and server use, its one URI SAN the SPIFFE ID
+    /// `spiffe_id` (e.g. `spiffe://cluster.local/ns/bank/sa/ledger`).
+    pub fn workload(&self, cn: &str, spiffe_id: &str) -> Leaf {
+        self.issue_with(
+            cn,
+            vec![SanType::URI(
+                spiffe_id.try_into().expect("SPIFFE ID is IA5"),
+            )],
+            vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+        )
     }
 
     /// A client certificate (URI/DNS SAN `cn`).

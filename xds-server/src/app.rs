@@ -131,6 +131,12 @@ pub struct Args {
     #[arg(long, env = "XDS_SECRETS_NAMESPACE", conflicts_with = "secrets_dir")]
     pub secrets_namespace: Option<String>,
 
+    /// SPIFFE trust domain of workload identities: a ServiceAccount NS/NAME is
+    /// `spiffe://TRUST_DOMAIN/ns/NS/sa/NAME` (token authentication, secure naming from Kubernetes).
+    #[arg(long, env = "XDS_TRUST_DOMAIN", default_value = xds_core::model::identity::DEFAULT_TRUST_DOMAIN,
+          value_parser = parse_trust_domain)]
+    pub trust_domain: String,
+
     /// Address the ADS gRPC server listens on.
     #[arg(long, env = "XDS_ADDR", default_value = "0.0.0.0:18000")]
     pub xds_addr: SocketAddr,
@@ -506,4 +512,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .context("serving xDS")?;
     Ok(())
+}
+
+fn parse_trust_domain(text: &str) -> Result<String, String> {
+    xds_core::model::identity::check_trust_domain(text).map_err(str::to_string)?;
+    Ok(text.to_string())
 }

@@ -7,9 +7,11 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 
+pub mod identity;
 mod lookup;
 pub mod secrets;
 
+pub use identity::{PeerIdentity, Proof, SpiffeId};
 pub use lookup::{LocalityLookup, PodHint};
 
 /// Well-known label keys. Endpoint and client localities are also exposed under these keys so that

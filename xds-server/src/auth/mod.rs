@@ -1,3 +1,6 @@
+//! Authentication: who a workload on the xDS port is ([`workload`]), and the bearer token check for
+//! the admin port (below).
+//!
 //! Bearer token check for the admin port (`--admin-token-file`): a tower layer over every admin
 //! service (admin API, CSDS, reflection). gRPC health stays open so Kubernetes probes and load
 //! balancers need no secret; it tells nothing but SERVING.
@@ -12,6 +15,8 @@ use tonic::Status;
 use tracing::{error, info};
 
 use crate::watch::WatchHandle;
+
+pub mod workload;
 
 /// Requests to these gRPC services pass without a token.
 const OPEN_PREFIXES: &[&str] = &["/grpc.health.v1.Health/"];
