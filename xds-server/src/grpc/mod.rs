@@ -13,6 +13,7 @@ use futures::Stream;
 use tokio::sync::watch;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::workload::TokenVerifier;
 use crate::registry::ClientRegistry;
 use xds_core::model::LocalityLookup;
 use xds_core::protocol::delta::DeltaConnection;
@@ -69,6 +70,8 @@ pub struct AdsService {
     lookup: Option<Arc<dyn LocalityLookup>>,
     counters: Arc<Counters>,
     clients: Arc<ClientRegistry>,
+    /// Verifies `authorization: Bearer` ServiceAccount tokens (token authentication); `None`: off.
+    tokens: Option<Arc<dyn TokenVerifier>>,
 }
 
 impl AdsService {
@@ -79,7 +82,14 @@ impl AdsService {
             lookup: None,
             counters: Arc::default(),
             clients: ClientRegistry::new(),
+            tokens: None,
         }
+    }
+
+    /// Authenticate streams that carry `authorization: Bearer TOKEN` with `verifier`.
+    pub fn with_token_verifier(mut self, verifier: Option<Arc<dyn TokenVerifier>>) -> Self {
+        self.tokens = verifier;
+        self
     }
 
     /// Report streams to this registry (the admin API reads it) instead of a private one.
