@@ -137,6 +137,16 @@ pub struct Args {
           value_parser = parse_trust_domain)]
     pub trust_domain: String,
 
+    /// Authenticate xDS streams by Kubernetes ServiceAccount token (`authorization: Bearer TOKEN`,
+    /// checked with the TokenReview API; needs the Kubernetes source).
+    #[arg(long, env = "XDS_TOKEN_AUTH")]
+    pub token_auth: bool,
+
+    /// The audience tokens must be issued for (`--token-auth`): project them with this audience.
+    #[arg(long, env = "XDS_TOKEN_AUDIENCE", default_value = crate::auth::token_review::DEFAULT_AUDIENCE,
+          value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub token_audience: String,
+
     /// Address the ADS gRPC server listens on.
     #[arg(long, env = "XDS_ADDR", default_value = "0.0.0.0:18000")]
     pub xds_addr: SocketAddr,
@@ -303,6 +313,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         SourceKind::Kubernetes
     };
 
+    anyhow::ensure!(
+        !args.token_auth || source == SourceKind::Kubernetes,
+        "--token-auth needs the Kubernetes source (--source kubernetes or --cluster): tokens are checked with its TokenReview API"
+    );
+
     // Policies in force: the file policies, merged with FailoverPolicy custom resources in Kubernetes.
     let (merged_policy_tx, policy_rx) = watch::channel(None::<Arc<PolicySet>>);
     if source == SourceKind::File {
@@ -404,6 +419,25 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if args.no_shared_cache {
         warn!("--no-shared-cache: every client's answer is built on its own (benchmark baseline)");
     }
+    // Token authentication: TokenReview through the (first) cluster's client.
+    let token_verifier: Option<Arc<dyn crate::auth::workload::TokenVerifier>> = if args.token_auth {
+        let client = secrets_client
+            .clone()
+            .context("--token-auth: no Kubernetes client")?;
+        let settings = crate::auth::token_review::TokenReviewSettings::new(
+            &args.token_audience,
+            &args.trust_domain,
+        );
+        info!(audience = %settings.audience, trust_domain = %settings.trust_domain, "xDS streams authenticate with ServiceAccount tokens (TokenReview)");
+        if args.security.tls_cert.is_none() {
+            warn!("--token-auth without --tls-cert: ServiceAccount tokens reach the xDS port in clear text");
+        }
+        Some(Arc::new(
+            crate::auth::token_review::TokenReviewVerifier::new(client, settings),
+        ))
+    } else {
+        None
+    };
     // Secrets for SDS: read (and refused if invalid) at startup, then watched. Without
     // --secrets-dir the sender stays here, unused, so the snapshot loop keeps running.
     let (secrets_tx, secrets_rx) = watch::channel(Arc::new(SecretSet::default()));
@@ -503,7 +537,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     // Transport settings and the ADS request limits live in `server` so the tests serve the same.
     let ads = AdsService::new(snapshot_rx)
         .with_clients(clients)
-        .with_lookup(locator);
+        .with_lookup(locator)
+        .with_token_verifier(token_verifier);
     crate::grpc::transport()
         .add_service(health_service)
         .add_service(ads.clone().into_sds_server())

@@ -420,6 +420,11 @@ fn cluster_role_grants_exactly_what_the_server_needs() {
         (grant("discovery.k8s.io", "endpointslices"), read()),
         (grant("failover.xds.dev", "failoverpolicies"), read()),
         (grant("failover.xds.dev", "failoverpolicies/status"), status),
+        // --token-auth: TokenReview (a question, nothing stored).
+        (
+            grant("authentication.k8s.io", "tokenreviews"),
+            BTreeSet::from(["create".to_string()]),
+        ),
     ]);
     assert_eq!(grants(role), expected);
 

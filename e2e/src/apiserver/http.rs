@@ -23,8 +23,13 @@ use tokio::task::JoinSet;
 use tokio::time::Sleep;
 
 use super::store::{ListQuery, PatchType, Store, WatchQuery};
+use super::token_review::TokenReviewFault;
 use super::util::{self, ApiError};
 use super::{KindInfo, RequestRecord};
+
+/// The TokenReview collection (create only, like the real one).
+const TOKEN_REVIEW_PATH: &str = "/apis/authentication.k8s.io/v1/tokenreviews";
+const TOKEN_REVIEW_PLURAL: &str = "tokenreviews";
 
 /// A watch without `timeoutSeconds` lasts this long (the real server picks 30 to 60 minutes).
 const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(1800);
@@ -208,6 +213,9 @@ async fn handle(
         content_type,
         body,
     };
+    if req.path.trim_end_matches('/') == TOKEN_REVIEW_PATH {
+        return Ok(token_review(&store, &req).await);
+    }
     Ok(route(&store, &req).unwrap_or_else(|e| error_response(&e)))
 }
 
@@ -336,23 +344,7 @@ fn resource(
         .kind_by_plural(group, version, plural)
         .ok_or_else(|| not_found(&req.path))?;
     if let Some(&code) = st.failures.get(*plural) {
-        let reason = match code {
-            400 => "BadRequest",
-            401 => "Unauthorized",
-            403 => "Forbidden",
-            404 => "NotFound",
-            409 => "Conflict",
-            410 => "Expired",
-            429 => "TooManyRequests",
-            503 => "ServiceUnavailable",
-            504 => "Timeout",
-            _ => "InternalError",
-        };
-        return Err(ApiError::new(
-            code,
-            reason,
-            format!("injected failure for {plural}"),
-        ));
+        return Err(injected_failure(code, plural));
     }
     if st.info(k).namespaced && ns.is_none() && rest.len() > 1 {
         return Err(not_found(&req.path));
@@ -453,6 +445,62 @@ fn resource(
             ),
         )),
         _ => Err(not_found(&req.path)),
+    }
+}
+
+/// The error a resource made to fail ([`super::ApiServer::fail_requests`]) answers.
+fn injected_failure(code: u16, plural: &str) -> ApiError {
+    let reason = match code {
+        400 => "BadRequest",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "NotFound",
+        409 => "Conflict",
+        410 => "Expired",
+        429 => "TooManyRequests",
+        503 => "ServiceUnavailable",
+        504 => "Timeout",
+        _ => "InternalError",
+    };
+    ApiError::new(code, reason, format!("injected failure for {plural}"))
+}
+
+/// `POST /apis/authentication.k8s.io/v1/tokenreviews` ([`super::token_review`]). Async because a
+/// frozen endpoint reads the request and then never answers.
+async fn token_review(store: &Mutex<Store>, req: &Req) -> Response<RespBody> {
+    if req.method != Method::POST {
+        return error_response(&ApiError::new(
+            405,
+            "MethodNotAllowed",
+            format!(
+                "the server does not allow this method on the requested resource ({} {})",
+                req.method, req.path
+            ),
+        ));
+    }
+    let fault = {
+        let mut st = lock(store);
+        st.token_reviews.received += 1;
+        st.token_reviews.fault.or_else(|| {
+            st.failures
+                .get(TOKEN_REVIEW_PLURAL)
+                .map(|&code| TokenReviewFault::Status(code))
+        })
+    };
+    match fault {
+        Some(TokenReviewFault::Frozen) => std::future::pending().await,
+        Some(TokenReviewFault::Status(code)) => {
+            error_response(&injected_failure(code, TOKEN_REVIEW_PLURAL))
+        }
+        None => {
+            let answer = req
+                .json_body()
+                .and_then(|body| lock(store).token_reviews.review(&body));
+            match answer {
+                Ok(review) => json_response(201, &review),
+                Err(e) => error_response(&e),
+            }
+        }
     }
 }
 

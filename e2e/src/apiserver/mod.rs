@@ -22,6 +22,10 @@
 //!   `.../{name}/status`. Patches: JSON merge patch, strategic merge patch (treated as a merge patch),
 //!   server-side apply (the JSON body merged in, good enough here) and JSON patch. A `PUT` whose
 //!   `metadata.resourceVersion` is stale gets 409 Conflict.
+//! - `POST /apis/authentication.k8s.io/v1/tokenreviews`: the TokenReview API for tokens registered
+//!   with [`ApiServer::add_token`] (audiences, expiry and revocation as Kubernetes has them; see
+//!   [`token_review`]). Tests can make it fail or freeze ([`ApiServer::set_token_review_fault`]) and
+//!   count the reviews it got ([`ApiServer::token_reviews_received`]).
 //! - `/version`, `/healthz`, `/livez`, `/readyz`, and discovery (`/api`, `/api/v1`, `/apis`,
 //!   `/apis/{group}/{version}`) for the registered kinds. Anything else: 404 with a Status body.
 //!
@@ -53,18 +57,20 @@
 mod http;
 mod select;
 mod store;
+pub mod token_review;
 mod util;
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{mpsc as std_mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 use tokio::sync::oneshot;
 
 use store::Store;
+pub use token_review::{TokenReviewFault, API_SERVER_AUDIENCES};
 
 /// How many events each kind keeps for watches that resume from an older resourceVersion. Older
 /// resourceVersions get 410 Expired, as after an etcd compaction.
@@ -385,6 +391,48 @@ preferences: {{}}
     /// Undoes every [`ApiServer::fail_requests`].
     pub fn clear_failures(&self) {
         self.lock().failures.clear();
+    }
+
+    /// Registers a bearer token for the TokenReview API: it authenticates `username` (a
+    /// ServiceAccount is `system:serviceaccount:NS:NAME`) for `audiences` until `expires_at`.
+    /// Replaces an earlier registration of the same token.
+    pub fn add_token(
+        &self,
+        token: &str,
+        username: &str,
+        audiences: &[&str],
+        expires_at: SystemTime,
+    ) {
+        self.lock()
+            .token_reviews
+            .add(token, username, audiences, expires_at);
+    }
+
+    /// Forgets a token: TokenReviews of it say `invalid bearer token` from now on. Panics if unknown.
+    pub fn revoke_token(&self, token: &str) {
+        assert!(self.lock().token_reviews.revoke(token), "unknown token");
+    }
+
+    /// Makes a token expire now. Panics if unknown.
+    pub fn expire_token(&self, token: &str) {
+        assert!(
+            self.lock()
+                .token_reviews
+                .set_expiry(token, SystemTime::now()),
+            "unknown token"
+        );
+    }
+
+    /// Makes every TokenReview fail (an HTTP code, or frozen: never answered), or, with `None`,
+    /// work again. Reviews already frozen stay unanswered. [`ApiServer::fail_requests`] with
+    /// `tokenreviews` works too (kube's client retries 429, 503 and 504 itself).
+    pub fn set_token_review_fault(&self, fault: Option<TokenReviewFault>) {
+        self.lock().token_reviews.fault = fault;
+    }
+
+    /// How many TokenReviews were received so far (answered or not).
+    pub fn token_reviews_received(&self) -> u64 {
+        self.lock().token_reviews.received
     }
 
     /// Serves another kind, e.g. a custom resource. Replaces a kind with the same group and kind.

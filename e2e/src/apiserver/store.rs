@@ -168,6 +168,8 @@ pub struct Store {
     pub requests: Vec<RequestRecord>,
     /// Injected failures: plural → HTTP code answered to every request on that resource.
     pub failures: std::collections::HashMap<String, u16>,
+    /// The TokenReview API's tokens, faults and count.
+    pub token_reviews: super::token_review::TokenReviews,
 }
 
 fn parse_rv(s: &str) -> Result<u64, ApiError> {
@@ -198,6 +200,7 @@ impl Store {
             watches: Vec::new(),
             requests: Vec::new(),
             failures: Default::default(),
+            token_reviews: Default::default(),
         };
         for k in kinds {
             s.register_kind(k);

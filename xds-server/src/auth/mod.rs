@@ -1,4 +1,5 @@
-//! Authentication: who a workload on the xDS port is ([`workload`]), and the bearer token check for
+//! Authentication: who a workload on the xDS port is ([`workload`]; ServiceAccount tokens checked with
+//! the TokenReview API by [`token_review`]), and the bearer token check for
 //! the admin port (below).
 //!
 //! Bearer token check for the admin port (`--admin-token-file`): a tower layer over every admin
@@ -16,6 +17,7 @@ use tracing::{error, info};
 
 use crate::watch::WatchHandle;
 
+pub mod token_review;
 pub mod workload;
 
 /// Requests to these gRPC services pass without a token.
