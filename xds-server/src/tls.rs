@@ -24,9 +24,10 @@ use rustls::{RootCertStore, ServerConfig};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
-use tonic::transport::server::{Connected, TcpConnectInfo};
+use tonic::transport::server::Connected;
 use tracing::{debug, error, info, warn};
 
+use crate::auth::workload::{ConnInfo, PeerCertificate};
 use crate::auth::{AdminAuthLayer, AdminToken};
 use crate::watch::{watch_paths, WatchHandle};
 
@@ -317,20 +318,35 @@ fn result(r: &str) -> crate::metrics::ResultLabel {
     }
 }
 
-/// A connection accepted on a server port: plain TCP, or TLS over TCP.
+/// A connection accepted on a server port: plain TCP, or TLS over TCP with what its client
+/// certificate proves (read once, at the handshake).
 pub enum Conn {
     Plain(TcpStream),
-    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    Tls(
+        Box<tokio_rustls::server::TlsStream<TcpStream>>,
+        Option<Arc<PeerCertificate>>,
+    ),
+}
+
+impl Conn {
+    fn tls(stream: tokio_rustls::server::TlsStream<TcpStream>) -> Self {
+        let certificate =
+            PeerCertificate::from_chain(stream.get_ref().1.peer_certificates()).map(Arc::new);
+        Conn::Tls(Box::new(stream), certificate)
+    }
 }
 
 impl Connected for Conn {
-    // The same as plain TCP's, so `Request::remote_addr` works on both.
-    type ConnectInfo = TcpConnectInfo;
+    type ConnectInfo = ConnInfo;
 
-    fn connect_info(&self) -> TcpConnectInfo {
-        match self {
-            Conn::Plain(s) => s.connect_info(),
-            Conn::Tls(s) => s.get_ref().0.connect_info(),
+    fn connect_info(&self) -> ConnInfo {
+        let (tcp, certificate) = match self {
+            Conn::Plain(s) => (s, None),
+            Conn::Tls(s, certificate) => (s.get_ref().0, certificate.clone()),
+        };
+        ConnInfo {
+            remote_addr: tcp.peer_addr().ok(),
+            certificate,
         }
     }
 }
@@ -343,7 +359,7 @@ impl AsyncRead for Conn {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Conn::Tls(s, _) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -356,7 +372,7 @@ impl AsyncWrite for Conn {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Conn::Tls(s, _) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -367,28 +383,28 @@ impl AsyncWrite for Conn {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            Conn::Tls(s, _) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 
     fn is_write_vectored(&self) -> bool {
         match self {
             Conn::Plain(s) => s.is_write_vectored(),
-            Conn::Tls(s) => s.is_write_vectored(),
+            Conn::Tls(s, _) => s.is_write_vectored(),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_flush(cx),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Conn::Tls(s, _) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Conn::Tls(s, _) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }
@@ -435,7 +451,7 @@ pub fn incoming(
                     tokio::spawn(async move {
                         match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                             Ok(Ok(stream)) => {
-                                let _ = tx.send(Ok(Conn::Tls(Box::new(stream)))).await;
+                                let _ = tx.send(Ok(Conn::tls(stream))).await;
                             }
                             Ok(Err(error)) => handshake_failed(port, peer, &error),
                             Err(_) => handshake_failed(

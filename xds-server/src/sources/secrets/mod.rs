@@ -11,7 +11,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 pub mod files;
 pub mod kube;
 
-pub use xds_core::model::secrets::{Identity, SecretError, SecretSet, DEFAULT_IDENTITY};
+pub use xds_core::model::secrets::{Identity, SecretError, SecretSet};
 
 /// The certificates of a PEM file, in order. Anything that is not a well-formed `CERTIFICATE` block
 /// list (garbage, a truncated block, no certificate at all) is an error.
@@ -29,8 +29,9 @@ fn certificates(file: &str, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, 
 }
 
 /// Validates a certificate chain and its key (PEM, as in a Kubernetes TLS Secret's `tls.crt` and
-/// `tls.key`): both parse, the leaf is a well-formed X.509 certificate, and the key is the leaf's.
-/// A mismatch is what a rotation caught between writing the two files looks like.
+/// `tls.key`): both parse, the leaf is a well-formed X.509 certificate, and the key is the leaf's
+/// (a mismatch is what a rotation caught between writing the two files looks like); the leaf's one
+/// URI SAN is a SPIFFE ID (the identity it is served to) and it has not expired.
 pub fn parse_identity(
     cert_file: &str,
     cert_chain: Vec<u8>,
@@ -38,6 +39,27 @@ pub fn parse_identity(
     key: Vec<u8>,
 ) -> Result<Identity, SecretError> {
     let certs = certificates(cert_file, &cert_chain)?;
+    let facts = crate::auth::workload::leaf_facts(certs[0].as_ref())
+        .map_err(|e| SecretError::new(cert_file, e.to_string()))?;
+    let spiffe_id = facts.spiffe_id.map_err(|e| {
+        SecretError::new(
+            cert_file,
+            format!("{e}: SDS serves a workload certificate only to the workload it names"),
+        )
+    })?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    if facts.not_after < now {
+        return Err(SecretError::new(
+            cert_file,
+            format!(
+                "the certificate for {spiffe_id} expired {} ago (notAfter {}): renew it",
+                humanize_seconds(now - facts.not_after),
+                facts.not_after_text
+            ),
+        ));
+    }
     let key_der = PrivateKeyDer::from_pem_slice(&key).map_err(|e| {
         SecretError::new(
             key_file,
@@ -64,7 +86,19 @@ pub fn parse_identity(
             ))
         }
     }
-    Ok(Identity { cert_chain, key })
+    Ok(Identity {
+        spiffe_id,
+        cert_chain,
+        key,
+    })
+}
+
+fn humanize_seconds(s: i64) -> String {
+    match s {
+        s if s >= 86_400 => format!("{} days", s / 86_400),
+        s if s >= 3_600 => format!("{} hours", s / 3_600),
+        s => format!("{s} s"),
+    }
 }
 
 /// Validates a trust bundle: one or more CA certificates (PEM), each usable as a trust anchor.
