@@ -3,7 +3,8 @@
 //! address and port), the admin port and the xDS server's address; plus the ADS flavour
 //! (`ads_config.api_type`, see [`XdsProtocol`]), so every test can run against both. With
 //! [`EnvoyOptions::xds_tls`] it starts from the mutual TLS sample (`sidecar-bootstrap-mtls.yaml`)
-//! instead, with the test's certificate paths and server name.
+//! instead, with the test's certificate paths and server name; with [`EnvoyOptions::xds_token`] from
+//! the token sample (`sidecar-bootstrap-token.yaml`), with the test's CA, token file and server address.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -72,6 +73,17 @@ pub struct EnvoyOptions {
     pub protocol: XdsProtocol,
     /// Connect to the xDS server over TLS (the mTLS sample bootstrap) with these files.
     pub xds_tls: Option<XdsTls>,
+    /// Connect over TLS with a ServiceAccount token file (the token sample bootstrap).
+    pub xds_token: Option<XdsToken>,
+}
+
+/// What the token sample bootstrap's Google gRPC client is given.
+#[derive(Debug, Clone)]
+pub struct XdsToken {
+    /// The CA that signed the server's certificate (which must name 127.0.0.1).
+    pub ca: PathBuf,
+    /// The token file, read again by Envoy for every new stream.
+    pub token_file: PathBuf,
 }
 
 /// What the mTLS sample bootstrap's `xds_cluster` transport socket is given.
@@ -100,6 +112,7 @@ impl EnvoyOptions {
             listener_port: None,
             protocol: XdsProtocol::default(),
             xds_tls: None,
+            xds_token: None,
         }
     }
 
@@ -141,6 +154,12 @@ impl EnvoyOptions {
         self
     }
 
+    /// Start from the token sample bootstrap (`sidecar-bootstrap-token.yaml`), with these files.
+    pub fn xds_token(mut self, token: XdsToken) -> Self {
+        self.xds_token = Some(token);
+        self
+    }
+
     /// Start from the mutual TLS sample bootstrap, with these files and server name.
     pub fn xds_tls(mut self, tls: XdsTls) -> Self {
         self.xds_tls = Some(tls);
@@ -169,9 +188,10 @@ pub struct HostStatus {
 /// Envoy. Panics if the sample lost a piece the harness relies on (which would mean the sample no
 /// longer works as documented).
 pub fn bootstrap(opts: &EnvoyOptions, admin_port: u16, listener_port: u16) -> Yaml {
-    let path = match opts.xds_tls {
-        Some(_) => crate::paths::sample_mtls_bootstrap(),
-        None => crate::paths::sample_bootstrap(),
+    let path = match (&opts.xds_tls, &opts.xds_token) {
+        (_, Some(_)) => crate::paths::sample_token_bootstrap(),
+        (Some(_), None) => crate::paths::sample_mtls_bootstrap(),
+        (None, None) => crate::paths::sample_bootstrap(),
     };
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
@@ -223,10 +243,27 @@ pub fn bootstrap(opts: &EnvoyOptions, admin_port: u16, listener_port: u16) -> Ya
     let ads = field(field(&mut doc, "dynamic_resources"), "ads_config");
     *field(ads, "api_type") = Yaml::from(opts.protocol.api_type());
 
+    if let Some(token) = &opts.xds_token {
+        // No static xds_cluster: Google gRPC connects to target_uri itself.
+        let path = |p: &Path| Yaml::from(p.display().to_string());
+        let google = field(seq0(field(ads, "grpc_services")), "google_grpc");
+        *field(google, "target_uri") = Yaml::from(opts.xds.to_string());
+        let ssl = field(field(google, "channel_credentials"), "ssl_credentials");
+        *field(field(ssl, "root_certs"), "filename") = path(&token.ca);
+        let plugin = field(
+            field(seq0(field(google, "call_credentials")), "from_plugin"),
+            "typed_config",
+        );
+        *field(field(plugin, "secret_data"), "filename") = path(&token.token_file);
+    }
+
     let admin_addr = field(field(field(&mut doc, "admin"), "address"), "socket_address");
     *field(admin_addr, "address") = Yaml::from("127.0.0.1");
     *field(admin_addr, "port_value") = Yaml::from(admin_port);
 
+    if opts.xds_token.is_some() {
+        return doc;
+    }
     let clusters = field(field(&mut doc, "static_resources"), "clusters")
         .as_sequence_mut()
         .expect("static_resources.clusters is a list");

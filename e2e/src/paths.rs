@@ -18,6 +18,11 @@ pub fn sample_mtls_bootstrap() -> PathBuf {
     workspace_root().join("deploy/envoy/sidecar-bootstrap-mtls.yaml")
 }
 
+/// The shipped sample bootstrap that sends a ServiceAccount token to the xDS server over TLS.
+pub fn sample_token_bootstrap() -> PathBuf {
+    workspace_root().join("deploy/envoy/sidecar-bootstrap-token.yaml")
+}
+
 /// The Envoy binary: `$ENVOY_BIN`, else `<workspace>/.venv/bin/envoy`. Panics (never skips) if missing.
 pub fn envoy_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();

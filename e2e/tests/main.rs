@@ -30,6 +30,7 @@ mod priorities;
 mod secrets_kube;
 mod server_restart;
 mod tls;
+mod token_auth;
 mod traffic_distribution;
 
 /// In every crate of the workspace whose integration tests are one binary (`tests/main.rs`), every

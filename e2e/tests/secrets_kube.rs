@@ -44,15 +44,15 @@ fn tls(name: &str, leaf: &Leaf, key_of: &Leaf) -> Secret {
 }
 
 async fn wait_for(
-    rx: &mut watch::Receiver<Arc<SecretSet>>,
+    rx: &mut watch::Receiver<Option<Arc<SecretSet>>>,
     what: &str,
-    f: impl FnMut(&Arc<SecretSet>) -> bool,
+    mut f: impl FnMut(&Arc<SecretSet>) -> bool,
 ) -> Arc<SecretSet> {
-    let found = tokio::time::timeout(WAIT, rx.wait_for(f))
+    let found = tokio::time::timeout(WAIT, rx.wait_for(|set| set.as_ref().is_some_and(&mut f)))
         .await
         .ok()
         .and_then(Result::ok)
-        .map(|set| set.clone());
+        .and_then(|set| set.clone());
     found.unwrap_or_else(|| {
         panic!(
             "{what}: not published within {WAIT:?}; have {:?}",
@@ -84,7 +84,7 @@ async fn tls_secrets_become_identities_rotate_and_bad_ones_keep_their_last_good_
     // A certificate with someone else's key: refused, and it has no last good version.
     api.create(&pp, &tls("broken", &web1, &db1)).await.unwrap();
 
-    let (tx, mut rx) = watch::channel(Arc::new(SecretSet::default()));
+    let (tx, mut rx) = watch::channel(None::<Arc<SecretSet>>);
     let task = tokio::spawn(xds_server::sources::secrets::kube::run(
         client,
         NS.to_string(),
