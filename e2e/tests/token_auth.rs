@@ -146,7 +146,7 @@ async fn first_sds_answer(
         let mut secrets: Vec<(String, String)> = r
             .resources
             .iter()
-            .map(|any| envoy::secret(&prost::Message::encode_to_vec(any)))
+            .map(|any| envoy::secret(&any.value))
             .collect();
         secrets.sort();
         secrets
