@@ -231,7 +231,7 @@ fn judge(
         return Err(TokenRejected::Invalid(reason));
     }
     let audiences = status.audiences.unwrap_or_default();
-    if !audiences.iter().any(|a| *a == settings.audience) {
+    if !audiences.contains(&settings.audience) {
         return Err(TokenRejected::Invalid(format!(
             "the API server did not confirm the audience `{}` (status.audiences: {audiences:?})",
             settings.audience
