@@ -40,7 +40,9 @@ pub enum CertificateIdentityError {
         "the certificate has no URI SAN (a workload certificate carries its SPIFFE ID as its one URI SAN)"
     )]
     NoUriSan,
-    #[error("the certificate has {0} URI SANs; a workload certificate has exactly one, its SPIFFE ID")]
+    #[error(
+        "the certificate has {0} URI SANs; a workload certificate has exactly one, its SPIFFE ID"
+    )]
     SeveralUriSans(usize),
     #[error("its URI SAN: {0}")]
     NotSpiffe(#[from] xds_core::model::identity::SpiffeIdError),
@@ -183,10 +185,12 @@ pub async fn authenticate(
                   "client certificate names no workload: the stream proves no identity and gets no private key");
         }
     }
-    let by_certificate = certificate.and_then(PeerCertificate::identity).map(|id| PeerIdentity {
-        id: id.clone(),
-        proof: Proof::Certificate,
-    });
+    let by_certificate = certificate
+        .and_then(PeerCertificate::identity)
+        .map(|id| PeerIdentity {
+            id: id.clone(),
+            proof: Proof::Certificate,
+        });
     let token = match (authorization, tokens) {
         (Some(value), Some(_)) => Some(bearer(value)?),
         // Token authentication is off: a header some bootstraps always send is not an error.

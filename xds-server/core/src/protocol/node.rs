@@ -6,7 +6,8 @@ use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
 
 use crate::model::{
-    ClientInfo, Inbound, ListenerOverride, Locality, LocalityLookup, PeerIdentity, PodHint, SpiffeId,
+    ClientInfo, Inbound, ListenerOverride, Locality, LocalityLookup, PeerIdentity, PodHint,
+    SpiffeId,
 };
 
 /// Node metadata keys we read. Documented in the README.
