@@ -23,13 +23,14 @@ use std::time::{Duration, Instant, SystemTime};
 
 use e2e::apiserver::{ApiServer, KindInfo, TokenReviewFault};
 use e2e::envoy::{Envoy, EnvoyOptions, XdsProtocol, XdsToken};
-use e2e::pki::{Ca, Leaf};
+use e2e::pki::{Ca, Leaf, LeafFiles};
 use e2e::server::{ServerArgs, XdsServer};
 use e2e::tmp::TempDir;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 use tonic::{Code, Status};
 use xds_core::model::SpiffeId;
 use xds_core::snapshot::SECRET_TYPE;
@@ -55,7 +56,9 @@ struct Scene {
     dir: TempDir,
     kubeconfig: PathBuf,
     secrets: PathBuf,
-    ca: Ca,
+    /// The CA's certificate file (trusted by clients of the server's TLS port).
+    ca_path: PathBuf,
+    server_tls: LeafFiles,
     ledger: Leaf,
 }
 
@@ -79,26 +82,49 @@ impl Scene {
             std::fs::write(id_dir.join("tls.key"), &leaf.key_pem).unwrap();
         }
         api.add_token("ledger-token", LEDGER_USER, &[AUDIENCE], in_an_hour());
+        let ca_path = dir.join("ca.crt");
+        ca.write(&ca_path);
+        // For 127.0.0.1 and localhost.
+        let server_tls = ca.server("xds-server", &[]).write(dir.path(), "server");
         Scene {
             api,
             dir,
             kubeconfig,
             secrets,
-            ca,
+            ca_path,
+            server_tls,
             ledger,
         }
     }
 
-    /// The server with `--token-auth`, the secrets directory, and `extra`.
-    fn server(&self, extra: &[String]) -> XdsServer {
+    /// The server with `--token-auth`, TLS (no client certificates) and the secrets directory.
+    fn server(&self) -> XdsServer {
         let mut args = ServerArgs::kubernetes(&self.kubeconfig);
         args.extra = vec![
             "--token-auth".into(),
             "--secrets-dir".into(),
             self.secrets.display().to_string(),
+            "--tls-cert".into(),
+            self.server_tls.cert.display().to_string(),
+            "--tls-key".into(),
+            self.server_tls.key.display().to_string(),
         ];
-        args.extra.extend(extra.iter().cloned());
         XdsServer::start(args)
+    }
+
+    /// An xDS client connection over TLS, trusting the scene's CA.
+    async fn channel(&self, addr: SocketAddr) -> Channel {
+        let ca = std::fs::read_to_string(&self.ca_path).unwrap();
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(ca))
+            .domain_name("localhost");
+        Channel::from_shared(format!("https://{addr}"))
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect to the xDS port over TLS")
     }
 }
 
@@ -106,12 +132,11 @@ impl Scene {
 /// `ROOTCA`, and returns the first answer's secrets as (name, certificate or CA PEM), or the status
 /// the stream was refused with (at open or as its first message).
 async fn first_sds_answer(
+    scene: &Scene,
     addr: SocketAddr,
     token: Option<&str>,
 ) -> Result<Vec<(String, String)>, Status> {
-    let mut client = AggregatedDiscoveryServiceClient::connect(format!("http://{addr}"))
-        .await
-        .expect("connect to the xDS port");
+    let mut client = AggregatedDiscoveryServiceClient::new(scene.channel(addr).await);
     let (tx, rx) = mpsc::channel(4);
     tx.send(xds::request(
         xds::node("token-client", "bank"),
@@ -176,7 +201,7 @@ fn names(secrets: &[(String, String)]) -> Vec<&str> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_valid_token_gets_its_workloads_key_and_invalid_tokens_are_refused_with_the_reason() {
     let scene = Scene::new();
-    let server = scene.server(&[]);
+    let server = scene.server();
     let api = &scene.api;
     api.add_token("other-audience", LEDGER_USER, &["vault"], in_an_hour());
     api.add_token("expired", LEDGER_USER, &[AUDIENCE], in_an_hour());
@@ -184,7 +209,7 @@ async fn a_valid_token_gets_its_workloads_key_and_invalid_tokens_are_refused_wit
     api.add_token("alice", "alice@example.com", &[AUDIENCE], in_an_hour());
     api.add_token("node", "system:node:worker-1", &[AUDIENCE], in_an_hour());
 
-    let served = first_sds_answer(server.addr(), Some("ledger-token")).await;
+    let served = first_sds_answer(&scene, server.addr(), Some("ledger-token")).await;
     let served = served.unwrap_or_else(|s| {
         panic!(
             "valid token refused: {s:?}\n{}",
@@ -196,7 +221,7 @@ async fn a_valid_token_gets_its_workloads_key_and_invalid_tokens_are_refused_wit
         served[1].1, scene.ledger.cert_pem,
         "SDS default is the certificate of the token's SPIFFE ID {LEDGER}"
     );
-    let anonymous = first_sds_answer(server.addr(), None).await.unwrap();
+    let anonymous = first_sds_answer(&scene, server.addr(), None).await.unwrap();
     assert_eq!(
         names(&anonymous),
         vec!["ROOTCA"],
@@ -224,7 +249,7 @@ async fn a_valid_token_gets_its_workloads_key_and_invalid_tokens_are_refused_wit
     ];
     for (token, reason, what) in cases {
         refused(
-            first_sds_answer(server.addr(), Some(token)).await,
+            first_sds_answer(&scene, server.addr(), Some(token)).await,
             Code::Unauthenticated,
             reason,
             what,
@@ -245,7 +270,7 @@ async fn a_valid_token_gets_its_workloads_key_and_invalid_tokens_are_refused_wit
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_or_frozen_token_review_refuses_streams_and_recovers() {
     let scene = Scene::new();
-    let server = scene.server(&[]);
+    let server = scene.server();
     let api = &scene.api;
     for fault in [
         TokenReviewFault::Status(500),
@@ -254,7 +279,7 @@ async fn a_failing_or_frozen_token_review_refuses_streams_and_recovers() {
     ] {
         api.set_token_review_fault(Some(fault));
         let started = Instant::now();
-        let result = first_sds_answer(server.addr(), Some("ledger-token")).await;
+        let result = first_sds_answer(&scene, server.addr(), Some("ledger-token")).await;
         let took = started.elapsed();
         println!("{fault:?}: refused after {took:?}");
         refused(
@@ -276,7 +301,7 @@ async fn a_failing_or_frozen_token_review_refuses_streams_and_recovers() {
         );
     }
     api.set_token_review_fault(None);
-    let served = first_sds_answer(server.addr(), Some("ledger-token")).await;
+    let served = first_sds_answer(&scene, server.addr(), Some("ledger-token")).await;
     let served = served.unwrap_or_else(|s| panic!("refused after recovery: {s:?}"));
     assert_eq!(names(&served), vec!["ROOTCA", "default"], "after recovery");
 }
@@ -286,13 +311,15 @@ async fn a_failing_or_frozen_token_review_refuses_streams_and_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_streams_with_one_token_cost_one_token_review() {
     let scene = Scene::new();
-    let server = scene.server(&[]);
+    let server = scene.server();
     let api = &scene.api;
     let before = api.token_reviews_received();
     for _ in 0..2 {
-        assert!(first_sds_answer(server.addr(), Some("ledger-token"))
-            .await
-            .is_ok());
+        assert!(
+            first_sds_answer(&scene, server.addr(), Some("ledger-token"))
+                .await
+                .is_ok()
+        );
     }
     assert_eq!(
         api.token_reviews_received() - before,
@@ -301,7 +328,7 @@ async fn two_streams_with_one_token_cost_one_token_review() {
     );
     for _ in 0..2 {
         refused(
-            first_sds_answer(server.addr(), Some("garbage")).await,
+            first_sds_answer(&scene, server.addr(), Some("garbage")).await,
             Code::Unauthenticated,
             "invalid bearer token",
             "garbage",
@@ -323,16 +350,7 @@ e2e::both_protocols!(envoy_with_the_token_bootstrap_gets_its_key_and_follows_a_r
 /// carries the new token and is served.
 fn envoy_with_the_token_bootstrap_gets_its_key_and_follows_a_rotated_token(protocol: XdsProtocol) {
     let scene = Scene::new();
-    let server_leaf = scene.ca.server("xds-server", &[]);
-    let files = server_leaf.write(scene.dir.path(), "server");
-    let ca_path = scene.dir.join("ca.crt");
-    scene.ca.write(&ca_path);
-    let mut server = scene.server(&[
-        "--tls-cert".into(),
-        files.cert.display().to_string(),
-        "--tls-key".into(),
-        files.key.display().to_string(),
-    ]);
+    let mut server = scene.server();
     let token_file = scene.dir.join("token");
     write_token(&token_file, "ledger-token");
     let inbound_port = e2e::ports::free_port();
@@ -344,7 +362,7 @@ fn envoy_with_the_token_bootstrap_gets_its_key_and_follows_a_rotated_token(proto
             .metadata("inbound_port", &inbound_port.to_string())
             .metadata("app_port", &app_port.to_string())
             .xds_token(XdsToken {
-                ca: ca_path.clone(),
+                ca: scene.ca_path.clone(),
                 token_file: token_file.clone(),
             }),
     );
@@ -405,6 +423,33 @@ fn token_auth_without_the_kubernetes_source_stops_the_server_at_startup() {
     assert!(
         log.contains("--token-auth needs the Kubernetes source"),
         "the error should name the flag and what it needs: {log}"
+    );
+}
+
+/// Token authentication does not make secrets servable in clear text: with secrets and without
+/// `--tls-cert` the server refuses to start (before it even reads the kubeconfig).
+#[test]
+fn token_auth_with_secrets_needs_tls() {
+    let scene = Scene::new();
+    let kubeconfig = scene.kubeconfig.display().to_string();
+    let secrets = scene.secrets.display().to_string();
+    let (status, log) = XdsServer::run_expecting_exit(
+        &[
+            "--source",
+            "kubernetes",
+            "--kubeconfig",
+            &kubeconfig,
+            "--token-auth",
+            "--secrets-dir",
+            &secrets,
+        ],
+        Duration::from_secs(20),
+    );
+    let status = status.expect("the server kept running with secrets, tokens and no TLS");
+    assert!(!status.success(), "exit status {status}");
+    assert!(
+        log.contains("--tls-cert, --tls-key and --token-auth"),
+        "the error should say what to set: {log}"
     );
 }
 

@@ -262,11 +262,13 @@ fn refuse_unauthenticated_secrets(args: &Args) -> anyhow::Result<()> {
         (None, None) => return Ok(()),
     };
     let certificates = args.security.tls_client_ca.is_some();
+    // Tokens, like the keys they unlock, must not cross the network in clear text.
+    let tokens = args.token_auth && args.security.tls_cert.is_some();
     anyhow::ensure!(
-        certificates || args.token_auth,
+        certificates || tokens,
         "{flag} serves workload private keys, so the xDS port must authenticate its clients: set \
          --tls-cert, --tls-key and --tls-client-ca (mutual TLS: a client is the SPIFFE ID in its \
-         certificate) or --token-auth (Kubernetes ServiceAccount tokens)"
+         certificate) or --tls-cert, --tls-key and --token-auth (Kubernetes ServiceAccount tokens)"
     );
     Ok(())
 }
