@@ -43,16 +43,21 @@ fn tls(name: &str, leaf: &Leaf, key_of: &Leaf) -> Secret {
     )
 }
 
+/// A workload certificate for `name` (its SPIFFE ID `spiffe://cluster.local/ns/mesh/sa/NAME`).
+fn workload(ca: &Ca, name: &str) -> Leaf {
+    ca.workload(name, &format!("spiffe://cluster.local/ns/mesh/sa/{name}"))
+}
+
 async fn wait_for(
-    rx: &mut watch::Receiver<Arc<SecretSet>>,
+    rx: &mut watch::Receiver<Option<Arc<SecretSet>>>,
     what: &str,
-    f: impl FnMut(&Arc<SecretSet>) -> bool,
+    mut f: impl FnMut(&Arc<SecretSet>) -> bool,
 ) -> Arc<SecretSet> {
-    let found = tokio::time::timeout(WAIT, rx.wait_for(f))
+    let found = tokio::time::timeout(WAIT, rx.wait_for(|s| s.as_ref().is_some_and(&mut f)))
         .await
         .ok()
         .and_then(Result::ok)
-        .map(|set| set.clone());
+        .and_then(|set| set.clone());
     found.unwrap_or_else(|| {
         panic!(
             "{what}: not published within {WAIT:?}; have {:?}",
@@ -67,7 +72,7 @@ async fn tls_secrets_become_identities_rotate_and_bad_ones_keep_their_last_good_
     let client = client(&server).await;
     let api = Api::<Secret>::namespaced(client.clone(), NS);
     let ca = Ca::new("mesh-ca");
-    let (web1, db1) = (ca.client("web"), ca.client("db"));
+    let (web1, db1) = (workload(&ca, "web"), workload(&ca, "db"));
     let pp = PostParams::default();
     api.create(
         &pp,
@@ -84,7 +89,7 @@ async fn tls_secrets_become_identities_rotate_and_bad_ones_keep_their_last_good_
     // A certificate with someone else's key: refused, and it has no last good version.
     api.create(&pp, &tls("broken", &web1, &db1)).await.unwrap();
 
-    let (tx, mut rx) = watch::channel(Arc::new(SecretSet::default()));
+    let (tx, mut rx) = watch::channel(None);
     let task = tokio::spawn(xds_server::sources::secrets::kube::run(
         client,
         NS.to_string(),
@@ -100,7 +105,7 @@ async fn tls_secrets_become_identities_rotate_and_bad_ones_keep_their_last_good_
     assert_eq!(set.identities["web"].cert_chain, web1.cert_pem.as_bytes());
 
     // Rotation of web.
-    let web2 = ca.client("web");
+    let web2 = workload(&ca, "web");
     let mut current = api.get("web").await.unwrap();
     current.data = tls("web", &web2, &web2).data;
     api.replace("web", &pp, &current).await.unwrap();
@@ -111,11 +116,11 @@ async fn tls_secrets_become_identities_rotate_and_bad_ones_keep_their_last_good_
 
     // Half a rotation (new certificate, old key): db keeps its certificate; web's later change
     // still flows.
-    let db2 = ca.client("db");
+    let db2 = workload(&ca, "db");
     let mut current = api.get("db").await.unwrap();
     current.data = tls("db", &db2, &db1).data;
     api.replace("db", &pp, &current).await.unwrap();
-    let web3 = ca.client("web");
+    let web3 = workload(&ca, "web");
     let mut current = api.get("web").await.unwrap();
     current.data = tls("web", &web3, &web3).data;
     api.replace("web", &pp, &current).await.unwrap();
@@ -128,5 +133,40 @@ async fn tls_secrets_become_identities_rotate_and_bad_ones_keep_their_last_good_
     // A deleted Secret removes its identity.
     api.delete("db", &DeleteParams::default()).await.unwrap();
     wait_for(&mut rx, "db removed", |s| !s.identities.contains_key("db")).await;
+    task.abort();
+}
+
+#[tokio::test]
+async fn an_empty_namespace_counts_as_listed_and_two_secrets_for_one_workload_are_both_refused() {
+    let server = ApiServer::start();
+    let client = client(&server).await;
+    let (tx, mut rx) = watch::channel(None);
+    let task = tokio::spawn(xds_server::sources::secrets::kube::run(
+        client.clone(),
+        NS.to_string(),
+        tx,
+    ));
+    // Listed, nothing there: published (so serving can start), empty.
+    let set = wait_for(&mut rx, "first list", |_| true).await;
+    assert!(set.identities.is_empty() && set.trust_bundle.is_none());
+
+    let api = Api::<Secret>::namespaced(client, NS);
+    let pp = PostParams::default();
+    let ca = Ca::new("mesh-ca");
+    let web = workload(&ca, "web");
+    api.create(&pp, &tls("web", &web, &web)).await.unwrap();
+    wait_for(&mut rx, "web", |s| s.identities.contains_key("web")).await;
+    // Another Secret whose certificate names web too: which is web's cannot be told, so neither.
+    let copy = workload(&ca, "web");
+    api.create(&pp, &tls("web-copy", &copy, &copy))
+        .await
+        .unwrap();
+    wait_for(&mut rx, "both refused", |s| s.identities.is_empty()).await;
+    // Deleting the copy gives web back.
+    api.delete("web-copy", &DeleteParams::default())
+        .await
+        .unwrap();
+    let set = wait_for(&mut rx, "web again", |s| s.identities.contains_key("web")).await;
+    assert_eq!(set.identities["web"].cert_chain, web.cert_pem.as_bytes());
     task.abort();
 }

@@ -243,6 +243,24 @@ fn check_policies(path: &std::path::Path) -> anyhow::Result<()> {
     }
 }
 
+/// Secrets hand out private keys, and only to clients that prove who they are: with secrets
+/// configured, the xDS port must verify client certificates or ServiceAccount tokens.
+fn refuse_unauthenticated_secrets(args: &Args) -> anyhow::Result<()> {
+    let flag = match (&args.secrets_dir, &args.secrets_namespace) {
+        (Some(_), _) => "--secrets-dir",
+        (None, Some(_)) => "--secrets-namespace",
+        (None, None) => return Ok(()),
+    };
+    let certificates = args.security.tls_client_ca.is_some();
+    anyhow::ensure!(
+        certificates,
+        "{flag} serves workload private keys, so the xDS port must authenticate its clients: set \
+         --tls-cert, --tls-key and --tls-client-ca (mutual TLS: a client is the SPIFFE ID in its \
+         certificate) or --token-auth (Kubernetes ServiceAccount tokens)"
+    );
+    Ok(())
+}
+
 /// Runs the server until a shutdown signal (or prints the CRD / checks policies and returns).
 pub async fn run(args: Args) -> anyhow::Result<()> {
     if args.print_crd {
@@ -252,6 +270,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(path) = &args.check_policies {
         return check_policies(path);
     }
+    refuse_unauthenticated_secrets(&args)?;
     // TLS for the xDS and admin ports and the admin token, checked before anything starts.
     let security = crate::tls::Security::start(&args.security, args.admin_addr)?;
 
@@ -406,16 +425,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if args.no_shared_cache {
         warn!("--no-shared-cache: every client's answer is built on its own (benchmark baseline)");
     }
-    // Secrets for SDS: read (and refused if invalid) at startup, then watched. Without
-    // --secrets-dir the sender stays here, unused, so the snapshot loop keeps running.
-    let (secrets_tx, secrets_rx) = watch::channel(Arc::new(SecretSet::default()));
+    // Secrets for SDS: read (and refused if invalid) at startup, then watched; from Kubernetes,
+    // nothing is published before the Secrets are listed (`None`). Without secrets the sender stays
+    // here, unused, so the snapshot loop keeps running.
+    let (secrets_tx, secrets_rx) = watch::channel(None::<Arc<SecretSet>>);
     let (_secrets_watch, _secrets_tx) = match (&args.secrets_dir, &args.secrets_namespace) {
         (Some(dir), _) => {
             let set = crate::sources::secrets::files::load_secrets_dir(dir)
                 .with_context(|| format!("loading secrets from {}", dir.display()))?;
-            info!(secrets_dir = %dir.display(), identities = ?set.identities.keys().collect::<Vec<_>>(), "loaded secrets");
-            secrets_tx.send_replace(Arc::new(set));
-            let watch = crate::sources::secrets::files::watch_secrets_dir(dir.clone(), secrets_tx)
+            info!(secrets_dir = %dir.display(), identities = ?set.identities.iter().map(|(name, id)| format!("{name}={}", id.spiffe_id)).collect::<Vec<_>>(), "loaded secrets");
+            let (dir_tx, dir_rx) = watch::channel(Arc::new(set));
+            forward(dir_rx, secrets_tx);
+            let watch = crate::sources::secrets::files::watch_secrets_dir(dir.clone(), dir_tx)
                 .context("watching the secrets directory")?;
             (Some(watch), None)
         }
@@ -423,7 +444,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             let client = secrets_client.context(
                 "--secrets-namespace needs the Kubernetes source (--source kubernetes or --cluster)",
             )?;
-            info!(secrets_namespace = %namespace, "watching kubernetes.io/tls Secrets for SDS");
+            info!(secrets_namespace = %namespace, "watching kubernetes.io/tls Secrets for SDS; nothing is served before they are listed");
             tokio::spawn(crate::sources::secrets::kube::run(
                 client,
                 namespace.clone(),
@@ -431,7 +452,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             ));
             (None, None)
         }
-        (None, None) => (None, Some(secrets_tx)),
+        (None, None) => {
+            secrets_tx.send_replace(Some(Arc::default()));
+            (None, Some(secrets_tx))
+        }
     };
     let (snapshot_tx, snapshot_rx) = watch::channel(None);
     tokio::spawn(publish::log_cache_stats(snapshot_rx.clone()));

@@ -24,10 +24,11 @@ use rustls::{RootCertStore, ServerConfig};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
-use tonic::transport::server::{Connected, TcpConnectInfo};
+use tonic::transport::server::Connected;
 use tracing::{debug, error, info, warn};
 
-use crate::auth::{AdminAuthLayer, AdminToken};
+use crate::auth::workload::{ConnInfo, PeerCertificate};
+use crate::auth::{AdminAdmission, AdminAuthLayer, AdminToken};
 use crate::watch::{watch_paths, WatchHandle};
 
 /// A client that connects and then sends nothing must not hold a handshake task forever.
@@ -317,20 +318,35 @@ fn result(r: &str) -> crate::metrics::ResultLabel {
     }
 }
 
-/// A connection accepted on a server port: plain TCP, or TLS over TCP.
+/// A connection accepted on a server port: plain TCP, or TLS over TCP with what its client
+/// certificate proves (read once, at the handshake).
 pub enum Conn {
     Plain(TcpStream),
-    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    Tls(
+        Box<tokio_rustls::server::TlsStream<TcpStream>>,
+        Option<Arc<PeerCertificate>>,
+    ),
+}
+
+impl Conn {
+    fn tls(stream: tokio_rustls::server::TlsStream<TcpStream>) -> Self {
+        let certificate =
+            PeerCertificate::from_chain(stream.get_ref().1.peer_certificates()).map(Arc::new);
+        Conn::Tls(Box::new(stream), certificate)
+    }
 }
 
 impl Connected for Conn {
-    // The same as plain TCP's, so `Request::remote_addr` works on both.
-    type ConnectInfo = TcpConnectInfo;
+    type ConnectInfo = ConnInfo;
 
-    fn connect_info(&self) -> TcpConnectInfo {
-        match self {
-            Conn::Plain(s) => s.connect_info(),
-            Conn::Tls(s) => s.get_ref().0.connect_info(),
+    fn connect_info(&self) -> ConnInfo {
+        let (tcp, certificate) = match self {
+            Conn::Plain(s) => (s, None),
+            Conn::Tls(s, certificate) => (s.get_ref().0, certificate.clone()),
+        };
+        ConnInfo {
+            remote_addr: tcp.peer_addr().ok(),
+            certificate,
         }
     }
 }
@@ -343,7 +359,7 @@ impl AsyncRead for Conn {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Conn::Tls(s, _) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -356,7 +372,7 @@ impl AsyncWrite for Conn {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Conn::Tls(s, _) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -367,28 +383,28 @@ impl AsyncWrite for Conn {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            Conn::Tls(s, _) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 
     fn is_write_vectored(&self) -> bool {
         match self {
             Conn::Plain(s) => s.is_write_vectored(),
-            Conn::Tls(s) => s.is_write_vectored(),
+            Conn::Tls(s, _) => s.is_write_vectored(),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_flush(cx),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Conn::Tls(s, _) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Conn::Tls(s, _) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }
@@ -435,7 +451,7 @@ pub fn incoming(
                     tokio::spawn(async move {
                         match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                             Ok(Ok(stream)) => {
-                                let _ = tx.send(Ok(Conn::Tls(Box::new(stream)))).await;
+                                let _ = tx.send(Ok(Conn::tls(stream))).await;
                             }
                             Ok(Err(error)) => handshake_failed(port, peer, &error),
                             Err(_) => handshake_failed(
@@ -491,6 +507,21 @@ pub struct SecurityArgs {
     #[arg(long, env = "XDS_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
 
+    /// CA bundle (PEM) for the admin port's client certificates, instead of --tls-client-ca: operators
+    /// get certificates from a CA that never signs workloads. Needs --tls-cert.
+    #[arg(long, env = "XDS_ADMIN_CLIENT_CA", requires = "tls_cert")]
+    pub admin_client_ca: Option<PathBuf>,
+
+    /// SPIFFE IDs whose certificates may call the admin API (repeat the flag, or comma-separate in the
+    /// env). When set, only these may; when not, a certificate carrying any SPIFFE ID (a workload's) is
+    /// refused on the admin port unless it comes from --admin-client-ca.
+    #[arg(
+        long = "admin-allow-id",
+        env = "XDS_ADMIN_ALLOW_IDS",
+        value_delimiter = ','
+    )]
+    pub admin_allow_ids: Vec<xds_core::model::SpiffeId>,
+
     /// File holding a bearer token every admin API call must carry (`authorization: Bearer TOKEN`;
     /// gRPC health stays open). Reloaded when the file changes.
     #[arg(long, env = "XDS_ADMIN_TOKEN_FILE")]
@@ -501,6 +532,8 @@ pub struct SecurityArgs {
 #[derive(Debug)]
 pub struct Security {
     tls: Option<Arc<ReloadingTls>>,
+    /// The admin port's: the same as `tls`, or with `--admin-client-ca` in place of the client CA.
+    admin_tls: Option<Arc<ReloadingTls>>,
     admin_auth: AdminAuthLayer,
     _watches: Vec<WatchHandle>,
 }
@@ -534,11 +567,18 @@ impl Security {
             })?),
             _ => None,
         };
+        let admin_tls = match (&tls, &args.admin_client_ca) {
+            (Some(tls), Some(ca)) => Some(ReloadingTls::load(TlsFiles {
+                client_ca: Some(ca.clone()),
+                ..tls.files.clone()
+            })?),
+            (tls, _) => tls.clone(),
+        };
         let token = match &args.admin_token_file {
             Some(path) => Some(AdminToken::load(path.clone())?),
             None => None,
         };
-        let mtls = tls.as_ref().is_some_and(|t| t.requires_client_cert());
+        let mtls = admin_tls.as_ref().is_some_and(|t| t.requires_client_cert());
         if !admin_addr.ip().is_loopback() && !mtls && token.is_none() {
             return Err(SecurityError::OpenAdmin(admin_addr));
         }
@@ -554,13 +594,22 @@ impl Security {
                 "TLS on the xDS and admin ports"
             );
         }
+        if let (Some(admin), Some(ca)) = (&admin_tls, &args.admin_client_ca) {
+            watches.extend(admin.watch().map_err(SecurityError::Watch)?);
+            info!(admin_client_ca = %ca.display(), "the admin port takes client certificates of its own CA");
+        }
         if let Some(token) = &token {
             watches.extend(token.watch().map_err(SecurityError::Watch)?);
             info!(token_file = %token.path().display(), "admin API requires a bearer token (gRPC health excepted)");
         }
+        let admission = AdminAdmission {
+            allowed: args.admin_allow_ids.iter().cloned().collect(),
+            own_ca: args.admin_client_ca.is_some(),
+        };
         Ok(Security {
             tls,
-            admin_auth: AdminAuthLayer::new(token),
+            admin_tls,
+            admin_auth: AdminAuthLayer::new(token, admission),
             _watches: watches,
         })
     }
@@ -571,7 +620,12 @@ impl Security {
         listener: TcpListener,
         port: &'static str,
     ) -> impl Stream<Item = io::Result<Conn>> + Send + 'static {
-        incoming(listener, self.tls.clone(), port)
+        let tls = if port == "admin" {
+            self.admin_tls.clone()
+        } else {
+            self.tls.clone()
+        };
+        incoming(listener, tls, port)
     }
 
     /// The token check for the admin router (passes everything without `--admin-token-file`).

@@ -288,9 +288,12 @@ pub struct ClientInfo {
     pub labels: BTreeMap<String, String>,
     pub namespace: Option<String>,
     pub listener: Option<ListenerOverride>,
-    /// Whose certificate SDS `default` answers with (node metadata `identity`; `None`: the
-    /// identity `default`).
-    pub identity: Option<String>,
+    /// The identity the client claims in node metadata `identity`: never trusted, only checked
+    /// against [`ClientInfo::peer`] (a disagreement refuses the stream).
+    pub claimed_identity: Option<String>,
+    /// The identity the connection proved (client certificate or ServiceAccount token); `None`: the
+    /// client is not authenticated and gets no private key, only the trust bundle.
+    pub peer: Option<PeerIdentity>,
     /// Where this sidecar terminates inbound mTLS and where its app listens (node metadata
     /// `inbound_port`, `app_port`); `None`: no inbound listener.
     pub inbound: Option<Inbound>,

@@ -13,13 +13,14 @@ use xds_core::policy::PolicySet;
 use xds_core::snapshot::{Snapshot, TranslateSettings};
 
 /// Rebuilds and publishes a snapshot whenever the registry, the policies or the secrets change, and
-/// never before the registry and the policies are both known (`None` is "not complete yet"). `watch`
+/// never before the registry, the policies and the secrets are all known (`None` is "not complete
+/// yet"). `watch`
 /// channels coalesce bursts: a slow rebuild only ever sees the newest inputs. Returns when any input's
 /// sender is dropped.
 pub(super) async fn publish_snapshots(
     mut registry: watch::Receiver<Option<Arc<Registry>>>,
     mut policies: watch::Receiver<Option<Arc<PolicySet>>>,
-    mut secrets: watch::Receiver<Arc<SecretSet>>,
+    mut secrets: watch::Receiver<Option<Arc<SecretSet>>>,
     snapshots: watch::Sender<Option<Arc<Snapshot>>>,
     settings: TranslateSettings,
 ) {
@@ -36,6 +37,11 @@ pub(super) async fn publish_snapshots(
         let Some(pol) = policies.borrow_and_update().clone() else {
             continue; // custom resource policies not listed yet
         };
+        // Secrets from Kubernetes not listed yet: mTLS clusters and listeners would name SDS
+        // secrets nobody can answer, so nothing is published (and readiness waits).
+        let Some(secret_set) = secrets.borrow_and_update().clone() else {
+            continue;
+        };
         let previous = snapshots.borrow().clone();
         let changed: Vec<String> = match &previous {
             Some(p) => p
@@ -48,7 +54,7 @@ pub(super) async fn publish_snapshots(
         };
         let started = std::time::Instant::now();
         let next = Snapshot::build(previous.as_deref(), reg, pol, settings.clone())
-            .with_secrets(secrets.borrow_and_update().clone());
+            .with_secrets(secret_set);
         // Long lists (a first snapshot of thousands of services) are cut: the count says the rest.
         const SHOWN: usize = 10;
         info!(

@@ -5,6 +5,7 @@
 //! service (admin API, CSDS, reflection). gRPC health stays open so Kubernetes probes and load
 //! balancers need no secret; it tells nothing but SERVING.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
@@ -15,6 +16,8 @@ use tonic::Status;
 use tracing::{error, info};
 
 use crate::watch::WatchHandle;
+use workload::{ConnInfo, PeerCertificate};
+use xds_core::model::SpiffeId;
 
 pub mod workload;
 
@@ -126,15 +129,55 @@ impl AdminToken {
     }
 }
 
-/// The admin port's token check; without a token it lets everything through.
+/// Which client certificates may use the admin API, beyond the TLS handshake's CA check: workloads
+/// must not read every client's configuration just because their certificates share the client CA.
+#[derive(Debug, Clone, Default)]
+pub struct AdminAdmission {
+    /// `--admin-allow-id`: when not empty, only certificates with one of these SPIFFE IDs.
+    pub allowed: BTreeSet<SpiffeId>,
+    /// `--admin-client-ca`: the admin port has a CA of its own, which signs no workloads.
+    pub own_ca: bool,
+}
+
+impl AdminAdmission {
+    /// Whether a connection whose client certificate proves `certificate` may call the admin API.
+    pub fn check(&self, certificate: Option<&PeerCertificate>) -> Result<(), Status> {
+        let id = certificate.and_then(PeerCertificate::identity);
+        if !self.allowed.is_empty() {
+            return match id {
+                Some(id) if self.allowed.contains(id) => Ok(()),
+                Some(id) => Err(Status::permission_denied(format!(
+                    "{id} is not allowed on the admin API (see --admin-allow-id)"
+                ))),
+                None => Err(Status::permission_denied(
+                    "the admin API takes only certificates whose SPIFFE ID is listed in --admin-allow-id",
+                )),
+            };
+        }
+        match id {
+            Some(id) if !self.own_ca => Err(Status::permission_denied(format!(
+                "{id} is a workload identity: workload certificates may not use the admin API \
+                 (use an operator certificate, or list it in --admin-allow-id)"
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The admin port's checks: which client certificates may call it ([`AdminAdmission`]) and the bearer
+/// token; without a token or client certificates it lets everything through.
 #[derive(Debug, Clone, Default)]
 pub struct AdminAuthLayer {
     token: Option<Arc<AdminToken>>,
+    admission: Arc<AdminAdmission>,
 }
 
 impl AdminAuthLayer {
-    pub fn new(token: Option<Arc<AdminToken>>) -> Self {
-        Self { token }
+    pub fn new(token: Option<Arc<AdminToken>>, admission: AdminAdmission) -> Self {
+        Self {
+            token,
+            admission: Arc::new(admission),
+        }
     }
 }
 
@@ -145,6 +188,7 @@ impl<S> tower::Layer<S> for AdminAuthLayer {
         AdminAuth {
             inner,
             token: self.token.clone(),
+            admission: self.admission.clone(),
         }
     }
 }
@@ -153,6 +197,7 @@ impl<S> tower::Layer<S> for AdminAuthLayer {
 pub struct AdminAuth<S> {
     inner: S,
     token: Option<Arc<AdminToken>>,
+    admission: Arc<AdminAdmission>,
 }
 
 impl<S, B> tower::Service<http::Request<B>> for AdminAuth<S>
@@ -171,15 +216,22 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        if let Some(token) = &self.token {
-            let path = req.uri().path();
-            if !OPEN_PREFIXES.iter().any(|p| path.starts_with(p)) {
-                if let Err(status) = token.check(req.headers().get(http::header::AUTHORIZATION)) {
-                    tracing::debug!(path, message = status.message(), "admin request refused");
-                    return futures::future::Either::Right(std::future::ready(Ok(
-                        status.into_http()
-                    )));
-                }
+        let path = req.uri().path();
+        if !OPEN_PREFIXES.iter().any(|p| path.starts_with(p)) {
+            let certificate = req
+                .extensions()
+                .get::<ConnInfo>()
+                .and_then(|c| c.certificate.as_deref());
+            let checked = self
+                .admission
+                .check(certificate)
+                .and_then(|()| match &self.token {
+                    Some(token) => token.check(req.headers().get(http::header::AUTHORIZATION)),
+                    None => Ok(()),
+                });
+            if let Err(status) = checked {
+                tracing::debug!(path, message = status.message(), "admin request refused");
+                return futures::future::Either::Right(std::future::ready(Ok(status.into_http())));
             }
         }
         futures::future::Either::Left(self.inner.call(req))

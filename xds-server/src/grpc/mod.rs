@@ -13,9 +13,9 @@ use futures::Stream;
 use tokio::sync::watch;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::auth::workload::TokenVerifier;
+use crate::auth::workload::{authenticate, ConnInfo, TokenVerifier};
 use crate::registry::ClientRegistry;
-use xds_core::model::LocalityLookup;
+use xds_core::model::{LocalityLookup, PeerIdentity};
 use xds_core::protocol::delta::DeltaConnection;
 use xds_core::protocol::error::{GrpcCode, ProtocolError};
 use xds_core::protocol::sotw::AdsConnection;
@@ -119,6 +119,20 @@ impl AdsService {
         XdsServer(self, std::marker::PhantomData)
     }
 
+    /// Who the stream's connection proves its client is ([`authenticate`]).
+    async fn authenticate<T>(&self, request: &Request<T>) -> Result<Option<PeerIdentity>, Status> {
+        let authorization = request
+            .metadata()
+            .get("authorization")
+            .map(|v| v.as_bytes());
+        authenticate(
+            request.extensions().get::<ConnInfo>(),
+            authorization,
+            self.tokens.as_deref(),
+        )
+        .await
+    }
+
     /// ADS streams whose task is running (clones of a service share the count).
     pub fn live_streams(&self) -> usize {
         self.counters.live.load(Ordering::Relaxed)
@@ -212,7 +226,8 @@ impl tonic::server::StreamingService<DiscoveryRequest> for SotwMethod {
     fn call(&mut self, request: Request<Streaming<DiscoveryRequest>>) -> Self::Future {
         let service = self.0.clone();
         Box::pin(async move {
-            let conn = AdsConnection::with_lookup(service.lookup.clone());
+            let peer = service.authenticate(&request).await?;
+            let conn = AdsConnection::with_lookup(service.lookup.clone()).with_peer(peer);
             Ok(service.open(conn, request))
         })
     }
@@ -228,7 +243,8 @@ impl tonic::server::StreamingService<DeltaDiscoveryRequest> for DeltaMethod {
     fn call(&mut self, request: Request<Streaming<DeltaDiscoveryRequest>>) -> Self::Future {
         let service = self.0.clone();
         Box::pin(async move {
-            let conn = DeltaConnection::with_lookup(service.lookup.clone());
+            let peer = service.authenticate(&request).await?;
+            let conn = DeltaConnection::with_lookup(service.lookup.clone()).with_peer(peer);
             Ok(service.open(conn, request))
         })
     }
@@ -274,6 +290,7 @@ pub fn status(err: &ProtocolError) -> Status {
     let code = match err.code() {
         GrpcCode::InvalidArgument => tonic::Code::InvalidArgument,
         GrpcCode::Unimplemented => tonic::Code::Unimplemented,
+        GrpcCode::PermissionDenied => tonic::Code::PermissionDenied,
     };
     Status::new(code, err.to_string())
 }

@@ -16,6 +16,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
 use super::{status, AdsService, Counters, ResponseStream, Snapshots};
+use crate::auth::workload::LogLimiter;
 use crate::metrics::{self, metrics};
 use crate::registry::{lock, ClientRegistry, Inspect, Protocol, XdsEvent};
 use xds_core::protocol::delta::DeltaConnection;
@@ -32,6 +33,8 @@ const STREAM_QUEUE: usize = 1;
 
 /// How often a stream re-checks the locality of a client whose pod is not known yet.
 const POD_RETRY: std::time::Duration = std::time::Duration::from_millis(250);
+
+static REFUSAL_LOG: LogLimiter = LogLimiter::new();
 
 /// Counts a stream as live for as long as its task runs, however the task ends.
 struct LiveStream(Arc<Counters>);
@@ -336,7 +339,11 @@ async fn run_stream<M: StreamMachine>(
                             Step::Send(responses, None)
                         }
                         Err(err) => {
-                            warn!(stream_id, node = %node_id, error = %err, "refusing ADS stream");
+                            // A client can be refused as often as it reconnects: a line per second.
+                            if let Some(left_out) = REFUSAL_LOG.allow() {
+                                warn!(stream_id, node = %node_id, error = %err, left_out,
+                                      "refusing ADS stream");
+                            }
                             Step::Close(Some(status(&err)))
                         }
                     }

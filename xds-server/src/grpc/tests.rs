@@ -9,6 +9,10 @@ fn every_grpc_code_maps_to_the_same_number() {
         let err = match code {
             GrpcCode::InvalidArgument => ProtocolError::Node(NodeError::Missing),
             GrpcCode::Unimplemented => ProtocolError::UnknownMethod,
+            GrpcCode::PermissionDenied => ProtocolError::IdentityMismatch {
+                claimed: "beta".into(),
+                proven: None,
+            },
         };
         assert_eq!(err.code(), code);
         assert_eq!(status(&err).code() as i32, code.as_i32(), "{code:?}");

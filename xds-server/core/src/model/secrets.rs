@@ -7,12 +7,14 @@
 
 use std::collections::BTreeMap;
 
-/// The identity of a client that does not name one in its node metadata (`identity`).
-pub const DEFAULT_IDENTITY: &str = "default";
+use crate::model::SpiffeId;
 
-/// One identity's certificate chain and private key, both PEM, validated (see [`Identity::parse`]).
+/// One identity's certificate chain and private key, both PEM, validated by the source: the key is
+/// the leaf's, the leaf has not expired, and its one URI SAN is the SPIFFE ID it is served to.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Identity {
+    /// The leaf certificate's URI SAN: SDS hands this identity only to a client that proved it.
+    pub spiffe_id: SpiffeId,
     /// Leaf first, then intermediates.
     pub cert_chain: Vec<u8>,
     pub key: Vec<u8>,
@@ -21,6 +23,7 @@ pub struct Identity {
 impl std::fmt::Debug for Identity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Identity")
+            .field("spiffe_id", &self.spiffe_id.as_str())
             .field("cert_chain_bytes", &self.cert_chain.len())
             .field("key", &"<redacted>")
             .finish()
@@ -28,7 +31,8 @@ impl std::fmt::Debug for Identity {
 }
 
 /// Everything the secret sources know: the trust bundle (PEM, one or more CA certificates) and the
-/// identities by name.
+/// identities by name (an identity directory or Secret name, for logs and the admin API; what a client
+/// is served is decided by [`Identity::spiffe_id`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SecretSet {
     pub trust_bundle: Option<Vec<u8>>,
@@ -52,9 +56,53 @@ impl SecretError {
     }
 }
 
+impl SecretSet {
+    /// The name of the identity whose certificate carries `id`.
+    pub fn name_of(&self, id: &SpiffeId) -> Option<&str> {
+        self.identities
+            .iter()
+            .find(|(_, identity)| identity.spiffe_id == *id)
+            .map(|(name, _)| name.as_str())
+    }
+
+    /// Takes out every identity whose SPIFFE ID another identity claims too: which of two
+    /// certificates for one workload is the real one cannot be told, so neither is served. Returns an
+    /// error per removed identity, naming it (`file_of(name)`) and the other claimants.
+    pub fn remove_duplicate_ids(&mut self, file_of: impl Fn(&str) -> String) -> Vec<SecretError> {
+        let mut by_id: BTreeMap<&SpiffeId, Vec<&str>> = BTreeMap::new();
+        for (name, identity) in &self.identities {
+            by_id.entry(&identity.spiffe_id).or_default().push(name);
+        }
+        let mut errors = Vec::new();
+        let mut removed = Vec::new();
+        for (id, names) in by_id.into_iter().filter(|(_, n)| n.len() > 1) {
+            for name in &names {
+                let others: Vec<String> = names
+                    .iter()
+                    .filter(|n| *n != name)
+                    .map(|n| file_of(n))
+                    .collect();
+                errors.push(SecretError::new(
+                    file_of(name),
+                    format!(
+                        "its certificate claims {id}, as does {}: neither is served until one of them changes",
+                        others.join(", ")
+                    ),
+                ));
+                removed.push(name.to_string());
+            }
+        }
+        for name in removed {
+            self.identities.remove(&name);
+        }
+        errors
+    }
+}
+
 #[cfg(any(test, feature = "test-support"))]
 impl SecretSet {
-    /// A set with placeholder bytes (the cache does not parse them): `cert` is the chain's content.
+    /// A set with placeholder bytes (the cache does not parse them): `cert` is the chain's content;
+    /// identity `NAME` has the SPIFFE ID `spiffe://cluster.local/ns/default/sa/NAME`.
     pub fn placeholder(bundle: &str, identities: &[(&str, &str)]) -> std::sync::Arc<SecretSet> {
         std::sync::Arc::new(SecretSet {
             trust_bundle: Some(bundle.as_bytes().to_vec()),
@@ -62,6 +110,8 @@ impl SecretSet {
                 .iter()
                 .map(|(name, cert)| {
                     let id = Identity {
+                        spiffe_id: SpiffeId::for_service_account("cluster.local", "default", name)
+                            .expect("a valid test identity name"),
                         cert_chain: cert.as_bytes().to_vec(),
                         key: format!("key of {cert}").into_bytes(),
                     };

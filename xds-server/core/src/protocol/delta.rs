@@ -95,7 +95,7 @@ impl DeltaConnection {
         snapshot: &Snapshot,
     ) -> Result<(RequestKind, Vec<DeltaResponse>), ProtocolError> {
         limits::check_delta(self, req)?;
-        self.observe(req.node.as_ref())?;
+        self.observe(req.node.as_ref(), snapshot)?;
         let Some(kind) = ResourceType::from_type_url(&req.type_url) else {
             return Ok((RequestKind::unknown_type(&req.type_url), Vec::new()));
         };

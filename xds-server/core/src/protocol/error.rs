@@ -3,6 +3,7 @@
 //! (`xds_server::grpc::status`); the messages are what the client reads, so each names the field and
 //! the limit it broke.
 
+use crate::model::PeerIdentity;
 use crate::protocol::limits::{MAX_NAMES_PER_TYPE, MAX_NODE_ID_BYTES};
 use crate::protocol::node::NodeError;
 use crate::snapshot::ResourceType;
@@ -15,17 +16,24 @@ pub enum GrpcCode {
     InvalidArgument,
     /// A gRPC method this server does not serve.
     Unimplemented,
+    /// The client claims an identity its connection did not prove.
+    PermissionDenied,
 }
 
 impl GrpcCode {
     /// Every code, for tests that check a mapping is complete.
-    pub const ALL: [GrpcCode; 2] = [GrpcCode::InvalidArgument, GrpcCode::Unimplemented];
+    pub const ALL: [GrpcCode; 3] = [
+        GrpcCode::InvalidArgument,
+        GrpcCode::Unimplemented,
+        GrpcCode::PermissionDenied,
+    ];
 
     /// The code's number on the wire (`grpc-status`).
     pub fn as_i32(self) -> i32 {
         match self {
             GrpcCode::InvalidArgument => 3,
             GrpcCode::Unimplemented => 12,
+            GrpcCode::PermissionDenied => 7,
         }
     }
 }
@@ -77,6 +85,20 @@ pub enum ProtocolError {
     /// A gRPC method path that is not one of the xDS methods served.
     #[error("no such xDS method")]
     UnknownMethod,
+    /// Node metadata `identity` names someone the connection did not prove.
+    #[error(
+        "node metadata `identity` claims {claimed:?}, but the connection proved {}: identity comes \
+         from the client certificate or ServiceAccount token, not from node metadata (remove \
+         `identity` or make it the proven SPIFFE ID)",
+        match .proven {
+            Some(p) => format!("{} (by {})", p.id, p.proof.as_str()),
+            None => "no identity (no client certificate with a SPIFFE ID, no token)".to_string(),
+        }
+    )]
+    IdentityMismatch {
+        claimed: String,
+        proven: Option<PeerIdentity>,
+    },
 }
 
 impl ProtocolError {
@@ -87,6 +109,7 @@ impl ProtocolError {
             | ProtocolError::NodeFieldTooLarge { .. }
             | ProtocolError::TooManyNames { .. } => GrpcCode::InvalidArgument,
             ProtocolError::UnknownMethod => GrpcCode::Unimplemented,
+            ProtocolError::IdentityMismatch { .. } => GrpcCode::PermissionDenied,
         }
     }
 }

@@ -9,11 +9,11 @@ use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 
-use crate::model::{ClientInfo, LocalityLookup};
+use crate::model::{ClientInfo, LocalityLookup, PeerIdentity};
 use crate::protocol::error::ProtocolError;
 use crate::protocol::inspect::{Inspect, TypeReport};
-use crate::protocol::node::ClientIdentity;
-use crate::snapshot::ResourceType;
+use crate::protocol::node::{claim_agrees, ClientIdentity};
+use crate::snapshot::{ResourceType, Snapshot};
 
 /// One resource type's conversation with a client, as a protocol keeps it.
 pub trait TypeConversation: Default + Send {
@@ -53,6 +53,13 @@ impl<S: TypeConversation> Machine<S> {
         }
     }
 
+    /// The identity the stream's connection proved (client certificate or token); `None`: the
+    /// client gets no private key. Set before the first request.
+    pub fn with_peer(mut self, peer: Option<PeerIdentity>) -> Self {
+        self.client.set_peer(peer);
+        self
+    }
+
     pub fn client(&self) -> Option<&ClientInfo> {
         self.client.get()
     }
@@ -66,10 +73,31 @@ impl<S: TypeConversation> Machine<S> {
         self.types.get(&kind)
     }
 
-    /// A request's `node`: read on the first request; on every request, a pending pod is looked up
-    /// again (see [`Machine::relocate`]).
-    pub(super) fn observe(&mut self, node: Option<&Node>) -> Result<(), ProtocolError> {
-        if self.client.observe(node)? {
+    /// A request's `node`: read on the first request, where a claimed identity (node metadata
+    /// `identity`) must agree with the proven one ([`claim_agrees`]); on every request, a pending pod
+    /// is looked up again (see [`Machine::relocate`]).
+    pub(super) fn observe(
+        &mut self,
+        node: Option<&Node>,
+        snapshot: &Snapshot,
+    ) -> Result<(), ProtocolError> {
+        let first = self.client.is_unknown();
+        let relocated = self.client.observe(node)?;
+        if first {
+            let claimed = self.client.get().and_then(|c| c.claimed_identity.clone());
+            let proven = self.client.peer().map(|p| &p.id);
+            let name = proven.and_then(|id| snapshot.secret_set().name_of(id));
+            if !claim_agrees(claimed.as_deref(), proven, name) {
+                let refused = ProtocolError::IdentityMismatch {
+                    claimed: shorten(claimed.unwrap_or_default()),
+                    proven: self.client.peer().cloned(),
+                };
+                // Forget the client: a refused stream must not show up as this node.
+                self.client = ClientIdentity::new(None);
+                return Err(refused);
+            }
+        }
+        if relocated {
             self.relocated();
         }
         Ok(())
@@ -93,6 +121,21 @@ impl<S: TypeConversation> Machine<S> {
         self.nonce += 1;
         self.nonce.to_string()
     }
+}
+
+/// A claim is echoed in the refusal and the log: at most this much of it.
+const CLAIM_SHOWN_BYTES: usize = 256;
+
+fn shorten(mut text: String) -> String {
+    if text.len() > CLAIM_SHOWN_BYTES {
+        let mut end = CLAIM_SHOWN_BYTES;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
 }
 
 impl<S: TypeConversation> Inspect for Machine<S> {

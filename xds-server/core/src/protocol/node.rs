@@ -5,7 +5,10 @@ use std::collections::BTreeMap;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
 
-use crate::model::{ClientInfo, Inbound, ListenerOverride, Locality, LocalityLookup, PodHint};
+use crate::model::{
+    ClientInfo, Inbound, ListenerOverride, Locality, LocalityLookup, PeerIdentity, PodHint,
+    SpiffeId,
+};
 
 /// Node metadata keys we read. Documented in the README.
 pub const META_LABELS: &str = "labels";
@@ -26,6 +29,8 @@ pub struct ClientIdentity {
     client: Option<ClientInfo>,
     lookup: Option<std::sync::Arc<dyn LocalityLookup>>,
     pending_pod: Option<PodHint>,
+    /// What the connection proved, set before the first request.
+    peer: Option<PeerIdentity>,
 }
 
 impl ClientIdentity {
@@ -36,15 +41,30 @@ impl ClientIdentity {
         }
     }
 
+    /// The identity the stream's connection proved (before any request is read).
+    pub fn set_peer(&mut self, peer: Option<PeerIdentity>) {
+        self.peer = peer;
+    }
+
+    pub fn peer(&self) -> Option<&PeerIdentity> {
+        self.peer.as_ref()
+    }
+
     pub fn get(&self) -> Option<&ClientInfo> {
         self.client.as_ref()
+    }
+
+    /// True until the first request's `node` has been read.
+    pub fn is_unknown(&self) -> bool {
+        self.client.is_none()
     }
 
     /// Reads `node` on the first request; on every call, retries a pending pod lookup. True if the
     /// client's locality just became known (see [`ClientIdentity::refresh`]).
     pub fn observe(&mut self, node: Option<&Node>) -> Result<bool, NodeError> {
         if self.client.is_none() {
-            let client = client_info(node)?;
+            let mut client = client_info(node)?;
+            client.peer = self.peer.clone();
             if client.locality == Locality::default() && self.lookup.is_some() {
                 self.pending_pod = pod_hint(node).map(|hint| PodHint {
                     cluster: client
@@ -150,6 +170,21 @@ fn labels(value: &Value) -> Result<BTreeMap<String, String>, NodeError> {
         .collect()
 }
 
+/// A client's claim (node metadata `identity`) against what its connection proved: the claim agrees
+/// if it is the proven SPIFFE ID itself or the name of the identity (directory or Secret) whose
+/// certificate carries it (`name_of_proven`). No claim agrees with anything.
+pub fn claim_agrees(
+    claimed: Option<&str>,
+    proven: Option<&SpiffeId>,
+    name_of_proven: Option<&str>,
+) -> bool {
+    match (claimed, proven) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(claim), Some(id)) => claim == id.as_str() || Some(claim) == name_of_proven,
+    }
+}
+
 pub fn client_info(node: Option<&Node>) -> Result<ClientInfo, NodeError> {
     let node = node.ok_or(NodeError::Missing)?;
     let locality = node
@@ -191,7 +226,7 @@ pub fn client_info(node: Option<&Node>) -> Result<ClientInfo, NodeError> {
         info.listener = Some(ListenerOverride { address, port });
     }
     if let Some(v) = meta.fields.get(META_IDENTITY) {
-        info.identity = Some(as_string(META_IDENTITY, v)?).filter(|s| !s.is_empty());
+        info.claimed_identity = Some(as_string(META_IDENTITY, v)?).filter(|s| !s.is_empty());
     }
     let port_of = |field| {
         meta.fields

@@ -165,7 +165,7 @@ impl AdsConnection {
         snapshot: &Snapshot,
     ) -> Result<(RequestKind, Vec<SotwResponse>), ProtocolError> {
         limits::check_sotw(self, req)?;
-        self.observe(req.node.as_ref())?;
+        self.observe(req.node.as_ref(), snapshot)?;
         let Some(kind) = ResourceType::from_type_url(&req.type_url) else {
             return Ok((RequestKind::unknown_type(&req.type_url), Vec::new()));
         };

@@ -13,7 +13,8 @@ use dashmap::DashMap;
 use envoy_types::pb::google::protobuf::Any;
 use envoy_types::util::pack_any;
 
-use crate::model::secrets::{SecretSet, DEFAULT_IDENTITY};
+use crate::model::secrets::SecretSet;
+use crate::model::SpiffeId;
 use crate::model::{ClientInfo, Inbound, Registry};
 use crate::policy::{FailoverPolicy, PolicySet, ResolvedPolicy};
 use crate::translate::input::ClusterInput;
@@ -300,13 +301,14 @@ pub struct CacheStats {
 }
 
 /// The SDS answers: one encoded `default` per identity and one `ROOTCA`, shared by every client.
+/// `default` is found by the SPIFFE ID the client's connection proved, never by a name it sends.
 #[derive(Default)]
 pub struct SecretEntries {
     set: Arc<SecretSet>,
-    identities: BTreeMap<String, Arc<Resource>>,
+    identities: BTreeMap<SpiffeId, Arc<Resource>>,
     root: Option<Arc<Resource>>,
-    /// Identities asked for that have no certificate, each logged once per secrets version.
-    missing_logged: std::sync::Mutex<BTreeSet<String>>,
+    /// Proven identities asked for that have no certificate, each logged once per secrets version.
+    missing_logged: std::sync::Mutex<BTreeSet<SpiffeId>>,
 }
 
 /// Names and versions only: the resources hold private keys.
@@ -318,7 +320,7 @@ impl std::fmt::Debug for SecretEntries {
                 &self
                     .identities
                     .iter()
-                    .map(|(n, r)| (n, r.hash))
+                    .map(|(id, r)| (id.as_str(), r.hash))
                     .collect::<Vec<_>>(),
             )
             .field("root", &self.root.as_ref().map(|r| r.hash))
@@ -328,25 +330,24 @@ impl std::fmt::Debug for SecretEntries {
 
 impl SecretEntries {
     /// Encodes `set`, reusing `self`'s encoding of every item that did not change; also returns the
-    /// SDS names whose answer changed for some client.
+    /// SDS names whose answer changed for some client. The sources never publish two identities with
+    /// one SPIFFE ID ([`SecretSet::remove_duplicate_ids`]); were there two, the first name wins.
     fn next(&self, set: Arc<SecretSet>) -> (Self, BTreeSet<String>) {
-        let identities: BTreeMap<String, Arc<Resource>> = set
-            .identities
-            .iter()
-            .map(|(name, id)| {
-                let reused = self
-                    .identities
-                    .get(name)
-                    .filter(|_| self.set.identities.get(name) == Some(id));
-                let r = match reused {
-                    Some(r) => r.clone(),
-                    None => {
-                        Resource::new(mtls::CERT_SECRET.to_string(), mtls::certificate_secret(id))
-                    }
-                };
-                (name.clone(), r)
-            })
-            .collect();
+        let mut identities: BTreeMap<SpiffeId, Arc<Resource>> = BTreeMap::new();
+        for (name, id) in &set.identities {
+            if identities.contains_key(&id.spiffe_id) {
+                continue;
+            }
+            let reused = self
+                .identities
+                .get(&id.spiffe_id)
+                .filter(|_| self.set.identities.get(name) == Some(id));
+            let r = match reused {
+                Some(r) => r.clone(),
+                None => Resource::new(mtls::CERT_SECRET.to_string(), mtls::certificate_secret(id)),
+            };
+            identities.insert(id.spiffe_id.clone(), r);
+        }
         let root = match (&set.trust_bundle, &self.root) {
             (Some(b), Some(r)) if self.set.trust_bundle.as_ref() == Some(b) => Some(r.clone()),
             (Some(b), _) => Some(Resource::new(
@@ -379,20 +380,21 @@ impl SecretEntries {
     fn for_client(&self, client: &ClientInfo, name: &str) -> Option<Arc<Resource>> {
         match name {
             mtls::CERT_SECRET => {
-                let identity = client.identity.as_deref().unwrap_or(DEFAULT_IDENTITY);
-                let found = self.identities.get(identity).cloned();
+                // No proven identity, no key: whatever the client says about itself.
+                let peer = client.peer.as_ref()?;
+                let found = self.identities.get(&peer.id).cloned();
                 if found.is_none()
                     && self
                         .missing_logged
                         .lock()
                         // A panic elsewhere cannot leave this set inconsistent: keep using it.
                         .unwrap_or_else(|e| e.into_inner())
-                        .insert(identity.to_string())
+                        .insert(peer.id.clone())
                 {
                     warn!(
-                        identity,
+                        spiffe_id = %peer.id,
                         node = %client.node_id,
-                        "no certificate for this identity: SDS `default` is not answered until it has one"
+                        "no workload certificate carries this identity: SDS `default` is not answered until one does"
                     );
                 }
                 found

@@ -243,9 +243,22 @@ fn inbound_clients_get_their_listener_and_app_cluster_and_secrets_are_reused() {
     assert!(snap
         .resource(ResourceType::Listener, &sidecar, mtls::INBOUND_LISTENER)
         .is_some());
-    // Secrets: `default` by identity (none for an unknown one), shared between clients.
+    // Secrets: `default` by the proven identity (none without one, or for one with no certificate),
+    // shared between clients; what a client claims plays no part.
     let mut web = plain.clone();
-    web.identity = Some("web".into());
+    web.peer = Some(crate::testing::xds::peer("web"));
+    let mut claims_web = sidecar.clone();
+    claims_web.claimed_identity = Some("web".into());
+    assert_eq!(
+        snap.resources_for(
+            ResourceType::Secret,
+            &claims_web,
+            Some(&names(&["default"]))
+        )
+        .len(),
+        0,
+        "a claim without proof gets no key"
+    );
     let sds = names(&["default", "ROOTCA"]);
     let a = snap.resources_for(ResourceType::Secret, &web, Some(&sds));
     let b = snap.resources_for(ResourceType::Secret, &web, Some(&sds));
@@ -255,7 +268,7 @@ fn inbound_clients_get_their_listener_and_app_cluster_and_secrets_are_reused() {
         snap.resources_for(ResourceType::Secret, &sidecar, Some(&sds))
             .len(),
         1,
-        "identity `default` has no certificate: ROOTCA only"
+        "no proven identity: ROOTCA only"
     );
     assert!(snap
         .resources_for(ResourceType::Secret, &web, None)

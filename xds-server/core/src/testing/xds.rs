@@ -59,6 +59,16 @@ pub fn metadata(fields: &[(&str, &str)]) -> Struct {
     }
 }
 
+/// The identity a connection proves for the test identity `name` (the SPIFFE ID
+/// [`SecretSet::placeholder`](crate::model::secrets::SecretSet::placeholder) gives `name`'s certificate).
+pub fn peer(name: &str) -> crate::model::PeerIdentity {
+    crate::model::PeerIdentity {
+        id: crate::model::SpiffeId::for_service_account("cluster.local", "default", name)
+            .expect("a valid test identity name"),
+        proof: crate::model::Proof::Certificate,
+    }
+}
+
 /// `node` as the sidecar of `identity`: id `sidecar-{identity}`, metadata `identity` (and no other).
 pub fn sidecar(node: Node, identity: &str) -> Node {
     Node {

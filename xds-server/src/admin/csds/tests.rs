@@ -131,7 +131,9 @@ fn secrets_are_listed_by_name_and_version_without_their_contents() {
     );
     let (_tx, rx) = tokio::sync::watch::channel(Some(snap.clone()));
     let registry = ClientRegistry::new();
-    let conn = Arc::new(Mutex::new(AdsConnection::new()));
+    let conn = Arc::new(Mutex::new(
+        AdsConnection::new().with_peer(Some(xds_core::testing::xds::peer("default"))),
+    ));
     let _registration = registry.register(1, crate::registry::Protocol::Sotw, conn.clone());
     let mut req = DiscoveryRequest {
         node: Some(Node {

@@ -41,17 +41,21 @@ async fn settle() {
 struct Publisher {
     registry: watch::Sender<Option<Arc<Registry>>>,
     policies: watch::Sender<Option<Arc<PolicySet>>>,
-    secrets: watch::Sender<Arc<SecretSet>>,
+    secrets: watch::Sender<Option<Arc<SecretSet>>>,
     snapshots: watch::Receiver<Option<Arc<Snapshot>>>,
     task: JoinHandle<()>,
 }
 
 impl Publisher {
-    /// Neither the registry nor the policies known yet, no secrets.
+    /// Neither the registry nor the policies known yet, no secrets (listed: an empty set).
     fn start() -> Self {
+        Self::with_secrets(Some(Arc::new(SecretSet::default())))
+    }
+
+    fn with_secrets(secrets: Option<Arc<SecretSet>>) -> Self {
         let (registry, registry_rx) = watch::channel(None);
         let (policies, policies_rx) = watch::channel(None);
-        let (secrets, secrets_rx) = watch::channel(Arc::new(SecretSet::default()));
+        let (secrets, secrets_rx) = watch::channel(secrets);
         let (snapshots_tx, snapshots) = watch::channel(None);
         let task = tokio::spawn(publish_snapshots(
             registry_rx,
@@ -108,7 +112,7 @@ async fn publishes_only_complete_inputs_and_each_change_coalesced() {
 
     // (d) A secrets change alone republishes, with the same services.
     let secrets = SecretSet::placeholder("bundle", &[("web", "cert-1")]);
-    p.secrets.send_replace(secrets.clone());
+    p.secrets.send_replace(Some(secrets.clone()));
     let third = p.next().await.expect("a secrets change republishes");
     assert_eq!(third.generation, 3);
     assert_eq!(third.secret_set(), &secrets);
@@ -133,7 +137,7 @@ async fn policies_alone_publish_nothing() {
     p.policies
         .send_replace(Some(Arc::new(PolicySet::default())));
     p.secrets
-        .send_replace(SecretSet::placeholder("bundle", &[("web", "cert-1")]));
+        .send_replace(Some(SecretSet::placeholder("bundle", &[("web", "cert-1")])));
     assert!(p.next().await.is_none(), "registry unknown");
     p.registry.send_replace(Some(registry(&[])));
     let first = p
@@ -145,6 +149,22 @@ async fn policies_alone_publish_nothing() {
 }
 
 #[tokio::test]
+async fn nothing_is_published_before_the_secrets_are_listed() {
+    let mut p = Publisher::with_secrets(None);
+    p.registry.send_replace(Some(registry(&["web"])));
+    p.policies
+        .send_replace(Some(Arc::new(PolicySet::default())));
+    assert!(
+        p.next().await.is_none(),
+        "secrets not listed: mTLS resources would name unanswerable secrets"
+    );
+    let listed = SecretSet::placeholder("bundle", &[("web", "cert-1")]);
+    p.secrets.send_replace(Some(listed.clone()));
+    let first = p.next().await.expect("listed secrets publish");
+    assert_eq!((first.generation, first.secret_set()), (1, &listed));
+}
+
+#[tokio::test]
 async fn returns_when_any_input_is_dropped() {
     for input in ["registry", "policies", "secrets"] {
         let mut p = Publisher::start();
@@ -152,7 +172,7 @@ async fn returns_when_any_input_is_dropped() {
         match input {
             "registry" => p.registry = watch::channel(None).0,
             "policies" => p.policies = watch::channel(None).0,
-            _ => p.secrets = watch::channel(Arc::default()).0,
+            _ => p.secrets = watch::channel(None).0,
         }
         settle().await;
         assert!(

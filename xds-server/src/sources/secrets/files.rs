@@ -2,8 +2,8 @@
 //!
 //! ```text
 //! DIR/ca.crt              trust bundle (PEM, one or more CA certificates) → SDS `ROOTCA`
-//! DIR/IDENTITY/tls.crt    certificate chain (PEM, leaf first)             → SDS `default` for clients
-//! DIR/IDENTITY/tls.key    private key (PEM)                                 with node metadata identity=IDENTITY
+//! DIR/IDENTITY/tls.crt    certificate chain (PEM, leaf first)             → SDS `default` for the client
+//! DIR/IDENTITY/tls.key    private key (PEM)                                 that proves the leaf's SPIFFE ID
 //! ```
 //!
 //! `tls.crt`/`tls.key` are the keys of a Kubernetes TLS Secret, so each identity directory can be a
@@ -161,13 +161,12 @@ pub(super) fn apply_named(
             }
         }
     }
-    (
-        SecretSet {
-            trust_bundle,
-            identities,
-        },
-        errors,
-    )
+    let mut set = SecretSet {
+        trust_bundle,
+        identities,
+    };
+    errors.extend(set.remove_duplicate_ids(|name| file(&[name, CERT_FILE])));
+    (set, errors)
 }
 
 /// Reads and validates the directory at startup. Unlike a later change there is no last good state

@@ -46,9 +46,15 @@ fn raw_of<'a>(secrets: impl IntoIterator<Item = &'a Secret>) -> Raw {
     raw
 }
 
-/// Watches the namespace's Secrets and publishes every change of the valid secrets on `tx`. Runs
-/// until `tx` has no receivers; watch errors are retried with backoff.
-pub async fn run(client: kube::Client, namespace: String, tx: watch::Sender<Arc<SecretSet>>) {
+/// Watches the namespace's Secrets and publishes every change of the valid secrets on `tx`: `None`
+/// until the first complete list (so nothing that needs a secret is served before it), then always
+/// `Some`, even if the namespace has none. Runs until `tx` has no receivers; watch errors are retried
+/// with backoff.
+pub async fn run(
+    client: kube::Client,
+    namespace: String,
+    tx: watch::Sender<Option<Arc<SecretSet>>>,
+) {
     let api = Api::<Secret>::namespaced(client, &namespace);
     let (store, writer) = reflector::store();
     let events = reflector::reflector(
@@ -82,7 +88,8 @@ pub async fn run(client: kube::Client, namespace: String, tx: watch::Sender<Arc<
         if last_raw.as_ref() == Some(&raw) {
             continue;
         }
-        let current = tx.borrow().clone();
+        let first = tx.borrow().is_none();
+        let current = tx.borrow().clone().unwrap_or_default();
         let (next, errors) = apply_named(&name, &raw, &current);
         if matches!(raw.bundle, Ok(None)) && last_raw.is_none() {
             warn!(namespace = %namespace, secret = TRUST_BUNDLE_SECRET,
@@ -92,14 +99,14 @@ pub async fn run(client: kube::Client, namespace: String, tx: watch::Sender<Arc<
         for e in &errors {
             error!(file = %e.file, reason = %e.reason, "secret not taken; keeping its last good version");
         }
-        if next != *current {
+        if first || next != *current {
             info!(
                 namespace = %namespace,
                 identities = ?next.identities.keys().collect::<Vec<_>>(),
                 trust_bundle = next.trust_bundle.is_some(),
                 "secrets reloaded from Kubernetes"
             );
-            tx.send_replace(Arc::new(next));
+            tx.send_replace(Some(Arc::new(next)));
         }
         if tx.is_closed() {
             return;

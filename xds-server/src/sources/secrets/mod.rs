@@ -11,7 +11,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 pub mod files;
 pub mod kube;
 
-pub use xds_core::model::secrets::{Identity, SecretError, SecretSet, DEFAULT_IDENTITY};
+pub use xds_core::model::secrets::{Identity, SecretError, SecretSet};
 
 /// The certificates of a PEM file, in order. Anything that is not a well-formed `CERTIFICATE` block
 /// list (garbage, a truncated block, no certificate at all) is an error.
@@ -29,8 +29,9 @@ fn certificates(file: &str, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, 
 }
 
 /// Validates a certificate chain and its key (PEM, as in a Kubernetes TLS Secret's `tls.crt` and
-/// `tls.key`): both parse, the leaf is a well-formed X.509 certificate, and the key is the leaf's.
-/// A mismatch is what a rotation caught between writing the two files looks like.
+/// `tls.key`): both parse, the leaf is a well-formed X.509 certificate, and the key is the leaf's
+/// (a mismatch is what a rotation caught between writing the two files looks like); the leaf's one
+/// URI SAN is a SPIFFE ID (the identity it is served to) and it has not expired.
 pub fn parse_identity(
     cert_file: &str,
     cert_chain: Vec<u8>,
@@ -38,6 +39,27 @@ pub fn parse_identity(
     key: Vec<u8>,
 ) -> Result<Identity, SecretError> {
     let certs = certificates(cert_file, &cert_chain)?;
+    let facts = crate::auth::workload::leaf_facts(certs[0].as_ref())
+        .map_err(|e| SecretError::new(cert_file, e.to_string()))?;
+    let spiffe_id = facts.spiffe_id.map_err(|e| {
+        SecretError::new(
+            cert_file,
+            format!("{e}: SDS serves a workload certificate only to the workload it names"),
+        )
+    })?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    if facts.not_after < now {
+        return Err(SecretError::new(
+            cert_file,
+            format!(
+                "the certificate for {spiffe_id} expired {} ago (notAfter {}): renew it",
+                humanize_seconds(now - facts.not_after),
+                facts.not_after_text
+            ),
+        ));
+    }
     let key_der = PrivateKeyDer::from_pem_slice(&key).map_err(|e| {
         SecretError::new(
             key_file,
@@ -64,7 +86,19 @@ pub fn parse_identity(
             ))
         }
     }
-    Ok(Identity { cert_chain, key })
+    Ok(Identity {
+        spiffe_id,
+        cert_chain,
+        key,
+    })
+}
+
+fn humanize_seconds(s: i64) -> String {
+    match s {
+        s if s >= 86_400 => format!("{} days", s / 86_400),
+        s if s >= 3_600 => format!("{} hours", s / 3_600),
+        s => format!("{s} s"),
+    }
 }
 
 /// Validates a trust bundle: one or more CA certificates (PEM), each usable as a trust anchor.
@@ -87,6 +121,15 @@ pub(crate) mod testutil {
 
     use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 
+    pub(crate) fn uri(text: &str) -> rcgen::SanType {
+        rcgen::SanType::URI(text.try_into().unwrap())
+    }
+
+    /// The SPIFFE ID test certificates for `name` carry.
+    pub(crate) fn spiffe_id(name: &str) -> xds_core::model::SpiffeId {
+        xds_core::model::SpiffeId::for_service_account("cluster.local", "default", name).unwrap()
+    }
+
     pub(crate) struct Ca {
         pub pem: String,
         issuer: Issuer<'static, KeyPair>,
@@ -107,9 +150,21 @@ pub(crate) mod testutil {
             }
         }
 
-        /// (certificate PEM, key PEM) for `name`.
+        /// (certificate PEM, key PEM) for `name`: a workload certificate whose URI SAN is
+        /// [`spiffe_id`]`(name)`.
         pub(crate) fn issue(&self, name: &str) -> (String, String) {
-            let params = CertificateParams::new(vec![format!("{name}.test")]).unwrap();
+            self.issue_with(vec![uri(spiffe_id(name).as_str())], |_| {})
+        }
+
+        /// (certificate PEM, key PEM) with these SANs, `edit` changing anything else.
+        pub(crate) fn issue_with(
+            &self,
+            sans: Vec<rcgen::SanType>,
+            edit: impl FnOnce(&mut CertificateParams),
+        ) -> (String, String) {
+            let mut params = CertificateParams::default();
+            params.subject_alt_names = sans;
+            edit(&mut params);
             let key = KeyPair::generate().unwrap();
             let cert = params.signed_by(&key, &self.issuer).unwrap();
             (cert.pem(), key.serialize_pem())
@@ -168,5 +223,60 @@ mod tests {
         let e = parse_trust_bundle("ca.crt", junk.into()).unwrap_err();
         assert!(e.to_string().starts_with("ca.crt: certificate 1"), "{e}");
         assert!(parse_trust_bundle("ca.crt", Vec::new()).is_err());
+    }
+
+    #[test]
+    fn a_workload_certificate_names_one_spiffe_id_and_has_not_expired() {
+        use super::testutil::uri;
+        let ca = Ca::new("ca1");
+        let parse = |(c, k): (String, String)| {
+            parse_identity("d/web/tls.crt", c.into(), "d/web/tls.key", k.into())
+        };
+        let id = parse(ca.issue("web")).unwrap();
+        assert_eq!(id.spiffe_id, super::testutil::spiffe_id("web"));
+        let refused = |sans, reason: &str| {
+            let e = parse(ca.issue_with(sans, |_| {})).unwrap_err();
+            assert_eq!(e.file, "d/web/tls.crt");
+            assert!(e.reason.contains(reason), "{e}");
+        };
+        refused(
+            vec![rcgen::SanType::DnsName("web.test".try_into().unwrap())],
+            "no URI SAN",
+        );
+        refused(
+            vec![uri("spiffe://td/ns/a/sa/b"), uri("spiffe://td/ns/a/sa/c")],
+            "2 URI SANs",
+        );
+        refused(vec![uri("https://web.test/ns/a/sa/b")], "not a SPIFFE ID");
+        let expired = ca.issue_with(vec![uri("spiffe://td/ns/a/sa/b")], |p| {
+            p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            p.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        });
+        let e = parse(expired).unwrap_err();
+        assert!(
+            e.reason.contains("spiffe://td/ns/a/sa/b expired") && e.reason.contains("2021"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn two_identities_claiming_one_spiffe_id_are_both_refused() {
+        use super::testutil::{spiffe_id, uri};
+        let ca = Ca::new("ca1");
+        let mut set = SecretSet::default();
+        for (name, id) in [("web", "web"), ("web-copy", "web"), ("db", "db")] {
+            let (c, k) = ca.issue_with(vec![uri(spiffe_id(id).as_str())], |_| {});
+            let identity = parse_identity("c", c.into(), "k", k.into()).unwrap();
+            set.identities.insert(name.to_string(), identity);
+        }
+        let errors = set.remove_duplicate_ids(|name| format!("d/{name}/tls.crt"));
+        assert_eq!(set.identities.keys().collect::<Vec<_>>(), vec!["db"]);
+        let shown: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        assert_eq!(shown.len(), 2, "{shown:?}");
+        assert!(
+            shown[0].starts_with("d/web/tls.crt: its certificate claims spiffe://cluster.local/ns/default/sa/web, as does d/web-copy/tls.crt"),
+            "{shown:?}"
+        );
+        assert!(shown[1].starts_with("d/web-copy/tls.crt:") && shown[1].contains("d/web/tls.crt"));
     }
 }

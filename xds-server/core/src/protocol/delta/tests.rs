@@ -32,7 +32,10 @@ fn secrets_follow_identity_subscriptions_acks_and_nacks() {
     };
     let s1 = snapshot(None, &[("a", &["10.0.0.1"])])
         .with_secrets(set("ca", &[("web", "web-1"), ("db", "db-1")]));
-    let (mut web, mut db) = (DeltaConnection::new(), DeltaConnection::new());
+    let (mut web, mut db) = (
+        DeltaConnection::new().with_peer(Some(xds::peer("web"))),
+        DeltaConnection::new().with_peer(Some(xds::peer("db"))),
+    );
     let (_, out) = web.on_request(&sds("web", &["default"], ""), &s1).unwrap();
     assert_eq!(
         names_of(&out[0]),

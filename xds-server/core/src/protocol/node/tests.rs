@@ -66,7 +66,7 @@ fn reads_identity_and_inbound_ports() {
         (META_APP_PORT, string("8080")),
     ])))
     .unwrap();
-    assert_eq!(info.identity.as_deref(), Some("checkout"));
+    assert_eq!(info.claimed_identity.as_deref(), Some("checkout"));
     assert_eq!(
         info.inbound,
         Some(Inbound {
@@ -75,7 +75,7 @@ fn reads_identity_and_inbound_ports() {
         })
     );
     let plain = client_info(Some(&node(vec![]))).unwrap();
-    assert_eq!((plain.identity, plain.inbound), (None, None));
+    assert_eq!((plain.claimed_identity, plain.inbound), (None, None));
     let err = client_info(Some(&node(vec![(META_INBOUND_PORT, number(15006.0))])))
         .unwrap_err()
         .to_string();

@@ -427,10 +427,11 @@ fn secrets_are_per_identity_and_a_rotation_reaches_only_its_identity() {
     let names = ["ROOTCA", "default"];
     let first = snapshot(None, &[("a", &["10.0.0.1"])])
         .with_secrets(set("ca", &[("web", "web-1"), ("db", "db-1")]));
+    // Each proves its identity on the connection; its node metadata claims the same.
     let (mut web, mut db, mut ghost) = (
-        AdsConnection::new(),
-        AdsConnection::new(),
-        AdsConnection::new(),
+        AdsConnection::new().with_peer(Some(xds::peer("web"))),
+        AdsConnection::new().with_peer(Some(xds::peer("db"))),
+        AdsConnection::new().with_peer(Some(xds::peer("ghost"))),
     );
     let sds = |id| with_identity(request(SECRET_TYPE, &names, "", ""), id);
     let web_sds = one(&mut web, &sds("web"), &first).unwrap();
@@ -444,7 +445,15 @@ fn secrets_are_per_identity_and_a_rotation_reaches_only_its_identity() {
     let db_sds = one(&mut db, &sds("db"), &first).unwrap();
     assert_eq!(secrets_in(&db_sds)[1].1, "db-1");
     // An identity without a certificate gets the bundle only; Envoy keeps waiting for `default`.
-    let ghost_sds = one(&mut ghost, &sds("ghost"), &first).unwrap();
+    let ghost_sds = one(
+        &mut ghost,
+        &with_identity(
+            request(SECRET_TYPE, &names, "", ""),
+            xds::peer("ghost").id.as_str(),
+        ),
+        &first,
+    )
+    .unwrap();
     assert_eq!(secrets_in(&ghost_sds).len(), 1);
     assert!(one(&mut web, &ack(&web_sds, &names), &first).is_none());
     assert!(one(&mut db, &ack(&db_sds, &names), &first).is_none());
@@ -491,4 +500,51 @@ fn secrets_are_per_identity_and_a_rotation_reaches_only_its_identity() {
             ("default".to_string(), "ghost-1".to_string())
         ]
     );
+}
+
+#[test]
+fn a_claimed_identity_must_be_the_proven_one() {
+    use crate::protocol::error::GrpcCode;
+    use crate::snapshot::SECRET_TYPE;
+    let set = crate::model::secrets::SecretSet::placeholder;
+    let snap = snapshot(None, &[("a", &["10.0.0.1"])])
+        .with_secrets(set("ca", &[("alpha", "alpha-1"), ("beta", "beta-1")]));
+    let names = ["ROOTCA", "default"];
+    let sds = |claim: &str| with_identity(request(SECRET_TYPE, &names, "", ""), claim);
+    let alpha = || AdsConnection::new().with_peer(Some(xds::peer("alpha")));
+
+    // Proven alpha, claiming beta (by name or by SPIFFE ID): refused, naming both; nothing is sent.
+    for claim in ["beta", xds::peer("beta").id.as_str()] {
+        let mut conn = alpha();
+        let err = on_req(&mut conn, &sds(claim), &snap).unwrap_err();
+        assert_eq!(err.code(), GrpcCode::PermissionDenied);
+        let text = err.to_string();
+        assert!(
+            text.contains(claim) && text.contains(xds::peer("alpha").id.as_str()),
+            "{text}"
+        );
+        assert!(conn.client().is_none(), "a refused client is not recorded");
+    }
+    // Claiming what was proven (the identity's name or its SPIFFE ID) is fine; alpha gets alpha's.
+    for claim in ["alpha", xds::peer("alpha").id.as_str()] {
+        let out = one(&mut alpha(), &sds(claim), &snap).unwrap();
+        assert_eq!(secrets_in(&out)[1], ("default".into(), "alpha-1".into()));
+    }
+    // Asking for beta's secret by name gets nothing: only `default` and `ROOTCA` are answered.
+    let mut conn = alpha();
+    let ask_beta = request(SECRET_TYPE, &["beta", "default"], "", "");
+    let out = one(&mut conn, &ask_beta, &snap).unwrap();
+    assert_eq!(secrets_in(&out), vec![("default".into(), "alpha-1".into())]);
+
+    // No proof: a claim is refused, and without a claim only the trust bundle is served.
+    let err = on_req(&mut AdsConnection::new(), &sds("alpha"), &snap).unwrap_err();
+    assert_eq!(err.code(), GrpcCode::PermissionDenied);
+    assert!(err.to_string().contains("no identity"), "{err}");
+    let out = one(
+        &mut AdsConnection::new(),
+        &request(SECRET_TYPE, &names, "", ""),
+        &snap,
+    )
+    .unwrap();
+    assert_eq!(secrets_in(&out), vec![("ROOTCA".into(), "ca".into())]);
 }

@@ -106,6 +106,7 @@ fn inbound_listener_requires_client_certificates_and_forwards_to_the_app() {
 #[test]
 fn secrets_carry_the_pem_inline() {
     let id = Identity {
+        spiffe_id: crate::model::SpiffeId::parse("spiffe://td/ns/a/sa/b").unwrap(),
         cert_chain: b"CERT".to_vec(),
         key: b"KEY".to_vec(),
     };
