@@ -5,18 +5,22 @@
 //! CA1 signs the identities `client` and `server`, CA2 signs `rogue`; the trust bundle is CA1. Envoy B
 //! (identity `server`) terminates mTLS on its inbound port and forwards to a backend; Envoy A
 //! (identity `client`) and Envoy C (identity `rogue`) reach the service `api.mtls` (policy
-//! `mtls: STRICT`) whose only endpoint is B's inbound port.
+//! `mtls: STRICT`) whose only endpoint is B's inbound port. Each Envoy proves its identity to the xDS
+//! server with a certificate of its own SPIFFE ID (the xDS port trusts both CAs), and is served the
+//! workload certificate that names that ID.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use e2e::backend::Backend;
-use e2e::envoy::{Envoy, EnvoyOptions};
+use e2e::envoy::{Envoy, EnvoyOptions, XdsTls};
 use e2e::modes::XdsProtocol;
 use e2e::server::{ServerArgs, XdsServer};
 use e2e::tmp::TempDir;
 use e2e::traffic;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SerialNumber};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType, SerialNumber,
+};
 
 e2e::both_protocols!(sidecars_talk_mtls_rotate_and_refuse_a_foreign_ca);
 
@@ -40,18 +44,47 @@ impl Ca {
         }
     }
 
-    /// Writes `dir/identity/tls.crt` and `tls.key` (each atomically) for a certificate with `serial`.
-    fn issue(&self, dir: &Path, identity: &str, serial: &[u8]) {
-        let mut params = CertificateParams::new(vec![format!("{identity}.mtls.test")]).unwrap();
+    /// (certificate, key) PEM: `identity`'s workload certificate (URI SAN [`spiffe_id`]) with `serial`.
+    fn leaf(&self, identity: &str, serial: &[u8]) -> (String, String) {
+        let mut params = CertificateParams::default();
+        params.subject_alt_names = vec![SanType::URI(spiffe_id(identity).try_into().unwrap())];
         params.distinguished_name.push(DnType::CommonName, identity);
         params.serial_number = Some(SerialNumber::from_slice(serial));
         let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    /// Writes `dir/identity/tls.crt` and `tls.key` (each atomically) for a certificate with `serial`.
+    fn issue(&self, dir: &Path, identity: &str, serial: &[u8]) {
+        let (cert, key) = self.leaf(identity, serial);
         let id_dir = dir.join(identity);
         std::fs::create_dir_all(&id_dir).unwrap();
-        write_atomic(&id_dir.join("tls.key"), &key.serialize_pem());
-        write_atomic(&id_dir.join("tls.crt"), &cert.pem());
+        write_atomic(&id_dir.join("tls.key"), &key);
+        write_atomic(&id_dir.join("tls.crt"), &cert);
     }
+
+    /// The certificate `identity`'s Envoy shows the xDS server (serial 99…, so [`own_serials`] can
+    /// tell it from the SDS ones), written to `dir/xds-IDENTITY.{crt,key}`.
+    fn xds_client(&self, dir: &Path, identity: &str, ca: &Path) -> XdsTls {
+        let (cert, key) = self.leaf(identity, &[0x99, identity.len() as u8]);
+        let (cert_path, key_path) = (
+            dir.join(format!("xds-{identity}.crt")),
+            dir.join(format!("xds-{identity}.key")),
+        );
+        write_atomic(&cert_path, &cert);
+        write_atomic(&key_path, &key);
+        XdsTls {
+            cert: cert_path,
+            key: key_path,
+            ca: ca.to_path_buf(),
+            server_name: "localhost".into(),
+        }
+    }
+}
+
+fn spiffe_id(identity: &str) -> String {
+    format!("spiffe://cluster.local/ns/mtls/sa/{identity}")
 }
 
 fn write_atomic(path: &Path, content: &str) {
@@ -71,6 +104,8 @@ fn own_serials(envoy: &Envoy) -> Vec<String> {
         .flatten()
         .flat_map(|c| c["cert_chain"].as_array().cloned().unwrap_or_default())
         .filter_map(|c| c["serial_number"].as_str().map(str::to_ascii_lowercase))
+        // The xDS connection's own client certificate: not one SDS served.
+        .filter(|serial| !serial.starts_with("99"))
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect()
@@ -114,14 +149,32 @@ fn sidecars_talk_mtls_rotate_and_refuse_a_foreign_ca(protocol: XdsProtocol) {
         "kind: FailoverPolicy\nmetadata: {name: api, namespace: mtls}\nspec:\n  service: api\n  mtls: STRICT\n",
     )
     .unwrap();
+    // The xDS port: TLS with a server certificate of CA1, client certificates of CA1 or CA2.
+    let pki = e2e::pki::Ca::new("xds-server-ca");
+    let server_files = pki.server("xds-server", &[]).write(dir.path(), "server");
+    let server_ca = dir.join("server-ca.crt");
+    pki.write(&server_ca);
+    let client_cas = dir.join("client-cas.crt");
+    write_atomic(&client_cas, &format!("{}{}", ca1.pem, ca2.pem));
     let mut args = ServerArgs::new(&endpoints).policies(&policies);
-    args.extra = vec!["--secrets-dir".into(), secrets.display().to_string()];
+    args.extra = vec![
+        "--secrets-dir".into(),
+        secrets.display().to_string(),
+        "--tls-cert".into(),
+        server_files.cert.display().to_string(),
+        "--tls-key".into(),
+        server_files.key.display().to_string(),
+        "--tls-client-ca".into(),
+        client_cas.display().to_string(),
+    ];
     let server = XdsServer::start(args);
 
     let envoy = |node: &str, identity: &str| {
+        let ca = if identity == "rogue" { &ca2 } else { &ca1 };
         EnvoyOptions::new(node, "us-east1", "us-east1-b", server.addr())
             .metadata("identity", identity)
             .protocol(protocol)
+            .xds_tls(ca.xds_client(dir.path(), identity, &server_ca))
     };
     let b = Envoy::start(
         envoy("sidecar-b", "server")
