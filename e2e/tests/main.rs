@@ -32,6 +32,7 @@ mod secure_naming;
 mod server_restart;
 mod tls;
 mod traffic_distribution;
+mod workload_identity;
 
 /// In every crate of the workspace whose integration tests are one binary (`tests/main.rs`), every
 /// `tests/*.rs` file is declared in that `main.rs`: with `autotests = false` an undeclared file would
