@@ -1342,3 +1342,54 @@ async fn endpoint_identities_are_their_pods_service_accounts_and_follow_pod_chan
         pair("10.0.0.1", "spiffe://bank.test/ns/demo/sa/echo")
     );
 }
+
+/// Several clusters: each cluster's endpoints get their Pods' service accounts, all in the one
+/// trust domain (a service account is the same workload whichever cluster runs it).
+#[tokio::test]
+async fn every_clusters_endpoints_are_named_in_the_one_trust_domain() {
+    use xds_server::sources::kubernetes::clusters::{self, Member};
+    use xds_server::sources::kubernetes::{convert::ConvertSettings, KubeSourceSettings};
+
+    let node = node_name(EAST_B);
+    let (east, west) = (ApiServer::start(), ApiServer::start());
+    let mut members = Vec::new();
+    for (name, api, ip, account) in [
+        ("east", &east, "10.1.0.1", "echo"),
+        ("west", &west, "10.2.0.1", "echo-west"),
+    ] {
+        api.apply(service(None));
+        let mut p = pod("echo-0", &node, ip);
+        p["spec"]["serviceAccountName"] = json!(account);
+        api.apply(p);
+        let mut e = endpoint(&node, true);
+        e["addresses"] = json!([ip]);
+        e["targetRef"] = json!({"kind": "Pod", "namespace": NAMESPACE, "name": "echo-0"});
+        api.apply(endpoint_slice("echo-pods", 8080, vec![e]));
+        members.push(Member {
+            spec: format!("{name}=").parse().unwrap(),
+            client: crate::kube_client::client(api).await,
+        });
+    }
+    let (tx, mut rx) = tokio::sync::watch::channel(None);
+    let settings = KubeSourceSettings {
+        convert: ConvertSettings {
+            trust_domain: "bank.test".into(),
+            ..ConvertSettings::default()
+        },
+    };
+    let _locator = clusters::start(members, settings, Default::default(), None, tx);
+    let both = identities(&mut rx, "both clusters' endpoints", |e| e.len() == 2).await;
+    assert_eq!(
+        both,
+        [
+            (
+                "10.1.0.1".to_string(),
+                "spiffe://bank.test/ns/demo/sa/echo".to_string()
+            ),
+            (
+                "10.2.0.1".to_string(),
+                "spiffe://bank.test/ns/demo/sa/echo-west".to_string()
+            ),
+        ]
+    );
+}
