@@ -104,7 +104,6 @@ fn keep_what_is_used(pod: &mut Pod) {
         spec: Some(PodSpec {
             node_name: spec.node_name,
             service_account_name: spec.service_account_name,
-            containers: Vec::new(),
             ..PodSpec::default()
         }),
         status: Some(PodStatus {
