@@ -170,3 +170,70 @@ async fn an_empty_namespace_counts_as_listed_and_two_secrets_for_one_workload_ar
     assert_eq!(set.identities["web"].cert_chain, web.cert_pem.as_bytes());
     task.abort();
 }
+
+/// Secrets gate serving: with `--secrets-namespace`, the real server publishes nothing (readiness stays
+/// 503, an Envoy gets no cluster) while the Secrets cannot be listed (the API server refuses them, as
+/// without RBAC), and serves as soon as they can.
+#[test]
+fn nothing_is_served_before_the_secrets_are_listed() {
+    use e2e::envoy::{Envoy, EnvoyOptions, XdsTls};
+    use e2e::server::{ServerArgs, XdsServer};
+    let server = ApiServer::start();
+    let dir = e2e::tmp::TempDir::new("secrets-gate");
+    let kubeconfig = dir.join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig);
+    server.fail_requests("secrets", 403);
+
+    let ca = Ca::new("mesh-ca");
+    let ca_path = dir.join("ca.crt");
+    ca.write(&ca_path);
+    let tls = ca.server("xds-server", &[]).write(dir.path(), "server");
+    let mut args = ServerArgs::kubernetes(&kubeconfig);
+    args.extra = [
+        "--secrets-namespace",
+        NS,
+        "--tls-cert",
+        &tls.cert.display().to_string(),
+        "--tls-key",
+        &tls.key.display().to_string(),
+        "--tls-client-ca",
+        &ca_path.display().to_string(),
+    ]
+    .map(String::from)
+    .to_vec();
+    let xds = XdsServer::start(args);
+    let readyz = || {
+        e2e::http::get(xds.metrics_addr(), "localhost", "/readyz", WAIT)
+            .map(|r| r.status)
+            .unwrap_or(0)
+    };
+    let client = workload(&ca, "web").write(dir.path(), "web");
+    let envoy = Envoy::spawn(
+        EnvoyOptions::new("gated-sidecar", "us-east1", "us-east1-b", xds.addr()).xds_tls(XdsTls {
+            cert: client.cert,
+            key: client.key,
+            ca: ca_path.clone(),
+            server_name: "localhost".into(),
+        }),
+    );
+    // Everything else is listed at once; the Secrets are not.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(readyz(), 503, "ready before the Secrets were listed");
+    assert_eq!(envoy.cluster_names(), vec!["xds_cluster".to_string()]);
+    assert!(
+        !xds.log().contains("publishing new snapshot"),
+        "a snapshot was published before the Secrets were listed"
+    );
+
+    server.clear_failures();
+    let t0 = std::time::Instant::now();
+    let ready = e2e::poll(Duration::from_secs(30), Duration::from_millis(100), || {
+        (readyz() == 200).then_some(())
+    });
+    assert!(
+        ready.is_some(),
+        "never ready after the Secrets could be listed"
+    );
+    println!("ready {:?} after the Secrets could be listed", t0.elapsed());
+    assert!(xds.log().contains("publishing new snapshot"));
+}

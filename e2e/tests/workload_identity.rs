@@ -174,6 +174,24 @@ fn envoys_get_the_key_their_certificate_proves_and_nothing_else(protocol: XdsPro
         !server.log().contains("PRIVATE KEY"),
         "key material in the server's log"
     );
+    // `xdsctl status` says who proved what.
+    let ops = scene.ca.client("ops").write(scene.dir.path(), "status-ops");
+    let status = xdsctl_as(&server, &scene.ca_path, &ops).unwrap();
+    let line = |node: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(node))
+            .unwrap_or_else(|| panic!("{node} not in:\n{status}"))
+            .to_string()
+    };
+    assert!(
+        line("alpha-sidecar").contains(&format!("{} (certificate)", spiffe_id("alpha"))),
+        "{status}"
+    );
+    assert!(
+        line("anonymous-sidecar").contains("none (no key)"),
+        "{status}"
+    );
     drop((alpha, anonymous));
 }
 

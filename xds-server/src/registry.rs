@@ -12,7 +12,7 @@ use std::time::SystemTime;
 use dashmap::DashMap;
 use tokio::sync::broadcast;
 
-use xds_core::model::{ClientInfo, Locality};
+use xds_core::model::{ClientInfo, Locality, PeerIdentity};
 use xds_core::policy::FailoverPolicy;
 pub use xds_core::protocol::inspect::{Inspect, Protocol, SyncStatus, TypeReport};
 use xds_core::snapshot::ResourceType;
@@ -38,6 +38,8 @@ pub struct ClientSummary {
     pub protocol: Protocol,
     pub connected_at: SystemTime,
     pub types: Vec<TypeSummary>,
+    /// The identity its connection proved (client certificate or token); `None`: none.
+    pub peer: Option<PeerIdentity>,
 }
 
 /// What happened on the xDS port, for tailing.
@@ -262,6 +264,7 @@ fn summarize(e: &Entry) -> Option<ClientSummary> {
             protocol: e.protocol,
             connected_at: e.connected_at,
             types,
+            peer: c.peer.clone(),
         });
     });
     out

@@ -20,6 +20,11 @@ pub fn client_pb(c: &ClientSummary) -> pb::Client {
         protocol: protocol_pb(c.protocol) as i32,
         connected_at_unix_ms: unix_ms(c.connected_at),
         stream_id: c.stream_id,
+        identity: c
+            .peer
+            .as_ref()
+            .map_or_else(String::new, |p| p.id.to_string()),
+        identity_proof: c.peer.as_ref().map_or("", |p| p.proof.as_str()).to_string(),
         types: c
             .types
             .iter()

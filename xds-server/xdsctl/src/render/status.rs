@@ -16,6 +16,8 @@ pub fn status_table(r: &pb::ListClientsResponse) -> String {
     {
         types.push("SDS");
     }
+    // IDENTITY only when some client proved one: a mesh without workload identity keeps its layout.
+    let identities = r.clients.iter().any(|c| !c.identity.is_empty());
     let rows: Vec<Vec<String>> = r
         .clients
         .iter()
@@ -26,6 +28,13 @@ pub fn status_table(r: &pb::ListClientsResponse) -> String {
                 locality_text(c.locality.as_ref()),
                 protocol_text(c.protocol).to_string(),
             ];
+            if identities {
+                row.push(if c.identity.is_empty() {
+                    "none (no key)".to_string()
+                } else {
+                    format!("{} ({})", c.identity, c.identity_proof)
+                });
+            }
             for short in &types {
                 let status = c
                     .types
@@ -38,6 +47,9 @@ pub fn status_table(r: &pb::ListClientsResponse) -> String {
         })
         .collect();
     let mut header = vec!["NODE", "CLUSTER", "LOCALITY", "PROTOCOL"];
+    if identities {
+        header.push("IDENTITY");
+    }
     header.extend(&types);
     let mut out = table(&header, &rows);
     // Why something is NACKED, right under the table.
@@ -126,6 +138,22 @@ mod tests {
         );
         assert!(
             text.lines().nth(1).unwrap().ends_with("NOT SENT   SYNCED"),
+            "{text}"
+        );
+        // A client with a proven identity adds IDENTITY; one without says it gets no key.
+        let mut with_ids = with_sds.clone();
+        with_ids.clients.push(pb::Client {
+            node_id: "envoy-2".into(),
+            identity: "spiffe://cluster.local/ns/bank/sa/ledger".into(),
+            identity_proof: "certificate".into(),
+            ..with_ids.clients[0].clone()
+        });
+        let text = status_table(&with_ids);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].contains("PROTOCOL   IDENTITY"), "{text}");
+        assert!(lines[1].contains("none (no key)"), "{text}");
+        assert!(
+            lines[2].contains("spiffe://cluster.local/ns/bank/sa/ledger (certificate)"),
             "{text}"
         );
     }
