@@ -1223,3 +1223,173 @@ fn malformed_policies_and_endpoint_slices_are_rejected_alone(protocol: XdsProtoc
     assert_eq!(t.failures, 0, "{t}");
     assert_eq!(envoy.hosts(CLUSTER).len(), 3);
 }
+
+type Published = Option<std::sync::Arc<xds_core::model::Registry>>;
+
+/// `(address, identity or "-")` of echo.demo's endpoints in a published registry.
+fn echo_identities(published: &Published) -> Vec<(String, String)> {
+    let Some(registry) = published else {
+        return Vec::new();
+    };
+    registry
+        .services
+        .values()
+        .filter(|s| s.id.name == SERVICE)
+        .flat_map(|s| &s.endpoints)
+        .map(|e| {
+            let id = e.identity.as_ref().map_or("-", |i| i.as_str());
+            (e.address.to_string(), id.to_string())
+        })
+        .collect()
+}
+
+/// [`echo_identities`] once the published registry satisfies `want`; panics with `what` otherwise.
+async fn identities(
+    rx: &mut tokio::sync::watch::Receiver<Published>,
+    what: &str,
+    want: impl Fn(&[(String, String)]) -> bool,
+) -> Vec<(String, String)> {
+    let found = tokio::time::timeout(PROPAGATION, rx.wait_for(|r| want(&echo_identities(r))))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .map(|r| echo_identities(&r));
+    found.unwrap_or_else(|| {
+        panic!(
+            "{what}: not published; have {:?}",
+            echo_identities(&rx.borrow())
+        )
+    })
+}
+
+/// Endpoint identities from the real kube client: an EndpointSlice endpoint's `targetRef` Pod's
+/// service account in the configured trust domain; an endpoint whose Pod is not known yet has none
+/// until the Pod arrives; a Pod deleted and re-created under another account changes it. Drives the
+/// source itself (no server binary, no Envoy): the registry it publishes is what everything reads.
+#[tokio::test]
+async fn endpoint_identities_are_their_pods_service_accounts_and_follow_pod_changes() {
+    use xds_server::sources::kubernetes::{self, convert::ConvertSettings, KubeSourceSettings};
+
+    let api = ApiServer::start();
+    let client = crate::kube_client::client(&api).await;
+    let node = node_name(EAST_B);
+    api.apply(service(None));
+    let with_account = |name: &str, ip: &str, account: Option<&str>| {
+        let mut p = pod(name, &node, ip);
+        if let Some(account) = account {
+            p["spec"]["serviceAccountName"] = json!(account);
+        }
+        p
+    };
+    api.apply(with_account("echo-a", "10.0.0.1", Some("echo")));
+    let targeted = |ip: &str, pod_name: &str| {
+        let mut e = endpoint(&node, true);
+        e["addresses"] = json!([ip]);
+        e["targetRef"] = json!({"kind": "Pod", "namespace": NAMESPACE, "name": pod_name});
+        e
+    };
+    // echo-b's Pod does not exist yet.
+    api.apply(endpoint_slice(
+        "echo-pods",
+        8080,
+        vec![
+            targeted("10.0.0.1", "echo-a"),
+            targeted("10.0.0.2", "echo-b"),
+        ],
+    ));
+
+    let (tx, mut rx) = tokio::sync::watch::channel(None);
+    let settings = KubeSourceSettings {
+        convert: ConvertSettings {
+            trust_domain: "bank.test".into(),
+            ..ConvertSettings::default()
+        },
+    };
+    let _locator = kubernetes::start(client, settings, tx);
+    let pair = |ip: &str, id: &str| (ip.to_string(), id.to_string());
+
+    let first = identities(&mut rx, "echo-a named, echo-b unknown", |e| e.len() == 2).await;
+    assert_eq!(
+        first,
+        [
+            pair("10.0.0.1", "spiffe://bank.test/ns/demo/sa/echo"),
+            pair("10.0.0.2", "-"),
+        ]
+    );
+
+    api.apply(with_account("echo-b", "10.0.0.2", Some("echo-canary")));
+    identities(&mut rx, "echo-b's Pod arrives", |e| {
+        e.get(1)
+            .is_some_and(|(_, id)| id == "spiffe://bank.test/ns/demo/sa/echo-canary")
+    })
+    .await;
+
+    api.delete("v1", "Pod", Some(NAMESPACE), "echo-b");
+    identities(&mut rx, "echo-b's Pod is gone", |e| {
+        e.get(1).is_some_and(|(_, id)| id == "-")
+    })
+    .await;
+
+    // Re-created without a service account: the namespace's `default`.
+    api.apply(with_account("echo-b", "10.0.0.2", None));
+    let last = identities(&mut rx, "echo-b back as default", |e| {
+        e.get(1)
+            .is_some_and(|(_, id)| id == "spiffe://bank.test/ns/demo/sa/default")
+    })
+    .await;
+    assert_eq!(
+        last[0],
+        pair("10.0.0.1", "spiffe://bank.test/ns/demo/sa/echo")
+    );
+}
+
+/// Several clusters: each cluster's endpoints get their Pods' service accounts, all in the one
+/// trust domain (a service account is the same workload whichever cluster runs it).
+#[tokio::test]
+async fn every_clusters_endpoints_are_named_in_the_one_trust_domain() {
+    use xds_server::sources::kubernetes::clusters::{self, Member};
+    use xds_server::sources::kubernetes::{convert::ConvertSettings, KubeSourceSettings};
+
+    let node = node_name(EAST_B);
+    let (east, west) = (ApiServer::start(), ApiServer::start());
+    let mut members = Vec::new();
+    for (name, api, ip, account) in [
+        ("east", &east, "10.1.0.1", "echo"),
+        ("west", &west, "10.2.0.1", "echo-west"),
+    ] {
+        api.apply(service(None));
+        let mut p = pod("echo-0", &node, ip);
+        p["spec"]["serviceAccountName"] = json!(account);
+        api.apply(p);
+        let mut e = endpoint(&node, true);
+        e["addresses"] = json!([ip]);
+        e["targetRef"] = json!({"kind": "Pod", "namespace": NAMESPACE, "name": "echo-0"});
+        api.apply(endpoint_slice("echo-pods", 8080, vec![e]));
+        members.push(Member {
+            spec: format!("{name}=").parse().unwrap(),
+            client: crate::kube_client::client(api).await,
+        });
+    }
+    let (tx, mut rx) = tokio::sync::watch::channel(None);
+    let settings = KubeSourceSettings {
+        convert: ConvertSettings {
+            trust_domain: "bank.test".into(),
+            ..ConvertSettings::default()
+        },
+    };
+    let _locator = clusters::start(members, settings, Default::default(), None, tx);
+    let both = identities(&mut rx, "both clusters' endpoints", |e| e.len() == 2).await;
+    assert_eq!(
+        both,
+        [
+            (
+                "10.1.0.1".to_string(),
+                "spiffe://bank.test/ns/demo/sa/echo".to_string()
+            ),
+            (
+                "10.2.0.1".to_string(),
+                "spiffe://bank.test/ns/demo/sa/echo-west".to_string()
+            ),
+        ]
+    );
+}

@@ -28,6 +28,7 @@ mod nack;
 mod policy_language;
 mod priorities;
 mod secrets_kube;
+mod secure_naming;
 mod server_restart;
 mod tls;
 mod token_auth;

@@ -409,6 +409,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             let settings = KubeSourceSettings {
                 convert: ConvertSettings {
                     subzone_label: args.subzone_label.clone(),
+                    // Endpoint identities; every cluster's in the same trust domain.
+                    trust_domain: args.trust_domain.clone(),
                     ..ConvertSettings::default()
                 },
             };

@@ -349,9 +349,11 @@ mod tests {
             locality: Locality::new("r", zone, ""),
             labels: BTreeMap::new(),
             health,
+            identity: None,
         };
         let svc = Service {
             traffic_distribution: None,
+            identity: None,
             id: ServiceId::new("shop", "a"),
             ports: vec![xds_core::model::ServicePort {
                 name: "http".into(),

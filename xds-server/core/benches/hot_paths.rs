@@ -54,9 +54,11 @@ fn service(s: usize, salt: u8) -> Service {
                 locality: locality(e),
                 labels: BTreeMap::new(),
                 health: Health::Healthy,
+                identity: None,
             })
             .collect(),
         traffic_distribution: None,
+        identity: None,
     }
 }
 

@@ -3,7 +3,7 @@
 //! Plain data only: no I/O, no Envoy types. Sources (the endpoints file today, Kubernetes later) build a
 //! complete [`Registry`] and publish it whole, so downstream stages never see a half-synced view.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::IpAddr;
 
@@ -129,6 +129,9 @@ pub struct Endpoint {
     /// Source labels (for example `topology.istio.io/cluster`); locality labels are added by [`Endpoint::label`].
     pub labels: BTreeMap<String, String>,
     pub health: Health,
+    /// The workload identity this endpoint's certificate carries (a Pod's service account, or the
+    /// endpoints file's `identity`); `None` while unknown. Secure naming checks the peer against it.
+    pub identity: Option<SpiffeId>,
 }
 
 impl Endpoint {
@@ -166,17 +169,30 @@ pub struct Service {
     /// The Service's `spec.trafficDistribution`, when it has a value we know: the default for its
     /// ports when no policy names the service (see `policy::PolicySet::resolve_port`).
     pub traffic_distribution: Option<TrafficDistribution>,
+    /// An identity declared for the whole service (the endpoints file's service-level `identity`),
+    /// accepted even while the service has no endpoint carrying it.
+    pub identity: Option<SpiffeId>,
 }
 
 impl Service {
-    /// A service without a traffic distribution preference.
+    /// A service without a traffic distribution preference or a declared identity.
     pub fn new(id: ServiceId, ports: Vec<ServicePort>, endpoints: Vec<Endpoint>) -> Self {
         Self {
             id,
             ports,
             endpoints,
             traffic_distribution: None,
+            identity: None,
         }
+    }
+
+    /// The identities a client may accept from this service's peers: the declared one and every
+    /// endpoint's. Empty when none is known (then any certificate of the trust bundle is accepted).
+    pub fn identities(&self) -> BTreeSet<&SpiffeId> {
+        self.identity
+            .iter()
+            .chain(self.endpoints.iter().filter_map(|e| e.identity.as_ref()))
+            .collect()
     }
 }
 

@@ -47,6 +47,7 @@ fn endpoint() -> impl Strategy<Value = Endpoint> {
             } else {
                 Health::Unhealthy
             },
+            identity: None,
         }
     })
 }
@@ -172,6 +173,7 @@ fn input_of(endpoints: &[Endpoint]) -> ClusterInput {
         }],
         endpoints: endpoints.to_vec(),
         traffic_distribution: None,
+        identity: None,
     });
     ClusterInput::plain(service.clone(), &service.ports[0])
 }

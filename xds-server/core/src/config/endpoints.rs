@@ -8,6 +8,8 @@
 //!   trafficDistribution: PreferSameZone   # optional, as Kubernetes' Service field: PreferSameZone,
 //!                                  # PreferClose (its alias) or PreferSameNode (by the endpoints' and
 //!                                  # clients' `kubernetes.io/hostname` labels, then by zone)
+//!   identity: spiffe://cluster.local/ns/shop/sa/checkout   # optional: the SPIFFE ID its endpoints'
+//!                                  # certificates carry (secure naming, with `mtls: STRICT`)
 //!   endpoints:                     # optional (a service may have none)
 //!   - address: 127.0.0.1           # an IP address
 //!     port: 9001                   # optional; only for single-port services: the target port
@@ -16,6 +18,7 @@
 //!     labels: {topology.istio.io/cluster: east}                        # optional
 //!     ready: true                  # optional, default true; false → Health::Unhealthy (kept)
 //!     draining: false              # optional, default false; true → Health::Draining (wins over ready)
+//!     identity: spiffe://cluster.local/ns/shop/sa/checkout-canary   # optional; overrides the service's
 //! gateways:                        # optional: the east-west gateway of each network (split horizon)
 //! - network: n2                    # an endpoint's `topology.istio.io/network` label value
 //!   address: 127.0.0.1             # an IP address (Envoy's EDS takes no hostnames)
@@ -37,7 +40,7 @@ use crate::config::yaml::{self, FieldPath};
 use crate::config::{FileError, FileKind};
 use crate::model::{
     labels, Endpoint, Health, Locality, NetworkGateway, Registry, Service, ServiceId, ServicePort,
-    TrafficDistribution,
+    SpiffeId, TrafficDistribution,
 };
 
 /// The words of an endpoints file's `Read` and `Empty` errors.
@@ -79,6 +82,7 @@ struct RawService {
     endpoints: Vec<RawEndpoint>,
     #[serde(rename = "trafficDistribution")]
     traffic_distribution: Option<String>,
+    identity: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -99,6 +103,7 @@ struct RawEndpoint {
     labels: BTreeMap<String, String>,
     ready: Option<bool>,
     draining: Option<bool>,
+    identity: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -272,6 +277,12 @@ fn build_service(raw: RawService, path: &FieldPath) -> Result<Service, Invalid> 
         })?),
     };
 
+    let identity = raw
+        .identity
+        .as_deref()
+        .map(|text| spiffe_id(text, &path.key("identity")))
+        .transpose()?;
+
     if raw.ports.is_empty() {
         return Err((
             path.key("ports"),
@@ -305,7 +316,7 @@ fn build_service(raw: RawService, path: &FieldPath) -> Result<Service, Invalid> 
     let mut endpoints: Vec<Endpoint> = Vec::with_capacity(raw.endpoints.len());
     for (k, raw_endpoint) in raw.endpoints.into_iter().enumerate() {
         let ep_path = path.key("endpoints").index(k);
-        let endpoint = build_endpoint(raw_endpoint, &ports, &ep_path)?;
+        let endpoint = build_endpoint(raw_endpoint, &ports, identity.as_ref(), &ep_path)?;
         let targets =
             |e: &Endpoint| -> Vec<u16> { ports.iter().map(|p| e.target_port(p)).collect() };
         if let Some(other) = endpoints
@@ -327,12 +338,20 @@ fn build_service(raw: RawService, path: &FieldPath) -> Result<Service, Invalid> 
         id,
         ports,
         endpoints,
+        identity,
     })
 }
 
+/// An `identity:` value: a full SPIFFE ID (`spiffe://TRUST_DOMAIN/PATH`).
+fn spiffe_id(text: &str, path: &FieldPath) -> Result<SpiffeId, Invalid> {
+    SpiffeId::parse(text).map_err(|e| (path.clone(), e.to_string()))
+}
+
+/// `service_identity`: the service's `identity`, which an endpoint without its own carries.
 fn build_endpoint(
     raw: RawEndpoint,
     ports: &[ServicePort],
+    service_identity: Option<&SpiffeId>,
     path: &FieldPath,
 ) -> Result<Endpoint, Invalid> {
     let address: IpAddr = raw.address.trim().parse().map_err(|_| {
@@ -401,6 +420,10 @@ fn build_endpoint(
             subzone: l.subzone,
         })
         .unwrap_or_default();
+    let identity = match raw.identity.as_deref() {
+        Some(text) => Some(spiffe_id(text, &path.key("identity"))?),
+        None => service_identity.cloned(),
+    };
     let health = if raw.draining.unwrap_or(false) {
         Health::Draining
     } else if raw.ready.unwrap_or(true) {
@@ -414,6 +437,7 @@ fn build_endpoint(
         locality,
         labels: raw.labels,
         health,
+        identity,
     })
 }
 

@@ -148,7 +148,10 @@ pub struct ClusterEntry {
 
 impl ClusterEntry {
     fn new(name: String, input: ClusterInput, policy: ResolvedPolicy, shared: bool) -> Self {
-        let cluster = Resource::new(name.clone(), resources::cluster(&name, &policy.policy));
+        let cluster = Resource::new(
+            name.clone(),
+            resources::cluster(&name, &policy.policy, &input.peer_identities()),
+        );
         Self {
             input,
             policy,
@@ -169,7 +172,11 @@ impl ClusterEntry {
         } else {
             Resource::new(
                 self.name().to_string(),
-                resources::cluster(self.name(), &self.policy.policy),
+                resources::cluster(
+                    self.name(),
+                    &self.policy.policy,
+                    &self.input.peer_identities(),
+                ),
             )
         }
     }

@@ -329,3 +329,71 @@ fn encoding_is_deterministic_across_independent_builds() {
         assert_eq!(encode(), reference);
     }
 }
+
+/// Secure naming puts a service's identities into its CDS resource: a change of identities must
+/// reach Envoy, and an endpoint change that keeps them must leave the resource byte-identical (a
+/// re-created cluster loses its outlier-detection state).
+#[test]
+fn identities_change_cds_and_endpoint_changes_that_keep_them_do_not() {
+    const LEDGER: &str = "spiffe://td/ns/shop/sa/ledger";
+    let strict = mesh::mesh_wide(FailoverPolicy {
+        mtls: crate::policy::MtlsMode::Strict,
+        ..FailoverPolicy::default()
+    });
+    let ledger = |endpoints: &[(&str, Option<&str>)]| {
+        let endpoints = endpoints
+            .iter()
+            .map(|(ip, id)| {
+                let e = mesh::endpoint(ip, Locality::new("r", "z1", ""), Health::Healthy);
+                match id {
+                    Some(id) => mesh::with_identity(e, id),
+                    None => e,
+                }
+            })
+            .collect();
+        Arc::new(Registry::from_services([mesh::shop_service(
+            "ledger", 8080, endpoints,
+        )]))
+    };
+    let cds_hash = |s: &Snapshot| s.cluster("ledger.shop:8080").unwrap().cluster.hash;
+
+    let unpinned = xds::snapshot_with(None, ledger(&[("10.0.0.1", None)]), strict.clone());
+    let pinned = xds::snapshot_with(
+        Some(&unpinned),
+        ledger(&[("10.0.0.1", Some(LEDGER))]),
+        strict.clone(),
+    );
+    assert_ne!(cds_hash(&unpinned), cds_hash(&pinned));
+    assert_eq!(
+        pinned.scope(ResourceType::Cluster, Some(1)),
+        Scope::Everything
+    );
+
+    // Another endpoint, with the same identity: EDS only.
+    let scaled = xds::snapshot_with(
+        Some(&pinned),
+        ledger(&[("10.0.0.1", Some(LEDGER)), ("10.0.0.2", Some(LEDGER))]),
+        strict.clone(),
+    );
+    assert_eq!(cds_hash(&pinned), cds_hash(&scaled));
+    assert_eq!(scaled.scope(ResourceType::Cluster, Some(2)), Scope::Nothing);
+    assert_eq!(
+        scaled.scope(ResourceType::Endpoint, Some(2)),
+        Scope::Names(&names(&["ledger.shop:8080"]))
+    );
+
+    // An endpoint whose pod is not known yet adds no identity: CDS unchanged too.
+    let joining = xds::snapshot_with(
+        Some(&scaled),
+        ledger(&[
+            ("10.0.0.1", Some(LEDGER)),
+            ("10.0.0.2", Some(LEDGER)),
+            ("10.0.0.3", None),
+        ]),
+        strict,
+    );
+    assert_eq!(
+        joining.scope(ResourceType::Cluster, Some(3)),
+        Scope::Nothing
+    );
+}

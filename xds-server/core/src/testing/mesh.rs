@@ -27,6 +27,7 @@ pub fn endpoint(ip: &str, locality: Locality, health: Health) -> Endpoint {
         locality,
         labels: BTreeMap::new(),
         health,
+        identity: None,
     }
 }
 
@@ -38,6 +39,12 @@ pub fn healthy(ip: &str) -> Endpoint {
 /// `e` labelled as in `cluster` (`topology.istio.io/cluster`).
 pub fn in_cluster(mut e: Endpoint, cluster: &str) -> Endpoint {
     e.labels.insert(labels::CLUSTER.into(), cluster.into());
+    e
+}
+
+/// `e` with the workload identity `spiffe_id` (a valid SPIFFE ID).
+pub fn with_identity(mut e: Endpoint, spiffe_id: &str) -> Endpoint {
+    e.identity = Some(crate::model::SpiffeId::parse(spiffe_id).expect("a valid SPIFFE ID"));
     e
 }
 
@@ -65,6 +72,7 @@ pub fn service<N: Into<String>>(
             })
             .collect(),
         endpoints,
+        identity: None,
     }
 }
 

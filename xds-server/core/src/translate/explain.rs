@@ -20,7 +20,7 @@
 use serde::Serialize;
 
 use crate::model::{labels, Health, Locality};
-use crate::policy::{FailoverPolicy, HealthCheckProtocol};
+use crate::policy::{FailoverPolicy, HealthCheckProtocol, MtlsMode};
 use crate::translate::input::{ClusterInput, SentHost};
 use crate::translate::priorities::{distribute_text, priorities, LevelReason, LocalityClass};
 use crate::translate::resources::{cluster_name, locality_weights};
@@ -305,6 +305,7 @@ pub fn explain(
         )
     }));
     notes.extend(failure_detection_notes(policy));
+    notes.extend(secure_naming_note(input, policy));
     Explanation {
         cluster: cluster_name(&input.service.id, &input.port),
         service: input.service.id.to_string(),
@@ -319,6 +320,23 @@ pub fn explain(
         normalized_total_health: split.normalized_total_health,
         notes,
     }
+}
+
+/// Under `mtls: STRICT`, which servers the client accepts (secure naming), so an unpinned service
+/// shows as such next to its priorities.
+fn secure_naming_note(input: &ClusterInput, policy: &FailoverPolicy) -> Option<String> {
+    if policy.mtls != MtlsMode::Strict {
+        return None;
+    }
+    let peers = input.peer_identities();
+    Some(if peers.is_empty() {
+        "mTLS: any certificate of the trust bundle is accepted (no identity known for the service \
+         or one of its backups)"
+            .to_string()
+    } else {
+        let ids: Vec<&str> = peers.iter().map(|id| id.as_str()).collect();
+        format!("mTLS: servers must present {}", ids.join(" or "))
+    })
 }
 
 /// What Envoy does about failures by itself, beyond the health the control plane sends.

@@ -6,13 +6,14 @@
 //! cluster's cached answers can be reused: a change in a backup service or in a relevant gateway
 //! rebuilds the primary's answers like a change in its own endpoints does.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use std::net::IpAddr;
 
 use crate::model::{
     labels, Endpoint, Health, Locality, NetworkGateway, Registry, Service, ServiceId, ServicePort,
+    SpiffeId,
 };
 use crate::policy::FailoverPolicy;
 use crate::translate::priorities::PriorityLevel;
@@ -166,6 +167,31 @@ impl ClusterInput {
             .filter_map(|net| Some((net.to_string(), registry.gateways.get(net)?.clone())))
             .collect();
         input
+    }
+
+    /// The identities this cluster's peers may present (secure naming): the service's, and those of
+    /// every backup whose endpoints the cluster uses. Empty — any certificate of the trust bundle —
+    /// when the service, or a backup with endpoints here, has no known identity: one validation
+    /// context covers the whole cluster, and pinning the others would refuse every connection to
+    /// that backup, a failover that fails.
+    pub fn peer_identities(&self) -> BTreeSet<SpiffeId> {
+        let mut accepted: BTreeSet<SpiffeId> =
+            self.service.identities().into_iter().cloned().collect();
+        if accepted.is_empty() {
+            return accepted;
+        }
+        for backup in self.backups.iter().filter(|b| !b.endpoints.is_empty()) {
+            let known: Vec<&SpiffeId> = backup
+                .endpoints
+                .iter()
+                .filter_map(|e| e.identity.as_ref())
+                .collect();
+            if known.is_empty() {
+                return BTreeSet::new();
+            }
+            accepted.extend(known.into_iter().cloned());
+        }
+        accepted
     }
 
     /// The primary's endpoints, then each backup's, numbered consecutively from 0.

@@ -3,6 +3,9 @@
 //!
 //! Every TLS context takes its certificate and trust bundle from SDS over the same ADS stream, under
 //! Istio's names, so a rotated certificate reaches Envoy without touching clusters or listeners.
+//!
+//! Secure naming: a client checks that the server it reached carries one of the service's
+//! identities (a URI SAN), not only a certificate of the trust bundle, when those are known.
 
 use envoy_types::pb::envoy::config::cluster::v3::{
     cluster::{ClusterDiscoveryType, DiscoveryType},
@@ -19,16 +22,21 @@ use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
     tcp_proxy::ClusterSpecifier, TcpProxy,
 };
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
-    common_tls_context::ValidationContextType, secret, CertificateValidationContext,
-    CommonTlsContext, DownstreamTlsContext, SdsSecretConfig, Secret, TlsCertificate,
-    UpstreamTlsContext,
+    common_tls_context::{CombinedCertificateValidationContext, ValidationContextType},
+    secret,
+    subject_alt_name_matcher::SanType,
+    CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, SdsSecretConfig, Secret,
+    SubjectAltNameMatcher, TlsCertificate, UpstreamTlsContext,
 };
+use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher::MatchPattern, StringMatcher};
 use envoy_types::pb::google::protobuf::BoolValue;
 use envoy_types::util::pack_any;
 
 use super::resources::{ads_config_source, socket_address};
 use crate::model::secrets::Identity;
 pub use crate::model::Inbound;
+use crate::model::SpiffeId;
+use std::collections::BTreeSet;
 
 /// The SDS secret with this sidecar's certificate chain and key (Istio's name).
 pub const CERT_SECRET: &str = "default";
@@ -71,29 +79,57 @@ pub fn root_secret(bundle: &[u8]) -> Secret {
     }
 }
 
-/// Our certificate and the peer's validation, both from SDS over ADS.
-fn common_tls_context() -> CommonTlsContext {
-    let sds = |name: &str| SdsSecretConfig {
+fn sds(name: &str) -> SdsSecretConfig {
+    SdsSecretConfig {
         name: name.to_string(),
         sds_config: Some(ads_config_source()),
+    }
+}
+
+/// Our certificate and the peer's validation, both from SDS over ADS. With `peer_identities`, the
+/// peer's certificate must also carry one of them as a URI SAN: Envoy merges the inline matchers
+/// (`default_validation_context`) with the trust bundle that SDS `ROOTCA` keeps up to date. Without,
+/// the validation context is `ROOTCA` alone, so any certificate of the trust bundle is accepted.
+fn common_tls_context(peer_identities: &BTreeSet<SpiffeId>) -> CommonTlsContext {
+    let validation = if peer_identities.is_empty() {
+        ValidationContextType::ValidationContextSdsSecretConfig(sds(ROOT_SECRET))
+    } else {
+        ValidationContextType::CombinedValidationContext(CombinedCertificateValidationContext {
+            default_validation_context: Some(CertificateValidationContext {
+                // Sorted (a BTreeSet): the same identities always encode to the same bytes.
+                match_typed_subject_alt_names: peer_identities
+                    .iter()
+                    .map(|id| SubjectAltNameMatcher {
+                        san_type: SanType::Uri as i32,
+                        matcher: Some(StringMatcher {
+                            match_pattern: Some(MatchPattern::Exact(id.as_str().to_string())),
+                            ..StringMatcher::default()
+                        }),
+                        ..SubjectAltNameMatcher::default()
+                    })
+                    .collect(),
+                ..CertificateValidationContext::default()
+            }),
+            validation_context_sds_secret_config: Some(sds(ROOT_SECRET)),
+            ..CombinedCertificateValidationContext::default()
+        })
     };
     CommonTlsContext {
         tls_certificate_sds_secret_configs: vec![sds(CERT_SECRET)],
-        validation_context_type: Some(ValidationContextType::ValidationContextSdsSecretConfig(
-            sds(ROOT_SECRET),
-        )),
+        validation_context_type: Some(validation),
         ..CommonTlsContext::default()
     }
 }
 
 /// The client side: a cluster's transport socket that presents our certificate and accepts only
-/// servers whose certificate chains to the trust bundle.
-pub fn upstream_transport_socket() -> TransportSocket {
+/// servers whose certificate chains to the trust bundle and, when `peer_identities` is not empty,
+/// carries one of them (see [`crate::translate::input::ClusterInput::peer_identities`]).
+pub fn upstream_transport_socket(peer_identities: &BTreeSet<SpiffeId>) -> TransportSocket {
     TransportSocket {
         name: TLS_SOCKET.to_string(),
         config_type: Some(transport_socket::ConfigType::TypedConfig(pack_any(
             UpstreamTlsContext {
-                common_tls_context: Some(common_tls_context()),
+                common_tls_context: Some(common_tls_context(peer_identities)),
                 ..UpstreamTlsContext::default()
             },
         ))),
@@ -103,8 +139,9 @@ pub fn upstream_transport_socket() -> TransportSocket {
 /// The server side: a listener on `address:inbound.port` that requires a client certificate chaining to
 /// the trust bundle and passes the decrypted bytes to the app (TCP proxy, so any protocol works).
 pub fn inbound_listener(address: &str, inbound: Inbound) -> Listener {
+    // Any client of the trust bundle: which clients may call is authorization, not naming.
     let tls = DownstreamTlsContext {
-        common_tls_context: Some(common_tls_context()),
+        common_tls_context: Some(common_tls_context(&BTreeSet::new())),
         require_client_certificate: Some(BoolValue { value: true }),
         ..DownstreamTlsContext::default()
     };

@@ -45,7 +45,7 @@ use envoy_types::pb::envoy::r#type::v3::{Int64Range, Percent};
 use envoy_types::pb::google::protobuf::{Duration as PbDuration, UInt32Value};
 use envoy_types::util::pack_any;
 
-use crate::model::{labels, Health, Locality, Service, ServiceId, ServicePort};
+use crate::model::{labels, Health, Locality, Service, ServiceId, ServicePort, SpiffeId};
 use crate::policy::{FailoverPolicy, HealthCheck, HealthCheckProtocol, MtlsMode, OutlierDetection};
 use crate::translate::input::{ClusterInput, SentHost};
 use crate::translate::priorities::{LocalityClass, PriorityLevel, PriorityPlan};
@@ -76,12 +76,18 @@ pub(crate) fn ads_config_source() -> ConfigSource {
 /// The `typed_extension_protocol_options` key of the upstream HTTP protocol options.
 const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 
-/// An EDS-over-ADS cluster carrying the policy's failure detection and spillover settings.
+/// An EDS-over-ADS cluster carrying the policy's failure detection and spillover settings; under
+/// `mtls: STRICT`, TLS that accepts only servers carrying one of `peer_identities` (any server of
+/// the trust bundle when it is empty).
 ///
 /// With `distribute` rules the cluster balances by locality weight (`locality_weighted_lb_config`),
 /// and every locality of every client's load assignment then carries a weight (see
 /// [`locality_weights`]): Envoy gives a locality without one no traffic at all.
-pub fn cluster(name: &str, policy: &FailoverPolicy) -> Cluster {
+pub fn cluster(
+    name: &str,
+    policy: &FailoverPolicy,
+    peer_identities: &BTreeSet<SpiffeId>,
+) -> Cluster {
     let grpc_health_check = matches!(
         policy.health_check.as_ref().map(|hc| &hc.protocol),
         Some(HealthCheckProtocol::Grpc { .. })
@@ -139,7 +145,7 @@ pub fn cluster(name: &str, policy: &FailoverPolicy) -> Cluster {
         }),
         lb_policy: cluster::LbPolicy::RoundRobin as i32,
         transport_socket: (policy.mtls == MtlsMode::Strict)
-            .then(super::mtls::upstream_transport_socket),
+            .then(|| super::mtls::upstream_transport_socket(peer_identities)),
         health_checks: policy.health_check.iter().map(health_check).collect(),
         typed_extension_protocol_options,
         ..Cluster::default()

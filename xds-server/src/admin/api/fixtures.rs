@@ -14,12 +14,14 @@ pub(super) fn ep(ip: &str, region: &str, zone: &str, health: Health) -> Endpoint
         locality: Locality::new(region, zone, ""),
         labels: BTreeMap::new(),
         health,
+        identity: None,
     }
 }
 
 pub(super) fn service(ns: &str, name: &str) -> Service {
     Service {
         traffic_distribution: None,
+        identity: None,
         id: ServiceId::new(ns, name),
         ports: vec![ServicePort {
             name: "http".into(),

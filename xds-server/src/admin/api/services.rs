@@ -10,7 +10,8 @@ use super::convert::{locality_pb, origin_text};
 use super::pb;
 use xds_core::model::{Health, Registry, Service, ServiceId, ServicePort};
 use xds_core::policy::{
-    FailoverPolicy, HealthCheckProtocol, PolicyOrigin, PolicyScope, PolicyStatus, Spillover,
+    FailoverPolicy, HealthCheckProtocol, MtlsMode, PolicyOrigin, PolicyScope, PolicyStatus,
+    Spillover,
 };
 use xds_core::snapshot::{ClusterEntry, Snapshot};
 use xds_core::translate::resources::cluster_name;
@@ -26,11 +27,16 @@ pub fn services_pb(snapshot: &Snapshot, source: &str) -> pb::ListServicesRespons
                 let ports: Vec<pb::ServicePort> = s
                     .ports
                     .iter()
-                    .map(|p| pb::ServicePort {
-                        name: p.name.clone(),
-                        port: u32::from(p.port),
-                        cluster: cluster_name(&s.id, p),
-                        policy: served_policy_text(snapshot, &s.id, p),
+                    .map(|p| {
+                        let (mtls, peer_identities) = served_peers(snapshot, &s.id, p);
+                        pb::ServicePort {
+                            name: p.name.clone(),
+                            port: u32::from(p.port),
+                            cluster: cluster_name(&s.id, p),
+                            policy: served_policy_text(snapshot, &s.id, p),
+                            mtls,
+                            peer_identities,
+                        }
                     })
                     .collect();
                 pb::Service {
@@ -49,6 +55,11 @@ pub fn services_pb(snapshot: &Snapshot, source: &str) -> pb::ListServicesRespons
                             locality: Some(locality_pb(&ep.locality)),
                             health: health_text(ep.health).to_string(),
                             labels: ep.labels.clone(),
+                            identity: ep
+                                .identity
+                                .as_ref()
+                                .map(ToString::to_string)
+                                .unwrap_or_default(),
                         })
                         .collect(),
                     source: source.to_string(),
@@ -59,6 +70,7 @@ pub fn services_pb(snapshot: &Snapshot, source: &str) -> pb::ListServicesRespons
                         .traffic_distribution
                         .map(|d| d.to_string())
                         .unwrap_or_default(),
+                    identities: s.identities().iter().map(ToString::to_string).collect(),
                     ports,
                 }
             })
@@ -219,11 +231,7 @@ pub fn policy_settings_pb(p: &FailoverPolicy) -> pb::Policy {
             out
         }),
         spillover: spillover_text(p.spillover).to_string(),
-        mtls: match p.mtls {
-            xds_core::policy::MtlsMode::Strict => "STRICT",
-            xds_core::policy::MtlsMode::Disable => "DISABLE",
-        }
-        .to_string(),
+        mtls: mtls_text(p.mtls).to_string(),
         backups: p
             .backups
             .iter()
@@ -234,6 +242,32 @@ pub fn policy_settings_pb(p: &FailoverPolicy) -> pb::Policy {
             .collect(),
         ..pb::Policy::default()
     }
+}
+
+fn mtls_text(mode: MtlsMode) -> &'static str {
+    match mode {
+        MtlsMode::Strict => "STRICT",
+        MtlsMode::Disable => "DISABLE",
+    }
+}
+
+/// The served cluster's `mtls` and, under `STRICT`, the identities its peers must carry (as the
+/// CDS resource clients were sent has them); `("", [])` if the snapshot lacks the port.
+fn served_peers(snapshot: &Snapshot, id: &ServiceId, port: &ServicePort) -> (String, Vec<String>) {
+    let Ok(served) = served(snapshot, id, port) else {
+        return (String::new(), Vec::new());
+    };
+    let mode = served.policy.policy.mtls;
+    let peers = match mode {
+        MtlsMode::Strict => served
+            .input
+            .peer_identities()
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        MtlsMode::Disable => Vec::new(),
+    };
+    (mtls_text(mode).to_string(), peers)
 }
 
 fn scope_text(scope: &PolicyScope) -> String {

@@ -341,10 +341,14 @@ pub fn merge(
                 id: id.clone(),
                 ports: Vec::new(),
                 endpoints: Vec::new(),
+                identity: None,
             });
             // Like port numbers: the first cluster (in order) that sets one decides.
             merged.traffic_distribution =
                 merged.traffic_distribution.or(service.traffic_distribution);
+            if merged.identity.is_none() {
+                merged.identity.clone_from(&service.identity);
+            }
             for port in &service.ports {
                 if !merged.ports.iter().any(|p| p.name == port.name) {
                     merged.ports.push(port.clone());

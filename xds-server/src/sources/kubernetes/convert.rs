@@ -2,17 +2,19 @@
 //!
 //! Mirrors what kube-proxy and Istio do: a Service's endpoints come from the EndpointSlices labelled
 //! `kubernetes.io/service-name`; an endpoint's zone comes from the slice (else its Node), its region and
-//! subzone from its Node's labels; endpoint conditions map to Envoy health.
+//! subzone from its Node's labels; endpoint conditions map to Envoy health; an endpoint's identity is
+//! its Pod's service account (`spiffe://TRUST_DOMAIN/ns/NAMESPACE/sa/NAME`, as Istio names it).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
-use k8s_openapi::api::core::v1::{Node, Service as KubeService};
+use k8s_openapi::api::core::v1::{Node, Pod, Service as KubeService};
 use k8s_openapi::api::discovery::v1::{Endpoint as SliceEndpoint, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use xds_core::model::identity::DEFAULT_TRUST_DOMAIN;
 use xds_core::model::{
-    labels, Endpoint, Health, Locality, Registry, Service, ServiceId, ServicePort,
+    labels, Endpoint, Health, Locality, Registry, Service, ServiceId, ServicePort, SpiffeId,
     TrafficDistribution,
 };
 
@@ -36,6 +38,39 @@ impl NodeLabels {
     }
 }
 
+/// The service account each Pod runs as, by `(namespace, name)`: all the identity of an endpoint
+/// needs from its Pod.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodAccounts(pub HashMap<(String, String), String>);
+
+/// A Pod without `spec.serviceAccountName` runs as this one (the API server's default).
+pub const DEFAULT_SERVICE_ACCOUNT: &str = "default";
+
+impl PodAccounts {
+    /// `((namespace, name), service account)` of a Pod; `None` for one without a name.
+    pub fn entry(pod: &Pod) -> Option<((String, String), String)> {
+        let name = pod.metadata.name.clone()?;
+        let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+        let account = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.service_account_name.clone())
+            .filter(|a| !a.is_empty())
+            .unwrap_or_else(|| DEFAULT_SERVICE_ACCOUNT.to_string());
+        Some(((namespace, name), account))
+    }
+
+    pub fn of<'a>(pods: impl IntoIterator<Item = &'a Pod>) -> Self {
+        Self(pods.into_iter().filter_map(Self::entry).collect())
+    }
+
+    fn get(&self, namespace: &str, name: &str) -> Option<&str> {
+        self.0
+            .get(&(namespace.to_string(), name.to_string()))
+            .map(String::as_str)
+    }
+}
+
 /// Something in a Kubernetes object we could not use; logged and counted, never fatal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Skipped {
@@ -51,6 +86,8 @@ pub struct ConvertSettings {
     /// endpoint carries them as `topology.istio.io/cluster` / `topology.istio.io/network` labels, so
     /// policies can rank by them and the translator can route across networks through gateways.
     pub origin: ClusterOrigin,
+    /// The trust domain of endpoint identities (`--trust-domain`), the same for every cluster.
+    pub trust_domain: String,
 }
 
 /// The `--cluster` identity stamped on every endpoint of one cluster. Empty fields add no label.
@@ -79,6 +116,7 @@ impl Default for ConvertSettings {
         Self {
             subzone_label: DEFAULT_SUBZONE_LABEL.to_string(),
             origin: ClusterOrigin::default(),
+            trust_domain: DEFAULT_TRUST_DOMAIN.to_string(),
         }
     }
 }
@@ -164,6 +202,35 @@ fn traffic_distribution(
     known
 }
 
+/// The identity of a slice endpoint: its `targetRef` Pod's service account. `None` for an endpoint
+/// that names no Pod, or whose Pod is not (yet) known: the Pod's arrival fills it in.
+fn endpoint_identity(
+    ep: &SliceEndpoint,
+    slice_namespace: &str,
+    pods: &PodAccounts,
+    settings: &ConvertSettings,
+    slice_name: &str,
+    skipped: &mut Vec<Skipped>,
+) -> Option<SpiffeId> {
+    let target = ep.target_ref.as_ref()?;
+    if target.kind.as_deref() != Some("Pod") {
+        return None;
+    }
+    let name = target.name.as_deref()?;
+    let namespace = target.namespace.as_deref().unwrap_or(slice_namespace);
+    let account = pods.get(namespace, name)?;
+    match SpiffeId::for_service_account(&settings.trust_domain, namespace, account) {
+        Ok(id) => Some(id),
+        Err(e) => {
+            skipped.push(Skipped {
+                object: slice_name.to_string(),
+                reason: format!("Pod {namespace}/{name} has no usable identity: {e}"),
+            });
+            None
+        }
+    }
+}
+
 /// Converts what the watches hold into one registry. Services without any endpoint slice still appear
 /// (with no endpoints): Envoy then answers 503 rather than 404, which is what a user expects of a Service
 /// whose pods are all gone.
@@ -171,6 +238,7 @@ pub fn build_registry<'a>(
     services: impl IntoIterator<Item = &'a KubeService>,
     slices: impl IntoIterator<Item = &'a EndpointSlice>,
     nodes: &HashMap<String, NodeLabels>,
+    pods: &PodAccounts,
     settings: &ConvertSettings,
 ) -> (Registry, Vec<Skipped>) {
     let mut skipped = Vec::new();
@@ -271,6 +339,8 @@ pub fn build_registry<'a>(
                 if let Some(node) = ep.node_name.as_ref().filter(|n| !n.is_empty()) {
                     ep_labels.insert(labels::HOSTNAME.to_string(), node.clone());
                 }
+                let identity =
+                    endpoint_identity(ep, &id.namespace, pods, settings, &slice_name, &mut skipped);
                 for addr in &ep.addresses {
                     let Ok(address) = addr.parse::<IpAddr>() else {
                         skipped.push(Skipped {
@@ -285,6 +355,7 @@ pub fn build_registry<'a>(
                         locality: locality.clone(),
                         labels: ep_labels.clone(),
                         health,
+                        identity: identity.clone(),
                     };
                     // The same endpoint (address and ports) can sit in two slices while the
                     // controller moves it; keep the healthiest view of it.
@@ -304,6 +375,7 @@ pub fn build_registry<'a>(
             id,
             ports: ports.into_iter().map(|(p, _)| p).collect(),
             endpoints: endpoints.into_values().collect(),
+            identity: None,
         });
     }
     (Registry::from_services(out), skipped)

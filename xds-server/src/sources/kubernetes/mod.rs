@@ -1,5 +1,6 @@
-//! The Kubernetes source: Services, EndpointSlices and Node labels, watched through kube-runtime
-//! reflectors, converted by the pure [`convert`] module and published as whole registries.
+//! The Kubernetes source: Services, EndpointSlices, Node labels and Pods (their node, IP and service
+//! account), watched through kube-runtime reflectors, converted by the pure [`convert`] module and
+//! published as whole registries.
 //!
 //! Nothing is published until every watch has finished its initial list, so Envoy never sees a partial
 //! view. After that, watch errors only delay updates (the reflectors retry with backoff and the last
@@ -13,8 +14,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{stream, Stream, StreamExt};
-use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Node, Pod, PodSpec, PodStatus, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, store::Writer, Store};
 use kube::runtime::{watcher, WatchStreamExt};
@@ -22,7 +24,7 @@ use kube::{Api, Client};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use convert::{build_registry, ConvertSettings, NodeLabels};
+use convert::{build_registry, ConvertSettings, NodeLabels, PodAccounts};
 use xds_core::model::{Locality, Registry};
 use xds_core::model::{LocalityLookup, PodHint};
 
@@ -44,6 +46,8 @@ const WATCHES: usize = 4;
 /// What a watch stream reports to the publishing loop.
 enum Signal {
     Changed(Watched),
+    /// An event that cannot change the registry (a Pod's status, say).
+    Unchanged,
     Synced(Watched),
     Error(Watched, String),
 }
@@ -80,6 +84,69 @@ struct Stores {
     services: Store<Service>,
     slices: Store<EndpointSlice>,
     nodes: Store<PartialObjectMeta<Node>>,
+    pods: Store<Pod>,
+}
+
+/// What the source keeps of a Pod: its name, where it runs (node, IP, phase: locating clients) and
+/// its service account (endpoint identities). Pods are the most numerous and the largest objects
+/// watched; the rest of each one would only take memory.
+fn keep_what_is_used(pod: &mut Pod) {
+    let spec = pod.spec.take().unwrap_or_default();
+    let status = pod.status.take().unwrap_or_default();
+    *pod = Pod {
+        metadata: ObjectMeta {
+            name: pod.metadata.name.take(),
+            namespace: pod.metadata.namespace.take(),
+            uid: pod.metadata.uid.take(),
+            resource_version: pod.metadata.resource_version.take(),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PodSpec {
+            node_name: spec.node_name,
+            service_account_name: spec.service_account_name,
+            ..PodSpec::default()
+        }),
+        status: Some(PodStatus {
+            pod_ip: status.pod_ip,
+            phase: status.phase,
+            ..PodStatus::default()
+        }),
+    };
+}
+
+/// Pod events as signals: a Pod's service account is all the registry reads of it, so only a Pod
+/// appearing, going away or coming back as another account is a change; the rest (status updates,
+/// the bulk of Pod events) serve client lookups, which read the store directly.
+fn pod_signals(
+    events: impl Stream<Item = Result<watcher::Event<Pod>, watcher::Error>> + Send,
+) -> impl Stream<Item = Signal> + Send {
+    let mut accounts: HashMap<(String, String), String> = HashMap::new();
+    events.map(move |ev| match ev {
+        Ok(watcher::Event::InitDone) => Signal::Synced(Watched::Pods),
+        // A relist: the registry is rebuilt once it is done (`Synced`).
+        Ok(watcher::Event::Init) => {
+            accounts.clear();
+            Signal::Unchanged
+        }
+        Ok(watcher::Event::InitApply(pod)) => {
+            if let Some((key, account)) = PodAccounts::entry(&pod) {
+                accounts.insert(key, account);
+            }
+            Signal::Unchanged
+        }
+        Ok(watcher::Event::Apply(pod)) => match PodAccounts::entry(&pod) {
+            Some((key, account)) if accounts.get(&key) != Some(&account) => {
+                accounts.insert(key, account);
+                Signal::Changed(Watched::Pods)
+            }
+            _ => Signal::Unchanged,
+        },
+        Ok(watcher::Event::Delete(pod)) => match PodAccounts::entry(&pod) {
+            Some((key, _)) if accounts.remove(&key).is_some() => Signal::Changed(Watched::Pods),
+            _ => Signal::Unchanged,
+        },
+        Err(e) => Signal::Error(Watched::Pods, e.to_string()),
+    })
 }
 
 /// Client locality through Pod → Node labels, for Envoys whose bootstrap has no `node.locality`.
@@ -142,10 +209,12 @@ impl Stores {
             .collect();
         let services = self.services.state();
         let slices = self.slices.state();
+        let pods = self.pods.state();
         let (registry, skipped) = build_registry(
             services.iter().map(|s| s.as_ref()),
             slices.iter().map(|s| s.as_ref()),
             &nodes,
+            &PodAccounts::of(pods.iter().map(|p| p.as_ref())),
             settings,
         );
         for s in skipped {
@@ -172,7 +241,7 @@ pub fn start(
     let (nodes, w_nodes) = reflector::store();
     let (pods, w_pods) = reflector::store();
     let locator = Arc::new(PodLocator {
-        pods,
+        pods: pods.clone(),
         nodes: nodes.clone(),
         subzone_label: settings.convert.subzone_label.clone(),
     });
@@ -180,6 +249,7 @@ pub fn start(
         services,
         slices,
         nodes,
+        pods,
     };
     let events = stream::select_all([
         reflect(
@@ -203,11 +273,12 @@ pub fn start(
             ),
         )
         .boxed(),
-        reflect(
-            Watched::Pods,
+        pod_signals(reflector::reflector(
             w_pods,
-            watcher(Api::<Pod>::all(client.clone()), cfg.clone()),
-        )
+            watcher(Api::<Pod>::all(client.clone()), cfg.clone())
+                .modify(keep_what_is_used)
+                .default_backoff(),
+        ))
         .boxed(),
     ]);
     tokio::spawn(publish(events, stores, settings, tx));
@@ -283,8 +354,7 @@ async fn publish(
                     }
                 }
             }
-            // Pods only serve client lookups, which read the store directly.
-            Signal::Changed(Watched::Pods) => {}
+            Signal::Unchanged => {}
             Signal::Changed(what) => {
                 debug!(watch = ?what, "Kubernetes object changed");
                 dirty_since.get_or_insert_with(tokio::time::Instant::now);

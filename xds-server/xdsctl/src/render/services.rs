@@ -1,4 +1,5 @@
-//! `xdsctl services`: one row per endpoint, with the service's ports, source and policy.
+//! `xdsctl services`: one row per endpoint, with its identity, and the service's ports, source,
+//! policy and which peers its clients accept over mTLS.
 
 use xds_admin_api as pb;
 
@@ -38,9 +39,9 @@ pub fn services_table(r: &pb::ListServicesResponse) -> String {
             .map(|p| format!("{}:{}", p.name, p.port))
             .collect();
         let first = vec![format!("{}/{}", s.namespace, s.name), ports.join(",")];
-        let tail = vec![s.source.clone(), ports_policy_text(s)];
+        let tail = vec![s.source.clone(), ports_policy_text(s), ports_mtls_text(s)];
         if s.endpoints.is_empty() {
-            rows.push([first, vec!["-".into(), "-".into(), "-".into()], tail].concat());
+            rows.push([first, vec!["-".into(); 4], tail].concat());
             continue;
         }
         for (i, ep) in s.endpoints.iter().enumerate() {
@@ -52,7 +53,7 @@ pub fn services_table(r: &pb::ListServicesResponse) -> String {
             let rest = if i == 0 {
                 tail.clone()
             } else {
-                vec![String::new(), String::new()]
+                vec![String::new(); tail.len()]
             };
             rows.push(
                 [
@@ -61,6 +62,7 @@ pub fn services_table(r: &pb::ListServicesResponse) -> String {
                         endpoint_text(ep, &s.ports),
                         locality_text(ep.locality.as_ref()),
                         ep.health.clone(),
+                        dash_if_empty(&ep.identity),
                     ],
                     rest,
                 ]
@@ -70,7 +72,8 @@ pub fn services_table(r: &pb::ListServicesResponse) -> String {
     }
     table(
         &[
-            "SERVICE", "PORTS", "ENDPOINT", "LOCALITY", "HEALTH", "SOURCE", "POLICY",
+            "SERVICE", "PORTS", "ENDPOINT", "LOCALITY", "HEALTH", "IDENTITY", "SOURCE", "POLICY",
+            "MTLS",
         ],
         &rows,
     )
@@ -97,6 +100,40 @@ fn ports_policy_text(s: &pb::Service) -> String {
     }
 }
 
+fn dash_if_empty(text: &str) -> String {
+    if text.is_empty() {
+        "-".to_string()
+    } else {
+        text.to_string()
+    }
+}
+
+/// Which servers a client of this port accepts: `off` (plain text), the identities it requires,
+/// or, under mTLS with no identity known, `any (trust bundle)` — spelled out, so an operator sees
+/// which services are not pinned. `-` from a server that does not report it.
+fn mtls_text(p: &pb::ServicePort) -> String {
+    match p.mtls.as_str() {
+        "" => "-".to_string(),
+        "DISABLE" => "off".to_string(),
+        _ if p.peer_identities.is_empty() => "any (trust bundle)".to_string(),
+        _ => p.peer_identities.join(","),
+    }
+}
+
+/// Like [`ports_policy_text`]: one value when every port has the same, else `PORT=VALUE` per port.
+fn ports_mtls_text(s: &pb::Service) -> String {
+    match s.ports.first() {
+        Some(first) if s.ports.iter().any(|p| mtls_text(p) != mtls_text(first)) => s
+            .ports
+            .iter()
+            .map(|p| format!("{}={}", p.port, mtls_text(p)))
+            .collect::<Vec<_>>()
+            .join(", "),
+        Some(first) => mtls_text(first),
+        None => "-".to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -115,6 +152,8 @@ mod tests {
                     port: 8080,
                     cluster: "echo.demo:8080".into(),
                     policy: "built-in".into(),
+                    mtls: "DISABLE".into(),
+                    peer_identities: vec![],
                 }],
                 endpoints: vec![
                     pb::Endpoint {
@@ -123,6 +162,7 @@ mod tests {
                         locality: None,
                         health: "HEALTHY".into(),
                         labels: BTreeMap::new(),
+                        identity: "spiffe://cluster.local/ns/demo/sa/echo".into(),
                     },
                     pb::Endpoint {
                         address: "127.0.0.2".into(),
@@ -133,6 +173,7 @@ mod tests {
                 source: "file:e.yaml".into(),
                 policy: "built-in".into(),
                 traffic_distribution: String::new(),
+                identities: vec!["spiffe://cluster.local/ns/demo/sa/echo".into()],
             }],
         };
         let text = services_table(&r);
@@ -142,10 +183,14 @@ mod tests {
             lines[1].starts_with("demo/echo   http:8080   127.0.0.1:9001"),
             "{text}"
         );
-        assert!(lines[1].ends_with("file:e.yaml   built-in"), "{text}");
         assert!(
-            lines[2].contains("127.0.0.2:8080") && lines[2].ends_with("UNHEALTHY"),
+            lines[1]
+                .ends_with("spiffe://cluster.local/ns/demo/sa/echo   file:e.yaml   built-in   off"),
             "{text}"
+        );
+        assert!(
+            lines[2].contains("127.0.0.2:8080") && lines[2].trim_end().ends_with("UNHEALTHY   -"),
+            "an endpoint without a known identity: {text}"
         );
     }
 
@@ -156,6 +201,7 @@ mod tests {
             port: number,
             cluster: format!("web.shop:{number}"),
             policy: policy.into(),
+            ..pb::ServicePort::default()
         };
         let mut s = pb::Service {
             namespace: "shop".into(),
@@ -177,7 +223,7 @@ mod tests {
             text.lines()
                 .nth(1)
                 .unwrap()
-                .ends_with("kubernetes   8080=file:p/web-http.yaml, 9090=file:p/web.yaml"),
+                .ends_with("kubernetes   8080=file:p/web-http.yaml, 9090=file:p/web.yaml   -"),
             "{text}"
         );
         s.ports[0].policy = "file:p/web.yaml".into();
@@ -189,8 +235,41 @@ mod tests {
             text.lines()
                 .nth(1)
                 .unwrap()
-                .ends_with("kubernetes   file:p/web.yaml"),
+                .ends_with("kubernetes   file:p/web.yaml   -"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn the_mtls_column_names_the_pinned_identities_or_says_any_certificate_is_accepted() {
+        const LEDGER: &str = "spiffe://cluster.local/ns/bank/sa/ledger";
+        let port = |number: u32, mtls: &str, peers: &[&str]| pb::ServicePort {
+            name: format!("p{number}"),
+            port: number,
+            mtls: mtls.into(),
+            peer_identities: peers.iter().map(|p| p.to_string()).collect(),
+            ..pb::ServicePort::default()
+        };
+        let mtls_of = |ports: Vec<pb::ServicePort>| {
+            let text = services_table(&pb::ListServicesResponse {
+                snapshot_generation: 1,
+                services: vec![pb::Service {
+                    namespace: "bank".into(),
+                    name: "ledger".into(),
+                    ports,
+                    ..pb::Service::default()
+                }],
+            });
+            let header = text.lines().next().unwrap();
+            let row = text.lines().nth(1).unwrap();
+            row[header.find("MTLS").unwrap()..].trim_end().to_string()
+        };
+        assert_eq!(mtls_of(vec![port(80, "STRICT", &[LEDGER])]), LEDGER);
+        assert_eq!(mtls_of(vec![port(80, "STRICT", &[])]), "any (trust bundle)");
+        assert_eq!(mtls_of(vec![port(80, "DISABLE", &[])]), "off");
+        assert_eq!(
+            mtls_of(vec![port(80, "STRICT", &[LEDGER]), port(81, "STRICT", &[])]),
+            format!("80={LEDGER}, 81=any (trust bundle)")
         );
     }
 }

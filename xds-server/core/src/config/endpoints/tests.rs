@@ -457,3 +457,68 @@ fn label_keys_must_not_be_empty() {
     let (_, field, _, _) = invalid(&one_service("  - address: 10.0.0.1\n    labels: {'': x}\n"));
     assert_eq!(field, "services[0].endpoints[0].labels[\"\"]");
 }
+
+#[test]
+fn identities_per_service_and_per_endpoint_the_endpoints_own_winning() {
+    let text = "\
+services:
+- name: ledger
+  namespace: bank
+  identity: spiffe://cluster.local/ns/bank/sa/ledger
+  ports: [{name: http, port: 8080}]
+  endpoints:
+  - address: 10.0.0.1
+  - address: 10.0.0.2
+    identity: spiffe://cluster.local/ns/bank/sa/ledger-canary
+- name: web
+  namespace: bank
+  ports: [{name: http, port: 8080}]
+  endpoints:
+  - address: 10.0.1.1
+";
+    let registry = parse(text).unwrap();
+    let text_of = |id: Option<&SpiffeId>| id.map(|i| i.as_str().to_string());
+    let ledger = &registry.services[&ServiceId::new("bank", "ledger")];
+    assert_eq!(
+        text_of(ledger.identity.as_ref()).as_deref(),
+        Some("spiffe://cluster.local/ns/bank/sa/ledger")
+    );
+    let endpoint_ids: Vec<Option<String>> = ledger
+        .endpoints
+        .iter()
+        .map(|e| text_of(e.identity.as_ref()))
+        .collect();
+    assert_eq!(
+        endpoint_ids,
+        [
+            Some("spiffe://cluster.local/ns/bank/sa/ledger".to_string()),
+            Some("spiffe://cluster.local/ns/bank/sa/ledger-canary".to_string()),
+        ]
+    );
+    let web = &registry.services[&ServiceId::new("bank", "web")];
+    assert_eq!(web.identity, None);
+    assert_eq!(
+        web.endpoints[0].identity, None,
+        "no identity: none invented"
+    );
+    assert!(web.identities().is_empty());
+}
+
+#[test]
+fn a_bad_identity_names_the_file_line_field_and_reason() {
+    let (line, field, reason, display) = invalid(&one_service(
+        "  - address: 10.0.0.1\n    identity: spiffe://cluster.local/ns/bank//sa/x\n",
+    ));
+    assert_eq!(line, Some(7));
+    assert_eq!(field, "services[0].endpoints[0].identity");
+    assert!(reason.contains("empty path segment"), "{reason}");
+    assert!(
+        display.starts_with("endpoints.yaml:7:") && display.contains("not a SPIFFE ID"),
+        "{display}"
+    );
+    let (_, field, reason, _) = invalid(
+        "services:\n- name: a\n  namespace: b\n  identity: ledger\n  ports: [{name: http, port: 80}]\n",
+    );
+    assert_eq!(field, "services[0].identity");
+    assert!(reason.contains("the scheme is not `spiffe://`"), "{reason}");
+}

@@ -558,3 +558,33 @@ fn notes_say_how_envoy_detects_failures_by_itself() {
     );
     assert!(x.notes.is_empty());
 }
+
+#[test]
+fn notes_say_which_servers_an_mtls_client_accepts() {
+    let strict = FailoverPolicy {
+        mtls: crate::policy::MtlsMode::Strict,
+        ..FailoverPolicy::default()
+    };
+    let naming_notes = |svc: &Service, policy: &FailoverPolicy| -> Vec<String> {
+        explain(&class_in("r1", "r1-a", policy), &plain(svc), policy)
+            .notes
+            .into_iter()
+            .filter(|n| n.starts_with("mTLS"))
+            .collect()
+    };
+    let mut svc = nine_zones();
+    assert!(naming_notes(&svc, &FailoverPolicy::default()).is_empty());
+    assert_eq!(
+        naming_notes(&svc, &strict),
+        [
+            "mTLS: any certificate of the trust bundle is accepted (no identity known for the \
+          service or one of its backups)"
+        ]
+    );
+    svc.endpoints[0] = mesh::with_identity(svc.endpoints[0].clone(), "spiffe://td/ns/shop/sa/a");
+    svc.endpoints[1] = mesh::with_identity(svc.endpoints[1].clone(), "spiffe://td/ns/shop/sa/b");
+    assert_eq!(
+        naming_notes(&svc, &strict),
+        ["mTLS: servers must present spiffe://td/ns/shop/sa/a or spiffe://td/ns/shop/sa/b"]
+    );
+}

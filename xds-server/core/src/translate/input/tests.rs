@@ -107,3 +107,57 @@ fn only_the_gateways_of_networks_in_use_are_kept() {
     let input = mesh::cluster_input(&registry, &primary, &FailoverPolicy::default());
     assert_eq!(input.gateways.keys().collect::<Vec<_>>(), vec!["n1", "n2"]);
 }
+
+#[test]
+fn peer_identities_cover_the_service_and_its_used_backups_or_nothing() {
+    const LEDGER: &str = "spiffe://td/ns/shop/sa/ledger";
+    const VAULT: &str = "spiffe://td/ns/shop/sa/vault";
+    let pinned = |ip: &str, id: &str| mesh::with_identity(mesh::healthy(ip), id);
+    let names = |input: &ClusterInput| -> Vec<String> {
+        input
+            .peer_identities()
+            .iter()
+            .map(|id| id.as_str().to_string())
+            .collect()
+    };
+    let primary = mesh::shop_service(
+        "ledger",
+        8080,
+        vec![pinned("10.0.0.1", LEDGER), mesh::healthy("10.0.0.2")],
+    );
+    let registry = |backup: Service| Registry::from_services([primary.clone(), backup]);
+    let with_backup = FailoverPolicy {
+        backups: vec![mesh::backup("vault", None)],
+        ..FailoverPolicy::default()
+    };
+
+    // The primary alone: its known identities (an endpoint without one adds none).
+    let none = FailoverPolicy::default();
+    let alone = mesh::cluster_input(&Registry::default(), &primary, &none);
+    assert_eq!(names(&alone), [LEDGER]);
+
+    // A backup with known identities adds them: failing over to it must pass the check.
+    let vault = mesh::shop_service("vault", 8080, vec![pinned("10.0.1.1", VAULT)]);
+    let input = mesh::cluster_input(&registry(vault), &primary, &with_backup);
+    assert_eq!(names(&input), [LEDGER, VAULT]);
+
+    // A backup whose endpoints have no identity unpins the whole cluster rather than refusing it.
+    let unknown = mesh::shop_service("vault", 8080, vec![mesh::healthy("10.0.1.1")]);
+    let input = mesh::cluster_input(&registry(unknown), &primary, &with_backup);
+    assert!(names(&input).is_empty());
+
+    // A backup without endpoints is never connected to: it changes nothing.
+    let empty = mesh::shop_service("vault", 8080, vec![]);
+    let input = mesh::cluster_input(&registry(empty), &primary, &with_backup);
+    assert_eq!(names(&input), [LEDGER]);
+
+    // No identity for the service itself: nothing pinned, whatever the backups have.
+    let anonymous = mesh::shop_service("ledger", 8080, vec![mesh::healthy("10.0.0.1")]);
+    let vault = mesh::shop_service("vault", 8080, vec![pinned("10.0.1.1", VAULT)]);
+    let input = mesh::cluster_input(
+        &Registry::from_services([anonymous.clone(), vault]),
+        &anonymous,
+        &with_backup,
+    );
+    assert!(names(&input).is_empty());
+}

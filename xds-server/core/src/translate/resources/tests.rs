@@ -6,6 +6,11 @@ use crate::translate::priorities::priorities;
 use prost::Message;
 use std::sync::Arc;
 
+/// A cluster whose service has no known identity (secure naming has its own tests, in `mtls`).
+fn cluster(name: &str, policy: &FailoverPolicy) -> Cluster {
+    super::cluster(name, policy, &BTreeSet::new())
+}
+
 /// Service `ns/name` with `ports` named `p0`, `p1`, ...
 fn service(ns: &str, name: &str, ports: &[u16], endpoints: Vec<Endpoint>) -> Service {
     let ports = ports.iter().enumerate().map(|(i, p)| (format!("p{i}"), *p));

@@ -138,3 +138,49 @@ fn policies_and_services_report_the_policy_of_each_port() {
     let ports: Vec<&str> = web.ports.iter().map(|p| p.policy.as_str()).collect();
     assert_eq!(ports, [WEB_HTTP_POLICY, "file:p.yaml"]);
 }
+
+#[test]
+fn services_report_identities_and_what_each_mtls_port_accepts() {
+    const LEDGER: &str = "spiffe://cluster.local/ns/shop/sa/checkout";
+    let mut checkout = crate::admin::api::fixtures::service("shop", "checkout");
+    checkout.endpoints[0].identity = Some(xds_core::model::SpiffeId::parse(LEDGER).unwrap());
+    let cart = crate::admin::api::fixtures::service("shop", "cart");
+    let plain = crate::admin::api::fixtures::service("other", "cart");
+    let set = PolicySet {
+        entries: parse_policies(
+            "p.yaml",
+            "kind: FailoverPolicy\nmetadata: {name: mtls, namespace: shop}\nspec: {mtls: STRICT}\n",
+        )
+        .unwrap(),
+    };
+    let snap = Snapshot::build(
+        None,
+        Arc::new(Registry::from_services([checkout, cart, plain])),
+        Arc::new(set),
+        xds_core::snapshot::TranslateSettings::default(),
+    );
+    let r = services_pb(&snap, "kubernetes");
+    let find = |ns: &str, name: &str| {
+        r.services
+            .iter()
+            .find(|s| s.namespace == ns && s.name == name)
+            .unwrap()
+    };
+    let checkout = find("shop", "checkout");
+    assert_eq!(checkout.identities, [LEDGER]);
+    assert_eq!(checkout.endpoints[0].identity, LEDGER);
+    assert_eq!(checkout.endpoints[1].identity, "", "not known");
+    assert_eq!(
+        (
+            checkout.ports[0].mtls.as_str(),
+            checkout.ports[0].peer_identities.clone()
+        ),
+        ("STRICT", vec![LEDGER.to_string()])
+    );
+    // mTLS without a known identity: nothing pinned, and the listing says STRICT with no peers.
+    let cart = find("shop", "cart");
+    assert!(cart.identities.is_empty());
+    assert_eq!(cart.ports[0].mtls, "STRICT");
+    assert!(cart.ports[0].peer_identities.is_empty());
+    assert_eq!(find("other", "cart").ports[0].mtls, "DISABLE");
+}

@@ -110,12 +110,14 @@ fn endpoint(ip: &str, cluster: &str, health: Health) -> Endpoint {
         locality: Locality::new("r", "z", ""),
         labels: BTreeMap::from([(labels::CLUSTER.to_string(), cluster.to_string())]),
         health,
+        identity: None,
     }
 }
 
 fn registry(cluster: &str, port: u16, eps: &[(&str, Health)]) -> Arc<Registry> {
     Arc::new(Registry::from_services([Service {
         traffic_distribution: None,
+        identity: None,
         id: ServiceId::new("shop", "checkout"),
         ports: vec![ServicePort {
             name: "http".into(),

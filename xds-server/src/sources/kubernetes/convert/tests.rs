@@ -65,7 +65,13 @@ fn endpoints_get_locality_from_slice_and_node_and_health_from_conditions() {
             {"addresses": ["10.0.0.4"], "nodeName": "unknown-node"},
         ]),
     );
-    let (reg, skipped) = build_registry([&svc], [&sl], &nodes(), &ConvertSettings::default());
+    let (reg, skipped) = build_registry(
+        [&svc],
+        [&sl],
+        &nodes(),
+        &PodAccounts::default(),
+        &ConvertSettings::default(),
+    );
     assert!(skipped.is_empty(), "{skipped:?}");
     let s = &reg.services[&ServiceId::new("shop", "checkout")];
     assert_eq!(
@@ -140,7 +146,13 @@ fn named_ports_map_by_name_and_duplicates_keep_the_healthiest() {
         json!([{"name": "grpc", "port": 19090}, {"name": "http", "port": 18080}]),
         json!([{"addresses": ["10.0.0.1"], "conditions": {"ready": true}}]),
     );
-    let (reg, _) = build_registry([&svc], [&b, &a], &nodes(), &ConvertSettings::default());
+    let (reg, _) = build_registry(
+        [&svc],
+        [&b, &a],
+        &nodes(),
+        &PodAccounts::default(),
+        &ConvertSettings::default(),
+    );
     let s = &reg.services[&ServiceId::new("shop", "cart")];
     assert_eq!(s.ports.len(), 2, "UDP ports are not served");
     assert_eq!(s.endpoints.len(), 1);
@@ -168,7 +180,13 @@ fn one_address_with_different_ports_in_two_slices_is_two_endpoints() {
         json!([{"name": "http", "port": 18081}]),
         json!([{"addresses": ["10.0.0.1"], "nodeName": "node-c", "conditions": {"ready": false}}]),
     );
-    let (reg, skipped) = build_registry([&svc], [&a, &b], &nodes(), &ConvertSettings::default());
+    let (reg, skipped) = build_registry(
+        [&svc],
+        [&a, &b],
+        &nodes(),
+        &PodAccounts::default(),
+        &ConvertSettings::default(),
+    );
     assert!(skipped.is_empty(), "{skipped:?}");
     let s = &reg.services[&ServiceId::new("shop", "web")];
     let eps: Vec<(u16, &str, Health)> = s
@@ -213,6 +231,7 @@ fn services_without_slices_exist_and_bad_data_is_skipped_with_a_reason() {
         [&svc, &other],
         [&sl, &orphan],
         &nodes(),
+        &PodAccounts::default(),
         &ConvertSettings::default(),
     );
     assert!(reg.services[&ServiceId::new("shop", "empty")]
@@ -245,7 +264,13 @@ fn traffic_distribution_is_read_and_unknown_values_are_skipped_by_name() {
         .unwrap()
     };
     let read = |svc: KubeService| {
-        let (reg, skipped) = build_registry([&svc], [], &nodes(), &ConvertSettings::default());
+        let (reg, skipped) = build_registry(
+            [&svc],
+            [],
+            &nodes(),
+            &PodAccounts::default(),
+            &ConvertSettings::default(),
+        );
         (
             reg.services[&ServiceId::new("shop", "web")].traffic_distribution,
             skipped,
@@ -294,7 +319,7 @@ fn subzone_label_is_configurable() {
         subzone_label: "example.com/rack".into(),
         ..ConvertSettings::default()
     };
-    let (reg, _) = build_registry([&svc], [&sl], &nodes, &settings);
+    let (reg, _) = build_registry([&svc], [&sl], &nodes, &PodAccounts::default(), &settings);
     assert_eq!(
         reg.services[&ServiceId::new("shop", "s")].endpoints[0]
             .locality
@@ -314,7 +339,13 @@ fn endpoints_carry_their_cluster_and_network_as_labels() {
         json!([{"addresses": ["10.0.0.1"]}]),
     );
     let mut settings = ConvertSettings::default();
-    let (reg, _) = build_registry([&svc], [&sl], &HashMap::new(), &settings);
+    let (reg, _) = build_registry(
+        [&svc],
+        [&sl],
+        &HashMap::new(),
+        &PodAccounts::default(),
+        &settings,
+    );
     let ep = &reg.services[&ServiceId::new("shop", "s")].endpoints[0];
     assert_eq!(
         ep.label(labels::CLUSTER),
@@ -325,7 +356,13 @@ fn endpoints_carry_their_cluster_and_network_as_labels() {
         cluster: "east".into(),
         network: "net-1".into(),
     };
-    let (reg, _) = build_registry([&svc], [&sl], &HashMap::new(), &settings);
+    let (reg, _) = build_registry(
+        [&svc],
+        [&sl],
+        &HashMap::new(),
+        &PodAccounts::default(),
+        &settings,
+    );
     let ep = &reg.services[&ServiceId::new("shop", "s")].endpoints[0];
     assert_eq!(ep.label(labels::CLUSTER), Some("east"));
     assert_eq!(ep.label(labels::NETWORK), Some("net-1"));
@@ -342,7 +379,107 @@ fn endpoints_carry_their_node_name_as_hostname() {
         json!([{"port": 80}]),
         json!([{"addresses": ["10.0.0.1"], "nodeName": "node-b"}]),
     );
-    let (reg, _) = build_registry([&svc], [&sl], &nodes(), &ConvertSettings::default());
+    let (reg, _) = build_registry(
+        [&svc],
+        [&sl],
+        &nodes(),
+        &PodAccounts::default(),
+        &ConvertSettings::default(),
+    );
     let ep = &reg.services[&ServiceId::new("shop", "s")].endpoints[0];
     assert_eq!(ep.label(labels::HOSTNAME), Some("node-b"));
+}
+
+fn pod(ns: &str, name: &str, account: Option<&str>) -> Pod {
+    let mut spec = json!({"containers": [{"name": "app", "image": "app"}]});
+    if let Some(account) = account {
+        spec["serviceAccountName"] = json!(account);
+    }
+    serde_json::from_value(json!({"metadata": {"namespace": ns, "name": name}, "spec": spec}))
+        .unwrap()
+}
+
+#[test]
+fn endpoints_are_their_pods_service_accounts_in_the_trust_domain() {
+    let svc = service("bank", "ledger", json!([{"port": 80}]));
+    let target = |name: &str| json!({"kind": "Pod", "namespace": "bank", "name": name});
+    let sl = slice(
+        "bank",
+        "ledger",
+        "ledger-1",
+        json!([{"port": 80}]),
+        json!([
+            {"addresses": ["10.0.0.1"], "targetRef": target("ledger-a")},
+            // No service account in the spec: the namespace's `default`.
+            {"addresses": ["10.0.0.2"], "targetRef": target("ledger-b")},
+            // The Pod is not known yet.
+            {"addresses": ["10.0.0.3"], "targetRef": target("ledger-c")},
+            // Not a Pod, or no target at all: no identity.
+            {"addresses": ["10.0.0.4"], "targetRef": {"kind": "Node", "name": "ledger-a"}},
+            {"addresses": ["10.0.0.5"]},
+        ]),
+    );
+    let pods = [
+        pod("bank", "ledger-a", Some("ledger")),
+        pod("bank", "ledger-b", None),
+        // Same name in another namespace: not this endpoint's Pod.
+        pod("other", "ledger-c", Some("intruder")),
+    ];
+    let settings = ConvertSettings {
+        trust_domain: "prod.example".into(),
+        ..ConvertSettings::default()
+    };
+    let (reg, skipped) = build_registry(
+        [&svc],
+        [&sl],
+        &HashMap::new(),
+        &PodAccounts::of(&pods),
+        &settings,
+    );
+    assert!(skipped.is_empty(), "{skipped:?}");
+    let s = &reg.services[&ServiceId::new("bank", "ledger")];
+    let identities: Vec<(String, Option<&str>)> = s
+        .endpoints
+        .iter()
+        .map(|e| {
+            (
+                e.address.to_string(),
+                e.identity.as_ref().map(SpiffeId::as_str),
+            )
+        })
+        .collect();
+    assert_eq!(
+        identities,
+        [
+            (
+                "10.0.0.1".into(),
+                Some("spiffe://prod.example/ns/bank/sa/ledger")
+            ),
+            (
+                "10.0.0.2".into(),
+                Some("spiffe://prod.example/ns/bank/sa/default")
+            ),
+            ("10.0.0.3".into(), None),
+            ("10.0.0.4".into(), None),
+            ("10.0.0.5".into(), None),
+        ]
+    );
+    // The Pod arriving gives its endpoint an identity.
+    let pods = [
+        pods[0].clone(),
+        pods[1].clone(),
+        pod("bank", "ledger-c", Some("ledger")),
+    ];
+    let (reg, _) = build_registry(
+        [&svc],
+        [&sl],
+        &HashMap::new(),
+        &PodAccounts::of(&pods),
+        &settings,
+    );
+    let s = &reg.services[&ServiceId::new("bank", "ledger")];
+    assert_eq!(
+        s.endpoints[2].identity.as_ref().map(SpiffeId::as_str),
+        Some("spiffe://prod.example/ns/bank/sa/ledger")
+    );
 }
