@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PodSpec, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -49,6 +49,8 @@ enum Object {
     ServiceAccount(Box<ServiceAccount>),
     ClusterRole(Box<ClusterRole>),
     ClusterRoleBinding(Box<ClusterRoleBinding>),
+    Role(Box<Role>),
+    RoleBinding(Box<RoleBinding>),
     Deployment(Box<Deployment>),
     PodDisruptionBudget(Box<PodDisruptionBudget>),
     Service(Box<Service>),
@@ -215,6 +217,8 @@ fn parse(origin: &str, doc: &Value) -> Object {
         "ServiceAccount" => Object::ServiceAccount(Box::new(typed(origin, doc))),
         "ClusterRole" => Object::ClusterRole(Box::new(typed(origin, doc))),
         "ClusterRoleBinding" => Object::ClusterRoleBinding(Box::new(typed(origin, doc))),
+        "Role" => Object::Role(Box::new(typed(origin, doc))),
+        "RoleBinding" => Object::RoleBinding(Box::new(typed(origin, doc))),
         "Deployment" => Object::Deployment(Box::new(typed(origin, doc))),
         "PodDisruptionBudget" => Object::PodDisruptionBudget(Box::new(typed(origin, doc))),
         "Service" => Object::Service(Box::new(typed(origin, doc))),
@@ -322,6 +326,8 @@ fn every_manifest_is_listed_and_parses_into_its_typed_object() {
             Object::ServiceAccount(_) => "ServiceAccount",
             Object::ClusterRole(_) => "ClusterRole",
             Object::ClusterRoleBinding(_) => "ClusterRoleBinding",
+            Object::Role(_) => "Role",
+            Object::RoleBinding(_) => "RoleBinding",
             Object::Deployment(_) => "Deployment",
             Object::PodDisruptionBudget(_) => "PodDisruptionBudget",
             Object::Service(_) => "Service",
@@ -335,6 +341,8 @@ fn every_manifest_is_listed_and_parses_into_its_typed_object() {
         "ServiceAccount",
         "ClusterRole",
         "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
         "Deployment",
         "PodDisruptionBudget",
         "Service",
@@ -388,8 +396,12 @@ fn a_misspelt_field_is_caught() {
 
 /// `(api group, resource)` → verbs.
 fn grants(role: &ClusterRole) -> BTreeMap<(String, String), BTreeSet<String>> {
+    rule_grants(role.rules.as_deref().unwrap_or_default())
+}
+
+fn rule_grants(rules: &[PolicyRule]) -> BTreeMap<(String, String), BTreeSet<String>> {
     let mut grants: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
-    for rule in role.rules.as_deref().unwrap_or_default() {
+    for rule in rules {
         assert!(
             rule.resource_names.is_none() && rule.non_resource_urls.is_none(),
             "unexpected rule {rule:?}"
@@ -404,6 +416,33 @@ fn grants(role: &ClusterRole) -> BTreeMap<(String, String), BTreeSet<String>> {
         }
     }
     grants
+}
+
+/// `--secrets-namespace`: read access to Secrets in one namespace only (a Role, never in the
+/// ClusterRole), bound to the server's ServiceAccount.
+#[test]
+fn secrets_are_readable_in_one_namespace_only() {
+    let manifests = load();
+    let role = the_one!(manifests, Role);
+    let read = BTreeSet::from(["get", "list", "watch"].map(String::from));
+    assert_eq!(
+        rule_grants(role.rules.as_deref().unwrap_or_default()),
+        BTreeMap::from([(("".to_string(), "secrets".to_string()), read)])
+    );
+    let cluster_role = the_one!(manifests, ClusterRole);
+    assert!(
+        !grants(cluster_role).keys().any(|(_, r)| r == "secrets"),
+        "Secrets must not be readable cluster-wide"
+    );
+    let binding = the_one!(manifests, RoleBinding);
+    let account = the_one!(manifests, ServiceAccount);
+    assert_eq!(binding.role_ref.kind, "Role");
+    assert_eq!(Some(&binding.role_ref.name), role.metadata.name.as_ref());
+    assert_eq!(binding.metadata.namespace, role.metadata.namespace);
+    let subjects = binding.subjects.as_deref().unwrap_or_default();
+    assert_eq!(subjects.len(), 1, "{subjects:?}");
+    assert_eq!(Some(&subjects[0].name), account.metadata.name.as_ref());
+    assert_eq!(subjects[0].namespace, account.metadata.namespace);
 }
 
 #[test]
