@@ -40,6 +40,17 @@ pub enum TokenError {
     NotPrintable { path: PathBuf },
 }
 
+/// The token of an `authorization: Bearer TOKEN` value (the scheme in any case, surrounding whitespace
+/// dropped), for the admin port and for xDS streams alike.
+pub fn bearer_token(value: &[u8]) -> Result<&[u8], Status> {
+    match value.get(..7) {
+        Some(scheme) if scheme.eq_ignore_ascii_case(b"bearer ") => Ok(value[7..].trim_ascii()),
+        _ => Err(Status::unauthenticated(
+            "the authorization header is not `Bearer TOKEN`",
+        )),
+    }
+}
+
 /// The token from `--admin-token-file`, re-read when the file changes.
 #[derive(Debug)]
 pub struct AdminToken {
@@ -112,15 +123,7 @@ impl AdminToken {
                 "missing bearer token (send `authorization: Bearer TOKEN`; xdsctl: --token or --token-file)",
             ));
         };
-        let value = value.as_bytes();
-        let presented = match value.get(..7) {
-            Some(scheme) if scheme.eq_ignore_ascii_case(b"bearer ") => value[7..].trim_ascii(),
-            _ => {
-                return Err(Status::unauthenticated(
-                    "the authorization header is not `Bearer TOKEN`",
-                ))
-            }
-        };
+        let presented = bearer_token(value.as_bytes())?;
         let token = self.token.read().unwrap_or_else(|e| e.into_inner());
         // Constant time in the content; only the length can be told apart, which says little.
         if bool::from(presented.ct_eq(token.as_slice())) {

@@ -229,15 +229,7 @@ pub async fn authenticate(
 
 /// The token of an `authorization: Bearer TOKEN` value.
 fn bearer(value: &[u8]) -> Result<&str, tonic::Status> {
-    let token = match value.get(..7) {
-        Some(scheme) if scheme.eq_ignore_ascii_case(b"bearer ") => value[7..].trim_ascii(),
-        _ => {
-            return Err(tonic::Status::unauthenticated(
-                "the authorization header is not `Bearer TOKEN`",
-            ))
-        }
-    };
-    std::str::from_utf8(token)
+    std::str::from_utf8(super::bearer_token(value)?)
         .ok()
         .filter(|t| !t.is_empty())
         .ok_or_else(|| tonic::Status::unauthenticated("the bearer token is empty or not text"))

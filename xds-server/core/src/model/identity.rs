@@ -22,18 +22,19 @@ pub struct SpiffeId(String);
 
 /// Why a text is not a SPIFFE ID.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{}` is not a SPIFFE ID (spiffe://TRUST_DOMAIN/PATH): {reason}", shorten(.text))]
+#[error("`{}` is not a SPIFFE ID (spiffe://TRUST_DOMAIN/PATH): {reason}", shown(.text, 120))]
 pub struct SpiffeIdError {
     pub text: String,
     pub reason: &'static str,
 }
 
-fn shorten(text: &str) -> String {
-    const SHOWN: usize = 120;
-    if text.len() <= SHOWN {
+/// At most `max_bytes` of a client-sent identity text (cut at a character boundary, marked `…`), for
+/// errors and logs that echo it.
+pub fn shown(text: &str, max_bytes: usize) -> String {
+    if text.len() <= max_bytes {
         return text.to_string();
     }
-    let mut end = SHOWN;
+    let mut end = max_bytes;
     while !text.is_char_boundary(end) {
         end -= 1;
     }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 
+use crate::model::identity::shown;
 use crate::model::{ClientInfo, LocalityLookup, PeerIdentity};
 use crate::protocol::error::ProtocolError;
 use crate::protocol::inspect::{Inspect, TypeReport};
@@ -89,7 +90,7 @@ impl<S: TypeConversation> Machine<S> {
             let name = proven.and_then(|id| snapshot.secret_set().name_of(id));
             if !claim_agrees(claimed.as_deref(), proven, name) {
                 let refused = ProtocolError::IdentityMismatch {
-                    claimed: shorten(claimed.unwrap_or_default()),
+                    claimed: shown(claimed.as_deref().unwrap_or_default(), CLAIM_SHOWN_BYTES),
                     proven: self.client.peer().cloned(),
                 };
                 // Forget the client: a refused stream must not show up as this node.
@@ -125,18 +126,6 @@ impl<S: TypeConversation> Machine<S> {
 
 /// A claim is echoed in the refusal and the log: at most this much of it.
 const CLAIM_SHOWN_BYTES: usize = 256;
-
-fn shorten(mut text: String) -> String {
-    if text.len() > CLAIM_SHOWN_BYTES {
-        let mut end = CLAIM_SHOWN_BYTES;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-        text.push('…');
-    }
-    text
-}
 
 impl<S: TypeConversation> Inspect for Machine<S> {
     fn client(&self) -> Option<&ClientInfo> {
