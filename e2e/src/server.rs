@@ -191,20 +191,37 @@ impl XdsServer {
     /// Runs `xdsctl ARGS` against this server's admin API (`XDS_ADMIN_ADDR` from the environment
     /// ignored); panics with its stderr if it fails. Returns its standard output.
     pub fn xdsctl(&self, args: &[&str]) -> String {
-        let out = Command::new(crate::paths::xdsctl_bin())
-            .args(["--admin-addr", &self.admin_addr().to_string()])
-            .args(args)
-            .env_remove("XDS_ADMIN_ADDR")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run xdsctl");
-        assert!(
-            out.status.success(),
-            "xdsctl {args:?} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
+        let admin = self.admin_addr().to_string();
+        run_xdsctl(&[&["--admin-addr", &admin], args].concat())
+            .unwrap_or_else(|error| panic!("xdsctl {args:?} failed: {error}"))
+    }
+
+    /// Runs `xdsctl ARGS` against this server's admin API over mutual TLS: trusting `ca`, presenting
+    /// `client`. Its standard output, or its standard error if it fails (a refusal is what some tests
+    /// are after).
+    pub fn xdsctl_over_tls(
+        &self,
+        ca: &Path,
+        client: &crate::pki::LeafFiles,
+        args: &[&str],
+    ) -> Result<String, String> {
+        let admin = format!("https://{}", self.admin_addr());
+        let (ca, cert, key) = (
+            ca.display().to_string(),
+            client.cert.display().to_string(),
+            client.key.display().to_string(),
         );
-        String::from_utf8(out.stdout).expect("utf-8 output")
+        let tls = [
+            "--admin-addr",
+            &admin,
+            "--ca",
+            &ca,
+            "--cert",
+            &cert,
+            "--key",
+            &key,
+        ];
+        run_xdsctl(&[&tls[..], args].concat())
     }
 
     /// `xdsctl ARGS -o json`, parsed.
@@ -343,5 +360,25 @@ impl Drop for XdsServer {
         LOGS.lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&self.port);
+    }
+}
+
+/// Runs xdsctl with `args` (`XDS_ADMIN_ADDR` from the environment ignored): its standard output, or
+/// its exit status and standard error.
+fn run_xdsctl(args: &[&str]) -> Result<String, String> {
+    let out = Command::new(crate::paths::xdsctl_bin())
+        .args(args)
+        .env_remove("XDS_ADMIN_ADDR")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run xdsctl");
+    if out.status.success() {
+        Ok(String::from_utf8(out.stdout).expect("utf-8 output"))
+    } else {
+        Err(format!(
+            "({}) {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ))
     }
 }

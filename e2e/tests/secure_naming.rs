@@ -11,7 +11,6 @@
 //! `mtls: STRICT`, both first pointing at the impostor's inbound port.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use e2e::backend::Backend;
@@ -65,26 +64,9 @@ fn workload(ca: &Ca, secrets: &Path, server_ca: &Path, name: &str, id: &str) -> 
 /// `xdsctl ARGS` over mutual TLS to the admin port, as an operator (a client certificate of the
 /// `--admin-client-ca`: workload certificates are refused there). Its standard output.
 fn xdsctl(server: &XdsServer, ca: &Path, operator: &LeafFiles, args: &[&str]) -> String {
-    let out = Command::new(e2e::paths::xdsctl_bin())
-        .arg("--admin-addr")
-        .arg(format!("https://{}", server.admin_addr()))
-        .arg("--ca")
-        .arg(ca)
-        .arg("--cert")
-        .arg(&operator.cert)
-        .arg("--key")
-        .arg(&operator.key)
-        .args(args)
-        .env_remove("XDS_ADMIN_ADDR")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run xdsctl");
-    assert!(
-        out.status.success(),
-        "xdsctl {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8 output")
+    server
+        .xdsctl_over_tls(ca, operator, args)
+        .unwrap_or_else(|error| panic!("xdsctl {args:?} failed: {error}"))
 }
 
 fn a_backend_with_another_services_certificate_is_refused(protocol: XdsProtocol) {

@@ -6,7 +6,6 @@
 //! are in `xds-server/tests/sds.rs`, over real TLS too.)
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use e2e::envoy::{Envoy, EnvoyOptions, XdsTls};
@@ -266,22 +265,9 @@ fn secrets_without_client_authentication_refuse_to_start() {
     }
 }
 
-/// Runs xdsctl `status` against `server`'s admin port presenting `client`; its output or error.
+/// xdsctl `status` against `server`'s admin port presenting `client`; its output or error.
 fn xdsctl_as(server: &XdsServer, ca: &Path, client: &LeafFiles) -> Result<String, String> {
-    let out = Command::new(e2e::paths::xdsctl_bin())
-        .args(["--admin-addr", &format!("https://{}", server.admin_addr())])
-        .args(["--ca", &ca.display().to_string()])
-        .args(["--cert", &client.cert.display().to_string()])
-        .args(["--key", &client.key.display().to_string()])
-        .arg("status")
-        .env_remove("XDS_ADMIN_ADDR")
-        .output()
-        .expect("run xdsctl");
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
+    server.xdsctl_over_tls(ca, client, &["status"])
 }
 
 #[test]
