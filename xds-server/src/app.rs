@@ -537,7 +537,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         CsdsService::new(snapshot_rx.clone(), clients.clone()),
         security.admin_auth(),
     )?;
-    let incoming = security.incoming(admin_listener, "admin");
+    let incoming = security.admin_incoming(admin_listener);
     tokio::spawn(async move {
         if let Err(error) = admin.serve_with_incoming(incoming).await {
             warn!(%error, "admin API stopped");
@@ -571,7 +571,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .add_service(health_service)
         .add_service(ads.clone().into_sds_server())
         .add_service(ads.into_server())
-        .serve_with_incoming_shutdown(security.incoming(listener, "xds"), shutdown_signal())
+        .serve_with_incoming_shutdown(security.xds_incoming(listener), shutdown_signal())
         .await
         .context("serving xDS")?;
     Ok(())

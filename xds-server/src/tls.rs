@@ -614,18 +614,21 @@ impl Security {
         })
     }
 
-    /// The connections of one port (`port` names it in logs and metrics: `xds`, `admin`).
-    pub fn incoming(
+    /// The connections of the xDS port (named `xds` in logs and metrics).
+    pub fn xds_incoming(
         &self,
         listener: TcpListener,
-        port: &'static str,
     ) -> impl Stream<Item = io::Result<Conn>> + Send + 'static {
-        let tls = if port == "admin" {
-            self.admin_tls.clone()
-        } else {
-            self.tls.clone()
-        };
-        incoming(listener, tls, port)
+        incoming(listener, self.tls.clone(), "xds")
+    }
+
+    /// The connections of the admin port (`admin` in logs and metrics): its own client CA if
+    /// `--admin-client-ca` is set.
+    pub fn admin_incoming(
+        &self,
+        listener: TcpListener,
+    ) -> impl Stream<Item = io::Result<Conn>> + Send + 'static {
+        incoming(listener, self.admin_tls.clone(), "admin")
     }
 
     /// The token check for the admin router (passes everything without `--admin-token-file`).
