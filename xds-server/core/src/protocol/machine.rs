@@ -87,7 +87,11 @@ impl<S: TypeConversation> Machine<S> {
         if first {
             let claimed = self.client.get().and_then(|c| c.claimed_identity.clone());
             let proven = self.client.peer().map(|p| &p.id);
-            let name = proven.and_then(|id| snapshot.secret_set().name_of(id));
+            // The identity names are searched only to check a claim.
+            let name = claimed
+                .as_ref()
+                .and(proven)
+                .and_then(|id| snapshot.secret_set().name_of(id));
             if !claim_agrees(claimed.as_deref(), proven, name) {
                 let refused = ProtocolError::IdentityMismatch {
                     claimed: shown(claimed.as_deref().unwrap_or_default(), CLAIM_SHOWN_BYTES),
