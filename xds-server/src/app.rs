@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::admin::api::AdminService;
 use crate::admin::csds::CsdsService;
@@ -18,6 +18,7 @@ use crate::sources::endpoints_file;
 use crate::sources::kubernetes::{self, convert::ConvertSettings, KubeSourceSettings};
 use crate::sources::policy::files as policy_load;
 use crate::sources::secrets::SecretSet;
+use crate::supervise;
 use xds_core::model::LocalityLookup;
 use xds_core::model::Registry;
 use xds_core::policy::{PolicySet, PolicyStatus};
@@ -175,6 +176,9 @@ pub struct Args {
     #[command(flatten)]
     pub security: crate::tls::SecurityArgs,
 
+    #[command(flatten)]
+    pub transport: crate::grpc::TransportSettings,
+
     /// Log format on stderr. Filter with RUST_LOG (default: info).
     #[arg(long, env = "XDS_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -183,8 +187,12 @@ pub struct Args {
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour only for a person at a terminal: log files and collectors get plain text.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -194,11 +202,12 @@ pub fn init_logging(format: LogFormat) {
 
 /// Feeds an always-complete source (a file) into a channel whose `None` means "not complete yet".
 fn forward<T: Send + Sync + 'static>(
+    what: &str,
     mut from: watch::Receiver<Arc<T>>,
     to: watch::Sender<Option<Arc<T>>>,
 ) {
     to.send_replace(Some(from.borrow_and_update().clone()));
-    tokio::spawn(async move {
+    supervise::spawn(format!("forward {what}"), async move {
         while from.changed().await.is_ok() {
             let latest = from.borrow_and_update().clone();
             to.send_replace(Some(latest));
@@ -283,6 +292,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         return check_policies(path);
     }
     refuse_unauthenticated_secrets(&args)?;
+    // Before anything is spawned: every background task reports its end to it.
+    let mut supervisor =
+        supervise::Supervisor::install().context("the server runs once per process")?;
+    // One shutdown for every server, so a task ending because of it is not taken for a failure.
+    let shutdown = futures::FutureExt::shared(Box::pin(shutdown_signal()));
     // TLS for the xDS and admin ports and the admin token, checked before anything starts.
     let security = crate::tls::Security::start(&args.security, args.admin_addr)?;
 
@@ -342,7 +356,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     // Policies in force: the file policies, merged with FailoverPolicy custom resources in Kubernetes.
     let (merged_policy_tx, policy_rx) = watch::channel(None::<Arc<PolicySet>>);
     if source == SourceKind::File {
-        forward(file_policy_rx.clone(), merged_policy_tx.clone());
+        forward(
+            "policy files",
+            file_policy_rx.clone(),
+            merged_policy_tx.clone(),
+        );
     }
 
     let (registry_tx, registry_rx) = watch::channel(None::<Arc<Registry>>);
@@ -377,7 +395,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 .with_context(|| format!("loading endpoints file {}", path.display()))?;
             info!(endpoints_file = %path.display(), services = registry.services.len(), "loaded endpoints file");
             let (file_tx, file_rx) = watch::channel(Arc::new(registry));
-            forward(file_rx, registry_tx);
+            forward("endpoints file", file_rx, registry_tx);
             Some(
                 endpoints_file::watch_endpoints_file(path, file_tx)
                     .context("watching the endpoints file")?,
@@ -399,13 +417,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 None => kube_client(args.kubeconfig.as_deref(), args.context.clone()).await?,
             };
             secrets_client = Some(client.clone());
-            tokio::spawn(crate::sources::policy::kube::run(
-                client.clone(),
-                args.mesh_namespace.clone(),
-                file_policy_rx.clone(),
-                merged_policy_tx.clone(),
-                Some(policy_status_tx.clone()),
-            ));
+            supervise::spawn(
+                "FailoverPolicy custom resources",
+                crate::sources::policy::kube::run(
+                    client.clone(),
+                    args.mesh_namespace.clone(),
+                    file_policy_rx.clone(),
+                    merged_policy_tx.clone(),
+                    Some(policy_status_tx.clone()),
+                ),
+            );
             let settings = KubeSourceSettings {
                 convert: ConvertSettings {
                     subzone_label: args.subzone_label.clone(),
@@ -471,7 +492,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 .with_context(|| format!("loading secrets from {}", dir.display()))?;
             info!(secrets_dir = %dir.display(), identities = ?set.identities.iter().map(|(name, id)| format!("{name}={}", id.spiffe_id)).collect::<Vec<_>>(), "loaded secrets");
             let (dir_tx, dir_rx) = watch::channel(Arc::new(set));
-            forward(dir_rx, secrets_tx);
+            forward("secrets directory", dir_rx, secrets_tx);
             let watch = crate::sources::secrets::files::watch_secrets_dir(dir.clone(), dir_tx)
                 .context("watching the secrets directory")?;
             (Some(watch), None)
@@ -481,11 +502,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 "--secrets-namespace needs the Kubernetes source (--source kubernetes or --cluster)",
             )?;
             info!(secrets_namespace = %namespace, "watching kubernetes.io/tls Secrets for SDS; nothing is served before they are listed");
-            tokio::spawn(crate::sources::secrets::kube::run(
-                client,
-                namespace.clone(),
-                secrets_tx,
-            ));
+            supervise::spawn(
+                "kubernetes Secrets",
+                crate::sources::secrets::kube::run(client, namespace.clone(), secrets_tx),
+            );
             (None, None)
         }
         (None, None) => {
@@ -494,14 +514,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
     };
     let (snapshot_tx, snapshot_rx) = watch::channel(None);
-    tokio::spawn(publish::log_cache_stats(snapshot_rx.clone()));
-    tokio::spawn(publish::publish_snapshots(
-        registry_rx,
-        policy_rx,
-        secrets_rx,
-        snapshot_tx,
-        settings,
-    ));
+    supervise::spawn(
+        "cache statistics log",
+        publish::log_cache_stats(snapshot_rx.clone()),
+    );
+    supervise::spawn(
+        "snapshot publisher",
+        publish::publish_snapshots(registry_rx, policy_rx, secrets_rx, snapshot_tx, settings),
+    );
 
     // Standard gRPC health (Kubernetes `grpc` probes, grpc-health-probe): NOT_SERVING until the sources
     // have a complete view and the first snapshot exists, SERVING after.
@@ -511,6 +531,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .await;
     {
         let mut snapshots = snapshot_rx.clone();
+        let health = health.clone();
         tokio::spawn(async move {
             if snapshots.wait_for(Option::is_some).await.is_ok() {
                 info!("first complete snapshot built; reporting SERVING");
@@ -538,25 +559,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         security.admin_auth(),
     )?;
     let incoming = security.admin_incoming(admin_listener);
-    tokio::spawn(async move {
-        if let Err(error) = admin.serve_with_incoming(incoming).await {
-            warn!(%error, "admin API stopped");
-        }
-    });
+    supervise::spawn("admin API server", admin.serve_with_incoming(incoming));
     let metrics_listener = tokio::net::TcpListener::bind(args.metrics_addr)
         .await
         .with_context(|| format!("binding the metrics address {}", args.metrics_addr))?;
     info!(metrics_addr = %metrics_listener.local_addr()?, "metrics listening (/metrics, /healthz, /readyz)");
-    tokio::spawn({
-        let snapshots = snapshot_rx.clone();
-        async move {
-            if let Err(error) =
-                crate::metrics::serve(metrics_listener, snapshots, shutdown_signal()).await
-            {
-                warn!(%error, "metrics endpoint stopped");
-            }
-        }
-    });
+    supervise::spawn(
+        "metrics server",
+        crate::metrics::serve(metrics_listener, snapshot_rx.clone(), shutdown.clone()),
+    );
     // The xDS port last: once it accepts, the admin and metrics ports already do.
     let listener = tokio::net::TcpListener::bind(args.xds_addr)
         .await
@@ -564,17 +575,38 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     info!(xds_addr = %listener.local_addr()?, "xDS server listening (ADS, state of the world and incremental)");
     // Transport settings and the ADS request limits live in `server` so the tests serve the same.
     let ads = AdsService::new(snapshot_rx)
+        .with_first_request_timeout(args.transport.first_request_timeout)
         .with_clients(clients)
         .with_lookup(locator)
         .with_token_verifier(token_verifier);
-    crate::grpc::transport()
+    let serving = crate::grpc::Transport::new(args.transport.clone())
         .add_service(health_service)
         .add_service(ads.clone().into_sds_server())
         .add_service(ads.into_server())
-        .serve_with_incoming_shutdown(security.xds_incoming(listener), shutdown_signal())
-        .await
-        .context("serving xDS")?;
-    Ok(())
+        .serve_with_incoming_shutdown(security.xds_incoming(listener), shutdown.clone());
+    let mut serving = std::pin::pin!(serving);
+    loop {
+        tokio::select! {
+            served = &mut serving => {
+                served.context("serving xDS")?;
+                return Ok(());
+            }
+            ended = supervisor.task_ended() => {
+                if shutdown.peek().is_some() {
+                    continue; // stopping anyway: servers end on the shutdown signal
+                }
+                // Envoys keep their last configuration while Kubernetes restarts us; serving on
+                // with a dead stage would mean a configuration that silently stopped changing.
+                health
+                    .set_service_status("", tonic_health::ServingStatus::NotServing)
+                    .await;
+                crate::metrics::metrics().ready.set(0);
+                error!(task = %ended.task, ending = %ended.ending,
+                       "a background task stopped; exiting so the process is restarted");
+                return Err(anyhow::anyhow!("{ended}"));
+            }
+        }
+    }
 }
 
 fn parse_trust_domain(text: &str) -> Result<String, String> {

@@ -12,5 +12,6 @@ pub mod grpc;
 pub mod metrics;
 pub mod registry;
 pub mod sources;
+pub mod supervise;
 pub mod tls;
 pub mod watch;

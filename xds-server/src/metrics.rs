@@ -77,6 +77,12 @@ pub struct Metrics {
     pub policy_reloads: Family<ResultLabel, Counter>,
     pub tls_handshake_failures: Family<PortLabel, Counter>,
     pub tls_reloads: Family<ResultLabel, Counter>,
+    /// Open connections on the xDS port.
+    pub connections: Gauge,
+    /// Connections closed at once because the xDS port was at --max-connections.
+    pub connections_refused: Counter,
+    /// Connections asked to go at their maximum age (--max-connection-age).
+    pub connections_aged: Counter,
     pub ready: Gauge,
     // Computed when scraped.
     cache_clusters: Gauge,
@@ -106,6 +112,9 @@ impl Default for Metrics {
             policy_reloads: Family::default(),
             tls_handshake_failures: Family::default(),
             tls_reloads: Family::default(),
+            connections: Gauge::default(),
+            connections_refused: Counter::default(),
+            connections_aged: Counter::default(),
             ready: Gauge::default(),
             cache_clusters: Gauge::default(),
             cache_classes: Gauge::default(),
@@ -182,6 +191,21 @@ impl Default for Metrics {
             "tls_reloads",
             "Reloads of the TLS certificate files after a change, by result",
             m.tls_reloads.clone(),
+        );
+        r.register(
+            "connections",
+            "Open client connections on the xDS port",
+            m.connections.clone(),
+        );
+        r.register(
+            "connections_refused",
+            "Connections closed at once because the xDS port was at --max-connections",
+            m.connections_refused.clone(),
+        );
+        r.register(
+            "connections_aged",
+            "Connections asked to reconnect at their maximum age (--max-connection-age)",
+            m.connections_aged.clone(),
         );
         r.register(
             "ready",

@@ -208,7 +208,8 @@ where
         None
     };
 
-    let task = runtime.spawn(async move {
+    let name = format!("file watch {}", scope.dir.display());
+    let task = runtime.spawn(crate::supervise::supervised(name, async move {
         // Keeps the channel open when notify is off, so `recv` simply never fires.
         let _keep_open = poke_tx;
         let mut scanner = Scanner {
@@ -244,7 +245,9 @@ where
                 on_change(changes);
             }
         }
-    });
+        #[allow(unreachable_code)]
+        ()
+    }));
 
     Ok(WatchHandle {
         _watcher: watcher,

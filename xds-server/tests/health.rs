@@ -138,3 +138,70 @@ async fn not_serving_while_kubernetes_is_unreachable() {
     assert_eq!(wait_status(port).await, ServingStatus::NotServing);
     assert_eq!(http_status(metrics, "/readyz"), 503);
 }
+
+/// A source that dies takes the process down with it, loudly: health NOT_SERVING first, then a log
+/// line naming the task and its cause, then a non-zero exit (Kubernetes restarts the pod; Envoys keep
+/// their last configuration meanwhile). The fault is injected in debug builds through the
+/// supervisor (`XDS_FAIL_TASK`), into the endpoints file's watcher.
+#[tokio::test]
+async fn a_source_that_dies_stops_the_process_with_its_cause() {
+    use std::io::Read;
+    let dir = std::env::temp_dir().join(format!("xds-health-dies-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("endpoints.yaml");
+    std::fs::write(&file, "services: []\n").unwrap();
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_xds-server"))
+        .args(["--endpoints", file.to_str().unwrap()])
+        .args(["--xds-addr", &format!("127.0.0.1:{port}")])
+        .args([
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ])
+        .env("XDS_FAIL_TASK", format!("file watch {}", dir.display()))
+        .env("XDS_FAIL_TASK_AFTER", "2s")
+        .env_remove("NO_COLOR")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start xds-server");
+    // It was serving before the fault.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while wait_status(port).await != ServingStatus::Serving {
+        assert!(Instant::now() < deadline, "never became SERVING");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let exit = loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            break exit;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the server kept running with a dead source");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(!exit.success(), "exited with {exit}");
+    let mut log = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    assert!(
+        log.contains(&format!(
+            "background task `file watch {}` panicked: fault injected",
+            dir.display()
+        )),
+        "the cause is not in the log:\n{log}"
+    );
+    // stderr is a pipe here, as in a container: plain text, no colour codes.
+    assert!(
+        !log.contains('\u{1b}'),
+        "ANSI escape codes in a log that is not a terminal:\n{log}"
+    );
+}

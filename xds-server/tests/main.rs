@@ -12,3 +12,4 @@ mod crd_manifest;
 mod deploy_manifests;
 mod health;
 mod sds;
+mod transport;

@@ -28,16 +28,18 @@ pub use xds_core::protocol::limits::{
 };
 
 mod stream;
+pub mod transport;
+
+pub use transport::{Transport, TransportSettings};
 
 /// The snapshot stream the server reads. `None` until the sources have a complete view: streams opened
 /// before that wait (Envoy waits with them) rather than get an empty or partial configuration.
 pub type Snapshots = watch::Receiver<Option<Arc<Snapshot>>>;
 
-/// The gRPC transport the xDS port runs on; `main` and the tests serve through the same settings.
-pub fn transport() -> tonic::transport::Server {
-    tonic::transport::Server::builder()
-        .tcp_nodelay(true)
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+/// The gRPC transport the xDS port runs on, with the default [`TransportSettings`]; `main` serves
+/// through the same type with the flags' settings.
+pub fn transport() -> Transport {
+    Transport::new(TransportSettings::default())
 }
 
 /// Counters shared by all streams of one [`AdsService`].
@@ -72,6 +74,8 @@ pub struct AdsService {
     clients: Arc<ClientRegistry>,
     /// Verifies `authorization: Bearer` ServiceAccount tokens (token authentication); `None`: off.
     tokens: Option<Arc<dyn TokenVerifier>>,
+    /// How long a stream may wait for its client's first request.
+    first_request_timeout: Duration,
 }
 
 impl AdsService {
@@ -83,7 +87,14 @@ impl AdsService {
             counters: Arc::default(),
             clients: ClientRegistry::new(),
             tokens: None,
+            first_request_timeout: TransportSettings::default().first_request_timeout,
         }
+    }
+
+    /// Refuse streams whose first request has not come `timeout` after the server could answer it.
+    pub fn with_first_request_timeout(mut self, timeout: Duration) -> Self {
+        self.first_request_timeout = timeout;
+        self
     }
 
     /// Authenticate streams that carry `authorization: Bearer TOKEN` with `verifier`.

@@ -15,6 +15,7 @@ use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
+use super::transport::ConnectionDrain;
 use super::{status, AdsService, Counters, ResponseStream, Snapshots};
 use crate::auth::workload::LogLimiter;
 use crate::metrics::{self, metrics};
@@ -35,6 +36,13 @@ const STREAM_QUEUE: usize = 1;
 const POD_RETRY: std::time::Duration = std::time::Duration::from_millis(250);
 
 static REFUSAL_LOG: LogLimiter = LogLimiter::new();
+
+/// What ends a stream from outside its conversation.
+struct StreamLimits {
+    first_request_timeout: std::time::Duration,
+    /// Its connection's: set when the connection must go (maximum age, shutdown).
+    drain: Option<ConnectionDrain>,
+}
 
 /// Counts a stream as live for as long as its task runs, however the task ends.
 struct LiveStream(Arc<Counters>);
@@ -186,6 +194,7 @@ enum Step<R> {
 ///   a request can itself produce responses, which would then need an unbounded queue.
 ///
 /// Other streams never wait on this one: each has its own task, and publishing a snapshot never blocks.
+#[allow(clippy::too_many_arguments)]
 async fn run_stream<M: StreamMachine>(
     stream_id: u64,
     conn: M,
@@ -194,6 +203,7 @@ async fn run_stream<M: StreamMachine>(
     tx: mpsc::Sender<Result<M::Resp, Status>>,
     counters: Arc<Counters>,
     clients: Arc<ClientRegistry>,
+    limits: StreamLimits,
 ) where
     Streaming<M::Req>: Stream<Item = Result<M::Req, Status>> + Unpin,
 {
@@ -207,6 +217,12 @@ async fn run_stream<M: StreamMachine>(
     }
     // Snapshots published before the first request are covered by answering that request.
     snapshots.mark_unchanged();
+    // A stream that never speaks holds a task and a registry entry: it gets a deadline (counted from
+    // now, when it could have been answered).
+    let first_request_deadline = tokio::time::sleep(limits.first_request_timeout);
+    tokio::pin!(first_request_deadline);
+    let drained = ConnectionDrain::wait(limits.drain.as_ref());
+    tokio::pin!(drained);
     let current = |s: &Snapshots| s.borrow().clone().expect("present once the wait is over");
     // Shared with the admin API, which reads it between our turns; never held across an await.
     let conn = Arc::new(Mutex::new(conn));
@@ -376,6 +392,17 @@ async fn run_stream<M: StreamMachine>(
                 }
             }
             _ = tx.closed() => Step::Close(None),
+            reason = &mut drained => {
+                debug!(stream_id, node = %node(&conn), ?reason, "connection draining; ending the stream");
+                Step::Close(Some(reason.status()))
+            }
+            _ = &mut first_request_deadline, if lock(&conn).client().is_none() => {
+                debug!(stream_id, "no first request in time; ending the stream");
+                Step::Close(Some(Status::deadline_exceeded(format!(
+                    "no request on this stream within {:?} (--first-request-timeout)",
+                    limits.first_request_timeout
+                ))))
+            }
         };
         let (responses, cause) = match step {
             Step::Send(responses, cause) => (responses, cause),
@@ -459,6 +486,10 @@ impl AdsService {
         Streaming<M::Req>: Stream<Item = Result<M::Req, Status>> + Unpin,
     {
         let stream_id = self.next_stream_id.fetch_add(1, Ordering::Relaxed);
+        let limits = StreamLimits {
+            first_request_timeout: self.first_request_timeout,
+            drain: request.extensions().get::<ConnectionDrain>().cloned(),
+        };
         let (tx, rx) = mpsc::channel(STREAM_QUEUE);
         let live = LiveStream::new(&self.counters);
         let stream = run_stream(
@@ -469,6 +500,7 @@ impl AdsService {
             tx,
             self.counters.clone(),
             self.clients.clone(),
+            limits,
         );
         tokio::spawn(async move {
             let _live = live;

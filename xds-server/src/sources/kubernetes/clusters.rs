@@ -488,23 +488,22 @@ pub fn start(
         locators.push((origin, locator));
         registries.push(member_rx);
         let (down_tx, down_rx) = watch::channel(None::<Instant>);
-        tokio::spawn(probe(
-            member.spec.name.clone(),
-            member.client.clone(),
-            probe_interval(stale_after),
-            down_tx,
-        ));
+        crate::supervise::spawn(
+            format!("cluster {} probe", member.spec.name),
+            probe(
+                member.spec.name.clone(),
+                member.client.clone(),
+                probe_interval(stale_after),
+                down_tx,
+            ),
+        );
         health.push(down_rx);
     }
     let names: Vec<String> = members.iter().map(|m| m.spec.name.clone()).collect();
-    tokio::spawn(run_merger(
-        names,
-        registries,
-        health,
-        gateways,
-        stale_after,
-        tx,
-    ));
+    crate::supervise::spawn(
+        "cluster merger",
+        run_merger(names, registries, health, gateways, stale_after, tx),
+    );
     Arc::new(ClusterLocator { members: locators })
 }
 

@@ -281,7 +281,7 @@ pub fn start(
         ))
         .boxed(),
     ]);
-    tokio::spawn(publish(events, stores, settings, tx));
+    crate::supervise::spawn("kubernetes source", publish(events, stores, settings, tx));
     locator
 }
 
