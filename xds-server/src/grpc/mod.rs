@@ -24,7 +24,9 @@ use xds_core::snapshot::Snapshot;
 
 /// The limits a stream is held to (defined with the protocol, in [`xds_core::protocol::limits`]).
 pub use xds_core::protocol::limits::{
-    MAX_NAMES_PER_TYPE, MAX_NODE_ID_BYTES, MAX_REQUEST_BYTES, MAX_RESPONSES_PER_EVENT,
+    MAX_IDENTITY_BYTES, MAX_LABEL_KEY_BYTES, MAX_LABEL_VALUE_BYTES, MAX_LOCALITY_BYTES,
+    MAX_METADATA_VALUE_BYTES, MAX_NAMES_PER_TYPE, MAX_NAME_BYTES_PER_TYPE, MAX_NODE_ID_BYTES,
+    MAX_NODE_LABELS, MAX_REQUEST_BYTES, MAX_RESOURCE_NAME_BYTES, MAX_RESPONSES_PER_EVENT,
 };
 
 mod stream;
