@@ -955,7 +955,6 @@ fn large_node(i: usize) -> Node {
 /// ports (as large as allowed) and the most labels, subscribe to CDS, EDS, LDS and RDS, then leave:
 /// the shared cache falls back to what it held before, and so does the process's memory.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails until departed clients' cache entries are evicted (next commit)"]
 async fn clients_that_leave_take_their_cache_entries_with_them() {
     if !in_own_process("abuse::clients_that_leave_take_their_cache_entries_with_them") {
         return;

@@ -30,6 +30,9 @@ pub use xds_core::protocol::limits::{
 };
 
 mod stream;
+mod sweep;
+
+pub use sweep::CacheSweep;
 
 /// The snapshot stream the server reads. `None` until the sources have a complete view: streams opened
 /// before that wait (Envoy waits with them) rather than get an empty or partial configuration.
@@ -74,16 +77,20 @@ pub struct AdsService {
     clients: Arc<ClientRegistry>,
     /// Verifies `authorization: Bearer` ServiceAccount tokens (token authentication); `None`: off.
     tokens: Option<Arc<dyn TokenVerifier>>,
+    /// Drops the cache entries only departed clients needed, after they leave.
+    sweep: Arc<CacheSweep>,
 }
 
 impl AdsService {
     pub fn new(snapshots: Snapshots) -> Self {
+        let clients = ClientRegistry::new();
         Self {
+            sweep: CacheSweep::new(snapshots.clone(), clients.clone()),
             snapshots,
             next_stream_id: Arc::new(AtomicU64::new(1)),
             lookup: None,
             counters: Arc::default(),
-            clients: ClientRegistry::new(),
+            clients,
             tokens: None,
         }
     }
@@ -96,8 +103,14 @@ impl AdsService {
 
     /// Report streams to this registry (the admin API reads it) instead of a private one.
     pub fn with_clients(mut self, clients: Arc<ClientRegistry>) -> Self {
+        self.sweep = CacheSweep::new(self.snapshots.clone(), clients.clone());
         self.clients = clients;
         self
+    }
+
+    /// What keeps the shared cache to connected clients' needs.
+    pub fn cache_sweep(&self) -> &Arc<CacheSweep> {
+        &self.sweep
     }
 
     pub fn clients(&self) -> &Arc<ClientRegistry> {
