@@ -857,6 +857,38 @@ async fn long_names_and_accumulated_name_bytes_are_refused() {
     server.assert_healthy().await;
 }
 
+/// A client that repeats a NACK with the same nonce is logged and counted once (`xds_nacks_total`), not
+/// at every repeat; the stream goes on.
+#[tokio::test]
+async fn a_repeated_nack_is_counted_once() {
+    let nacks = || {
+        let text = xds_server::metrics::metrics().render(None);
+        text.lines()
+            .find_map(|l| l.strip_prefix("xds_nacks_total{type=\"EDS\"} "))
+            .map_or(0, |n| n.parse::<u64>().unwrap())
+    };
+    let server = TestServer::start(3, 1, true).await;
+    let names = [cluster(0)];
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut c = server.sotw().await;
+    c.send(request(ENDPOINT_TYPE, &names, "", "")).await;
+    let eds = c.recv().await.unwrap();
+    let before = nacks();
+    for _ in 0..5 {
+        let mut nack = request(ENDPOINT_TYPE, &names, "", &eds.nonce);
+        nack.error_detail = Some(xds::error_detail("bad endpoints"));
+        c.send(nack).await;
+    }
+    // Requests are handled in order: once the CDS answer arrives, all five NACKs were handled.
+    c.send(request(CLUSTER_TYPE, &[], "", "")).await;
+    assert_eq!(c.recv().await.unwrap().type_url, CLUSTER_TYPE);
+    assert_eq!(nacks() - before, 1, "five NACKs of one response count once");
+
+    drop(c);
+    server.wait_streams(0).await;
+    server.assert_healthy().await;
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Memory: what clients leave behind
 
@@ -978,24 +1010,40 @@ async fn clients_that_leave_take_their_cache_entries_with_them() {
         channels.push(server.channel().await);
     }
     let names: Vec<String> = (0..SERVICES).map(cluster).collect();
-    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    // One task per connection, each opening its share of the streams in turn: the streams' round
+    // trips overlap, the server's work is the same.
+    let tasks: Vec<_> = channels
+        .iter()
+        .enumerate()
+        .map(|(conn, channel)| {
+            let (channel, names) = (channel.clone(), names.clone());
+            tokio::spawn(async move {
+                let mut clients = Vec::new();
+                for i in (conn..CLIENTS).step_by(CONNECTIONS) {
+                    let node = large_node(i);
+                    let mut c = Sotw::open(channel.clone()).await;
+                    for (type_url, names) in [
+                        (CLUSTER_TYPE, vec![]),
+                        (ENDPOINT_TYPE, names.clone()),
+                        (LISTENER_TYPE, vec![]),
+                        (ROUTE_TYPE, vec!["outbound".to_string()]),
+                    ] {
+                        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                        c.send(xds::request(node.clone(), type_url, &names, "", ""))
+                            .await;
+                        let resp = c.recv().await.unwrap();
+                        assert_eq!(resp.type_url, type_url);
+                        assert!(!resp.resources.is_empty(), "{type_url}");
+                    }
+                    clients.push(c);
+                }
+                clients
+            })
+        })
+        .collect();
     let mut clients = Vec::new();
-    for i in 0..CLIENTS {
-        let node = large_node(i);
-        let mut c = Sotw::open(channels[i % CONNECTIONS].clone()).await;
-        for (type_url, names) in [
-            (CLUSTER_TYPE, &[][..]),
-            (ENDPOINT_TYPE, &names[..]),
-            (LISTENER_TYPE, &[][..]),
-            (ROUTE_TYPE, &["outbound"][..]),
-        ] {
-            c.send(xds::request(node.clone(), type_url, names, "", ""))
-                .await;
-            let resp = c.recv().await.unwrap();
-            assert_eq!(resp.type_url, type_url);
-            assert!(!resp.resources.is_empty(), "{type_url}");
-        }
-        clients.push(c);
+    for task in tasks {
+        clients.extend(task.await.unwrap());
     }
     let cache_during = stats();
     let rss_during = rss_bytes();
