@@ -88,6 +88,8 @@ pub struct Metrics {
     cache_clusters: Gauge,
     cache_classes: Gauge,
     cache_eds_answers: Gauge,
+    cache_listeners: Gauge,
+    cache_route_configs: Gauge,
     cache_bytes: Gauge,
     expected_load: Family<PriorityLoadLabels, Gauge>,
 }
@@ -119,6 +121,8 @@ impl Default for Metrics {
             cache_clusters: Gauge::default(),
             cache_classes: Gauge::default(),
             cache_eds_answers: Gauge::default(),
+            cache_listeners: Gauge::default(),
+            cache_route_configs: Gauge::default(),
             cache_bytes: Gauge::default(),
             expected_load: Family::default(),
             registry: Registry::default(),
@@ -228,6 +232,16 @@ impl Default for Metrics {
             m.cache_eds_answers.clone(),
         );
         r.register(
+            "cache_listeners",
+            "Encoded listeners held: one per client bind address, and inbound listeners",
+            m.cache_listeners.clone(),
+        );
+        r.register(
+            "cache_route_configs",
+            "Encoded route tables held: one per client namespace",
+            m.cache_route_configs.clone(),
+        );
+        r.register(
             "cache_bytes",
             "Encoded bytes held by the shared cache",
             m.cache_bytes.clone(),
@@ -286,7 +300,11 @@ impl Metrics {
             self.cache_clusters.set(stats.clusters as i64);
             self.cache_classes.set(stats.classes as i64);
             self.cache_eds_answers.set(stats.eds_answers as i64);
+            self.cache_listeners.set(stats.listeners as i64);
+            self.cache_route_configs.set(stats.route_configs as i64);
             self.cache_bytes.set(stats.bytes as i64);
+            // Rebuilt from the cache's classes on every scrape: series of classes the cache dropped (no
+            // connected client has them) disappear, and the cache's caps bound the rest.
             self.expected_load.clear();
             for (cluster, class, loads) in s.expected_loads() {
                 for (priority, percent) in loads.into_iter().enumerate() {

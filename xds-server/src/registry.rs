@@ -230,6 +230,18 @@ impl ClientRegistry {
         best.map(|(_, c)| c)
     }
 
+    /// Calls `f` with every identified client (one whose first request was read), under its stream's
+    /// lock: nothing is copied, so it is cheap enough to run after every burst of disconnects.
+    pub fn for_each_client(&self, mut f: impl FnMut(&ClientInfo)) {
+        for e in self.entries.iter() {
+            e.machine.with(&mut |m| {
+                if let Some(c) = m.client() {
+                    f(c)
+                }
+            });
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }

@@ -21,10 +21,12 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status, Streaming};
 
 use xds_core::model::Registry;
-use xds_core::snapshot::{Snapshot, CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE};
+use xds_core::snapshot::{Snapshot, CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE};
 use xds_core::testing::{envoy, mesh, xds};
 use xds_server::grpc::{
-    self, AdsService, MAX_NAMES_PER_TYPE, MAX_NODE_ID_BYTES, MAX_REQUEST_BYTES,
+    self, AdsService, MAX_IDENTITY_BYTES, MAX_LABEL_KEY_BYTES, MAX_LABEL_VALUE_BYTES,
+    MAX_LOCALITY_BYTES, MAX_METADATA_VALUE_BYTES, MAX_NAMES_PER_TYPE, MAX_NAME_BYTES_PER_TYPE,
+    MAX_NODE_ID_BYTES, MAX_NODE_LABELS, MAX_REQUEST_BYTES, MAX_RESOURCE_NAME_BYTES,
     MAX_RESPONSES_PER_EVENT,
 };
 
@@ -584,10 +586,11 @@ async fn first_request_without_node_is_refused() {
     server.assert_healthy().await;
 }
 
-/// A node id past MAX_NODE_ID_BYTES is refused (it would be kept and logged); large metadata within
-/// the request limit is read once and served normally.
+/// A node id past MAX_NODE_ID_BYTES is refused (it would be kept and logged); metadata the server does
+/// not read (a 2 MB string) is not kept, so it is served normally within the request limit, as are the
+/// most labels allowed.
 #[tokio::test]
-async fn absurd_node_id_is_refused_and_large_metadata_is_served() {
+async fn absurd_node_id_is_refused_and_unread_metadata_is_served() {
     let server = TestServer::start(3, 1, true).await;
     let mut c = server.sotw().await;
     let mut req = request(CLUSTER_TYPE, &[], "", "");
@@ -605,12 +608,9 @@ async fn absurd_node_id_is_refused_and_large_metadata_is_served() {
     let status = d.recv().await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
 
-    // ~3 MB of metadata: 20,000 labels and a 2 MB string.
-    let string = |s: String| Value {
-        kind: Some(Kind::StringValue(s)),
-    };
+    // ~2 MB of metadata: the most labels allowed and a 2 MB string under a key nobody reads.
     let labels = Struct {
-        fields: (0..20_000)
+        fields: (0..MAX_NODE_LABELS)
             .map(|i| (format!("label-{i}"), string(format!("value-{i}"))))
             .collect(),
     };
@@ -639,5 +639,454 @@ async fn absurd_node_id_is_refused_and_large_metadata_is_served() {
 
     drop((c, d, big));
     server.wait_streams(0).await;
+    server.assert_healthy().await;
+}
+
+fn string(s: String) -> Value {
+    Value {
+        kind: Some(Kind::StringValue(s)),
+    }
+}
+
+/// `node` with metadata `key` set to `value`.
+fn with_metadata(mut node: Node, key: &str, value: Value) -> Node {
+    node.metadata
+        .get_or_insert_with(Struct::default)
+        .fields
+        .insert(key.to_string(), value);
+    node
+}
+
+fn with_labels(node: Node, labels: impl IntoIterator<Item = (String, String)>) -> Node {
+    let labels = Struct {
+        fields: labels.into_iter().map(|(k, v)| (k, string(v))).collect(),
+    };
+    with_metadata(
+        node,
+        "labels",
+        Value {
+            kind: Some(Kind::StructValue(labels)),
+        },
+    )
+}
+
+/// Every node field the server keeps, logs or keys a cache by, one byte (or label) past its limit,
+/// is refused with INVALID_ARGUMENT naming the field and the limit, over either protocol; at the limit
+/// it is served. Refused clients leave nothing in the cache.
+#[tokio::test]
+async fn node_fields_past_their_limits_are_refused_naming_field_and_limit() {
+    use envoy_types::pb::envoy::config::core::v3::Locality as EnvoyLocality;
+    let server = TestServer::start(3, 1, true).await;
+    let cache_before = server.snapshots.borrow().as_ref().unwrap().stats();
+    let locality = |region: usize, zone: usize, sub_zone: usize| {
+        let mut n = node();
+        n.locality = Some(EnvoyLocality {
+            region: "r".repeat(region),
+            zone: "z".repeat(zone),
+            sub_zone: "s".repeat(sub_zone),
+        });
+        n
+    };
+    let meta = |key: &str, len: usize| with_metadata(node(), key, string("1".repeat(len)));
+    let label = |i: usize| (format!("l{i}"), "v".to_string());
+    let (l, m) = (MAX_LOCALITY_BYTES, MAX_METADATA_VALUE_BYTES);
+    // (node at the limit, node past it, the field and the limit a refusal names)
+    let cases = [
+        (
+            locality(l, 1, 0),
+            locality(l + 1, 1, 0),
+            "node.locality.region",
+            "MAX_LOCALITY_BYTES",
+            l,
+        ),
+        (
+            locality(1, l, 0),
+            locality(1, l + 1, 0),
+            "node.locality.zone",
+            "MAX_LOCALITY_BYTES",
+            l,
+        ),
+        (
+            locality(1, 1, l),
+            locality(1, 1, l + 1),
+            "node.locality.sub_zone",
+            "MAX_LOCALITY_BYTES",
+            l,
+        ),
+        (
+            meta("namespace", m),
+            meta("namespace", m + 1),
+            "node.metadata.namespace",
+            "MAX_METADATA_VALUE_BYTES",
+            m,
+        ),
+        (
+            meta("pod_name", m),
+            meta("pod_name", m + 1),
+            "node.metadata.pod_name",
+            "MAX_METADATA_VALUE_BYTES",
+            m,
+        ),
+        (
+            meta("pod_ip", m),
+            meta("pod_ip", m + 1),
+            "node.metadata.pod_ip",
+            "MAX_METADATA_VALUE_BYTES",
+            m,
+        ),
+        (
+            node(),
+            meta("listener_address", m + 1),
+            "node.metadata.listener_address",
+            "MAX_METADATA_VALUE_BYTES",
+            m,
+        ),
+        (
+            node(),
+            meta("identity", MAX_IDENTITY_BYTES + 1),
+            "node.metadata.identity",
+            "MAX_IDENTITY_BYTES",
+            MAX_IDENTITY_BYTES,
+        ),
+        (
+            with_labels(node(), (0..MAX_NODE_LABELS).map(label)),
+            with_labels(node(), (0..=MAX_NODE_LABELS).map(label)),
+            "node.metadata.labels",
+            "MAX_NODE_LABELS",
+            MAX_NODE_LABELS,
+        ),
+        (
+            with_labels(node(), [("app".into(), "v".repeat(MAX_LABEL_VALUE_BYTES))]),
+            with_labels(
+                node(),
+                [("app".into(), "v".repeat(MAX_LABEL_VALUE_BYTES + 1))],
+            ),
+            r#"node.metadata.labels["app"]"#,
+            "MAX_LABEL_VALUE_BYTES",
+            MAX_LABEL_VALUE_BYTES,
+        ),
+        (
+            with_labels(node(), [("k".repeat(MAX_LABEL_KEY_BYTES), "v".into())]),
+            with_labels(node(), [("k".repeat(MAX_LABEL_KEY_BYTES + 1), "v".into())]),
+            "node.metadata.labels[",
+            "MAX_LABEL_KEY_BYTES",
+            MAX_LABEL_KEY_BYTES,
+        ),
+    ];
+    for (i, (fits, past, field, limit, max)) in cases.into_iter().enumerate() {
+        let status = if i % 2 == 0 {
+            let mut c = server.sotw().await;
+            c.send(xds::request(past, CLUSTER_TYPE, &[], "", "")).await;
+            c.recv().await.unwrap_err()
+        } else {
+            let mut d = server.delta().await;
+            d.send(xds::delta_request(past, CLUSTER_TYPE, &[], &[], ""))
+                .await;
+            d.recv().await.unwrap_err()
+        };
+        assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");
+        let message = status.message();
+        assert!(
+            message.starts_with(field)
+                && message.contains(limit)
+                && message.contains(&max.to_string()),
+            "the refusal names {field} and {limit} ({max}): {message}"
+        );
+        assert!(message.len() < 300, "a refusal echoes little: {message}");
+
+        let mut c = server.sotw().await;
+        c.send(xds::request(fits, CLUSTER_TYPE, &[], "", "")).await;
+        let cds = c
+            .recv()
+            .await
+            .unwrap_or_else(|s| panic!("{field} at its limit: {s:?}"));
+        assert_eq!(cds.resources.len(), 3);
+    }
+    server.wait_streams(0).await;
+    let cache_after = server.snapshots.borrow().as_ref().unwrap().stats();
+    assert_eq!(cache_after.eds_answers, cache_before.eds_answers);
+    server.assert_healthy().await;
+}
+
+/// A resource name past MAX_RESOURCE_NAME_BYTES is refused; Delta subscriptions that add up past
+/// MAX_NAME_BYTES_PER_TYPE (each request well within the request limit) are refused, naming it.
+#[tokio::test]
+async fn long_names_and_accumulated_name_bytes_are_refused() {
+    let server = TestServer::start(3, 1, true).await;
+    let long = "n".repeat(MAX_RESOURCE_NAME_BYTES + 1);
+    let mut c = server.sotw().await;
+    c.send(request(ENDPOINT_TYPE, &[&cluster(0), &long], "", ""))
+        .await;
+    let status = c.recv().await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().starts_with("EDS subscription name")
+            && status.message().contains("MAX_RESOURCE_NAME_BYTES"),
+        "{status:?}"
+    );
+
+    let mut d = server.delta().await;
+    // Names as long as allowed, a quarter of the limit per request: the fifth request passes it.
+    let per_request = MAX_NAME_BYTES_PER_TYPE / MAX_RESOURCE_NAME_BYTES / 4;
+    let batch = |b: usize| -> Vec<String> {
+        (0..per_request)
+            .map(|i| {
+                let head = format!("b{b}-{i}-");
+                format!("{head}{}", "x".repeat(MAX_RESOURCE_NAME_BYTES - head.len()))
+            })
+            .collect()
+    };
+    let mut first = batch(0);
+    first[0] = cluster(0);
+    d.send(delta_request(ENDPOINT_TYPE, first, "")).await;
+    let answer = d.recv().await.unwrap();
+    assert_eq!(answer.resources.len(), 1);
+    for b in 1..=4 {
+        d.send(delta_request(ENDPOINT_TYPE, batch(b), "")).await;
+    }
+    let status = d.recv().await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().starts_with("EDS subscription:")
+            && status.message().contains("MAX_NAME_BYTES_PER_TYPE"),
+        "{status:?}"
+    );
+
+    drop((c, d));
+    server.wait_streams(0).await;
+    server.assert_healthy().await;
+}
+
+/// A client that repeats a NACK with the same nonce is logged and counted once (`xds_nacks_total`), not
+/// at every repeat; the stream goes on.
+#[tokio::test]
+async fn a_repeated_nack_is_counted_once() {
+    let nacks = || {
+        let text = xds_server::metrics::metrics().render(None);
+        text.lines()
+            .find_map(|l| l.strip_prefix("xds_nacks_total{type=\"EDS\"} "))
+            .map_or(0, |n| n.parse::<u64>().unwrap())
+    };
+    let server = TestServer::start(3, 1, true).await;
+    let names = [cluster(0)];
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut c = server.sotw().await;
+    c.send(request(ENDPOINT_TYPE, &names, "", "")).await;
+    let eds = c.recv().await.unwrap();
+    let before = nacks();
+    for _ in 0..5 {
+        let mut nack = request(ENDPOINT_TYPE, &names, "", &eds.nonce);
+        nack.error_detail = Some(xds::error_detail("bad endpoints"));
+        c.send(nack).await;
+    }
+    // Requests are handled in order: once the CDS answer arrives, all five NACKs were handled.
+    c.send(request(CLUSTER_TYPE, &[], "", "")).await;
+    assert_eq!(c.recv().await.unwrap().type_url, CLUSTER_TYPE);
+    assert_eq!(nacks() - before, 1, "five NACKs of one response count once");
+
+    drop(c);
+    server.wait_streams(0).await;
+    server.assert_healthy().await;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Memory: what clients leave behind
+
+/// Set in the child process the memory test runs itself in (see [`in_own_process`]).
+const MEMORY_CHILD: &str = "XDS_ABUSE_MEMORY_CHILD";
+
+/// Runs the calling test again, alone, in a child process (the same test binary with a filter), and
+/// fails if it fails there: RSS is the process's, and the other tests of this binary run in parallel
+/// threads. Returns `true` in the child, where the test's body should run.
+fn in_own_process(test: &str) -> bool {
+    if std::env::var_os(MEMORY_CHILD).is_some() {
+        return true;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(MEMORY_CHILD, "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stderr}");
+    assert!(
+        out.status.success(),
+        "{test} failed in its own process:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("1 passed"),
+        "{test} did not run in the child:\n{stdout}"
+    );
+    false
+}
+
+/// This process's resident set, in bytes, after giving glibc's free memory back to the system (what is
+/// left is what the process holds, not what the allocator keeps for later).
+fn rss_bytes() -> usize {
+    // SAFETY: malloc_trim only returns free memory of glibc's heaps to the system.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb: usize = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("VmRSS in /proc/self/status");
+    kb * 1024
+}
+
+/// Client `i`'s node: everything a client chooses as large as the limits allow and unique to it —
+/// locality, namespace, listener address, inbound ports — plus the most labels, each as long as
+/// allowed.
+fn large_node(i: usize) -> Node {
+    use envoy_types::pb::envoy::config::core::v3::Locality as EnvoyLocality;
+    let unique = |prefix: &str, len: usize| {
+        let head = format!("{prefix}-{i}-");
+        format!("{head}{}", "x".repeat(len - head.len()))
+    };
+    let labels = Struct {
+        fields: (0..MAX_NODE_LABELS)
+            .map(|l| {
+                (
+                    unique(&format!("example.com/key-{l}"), MAX_LABEL_KEY_BYTES),
+                    string(unique(&format!("v{l}"), MAX_LABEL_VALUE_BYTES)),
+                )
+            })
+            .collect(),
+    };
+    let mut node = xds::node(&unique("node", 200), "shop");
+    node.locality = Some(EnvoyLocality {
+        region: unique("region", MAX_LOCALITY_BYTES),
+        zone: unique("zone", MAX_LOCALITY_BYTES),
+        sub_zone: unique("subzone", MAX_LOCALITY_BYTES),
+    });
+    let mut fields = xds::metadata(&[
+        ("namespace", &unique("ns", MAX_METADATA_VALUE_BYTES)),
+        (
+            "listener_address",
+            &format!("127.1.{}.{}", i / 250, i % 250 + 1),
+        ),
+    ])
+    .fields;
+    fields.insert(
+        "labels".into(),
+        Value {
+            kind: Some(Kind::StructValue(labels)),
+        },
+    );
+    fields.insert("inbound_port".into(), string((20_000 + i).to_string()));
+    fields.insert("app_port".into(), string((30_000 + i).to_string()));
+    node.metadata = Some(Struct { fields });
+    node
+}
+
+/// Hundreds of clients, each with its own locality class, namespace, listener address and inbound
+/// ports (as large as allowed) and the most labels, subscribe to CDS, EDS, LDS and RDS, then leave:
+/// the shared cache falls back to what it held before, and so does the process's memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_leave_take_their_cache_entries_with_them() {
+    if !in_own_process("abuse::clients_that_leave_take_their_cache_entries_with_them") {
+        return;
+    }
+    const CLIENTS: usize = 300;
+    const SERVICES: usize = 20;
+    const ENDPOINTS: usize = 100;
+    const CONNECTIONS: usize = 10;
+    /// What the process may hold after the clients left beyond what it held before they came.
+    const RSS_BOUND: usize = 16 << 20;
+    let server = TestServer::start(SERVICES, ENDPOINTS, true).await;
+    let stats = || server.snapshots.borrow().as_ref().unwrap().stats();
+    // Warm up: one ordinary client, so buffers and tasks that stay are in the baseline.
+    server.assert_healthy().await;
+    let cache_before = stats();
+    let rss_before = rss_bytes();
+    let started = std::time::Instant::now();
+
+    let mut channels = Vec::new();
+    for _ in 0..CONNECTIONS {
+        channels.push(server.channel().await);
+    }
+    let names: Vec<String> = (0..SERVICES).map(cluster).collect();
+    // One task per connection, each opening its share of the streams in turn: the streams' round
+    // trips overlap, the server's work is the same.
+    let tasks: Vec<_> = channels
+        .iter()
+        .enumerate()
+        .map(|(conn, channel)| {
+            let (channel, names) = (channel.clone(), names.clone());
+            tokio::spawn(async move {
+                let mut clients = Vec::new();
+                for i in (conn..CLIENTS).step_by(CONNECTIONS) {
+                    let node = large_node(i);
+                    let mut c = Sotw::open(channel.clone()).await;
+                    for (type_url, names) in [
+                        (CLUSTER_TYPE, vec![]),
+                        (ENDPOINT_TYPE, names.clone()),
+                        (LISTENER_TYPE, vec![]),
+                        (ROUTE_TYPE, vec!["outbound".to_string()]),
+                    ] {
+                        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                        c.send(xds::request(node.clone(), type_url, &names, "", ""))
+                            .await;
+                        let resp = c.recv().await.unwrap();
+                        assert_eq!(resp.type_url, type_url);
+                        assert!(!resp.resources.is_empty(), "{type_url}");
+                    }
+                    clients.push(c);
+                }
+                clients
+            })
+        })
+        .collect();
+    let mut clients = Vec::new();
+    for task in tasks {
+        clients.extend(task.await.unwrap());
+    }
+    let cache_during = stats();
+    let rss_during = rss_bytes();
+    assert!(
+        cache_during.eds_answers >= CLIENTS * SERVICES,
+        "every client has its own class: {cache_during:?}"
+    );
+    let joined = started.elapsed();
+
+    drop(clients);
+    drop(channels);
+    server.wait_streams(0).await;
+    // Whatever the server does about it, it has a few seconds.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let mut cache_after = stats();
+    while (cache_after.bytes > cache_before.bytes
+        || cache_after.eds_answers > cache_before.eds_answers)
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        cache_after = stats();
+    }
+    let rss_after = rss_bytes();
+    let mib = |b: usize| b as f64 / f64::from(1 << 20);
+    eprintln!(
+        "memory test: {CLIENTS} clients joined in {joined:?}; cache before {cache_before:?}, \
+         with the clients {cache_during:?}, after they left {cache_after:?}; RSS before {:.1} MiB, \
+         with the clients {:.1} MiB, after {:.1} MiB",
+        mib(rss_before),
+        mib(rss_during),
+        mib(rss_after)
+    );
+    assert!(
+        cache_after.bytes <= cache_before.bytes
+            && cache_after.eds_answers <= cache_before.eds_answers,
+        "the cache kept what departed clients needed: before {cache_before:?}, after {cache_after:?}"
+    );
+    assert!(
+        rss_after <= rss_before + RSS_BOUND,
+        "RSS {:.1} MiB after the clients left, {:.1} MiB before (bound: +{:.0} MiB)",
+        mib(rss_after),
+        mib(rss_before),
+        mib(RSS_BOUND)
+    );
     server.assert_healthy().await;
 }

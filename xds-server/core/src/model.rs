@@ -14,6 +14,20 @@ pub mod secrets;
 pub use identity::{PeerIdentity, Proof, SpiffeId};
 pub use lookup::{LocalityLookup, PodHint};
 
+/// At most `max_bytes` of a client-sent text (cut at a character boundary, marked `…`), for errors and
+/// logs that echo it: what a client sends is bounded by the request limits, not by what a log line
+/// should carry.
+pub fn shown(text: &str, max_bytes: usize) -> String {
+    if text.len() <= max_bytes {
+        return text.to_string();
+    }
+    let mut end = max_bytes;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
 /// Well-known label keys. Endpoint and client localities are also exposed under these keys so that
 /// `failoverPriority` can name them like any other label.
 pub mod labels {

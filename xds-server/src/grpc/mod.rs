@@ -24,13 +24,19 @@ use xds_core::snapshot::Snapshot;
 
 /// The limits a stream is held to (defined with the protocol, in [`xds_core::protocol::limits`]).
 pub use xds_core::protocol::limits::{
-    MAX_NAMES_PER_TYPE, MAX_NODE_ID_BYTES, MAX_REQUEST_BYTES, MAX_RESPONSES_PER_EVENT,
+    MAX_IDENTITY_BYTES, MAX_LABEL_KEY_BYTES, MAX_LABEL_VALUE_BYTES, MAX_LOCALITY_BYTES,
+    MAX_METADATA_VALUE_BYTES, MAX_NAMES_PER_TYPE, MAX_NAME_BYTES_PER_TYPE, MAX_NODE_ID_BYTES,
+    MAX_NODE_LABELS, MAX_REQUEST_BYTES, MAX_RESOURCE_NAME_BYTES, MAX_RESPONSES_PER_EVENT,
 };
 
 mod stream;
 pub mod transport;
 
 pub use transport::{Transport, TransportSettings};
+
+mod sweep;
+
+pub use sweep::CacheSweep;
 
 /// The snapshot stream the server reads. `None` until the sources have a complete view: streams opened
 /// before that wait (Envoy waits with them) rather than get an empty or partial configuration.
@@ -76,16 +82,20 @@ pub struct AdsService {
     tokens: Option<Arc<dyn TokenVerifier>>,
     /// How long a stream may wait for its client's first request.
     first_request_timeout: Duration,
+    /// Drops the cache entries only departed clients needed, after they leave.
+    sweep: Arc<CacheSweep>,
 }
 
 impl AdsService {
     pub fn new(snapshots: Snapshots) -> Self {
+        let clients = ClientRegistry::new();
         Self {
+            sweep: CacheSweep::new(snapshots.clone(), clients.clone()),
             snapshots,
             next_stream_id: Arc::new(AtomicU64::new(1)),
             lookup: None,
             counters: Arc::default(),
-            clients: ClientRegistry::new(),
+            clients,
             tokens: None,
             first_request_timeout: TransportSettings::default().first_request_timeout,
         }
@@ -105,8 +115,14 @@ impl AdsService {
 
     /// Report streams to this registry (the admin API reads it) instead of a private one.
     pub fn with_clients(mut self, clients: Arc<ClientRegistry>) -> Self {
+        self.sweep = CacheSweep::new(self.snapshots.clone(), clients.clone());
         self.clients = clients;
         self
+    }
+
+    /// What keeps the shared cache to connected clients' needs.
+    pub fn cache_sweep(&self) -> &Arc<CacheSweep> {
+        &self.sweep
     }
 
     pub fn clients(&self) -> &Arc<ClientRegistry> {

@@ -19,7 +19,8 @@ use super::transport::ConnectionDrain;
 use super::{status, AdsService, Counters, ResponseStream, Snapshots};
 use crate::auth::workload::LogLimiter;
 use crate::metrics::{self, metrics};
-use crate::registry::{lock, ClientRegistry, Inspect, Protocol, XdsEvent};
+use crate::registry::{lock, Inspect, Protocol, XdsEvent};
+use xds_core::model::shown;
 use xds_core::protocol::delta::DeltaConnection;
 use xds_core::protocol::error::ProtocolError;
 use xds_core::protocol::sotw::{AdsConnection, RequestKind};
@@ -42,6 +43,15 @@ struct StreamLimits {
     first_request_timeout: std::time::Duration,
     /// Its connection's: set when the connection must go (maximum age, shutdown).
     drain: Option<ConnectionDrain>,
+}
+
+/// Node fields (id, cluster, locality) in log lines: at most this much of each. The limits allow a
+/// 4 KiB node id; a log line needs enough to recognise the client.
+const LOG_FIELD_BYTES: usize = 128;
+
+/// A client-sent text as a log line shows it.
+fn logged(text: &str) -> String {
+    shown(text, LOG_FIELD_BYTES)
 }
 
 /// Counts a stream as live for as long as its task runs, however the task ends.
@@ -194,19 +204,23 @@ enum Step<R> {
 ///   a request can itself produce responses, which would then need an unbounded queue.
 ///
 /// Other streams never wait on this one: each has its own task, and publishing a snapshot never blocks.
-#[allow(clippy::too_many_arguments)]
 async fn run_stream<M: StreamMachine>(
     stream_id: u64,
     conn: M,
     mut inbound: Streaming<M::Req>,
-    mut snapshots: Snapshots,
+    service: AdsService,
     tx: mpsc::Sender<Result<M::Resp, Status>>,
-    counters: Arc<Counters>,
-    clients: Arc<ClientRegistry>,
     limits: StreamLimits,
 ) where
     Streaming<M::Req>: Stream<Item = Result<M::Req, Status>> + Unpin,
 {
+    let AdsService {
+        mut snapshots,
+        counters,
+        clients,
+        sweep,
+        ..
+    } = service;
     if snapshots.borrow().is_none() {
         debug!(stream_id, "waiting for the sources' first complete view");
         // A client may give up while we wait: don't outlive it.
@@ -226,11 +240,12 @@ async fn run_stream<M: StreamMachine>(
     let current = |s: &Snapshots| s.borrow().clone().expect("present once the wait is over");
     // Shared with the admin API, which reads it between our turns; never held across an await.
     let conn = Arc::new(Mutex::new(conn));
-    let _registration = clients.register(stream_id, M::PROTOCOL, conn.clone());
+    let registration = clients.register(stream_id, M::PROTOCOL, conn.clone());
+    // For logs: cut to LOG_FIELD_BYTES.
     let node = |conn: &Mutex<M>| {
         lock(conn)
             .client()
-            .map(|c| c.node_id.clone())
+            .map(|c| logged(&c.node_id))
             .unwrap_or_default()
     };
     let protocol = M::PROTOCOL.as_str();
@@ -251,6 +266,8 @@ async fn run_stream<M: StreamMachine>(
     // Per type: the nonce of the newest push a snapshot caused and the build time of the oldest
     // snapshot not yet acknowledged; its ACK closes the convergence measurement.
     let mut unacked: BTreeMap<ResourceType, (String, Instant)> = BTreeMap::new();
+    // Per type, the nonce of the last NACK logged: a client repeating a NACK is logged once.
+    let mut nacked: BTreeMap<ResourceType, String> = BTreeMap::new();
     let mut connected = false;
     let mut pod_retry = tokio::time::interval(POD_RETRY);
     pod_retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -280,6 +297,7 @@ async fn run_stream<M: StreamMachine>(
                         .and_then(|kind| machine.version_acked(kind));
                     drop(machine);
                     let node_id = client.as_ref().map(|c| c.node_id.clone()).unwrap_or_default();
+                    let node_log = logged(&node_id);
                     match handled {
                         Ok((what, responses)) => {
                             sync(&snapshot);
@@ -290,8 +308,9 @@ async fn run_stream<M: StreamMachine>(
                                     .connected_clients
                                     .get_or_create(&metrics::protocol_label(protocol))
                                     .inc();
-                                info!(stream_id, protocol, node = %c.node_id, cluster = %c.cluster,
-                                      locality = %c.locality, "Envoy connected");
+                                info!(stream_id, protocol, node = %node_log,
+                                      cluster = %logged(&c.cluster),
+                                      locality = %logged(&c.locality.to_string()), "Envoy connected");
                                 clients.emit(XdsEvent::Connected {
                                     at: SystemTime::now(),
                                     stream_id,
@@ -302,12 +321,22 @@ async fn run_stream<M: StreamMachine>(
                             }
                             let type_url = M::request_type(&req);
                             match what {
+                                RequestKind::Nack(_)
+                                    if ResourceType::from_type_url(type_url).is_some_and(|k| {
+                                        nacked.get(&k).map(String::as_str)
+                                            == Some(M::request_nonce(&req))
+                                    }) =>
+                                {
+                                    debug!(stream_id, node = %node_log, type = short_type(type_url),
+                                           "NACK repeated (already logged)");
+                                }
                                 RequestKind::Nack(nack) => {
                                     warn!(
-                                    stream_id, node = %node_id, type_url = %type_url,
+                                    stream_id, node = %node_log, type_url = %type_url,
                                     rejected_version = %nack.version, error = %nack.message,
                                     "Envoy rejected config (NACK); not re-sending that version");
                                     if let Some(kind) = ResourceType::from_type_url(type_url) {
+                                        nacked.insert(kind, M::request_nonce(&req).to_string());
                                         clients.nacked(stream_id, kind);
                                         metrics().nacks.get_or_create(&metrics::type_label(kind)).inc();
                                         unacked.remove(&kind);
@@ -344,11 +373,11 @@ async fn run_stream<M: StreamMachine>(
                                     }
                                 }
                                 RequestKind::UnknownType(_) => debug!(
-                                    stream_id, node = %node_id, type = short_type(type_url),
+                                    stream_id, node = %node_log, type = short_type(type_url),
                                     type_url_bytes = type_url.len(),
                                     "request for a type we do not serve; ignored"),
                                 RequestKind::StaleNonce => debug!(
-                                    stream_id, node = %node_id, type = short_type(type_url),
+                                    stream_id, node = %node_log, type = short_type(type_url),
                                     "stale nonce; ignored"),
                                 RequestKind::Initial => {}
                             }
@@ -357,7 +386,7 @@ async fn run_stream<M: StreamMachine>(
                         Err(err) => {
                             // A client can be refused as often as it reconnects: a line per second.
                             if let Some(left_out) = REFUSAL_LOG.allow() {
-                                warn!(stream_id, node = %node_id, error = %err, left_out,
+                                warn!(stream_id, node = %node_log, error = %err, left_out,
                                       "refusing ADS stream");
                             }
                             Step::Close(Some(status(&err)))
@@ -372,7 +401,8 @@ async fn run_stream<M: StreamMachine>(
                 sync(&snapshot);
                 if !machine.locality_pending() {
                     if let Some(c) = machine.client() {
-                        info!(stream_id, node = %c.node_id, locality = %c.locality,
+                        info!(stream_id, node = %logged(&c.node_id),
+                              locality = %logged(&c.locality.to_string()),
                               "client located through its pod");
                     }
                 }
@@ -422,10 +452,14 @@ async fn run_stream<M: StreamMachine>(
         let Some(first) = responses.next() else {
             continue;
         };
-        let node_id = node(&conn);
+        let node_id = lock(&conn)
+            .client()
+            .map(|c| c.node_id.clone())
+            .unwrap_or_default();
+        let node_log = logged(&node_id);
         let mut log = |resp: &M::Resp| {
             let (kind, count, nonce) = M::describe(resp);
-            debug!(stream_id, node = %node_id, kind, resources = count, nonce, "push");
+            debug!(stream_id, node = %node_log, kind, resources = count, nonce, "push");
             let bytes = prost::Message::encoded_len(resp);
             if let Some(kind) = ResourceType::from_type_url(M::response_type(resp)) {
                 let m = metrics();
@@ -471,7 +505,13 @@ async fn run_stream<M: StreamMachine>(
     }
     let machine = lock(&conn);
     if let Some(c) = machine.client() {
-        info!(stream_id, protocol, node = %c.node_id, "Envoy disconnected");
+        info!(stream_id, protocol, node = %logged(&c.node_id), "Envoy disconnected");
+    }
+    drop(machine);
+    // Deregistered first, so the sweep no longer counts this client.
+    drop(registration);
+    if connected {
+        sweep.client_left();
     }
 }
 
@@ -496,10 +536,8 @@ impl AdsService {
             stream_id,
             conn,
             request.into_inner(),
-            self.snapshots.clone(),
+            self.clone(),
             tx,
-            self.counters.clone(),
-            self.clients.clone(),
             limits,
         );
         tokio::spawn(async move {

@@ -1,5 +1,6 @@
 use super::*;
 use xds_core::protocol::error::NameList;
+use xds_core::protocol::limits;
 use xds_core::protocol::node::NodeError;
 use xds_core::snapshot::ResourceType;
 
@@ -27,9 +28,10 @@ fn a_refusal_keeps_its_message_and_code() {
             tonic::Code::InvalidArgument,
         ),
         (
-            ProtocolError::NodeFieldTooLarge {
-                field: "node.id",
-                bytes: MAX_NODE_ID_BYTES + 1,
+            ProtocolError::OverLimit {
+                field: "node.id".into(),
+                amount: MAX_NODE_ID_BYTES + 1,
+                limit: limits::NODE_ID,
             },
             tonic::Code::InvalidArgument,
         ),
@@ -48,12 +50,13 @@ fn a_refusal_keeps_its_message_and_code() {
         assert_eq!(status.code(), code, "{err}");
         assert_eq!(status.message(), err.to_string());
     }
-    let status = status(&ProtocolError::NodeFieldTooLarge {
-        field: "node.id",
-        bytes: 5000,
+    let status = status(&ProtocolError::OverLimit {
+        field: "node.id".into(),
+        amount: 5000,
+        limit: limits::NODE_ID,
     });
     assert_eq!(
         status.message(),
-        "node.id is 5000 bytes; the limit is 4096 (MAX_NODE_ID_BYTES)"
+        "node.id: 5000 bytes, over the limit of 4096 (MAX_NODE_ID_BYTES)"
     );
 }

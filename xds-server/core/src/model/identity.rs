@@ -3,6 +3,7 @@
 //! URI SAN, or a Kubernetes ServiceAccount token the API server vouches for), never read from what a
 //! client says about itself.
 
+use super::shown;
 use std::fmt;
 
 /// The trust domain SPIFFE IDs are made in when nothing else is configured (`--trust-domain`).
@@ -26,19 +27,6 @@ pub struct SpiffeId(String);
 pub struct SpiffeIdError {
     pub text: String,
     pub reason: &'static str,
-}
-
-/// At most `max_bytes` of a client-sent identity text (cut at a character boundary, marked `…`), for
-/// errors and logs that echo it.
-pub fn shown(text: &str, max_bytes: usize) -> String {
-    if text.len() <= max_bytes {
-        return text.to_string();
-    }
-    let mut end = max_bytes;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
 }
 
 fn is_trust_domain_char(c: u8) -> bool {

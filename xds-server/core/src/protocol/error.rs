@@ -4,7 +4,7 @@
 //! the limit it broke.
 
 use crate::model::PeerIdentity;
-use crate::protocol::limits::{MAX_NAMES_PER_TYPE, MAX_NODE_ID_BYTES};
+use crate::protocol::limits::{Limit, MAX_NAMES_PER_TYPE};
 use crate::protocol::node::NodeError;
 use crate::snapshot::ResourceType;
 
@@ -63,12 +63,20 @@ pub enum ProtocolError {
     /// The first request's `node` is missing or its metadata cannot be read.
     #[error(transparent)]
     Node(#[from] NodeError),
-    /// `node.id` or `node.cluster` past [`MAX_NODE_ID_BYTES`] (both are kept and logged).
-    #[error("{field} is {bytes} bytes; the limit is {limit} (MAX_NODE_ID_BYTES)", limit = MAX_NODE_ID_BYTES)]
-    NodeFieldTooLarge {
-        /// `node.id` or `node.cluster`.
-        field: &'static str,
-        bytes: usize,
+    /// Something the client sent past one of the [`limits`](crate::protocol::limits): a node field the
+    /// server keeps, logs or uses as a cache key, a resource name, the names a stream holds.
+    #[error(
+        "{field}: {amount} {unit}, over the limit of {max} ({name})",
+        unit = .limit.unit,
+        max = .limit.max,
+        name = .limit.name
+    )]
+    OverLimit {
+        /// What is too large, as the client knows it: `node.locality.region`,
+        /// `node.metadata.labels["app"]`, `EDS subscription`, ...
+        field: String,
+        amount: usize,
+        limit: Limit,
     },
     /// More than [`MAX_NAMES_PER_TYPE`] names of one type on one stream.
     #[error(
@@ -106,7 +114,7 @@ impl ProtocolError {
     pub fn code(&self) -> GrpcCode {
         match self {
             ProtocolError::Node(_)
-            | ProtocolError::NodeFieldTooLarge { .. }
+            | ProtocolError::OverLimit { .. }
             | ProtocolError::TooManyNames { .. } => GrpcCode::InvalidArgument,
             ProtocolError::UnknownMethod => GrpcCode::Unimplemented,
             ProtocolError::IdentityMismatch { .. } => GrpcCode::PermissionDenied,

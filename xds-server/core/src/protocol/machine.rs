@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 
-use crate::model::identity::shown;
+use crate::model::shown;
 use crate::model::{ClientInfo, LocalityLookup, PeerIdentity};
 use crate::protocol::error::ProtocolError;
 use crate::protocol::inspect::{Inspect, TypeReport};

@@ -6,7 +6,7 @@ use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
 
 use crate::model::{
-    ClientInfo, Inbound, ListenerOverride, Locality, LocalityLookup, PeerIdentity, PodHint,
+    shown, ClientInfo, Inbound, ListenerOverride, Locality, LocalityLookup, PeerIdentity, PodHint,
     SpiffeId,
 };
 
@@ -148,7 +148,9 @@ fn as_port(field: &str, value: &Value) -> Result<u16, NodeError> {
         Some(Kind::StringValue(s)) => s
             .trim()
             .parse::<f64>()
-            .map_err(|_| bad(field, format!("{s:?} is not a number")))?,
+            // Port fields are not capped like the stored ones (they are parsed, not kept): echo a
+            // bounded part of the text.
+            .map_err(|_| bad(field, format!("{:?} is not a number", shown(s, 64))))?,
         _ => return Err(bad(field, "must be a number")),
     };
     if n.fract() != 0.0 || !(1.0..=65535.0).contains(&n) {

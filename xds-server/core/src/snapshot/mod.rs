@@ -5,7 +5,7 @@
 //! requested bind address, the routes once per client namespace. A new snapshot reuses the memo of every
 //! cluster whose service and policy did not change, so an endpoint change re-encodes only what it touched.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
@@ -133,6 +133,32 @@ fn content_hash(bytes: &[u8]) -> u64 {
     h.finish()
 }
 
+/// Most keys one memo holds (locality classes per cluster, route tables by namespace, listeners by bind
+/// address, inbound listeners, app clusters). Keys come from what clients send, so a memo must not grow
+/// with them: past this, answers are built for each client and not kept (still correct, only slower).
+/// Far above what a mesh needs: answers are kept once per *class*, and memos drop what no connected
+/// client needs ([`Snapshot::retain_for`]).
+pub const MAX_MEMO_KEYS: usize = 1024;
+
+/// The memoised answer for `key`, else `build()`'s, kept if the memo has room. `build` runs without any
+/// shard lock held: a DashMap `entry().or_insert_with(build)` would hold the shard's write lock for the
+/// whole translation, stalling every client whose key hashes to that shard.
+fn memoised<K: Eq + Hash + Clone>(
+    memo: &DashMap<K, Arc<Resource>>,
+    key: &K,
+    build: impl FnOnce() -> Arc<Resource>,
+) -> Arc<Resource> {
+    if let Some(hit) = memo.get(key) {
+        return hit.clone();
+    }
+    let built = build();
+    if memo.len() >= MAX_MEMO_KEYS {
+        return built;
+    }
+    // Two clients of a new key may race here; both built the same bytes, the first one kept is shared.
+    memo.entry(key.clone()).or_insert(built).clone()
+}
+
 /// Everything the snapshot needs to answer for one Envoy cluster (one service port).
 #[derive(Debug)]
 pub struct ClusterEntry {
@@ -183,18 +209,16 @@ impl ClusterEntry {
 
     /// The EDS answer for one class of clients, computed and encoded at most once.
     pub fn load_assignment(&self, class: &LocalityClass) -> Arc<Resource> {
-        if let Some(hit) = self.eds.get(class) {
-            return hit.clone();
+        let build = || {
+            let policy = &self.policy.policy;
+            let plan = translate::priorities(class, &self.input, policy);
+            let cla = resources::load_assignment(self.name(), &self.input, class, &plan, policy);
+            Resource::new(self.name().to_string(), cla)
+        };
+        if !self.shared {
+            return build();
         }
-        let policy = &self.policy.policy;
-        let plan = translate::priorities(class, &self.input, policy);
-        let cla = resources::load_assignment(self.name(), &self.input, class, &plan, policy);
-        let resource = Resource::new(self.name().to_string(), cla);
-        if self.shared {
-            // Two clients of a new class may race here; both build the same bytes, one is kept.
-            self.eds.insert(class.clone(), resource.clone());
-        }
-        resource
+        memoised(&self.eds, class, build)
     }
 
     /// Bytes of encoded EDS answers held for this cluster (one per class seen).
@@ -296,8 +320,45 @@ pub struct CacheStats {
     pub classes: usize,
     /// Encoded (cluster, class) EDS answers.
     pub eds_answers: usize,
-    /// Encoded bytes held: CDS, EDS, LDS and RDS resources.
+    /// Listeners held: one per bind address clients asked for, and inbound listeners.
+    pub listeners: usize,
+    /// Route tables held: one per client namespace.
+    pub route_configs: usize,
+    /// Encoded bytes held: CDS, EDS, LDS (inbound included), RDS and SDS resources.
     pub bytes: usize,
+}
+
+/// The memo keys connected clients need ([`Snapshot::cache_keys`], [`Snapshot::retain_for`]).
+pub struct CacheKeys<'a> {
+    snapshot: &'a Snapshot,
+    /// The distinct policies of the snapshot's clusters (most clusters share one), by address.
+    policies: Vec<(*const FailoverPolicy, &'a FailoverPolicy)>,
+    /// Per policy (same index), the classes of connected clients under it.
+    classes: Vec<HashSet<LocalityClass>>,
+    listeners: HashSet<(String, u16)>,
+    namespaces: HashSet<Option<String>>,
+    inbound: HashSet<(String, Inbound)>,
+    app_ports: HashSet<u16>,
+    peers: BTreeSet<SpiffeId>,
+}
+
+impl CacheKeys<'_> {
+    /// `client` is connected: keep what it may be answered from.
+    pub fn add(&mut self, client: &ClientInfo) {
+        for (i, (_, policy)) in self.policies.iter().enumerate() {
+            self.classes[i].insert(LocalityClass::of(client, policy));
+        }
+        let s = self.snapshot;
+        self.listeners.insert(s.listener_key(client));
+        self.namespaces.insert(client.namespace.clone());
+        if let Some(inbound) = client.inbound {
+            self.inbound.insert((s.bind_address(client), inbound));
+            self.app_ports.insert(inbound.app_port);
+        }
+        if let Some(peer) = &client.peer {
+            self.peers.insert(peer.id.clone());
+        }
+    }
 }
 
 /// The SDS answers: one encoded `default` per identity and one `ROOTCA`, shared by every client.
@@ -377,20 +438,27 @@ impl SecretEntries {
         (next, changed)
     }
 
+    /// True the first time `id` is found missing (per secrets version), so it is logged once. Bounded:
+    /// a full set starts over (an identity may then be logged again), and departed clients' identities
+    /// are dropped ([`SecretEntries::retain_logged`]).
+    fn first_miss(&self, id: &SpiffeId) -> bool {
+        let mut logged = self.logged();
+        if logged.contains(id) {
+            return false;
+        }
+        if logged.len() >= MAX_MEMO_KEYS {
+            logged.clear();
+        }
+        logged.insert(id.clone())
+    }
+
     fn for_client(&self, client: &ClientInfo, name: &str) -> Option<Arc<Resource>> {
         match name {
             mtls::CERT_SECRET => {
                 // No proven identity, no key: whatever the client says about itself.
                 let peer = client.peer.as_ref()?;
                 let found = self.identities.get(&peer.id).cloned();
-                if found.is_none()
-                    && self
-                        .missing_logged
-                        .lock()
-                        // A panic elsewhere cannot leave this set inconsistent: keep using it.
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(peer.id.clone())
-                {
+                if found.is_none() && self.first_miss(&peer.id) {
                     warn!(
                         spiffe_id = %peer.id,
                         node = %client.node_id,
@@ -402,6 +470,19 @@ impl SecretEntries {
             mtls::ROOT_SECRET => self.root.clone(),
             _ => None,
         }
+    }
+
+    /// Forgets the logged missing identities no connected client has: the set is keyed by client
+    /// identities, so it must not outlive them.
+    fn retain_logged(&self, peers: &BTreeSet<SpiffeId>) {
+        self.logged().retain(|id| peers.contains(id));
+    }
+
+    fn logged(&self) -> std::sync::MutexGuard<'_, BTreeSet<SpiffeId>> {
+        // A panic elsewhere cannot leave this set inconsistent: keep using it.
+        self.missing_logged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     fn bytes(&self) -> usize {
@@ -424,8 +505,10 @@ pub struct Snapshot {
     pub policies: Arc<PolicySet>,
     settings: TranslateSettings,
     clusters: BTreeMap<String, Arc<ClusterEntry>>,
-    listeners: DashMap<(String, u16), Arc<Resource>>,
-    routes: DashMap<Option<String>, Arc<Resource>>,
+    /// Shared with the snapshots before and after this one while the service set and settings stay
+    /// the same, so evicting from the current snapshot evicts from what the next one carries forward.
+    listeners: Arc<DashMap<(String, u16), Arc<Resource>>>,
+    routes: Arc<DashMap<Option<String>, Arc<Resource>>>,
     /// Inbound mTLS listeners per (bind address, ports) and app clusters per app port: they depend
     /// only on the client, so every snapshot shares them.
     inbound: Arc<DashMap<(String, Inbound), Arc<Resource>>>,
@@ -491,7 +574,7 @@ impl Snapshot {
         });
         let (listeners, routes) = match previous {
             Some(p) if same_routes => (p.listeners.clone(), p.routes.clone()),
-            _ => (DashMap::new(), DashMap::new()),
+            _ => (Arc::default(), Arc::default()),
         };
         let changes = changes.map(|mut c| {
             c.routes = !same_routes;
@@ -584,6 +667,60 @@ impl Snapshot {
         out
     }
 
+    /// An empty set of needed memo keys, to [`CacheKeys::add`] every connected client to.
+    pub fn cache_keys(&self) -> CacheKeys<'_> {
+        let mut policies: Vec<(*const FailoverPolicy, &FailoverPolicy)> = Vec::new();
+        for c in self.clusters.values() {
+            let key = Arc::as_ptr(&c.policy.policy);
+            if !policies.iter().any(|(k, _)| *k == key) {
+                policies.push((key, &c.policy.policy));
+            }
+        }
+        CacheKeys {
+            snapshot: self,
+            classes: vec![HashSet::new(); policies.len()],
+            policies,
+            listeners: HashSet::new(),
+            namespaces: HashSet::new(),
+            inbound: HashSet::new(),
+            app_ports: HashSet::new(),
+            peers: BTreeSet::new(),
+        }
+    }
+
+    /// Drops every memoised answer no connected client (`needed`) may be answered from: EDS answers of
+    /// classes, route tables of namespaces, listeners of bind addresses, inbound listeners and app
+    /// clusters that only departed clients had. The memos are keyed by what clients send, so without
+    /// this they would grow with every client ever seen. Later snapshots carry these memos forward, so
+    /// they start without what was dropped; an answer dropped while a client still needs it (one that
+    /// connected since `needed` was collected) is simply built again. Returns what was dropped.
+    pub fn retain_for(&self, needed: &CacheKeys<'_>) -> CacheStats {
+        let before = self.stats();
+        for c in self.clusters.values() {
+            let key = Arc::as_ptr(&c.policy.policy);
+            let i = needed
+                .policies
+                .iter()
+                .position(|(k, _)| *k == key)
+                .expect("`needed` was collected from this snapshot");
+            c.eds.retain(|class, _| needed.classes[i].contains(class));
+        }
+        self.listeners.retain(|k, _| needed.listeners.contains(k));
+        self.routes.retain(|k, _| needed.namespaces.contains(k));
+        self.inbound.retain(|k, _| needed.inbound.contains(k));
+        self.apps.retain(|k, _| needed.app_ports.contains(k));
+        self.secrets.retain_logged(&needed.peers);
+        let after = self.stats();
+        CacheStats {
+            clusters: 0,
+            classes: before.classes.saturating_sub(after.classes),
+            eds_answers: before.eds_answers.saturating_sub(after.eds_answers),
+            listeners: before.listeners.saturating_sub(after.listeners),
+            route_configs: before.route_configs.saturating_sub(after.route_configs),
+            bytes: before.bytes.saturating_sub(after.bytes),
+        }
+    }
+
     pub fn stats(&self) -> CacheStats {
         let mut classes = BTreeSet::new();
         let mut eds_answers = 0;
@@ -605,11 +742,23 @@ impl Snapshot {
             .iter()
             .map(|r| r.value().any.value.len())
             .sum::<usize>();
+        bytes += self
+            .inbound
+            .iter()
+            .map(|l| l.value().any.value.len())
+            .sum::<usize>();
+        bytes += self
+            .apps
+            .iter()
+            .map(|a| a.value().any.value.len())
+            .sum::<usize>();
         bytes += self.secrets.bytes();
         CacheStats {
             clusters: self.clusters.len(),
             classes: classes.len(),
             eds_answers,
+            listeners: self.listeners.len() + self.inbound.len(),
+            route_configs: self.routes.len(),
             bytes,
         }
     }
@@ -622,62 +771,58 @@ impl Snapshot {
         self.clusters.get(name)
     }
 
-    fn listener_for(&self, client: &ClientInfo) -> Arc<Resource> {
-        let over = client.listener.as_ref();
-        let address = over
+    /// Where `client`'s listeners bind: its `listener_address`, else the server's default.
+    fn bind_address(&self, client: &ClientInfo) -> String {
+        client
+            .listener
+            .as_ref()
             .and_then(|o| o.address.clone())
-            .unwrap_or_else(|| self.settings.listener_address.clone());
-        let port = over
+            .unwrap_or_else(|| self.settings.listener_address.clone())
+    }
+
+    /// The key of `client`'s outbound listener: bind address and port.
+    fn listener_key(&self, client: &ClientInfo) -> (String, u16) {
+        let port = client
+            .listener
+            .as_ref()
             .and_then(|o| o.port)
             .unwrap_or(self.settings.listener_port);
+        (self.bind_address(client), port)
+    }
+
+    fn listener_for(&self, client: &ClientInfo) -> Arc<Resource> {
+        let key = self.listener_key(client);
         let build = || {
             Resource::new(
                 resources::LISTENER_NAME.to_string(),
-                resources::listener(&address, port),
+                resources::listener(&key.0, key.1),
             )
         };
         if !self.settings.shared_cache {
             return build();
         }
-        self.listeners
-            .entry((address.clone(), port))
-            .or_insert_with(build)
-            .clone()
+        memoised(&self.listeners, &key, build)
     }
 
     /// The inbound mTLS listener of a client that asked for one.
     fn inbound_for(&self, client: &ClientInfo) -> Option<Arc<Resource>> {
         let inbound = client.inbound?;
-        let address = client
-            .listener
-            .as_ref()
-            .and_then(|o| o.address.clone())
-            .unwrap_or_else(|| self.settings.listener_address.clone());
+        let key = (self.bind_address(client), inbound);
         let build = || {
             Resource::new(
                 mtls::INBOUND_LISTENER.to_string(),
-                mtls::inbound_listener(&address, inbound),
+                mtls::inbound_listener(&key.0, inbound),
             )
         };
-        Some(
-            self.inbound
-                .entry((address.clone(), inbound))
-                .or_insert_with(build)
-                .clone(),
-        )
+        Some(memoised(&self.inbound, &key, build))
     }
 
     /// The static cluster of the app behind a client's inbound listener.
     fn app_for(&self, client: &ClientInfo) -> Option<Arc<Resource>> {
         let inbound = client.inbound?;
-        Some(
-            self.apps
-                .entry(inbound.app_port)
-                .or_insert_with(|| {
-                    Resource::new(mtls::APP_CLUSTER.to_string(), mtls::app_cluster(inbound))
-                })
-                .clone(),
-        )
+        Some(memoised(&self.apps, &inbound.app_port, || {
+            Resource::new(mtls::APP_CLUSTER.to_string(), mtls::app_cluster(inbound))
+        }))
     }
 
     fn routes_for(&self, client: &ClientInfo) -> Arc<Resource> {
@@ -693,10 +838,7 @@ impl Snapshot {
         if !self.settings.shared_cache {
             return build();
         }
-        self.routes
-            .entry(client.namespace.clone())
-            .or_insert_with(build)
-            .clone()
+        memoised(&self.routes, &client.namespace, build)
     }
 
     /// What `client` should have of one type. `names` is the subscription (`None` = wildcard); names that

@@ -397,3 +397,100 @@ fn identities_change_cds_and_endpoint_changes_that_keep_them_do_not() {
         Scope::Nothing
     );
 }
+
+/// A client of every memo: its own zone (class), namespace, bind address and inbound ports.
+fn distinct_client(i: usize) -> ClientInfo {
+    ClientInfo {
+        namespace: Some(format!("ns-{i}")),
+        listener: Some(crate::model::ListenerOverride {
+            address: Some(format!("127.0.{}.{}", i / 250, i % 250 + 1)),
+            port: None,
+        }),
+        inbound: Some(Inbound {
+            port: 20_000 + i as u16,
+            app_port: 30_000 + i as u16,
+        }),
+        ..client(&format!("z{i}"), &format!("n{i}"))
+    }
+}
+
+/// Asks for everything `client` can be answered (CDS, EDS, LDS, RDS), filling every memo.
+fn ask_everything(snap: &Snapshot, client: &ClientInfo) -> Vec<Arc<Resource>> {
+    let eds = names(&["a.shop:8080", "b.shop:8080"]);
+    let rds = names(&[resources::ROUTE_CONFIG_NAME]);
+    let mut out = snap.resources_for(ResourceType::Cluster, client, None);
+    out.extend(snap.resources_for(ResourceType::Endpoint, client, Some(&eds)));
+    out.extend(snap.resources_for(ResourceType::Listener, client, None));
+    out.extend(snap.resources_for(ResourceType::Route, client, Some(&rds)));
+    out
+}
+
+#[test]
+fn retain_for_drops_what_only_departed_clients_needed_and_keeps_shared_answers() {
+    let first = xds::snapshot(None, registry("10.0.0.1"));
+    let staying = distinct_client(0);
+    let kept = ask_everything(&first, &staying);
+    let empty = first.stats();
+    for i in 1..50 {
+        ask_everything(&first, &distinct_client(i));
+    }
+    // The next snapshot carries the memos forward (same services: listeners and routes too).
+    let second = xds::snapshot(Some(&first), registry("10.0.0.1"));
+    let full = second.stats();
+    assert_eq!(full.classes, 50);
+    assert_eq!(full.route_configs, 50);
+    assert_eq!(
+        full.listeners, 100,
+        "an outbound and an inbound listener each"
+    );
+
+    let mut needed = second.cache_keys();
+    needed.add(&staying);
+    let dropped = second.retain_for(&needed);
+    let after = second.stats();
+    assert_eq!(
+        (
+            after.classes,
+            after.eds_answers,
+            after.route_configs,
+            after.listeners
+        ),
+        (1, 2, 1, 2),
+        "only the staying client's answers: {after:?}"
+    );
+    assert_eq!(dropped.classes, 49);
+    assert_eq!(dropped.bytes, full.bytes - after.bytes);
+    assert!(after.bytes < full.bytes / 10, "{after:?} vs {full:?}");
+    assert!(empty.bytes <= after.bytes);
+    // The staying client is still answered from the very same shared encodings.
+    let again = ask_everything(&second, &staying);
+    assert_eq!(kept.len(), again.len());
+    assert!(kept.iter().zip(&again).all(|(a, b)| Arc::ptr_eq(a, b)));
+    assert_eq!(second.stats(), after, "nothing rebuilt");
+    // What the previous snapshot shares with this one was evicted there too.
+    assert_eq!(first.stats().classes, 1);
+
+    // With nobody connected, the memos empty; a departed client that comes back is answered the same.
+    second.retain_for(&second.cache_keys());
+    assert_eq!(second.stats().eds_answers, 0);
+    let back = ask_everything(&second, &distinct_client(7));
+    assert_eq!(back, ask_everything(&first, &distinct_client(7)));
+}
+
+#[test]
+fn memos_stop_growing_at_their_cap_and_answers_past_it_are_still_right() {
+    let snap = xds::snapshot(None, registry("10.0.0.1"));
+    for i in 0..MAX_MEMO_KEYS + 20 {
+        ask_everything(&snap, &distinct_client(i));
+    }
+    let stats = snap.stats();
+    assert_eq!(stats.classes, MAX_MEMO_KEYS);
+    assert_eq!(stats.eds_answers, 2 * MAX_MEMO_KEYS);
+    assert_eq!(stats.route_configs, MAX_MEMO_KEYS);
+    assert_eq!(stats.listeners, 2 * MAX_MEMO_KEYS);
+    // A client past the cap gets what it would get from an empty cache.
+    let late = distinct_client(MAX_MEMO_KEYS + 5);
+    let fresh = xds::snapshot(None, registry("10.0.0.1"));
+    assert_eq!(ask_everything(&snap, &late), ask_everything(&fresh, &late));
+    assert_eq!(snap.stats(), stats);
+}

@@ -1,4 +1,5 @@
 use super::*;
+use crate::protocol::limits::{self, MAX_NODE_ID_BYTES};
 
 #[test]
 fn codes_are_the_grpc_numbers() {
@@ -25,9 +26,10 @@ fn every_refusal_has_its_code() {
             GrpcCode::InvalidArgument,
         ),
         (
-            ProtocolError::NodeFieldTooLarge {
-                field: "node.id",
-                bytes: MAX_NODE_ID_BYTES + 1,
+            ProtocolError::OverLimit {
+                field: "node.id".into(),
+                amount: MAX_NODE_ID_BYTES + 1,
+                limit: limits::NODE_ID,
             },
             GrpcCode::InvalidArgument,
         ),
@@ -61,12 +63,32 @@ fn messages_name_the_field_and_the_limit() {
         "node metadata `app_port`: required with `inbound_port`"
     );
     assert_eq!(
-        ProtocolError::NodeFieldTooLarge {
-            field: "node.cluster",
-            bytes: 5000,
+        ProtocolError::OverLimit {
+            field: "node.cluster".into(),
+            amount: 5000,
+            limit: limits::NODE_ID,
         }
         .to_string(),
-        "node.cluster is 5000 bytes; the limit is 4096 (MAX_NODE_ID_BYTES)"
+        "node.cluster: 5000 bytes, over the limit of 4096 (MAX_NODE_ID_BYTES)"
+    );
+    assert_eq!(
+        ProtocolError::OverLimit {
+            field: "node.metadata.labels".into(),
+            amount: 200,
+            limit: limits::NODE_LABELS,
+        }
+        .to_string(),
+        "node.metadata.labels: 200 labels, over the limit of 128 (MAX_NODE_LABELS)"
+    );
+    assert_eq!(
+        ProtocolError::OverLimit {
+            field: "EDS subscription".into(),
+            amount: 5_000_000,
+            limit: limits::NAME_BYTES_PER_TYPE,
+        }
+        .to_string(),
+        "EDS subscription: 5000000 bytes of resource names, over the limit of 4194304 \
+         (MAX_NAME_BYTES_PER_TYPE)"
     );
     assert_eq!(
         ProtocolError::TooManyNames {
