@@ -143,6 +143,7 @@ impl ClusterInput {
                         .cluster
                         .as_deref()
                         .is_none_or(|c| ep.label(labels::CLUSTER) == Some(c))
+                        && ep.serves(target_port)
                 })
                 .map(|ep| Endpoint {
                     port_overrides: BTreeMap::from([(
