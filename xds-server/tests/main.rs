@@ -11,4 +11,5 @@ mod check_policies;
 mod crd_manifest;
 mod deploy_manifests;
 mod health;
+mod locate;
 mod sds;

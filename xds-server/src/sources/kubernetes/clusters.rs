@@ -419,9 +419,17 @@ pub fn ready_to_publish(
 /// that cluster's `cluster` / `network` labels.
 pub struct ClusterLocator {
     members: Vec<(ClusterOrigin, Arc<PodLocator>)>,
+    /// Bumped whenever any cluster's locator may answer differently.
+    placement: Arc<watch::Sender<u64>>,
 }
 
 impl ClusterLocator {
+    /// Changes whenever a lookup may answer differently in any cluster
+    /// (see [`PodLocator::changes`]).
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.placement.subscribe()
+    }
+
     /// Pod names and IPs repeat across clusters (pod CIDRs often overlap): a client that names its
     /// cluster is looked up there only; otherwise the first cluster, in `--cluster` order, that knows
     /// the pod wins.
@@ -505,7 +513,21 @@ pub fn start(
         stale_after,
         tx,
     ));
-    Arc::new(ClusterLocator { members: locators })
+    // One signal for every cluster: a client waits for its pod in whichever cluster has it.
+    let placement = Arc::new(watch::channel(0).0);
+    for (_, locator) in &locators {
+        let mut member = locator.changes();
+        let placement = placement.clone();
+        tokio::spawn(async move {
+            while member.changed().await.is_ok() {
+                placement.send_modify(|generation| *generation += 1);
+            }
+        });
+    }
+    Arc::new(ClusterLocator {
+        members: locators,
+        placement,
+    })
 }
 
 /// Asks the API server for its version every `interval`; `down` holds since when it has not answered.
