@@ -11,7 +11,7 @@ use e2e::topology::{EAST_B, NAMESPACE, SERVICE};
 use serde_json::json;
 use tokio::sync::watch;
 use xds_core::model::{Locality, LocalityLookup, PodHint, Registry};
-use xds_server::sources::kubernetes::{self, watch_idle, KubeSourceSettings};
+use xds_server::sources::kubernetes::{self, clusters, watch_idle, KubeSourceSettings};
 
 /// How long a change in the API server may take to reach the published registry (debounce 50 ms,
 /// capped at 500 ms; slack for a loaded machine).
@@ -251,4 +251,87 @@ async fn the_locator_signals_a_pod_appearing_and_finds_it_by_name_and_ip() {
         .unwrap();
     assert_eq!(locator.locality_of(&by_name), None);
     assert_eq!(locator.locality_of(&by_ip), None);
+}
+
+/// A resolver whose first answers fail, then every one is `addresses`.
+struct FailsThenResolves {
+    failures: std::sync::Mutex<u32>,
+    addresses: Vec<std::net::IpAddr>,
+}
+
+impl clusters::gateways::Resolver for FailsThenResolves {
+    fn resolve<'a>(
+        &'a self,
+        _host: &'a str,
+        _port: u16,
+    ) -> futures::future::BoxFuture<'a, std::io::Result<Vec<std::net::IpAddr>>> {
+        let mut failures = self.failures.lock().unwrap();
+        let answer = if *failures > 0 {
+            *failures -= 1;
+            Err(std::io::Error::other("no such host"))
+        } else {
+            Ok(self.addresses.clone())
+        };
+        Box::pin(async move { answer })
+    }
+}
+
+/// Two clusters, `west` on network n2 behind a gateway host name that does not resolve at first:
+/// the merged registry is published anyway (no startup failure), without n2's gateway; once the name
+/// resolves, the gateway arrives with every address.
+#[tokio::test]
+async fn a_gateway_that_does_not_resolve_at_first_arrives_once_it_does() {
+    use clusters::{gateways, Member};
+    let node = node_name(EAST_B);
+    let (east, west) = (ApiServer::start(), ApiServer::start());
+    let mut members = Vec::new();
+    for (spec, api, ip) in [
+        ("east=,network=n1", &east, "10.1.0.1"),
+        (
+            "west=,network=n2,gateway=gw.west.example:15443",
+            &west,
+            "10.2.0.1",
+        ),
+    ] {
+        api.apply(service(None));
+        let mut e = endpoint(&node, true);
+        e["addresses"] = json!([ip]);
+        api.apply(endpoint_slice("echo-pods", 8080, vec![e]));
+        members.push(Member {
+            spec: spec.parse().unwrap(),
+            client: crate::kube_client::client(api).await,
+        });
+    }
+    let specs =
+        gateways::specs(&members.iter().map(|m| m.spec.clone()).collect::<Vec<_>>()).unwrap();
+    let resolver = Arc::new(FailsThenResolves {
+        failures: std::sync::Mutex::new(2),
+        addresses: vec!["192.0.2.8".parse().unwrap(), "192.0.2.9".parse().unwrap()],
+    });
+    let resolved = gateways::keep_resolved(specs, resolver, Duration::from_secs(30));
+    let (tx, mut rx) = watch::channel(None);
+    let _locator = clusters::start(members, settings(), resolved, None, tx);
+    let first = published(&mut rx, "both clusters", |r| echo_addresses(r).len() == 2).await;
+    assert!(
+        first.gateways.is_empty(),
+        "published before the gateway resolved, without it: {:?}",
+        first.gateways
+    );
+    // Retried 1 s after the first failure, 2 s after the second.
+    let resolved = tokio::time::timeout(
+        PROPAGATION * 2,
+        rx.wait_for(|r| r.as_deref().is_some_and(|r| r.gateways.contains_key("n2"))),
+    )
+    .await
+    .expect("the gateway arrives once it resolves")
+    .unwrap()
+    .clone()
+    .unwrap();
+    let addresses: Vec<String> = resolved.gateways["n2"]
+        .addresses
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(addresses, ["192.0.2.8", "192.0.2.9"]);
+    assert_eq!(echo_addresses(&resolved).len(), 2);
 }

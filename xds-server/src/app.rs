@@ -111,11 +111,17 @@ pub struct Args {
     #[arg(long, env = "XDS_STALE_AFTER", value_parser = kubernetes::clusters::parse_stale_after)]
     pub stale_after: Option<kubernetes::clusters::StaleAfter>,
 
+    /// How often a `gateway=HOST:PORT` host name is resolved again (sooner after a failure); every
+    /// address it resolves to is a gateway host in EDS.
+    #[arg(long, env = "XDS_GATEWAY_REFRESH", default_value = "30s",
+          value_parser = parse_at_least_a_second)]
+    pub gateway_refresh: std::time::Duration,
+
     /// A Kubernetes watch that receives nothing (no event, no bookmark; the API server sends a
     /// bookmark about once a minute) for this long is taken for a dead connection and restarted
     /// from where it was.
     #[arg(long, env = "XDS_KUBE_WATCH_IDLE_TIMEOUT", default_value = "2m",
-          value_parser = parse_watch_idle_timeout)]
+          value_parser = parse_at_least_a_second)]
     pub kube_watch_idle_timeout: std::time::Duration,
 
     /// FailoverPolicy objects without `service` in this namespace are the mesh-wide default
@@ -445,7 +451,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 locator_changes = Some(pods.changes());
                 locator = Some(pods);
             } else {
-                let gateways = kubernetes::clusters::resolve_gateways(&clusters).await?;
+                // Host names are resolved in the background, again and again: a DNS failure
+                // never stops the server (see `clusters::gateways`).
+                let gateways = kubernetes::clusters::gateways::keep_resolved(
+                    kubernetes::clusters::gateways::specs(&clusters)?,
+                    Arc::new(kubernetes::clusters::gateways::SystemResolver),
+                    args.gateway_refresh,
+                );
                 info!(clusters = ?clusters.iter().map(|c| &c.name).collect::<Vec<_>>(),
                     stale_after = ?stale_after,
                     "watching Kubernetes clusters; xDS answers wait until they have listed");
@@ -607,7 +619,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn parse_watch_idle_timeout(text: &str) -> Result<std::time::Duration, String> {
+fn parse_at_least_a_second(text: &str) -> Result<std::time::Duration, String> {
     let timeout = xds_core::config::scalar::parse_duration(text).map_err(|e| e.to_string())?;
     if timeout < std::time::Duration::from_secs(1) {
         return Err("must be at least 1s".to_string());

@@ -270,8 +270,28 @@ impl fmt::Display for TrafficDistribution {
 /// network other than the client's are replaced by their network's gateway (split horizon).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct NetworkGateway {
-    pub address: IpAddr,
+    /// Every address of the gateway, sorted and without duplicates (a host name may resolve to
+    /// several: each is a host in EDS). Never empty: a gateway without an address is no gateway.
+    pub addresses: Vec<IpAddr>,
     pub port: u16,
+}
+
+impl NetworkGateway {
+    /// A gateway at one address.
+    pub fn new(address: IpAddr, port: u16) -> Self {
+        Self {
+            addresses: vec![address],
+            port,
+        }
+    }
+
+    /// A gateway at these addresses (sorted, duplicates dropped); `None` if there are none.
+    pub fn at(addresses: impl IntoIterator<Item = IpAddr>, port: u16) -> Option<Self> {
+        let mut addresses: Vec<IpAddr> = addresses.into_iter().collect();
+        addresses.sort();
+        addresses.dedup();
+        (!addresses.is_empty()).then_some(Self { addresses, port })
+    }
 }
 
 /// Everything one source knows, published whole.
