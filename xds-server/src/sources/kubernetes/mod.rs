@@ -1,10 +1,11 @@
-//! The Kubernetes source: Services, EndpointSlices, Node labels and Pods (their node, IP and service
-//! account), watched through kube-runtime reflectors, converted by the pure [`convert`] module and
-//! published as whole registries.
+//! The Kubernetes source: Services, EndpointSlices and Node labels, watched through kube-runtime
+//! reflectors, and Pods (their node, IP, phase and service account), watched into the [`pods`] index;
+//! converted by the pure [`convert`] module and published as whole registries.
 //!
 //! Nothing is published until every watch has finished its initial list, so Envoy never sees a partial
 //! view. After that, watch errors only delay updates (the reflectors retry with backoff and the last
-//! registry stays published), and a relist (410 Gone) swaps a store's content in one step.
+//! registry stays published), and a relist (410 Gone) swaps a store's content in one step. A watch
+//! that went silent is restarted by the client's [`watch_idle`] layer.
 
 pub mod clusters;
 pub mod convert;
