@@ -335,3 +335,50 @@ async fn a_gateway_that_does_not_resolve_at_first_arrives_once_it_does() {
     assert_eq!(addresses, ["192.0.2.8", "192.0.2.9"]);
     assert_eq!(echo_addresses(&resolved).len(), 2);
 }
+
+/// Several clusters: the locator's change signal fires for a Pod appearing in any of them, and the
+/// client is then found in that cluster, with its labels.
+#[tokio::test]
+async fn the_cluster_locator_signals_a_pod_appearing_in_any_cluster() {
+    use clusters::{gateways, Member};
+    let (east, west) = (ApiServer::start(), ApiServer::start());
+    let mut members = Vec::new();
+    for (name, api) in [("east", &east), ("west", &west)] {
+        api.apply(node(&node_name(EAST_B), EAST_B.region, EAST_B.zone));
+        api.apply(service(None));
+        members.push(Member {
+            spec: format!("{name}=").parse().unwrap(),
+            client: crate::kube_client::client(api).await,
+        });
+    }
+    let (tx, mut rx) = watch::channel(None);
+    let locator = clusters::start(
+        members,
+        settings(),
+        gateways::fixed(Default::default()),
+        None,
+        tx,
+    );
+    published(&mut rx, "both clusters listed", |_| true).await;
+    let mut changes = locator.changes();
+    changes.mark_unchanged();
+    let hint = PodHint {
+        namespace: Some(NAMESPACE.to_string()),
+        name: Some("late".to_string()),
+        ..PodHint::default()
+    };
+    assert_eq!(locator.locality_of(&hint), None);
+    west.apply(pod("late", &node_name(EAST_B), "10.244.1.9"));
+    tokio::time::timeout(Duration::from_secs(1), changes.changed())
+        .await
+        .expect("told within 1 s of the Pod event in west")
+        .unwrap();
+    assert!(locator.locality_of(&hint).is_some());
+    assert_eq!(
+        locator
+            .labels_of(&hint)
+            .get("topology.istio.io/cluster")
+            .map(String::as_str),
+        Some("west")
+    );
+}
