@@ -7,6 +7,11 @@ use kube::Client;
 
 /// A kube client configured the way a binary's `--kubeconfig PATH` would be.
 pub async fn client(server: &ApiServer) -> Client {
+    Client::try_from(config(server).await).expect("client")
+}
+
+/// The client configuration a binary's `--kubeconfig PATH` would have.
+pub async fn config(server: &ApiServer) -> kube::Config {
     let dir = TempDir::new("kubeconfig");
     let path = dir.join("kubeconfig");
     server.write_kubeconfig(&path);
@@ -22,5 +27,5 @@ pub async fn client(server: &ApiServer) -> Client {
         config.cluster_url.to_string().trim_end_matches('/'),
         server.url()
     );
-    Client::try_from(config).expect("client")
+    config
 }

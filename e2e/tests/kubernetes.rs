@@ -1377,7 +1377,8 @@ async fn every_clusters_endpoints_are_named_in_the_one_trust_domain() {
             ..ConvertSettings::default()
         },
     };
-    let _locator = clusters::start(members, settings, Default::default(), None, tx);
+    let gateways = clusters::gateways::fixed(Default::default());
+    let _locator = clusters::start(members, settings, gateways, None, tx);
     let both = identities(&mut rx, "both clusters' endpoints", |e| e.len() == 2).await;
     assert_eq!(
         both,

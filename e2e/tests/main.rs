@@ -19,6 +19,7 @@ mod failover;
 mod harness;
 mod kube_client;
 mod kubernetes;
+mod kubernetes_robustness;
 mod load_smoke;
 mod metrics;
 mod mtls;

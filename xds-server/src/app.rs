@@ -29,6 +29,8 @@ mod publish;
 async fn kube_client(
     kubeconfig: Option<&std::path::Path>,
     context: Option<String>,
+    watch_idle_timeout: std::time::Duration,
+    source: &str,
 ) -> anyhow::Result<kube::Client> {
     let config = match kubeconfig {
         Some(path) => {
@@ -46,7 +48,8 @@ async fn kube_client(
             .await
             .context("no in-cluster config and no usable kubeconfig (pass --kubeconfig)")?,
     };
-    kube::Client::try_from(config).context("building the Kubernetes client")
+    kubernetes::watch_idle::client(config, watch_idle_timeout, source)
+        .context("building the Kubernetes client")
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -108,6 +111,19 @@ pub struct Args {
     /// cluster that has not listed. `never` keeps last known endpoints as they are and waits for all.
     #[arg(long, env = "XDS_STALE_AFTER", value_parser = kubernetes::clusters::parse_stale_after)]
     pub stale_after: Option<kubernetes::clusters::StaleAfter>,
+
+    /// How often a `gateway=HOST:PORT` host name is resolved again (sooner after a failure); every
+    /// address it resolves to is a gateway host in EDS.
+    #[arg(long, env = "XDS_GATEWAY_REFRESH", default_value = "30s",
+          value_parser = parse_at_least_a_second)]
+    pub gateway_refresh: std::time::Duration,
+
+    /// A Kubernetes watch that receives nothing (no event, no bookmark; the API server sends a
+    /// bookmark about once a minute) for this long is taken for a dead connection and restarted
+    /// from where it was.
+    #[arg(long, env = "XDS_KUBE_WATCH_IDLE_TIMEOUT", default_value = "2m",
+          value_parser = parse_at_least_a_second)]
+    pub kube_watch_idle_timeout: std::time::Duration,
 
     /// FailoverPolicy objects without `service` in this namespace are the mesh-wide default
     /// (`--source kubernetes`).
@@ -383,6 +399,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         ),
     };
     let mut locator: Option<Arc<dyn LocalityLookup>> = None;
+    // Changes whenever `locator` may answer differently: clients waiting for their pod look again.
+    let mut locator_changes: Option<watch::Receiver<u64>> = None;
     // The (first) cluster's client, for --secrets-namespace.
     let mut secrets_client: Option<kube::Client> = None;
     let _endpoints_watch = match source {
@@ -404,9 +422,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         SourceKind::Kubernetes => {
             let mut members = Vec::new();
             for spec in &clusters {
-                let client = kube_client(spec.kubeconfig.as_deref(), spec.context.clone())
-                    .await
-                    .with_context(|| format!("cluster {:?}", spec.name))?;
+                let client = kube_client(
+                    spec.kubeconfig.as_deref(),
+                    spec.context.clone(),
+                    args.kube_watch_idle_timeout,
+                    &format!("kubernetes:{}", spec.name),
+                )
+                .await
+                .with_context(|| format!("cluster {:?}", spec.name))?;
                 members.push(kubernetes::clusters::Member {
                     spec: spec.clone(),
                     client,
@@ -414,7 +437,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             }
             let client = match members.first() {
                 Some(first) => first.client.clone(),
-                None => kube_client(args.kubeconfig.as_deref(), args.context.clone()).await?,
+                None => {
+                    kube_client(
+                        args.kubeconfig.as_deref(),
+                        args.context.clone(),
+                        args.kube_watch_idle_timeout,
+                        "kubernetes",
+                    )
+                    .await?
+                }
             };
             secrets_client = Some(client.clone());
             supervise::spawn(
@@ -437,19 +468,29 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             };
             if members.is_empty() {
                 info!("watching Kubernetes; xDS answers wait until the initial lists are complete");
-                locator = Some(kubernetes::start(client, settings, registry_tx));
+                let pods = kubernetes::start(client, settings, registry_tx);
+                locator_changes = Some(pods.changes());
+                locator = Some(pods);
             } else {
-                let gateways = kubernetes::clusters::resolve_gateways(&clusters).await?;
+                // Host names are resolved in the background, again and again: a DNS failure
+                // never stops the server (see `clusters::gateways`).
+                let gateways = kubernetes::clusters::gateways::keep_resolved(
+                    kubernetes::clusters::gateways::specs(&clusters)?,
+                    Arc::new(kubernetes::clusters::gateways::SystemResolver),
+                    args.gateway_refresh,
+                );
                 info!(clusters = ?clusters.iter().map(|c| &c.name).collect::<Vec<_>>(),
                     stale_after = ?stale_after,
                     "watching Kubernetes clusters; xDS answers wait until they have listed");
-                locator = Some(kubernetes::clusters::start(
+                let pods = kubernetes::clusters::start(
                     members,
                     settings,
                     gateways,
                     stale_after,
                     registry_tx,
-                ));
+                );
+                locator_changes = Some(pods.changes());
+                locator = Some(pods);
             }
             None
         }
@@ -578,6 +619,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .with_first_request_timeout(args.transport.first_request_timeout)
         .with_clients(clients)
         .with_lookup(locator)
+        .with_lookup_changes(locator_changes)
         .with_token_verifier(token_verifier);
     let serving = crate::grpc::Transport::new(args.transport.clone())
         .add_service(health_service)
@@ -607,6 +649,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+fn parse_at_least_a_second(text: &str) -> Result<std::time::Duration, String> {
+    let timeout = xds_core::config::scalar::parse_duration(text).map_err(|e| e.to_string())?;
+    if timeout < std::time::Duration::from_secs(1) {
+        return Err("must be at least 1s".to_string());
+    }
+    Ok(timeout)
 }
 
 fn parse_trust_domain(text: &str) -> Result<String, String> {

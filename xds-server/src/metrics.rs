@@ -74,6 +74,10 @@ pub struct Metrics {
     pub cluster_up: Family<SourceLabel, Gauge>,
     /// Per watched cluster: 1 while its endpoints are stale (sent UNHEALTHY where others serve).
     pub cluster_stale: Family<SourceLabel, Gauge>,
+    /// Kubernetes watches ended because they were silent for the idle timeout, by source.
+    pub kube_watch_restarts: Family<SourceLabel, Counter>,
+    /// Per network with a gateway host name: 1 while it resolves to at least one address.
+    pub gateway_resolved: Family<SourceLabel, Gauge>,
     pub policy_reloads: Family<ResultLabel, Counter>,
     pub tls_handshake_failures: Family<PortLabel, Counter>,
     pub tls_reloads: Family<ResultLabel, Counter>,
@@ -111,6 +115,8 @@ impl Default for Metrics {
             source_errors: Family::default(),
             cluster_up: Family::default(),
             cluster_stale: Family::default(),
+            kube_watch_restarts: Family::default(),
+            gateway_resolved: Family::default(),
             policy_reloads: Family::default(),
             tls_handshake_failures: Family::default(),
             tls_reloads: Family::default(),
@@ -180,6 +186,16 @@ impl Default for Metrics {
             "cluster_stale",
             "1 while a watched cluster's endpoints are stale (its API server has not answered for --stale-after), by source",
             m.cluster_stale.clone(),
+        );
+        r.register(
+            "kube_watch_restarts",
+            "Kubernetes watches restarted because they were silent (no event, no bookmark) for the idle timeout, by source",
+            m.kube_watch_restarts.clone(),
+        );
+        r.register(
+            "gateway_resolved",
+            "1 while a network's gateway host name resolves (its endpoints are reachable from other networks), by source (gateway:NETWORK)",
+            m.gateway_resolved.clone(),
         );
         r.register(
             "policy_reloads",

@@ -11,5 +11,6 @@ mod check_policies;
 mod crd_manifest;
 mod deploy_manifests;
 mod health;
+mod locate;
 mod sds;
 mod transport;

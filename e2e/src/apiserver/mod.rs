@@ -39,8 +39,11 @@
 //! What a kube client test should know:
 //! - `kube::runtime::watcher::Config::default()` works as is (paged LIST with `limit=500`, then a
 //!   WATCH from the list's resourceVersion with `allowWatchBookmarks=true&timeoutSeconds=290`);
-//!   `.streaming_lists()` works too. Bookmarks are sent only when a test calls
-//!   [`ApiServer::send_bookmarks`], never on a timer.
+//!   `.streaming_lists()` works too. Bookmarks are sent when a test calls
+//!   [`ApiServer::send_bookmarks`], and on a timer once it calls [`ApiServer::send_bookmarks_every`]
+//!   (the real server sends one about every minute).
+//! - [`ApiServer::freeze_watches`] makes every open watch silent without closing its connection (a
+//!   server that vanished in a network partition); new requests are answered as usual.
 //! - Give watchers a backoff (`.default_backoff()`): during [`ApiServer::stop`] every request is
 //!   refused at once, and a watcher without backoff retries in a hot loop. With kube's default
 //!   backoff the first retry (and so the relist after a 410) comes about 0.8 s later (jittered).
@@ -192,6 +195,8 @@ pub struct ApiServer {
     serving: Mutex<Option<Serving>>,
     shutdown: Mutex<Option<oneshot::Sender<()>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// The timer of [`ApiServer::send_bookmarks_every`], if one runs.
+    bookmark_timer: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl ApiServer {
@@ -224,6 +229,7 @@ impl ApiServer {
             serving: Mutex::new(None),
             shutdown: Mutex::new(Some(shutdown_tx)),
             thread: Mutex::new(Some(thread)),
+            bookmark_timer: Mutex::new(None),
         };
         server.serve(listener);
         server
@@ -361,6 +367,35 @@ preferences: {{}}
     /// `allowWatchBookmarks=true`. Returns how many watches got one.
     pub fn send_bookmarks(&self) -> usize {
         self.lock().send_bookmarks()
+    }
+
+    /// Sends bookmarks (as [`ApiServer::send_bookmarks`]) every `period` from now on, as the real
+    /// server does about every minute; `None` stops it.
+    pub fn send_bookmarks_every(&self, period: Option<Duration>) {
+        let mut timer = self.bookmark_timer.lock().unwrap();
+        if let Some(old) = timer.take() {
+            old.abort();
+        }
+        let Some(period) = period else { return };
+        let store = self.store.clone();
+        *timer = Some(self.runtime.spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                store
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .send_bookmarks();
+            }
+        }));
+    }
+
+    /// Freezes every open watch: its connection stays open, but it is sent nothing more (no event,
+    /// no bookmark), as when the server vanished in a network partition without closing it. Watches
+    /// opened afterwards work. Returns how many were frozen.
+    pub fn freeze_watches(&self) -> usize {
+        self.lock().freeze_watches()
     }
 
     /// How many watches are open now.

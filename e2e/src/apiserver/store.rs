@@ -165,6 +165,9 @@ pub struct Store {
     uids: u64,
     kinds: Vec<Kind>,
     watches: Vec<Watch>,
+    /// Watches frozen by [`Store::freeze_watches`]: kept (so their connections stay open) and never
+    /// sent anything again.
+    frozen: Vec<Watch>,
     pub requests: Vec<RequestRecord>,
     /// Injected failures: plural → HTTP code answered to every request on that resource.
     pub failures: std::collections::HashMap<String, u16>,
@@ -198,6 +201,7 @@ impl Store {
             uids: 0,
             kinds: Vec::new(),
             watches: Vec::new(),
+            frozen: Vec::new(),
             requests: Vec::new(),
             failures: Default::default(),
             token_reviews: Default::default(),
@@ -324,6 +328,15 @@ impl Store {
             w.send_bookmark(info, rv, false);
             n += 1;
         }
+        n
+    }
+
+    /// Freezes every open watch: its connection stays open but is sent nothing more, as when the
+    /// server vanished without closing it. Returns how many were frozen.
+    pub fn freeze_watches(&mut self) -> usize {
+        self.watches.retain(|w| !w.tx.is_closed());
+        let n = self.watches.len();
+        self.frozen.append(&mut self.watches);
         n
     }
 

@@ -137,7 +137,9 @@ pub enum Health {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Endpoint {
     pub address: IpAddr,
-    /// Per-service-port target port, keyed by service port name; a missing entry means "the service port".
+    /// Per-service-port target port, keyed by service port name; a missing entry means "the service
+    /// port", and [`Endpoint::NOT_SERVED`] means "this endpoint does not serve that port" (a Kubernetes
+    /// endpoint whose pod has no port of the Service's named `targetPort`).
     pub port_overrides: BTreeMap<String, u16>,
     pub locality: Locality,
     /// Source labels (for example `topology.istio.io/cluster`); locality labels are added by [`Endpoint::label`].
@@ -149,7 +151,17 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// The port this endpoint listens on for the given service port.
+    /// The override that leaves an endpoint out of a service port's cluster. Port 0 is never a port
+    /// anything listens on, so it cannot be mistaken for a real target.
+    pub const NOT_SERVED: u16 = 0;
+
+    /// Whether this endpoint serves the given service port (see [`Endpoint::NOT_SERVED`]).
+    pub fn serves(&self, port: &ServicePort) -> bool {
+        self.port_overrides.get(&port.name) != Some(&Self::NOT_SERVED)
+    }
+
+    /// The port this endpoint listens on for the given service port ([`Endpoint::NOT_SERVED`] if it
+    /// does not serve it: see [`Endpoint::serves`]).
     pub fn target_port(&self, port: &ServicePort) -> u16 {
         self.port_overrides
             .get(&port.name)
@@ -208,6 +220,23 @@ impl Service {
             .chain(self.endpoints.iter().filter_map(|e| e.identity.as_ref()))
             .collect()
     }
+
+    /// This service as one port's cluster sees it: without the endpoints that do not serve `port`.
+    /// `None` when every endpoint serves it (the common case: the service is shared as it is).
+    pub fn serving(&self, port: &ServicePort) -> Option<Service> {
+        if self.endpoints.iter().all(|e| e.serves(port)) {
+            return None;
+        }
+        Some(Service {
+            endpoints: self
+                .endpoints
+                .iter()
+                .filter(|e| e.serves(port))
+                .cloned()
+                .collect(),
+            ..self.clone()
+        })
+    }
 }
 
 /// Kubernetes `Service.spec.trafficDistribution`: the Service owner's wish that traffic stay close.
@@ -255,8 +284,28 @@ impl fmt::Display for TrafficDistribution {
 /// network other than the client's are replaced by their network's gateway (split horizon).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct NetworkGateway {
-    pub address: IpAddr,
+    /// Every address of the gateway, sorted and without duplicates (a host name may resolve to
+    /// several: each is a host in EDS). Never empty: a gateway without an address is no gateway.
+    pub addresses: Vec<IpAddr>,
     pub port: u16,
+}
+
+impl NetworkGateway {
+    /// A gateway at one address.
+    pub fn new(address: IpAddr, port: u16) -> Self {
+        Self {
+            addresses: vec![address],
+            port,
+        }
+    }
+
+    /// A gateway at these addresses (sorted, duplicates dropped); `None` if there are none.
+    pub fn at(addresses: impl IntoIterator<Item = IpAddr>, port: u16) -> Option<Self> {
+        let mut addresses: Vec<IpAddr> = addresses.into_iter().collect();
+        addresses.sort();
+        addresses.dedup();
+        (!addresses.is_empty()).then_some(Self { addresses, port })
+    }
 }
 
 /// Everything one source knows, published whole.

@@ -76,6 +76,10 @@ pub struct AdsService {
     snapshots: Snapshots,
     next_stream_id: Arc<AtomicU64>,
     lookup: Option<Arc<dyn LocalityLookup>>,
+    /// Changes whenever `lookup` may answer differently (a pod appeared, say): a stream whose client
+    /// waits for its pod looks again then. Without it, only the client's next request or the next
+    /// snapshot does.
+    lookup_changes: Option<tokio::sync::watch::Receiver<u64>>,
     counters: Arc<Counters>,
     clients: Arc<ClientRegistry>,
     /// Verifies `authorization: Bearer` ServiceAccount tokens (token authentication); `None`: off.
@@ -94,6 +98,7 @@ impl AdsService {
             snapshots,
             next_stream_id: Arc::new(AtomicU64::new(1)),
             lookup: None,
+            lookup_changes: None,
             counters: Arc::default(),
             clients,
             tokens: None,
@@ -132,6 +137,16 @@ impl AdsService {
     /// Locate clients whose bootstrap has no `node.locality` through their pod.
     pub fn with_lookup(mut self, lookup: Option<Arc<dyn LocalityLookup>>) -> Self {
         self.lookup = lookup;
+        self
+    }
+
+    /// A signal that changes whenever the lookup may answer differently (the Kubernetes source's
+    /// `PodLocator::changes`): clients waiting for their pod are looked up again on it.
+    pub fn with_lookup_changes(
+        mut self,
+        changes: Option<tokio::sync::watch::Receiver<u64>>,
+    ) -> Self {
+        self.lookup_changes = changes;
         self
     }
 

@@ -33,9 +33,6 @@ use xds_core::snapshot::{ResourceType, Snapshot};
 /// holds for its client.
 const STREAM_QUEUE: usize = 1;
 
-/// How often a stream re-checks the locality of a client whose pod is not known yet.
-const POD_RETRY: std::time::Duration = std::time::Duration::from_millis(250);
-
 static REFUSAL_LOG: LogLimiter = LogLimiter::new();
 
 /// What ends a stream from outside its conversation.
@@ -190,7 +187,7 @@ enum Step<R> {
 
 /// One ADS stream: feeds requests and snapshots to the protocol machine and sends what it answers.
 ///
-/// Backpressure. The loop takes its next input (a request, a snapshot, a pod re-check) only once the
+/// Backpressure. The loop takes its next input (a request, a snapshot, a pod change) only once the
 /// client has taken what was sent before: it first reserves a slot in the response channel, which has
 /// [`STREAM_QUEUE`] (one) slot, and only then waits for input. A slow or stuck client therefore stalls
 /// only its own task, and what the task holds for it is bounded: the one response in the channel plus
@@ -216,6 +213,7 @@ async fn run_stream<M: StreamMachine>(
 {
     let AdsService {
         mut snapshots,
+        mut lookup_changes,
         counters,
         clients,
         sweep,
@@ -237,6 +235,10 @@ async fn run_stream<M: StreamMachine>(
     tokio::pin!(first_request_deadline);
     let drained = ConnectionDrain::wait(limits.drain.as_ref());
     tokio::pin!(drained);
+    // Likewise pod changes before the first request: that request looks the pod up.
+    if let Some(changes) = &mut lookup_changes {
+        changes.mark_unchanged();
+    }
     let current = |s: &Snapshots| s.borrow().clone().expect("present once the wait is over");
     // Shared with the admin API, which reads it between our turns; never held across an await.
     let conn = Arc::new(Mutex::new(conn));
@@ -261,16 +263,16 @@ async fn run_stream<M: StreamMachine>(
         }
         synced = Some(synced.map_or(snapshot.generation, |l| l.max(snapshot.generation)));
     };
-    // A client located through its pod, whose pod the watch has not seen yet, is re-checked on this
-    // tick: pod events do not publish snapshots (they would rebuild one on every pod churn).
     // Per type: the nonce of the newest push a snapshot caused and the build time of the oldest
     // snapshot not yet acknowledged; its ACK closes the convergence measurement.
     let mut unacked: BTreeMap<ResourceType, (String, Instant)> = BTreeMap::new();
     // Per type, the nonce of the last NACK logged: a client repeating a NACK is logged once.
     let mut nacked: BTreeMap<ResourceType, String> = BTreeMap::new();
     let mut connected = false;
-    let mut pod_retry = tokio::time::interval(POD_RETRY);
-    pod_retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A client located through its pod, whose pod the watch has not seen yet, is looked up again
+    // when the pods change (`lookup_changes`), not on a timer: pod events do not publish snapshots
+    // (they would rebuild one on every pod churn).
+    let pending = |conn: &Mutex<M>| lock(conn).locality_pending();
     loop {
         // Room for the next response first, input second (see above).
         let Ok(permit) = tx.reserve().await else {
@@ -394,7 +396,13 @@ async fn run_stream<M: StreamMachine>(
                     }
                 }
             },
-            _ = pod_retry.tick(), if lock(&conn).locality_pending() => {
+            changed = async { lookup_changes.as_mut().expect("checked").changed().await },
+                if lookup_changes.is_some() && pending(&conn) => {
+                if changed.is_err() {
+                    // The source is gone: nothing will locate this client any more.
+                    lookup_changes = None;
+                    continue;
+                }
                 let snapshot = current(&snapshots);
                 let mut machine = lock(&conn);
                 let responses = machine.on_snapshot(&snapshot);

@@ -251,7 +251,7 @@ fn build(raw: RawFile) -> Result<Registry, Invalid> {
         })?;
         let port = port_number(raw.port).map_err(|r| (path.key("port"), r))?;
         first_gateway.insert(network.to_string(), i);
-        gateways.insert(network.to_string(), NetworkGateway { address, port });
+        gateways.insert(network.to_string(), NetworkGateway::new(address, port));
     }
     Ok(Registry { services, gateways })
 }

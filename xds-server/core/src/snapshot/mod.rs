@@ -534,7 +534,13 @@ impl Snapshot {
                 let name = resources::cluster_name(&service.id, port);
                 // The input holds the backups' endpoints too: a change in a backup service rebuilds
                 // (and names in `Changes`) every cluster that uses it.
-                let input = ClusterInput::new(&registry, shared.clone(), port, &resolved.policy);
+                // Endpoints that do not serve this port are not in its cluster; the service is
+                // copied only then.
+                let own = match service.serving(port) {
+                    Some(filtered) => Arc::new(filtered),
+                    None => shared.clone(),
+                };
+                let input = ClusterInput::new(&registry, own, port, &resolved.policy);
                 let reused = previous
                     .and_then(|p| p.clusters.get(&name))
                     .filter(|old| old.input == input && old.policy == resolved);

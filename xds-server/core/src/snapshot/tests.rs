@@ -494,3 +494,38 @@ fn memos_stop_growing_at_their_cap_and_answers_past_it_are_still_right() {
     assert_eq!(ask_everything(&snap, &late), ask_everything(&fresh, &late));
     assert_eq!(snap.stats(), stats);
 }
+
+/// An endpoint that does not serve a port (a Kubernetes pod without the Service's named target
+/// port) is in the other port's EDS answer and not in this one's, rather than sent to the service
+/// port number.
+#[test]
+fn an_endpoint_that_does_not_serve_a_port_is_left_out_of_that_ports_cluster() {
+    let zone = Locality::new("r", "z1", "");
+    let both = mesh::endpoint("10.0.0.1", zone.clone(), Health::Healthy);
+    let mut metrics_only = mesh::endpoint("10.0.0.2", zone, Health::Healthy);
+    metrics_only
+        .port_overrides
+        .insert("http".into(), crate::model::Endpoint::NOT_SERVED);
+    let service = Service::new(
+        ServiceId::new("shop", "web"),
+        vec![
+            crate::model::ServicePort {
+                name: "http".into(),
+                port: 80,
+            },
+            crate::model::ServicePort {
+                name: "metrics".into(),
+                port: 9100,
+            },
+        ],
+        vec![both, metrics_only],
+    );
+    let snap = xds::snapshot(None, Arc::new(Registry::from_services([service])));
+    let c = client("z1", "n1");
+    let has = |r: &Resource, ip: &[u8]| r.any.value.windows(ip.len()).any(|w| w == ip);
+    let http = snap.load_assignment("web.shop:80", &c).unwrap();
+    let metrics = snap.load_assignment("web.shop:9100", &c).unwrap();
+    assert!(has(&http, b"10.0.0.1"));
+    assert!(!has(&http, b"10.0.0.2"), "not served: left out");
+    assert!(has(&metrics, b"10.0.0.1") && has(&metrics, b"10.0.0.2"));
+}

@@ -94,10 +94,7 @@ pub fn add_gateways(registry: &mut Registry, gateways: &[(&str, &str)]) {
     for (network, address) in gateways {
         registry.gateways.insert(
             network.to_string(),
-            NetworkGateway {
-                address: address.parse().unwrap(),
-                port: 15443,
-            },
+            NetworkGateway::new(address.parse().unwrap(), 15443),
         );
     }
 }

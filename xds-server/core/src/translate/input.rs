@@ -143,6 +143,7 @@ impl ClusterInput {
                         .cluster
                         .as_deref()
                         .is_none_or(|c| ep.label(labels::CLUSTER) == Some(c))
+                        && ep.serves(target_port)
                 })
                 .map(|ep| Endpoint {
                     port_overrides: BTreeMap::from([(
@@ -269,25 +270,23 @@ impl ClusterInput {
             Some(rule) => !rule.to.iter().any(|(p, _)| p.matches(ep.locality.parts())),
             None => false,
         };
-        let mut gateway_home: BTreeMap<(IpAddr, u16), (bool, &Locality)> = BTreeMap::new();
+        let mut gateway_home: BTreeMap<&NetworkGateway, (bool, &Locality)> = BTreeMap::new();
         for &i in &level.endpoints {
             let ep = self.endpoint(i);
             if let Route::Gateway(_, gw) = self.route(client_network, ep) {
                 let candidate = (unmatched(ep), &ep.locality);
-                let home = gateway_home
-                    .entry((gw.address, gw.port))
-                    .or_insert(candidate);
+                let home = gateway_home.entry(gw).or_insert(candidate);
                 *home = (*home).min(candidate);
             }
         }
         let mut by_locality: BTreeMap<&Locality, Vec<SentHost>> = BTreeMap::new();
         // Gateway → index of its host in `by_locality[its home]`.
-        let mut gateway_at: BTreeMap<(IpAddr, u16), usize> = BTreeMap::new();
+        let mut gateway_at: BTreeMap<&NetworkGateway, usize> = BTreeMap::new();
         for &i in &level.endpoints {
             let ep = self.endpoint(i);
             let route = self.route(client_network, ep);
             let locality = match route {
-                Route::Gateway(_, gw) => gateway_home[&(gw.address, gw.port)].1,
+                Route::Gateway(_, gw) => gateway_home[gw].1,
                 _ => &ep.locality,
             };
             let hosts = by_locality.entry(locality).or_default();
@@ -299,16 +298,16 @@ impl ClusterInput {
                     gateway_for: None,
                     behind: 1,
                 }),
-                Route::Gateway(net, gw) => match gateway_at.get(&(gw.address, gw.port)) {
+                Route::Gateway(net, gw) => match gateway_at.get(gw) {
                     Some(&at) => {
                         let host = &mut hosts[at];
                         host.behind += 1;
                         host.health = combined(host.health, ep.health);
                     }
                     None => {
-                        gateway_at.insert((gw.address, gw.port), hosts.len());
+                        gateway_at.insert(gw, hosts.len());
                         hosts.push(SentHost {
-                            address: gw.address,
+                            address: gw.addresses[0],
                             port: gw.port,
                             health: ep.health,
                             gateway_for: Some(net.to_string()),
@@ -320,11 +319,41 @@ impl ClusterInput {
         }
         by_locality
             .into_iter()
-            .map(|(locality, mut hosts)| {
+            .map(|(locality, hosts)| {
+                let mut hosts: Vec<SentHost> =
+                    hosts.into_iter().flat_map(|h| self.spread(h)).collect();
                 hosts.sort_by(|a, b| {
                     (a.address, a.port, &a.gateway_for).cmp(&(b.address, b.port, &b.gateway_for))
                 });
                 (locality, hosts)
+            })
+            .collect()
+    }
+}
+
+impl ClusterInput {
+    /// A gateway's host as one host per address of the gateway, the endpoints it stands for
+    /// (`behind`, its weight) shared among them so that the gateway as a whole still weighs about as
+    /// much as those endpoints (each address at least 1: Envoy refuses a zero weight). Any other
+    /// host as it is.
+    fn spread(&self, host: SentHost) -> Vec<SentHost> {
+        let gateway = host
+            .gateway_for
+            .as_ref()
+            .and_then(|net| self.gateways.get(net));
+        let Some(gateway) = gateway.filter(|g| g.addresses.len() > 1) else {
+            return vec![host];
+        };
+        let n = u32::try_from(gateway.addresses.len()).unwrap_or(u32::MAX);
+        let share = ((host.behind + n / 2) / n).max(1);
+        gateway
+            .addresses
+            .iter()
+            .map(|&address| SentHost {
+                address,
+                behind: share,
+                gateway_for: host.gateway_for.clone(),
+                ..host
             })
             .collect()
     }

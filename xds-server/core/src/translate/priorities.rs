@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::IpAddr;
 
 use crate::model::{labels, ClientInfo, Endpoint, ServiceId};
 use crate::policy::{DistributeRule, FailoverPolicy, PriorityKey};
@@ -263,14 +262,14 @@ fn one_level_per_gateway(
     input: &ClusterInput,
     client_network: Option<&str>,
 ) -> Vec<PriorityLevel> {
-    let mut first_level: BTreeMap<(IpAddr, u16), usize> = BTreeMap::new();
+    let mut first_level: BTreeMap<&crate::model::NetworkGateway, usize> = BTreeMap::new();
     let mut moved: Vec<(usize, usize)> = Vec::new();
     for (at, level) in levels.iter_mut().enumerate() {
         level.endpoints.retain(|&i| {
             let Route::Gateway(_, gw) = input.route(client_network, input.endpoint(i)) else {
                 return true;
             };
-            let home = *first_level.entry((gw.address, gw.port)).or_insert(at);
+            let home = *first_level.entry(gw).or_insert(at);
             if home != at {
                 moved.push((home, i));
             }

@@ -8,8 +8,9 @@
 //! with no healthy endpoint in any fresh cluster keeps its stale endpoints as they were, because sending
 //! every endpoint UNHEALTHY would turn a control-plane outage into a blackhole.
 
+pub mod gateways;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -175,31 +176,6 @@ pub fn validate_set(specs: &[ClusterSpec]) -> Result<(), ClusterSpecError> {
         }
     }
     Ok(())
-}
-
-/// Resolves every network's gateway to an address Envoy can use (EDS endpoints must be IPs).
-pub async fn resolve_gateways(
-    specs: &[ClusterSpec],
-) -> Result<BTreeMap<String, NetworkGateway>, ClusterSpecError> {
-    let mut out = BTreeMap::new();
-    for spec in specs {
-        let Some(gateway) = &spec.gateway else {
-            continue;
-        };
-        let (host, port) =
-            split_host_port(gateway).map_err(|reason| spec.invalid("gateway", reason))?;
-        let address = match host.parse::<IpAddr>() {
-            Ok(ip) => ip,
-            Err(_) => tokio::net::lookup_host((host, port))
-                .await
-                .map_err(|e| spec.invalid("gateway", format!("cannot resolve {host:?}: {e}")))?
-                .next()
-                .map(|a| a.ip())
-                .ok_or_else(|| spec.invalid("gateway", format!("{host:?} has no address")))?,
-        };
-        out.insert(spec.network.clone(), NetworkGateway { address, port });
-    }
-    Ok(out)
 }
 
 /// `--stale-after`: `None` means never (keep last known endpoints as they are, and wait for every
@@ -419,9 +395,17 @@ pub fn ready_to_publish(
 /// that cluster's `cluster` / `network` labels.
 pub struct ClusterLocator {
     members: Vec<(ClusterOrigin, Arc<PodLocator>)>,
+    /// Bumped whenever any cluster's locator may answer differently.
+    placement: Arc<watch::Sender<u64>>,
 }
 
 impl ClusterLocator {
+    /// Changes whenever a lookup may answer differently in any cluster
+    /// (see [`PodLocator::changes`]).
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.placement.subscribe()
+    }
+
     /// Pod names and IPs repeat across clusters (pod CIDRs often overlap): a client that names its
     /// cluster is looked up there only; otherwise the first cluster, in `--cluster` order, that knows
     /// the pod wins.
@@ -465,11 +449,12 @@ pub struct Member {
     pub client: Client,
 }
 
-/// Watches every cluster and publishes the merged registry into `tx` (see the module docs for when).
+/// Watches every cluster and publishes the merged registry into `tx` (see the module docs for when),
+/// with the networks' gateways as `gateways` holds them at each moment ([`gateways::keep_resolved`]).
 pub fn start(
     members: Vec<Member>,
     settings: KubeSourceSettings,
-    gateways: BTreeMap<String, NetworkGateway>,
+    gateways: watch::Receiver<gateways::Gateways>,
     stale_after: Option<Duration>,
     tx: watch::Sender<Option<Arc<Registry>>>,
 ) -> Arc<ClusterLocator> {
@@ -504,7 +489,21 @@ pub fn start(
         "cluster merger",
         run_merger(names, registries, health, gateways, stale_after, tx),
     );
-    Arc::new(ClusterLocator { members: locators })
+    // One signal for every cluster: a client waits for its pod in whichever cluster has it.
+    let placement = Arc::new(watch::channel(0).0);
+    for (_, locator) in &locators {
+        let mut member = locator.changes();
+        let placement = placement.clone();
+        crate::supervise::spawn("pod change relay", async move {
+            while member.changed().await.is_ok() {
+                placement.send_modify(|generation| *generation += 1);
+            }
+        });
+    }
+    Arc::new(ClusterLocator {
+        members: locators,
+        placement,
+    })
 }
 
 /// Asks the API server for its version every `interval`; `down` holds since when it has not answered.
@@ -560,10 +559,12 @@ async fn run_merger(
     names: Vec<String>,
     mut registries: Vec<watch::Receiver<Option<Arc<Registry>>>>,
     mut health: Vec<watch::Receiver<Option<Instant>>>,
-    gateways: BTreeMap<String, NetworkGateway>,
+    mut gateways: watch::Receiver<gateways::Gateways>,
     stale_after: Option<Duration>,
     tx: watch::Sender<Option<Arc<Registry>>>,
 ) {
+    // Until its sender is gone (gateways given once, or the resolvers stopped): then the last value.
+    let mut gateways_change = true;
     let started = Instant::now();
     let m = crate::metrics::metrics();
     let mut last_stale: Vec<String> = Vec::new();
@@ -597,7 +598,7 @@ async fn run_merger(
                 }
                 announced = true;
             }
-            let merged = merge(&views, &gateways, now, stale_after);
+            let merged = merge(&views, &gateways.borrow_and_update(), now, stale_after);
             if merged.stale != last_stale {
                 for name in &names {
                     let label = crate::metrics::source_label(&format!("kubernetes:{name}"));
@@ -634,19 +635,18 @@ async fn run_merger(
                         .map(|h| Box::pin(h.changed()) as Changed<'_>),
                 ),
         );
-        match deadline {
-            Some(at) => {
-                tokio::select! {
-                    (result, _, _) = changes => if result.is_err() { return },
-                    _ = tokio::time::sleep_until(at) => {}
-                }
+        let until = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
             }
-            None => {
-                let (result, _, _) = changes.await;
-                if result.is_err() {
-                    return;
-                }
+        };
+        tokio::select! {
+            (result, _, _) = changes => if result.is_err() { return },
+            resolved = gateways.changed(), if gateways_change => {
+                gateways_change = resolved.is_ok();
             }
+            _ = until => {}
         }
         for r in &mut registries {
             r.borrow_and_update();

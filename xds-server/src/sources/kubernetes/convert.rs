@@ -231,6 +231,39 @@ fn endpoint_identity(
     }
 }
 
+/// Which port a slice's endpoints serve a service port on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SliceTarget {
+    Port(u16),
+    /// The Service's `targetPort` is a name and the slice has no port of that name: the
+    /// EndpointSlice controller leaves a port out of a pod's slice when the pod has no container
+    /// port of that name, so these pods do not serve it. Sending their traffic to the service port
+    /// number instead would reach a port nothing (or something else) listens on.
+    NotServed,
+    /// A number no port can have (0 or above 65535).
+    Invalid(i32),
+}
+
+/// The target port of `port` for a slice whose port of the same name says `slice_port` (`None`: the
+/// slice has no port of that name). A slice without the port falls back to a numeric `targetPort`
+/// (or the port itself), as with slices written by hand, but never for a named one.
+fn slice_target_port(
+    port: &ServicePort,
+    target: Option<&IntOrString>,
+    slice_port: Option<i32>,
+) -> SliceTarget {
+    let number = match (slice_port, target) {
+        (Some(n), _) => n,
+        (None, Some(IntOrString::Int(n))) => *n,
+        (None, None) => i32::from(port.port),
+        (None, Some(IntOrString::String(_))) => return SliceTarget::NotServed,
+    };
+    match u16::try_from(number) {
+        Ok(n) if n != 0 => SliceTarget::Port(n),
+        _ => SliceTarget::Invalid(number),
+    }
+}
+
 /// Converts what the watches hold into one registry. Services without any endpoint slice still appear
 /// (with no endpoints): Envoy then answers 503 rather than 404, which is what a user expects of a Service
 /// whose pods are all gone.
@@ -304,24 +337,25 @@ pub fn build_registry<'a>(
                     p.name.as_deref().unwrap_or("") == port.name
                         && p.protocol.as_deref().unwrap_or("TCP") == "TCP"
                 });
-                let number = match (by_name.and_then(|p| p.port), target) {
-                    (Some(n), _) => u16::try_from(n).ok(),
-                    (None, Some(IntOrString::Int(n))) => u16::try_from(*n).ok(),
-                    (None, None) => Some(port.port),
-                    (None, Some(IntOrString::String(_))) => None,
-                };
-                match number.filter(|n| *n != 0) {
-                    Some(n) if n != port.port => {
+                match slice_target_port(port, target.as_ref(), by_name.and_then(|p| p.port)) {
+                    SliceTarget::Port(n) if n != port.port => {
                         overrides.insert(port.name.clone(), n);
                     }
-                    Some(_) => {}
-                    None => skipped.push(Skipped {
-                        object: slice_name.clone(),
-                        reason: format!(
-                            "no port named {:?} for service port {}",
-                            port.name, port.port
-                        ),
-                    }),
+                    SliceTarget::Port(_) => {}
+                    SliceTarget::NotServed => {
+                        overrides.insert(port.name.clone(), Endpoint::NOT_SERVED);
+                    }
+                    SliceTarget::Invalid(number) => {
+                        overrides.insert(port.name.clone(), Endpoint::NOT_SERVED);
+                        skipped.push(Skipped {
+                            object: slice_name.clone(),
+                            reason: format!(
+                                "port {number} for service port {:?} ({}) is not a port \
+                                 (1-65535); its endpoints are left out of that port",
+                                port.name, port.port
+                            ),
+                        });
+                    }
                 }
             }
             for ep in &slice.endpoints {

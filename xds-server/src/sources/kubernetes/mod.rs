@@ -1,22 +1,24 @@
-//! The Kubernetes source: Services, EndpointSlices, Node labels and Pods (their node, IP and service
-//! account), watched through kube-runtime reflectors, converted by the pure [`convert`] module and
-//! published as whole registries.
+//! The Kubernetes source: Services, EndpointSlices and Node labels, watched through kube-runtime
+//! reflectors, and Pods (their node, IP, phase and service account), watched into the [`pods`] index;
+//! converted by the pure [`convert`] module and published as whole registries.
 //!
 //! Nothing is published until every watch has finished its initial list, so Envoy never sees a partial
 //! view. After that, watch errors only delay updates (the reflectors retry with backoff and the last
-//! registry stays published), and a relist (410 Gone) swaps a store's content in one step.
+//! registry stays published), and a relist (410 Gone) swaps a store's content in one step. A watch
+//! that went silent is restarted by the client's [`watch_idle`] layer.
 
 pub mod clusters;
 pub mod convert;
+pub mod pods;
+pub mod watch_idle;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures::{stream, Stream, StreamExt};
-use k8s_openapi::api::core::v1::{Node, Pod, PodSpec, PodStatus, Service};
+use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, store::Writer, Store};
 use kube::runtime::{watcher, WatchStreamExt};
@@ -24,7 +26,8 @@ use kube::{Api, Client};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use convert::{build_registry, ConvertSettings, NodeLabels, PodAccounts};
+use convert::{build_registry, ConvertSettings, NodeLabels};
+use pods::{PodIndex, WatchedPod};
 use xds_core::model::{Locality, Registry};
 use xds_core::model::{LocalityLookup, PodHint};
 
@@ -75,105 +78,82 @@ where
     signals(what, reflector::reflector(writer, events.default_backoff()))
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct KubeSourceSettings {
     pub convert: ConvertSettings,
+}
+
+/// The Pods, shared by the watch (which writes) and the locator (which reads); never held across an
+/// await.
+type SharedPods = Arc<RwLock<PodIndex>>;
+
+fn read(pods: &SharedPods) -> std::sync::RwLockReadGuard<'_, PodIndex> {
+    // A panic elsewhere while writing leaves a consistent index (each event is one insert/remove).
+    pods.read().unwrap_or_else(|e| e.into_inner())
 }
 
 struct Stores {
     services: Store<Service>,
     slices: Store<EndpointSlice>,
     nodes: Store<PartialObjectMeta<Node>>,
-    pods: Store<Pod>,
+    pods: SharedPods,
 }
 
-/// What the source keeps of a Pod: its name, where it runs (node, IP, phase: locating clients) and
-/// its service account (endpoint identities). Pods are the most numerous and the largest objects
-/// watched; the rest of each one would only take memory.
-fn keep_what_is_used(pod: &mut Pod) {
-    let spec = pod.spec.take().unwrap_or_default();
-    let status = pod.status.take().unwrap_or_default();
-    *pod = Pod {
-        metadata: ObjectMeta {
-            name: pod.metadata.name.take(),
-            namespace: pod.metadata.namespace.take(),
-            uid: pod.metadata.uid.take(),
-            resource_version: pod.metadata.resource_version.take(),
-            ..ObjectMeta::default()
-        },
-        spec: Some(PodSpec {
-            node_name: spec.node_name,
-            service_account_name: spec.service_account_name,
-            ..PodSpec::default()
-        }),
-        status: Some(PodStatus {
-            pod_ip: status.pod_ip,
-            phase: status.phase,
-            ..PodStatus::default()
-        }),
-    };
-}
-
-/// Pod events as signals: a Pod's service account is all the registry reads of it, so only a Pod
-/// appearing, going away or coming back as another account is a change; the rest (status updates,
-/// the bulk of Pod events) serve client lookups, which read the store directly.
+/// Pod events, folded into the index as they come (see [`pods`]), as signals: only a Pod appearing,
+/// going away or changing service account changes the registry; a change of where a Pod runs is
+/// told to waiting clients through `placement` (see [`PodLocator::changes`]), and the rest (status
+/// updates, the bulk of Pod events) is nothing.
 fn pod_signals(
-    events: impl Stream<Item = Result<watcher::Event<Pod>, watcher::Error>> + Send,
+    pods: SharedPods,
+    placement: Arc<watch::Sender<u64>>,
+    events: impl Stream<Item = Result<watcher::Event<WatchedPod>, watcher::Error>> + Send,
 ) -> impl Stream<Item = Signal> + Send {
-    let mut accounts: HashMap<(String, String), String> = HashMap::new();
-    events.map(move |ev| match ev {
-        Ok(watcher::Event::InitDone) => Signal::Synced(Watched::Pods),
-        // A relist: the registry is rebuilt once it is done (`Synced`).
-        Ok(watcher::Event::Init) => {
-            accounts.clear();
-            Signal::Unchanged
+    events.map(move |ev| {
+        let event = match ev {
+            Ok(event) => event,
+            Err(e) => return Signal::Error(Watched::Pods, e.to_string()),
+        };
+        let change = pods
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .on_event(&event);
+        if change.placement {
+            placement.send_modify(|generation| *generation += 1);
         }
-        Ok(watcher::Event::InitApply(pod)) => {
-            if let Some((key, account)) = PodAccounts::entry(&pod) {
-                accounts.insert(key, account);
-            }
-            Signal::Unchanged
+        match event {
+            // A relist: the registry is rebuilt once it is done.
+            watcher::Event::InitDone => Signal::Synced(Watched::Pods),
+            _ if change.accounts => Signal::Changed(Watched::Pods),
+            _ => Signal::Unchanged,
         }
-        Ok(watcher::Event::Apply(pod)) => match PodAccounts::entry(&pod) {
-            Some((key, account)) if accounts.get(&key) != Some(&account) => {
-                accounts.insert(key, account);
-                Signal::Changed(Watched::Pods)
-            }
-            _ => Signal::Unchanged,
-        },
-        Ok(watcher::Event::Delete(pod)) => match PodAccounts::entry(&pod) {
-            Some((key, _)) if accounts.remove(&key).is_some() => Signal::Changed(Watched::Pods),
-            _ => Signal::Unchanged,
-        },
-        Err(e) => Signal::Error(Watched::Pods, e.to_string()),
     })
 }
 
 /// Client locality through Pod → Node labels, for Envoys whose bootstrap has no `node.locality`.
 pub struct PodLocator {
-    pods: Store<Pod>,
+    pods: SharedPods,
     nodes: Store<PartialObjectMeta<Node>>,
     subzone_label: String,
+    /// Bumped whenever a lookup may answer differently: a Pod appeared, moved or went away, or the
+    /// Nodes changed. Streams whose client waits for its pod wait on this, not on a timer.
+    placement: Arc<watch::Sender<u64>>,
 }
 
 impl PodLocator {
     /// The node a client's pod runs on, if the pod watch knows the pod.
     fn node_of(&self, hint: &PodHint) -> Option<String> {
+        let pods = read(&self.pods);
         let pod = match (&hint.name, &hint.namespace, &hint.ip) {
-            (Some(name), Some(ns), _) => self
-                .pods
-                .get(&reflector::ObjectRef::new(name).within(ns))
-                .map(|p| (*p).clone()),
-            (_, _, Some(ip)) => self
-                .pods
-                .find(|p| {
-                    p.status.as_ref().and_then(|s| s.pod_ip.as_deref()) == Some(ip.as_str())
-                        && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
-                })
-                .map(|p| (*p).clone()),
+            (Some(name), Some(ns), _) => pods.by_name(ns, name),
+            (_, _, Some(ip)) => pods.by_ip(ip),
             _ => None,
         }?;
-        pod.spec.as_ref()?.node_name.clone()
+        pod.node.clone()
+    }
+
+    /// Changes whenever a lookup may answer differently (see [`PodLocator::placement`]).
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.placement.subscribe()
     }
 }
 
@@ -209,12 +189,12 @@ impl Stores {
             .collect();
         let services = self.services.state();
         let slices = self.slices.state();
-        let pods = self.pods.state();
+        let accounts = read(&self.pods).accounts();
         let (registry, skipped) = build_registry(
             services.iter().map(|s| s.as_ref()),
             slices.iter().map(|s| s.as_ref()),
             &nodes,
-            &PodAccounts::of(pods.iter().map(|p| p.as_ref())),
+            &accounts,
             settings,
         );
         for s in skipped {
@@ -239,17 +219,19 @@ pub fn start(
     let (services, w_services) = reflector::store();
     let (slices, w_slices) = reflector::store();
     let (nodes, w_nodes) = reflector::store();
-    let (pods, w_pods) = reflector::store();
+    let pods = SharedPods::default();
+    let placement = Arc::new(watch::channel(0).0);
     let locator = Arc::new(PodLocator {
         pods: pods.clone(),
         nodes: nodes.clone(),
         subzone_label: settings.convert.subzone_label.clone(),
+        placement: placement.clone(),
     });
     let stores = Stores {
         services,
         slices,
         nodes,
-        pods,
+        pods: pods.clone(),
     };
     let events = stream::select_all([
         reflect(
@@ -273,15 +255,17 @@ pub fn start(
             ),
         )
         .boxed(),
-        pod_signals(reflector::reflector(
-            w_pods,
-            watcher(Api::<Pod>::all(client.clone()), cfg.clone())
-                .modify(keep_what_is_used)
-                .default_backoff(),
-        ))
+        pod_signals(
+            pods,
+            placement.clone(),
+            watcher(Api::<WatchedPod>::all(client.clone()), cfg.clone()).default_backoff(),
+        )
         .boxed(),
     ]);
-    crate::supervise::spawn("kubernetes source", publish(events, stores, settings, tx));
+    crate::supervise::spawn(
+        "kubernetes source",
+        publish(events, stores, settings, tx, placement),
+    );
     locator
 }
 
@@ -290,6 +274,7 @@ async fn publish(
     stores: Stores,
     settings: KubeSourceSettings,
     tx: watch::Sender<Option<Arc<Registry>>>,
+    placement: Arc<watch::Sender<u64>>,
 ) {
     let mut synced: HashMap<Watched, bool> = HashMap::new();
     // Per watch, since start; in every error line until metrics exist.
@@ -331,6 +316,13 @@ async fn publish(
             Signal::Error(..) => m.source_errors.get_or_create(&source).inc(),
             _ => m.source_events.get_or_create(&source).inc(),
         };
+        if matches!(
+            signal,
+            Signal::Changed(Watched::Nodes) | Signal::Synced(Watched::Nodes)
+        ) {
+            // A client's pod may have been known before its Node.
+            placement.send_modify(|generation| *generation += 1);
+        }
         match signal {
             Signal::Synced(what) => {
                 let first = !synced.get(&what).copied().unwrap_or(false);

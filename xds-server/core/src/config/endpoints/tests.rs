@@ -186,17 +186,11 @@ fn gateways_are_read_and_checked() {
         BTreeMap::from([
             (
                 "n2".to_string(),
-                NetworkGateway {
-                    address: "127.0.0.1".parse().unwrap(),
-                    port: 15443
-                }
+                NetworkGateway::new("127.0.0.1".parse().unwrap(), 15443)
             ),
             (
                 "n3".to_string(),
-                NetworkGateway {
-                    address: "fd00::3".parse().unwrap(),
-                    port: 443
-                }
+                NetworkGateway::new("fd00::3".parse().unwrap(), 443)
             ),
         ])
     );

@@ -110,6 +110,56 @@ fn groups(cla: &ClusterLoadAssignment) -> Vec<Group> {
         .collect()
 }
 
+/// A gateway whose host name resolved to several addresses is one host per address, the endpoints
+/// it stands for shared among them (rounded, at least 1 each).
+#[test]
+fn a_gateway_with_several_addresses_is_one_host_per_address_sharing_its_weight() {
+    use crate::model::{labels, NetworkGateway, Registry};
+    let b = Locality::new("r", "b", "");
+    let remote = |ip: &str| mesh::on_network(endpoint(ip, b.clone(), Health::Healthy), "n2");
+    let svc = service(
+        "shop",
+        "checkout",
+        &[8080],
+        vec![
+            remote("10.2.0.1"),
+            remote("10.2.0.2"),
+            remote("10.2.0.3"),
+            remote("10.2.0.4"),
+        ],
+    );
+    let mut registry = Registry::from_services([svc.clone()]);
+    let addresses = ["192.0.2.7", "192.0.2.5"].map(|a| a.parse().unwrap());
+    registry.gateways.insert(
+        "n2".into(),
+        NetworkGateway::at(addresses, 15443).expect("addresses"),
+    );
+    let policy = FailoverPolicy::default();
+    let input = mesh::cluster_input(&registry, &svc, &policy);
+    let mut client = mesh::client(b.clone());
+    client.labels.insert(labels::NETWORK.into(), "n1".into());
+    let class = LocalityClass::of(&client, &policy);
+    let plan = priorities(&class, &input, &policy);
+    let cla = load_assignment("checkout.shop:8080", &input, &class, &plan, &policy);
+    let h = HealthStatus::Healthy as i32;
+    assert_eq!(
+        groups(&cla),
+        vec![(
+            0,
+            "b".to_string(),
+            vec![
+                ("192.0.2.5".to_string(), 15443, h, Some(2)),
+                ("192.0.2.7".to_string(), 15443, h, Some(2)),
+            ]
+        )]
+    );
+    assert_eq!(
+        NetworkGateway::at([], 15443),
+        None,
+        "no address, no gateway"
+    );
+}
+
 #[test]
 fn split_horizon_sends_each_remote_network_as_its_gateway_weighted_by_endpoints() {
     use crate::model::{labels, Registry};

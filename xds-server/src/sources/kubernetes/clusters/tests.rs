@@ -272,10 +272,7 @@ fn merge_is_deterministic_and_carries_the_gateways() {
     );
     let gateways = BTreeMap::from([(
         "n2".to_string(),
-        NetworkGateway {
-            address: "192.0.2.1".parse().unwrap(),
-            port: 15443,
-        },
+        NetworkGateway::new("192.0.2.1".parse().unwrap(), 15443),
     )]);
     let ab = merge(&[a.clone(), b.clone()], &gateways, now, STALE);
     let ba = merge(&[b, a], &gateways, now, STALE);

@@ -483,3 +483,96 @@ fn endpoints_are_their_pods_service_accounts_in_the_trust_domain() {
         Some("spiffe://prod.example/ns/bank/sa/ledger")
     );
 }
+
+/// A Service with a named `targetPort` and two pods: one has the named port (its slice carries it),
+/// the other does not (the EndpointSlice controller puts it in a slice without that port). The
+/// second serves the other port only: it must be left out of `http`'s cluster, never sent to port
+/// 80, the service port, where nothing of it listens.
+#[test]
+fn an_endpoint_whose_slice_lacks_the_named_target_port_does_not_serve_that_port() {
+    let svc = service(
+        "shop",
+        "web",
+        json!([
+            {"name": "http", "port": 80, "targetPort": "web"},
+            {"name": "metrics", "port": 9100, "targetPort": 9100},
+        ]),
+    );
+    let with_web = slice(
+        "shop",
+        "web",
+        "web-a",
+        json!([{"name": "http", "port": 8080}, {"name": "metrics", "port": 9100}]),
+        json!([{"addresses": ["10.0.0.1"]}]),
+    );
+    let without_web = slice(
+        "shop",
+        "web",
+        "web-b",
+        json!([{"name": "metrics", "port": 9100}]),
+        json!([{"addresses": ["10.0.0.2"]}]),
+    );
+    let (reg, skipped) = build_registry(
+        [&svc],
+        [&with_web, &without_web],
+        &nodes(),
+        &PodAccounts::default(),
+        &ConvertSettings::default(),
+    );
+    assert!(
+        skipped.is_empty(),
+        "an expected situation, not an error: {skipped:?}"
+    );
+    let s = &reg.services[&ServiceId::new("shop", "web")];
+    let (http, metrics) = (&s.ports[0], &s.ports[1]);
+    let serving = |port: &ServicePort| -> Vec<(String, u16)> {
+        s.endpoints
+            .iter()
+            .filter(|e| e.serves(port))
+            .map(|e| (e.address.to_string(), e.target_port(port)))
+            .collect()
+    };
+    assert_eq!(serving(http), vec![("10.0.0.1".to_string(), 8080)]);
+    assert_eq!(
+        serving(metrics),
+        vec![
+            ("10.0.0.1".to_string(), 9100),
+            ("10.0.0.2".to_string(), 9100)
+        ]
+    );
+    // The cluster of `http` as the translator sees it: the second pod is not in it.
+    let http_view = s.serving(http).expect("one endpoint does not serve http");
+    assert_eq!(http_view.endpoints.len(), 1);
+    assert!(
+        s.serving(metrics).is_none(),
+        "every endpoint serves metrics"
+    );
+}
+
+/// A slice without a port of a numeric `targetPort`'s name (a slice written by hand) still falls back
+/// to that number: only a *named* target port says which pods have it.
+#[test]
+fn a_numeric_target_port_missing_from_the_slice_still_falls_back_to_its_number() {
+    let svc = service(
+        "shop",
+        "api",
+        json!([{"name": "http", "port": 80, "targetPort": 8081}]),
+    );
+    let sl = slice(
+        "shop",
+        "api",
+        "api-a",
+        json!([]),
+        json!([{"addresses": ["10.0.0.1"]}]),
+    );
+    let (reg, _) = build_registry(
+        [&svc],
+        [&sl],
+        &nodes(),
+        &PodAccounts::default(),
+        &ConvertSettings::default(),
+    );
+    let s = &reg.services[&ServiceId::new("shop", "api")];
+    assert!(s.endpoints[0].serves(&s.ports[0]));
+    assert_eq!(s.endpoints[0].target_port(&s.ports[0]), 8081);
+}
