@@ -8,6 +8,7 @@
 
 pub mod clusters;
 pub mod convert;
+pub mod lease;
 
 use std::collections::HashMap;
 use std::sync::Arc;
