@@ -299,6 +299,15 @@ fn one_of_two_replicas_writes_status_and_the_other_takes_over_when_it_dies() {
     ));
     world.wait_status("echo", "True", 1, Duration::from_secs(20));
     world.wait_status("broken", "False", 1, Duration::from_secs(20));
+    let writers = || -> std::collections::BTreeSet<String> {
+        world.policy_writes().into_iter().map(|w| w.token).collect()
+    };
+    assert_eq!(
+        writers().len(),
+        1,
+        "one replica writes the first status: {:?}",
+        world.policy_writes()
+    );
     let generation = world.edit_spec("echo", json!({"service": SERVICE, "panicThreshold": 15}));
     world.wait_status("echo", "True", generation, Duration::from_secs(10));
     // Both replicas have the policy in force: each serves it, only one writes status.
@@ -313,8 +322,7 @@ fn one_of_two_replicas_writes_status_and_the_other_takes_over_when_it_dies() {
     }
     // Another lease duration of quiet: a second writer, if any, would have written by now.
     std::thread::sleep(LEASE_DURATION);
-    let writers: std::collections::BTreeSet<String> =
-        world.policy_writes().into_iter().map(|w| w.token).collect();
+    let writers = writers();
     println!(
         "status writes before the kill: {:?}",
         world

@@ -477,14 +477,21 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             };
             secrets_client = Some(client.clone());
             let status_targets_tx = start_status_writer(&args, &client);
-            tokio::spawn(crate::sources::policy::kube::run(
+            let policy_source = crate::sources::policy::kube::run(
                 client.clone(),
                 args.mesh_namespace.clone(),
                 file_policy_rx.clone(),
                 merged_policy_tx.clone(),
                 Some(policy_status_tx.clone()),
                 Some(status_targets_tx),
-            ));
+            );
+            log_when_ended(
+                "FailoverPolicy source",
+                tokio::spawn(async move {
+                    policy_source.await;
+                    Ok::<(), std::convert::Infallible>(())
+                }),
+            );
             let settings = KubeSourceSettings {
                 convert: ConvertSettings {
                     subzone_label: args.subzone_label.clone(),
