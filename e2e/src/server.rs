@@ -38,6 +38,7 @@ pub struct XdsServer {
     /// parallel tests never collide on the default.
     metrics_port: u16,
     args: Vec<OsString>,
+    env: Vec<(String, String)>,
     log_path: PathBuf,
     _dir: TempDir,
 }
@@ -56,6 +57,8 @@ pub struct ServerArgs {
     /// Default listener port handed out to Envoys that don't override it (a free port if `None`).
     pub listener_port: Option<u16>,
     pub extra: Vec<String>,
+    /// Environment variables for the server process (flags' `XDS_*` variables, `POD_NAME`, ...).
+    pub env: Vec<(String, String)>,
 }
 
 impl ServerArgs {
@@ -141,6 +144,7 @@ impl XdsServer {
             admin_port,
             metrics_port,
             args: argv,
+            env: args.env.clone(),
             log_path,
             _dir: dir,
         };
@@ -289,7 +293,7 @@ impl XdsServer {
         }
         self.note("started by the e2e harness");
         let mut cmd = command(&self.log_path);
-        cmd.args(&self.args);
+        cmd.args(&self.args).envs(self.env.iter().cloned());
         let child = cmd.spawn().unwrap_or_else(|e| {
             panic!("cannot start {}: {e}", crate::paths::server_bin().display())
         });

@@ -27,6 +27,7 @@ mod multicluster;
 mod multicluster_translate;
 mod nack;
 mod policy_language;
+mod policy_status;
 mod priorities;
 mod secrets_kube;
 mod secure_naming;

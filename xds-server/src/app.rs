@@ -130,6 +130,30 @@ pub struct Args {
     #[arg(long, env = "XDS_MESH_NAMESPACE", default_value = "xds-system")]
     pub mesh_namespace: String,
 
+    /// Namespace of the Lease that elects the one replica writing FailoverPolicy status (default:
+    /// `--mesh-namespace`). Every replica needs get, create and update on leases there.
+    #[arg(long, env = "XDS_STATUS_LEASE_NAMESPACE")]
+    pub status_lease_namespace: Option<String>,
+
+    /// Name of that Lease.
+    #[arg(
+        long,
+        env = "XDS_STATUS_LEASE_NAME",
+        default_value = "xds-server-status-writer"
+    )]
+    pub status_lease_name: String,
+
+    /// `leaseDurationSeconds` of the status Lease (whole seconds): a replica takes the Lease over once
+    /// its holder has not renewed it for this long. The holder renews every third of it.
+    #[arg(long, env = "XDS_STATUS_LEASE_DURATION", default_value = "15s",
+          value_parser = parse_lease_duration)]
+    pub status_lease_duration: std::time::Duration,
+
+    /// How long one FailoverPolicy status write may take before it is abandoned and retried.
+    #[arg(long, env = "XDS_STATUS_WRITE_TIMEOUT", default_value = "10s",
+          value_parser = xds_core::config::scalar::parse_duration)]
+    pub status_write_timeout: std::time::Duration,
+
     /// Node label that holds an endpoint's subzone (`--source kubernetes`).
     #[arg(long, env = "XDS_SUBZONE_LABEL", default_value = xds_core::model::labels::SUBZONE)]
     pub subzone_label: String,
@@ -276,6 +300,40 @@ fn check_policies(path: &std::path::Path) -> anyhow::Result<()> {
             std::process::exit(1)
         }
     }
+}
+
+/// The FailoverPolicy status writer and the Lease election that picks the one replica running it.
+/// Returns the sender the policy source hands its verdicts to.
+fn start_status_writer(
+    args: &Args,
+    client: &kube::Client,
+) -> watch::Sender<Arc<Vec<crate::sources::policy::status::StatusTarget>>> {
+    use crate::sources::kubernetes::lease;
+    use crate::sources::policy::status;
+    let (targets_tx, targets_rx) = watch::channel(Arc::new(Vec::new()));
+    let (leader_tx, leader_rx) = watch::channel(false);
+    let lease_settings = lease::LeaseSettings {
+        namespace: args
+            .status_lease_namespace
+            .clone()
+            .unwrap_or_else(|| args.mesh_namespace.clone()),
+        name: args.status_lease_name.clone(),
+        identity: lease::default_identity(),
+        duration: args.status_lease_duration,
+    };
+    let writer_settings = status::StatusWriterSettings {
+        write_timeout: args.status_write_timeout,
+        ..status::StatusWriterSettings::default()
+    };
+    supervise::spawn(
+        "status lease election",
+        lease::run(client.clone(), lease_settings, leader_tx),
+    );
+    supervise::spawn(
+        "FailoverPolicy status writer",
+        status::run(client.clone(), writer_settings, targets_rx, leader_rx),
+    );
+    targets_tx
 }
 
 /// Secrets hand out private keys, and only to clients that prove who they are: with secrets
@@ -448,6 +506,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 }
             };
             secrets_client = Some(client.clone());
+            let status_targets_tx = start_status_writer(&args, &client);
             supervise::spawn(
                 "FailoverPolicy custom resources",
                 crate::sources::policy::kube::run(
@@ -456,6 +515,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                     file_policy_rx.clone(),
                     merged_policy_tx.clone(),
                     Some(policy_status_tx.clone()),
+                    Some(status_targets_tx),
                 ),
             );
             let settings = KubeSourceSettings {
@@ -657,6 +717,12 @@ fn parse_at_least_a_second(text: &str) -> Result<std::time::Duration, String> {
         return Err("must be at least 1s".to_string());
     }
     Ok(timeout)
+}
+
+fn parse_lease_duration(text: &str) -> Result<std::time::Duration, String> {
+    crate::sources::kubernetes::lease::check_duration(xds_core::config::scalar::parse_duration(
+        text,
+    )?)
 }
 
 fn parse_trust_domain(text: &str) -> Result<String, String> {

@@ -28,6 +28,10 @@ use xds_server::sources::policy::crd::FailoverPolicy;
 const DEPLOY_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/kubernetes");
 /// Where the binary's flags (`app::Args`) are declared.
 const MAIN_RS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/app.rs");
+const LEASE_RS: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/src/sources/kubernetes/lease.rs"
+);
 
 /// The ConfigMap deployment.yaml takes the server's flags from, and the sidecar bootstrap one.
 const SERVER_CONFIG: &str = "xds-server-config";
@@ -418,12 +422,43 @@ fn rule_grants(rules: &[PolicyRule]) -> BTreeMap<(String, String), BTreeSet<Stri
     grants
 }
 
+/// The Role named `name` and the RoleBinding of the same name, which must give it to the server's
+/// ServiceAccount in the Role's namespace.
+fn role_bound_to_the_server<'a>(manifests: &'a Manifests, name: &str) -> &'a Role {
+    let roles: Vec<&Role> = all_of!(manifests, Role)
+        .into_iter()
+        .map(|(_, r)| r)
+        .filter(|r| r.metadata.name.as_deref() == Some(name))
+        .collect();
+    assert_eq!(roles.len(), 1, "exactly one Role {name}");
+    let role = roles[0];
+    let bindings: Vec<&RoleBinding> = all_of!(manifests, RoleBinding)
+        .into_iter()
+        .map(|(_, b)| b)
+        .filter(|b| b.role_ref.name == name)
+        .collect();
+    assert_eq!(
+        bindings.len(),
+        1,
+        "exactly one RoleBinding of the Role {name}"
+    );
+    let binding = bindings[0];
+    let account = the_one!(manifests, ServiceAccount);
+    assert_eq!(binding.role_ref.kind, "Role");
+    assert_eq!(binding.metadata.namespace, role.metadata.namespace);
+    let subjects = binding.subjects.as_deref().unwrap_or_default();
+    assert_eq!(subjects.len(), 1, "{subjects:?}");
+    assert_eq!(Some(&subjects[0].name), account.metadata.name.as_ref());
+    assert_eq!(subjects[0].namespace, account.metadata.namespace);
+    role
+}
+
 /// `--secrets-namespace`: read access to Secrets in one namespace only (a Role, never in the
 /// ClusterRole), bound to the server's ServiceAccount.
 #[test]
 fn secrets_are_readable_in_one_namespace_only() {
     let manifests = load();
-    let role = the_one!(manifests, Role);
+    let role = role_bound_to_the_server(&manifests, "xds-server-secrets");
     let read = BTreeSet::from(["get", "list", "watch"].map(String::from));
     assert_eq!(
         rule_grants(role.rules.as_deref().unwrap_or_default()),
@@ -434,15 +469,58 @@ fn secrets_are_readable_in_one_namespace_only() {
         !grants(cluster_role).keys().any(|(_, r)| r == "secrets"),
         "Secrets must not be readable cluster-wide"
     );
-    let binding = the_one!(manifests, RoleBinding);
-    let account = the_one!(manifests, ServiceAccount);
-    assert_eq!(binding.role_ref.kind, "Role");
-    assert_eq!(Some(&binding.role_ref.name), role.metadata.name.as_ref());
-    assert_eq!(binding.metadata.namespace, role.metadata.namespace);
-    let subjects = binding.subjects.as_deref().unwrap_or_default();
-    assert_eq!(subjects.len(), 1, "{subjects:?}");
-    assert_eq!(Some(&subjects[0].name), account.metadata.name.as_ref());
-    assert_eq!(subjects[0].namespace, account.metadata.namespace);
+    let roles = all_of!(manifests, Role);
+    assert_eq!(
+        roles
+            .iter()
+            .filter(|(_, r)| rule_grants(r.rules.as_deref().unwrap_or_default())
+                .keys()
+                .any(|(_, resource)| resource == "secrets"))
+            .count(),
+        1,
+        "one Role grants Secrets"
+    );
+}
+
+/// The status writer's election: get, create and update on Leases in the server's own namespace
+/// (where `--status-lease-namespace` defaults to: `--mesh-namespace`, xds-system), never cluster-wide;
+/// the pod's name reaches the server as `POD_NAME`, its identity in the Lease.
+#[test]
+fn the_status_lease_can_be_taken_in_the_servers_namespace_only() {
+    let manifests = load();
+    let role = role_bound_to_the_server(&manifests, "xds-server-status-lease");
+    let deployment = the_one!(manifests, Deployment);
+    assert_eq!(role.metadata.namespace, deployment.metadata.namespace);
+    assert_eq!(role.metadata.namespace.as_deref(), Some("xds-system"));
+    assert_eq!(
+        rule_grants(role.rules.as_deref().unwrap_or_default()),
+        BTreeMap::from([(
+            ("coordination.k8s.io".to_string(), "leases".to_string()),
+            BTreeSet::from(["get", "create", "update"].map(String::from))
+        )])
+    );
+    let cluster_role = the_one!(manifests, ClusterRole);
+    assert!(
+        !grants(cluster_role).keys().any(|(_, r)| r == "leases"),
+        "Leases must not be writable cluster-wide"
+    );
+    let server = &pod_spec(deployment).containers[0];
+    let pod_name = server
+        .env
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .find(|e| e.name == "POD_NAME")
+        .and_then(|e| e.value_from.as_ref())
+        .and_then(|v| v.field_ref.as_ref())
+        .map(|f| f.field_path.as_str());
+    assert_eq!(
+        pod_name,
+        Some("metadata.name"),
+        "POD_NAME from the downward API"
+    );
+    let source = std::fs::read_to_string(LEASE_RS).expect("lease.rs");
+    assert!(source.contains("\"POD_NAME\""), "{LEASE_RS} reads POD_NAME");
 }
 
 #[test]

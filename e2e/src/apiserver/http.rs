@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
+use hyper::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -22,6 +22,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 use tokio::time::Sleep;
 
+use super::status_writes;
 use super::store::{ListQuery, PatchType, Store, WatchQuery};
 use super::token_review::TokenReviewFault;
 use super::util::{self, ApiError};
@@ -196,6 +197,7 @@ async fn handle(
     };
     lock(&store).requests.push(record.clone());
     let content_type = header(&req, CONTENT_TYPE);
+    let authorization = header(&req, AUTHORIZATION);
     let method = req.method().clone();
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
@@ -215,6 +217,10 @@ async fn handle(
     };
     if req.path.trim_end_matches('/') == TOKEN_REVIEW_PATH {
         return Ok(token_review(&store, &req).await);
+    }
+    let token = status_writes::bearer(&authorization);
+    if let Some(write) = status_writes::status_write(req.method.as_str(), &req.path, token) {
+        status_writes::arrive(&store, |st: &mut Store| &mut st.status_writes, write).await;
     }
     Ok(route(&store, &req).unwrap_or_else(|e| error_response(&e)))
 }

@@ -26,6 +26,10 @@
 //!   with [`ApiServer::add_token`] (audiences, expiry and revocation as Kubernetes has them; see
 //!   [`token_review`]). Tests can make it fail or freeze ([`ApiServer::set_token_review_fault`]) and
 //!   count the reviews it got ([`ApiServer::token_reviews_received`]).
+//! - `coordination.k8s.io/v1` Leases, as any kind (a `PUT` with a stale resourceVersion gets 409),
+//!   for leader election. Status writes are recorded with the client's bearer token and can be
+//!   delayed or left unanswered ([`ApiServer::set_status_write_fault`], [`ApiServer::status_writes`],
+//!   [`status_writes`]).
 //! - `/version`, `/healthz`, `/livez`, `/readyz`, and discovery (`/api`, `/api/v1`, `/apis`,
 //!   `/apis/{group}/{version}`) for the registered kinds. Anything else: 404 with a Status body.
 //!
@@ -59,6 +63,7 @@
 
 mod http;
 mod select;
+pub mod status_writes;
 mod store;
 pub mod token_review;
 mod util;
@@ -72,6 +77,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
+pub use status_writes::{lease_kind, StatusWrite, StatusWriteFault};
 use store::Store;
 pub use token_review::{TokenReviewFault, API_SERVER_AUDIENCES};
 
@@ -178,6 +184,7 @@ pub fn builtin_kinds() -> Vec<KindInfo> {
             "endpointslices",
             true,
         ),
+        lease_kind(),
     ]
 }
 
@@ -250,6 +257,27 @@ impl ApiServer {
     pub fn write_kubeconfig(&self, path: &Path) {
         std::fs::write(path, self.kubeconfig_yaml())
             .unwrap_or_else(|e| panic!("write kubeconfig {}: {e}", path.display()));
+    }
+
+    /// Like [`ApiServer::write_kubeconfig`], with a bearer token: the server accepts any, and
+    /// records it with each status write ([`ApiServer::status_writes`]) to tell clients apart.
+    pub fn write_kubeconfig_with_token(&self, path: &Path, token: &str) {
+        let text = self
+            .kubeconfig_yaml()
+            .replace("  user: {}\n", &format!("  user:\n    token: {token}\n"));
+        std::fs::write(path, text)
+            .unwrap_or_else(|e| panic!("write kubeconfig {}: {e}", path.display()));
+    }
+
+    /// Makes every status write (`PUT`/`PATCH .../status`) slow or hang, or, with `None`, normal
+    /// again. Writes already held keep their fault.
+    pub fn set_status_write_fault(&self, fault: Option<StatusWriteFault>) {
+        self.lock().status_writes.fault = fault;
+    }
+
+    /// Every status write received so far (answered or not), in order.
+    pub fn status_writes(&self) -> Vec<StatusWrite> {
+        self.lock().status_writes.received.clone()
     }
 
     /// The kubeconfig text [`ApiServer::write_kubeconfig`] writes.

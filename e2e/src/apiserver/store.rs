@@ -173,6 +173,8 @@ pub struct Store {
     pub failures: std::collections::HashMap<String, u16>,
     /// The TokenReview API's tokens, faults and count.
     pub token_reviews: super::token_review::TokenReviews,
+    /// Status writes received, and their fault.
+    pub status_writes: super::status_writes::StatusWrites,
 }
 
 fn parse_rv(s: &str) -> Result<u64, ApiError> {
@@ -205,6 +207,7 @@ impl Store {
             requests: Vec::new(),
             failures: Default::default(),
             token_reviews: Default::default(),
+            status_writes: Default::default(),
         };
         for k in kinds {
             s.register_kind(k);

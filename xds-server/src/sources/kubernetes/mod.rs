@@ -9,6 +9,7 @@
 
 pub mod clusters;
 pub mod convert;
+pub mod lease;
 pub mod pods;
 pub mod watch_idle;
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
+use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client};
@@ -21,6 +21,7 @@ use tracing::{info, warn};
 
 use super::crd::FailoverPolicy as FailoverPolicyCrd;
 use super::publish_rejected;
+use super::status::StatusTarget;
 use xds_core::policy::parse::{parse_policies, KIND};
 use xds_core::policy::{PolicyEntry, PolicyScope, PolicySet, PolicyStatus, RejectedPolicy};
 
@@ -139,40 +140,31 @@ fn current_condition(obj: &DynamicObject) -> Option<(String, String, String)> {
     Some((s("status"), s("reason"), s("message")))
 }
 
-async fn write_status(api: &Api<DynamicObject>, obj: &DynamicObject, v: &Verdict) {
-    let status = if v.accepted { "True" } else { "False" };
-    if current_condition(obj) == Some((status.into(), v.reason.clone(), v.message.clone())) {
-        return; // unchanged: writing would only wake every watcher for nothing
-    }
-    // A new verdict on this object: a reload that took, or one that was refused.
-    crate::metrics::metrics()
-        .policy_reloads
-        .get_or_create(&crate::metrics::result_label(v.accepted))
-        .inc();
-    let patch = json!({
-        "status": {
-            "observedGeneration": v.generation,
-            "conditions": [{
-                "type": "Accepted",
-                "status": status,
-                "reason": v.reason,
-                "message": v.message,
-                "lastTransitionTime": k8s_openapi::jiff::Timestamp::now().to_string(),
-            }]
+/// Counts a verdict on an object that differs from the last one this process saw of it (or, on first
+/// sight, from the condition the object carries): a reload that took, or one that was refused.
+/// Counted here, not where status is written, so every replica counts, not only the status writer.
+fn count_new_verdicts(
+    seen: &mut HashMap<(String, String), (String, String, String)>,
+    objects: &BTreeMap<(String, String), &Arc<DynamicObject>>,
+    verdicts: &[Verdict],
+) {
+    for v in verdicts {
+        let id = (v.namespace.clone(), v.name.clone());
+        let status = if v.accepted { "True" } else { "False" };
+        let now = (status.to_string(), v.reason.clone(), v.message.clone());
+        let before = match seen.get(&id) {
+            Some(before) => Some(before.clone()),
+            None => objects.get(&id).and_then(|o| current_condition(o)),
+        };
+        if before.as_ref() != Some(&now) {
+            crate::metrics::metrics()
+                .policy_reloads
+                .get_or_create(&crate::metrics::result_label(v.accepted))
+                .inc();
         }
-    });
-    let api = Api::<DynamicObject>::namespaced_with(
-        api.clone().into_client(),
-        &v.namespace,
-        &ApiResource::erase::<FailoverPolicyCrd>(&()),
-    );
-    if let Err(error) = api
-        .patch_status(&v.name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-    {
-        // Status is a courtesy to the user; the policy decision stands either way.
-        warn!(policy = %format!("{}/{}", v.namespace, v.name), %error, "could not write FailoverPolicy status");
+        seen.insert(id, now);
     }
+    seen.retain(|id, _| objects.contains_key(id));
 }
 
 /// The objects not accepted, for the admin API: `kubernetes:NS/NAME` and `REASON: MESSAGE`.
@@ -189,13 +181,16 @@ pub fn rejected(verdicts: &[Verdict]) -> Vec<RejectedPolicy> {
 
 /// Watches FailoverPolicy objects and publishes the merged (file + custom resource) policy set. Sends
 /// `Some` once the first list is complete — or at once if the CRD is not installed, so a cluster without
-/// it still gets file policies. Rejected objects are also published to `status`.
+/// it still gets file policies. Rejected objects are also published to `status`, and every object's
+/// verdict to `status_targets`, for the status writer ([`super::status`]) — after the policy, and
+/// without waiting for any write: the API server's latency never delays a policy.
 pub async fn run(
     client: Client,
     mesh_namespace: String,
     mut file_policies: watch::Receiver<Arc<PolicySet>>,
     tx: watch::Sender<Option<Arc<PolicySet>>>,
     status: Option<watch::Sender<PolicyStatus>>,
+    status_targets: Option<watch::Sender<Arc<Vec<StatusTarget>>>>,
 ) {
     let resource = ApiResource::erase::<FailoverPolicyCrd>(&());
     let api = Api::<DynamicObject>::all_with(client, &resource);
@@ -208,6 +203,7 @@ pub async fn run(
     .boxed();
     let mut synced = false;
     let mut missing_crd_reported = false;
+    let mut seen_verdicts = HashMap::new();
     loop {
         tokio::select! {
             ev = events.next() => match ev {
@@ -244,16 +240,29 @@ pub async fn run(
         let (merged, verdicts) = merge(&file, &objects, &mesh_namespace);
         let by_id: BTreeMap<(String, String), &Arc<DynamicObject>> =
             objects.iter().map(|o| (object_id(o), o)).collect();
-        for v in &verdicts {
-            if let Some(obj) = by_id.get(&(v.namespace.clone(), v.name.clone())) {
-                write_status(&api, obj, v).await;
-            }
-        }
+        count_new_verdicts(&mut seen_verdicts, &by_id, &verdicts);
         if let Some(status) = &status {
             publish_rejected(status, |s| &mut s.custom_resources, rejected(&verdicts));
         }
+        // The policy first: what Envoy gets never waits for a status write.
         if tx.borrow().as_deref() != Some(&merged) && tx.send(Some(Arc::new(merged))).is_err() {
             return;
+        }
+        if let Some(targets) = &status_targets {
+            let next: Vec<StatusTarget> = verdicts
+                .into_iter()
+                .filter_map(|v| {
+                    let obj = by_id.get(&(v.namespace.clone(), v.name.clone()))?;
+                    Some(StatusTarget::of(obj, v))
+                })
+                .collect();
+            targets.send_if_modified(|current| {
+                if **current == next {
+                    return false;
+                }
+                *current = Arc::new(next);
+                true
+            });
         }
     }
 }

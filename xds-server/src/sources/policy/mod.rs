@@ -1,5 +1,6 @@
 //! Failover policies as sources: YAML files ([`files`]) and `FailoverPolicy` custom resources
-//! ([`kube`], [`crd`]), each publishing its part of the [`PolicyStatus`]. What a policy means is
+//! ([`kube`], [`crd`]), each publishing its part of the [`PolicyStatus`]; the custom resources'
+//! `status` is written by [`status`], by one elected replica. What a policy means is
 //! [`xds_core::policy`].
 
 use xds_core::policy::{PolicyStatus, RejectedPolicy};
@@ -7,6 +8,7 @@ use xds_core::policy::{PolicyStatus, RejectedPolicy};
 pub mod crd;
 pub mod files;
 pub mod kube;
+pub mod status;
 
 /// Replaces one part of the published status, waking readers only if it changed.
 pub fn publish_rejected(
