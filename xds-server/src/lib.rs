@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod app;
 pub mod auth;
+pub mod cpu;
 pub mod grpc;
 pub mod metrics;
 pub mod registry;

@@ -359,12 +359,16 @@ pub async fn serve(
                 let snapshots = metrics_snapshots.clone();
                 async move {
                     let snapshot = snapshots.borrow().clone();
+                    // The expected-load pass simulates every cached class ([`crate::cpu`]).
+                    let text =
+                        crate::cpu::off_runtime(move || metrics().render(snapshot.as_deref()))
+                            .await;
                     (
                         [(
                             axum::http::header::CONTENT_TYPE,
                             "text/plain; version=0.0.4; charset=utf-8",
                         )],
-                        metrics().render(snapshot.as_deref()),
+                        text,
                     )
                 }
             }),

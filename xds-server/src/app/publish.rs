@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use anyhow::Context;
 use tokio::sync::watch;
 use tracing::info;
 
@@ -23,13 +24,13 @@ pub(super) async fn publish_snapshots(
     mut secrets: watch::Receiver<Option<Arc<SecretSet>>>,
     snapshots: watch::Sender<Option<Arc<Snapshot>>>,
     settings: TranslateSettings,
-) {
+) -> anyhow::Result<()> {
     registry.mark_changed();
     loop {
         tokio::select! {
-            r = registry.changed() => if r.is_err() { return },
-            p = policies.changed() => if p.is_err() { return },
-            s = secrets.changed() => if s.is_err() { return },
+            r = registry.changed() => r.context("the services source stopped")?,
+            p = policies.changed() => p.context("the policy source stopped")?,
+            s = secrets.changed() => s.context("the secrets source stopped")?,
         }
         let Some(reg) = registry.borrow_and_update().clone() else {
             continue; // the source has no complete view yet
@@ -53,8 +54,11 @@ pub(super) async fn publish_snapshots(
             None => reg.services.keys().map(|s| s.to_string()).collect(),
         };
         let started = std::time::Instant::now();
-        let next = Snapshot::build(previous.as_deref(), reg, pol, settings.clone())
-            .with_secrets(secret_set);
+        let settings = settings.clone();
+        let next = crate::cpu::off_runtime(move || {
+            Snapshot::build(previous.as_deref(), reg, pol, settings).with_secrets(secret_set)
+        })
+        .await;
         // Long lists (a first snapshot of thousands of services) are cut: the count says the rest.
         const SHOWN: usize = 10;
         info!(

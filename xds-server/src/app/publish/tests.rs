@@ -43,7 +43,7 @@ struct Publisher {
     policies: watch::Sender<Option<Arc<PolicySet>>>,
     secrets: watch::Sender<Option<Arc<SecretSet>>>,
     snapshots: watch::Receiver<Option<Arc<Snapshot>>>,
-    task: JoinHandle<()>,
+    task: JoinHandle<anyhow::Result<()>>,
 }
 
 impl Publisher {
@@ -179,6 +179,7 @@ async fn returns_when_any_input_is_dropped() {
             p.task.is_finished(),
             "still running with the {input} sender dropped"
         );
-        p.task.await.unwrap();
+        let error = p.task.await.unwrap().unwrap_err();
+        assert!(error.to_string().contains("source stopped"), "{error:#}");
     }
 }

@@ -598,7 +598,12 @@ async fn run_merger(
                 }
                 announced = true;
             }
-            let merged = merge(&views, &gateways.borrow_and_update(), now, stale_after);
+            // Merging every cluster's registry is CPU work ([`crate::cpu`]).
+            let known_gateways = gateways.borrow_and_update().clone();
+            let members = views.clone(); // names and `Arc`s
+            let merged =
+                crate::cpu::off_runtime(move || merge(&members, &known_gateways, now, stale_after))
+                    .await;
             if merged.stale != last_stale {
                 for name in &names {
                     let label = crate::metrics::source_label(&format!("kubernetes:{name}"));

@@ -93,6 +93,7 @@ fn read(pods: &SharedPods) -> std::sync::RwLockReadGuard<'_, PodIndex> {
     pods.read().unwrap_or_else(|e| e.into_inner())
 }
 
+#[derive(Clone)]
 struct Stores {
     services: Store<Service>,
     slices: Store<EndpointSlice>,
@@ -270,6 +271,12 @@ pub fn start(
     locator
 }
 
+/// Converting every Service and EndpointSlice is CPU work ([`crate::cpu`]).
+async fn build_off_runtime(stores: &Stores, settings: &ConvertSettings) -> Registry {
+    let (stores, settings) = (stores.clone(), settings.clone());
+    crate::cpu::off_runtime(move || stores.registry(&settings)).await
+}
+
 async fn publish(
     mut events: stream::SelectAll<futures::stream::BoxStream<'static, Signal>>,
     stores: Stores,
@@ -291,7 +298,7 @@ async fn publish(
                     Ok(ev) => ev,
                     Err(_) => {
                         dirty_since = None;
-                        let registry = stores.registry(&settings.convert);
+                        let registry = build_off_runtime(&stores, &settings.convert).await;
                         let changed = tx.borrow().as_deref() != Some(&registry);
                         if changed {
                             debug!(
@@ -336,7 +343,7 @@ async fn publish(
                 dirty_since.get_or_insert_with(tokio::time::Instant::now);
                 if first && all_synced(&synced) {
                     // Publish the first complete view at once: Envoys are waiting for it.
-                    let registry = stores.registry(&settings.convert);
+                    let registry = build_off_runtime(&stores, &settings.convert).await;
                     info!(
                         services = registry.services.len(),
                         "Kubernetes source synced"
