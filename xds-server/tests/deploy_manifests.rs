@@ -61,6 +61,34 @@ enum Object {
     ConfigMap(Box<ConfigMap>),
     CustomResourceDefinition(Box<CustomResourceDefinition>),
     FailoverPolicy(Box<FailoverPolicy>),
+    PodMonitor(Box<PodMonitor>),
+}
+
+/// The Prometheus Operator's PodMonitor, as far as our manifest uses it (k8s-openapi has no type for
+/// it; unknown fields fail the round trip like everywhere else).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PodMonitor {
+    api_version: String,
+    kind: String,
+    metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    spec: PodMonitorSpec,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PodMonitorSpec {
+    selector: LabelSelector,
+    pod_metrics_endpoints: Vec<PodMetricsEndpoint>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PodMetricsEndpoint {
+    port: String,
+    path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    interval: Option<String>,
 }
 
 /// One parsed document: where it came from (`deployment.yaml#2`) and what it is.
@@ -236,6 +264,13 @@ fn parse(origin: &str, doc: &Value) -> Object {
             assert_eq!(api_version, expected, "{origin}: apiVersion");
             Object::FailoverPolicy(Box::new(typed(origin, doc)))
         }
+        "PodMonitor" => {
+            assert_eq!(
+                api_version, "monitoring.coreos.com/v1",
+                "{origin}: apiVersion"
+            );
+            Object::PodMonitor(Box::new(typed(origin, doc)))
+        }
         other => panic!(
             "{origin}: kind {other} ({api_version}) is not known to this test; \
              add it to `parse` with its k8s-openapi type"
@@ -338,6 +373,7 @@ fn every_manifest_is_listed_and_parses_into_its_typed_object() {
             Object::ConfigMap(_) => "ConfigMap",
             Object::CustomResourceDefinition(_) => "CustomResourceDefinition",
             Object::FailoverPolicy(_) => "FailoverPolicy",
+            Object::PodMonitor(_) => "PodMonitor",
         })
         .collect();
     let expected = BTreeSet::from([
@@ -348,6 +384,7 @@ fn every_manifest_is_listed_and_parses_into_its_typed_object() {
         "Role",
         "RoleBinding",
         "Deployment",
+        "PodMonitor",
         "PodDisruptionBudget",
         "Service",
         "ConfigMap",
@@ -763,6 +800,54 @@ fn service_exposes_the_xds_port_of_the_server_pods() {
         }),
         "targetPort {target:?} is a port of the server container"
     );
+}
+
+/// Prometheus finds every replica's metrics: the ConfigMap binds them on all interfaces, the container
+/// names that port `metrics`, the pod annotations and the PodMonitor point at it.
+#[test]
+fn every_replica_exposes_its_metrics_to_prometheus() {
+    let manifests = load();
+    let config = the_one_config_map(&manifests, SERVER_CONFIG);
+    let addr: std::net::SocketAddr = config.data.as_ref().unwrap()["XDS_METRICS_ADDR"]
+        .parse()
+        .expect("XDS_METRICS_ADDR is an address");
+    assert!(
+        addr.ip().is_unspecified(),
+        "metrics bound on {addr}: not reachable from Prometheus"
+    );
+    let deployment = the_one!(manifests, Deployment);
+    let ports = pod_spec(deployment).containers[0]
+        .ports
+        .clone()
+        .unwrap_or_default();
+    let metrics = ports
+        .iter()
+        .find(|p| p.name.as_deref() == Some("metrics"))
+        .expect("a container port named metrics");
+    assert_eq!(metrics.container_port, i32::from(addr.port()));
+    let template = deployment
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .metadata
+        .as_ref()
+        .unwrap();
+    let annotations = template.annotations.clone().unwrap_or_default();
+    assert_eq!(annotations["prometheus.io/scrape"], "true");
+    assert_eq!(annotations["prometheus.io/port"], addr.port().to_string());
+    assert_eq!(annotations["prometheus.io/path"], "/metrics");
+    let monitor = the_one!(manifests, PodMonitor);
+    assert_eq!(monitor.metadata.namespace, deployment.metadata.namespace);
+    assert!(selects(
+        &monitor.spec.selector,
+        template.labels.as_ref().unwrap()
+    ));
+    assert!(monitor
+        .spec
+        .pod_metrics_endpoints
+        .iter()
+        .any(|e| e.port == "metrics" && e.path == "/metrics"));
 }
 
 fn the_one_config_map<'a>(manifests: &'a Manifests, name: &str) -> &'a ConfigMap {
