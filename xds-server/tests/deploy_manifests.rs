@@ -28,6 +28,12 @@ use xds_server::sources::policy::crd::FailoverPolicy;
 const DEPLOY_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/kubernetes");
 /// Where the binary's flags (`app::Args`) are declared.
 const MAIN_RS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/app.rs");
+/// Every file that declares flags: `app::Args` and the argument groups it flattens in.
+const FLAG_SOURCES: [&str; 3] = [
+    MAIN_RS,
+    concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls.rs"),
+    concat!(env!("CARGO_MANIFEST_DIR"), "/src/grpc/transport.rs"),
+];
 const LEASE_RS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/src/sources/kubernetes/lease.rs"
@@ -861,11 +867,16 @@ fn the_one_config_map<'a>(manifests: &'a Manifests, name: &str) -> &'a ConfigMap
 
 /// The `env = "..."` names of the binary's flags, read from its source.
 fn env_vars_of_the_binary() -> BTreeSet<String> {
-    let source = std::fs::read_to_string(MAIN_RS).expect("src/app.rs");
-    let names: BTreeSet<String> = source
-        .split("env = \"")
-        .skip(1)
-        .map(|rest| rest.split('"').next().unwrap().to_string())
+    let names: BTreeSet<String> = FLAG_SOURCES
+        .iter()
+        .flat_map(|path| {
+            let source = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            source
+                .split("env = \"")
+                .skip(1)
+                .map(|rest| rest.split('"').next().unwrap().to_string())
+                .collect::<Vec<_>>()
+        })
         .collect();
     assert!(
         names.contains("XDS_SOURCE") && names.contains("XDS_ADDR"),
