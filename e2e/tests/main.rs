@@ -12,6 +12,7 @@
 
 mod admin;
 mod apiserver;
+mod connection_age;
 mod endpoints_edit;
 mod examples;
 mod explain;
