@@ -159,6 +159,14 @@ fn memoised<K: Eq + Hash + Clone>(
     memo.entry(key.clone()).or_insert(built).clone()
 }
 
+/// The route configuration a client in `namespace` is sent (bare service names resolve there).
+fn route_resource(registry: &Registry, namespace: Option<&str>) -> Arc<Resource> {
+    Resource::new(
+        resources::ROUTE_CONFIG_NAME.to_string(),
+        resources::route_configuration(registry.services.values(), namespace),
+    )
+}
+
 /// Everything the snapshot needs to answer for one Envoy cluster (one service port).
 #[derive(Debug)]
 pub struct ClusterEntry {
@@ -580,6 +588,18 @@ impl Snapshot {
         });
         let (listeners, routes) = match previous {
             Some(p) if same_routes => (p.listeners.clone(), p.routes.clone()),
+            Some(p) if settings.shared_cache => {
+                // The service set changed: the namespaces connected clients are in (the ones still
+                // cached) get their routes here, with the rest of the snapshot, on the publisher's
+                // blocking thread, instead of by the first stream of each namespace on a thread
+                // that serves streams.
+                let routes: Arc<DashMap<Option<String>, Arc<Resource>>> = Arc::default();
+                for namespace in p.routes.iter().map(|e| e.key().clone()) {
+                    let built = route_resource(&registry, namespace.as_deref());
+                    routes.insert(namespace, built);
+                }
+                (Arc::default(), routes)
+            }
             _ => (Arc::default(), Arc::default()),
         };
         let changes = changes.map(|mut c| {
@@ -832,15 +852,7 @@ impl Snapshot {
     }
 
     fn routes_for(&self, client: &ClientInfo) -> Arc<Resource> {
-        let build = || {
-            Resource::new(
-                resources::ROUTE_CONFIG_NAME.to_string(),
-                resources::route_configuration(
-                    self.registry.services.values(),
-                    client.namespace.as_deref(),
-                ),
-            )
-        };
+        let build = || route_resource(&self.registry, client.namespace.as_deref());
         if !self.settings.shared_cache {
             return build();
         }

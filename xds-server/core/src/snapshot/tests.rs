@@ -529,3 +529,45 @@ fn an_endpoint_that_does_not_serve_a_port_is_left_out_of_that_ports_cluster() {
     assert!(!has(&http, b"10.0.0.2"), "not served: left out");
     assert!(has(&metrics, b"10.0.0.1") && has(&metrics, b"10.0.0.2"));
 }
+
+/// A change of the service set rebuilds the routes of every namespace a client was answered in as
+/// part of the snapshot build (the publisher's blocking thread), not on the first stream to ask; and
+/// they are what a client asking afresh would be built.
+#[test]
+fn a_new_service_set_comes_with_the_routes_of_the_namespaces_in_use() {
+    let first = xds::snapshot(None, registry("10.0.0.1"));
+    let rds = names(&[resources::ROUTE_CONFIG_NAME]);
+    let in_shop = ClientInfo {
+        namespace: Some("shop".into()),
+        ..client("z1", "n1")
+    };
+    let elsewhere = ClientInfo {
+        namespace: Some("other".into()),
+        ..client("z1", "n2")
+    };
+    for c in [&in_shop, &elsewhere] {
+        first.resources_for(ResourceType::Route, c, Some(&rds));
+    }
+    assert_eq!(first.stats().route_configs, 2);
+
+    let mut services: Vec<Service> = first.registry.services.values().cloned().collect();
+    let mut added = services[0].clone();
+    added.id = ServiceId::new("shop", "c");
+    services.push(added);
+    let second = xds::snapshot(Some(&first), Arc::new(Registry::from_services(services)));
+    assert_eq!(second.stats().route_configs, 2, "built with the snapshot");
+    let fresh = xds::snapshot(None, second.registry.clone());
+    for c in [&in_shop, &elsewhere] {
+        let prepared = second.resources_for(ResourceType::Route, c, Some(&rds));
+        assert_eq!(
+            prepared,
+            fresh.resources_for(ResourceType::Route, c, Some(&rds))
+        );
+    }
+    assert_ne!(
+        first.resources_for(ResourceType::Route, &in_shop, Some(&rds)),
+        second.resources_for(ResourceType::Route, &in_shop, Some(&rds)),
+        "the new service is routed"
+    );
+    assert_eq!(second.stats().route_configs, 2, "nothing built on demand");
+}
