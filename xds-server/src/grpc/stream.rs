@@ -35,13 +35,6 @@ const STREAM_QUEUE: usize = 1;
 
 static REFUSAL_LOG: LogLimiter = LogLimiter::new();
 
-/// What ends a stream from outside its conversation.
-struct StreamLimits {
-    first_request_timeout: std::time::Duration,
-    /// Its connection's: set when the connection must go (maximum age, shutdown).
-    drain: Option<ConnectionDrain>,
-}
-
 /// Node fields (id, cluster, locality) in log lines: at most this much of each. The limits allow a
 /// 4 KiB node id; a log line needs enough to recognise the client.
 const LOG_FIELD_BYTES: usize = 128;
@@ -207,7 +200,8 @@ async fn run_stream<M: StreamMachine>(
     mut inbound: Streaming<M::Req>,
     service: AdsService,
     tx: mpsc::Sender<Result<M::Resp, Status>>,
-    limits: StreamLimits,
+    // The stream's connection's: set when the connection must go (maximum age, shutdown).
+    drain: Option<ConnectionDrain>,
 ) where
     Streaming<M::Req>: Stream<Item = Result<M::Req, Status>> + Unpin,
 {
@@ -217,6 +211,7 @@ async fn run_stream<M: StreamMachine>(
         counters,
         clients,
         sweep,
+        first_request_timeout,
         ..
     } = service;
     if snapshots.borrow().is_none() {
@@ -231,9 +226,9 @@ async fn run_stream<M: StreamMachine>(
     snapshots.mark_unchanged();
     // A stream that never speaks holds a task and a registry entry: it gets a deadline (counted from
     // now, when it could have been answered).
-    let first_request_deadline = tokio::time::sleep(limits.first_request_timeout);
+    let first_request_deadline = tokio::time::sleep(first_request_timeout);
     tokio::pin!(first_request_deadline);
-    let drained = ConnectionDrain::wait(limits.drain.as_ref());
+    let drained = ConnectionDrain::wait(drain.as_ref());
     tokio::pin!(drained);
     // Likewise pod changes before the first request: that request looks the pod up.
     if let Some(changes) = &mut lookup_changes {
@@ -434,11 +429,12 @@ async fn run_stream<M: StreamMachine>(
                 debug!(stream_id, node = %node(&conn), ?reason, "connection draining; ending the stream");
                 Step::Close(Some(reason.status()))
             }
-            _ = &mut first_request_deadline, if lock(&conn).client().is_none() => {
+            // `connected` is set by the first request (a refused one ends the stream).
+            _ = &mut first_request_deadline, if !connected => {
                 debug!(stream_id, "no first request in time; ending the stream");
                 Step::Close(Some(Status::deadline_exceeded(format!(
                     "no request on this stream within {:?} (--first-request-timeout)",
-                    limits.first_request_timeout
+                    first_request_timeout
                 ))))
             }
         };
@@ -534,10 +530,7 @@ impl AdsService {
         Streaming<M::Req>: Stream<Item = Result<M::Req, Status>> + Unpin,
     {
         let stream_id = self.next_stream_id.fetch_add(1, Ordering::Relaxed);
-        let limits = StreamLimits {
-            first_request_timeout: self.first_request_timeout,
-            drain: request.extensions().get::<ConnectionDrain>().cloned(),
-        };
+        let drain = request.extensions().get::<ConnectionDrain>().cloned();
         let (tx, rx) = mpsc::channel(STREAM_QUEUE);
         let live = LiveStream::new(&self.counters);
         let stream = run_stream(
@@ -546,7 +539,7 @@ impl AdsService {
             request.into_inner(),
             self.clone(),
             tx,
-            limits,
+            drain,
         );
         tokio::spawn(async move {
             let _live = live;
