@@ -167,11 +167,9 @@ fn status_goes_from_not_sent_to_synced_and_is_stale_while_envoy_cannot_ack(proto
         );
         assert_eq!(list.last(), Some(&SyncStatus::Synced), "{kind}: {list:?}");
     }
-    // The first look at a new client: at most CDS (its first request) answered.
-    assert!(
-        seen.values().any(|l| l[0] == SyncStatus::NotSent),
-        "the first look already had every type sent: {seen:?}"
-    );
+    // How many of the early states the poller sees depends on how fast Envoy runs through its first
+    // requests (on a loaded machine the first look can already have every type sent), so only the
+    // order is asserted (NOT_SENT for a type not asked for yet is a unit test in registry/tests.rs).
     println!("then: {synced:?}");
 
     // The table, like istioctl proxy-status.
