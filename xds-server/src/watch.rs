@@ -10,6 +10,10 @@
 //!
 //! * notify events are debounced: a batch is read once the directory has been quiet for
 //!   [`DEBOUNCE`] (or [`MAX_BATCH_DELAY`] after the first event, so a busy directory cannot starve it);
+//! * except a file renamed over a watched name, when the watch takes renames at once
+//!   ([`Renames::AtOnce`]): a rename is atomic, so the file is read once, straight away, with no
+//!   debounce and no second read. Watches whose files belong together (a certificate and its key,
+//!   renamed one after the other) keep [`Renames::Settle`];
 //! * a half-written file is never reported: every file is read twice, [`STABILITY_RECHECK`] apart, and
 //!   only identical reads count. While any file is still changing nothing is reported and the whole
 //!   scan is retried after another quiet period, so a batch is one settled view of the files (a
@@ -44,6 +48,28 @@ pub const MAX_BATCH_DELAY: Duration = Duration::from_millis(500);
 pub const STABILITY_RECHECK: Duration = Duration::from_millis(50);
 /// Fallback poll of (mtime, length).
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How a watch takes a file renamed over one of its names (what editors, config tools and atomic
+/// writers do: write a temporary file, then rename it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Renames {
+    /// Read it at once, without waiting for the directory to be quiet or reading twice: the rename
+    /// is atomic, so the content is complete. For files that each stand alone (the endpoints file,
+    /// policy files), where the wait would only add latency to every change.
+    AtOnce,
+    /// Like any other change: wait for quiet, read twice. For files that only make sense together
+    /// (a certificate and its key, a secrets tree), which are renamed one after the other.
+    Settle,
+}
+
+/// What a notify event means for the watch loop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Poke {
+    /// A file was renamed over this watched path ([`Renames::AtOnce`] watches only).
+    RenamedOver(PathBuf),
+    /// Anything else that may concern a watched file.
+    Changed,
+}
 
 /// Keeps a watch alive; dropping it stops watching.
 pub struct WatchHandle {
@@ -89,10 +115,12 @@ pub fn split_file_path(path: &Path) -> anyhow::Result<(PathBuf, String)> {
 }
 
 /// Watches the files in `dir` whose names pass `filter` and calls `on_change` (on a tokio task) with
-/// every batch of stable changes. Needs a tokio runtime; fails if `dir` cannot be watched.
+/// every batch of stable changes; `renames` says whether a file renamed over a watched name is taken
+/// at once. Needs a tokio runtime; fails if `dir` cannot be watched.
 pub fn watch_stable_files<P, F>(
     dir: PathBuf,
     filter: P,
+    renames: Renames,
     on_change: F,
 ) -> anyhow::Result<WatchHandle>
 where
@@ -101,7 +129,7 @@ where
 {
     let filter = move |relative: &Path| relative.to_str().is_some_and(&filter);
     watch_with(
-        Scope::new(dir, false, filter),
+        Scope::new(dir, false, filter).renames(renames),
         on_change,
         true,
         POLL_INTERVAL,
@@ -130,6 +158,7 @@ struct Scope {
     subdirs: bool,
     /// Takes a file's path relative to `dir`.
     filter: Box<dyn Fn(&Path) -> bool + Send + Sync>,
+    renames: Renames,
 }
 
 impl Scope {
@@ -142,6 +171,37 @@ impl Scope {
             dir,
             subdirs,
             filter: Box::new(filter),
+            renames: Renames::Settle,
+        }
+    }
+
+    fn renames(mut self, renames: Renames) -> Self {
+        self.renames = renames;
+        self
+    }
+
+    /// What a relevant event means: a rename over a watched file name, taken at once if the watch
+    /// says so (a tree's renames always settle: its files belong together), or a change to settle.
+    fn poke(&self, event: &notify::Event) -> Poke {
+        use notify::event::{ModifyKind, RenameMode};
+        let renamed_over = matches!(
+            event.kind,
+            EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both))
+        );
+        // `To` names the destination alone; `Both` names the source, then the destination.
+        match event.paths.last() {
+            Some(dest)
+                if renamed_over
+                    && self.renames == Renames::AtOnce
+                    && !self.subdirs
+                    && dest.parent() == Some(self.dir.as_path())
+                    && dest
+                        .strip_prefix(&self.dir)
+                        .is_ok_and(|relative| (self.filter)(relative)) =>
+            {
+                Poke::RenamedOver(dest.clone())
+            }
+            _ => Poke::Changed,
         }
     }
 
@@ -177,7 +237,7 @@ where
     let runtime = tokio::runtime::Handle::try_current()
         .context("watching files needs a running tokio runtime")?;
     let scope = Arc::new(scope);
-    let (poke_tx, mut poke_rx) = mpsc::unbounded_channel::<()>();
+    let (poke_tx, mut poke_rx) = mpsc::unbounded_channel::<Poke>();
 
     let watcher = if use_notify {
         let relevant = scope.clone();
@@ -185,13 +245,15 @@ where
         let mut watcher =
             notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
                 Ok(event) => {
-                    if event.need_rescan() || relevant.is_relevant(&event) {
-                        let _ = tx.send(());
+                    if event.need_rescan() {
+                        let _ = tx.send(Poke::Changed);
+                    } else if relevant.is_relevant(&event) {
+                        let _ = tx.send(relevant.poke(&event));
                     }
                 }
                 Err(err) => {
                     warn!(error = %err, "file watch error; rescanning");
-                    let _ = tx.send(());
+                    let _ = tx.send(Poke::Changed);
                 }
             })
             .context("creating a file watcher")?;
@@ -225,7 +287,14 @@ where
         loop {
             if !first {
                 tokio::select! {
-                    _ = poke_rx.recv() => debounce(&mut poke_rx).await,
+                    Some(poke) = poke_rx.recv() => {
+                        let pokes = Pokes::drain(poke, &mut poke_rx);
+                        let taken = scanner.report_renamed(&pokes.renamed, &mut on_change).await;
+                        if taken && !pokes.changed {
+                            continue;
+                        }
+                        settle(&mut poke_rx, &mut scanner, &mut on_change).await
+                    }
                     _ = poll.tick() => {
                         if !scanner.fingerprints_changed().await {
                             continue;
@@ -238,7 +307,7 @@ where
             let changes = loop {
                 match scanner.scan().await {
                     Some(changes) => break changes,
-                    None => debounce(&mut poke_rx).await,
+                    None => settle(&mut poke_rx, &mut scanner, &mut on_change).await,
                 }
             };
             if !changes.is_empty() {
@@ -255,14 +324,65 @@ where
     })
 }
 
-/// Waits until no event arrived for [`DEBOUNCE`], at most [`MAX_BATCH_DELAY`] in all.
-async fn debounce(rx: &mut mpsc::UnboundedReceiver<()>) {
+/// The events queued at one moment, sorted.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Pokes {
+    /// Files renamed over watched names (each once).
+    renamed: Vec<PathBuf>,
+    /// Whether any other change is among them.
+    changed: bool,
+}
+
+impl Pokes {
+    /// `first` and every event already queued behind it.
+    fn drain(first: Poke, rx: &mut mpsc::UnboundedReceiver<Poke>) -> Self {
+        let mut pokes = Self::default();
+        for poke in std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
+            match poke {
+                Poke::RenamedOver(path) if !pokes.renamed.contains(&path) => {
+                    pokes.renamed.push(path)
+                }
+                Poke::RenamedOver(_) => {}
+                Poke::Changed => pokes.changed = true,
+            }
+        }
+        pokes
+    }
+}
+
+/// Waits for the directory to be quiet for [`DEBOUNCE`] (at most [`MAX_BATCH_DELAY`]), taking
+/// files renamed over watched names at once meanwhile: a rename is never held back by another
+/// file still being written.
+async fn settle<F>(rx: &mut mpsc::UnboundedReceiver<Poke>, scanner: &mut Scanner, on_change: &mut F)
+where
+    F: FnMut(Vec<FileChange>),
+{
     let deadline = Instant::now() + MAX_BATCH_DELAY;
+    loop {
+        let renamed = debounce(rx, deadline).await;
+        if renamed.is_empty() {
+            return;
+        }
+        scanner.report_renamed(&renamed, on_change).await;
+    }
+}
+
+/// Waits until no event arrived for [`DEBOUNCE`], or until `deadline`: returns nothing then. Returns
+/// early with the files renamed over watched names when such an event arrives.
+async fn debounce(rx: &mut mpsc::UnboundedReceiver<Poke>, deadline: Instant) -> Vec<PathBuf> {
     loop {
         let quiet_until = (Instant::now() + DEBOUNCE).min(deadline);
         match tokio::time::timeout_at(quiet_until, rx.recv()).await {
-            Ok(Some(())) if Instant::now() < deadline => continue,
-            _ => return,
+            Ok(Some(poke)) => {
+                let pokes = Pokes::drain(poke, rx);
+                if !pokes.renamed.is_empty() {
+                    return pokes.renamed;
+                }
+                if Instant::now() >= deadline {
+                    return Vec::new();
+                }
+            }
+            _ => return Vec::new(),
         }
     }
 }
@@ -358,6 +478,54 @@ impl Scanner {
         self.current_fingerprints().await != self.fingerprints
     }
 
+    /// [`Scanner::take_renamed`], reported; `false` if they could not be taken that way.
+    async fn report_renamed<F>(&mut self, paths: &[PathBuf], on_change: &mut F) -> bool
+    where
+        F: FnMut(Vec<FileChange>),
+    {
+        if paths.is_empty() {
+            return true;
+        }
+        match self.take_renamed(paths).await {
+            Some(changes) => {
+                if !changes.is_empty() {
+                    on_change(changes);
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Reads files just renamed over watched names, once each: a rename replaces a file whole, so
+    /// there is nothing to wait for. `None` if one is no longer a readable file (renamed away or
+    /// replaced again in between): then the caller settles the directory as for any change.
+    async fn take_renamed(&mut self, paths: &[PathBuf]) -> Option<Vec<FileChange>> {
+        let mut changes = Vec::new();
+        for path in paths {
+            let meta = tokio::fs::metadata(path).await.ok()?;
+            if !meta.is_file() {
+                return None;
+            }
+            let Read::Content(content) = read(path).await else {
+                return None;
+            };
+            // The fingerprint from before the read: if the file was replaced again since, the next
+            // poll sees a difference even if notify's event for it was lost.
+            if let Some(fingerprints) = &mut self.fingerprints {
+                fingerprints.insert(path.clone(), (meta.modified().ok(), meta.len()));
+            }
+            if self.reported.get(path).and_then(|c| c.as_deref()) != Some(content.as_slice()) {
+                self.reported.insert(path.clone(), Some(content.clone()));
+                changes.push(FileChange {
+                    path: path.clone(),
+                    content: Some(content),
+                });
+            }
+        }
+        Some(changes)
+    }
+
     /// Reads every candidate twice and returns the stable ones that changed, or `None` if some file
     /// was still changing (or vanished mid-scan): then nothing counts and the caller scans again
     /// shortly.
@@ -432,9 +600,11 @@ where
         .into_iter()
         .map(|(dir, names)| {
             let on_change = on_change.clone();
+            // Settle: the files watched together (a certificate and its key) are renamed one by one.
             watch_stable_files(
                 dir.clone(),
                 move |name| names.iter().any(|n| n == name),
+                Renames::Settle,
                 move |_changes| on_change(),
             )
             .with_context(|| format!("watching {}", dir.display()))

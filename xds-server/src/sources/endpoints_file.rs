@@ -52,9 +52,11 @@ pub fn watch_endpoints_file(
 ) -> anyhow::Result<WatchHandle> {
     let (dir, name) = watch::split_file_path(&path)?;
     let file = path.display().to_string();
+    // An atomic rename (what the docs recommend) is taken at once; in-place writes settle first.
     watch::watch_stable_files(
         dir,
         move |n| n == name,
+        watch::Renames::AtOnce,
         move |changes: Vec<FileChange>| {
             // One file, so at most one change.
             for change in changes {

@@ -236,26 +236,26 @@ async fn debounce_waits_for_a_quiet_period_but_no_longer_than_the_cap() {
         tokio::spawn(async move {
             for _ in 0..n {
                 tokio::time::sleep(Duration::from_millis(60)).await;
-                let _ = tx.send(());
+                let _ = tx.send(Poke::Changed);
             }
         })
     };
 
     // No event: one quiet period.
     let t0 = Instant::now();
-    debounce(&mut rx).await;
+    debounce(&mut rx, t0 + MAX_BATCH_DELAY).await;
     assert_took(t0, DEBOUNCE);
 
     // Three events 60 ms apart: a quiet period after the last.
     let t0 = Instant::now();
     pokes(3);
-    debounce(&mut rx).await;
+    debounce(&mut rx, t0 + MAX_BATCH_DELAY).await;
     assert_took(t0, 3 * Duration::from_millis(60) + DEBOUNCE);
 
     // Events that never let up: the cap.
     let t0 = Instant::now();
     let endless = pokes(usize::MAX);
-    debounce(&mut rx).await;
+    debounce(&mut rx, t0 + MAX_BATCH_DELAY).await;
     assert_took(t0, MAX_BATCH_DELAY);
     endless.abort();
 }
@@ -286,6 +286,117 @@ fn notify_events_that_matter() {
     assert!(flat.is_relevant(&event(modify, "/d/a.yaml")));
     assert!(flat.is_relevant(&event(create, "/d/..data")));
     assert!(!flat.is_relevant(&event(create, "/d/db")));
+}
+
+#[test]
+fn a_rename_over_a_watched_name_is_taken_at_once_only_where_the_watch_says_so() {
+    use notify::event::{ModifyKind, RenameMode};
+    let renamed = |mode, paths: &[&str]| {
+        paths.iter().fold(
+            notify::Event::new(EventKind::Modify(ModifyKind::Name(mode))),
+            |e, p| e.add_path(PathBuf::from(p)),
+        )
+    };
+    let at_once = yaml_files(Path::new("/d")).renames(Renames::AtOnce);
+    let over = |p: &str| Poke::RenamedOver(PathBuf::from(p));
+    assert_eq!(
+        at_once.poke(&renamed(RenameMode::To, &["/d/a.yaml"])),
+        over("/d/a.yaml")
+    );
+    assert_eq!(
+        at_once.poke(&renamed(RenameMode::Both, &["/d/.a.yaml.tmp", "/d/a.yaml"])),
+        over("/d/a.yaml")
+    );
+    // The watched file renamed away, a write in place, a volume's symlink swap: settle.
+    assert_eq!(
+        at_once.poke(&renamed(RenameMode::From, &["/d/a.yaml"])),
+        Poke::Changed
+    );
+    assert_eq!(
+        at_once.poke(&renamed(RenameMode::Both, &["/d/a.yaml", "/d/a.yaml.bak"])),
+        Poke::Changed
+    );
+    let write = notify::Event::new(EventKind::Access(AccessKind::Close(AccessMode::Write)))
+        .add_path(PathBuf::from("/d/a.yaml"));
+    assert_eq!(at_once.poke(&write), Poke::Changed);
+    assert_eq!(
+        at_once.poke(&renamed(RenameMode::To, &["/d/..data"])),
+        Poke::Changed
+    );
+    // Watches that settle renames, and trees (a certificate and its key arrive one by one).
+    let settle = yaml_files(Path::new("/d"));
+    assert_eq!(
+        settle.poke(&renamed(RenameMode::To, &["/d/a.yaml"])),
+        Poke::Changed
+    );
+    let tree = crt_tree(Path::new("/d")).renames(Renames::AtOnce);
+    assert_eq!(
+        tree.poke(&renamed(RenameMode::To, &["/d/web/tls.crt"])),
+        Poke::Changed
+    );
+}
+
+#[test]
+fn queued_events_are_sorted_into_renames_and_other_changes() {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let over = |p: &str| Poke::RenamedOver(PathBuf::from(p));
+    tx.send(over("/d/b.yaml")).unwrap();
+    tx.send(over("/d/a.yaml")).unwrap();
+    let pokes = Pokes::drain(over("/d/a.yaml"), &mut rx);
+    assert_eq!(
+        pokes.renamed,
+        [PathBuf::from("/d/a.yaml"), PathBuf::from("/d/b.yaml")]
+    );
+    assert!(!pokes.changed);
+    tx.send(Poke::Changed).unwrap();
+    let pokes = Pokes::drain(over("/d/a.yaml"), &mut rx);
+    assert!(pokes.changed);
+    // Everything queued was consumed.
+    assert!(rx.try_recv().is_err());
+}
+
+// Real time, notify on, no poll. A rename is taken at once: a file renamed over the watched name
+// while another one is half-written in place would, if the watch waited for the directory to
+// settle, not be reported until the writing stopped.
+#[tokio::test]
+async fn a_renamed_file_is_reported_without_waiting_for_other_writes_to_settle() {
+    let within = Duration::from_secs(5);
+    let dir = TempDir::new("watch-rename-at-once");
+    dir.write("a.yaml", "a1");
+    dir.write("b.yaml", "b1");
+    let mut w = Watched::start(yaml_files(dir.path()).renames(Renames::AtOnce), true, NEVER);
+    assert_eq!(
+        w.next_within(within).await,
+        vec![some("a.yaml", "a1"), some("b.yaml", "b1")]
+    );
+
+    // b.yaml is being written in place for 4 s (a write every 20 ms never lets the directory settle
+    // until then); a.yaml is replaced by a rename in the middle of it.
+    let writer = {
+        let path = dir.join("b.yaml");
+        std::thread::spawn(move || {
+            let mut file = std::fs::File::create(path).unwrap();
+            for i in 0..200 {
+                write!(file, "{i};").unwrap();
+                file.flush().unwrap();
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t0 = std::time::Instant::now();
+    dir.replace("a.yaml", "a2");
+    assert_eq!(w.next_within(within).await, vec![some("a.yaml", "a2")]);
+    println!("renamed file reported after {:?}", t0.elapsed());
+    writer.join().unwrap();
+    // Then the in-place write, once it settled.
+    let batch = w.next_within(within).await;
+    assert_eq!(batch.len(), 1, "{batch:?}");
+    assert_eq!(batch[0].0, "b.yaml");
+    assert!(
+        batch[0].1.as_deref().unwrap().ends_with("199;"),
+        "{batch:?}"
+    );
 }
 
 // Real time: notify's events come from an OS thread, and under paused time tokio would jump its clock
@@ -334,6 +445,7 @@ fn split_file_path_handles_bare_names() {
 #[test]
 fn watching_needs_a_runtime() {
     let dir = TempDir::new("watch-no-rt");
-    let err = watch_stable_files(dir.path().to_path_buf(), |_| true, |_| {}).unwrap_err();
+    let err = watch_stable_files(dir.path().to_path_buf(), |_| true, Renames::Settle, |_| {})
+        .unwrap_err();
     assert!(err.to_string().contains("tokio runtime"), "{err}");
 }

@@ -14,7 +14,7 @@ use xds_core::policy::{PolicySet, PolicyStatus};
 
 use super::publish_rejected;
 
-use crate::watch::{self, FileChange, WatchHandle};
+use crate::watch::{self, FileChange, Renames, WatchHandle};
 
 fn read_error(path: &Path, err: impl fmt::Display) -> FileError {
     FileError::read(POLICY_FILE, path.display().to_string(), err)
@@ -179,8 +179,11 @@ pub fn watch_policies_with_status(
         }
     };
     match file_name {
-        None => watch::watch_stable_files(dir, is_policy_file_name, on_change),
-        Some(name) => watch::watch_stable_files(dir, move |n| n == name, on_change),
+        // Each policy file stands alone, so one renamed in is taken at once.
+        None => watch::watch_stable_files(dir, is_policy_file_name, Renames::AtOnce, on_change),
+        Some(name) => {
+            watch::watch_stable_files(dir, move |n| n == name, Renames::AtOnce, on_change)
+        }
     }
 }
 
