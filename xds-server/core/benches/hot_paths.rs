@@ -231,5 +231,40 @@ fn per_client_push(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, translator, snapshot_rebuild, per_client_push);
+/// The endpoints file of the load benchmark's mesh (the format `xds-load` writes), parsed and
+/// validated: on the file source this is most of the time from a rename to a published snapshot.
+fn endpoints_file(c: &mut Criterion) {
+    use std::fmt::Write;
+    let mut text = String::from("services:\n");
+    for s in 0..SERVICES {
+        let _ = writeln!(
+            text,
+            "- name: svc-{s}\n  namespace: bench\n  ports: [{{name: http, port: 8080}}]\n  endpoints:"
+        );
+        for e in 0..ENDPOINTS {
+            let (r, z) = (e % REGIONS, (e / REGIONS) % ZONES);
+            let _ = writeln!(
+                text,
+                "  - {{address: 10.{}.{}.{}, locality: {{region: r{r}, zone: r{r}-z{z}}}}}",
+                s / 256,
+                s % 256,
+                e + 1
+            );
+        }
+    }
+    c.bench_function("endpoints file: parse 500 services × 12 endpoints", |b| {
+        b.iter(|| {
+            xds_core::config::endpoints::parse_endpoints("bench.yaml", black_box(&text))
+                .expect("valid")
+        })
+    });
+}
+
+criterion_group!(
+    benches,
+    translator,
+    snapshot_rebuild,
+    per_client_push,
+    endpoints_file
+);
 criterion_main!(benches);
