@@ -32,10 +32,14 @@ use pods::{PodIndex, WatchedPod};
 use xds_core::model::{Locality, Registry};
 use xds_core::model::{LocalityLookup, PodHint};
 
-/// Coalescing of bursts (a rollout touches many slices at once): wait for this much quiet...
-const DEBOUNCE_QUIET: Duration = Duration::from_millis(50);
-/// ...but never delay an update by more than this.
-const DEBOUNCE_CAP: Duration = Duration::from_millis(500);
+/// A change after a quiet spell is built this soon: long enough to take in the events of the same
+/// write (a controller updating several slices of one Service at once), short next to the push.
+const GATHER: Duration = Duration::from_millis(2);
+/// Least time from one published build to the next: changes arriving sooner wait for the rest of
+/// the window and go into one build, so a rollout's hundreds of slice updates become a few
+/// snapshots, and a steady churn costs at most one registry and snapshot build per window, whatever
+/// its rate. (A fixed quiet period instead delayed every lone change by the whole period.)
+const COALESCE_WINDOW: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Watched {
@@ -62,6 +66,9 @@ where
 {
     events.map(move |ev| match ev {
         Ok(watcher::Event::InitDone) => Signal::Synced(what),
+        // A (re)list in progress: the reflector's store swaps to the new list only at `InitDone`,
+        // so nothing built before then could differ.
+        Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => Signal::Unchanged,
         Ok(_) => Signal::Changed(what),
         Err(e) => Signal::Error(what, e.to_string()),
     })
@@ -211,7 +218,7 @@ impl Stores {
 }
 
 /// Starts watching the cluster: publishes a registry into `tx` once everything is listed, then after
-/// every (debounced) change, until `tx` has no receivers. Returns the pod-based client locator.
+/// every change (coalesced, see [`COALESCE_WINDOW`]), until `tx` has no receivers. Returns the pod-based client locator.
 pub fn start(
     client: Client,
     settings: KubeSourceSettings,
@@ -289,16 +296,21 @@ async fn publish(
     let mut errors: HashMap<Watched, u64> = HashMap::new();
     let all_synced = |s: &HashMap<Watched, bool>| s.values().filter(|v| **v).count() == WATCHES;
     let mut dirty_since: Option<tokio::time::Instant> = None;
+    // When the last build after a change was handed on: the next waits for COALESCE_WINDOW after it.
+    let mut last_build: Option<tokio::time::Instant> = None;
     loop {
         let next = match dirty_since {
             Some(since) if all_synced(&synced) => {
-                let deadline =
-                    (since + DEBOUNCE_CAP).min(tokio::time::Instant::now() + DEBOUNCE_QUIET);
+                let deadline = match last_build {
+                    Some(last) => (since + GATHER).max(last + COALESCE_WINDOW),
+                    None => since + GATHER,
+                };
                 match tokio::time::timeout_at(deadline, events.next()).await {
                     Ok(ev) => ev,
                     Err(_) => {
                         dirty_since = None;
                         let registry = build_off_runtime(&stores, &settings.convert).await;
+                        last_build = Some(tokio::time::Instant::now());
                         let changed = tx.borrow().as_deref() != Some(&registry);
                         if changed {
                             debug!(
