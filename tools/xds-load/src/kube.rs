@@ -261,6 +261,10 @@ async fn run_one(
     // The server watches FailoverPolicies too; none exist here, but the kind must list.
     api.register_kind(KindInfo::failover_policy());
     load_objects(&api, &scenario);
+    // As a real API server does (about every minute): without them the server's idle-watch guard
+    // restarts the quiet watches (Nodes, Pods, FailoverPolicies) after 120 s, in the middle of the
+    // measurements.
+    api.send_bookmarks_every(Some(Duration::from_secs(60)));
     let kubeconfig = dir.join("kubeconfig");
     api.write_kubeconfig(&kubeconfig);
     let source: Vec<OsString> = vec![
