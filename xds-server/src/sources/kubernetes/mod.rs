@@ -32,14 +32,18 @@ use pods::{PodIndex, WatchedPod};
 use xds_core::model::{Locality, Registry};
 use xds_core::model::{LocalityLookup, PodHint};
 
-/// A change after a quiet spell is built this soon: long enough to take in the events of the same
-/// write (a controller updating several slices of one Service at once), short next to the push.
-const GATHER: Duration = Duration::from_millis(2);
-/// Least time from one published build to the next: changes arriving sooner wait for the rest of
-/// the window and go into one build, so a rollout's hundreds of slice updates become a few
-/// snapshots, and a steady churn costs at most one registry and snapshot build per window, whatever
-/// its rate. (A fixed quiet period instead delayed every lone change by the whole period.)
+/// A change is built once no other event came for this long: long enough to take in the events of
+/// one write (a controller updating several slices of a Service at once), and to see that a rollout's
+/// stream of updates (events < 1 ms apart) is still going; short next to the push.
+const QUIET: Duration = Duration::from_millis(5);
+/// Least time from one build to the next: changes arriving sooner wait for the rest of the window
+/// and go into one build, so a steady churn costs at most one registry and snapshot build (and one
+/// push to every client) per window, whatever its rate.
 const COALESCE_WINDOW: Duration = Duration::from_millis(100);
+/// A stream of events that is never quiet (a rollout) is built at the latest this long after its
+/// first event: each build re-sends every cluster it touched to every client, so a rollout is
+/// better published in few snapshots than in one per window.
+const COALESCE_CAP: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Watched {
@@ -296,15 +300,18 @@ async fn publish(
     let mut errors: HashMap<Watched, u64> = HashMap::new();
     let all_synced = |s: &HashMap<Watched, bool>| s.values().filter(|v| **v).count() == WATCHES;
     let mut dirty_since: Option<tokio::time::Instant> = None;
-    // When the last build after a change was handed on: the next waits for COALESCE_WINDOW after it.
+    // The latest change event, and the end of the latest build after one (see QUIET,
+    // COALESCE_WINDOW, COALESCE_CAP).
+    let mut last_event = tokio::time::Instant::now();
     let mut last_build: Option<tokio::time::Instant> = None;
     loop {
         let next = match dirty_since {
             Some(since) if all_synced(&synced) => {
-                let deadline = match last_build {
-                    Some(last) => (since + GATHER).max(last + COALESCE_WINDOW),
-                    None => since + GATHER,
+                let settled = match last_build {
+                    Some(last) => (last_event + QUIET).max(last + COALESCE_WINDOW),
+                    None => last_event + QUIET,
                 };
+                let deadline = settled.min(since + COALESCE_CAP);
                 match tokio::time::timeout_at(deadline, events.next()).await {
                     Ok(ev) => ev,
                     Err(_) => {
@@ -352,7 +359,8 @@ async fn publish(
                 } else {
                     info!(watch = ?what, "relisted");
                 }
-                dirty_since.get_or_insert_with(tokio::time::Instant::now);
+                last_event = tokio::time::Instant::now();
+                dirty_since.get_or_insert(last_event);
                 if first && all_synced(&synced) {
                     // Publish the first complete view at once: Envoys are waiting for it.
                     let registry = build_off_runtime(&stores, &settings.convert).await;
@@ -369,7 +377,8 @@ async fn publish(
             Signal::Unchanged => {}
             Signal::Changed(what) => {
                 debug!(watch = ?what, "Kubernetes object changed");
-                dirty_since.get_or_insert_with(tokio::time::Instant::now);
+                last_event = tokio::time::Instant::now();
+                dirty_since.get_or_insert(last_event);
             }
             Signal::Error(what, error) => {
                 *errors.entry(what).or_default() += 1;
