@@ -6,6 +6,7 @@
 #   xds-admin-api   no xds-core, xds-server
 #   xdsctl          no xds-server
 #   xds-server      no e2e, xds-load
+#   test-apiserver  no workspace crate (e2e and xds-load both run it)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -30,7 +31,8 @@ forbid() {
 forbid xds-core tonic hyper kube k8s-openapi rustls tokio tokio-rustls tonic-prost xds-server xds-admin-api
 forbid xds-admin-api xds-core xds-server
 forbid xdsctl xds-server e2e
-forbid xds-server e2e xds-load
+forbid xds-server e2e xds-load test-apiserver
+forbid test-apiserver xds-core xds-admin-api xds-server xdsctl e2e xds-load
 
 # Within a crate the compiler does not help: a module may name (`crate::X`) only modules listed before it.
 # The order is docs/architecture.md's, bottom first.

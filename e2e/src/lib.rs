@@ -29,7 +29,6 @@
 //! their logs so the failure explains itself. Set `E2E_KEEP=1` to keep the temporary directories.
 
 pub mod alone;
-pub mod apiserver;
 pub mod backend;
 pub mod envoy;
 pub mod failover;
@@ -46,6 +45,10 @@ pub mod traffic;
 // Free ports, temporary directories and `tail` live in the load generator's crate, which needs them
 // too and is below this one; they are part of the harness all the same.
 pub use xds_load::{ports, tail, tmp};
+
+// The test Kubernetes API server is its own crate (the load generator, below this one, runs it too);
+// the tests keep naming it `e2e::apiserver`.
+pub use test_apiserver as apiserver;
 
 use std::time::{Duration, Instant};
 

@@ -119,3 +119,70 @@ async fn load_generator_measures_every_figure_at_small_scale() {
     assert!(json["runs"][0]["single"]["convergence"]["p99_ms"].is_number());
     assert!(report.human().contains("baseline (--no-shared-cache)"));
 }
+
+/// `xds-load --source kubernetes` at tiny scale: the server on the test API server, every change an
+/// EndpointSlice write. Every change (single, churn, burst) must reach every client, and the floor
+/// must come from the server's log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_generator_drives_the_kubernetes_source_at_small_scale() {
+    let _alone = e2e::alone::alone();
+    let config = Config {
+        clients: 10,
+        services: 5,
+        endpoints_per_service: 3,
+        regions: 1,
+        zones: 3,
+        protocols: vec![Protocol::Delta],
+        changes: 2,
+        change_interval_ms: 200,
+        churn_rate: 5.0,
+        churn_seconds: 1.0,
+        churn_write_interval_ms: 200,
+        baseline: false,
+        baseline_churn: false,
+        baseline_flag: "--no-shared-cache".into(),
+        server_bin: e2e::paths::server_bin(),
+        clients_per_connection: 1,
+        connect_concurrency: 4,
+        initial_timeout_s: 60,
+        change_timeout_s: 10,
+        progress: true,
+    };
+    let options = load::kube::KubeOptions { burst_changes: 6 };
+    let report = load::kube::run_with(&config, &options)
+        .await
+        .expect("kubernetes load run");
+    println!("{}", report.human());
+
+    let runs = &report.report.runs;
+    assert_eq!(runs.len(), 1);
+    let r = &runs[0];
+    assert_eq!(r.stream_failures, 0, "{:?}", r.first_failure);
+    assert_eq!(r.initial.complete, 10, "every client gets full config");
+    let single = r.single.as_ref().expect("single changes ran");
+    assert_eq!((single.changes, single.converged), (2, 2), "{single:?}");
+    let conv = single.convergence.expect("convergence measured");
+    let floor = single
+        .publish_floor
+        .expect("publish floor from the server log");
+    assert!(
+        conv.max_ms >= floor.p50_ms,
+        "converged before it was published?"
+    );
+    assert!(single.push.is_some(), "{single:?}");
+    assert!(single.file_reload.is_none(), "no file here");
+    let churn = r.churn.as_ref().expect("churn ran");
+    assert_eq!((churn.offered, churn.changes), (5, 5), "5/s for 1 s");
+    assert_eq!(churn.converged, churn.changes, "{churn:?}");
+    assert_eq!(report.bursts.len(), 1);
+    let burst = &report.bursts[0];
+    assert_eq!((burst.services, burst.changes), (2, 6), "{burst:?}");
+    assert_eq!(burst.converged, 6, "{burst:?}");
+    assert!(burst.all_ms.is_some() && burst.publishes > 0, "{burst:?}");
+    assert_eq!(r.server.warnings, 0, "the server warned");
+    // One for the single changes, two for the churn (p99, RSS), one for the burst.
+    assert_eq!(report.report.targets.len(), 4);
+    let json = serde_json::to_value(&report).expect("report serialises");
+    assert_eq!(json["source"], "kubernetes");
+    assert!(json["bursts"][0]["all_ms"].is_number());
+}

@@ -25,6 +25,7 @@
 //! directory) and [`tail`].
 
 pub mod client;
+pub mod kube;
 pub mod paths;
 pub mod ports;
 pub mod procfs;
@@ -37,7 +38,7 @@ pub mod wire;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context};
 use serde::Serialize;
@@ -185,6 +186,28 @@ pub fn tail(text: &str, n: usize) -> String {
 
 /// Runs every configured protocol, each against the shared server and (if configured) the baseline.
 pub async fn run(config: &Config) -> anyhow::Result<Report> {
+    preflight(config)?;
+    let machine = procfs::Machine::detect();
+    let mut runs = Vec::new();
+    for &protocol in &config.protocols {
+        runs.push(run_one(config, protocol, Mode::Shared).await?);
+        if config.baseline {
+            runs.push(run_one(config, protocol, Mode::Baseline).await?);
+        }
+    }
+    Ok(Report {
+        machine,
+        config: config.clone(),
+        ratios: report::ratios(&runs),
+        targets: report::targets(&runs),
+        target_scenario: config.is_target_scenario(),
+        runs,
+    })
+}
+
+/// Checks that the server binary exists and that the open-files limit allows every connection (raising
+/// it if it can).
+pub(crate) fn preflight(config: &Config) -> anyhow::Result<()> {
     if !config.server_bin.is_file() {
         bail!(
             "no xds-server binary at {} (build it: cargo build --release -p xds-server, or pass \
@@ -205,22 +228,7 @@ pub async fn run(config: &Config) -> anyhow::Result<Report> {
              raise it or share connections (--clients-per-connection)"
         );
     }
-    let machine = procfs::Machine::detect();
-    let mut runs = Vec::new();
-    for &protocol in &config.protocols {
-        runs.push(run_one(config, protocol, Mode::Shared).await?);
-        if config.baseline {
-            runs.push(run_one(config, protocol, Mode::Baseline).await?);
-        }
-    }
-    Ok(Report {
-        machine,
-        config: config.clone(),
-        ratios: report::ratios(&runs),
-        targets: report::targets(&runs),
-        target_scenario: config.is_target_scenario(),
-        runs,
-    })
+    Ok(())
 }
 
 macro_rules! progress {
@@ -232,13 +240,13 @@ macro_rules! progress {
 }
 
 /// The server's RSS and CPU, sampled every 250 ms for the whole run.
-struct Sampler {
+pub(crate) struct Sampler {
     samples: Arc<Mutex<Vec<(Instant, ProcSample)>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Sampler {
-    fn start(pid: u32) -> Self {
+    pub(crate) fn start(pid: u32) -> Self {
         let samples = Arc::new(Mutex::new(Vec::new()));
         let out = samples.clone();
         let task = tokio::spawn(async move {
@@ -254,7 +262,7 @@ impl Sampler {
         Sampler { samples, task }
     }
 
-    fn between(&self, from: Instant, to: Instant) -> Vec<ProcSample> {
+    pub(crate) fn between(&self, from: Instant, to: Instant) -> Vec<ProcSample> {
         self.samples
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -271,23 +279,57 @@ impl Drop for Sampler {
     }
 }
 
-/// Makes endpoint changes: picks clusters, registers the changes, rewrites the file.
-struct Changer {
-    scenario: Scenario,
-    path: PathBuf,
-    next_id: u32,
+/// A write of the scenario to the server's source, made on a blocking thread; returns when the write
+/// took effect (the moment changes are timed from), monotonic and wall clock.
+pub(crate) type SourceWrite = Box<dyn FnOnce() -> anyhow::Result<(Instant, SystemTime)> + Send>;
+
+/// Where the changes go: the endpoints file ([`EndpointsFile`]) or the test Kubernetes API server
+/// ([`kube`]).
+pub(crate) trait ChangeSink: Send + Sync {
+    /// The write that publishes `scenario` after `clusters` changed.
+    fn write(&self, scenario: &Scenario, clusters: &[u32]) -> SourceWrite;
+}
+
+/// The file source: the whole file rewritten and renamed into place.
+pub(crate) struct EndpointsFile(pub PathBuf);
+
+impl ChangeSink for EndpointsFile {
+    fn write(&self, scenario: &Scenario, _clusters: &[u32]) -> SourceWrite {
+        let (content, path) = (scenario.render(), self.0.clone());
+        Box::new(move || {
+            scenario::write_atomically(&path, content.as_bytes())
+                .context("writing the endpoints file")
+        })
+    }
+}
+
+/// Makes endpoint changes: picks clusters, registers the changes, writes them to the source.
+pub(crate) struct Changer {
+    pub(crate) scenario: Scenario,
+    pub(crate) sink: Box<dyn ChangeSink>,
+    pub(crate) next_id: u32,
     /// Changes made per cluster: the next one rewrites endpoint `count % endpoints_per_service`.
-    counts: Vec<u32>,
-    rng: u64,
+    pub(crate) counts: Vec<u32>,
+    pub(crate) rng: u64,
 }
 
 impl Changer {
+    pub(crate) fn new(scenario: Scenario, sink: Box<dyn ChangeSink>) -> Self {
+        Changer {
+            counts: vec![0; scenario.services],
+            scenario,
+            sink,
+            next_id: 1,
+            rng: 0x9e37_79b9_7f4a_7c15,
+        }
+    }
+
     fn next_slot(&self, cluster: u32) -> usize {
         self.counts[cluster as usize] as usize % self.scenario.endpoints_per_service
     }
 
     /// A random cluster, not in `exclude`, whose next endpoint slot has no change in flight.
-    fn pick(&mut self, tracker: &Tracker, exclude: &[u32]) -> Option<u32> {
+    pub(crate) fn pick(&mut self, tracker: &Tracker, exclude: &[u32]) -> Option<u32> {
         // xorshift64: deterministic, no dependency.
         self.rng ^= self.rng << 13;
         self.rng ^= self.rng >> 7;
@@ -299,9 +341,9 @@ impl Changer {
             .find(|&c| !exclude.contains(&c) && tracker.slot_free(c, self.next_slot(c)))
     }
 
-    /// Changes one endpoint of each cluster and writes the file once; the changes are timed from the
-    /// rename.
-    async fn apply(
+    /// Changes one endpoint of each cluster (a cluster named k times: its next k endpoints) and writes
+    /// them to the source at once; the changes are timed from the write.
+    pub(crate) async fn apply(
         &mut self,
         tracker: &Arc<Tracker>,
         clusters: &[u32],
@@ -321,13 +363,8 @@ impl Changer {
             tracker.register(change.clone());
             changes.push(change);
         }
-        let content = self.scenario.render();
-        let path = self.path.clone();
-        let (at, wall) = tokio::task::spawn_blocking(move || {
-            scenario::write_atomically(&path, content.as_bytes())
-        })
-        .await?
-        .context("writing the endpoints file")?;
+        let write = self.sink.write(&self.scenario, clusters);
+        let (at, wall) = tokio::task::spawn_blocking(write).await??;
         for c in &changes {
             c.applied_ns.store(tracker.ns_of(at), Ordering::Release);
             let _ = c.applied_wall.set(wall);
@@ -337,7 +374,7 @@ impl Changer {
 }
 
 /// Waits until `done` or `timeout`, failing early if the server died.
-async fn wait_until(
+pub(crate) async fn wait_until(
     server: &mut ServerProcess,
     timeout: Duration,
     mut done: impl FnMut() -> bool,
@@ -360,7 +397,7 @@ async fn wait_until(
     }
 }
 
-fn convergence(changes: &[Arc<Change>]) -> (usize, Option<Dist>, Vec<usize>) {
+pub(crate) fn convergence(changes: &[Arc<Change>]) -> (usize, Option<Dist>, Vec<usize>) {
     let times: Vec<u64> = changes.iter().filter_map(|c| c.convergence_ns()).collect();
     let missing = changes
         .iter()
@@ -371,7 +408,7 @@ fn convergence(changes: &[Arc<Change>]) -> (usize, Option<Dist>, Vec<usize>) {
 }
 
 /// Opens every client's stream; returns their abort handles (filled in as they start).
-fn spawn_clients(
+pub(crate) fn spawn_clients(
     config: &Config,
     tracker: &Arc<Tracker>,
     scenario: &Scenario,
@@ -547,91 +584,12 @@ async fn run_one(config: &Config, protocol: Protocol, mode: Mode) -> anyhow::Res
     tokio::time::sleep(Duration::from_secs(1)).await;
     let connected = server.sample().unwrap_or_default();
 
-    let mut changer = Changer {
-        counts: vec![0; scenario.services],
-        scenario,
-        path: endpoints.clone(),
-        next_id: 1,
-        rng: 0x9e37_79b9_7f4a_7c15,
-    };
+    let mut changer = Changer::new(scenario, Box::new(EndpointsFile(endpoints.clone())));
     let timeout = Duration::from_secs(config.change_timeout_s);
 
     // Phase 2: single changes.
     let single = if config.changes > 0 && complete > 0 {
-        let cpu_before = server.sample().unwrap_or_default().cpu_s;
-        let bytes_before = tracker.bytes.load(Ordering::Relaxed);
-        let mut changes = Vec::new();
-        for k in 0..config.changes {
-            let Some(cluster) = changer.pick(&tracker, &[]) else {
-                break;
-            };
-            let started = Instant::now();
-            let change = changer.apply(&tracker, &[cluster]).await?.remove(0);
-            let ok = wait_until(&mut server, timeout, || change.converged()).await?;
-            if !ok {
-                tracker.retire(&change);
-            }
-            progress!(
-                config,
-                "{name}: change {}/{}: {}",
-                k + 1,
-                config.changes,
-                change.convergence_ns().map_or_else(
-                    || format!(
-                        "NOT converged, {} clients missing",
-                        change.remaining.load(Ordering::Acquire)
-                    ),
-                    |ns| format!("{:.0} ms", ns as f64 / 1e6)
-                )
-            );
-            changes.push(change);
-            let next = (started + Duration::from_millis(config.change_interval_ms))
-                .max(Instant::now() + Duration::from_millis(200));
-            tokio::time::sleep_until(next.into()).await;
-        }
-        let (converged, dist, missing_clients) = convergence(&changes);
-        // The floor: rename → the first snapshot published after it.
-        let publishes = server.publishes();
-        let reloads = server.reloads();
-        let mut floors = Vec::new();
-        let mut reload_times = Vec::new();
-        let mut pushes = Vec::new();
-        for c in &changes {
-            let Some(wall) = c.applied_wall.get() else {
-                continue;
-            };
-            if let Some(r) = reloads.iter().find(|r| *r >= wall) {
-                reload_times.push(r.duration_since(*wall).unwrap_or_default().as_nanos() as u64);
-            }
-            let Some(p) = publishes.iter().find(|p| p.at >= *wall) else {
-                continue;
-            };
-            let floor = p.at.duration_since(*wall).unwrap_or_default().as_nanos() as u64;
-            floors.push(floor);
-            if let Some(conv) = c.convergence_ns() {
-                pushes.push(conv.saturating_sub(floor));
-            }
-        }
-        Some(Single {
-            changes: changes.len(),
-            converged,
-            convergence: dist,
-            first_ms: changes
-                .first()
-                .and_then(|c| c.convergence_ns())
-                .map(|ns| ns as f64 / 1e6),
-            after_first: Dist::of_ns(changes.iter().skip(1).filter_map(|c| c.convergence_ns())),
-            each_ms: changes
-                .iter()
-                .map(|c| c.convergence_ns().map(|ns| ns as f64 / 1e6))
-                .collect(),
-            publish_floor: Dist::of_ns(floors),
-            file_reload: Dist::of_ns(reload_times),
-            push: Dist::of_ns(pushes),
-            missing_clients,
-            bytes: tracker.bytes.load(Ordering::Relaxed) - bytes_before,
-            server_cpu_s: server.sample().unwrap_or_default().cpu_s - cpu_before,
-        })
+        single_changes(config, &name, &mut server, &tracker, &mut changer, timeout).await?
     } else {
         None
     };
@@ -644,99 +602,18 @@ async fn run_one(config: &Config, protocol: Protocol, mode: Mode) -> anyhow::Res
         && complete > 0
         && (mode == Mode::Shared || config.baseline_churn);
     let churn = if do_churn {
-        progress!(
-            config,
-            "{name}: churn {}/s for {} s",
-            config.churn_rate,
-            config.churn_seconds
-        );
-        let before = server.sample().unwrap_or_default();
-        let bytes_before = tracker.bytes.load(Ordering::Relaxed);
-        let publishes_before = server.publishes().len();
-        let period = if config.churn_write_interval_ms == 0 {
-            Duration::from_secs_f64(1.0 / config.churn_rate)
-        } else {
-            Duration::from_millis(config.churn_write_interval_ms)
-        };
-        let length = Duration::from_secs_f64(config.churn_seconds);
-        let start = Instant::now();
-        let mut tick = tokio::time::interval(period);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let (mut made, mut skipped) = (0usize, 0usize);
-        let mut changes = Vec::new();
-        let mut last_progress = Instant::now();
-        loop {
-            tick.tick().await;
-            let elapsed = start.elapsed();
-            if elapsed >= length {
-                break;
-            }
-            let due = (config.churn_rate * elapsed.as_secs_f64()).ceil() as usize;
-            let mut picks = Vec::new();
-            while made + skipped + picks.len() < due {
-                match changer.pick(&tracker, &picks) {
-                    Some(c) => picks.push(c),
-                    None => skipped += 1,
-                }
-            }
-            if !picks.is_empty() {
-                made += picks.len();
-                changes.extend(changer.apply(&tracker, &picks).await?);
-            }
-            if !server.is_running() {
-                bail!(
-                    "xds-server exited during the churn; its log:\n{}",
-                    crate::tail(&server.log(), 40)
-                );
-            }
-            if config.progress && last_progress.elapsed() > Duration::from_secs(5) {
-                last_progress = Instant::now();
-                let (converged, dist, _) = convergence(&changes);
-                eprintln!(
-                    "xds-load: {name}: churn {:.0} s: {made} changes, {converged} converged, p99 {}",
-                    elapsed.as_secs_f64(),
-                    dist.map_or("-".into(), |d| format!("{:.0} ms", d.p99_ms))
-                );
-            }
-        }
-        let end = Instant::now();
-        wait_until(&mut server, timeout, || {
-            changes.iter().all(|c| c.converged())
-        })
-        .await?;
-        for c in &changes {
-            if !c.converged() {
-                tracker.retire(c);
-            }
-        }
-        let after = server.sample().unwrap_or_default();
-        let samples = sampler.between(start, end);
-        let rss = |f: f64| {
-            samples
-                .get(((samples.len() as f64 - 1.0) * f).round().max(0.0) as usize)
-                .map_or(0, |s| s.rss)
-        };
-        let (converged, dist, missing_clients) = convergence(&changes);
-        let seconds = (end - start).as_secs_f64();
-        Some(Churn {
-            rate_per_s: config.churn_rate,
-            seconds,
-            write_interval_ms: period.as_secs_f64() * 1e3,
-            offered: made + skipped,
-            changes: changes.len(),
-            converged,
-            skipped,
-            convergence: dist,
-            publishes: server.publishes().len() - publishes_before,
-            rss_start: rss(0.0),
-            rss_mid: rss(0.5),
-            rss_end: rss(1.0),
-            rss_max: samples.iter().map(|s| s.rss).max().unwrap_or(0),
-            server_cpu_s: after.cpu_s - before.cpu_s,
-            server_cores: (after.cpu_s - before.cpu_s) / seconds,
-            bytes: tracker.bytes.load(Ordering::Relaxed) - bytes_before,
-            missing_clients,
-        })
+        Some(
+            churn(
+                config,
+                &name,
+                &mut server,
+                &tracker,
+                &mut changer,
+                &sampler,
+                timeout,
+            )
+            .await?,
+        )
     } else {
         None
     };
@@ -784,4 +661,193 @@ async fn run_one(config: &Config, protocol: Protocol, mode: Mode) -> anyhow::Res
     // Give aborted client tasks a moment to drop their connections before the next run.
     tokio::time::sleep(Duration::from_millis(500)).await;
     Ok(report)
+}
+
+/// Single changes: one endpoint at a time, each waiting for the previous one to converge; convergence
+/// split into the floor (write → the server published a snapshot) and the push (published → the last
+/// client).
+pub(crate) async fn single_changes(
+    config: &Config,
+    name: &str,
+    server: &mut ServerProcess,
+    tracker: &Arc<Tracker>,
+    changer: &mut Changer,
+    timeout: Duration,
+) -> anyhow::Result<Option<Single>> {
+    let cpu_before = server.sample().unwrap_or_default().cpu_s;
+    let bytes_before = tracker.bytes.load(Ordering::Relaxed);
+    let mut changes = Vec::new();
+    for k in 0..config.changes {
+        let Some(cluster) = changer.pick(tracker, &[]) else {
+            break;
+        };
+        let started = Instant::now();
+        let change = changer.apply(tracker, &[cluster]).await?.remove(0);
+        let ok = wait_until(server, timeout, || change.converged()).await?;
+        if !ok {
+            tracker.retire(&change);
+        }
+        progress!(
+            config,
+            "{name}: change {}/{}: {}",
+            k + 1,
+            config.changes,
+            change.convergence_ns().map_or_else(
+                || format!(
+                    "NOT converged, {} clients missing",
+                    change.remaining.load(Ordering::Acquire)
+                ),
+                |ns| format!("{:.0} ms", ns as f64 / 1e6)
+            )
+        );
+        changes.push(change);
+        let next = (started + Duration::from_millis(config.change_interval_ms))
+            .max(Instant::now() + Duration::from_millis(200));
+        tokio::time::sleep_until(next.into()).await;
+    }
+    let (converged, dist, missing_clients) = convergence(&changes);
+    // The floor: rename → the first snapshot published after it.
+    let publishes = server.publishes();
+    let reloads = server.reloads();
+    let mut floors = Vec::new();
+    let mut reload_times = Vec::new();
+    let mut pushes = Vec::new();
+    for c in &changes {
+        let Some(wall) = c.applied_wall.get() else {
+            continue;
+        };
+        if let Some(r) = reloads.iter().find(|r| *r >= wall) {
+            reload_times.push(r.duration_since(*wall).unwrap_or_default().as_nanos() as u64);
+        }
+        let Some(p) = publishes.iter().find(|p| p.at >= *wall) else {
+            continue;
+        };
+        let floor = p.at.duration_since(*wall).unwrap_or_default().as_nanos() as u64;
+        floors.push(floor);
+        if let Some(conv) = c.convergence_ns() {
+            pushes.push(conv.saturating_sub(floor));
+        }
+    }
+    Ok(Some(Single {
+        changes: changes.len(),
+        converged,
+        convergence: dist,
+        first_ms: changes
+            .first()
+            .and_then(|c| c.convergence_ns())
+            .map(|ns| ns as f64 / 1e6),
+        after_first: Dist::of_ns(changes.iter().skip(1).filter_map(|c| c.convergence_ns())),
+        each_ms: changes
+            .iter()
+            .map(|c| c.convergence_ns().map(|ns| ns as f64 / 1e6))
+            .collect(),
+        publish_floor: Dist::of_ns(floors),
+        file_reload: Dist::of_ns(reload_times),
+        push: Dist::of_ns(pushes),
+        missing_clients,
+        bytes: tracker.bytes.load(Ordering::Relaxed) - bytes_before,
+        server_cpu_s: server.sample().unwrap_or_default().cpu_s - cpu_before,
+    }))
+}
+
+/// Churn: `churn_rate` changes per second for `churn_seconds`, each timed; server RSS from `sampler`.
+pub(crate) async fn churn(
+    config: &Config,
+    name: &str,
+    server: &mut ServerProcess,
+    tracker: &Arc<Tracker>,
+    changer: &mut Changer,
+    sampler: &Sampler,
+    timeout: Duration,
+) -> anyhow::Result<Churn> {
+    progress!(
+        config,
+        "{name}: churn {}/s for {} s",
+        config.churn_rate,
+        config.churn_seconds
+    );
+    let before = server.sample().unwrap_or_default();
+    let bytes_before = tracker.bytes.load(Ordering::Relaxed);
+    let publishes_before = server.publishes().len();
+    let period = if config.churn_write_interval_ms == 0 {
+        Duration::from_secs_f64(1.0 / config.churn_rate)
+    } else {
+        Duration::from_millis(config.churn_write_interval_ms)
+    };
+    let length = Duration::from_secs_f64(config.churn_seconds);
+    let start = Instant::now();
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (mut made, mut skipped) = (0usize, 0usize);
+    let mut changes = Vec::new();
+    let mut last_progress = Instant::now();
+    loop {
+        tick.tick().await;
+        let elapsed = start.elapsed();
+        if elapsed >= length {
+            break;
+        }
+        let due = (config.churn_rate * elapsed.as_secs_f64()).ceil() as usize;
+        let mut picks = Vec::new();
+        while made + skipped + picks.len() < due {
+            match changer.pick(tracker, &picks) {
+                Some(c) => picks.push(c),
+                None => skipped += 1,
+            }
+        }
+        if !picks.is_empty() {
+            made += picks.len();
+            changes.extend(changer.apply(tracker, &picks).await?);
+        }
+        if !server.is_running() {
+            bail!(
+                "xds-server exited during the churn; its log:\n{}",
+                crate::tail(&server.log(), 40)
+            );
+        }
+        if config.progress && last_progress.elapsed() > Duration::from_secs(5) {
+            last_progress = Instant::now();
+            let (converged, dist, _) = convergence(&changes);
+            eprintln!(
+                "xds-load: {name}: churn {:.0} s: {made} changes, {converged} converged, p99 {}",
+                elapsed.as_secs_f64(),
+                dist.map_or("-".into(), |d| format!("{:.0} ms", d.p99_ms))
+            );
+        }
+    }
+    let end = Instant::now();
+    wait_until(server, timeout, || changes.iter().all(|c| c.converged())).await?;
+    for c in &changes {
+        if !c.converged() {
+            tracker.retire(c);
+        }
+    }
+    let after = server.sample().unwrap_or_default();
+    let samples = sampler.between(start, end);
+    let rss = |f: f64| {
+        samples
+            .get(((samples.len() as f64 - 1.0) * f).round().max(0.0) as usize)
+            .map_or(0, |s| s.rss)
+    };
+    let (converged, dist, missing_clients) = convergence(&changes);
+    let seconds = (end - start).as_secs_f64();
+    Ok(Churn {
+        rate_per_s: config.churn_rate,
+        seconds,
+        write_interval_ms: period.as_secs_f64() * 1e3,
+        offered: made + skipped,
+        changes: changes.len(),
+        converged,
+        skipped,
+        convergence: dist,
+        publishes: server.publishes().len() - publishes_before,
+        rss_start: rss(0.0),
+        rss_mid: rss(0.5),
+        rss_end: rss(1.0),
+        rss_max: samples.iter().map(|s| s.rss).max().unwrap_or(0),
+        server_cpu_s: after.cpu_s - before.cpu_s,
+        server_cores: (after.cpu_s - before.cpu_s) / seconds,
+        bytes: tracker.bytes.load(Ordering::Relaxed) - bytes_before,
+        missing_clients,
+    })
 }

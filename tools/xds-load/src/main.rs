@@ -14,6 +14,14 @@ use clap::{Parser, ValueEnum};
 use xds_load::{self as load, Config, Protocol};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
+enum SourceArg {
+    /// The endpoints file, rewritten for each change.
+    File,
+    /// The test Kubernetes API server, in process; each change an EndpointSlice write.
+    Kubernetes,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
 enum ProtocolArg {
     Sotw,
     Delta,
@@ -24,6 +32,12 @@ enum ProtocolArg {
 #[derive(Debug, Parser)]
 #[command(about)]
 struct Args {
+    /// Where the server reads the services from.
+    #[arg(long, value_enum, default_value = "file")]
+    source: SourceArg,
+    /// `--source kubernetes`: endpoint changes in the rollout burst (0: none).
+    #[arg(long, default_value_t = 500)]
+    burst_changes: usize,
     /// Simulated Envoy clients (one ADS stream each).
     #[arg(long, default_value_t = 5000)]
     clients: usize,
@@ -126,6 +140,21 @@ async fn main() -> anyhow::Result<()> {
         progress: !args.quiet,
     };
     let _ = args.baseline; // the default; `--baseline` exists to undo an earlier `--no-baseline`
+    if let SourceArg::Kubernetes = args.source {
+        let options = load::kube::KubeOptions {
+            burst_changes: args.burst_changes,
+        };
+        let report = load::kube::run_with(&config, &options).await?;
+        if let Some(path) = &args.json_file {
+            std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+        }
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print!("{}", report.human());
+        }
+        return Ok(());
+    }
     let report = load::run(&config).await?;
     if let Some(path) = &args.json_file {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)?;

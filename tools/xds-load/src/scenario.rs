@@ -29,7 +29,7 @@ pub fn cluster_name(i: usize) -> String {
     format!("{}.{NAMESPACE}:{PORT}", service_name(i))
 }
 
-fn service_name(i: usize) -> String {
+pub fn service_name(i: usize) -> String {
     format!("svc-{i:04}")
 }
 
@@ -92,6 +92,11 @@ impl Scenario {
     }
 
     /// Gives endpoint `endpoint` of service `service` a new address.
+    /// The current addresses of service `service`'s endpoints, in order.
+    pub fn addresses(&self, service: usize) -> &[String] {
+        &self.addresses[service]
+    }
+
     pub fn set_address(&mut self, service: usize, endpoint: usize, address: String) {
         self.addresses[service][endpoint] = address;
     }

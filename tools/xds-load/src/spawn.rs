@@ -47,6 +47,23 @@ impl ServerProcess {
         log_path: &Path,
         extra: &[String],
     ) -> anyhow::Result<Self> {
+        let source = [
+            "--source".into(),
+            "file".into(),
+            "--endpoints".into(),
+            endpoints.into(),
+        ];
+        Self::start_with_source(bin, &source, log_path, extra)
+    }
+
+    /// Starts the server on another source than the endpoints file: `source` are its flags (e.g.
+    /// `--source kubernetes --kubeconfig PATH`).
+    pub fn start_with_source(
+        bin: &Path,
+        source: &[std::ffi::OsString],
+        log_path: &Path,
+        extra: &[String],
+    ) -> anyhow::Result<Self> {
         let port = crate::ports::free_port();
         let log = OpenOptions::new()
             .create(true)
@@ -54,14 +71,12 @@ impl ServerProcess {
             .open(log_path)
             .with_context(|| format!("opening {}", log_path.display()))?;
         let mut cmd = Command::new(bin);
-        cmd.args(["--source", "file", "--endpoints"])
-            .arg(endpoints)
-            .args([
-                "--xds-addr",
-                &format!("127.0.0.1:{port}"),
-                "--log-format",
-                "json",
-            ]);
+        cmd.args(source).args([
+            "--xds-addr",
+            &format!("127.0.0.1:{port}"),
+            "--log-format",
+            "json",
+        ]);
         // Free ports for the server's other listeners, where it has them: a benchmark must not collide
         // with a server already on the defaults (older builds have neither flag).
         let help = server_help(bin);

@@ -32,10 +32,18 @@ use pods::{PodIndex, WatchedPod};
 use xds_core::model::{Locality, Registry};
 use xds_core::model::{LocalityLookup, PodHint};
 
-/// Coalescing of bursts (a rollout touches many slices at once): wait for this much quiet...
-const DEBOUNCE_QUIET: Duration = Duration::from_millis(50);
-/// ...but never delay an update by more than this.
-const DEBOUNCE_CAP: Duration = Duration::from_millis(500);
+/// A change is built once no other event came for this long: long enough to take in the events of
+/// one write (a controller updating several slices of a Service at once), and to see that a rollout's
+/// stream of updates (events < 1 ms apart) is still going; short next to the push.
+const QUIET: Duration = Duration::from_millis(5);
+/// Least time from one build to the next: changes arriving sooner wait for the rest of the window
+/// and go into one build, so a steady churn costs at most one registry and snapshot build (and one
+/// push to every client) per window, whatever its rate.
+const COALESCE_WINDOW: Duration = Duration::from_millis(100);
+/// A stream of events that is never quiet (a rollout) is built at the latest this long after its
+/// first event: each build re-sends every cluster it touched to every client, so a rollout is
+/// better published in few snapshots than in one per window.
+const COALESCE_CAP: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Watched {
@@ -62,6 +70,9 @@ where
 {
     events.map(move |ev| match ev {
         Ok(watcher::Event::InitDone) => Signal::Synced(what),
+        // A (re)list in progress: the reflector's store swaps to the new list only at `InitDone`,
+        // so nothing built before then could differ.
+        Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => Signal::Unchanged,
         Ok(_) => Signal::Changed(what),
         Err(e) => Signal::Error(what, e.to_string()),
     })
@@ -211,7 +222,7 @@ impl Stores {
 }
 
 /// Starts watching the cluster: publishes a registry into `tx` once everything is listed, then after
-/// every (debounced) change, until `tx` has no receivers. Returns the pod-based client locator.
+/// every change (coalesced, see [`COALESCE_WINDOW`]), until `tx` has no receivers. Returns the pod-based client locator.
 pub fn start(
     client: Client,
     settings: KubeSourceSettings,
@@ -289,16 +300,24 @@ async fn publish(
     let mut errors: HashMap<Watched, u64> = HashMap::new();
     let all_synced = |s: &HashMap<Watched, bool>| s.values().filter(|v| **v).count() == WATCHES;
     let mut dirty_since: Option<tokio::time::Instant> = None;
+    // The latest change event, and the end of the latest build after one (see QUIET,
+    // COALESCE_WINDOW, COALESCE_CAP).
+    let mut last_event = tokio::time::Instant::now();
+    let mut last_build: Option<tokio::time::Instant> = None;
     loop {
         let next = match dirty_since {
             Some(since) if all_synced(&synced) => {
-                let deadline =
-                    (since + DEBOUNCE_CAP).min(tokio::time::Instant::now() + DEBOUNCE_QUIET);
+                let settled = match last_build {
+                    Some(last) => (last_event + QUIET).max(last + COALESCE_WINDOW),
+                    None => last_event + QUIET,
+                };
+                let deadline = settled.min(since + COALESCE_CAP);
                 match tokio::time::timeout_at(deadline, events.next()).await {
                     Ok(ev) => ev,
                     Err(_) => {
                         dirty_since = None;
                         let registry = build_off_runtime(&stores, &settings.convert).await;
+                        last_build = Some(tokio::time::Instant::now());
                         let changed = tx.borrow().as_deref() != Some(&registry);
                         if changed {
                             debug!(
@@ -340,7 +359,8 @@ async fn publish(
                 } else {
                     info!(watch = ?what, "relisted");
                 }
-                dirty_since.get_or_insert_with(tokio::time::Instant::now);
+                last_event = tokio::time::Instant::now();
+                dirty_since.get_or_insert(last_event);
                 if first && all_synced(&synced) {
                     // Publish the first complete view at once: Envoys are waiting for it.
                     let registry = build_off_runtime(&stores, &settings.convert).await;
@@ -357,7 +377,8 @@ async fn publish(
             Signal::Unchanged => {}
             Signal::Changed(what) => {
                 debug!(watch = ?what, "Kubernetes object changed");
-                dirty_since.get_or_insert_with(tokio::time::Instant::now);
+                last_event = tokio::time::Instant::now();
+                dirty_since.get_or_insert(last_event);
             }
             Signal::Error(what, error) => {
                 *errors.entry(what).or_default() += 1;

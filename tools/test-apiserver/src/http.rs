@@ -22,11 +22,11 @@ use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 use tokio::time::Sleep;
 
-use super::status_writes;
-use super::store::{ListQuery, PatchType, Store, WatchQuery};
-use super::token_review::TokenReviewFault;
-use super::util::{self, ApiError};
-use super::{KindInfo, RequestRecord};
+use crate::status_writes;
+use crate::store::{ListQuery, PatchType, Store, WatchQuery};
+use crate::token_review::TokenReviewFault;
+use crate::util::{self, ApiError};
+use crate::{KindInfo, RequestRecord};
 
 /// The TokenReview collection (create only, like the real one).
 const TOKEN_REVIEW_PATH: &str = "/apis/authentication.k8s.io/v1/tokenreviews";
@@ -454,7 +454,7 @@ fn resource(
     }
 }
 
-/// The error a resource made to fail ([`super::ApiServer::fail_requests`]) answers.
+/// The error a resource made to fail ([`crate::ApiServer::fail_requests`]) answers.
 fn injected_failure(code: u16, plural: &str) -> ApiError {
     let reason = match code {
         400 => "BadRequest",
@@ -471,7 +471,7 @@ fn injected_failure(code: u16, plural: &str) -> ApiError {
     ApiError::new(code, reason, format!("injected failure for {plural}"))
 }
 
-/// `POST /apis/authentication.k8s.io/v1/tokenreviews` ([`super::token_review`]). Async because a
+/// `POST /apis/authentication.k8s.io/v1/tokenreviews` ([`crate::token_review`]). Async because a
 /// frozen endpoint reads the request and then never answers.
 async fn token_review(store: &Mutex<Store>, req: &Req) -> Response<RespBody> {
     if req.method != Method::POST {

@@ -1,6 +1,6 @@
 //! `POST /apis/authentication.k8s.io/v1/tokenreviews`: the TokenReview API, answered the way
 //! kube-apiserver answers it for bearer tokens (ServiceAccount tokens included), from tokens a test
-//! registers with [`super::ApiServer::add_token`].
+//! registers with [`crate::ApiServer::add_token`].
 //!
 //! Semantics copied from Kubernetes:
 //! - The answer is the `TokenReview` sent (its `spec` echoed), with `status` filled in, HTTP 201.
@@ -17,7 +17,7 @@ use std::time::SystemTime;
 
 use serde_json::{json, Value};
 
-use super::util::ApiError;
+use crate::util::ApiError;
 
 /// The audiences kube-apiserver accepts when a TokenReview names none (its `--api-audiences`,
 /// whose default is the issuer, here the usual in-cluster one).

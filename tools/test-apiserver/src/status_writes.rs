@@ -3,13 +3,13 @@
 //! replica elected with a `coordination.k8s.io/v1` Lease ([`lease_kind`]).
 //!
 //! Who wrote is the bearer token of the request (`Authorization: Bearer TOKEN`): give each client
-//! its own kubeconfig from [`super::ApiServer::write_kubeconfig_with_token`] and its writes are told
+//! its own kubeconfig from [`crate::ApiServer::write_kubeconfig_with_token`] and its writes are told
 //! apart. The server accepts any token (and none), as for every other request.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::KindInfo;
+use crate::KindInfo;
 
 /// `coordination.k8s.io/v1` Lease (namespaced): leader election. Served like every kind, so a
 /// `PUT` with a stale `metadata.resourceVersion` gets 409 Conflict and a `POST` of an existing name
@@ -18,7 +18,7 @@ pub fn lease_kind() -> KindInfo {
     KindInfo::new("coordination.k8s.io", "v1", "Lease", "leases", true)
 }
 
-/// What happens to status writes ([`super::ApiServer::set_status_write_fault`]).
+/// What happens to status writes ([`crate::ApiServer::set_status_write_fault`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StatusWriteFault {
     /// Each write is answered (and applied) only after this long.

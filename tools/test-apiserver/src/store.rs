@@ -8,9 +8,9 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
-use super::select::{FieldSelector, LabelSelector};
-use super::util::{self, ApiError};
-use super::{KindInfo, RequestRecord, HISTORY_PER_KIND};
+use crate::select::{FieldSelector, LabelSelector};
+use crate::util::{self, ApiError};
+use crate::{KindInfo, RequestRecord, HISTORY_PER_KIND};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum EventType {
@@ -172,9 +172,9 @@ pub struct Store {
     /// Injected failures: plural → HTTP code answered to every request on that resource.
     pub failures: std::collections::HashMap<String, u16>,
     /// The TokenReview API's tokens, faults and count.
-    pub token_reviews: super::token_review::TokenReviews,
+    pub token_reviews: crate::token_review::TokenReviews,
     /// Status writes received, and their fault.
-    pub status_writes: super::status_writes::StatusWrites,
+    pub status_writes: crate::status_writes::StatusWrites,
 }
 
 fn parse_rv(s: &str) -> Result<u64, ApiError> {
