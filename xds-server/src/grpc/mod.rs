@@ -29,6 +29,7 @@ pub use xds_core::protocol::limits::{
     MAX_NODE_LABELS, MAX_REQUEST_BYTES, MAX_RESOURCE_NAME_BYTES, MAX_RESPONSES_PER_EVENT,
 };
 
+mod body;
 mod stream;
 pub mod transport;
 
@@ -308,19 +309,9 @@ where
 {
     let path = req.uri().path();
     if path == sotw {
-        Box::pin(async move {
-            let codec = tonic_prost::ProstCodec::<SotwResponse, DiscoveryRequest>::default();
-            let mut grpc = tonic::server::Grpc::new(codec)
-                .apply_max_message_size_config(Some(MAX_REQUEST_BYTES), None);
-            Ok(grpc.streaming(SotwMethod(service), req).await)
-        })
+        Box::pin(async move { Ok(body::serve_streaming(SotwMethod(service), req).await) })
     } else if path == delta {
-        Box::pin(async move {
-            let codec = tonic_prost::ProstCodec::<DeltaResponse, DeltaDiscoveryRequest>::default();
-            let mut grpc = tonic::server::Grpc::new(codec)
-                .apply_max_message_size_config(Some(MAX_REQUEST_BYTES), None);
-            Ok(grpc.streaming(DeltaMethod(service), req).await)
-        })
+        Box::pin(async move { Ok(body::serve_streaming(DeltaMethod(service), req).await) })
     } else {
         Box::pin(async move { Ok(status(&ProtocolError::UnknownMethod).into_http()) })
     }
