@@ -1,5 +1,6 @@
-//! The HTTP side of an xDS method: requests decoded by tonic's [`Streaming`], responses written by our
-//! own body, [`ResponseBody`].
+//! The HTTP side of an xDS method: requests decoded by [`RequestStream`], responses written by
+//! [`ResponseBody`]; both in place of tonic's codec, whose buffers keep the size of the largest
+//! message a stream ever carried.
 //!
 //! tonic's encoder copies every response into a per-stream `BytesMut` that keeps the capacity of the
 //! largest message the stream ever sent: the initial CDS and EDS answers, hundreds of KB each, held for
@@ -9,15 +10,14 @@
 //! sent. h2 queues DATA payloads of 256 bytes or more as they are (it chains them behind the frame
 //! header), so the shared bytes are not copied there either.
 
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use bytes::Bytes;
-use http_body::Frame;
-use tonic::codec::{Codec, Streaming};
+use bytes::{Buf, Bytes, BytesMut};
+use http_body::{Body as _, Frame};
 use tonic::codegen::http;
-use tonic::server::StreamingService;
-use tonic::{Request, Status};
+use tonic::{Request, Response, Status};
 use xds_core::protocol::wire::{GrpcChunks, GrpcPieces};
 
 use super::{ResponseStream, MAX_REQUEST_BYTES};
@@ -29,17 +29,25 @@ const GRPC_CONTENT_TYPE: &str = "application/grpc";
 const ENCODING_HEADER: &str = "grpc-encoding";
 const ACCEPT_ENCODING_HEADER: &str = "grpc-accept-encoding";
 
+/// One xDS method (SotW or Delta): opens the stream's task for a request stream.
+pub(super) trait XdsMethod: Send + 'static {
+    type Req: prost::Message + Default + Send + 'static;
+    type Resp: GrpcPieces + Unpin + Send + 'static;
+    fn call(
+        self,
+        request: Request<RequestStream<Self::Req>>,
+    ) -> tonic::codegen::BoxFuture<Response<ResponseStream<Self::Resp>>, Status>;
+}
+
 /// Serves one streaming call of `method`: what `tonic::server::Grpc::streaming` does, with
-/// [`ResponseBody`] in place of tonic's encoder.
-pub(super) async fn serve_streaming<S, Req, Resp, B>(
-    mut method: S,
+/// [`RequestStream`] and [`ResponseBody`] in place of tonic's codec.
+pub(super) async fn serve_streaming<S, B>(
+    method: S,
     req: http::Request<B>,
 ) -> http::Response<tonic::body::Body>
 where
-    S: StreamingService<Req, Response = Resp, ResponseStream = ResponseStream<Resp>>,
-    Req: prost::Message + Default + Send + 'static,
-    Resp: prost::Message + GrpcPieces + Unpin + Send + 'static,
-    B: http_body::Body + Send + 'static,
+    S: XdsMethod,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<tonic::codegen::StdError> + Send + 'static,
 {
     if let Some(encoding) = req.headers().get(ENCODING_HEADER) {
@@ -55,9 +63,7 @@ where
             return status.into_http();
         }
     }
-    let decoder = tonic_prost::ProstCodec::<Resp, Req>::default().decoder();
-    let request =
-        req.map(|body| Streaming::new_request(decoder, body, None, Some(MAX_REQUEST_BYTES)));
+    let request = req.map(|body| RequestStream::new(tonic::body::Body::new(body)));
     let responses = match method.call(Request::from_http(request)).await {
         Ok(response) => response,
         Err(status) => return status.into_http(),
@@ -71,6 +77,116 @@ where
         http::HeaderValue::from_static(GRPC_CONTENT_TYPE),
     );
     http
+}
+
+/// gRPC's message prefix: a compression flag and a big-endian length.
+const PREFIX_BYTES: usize = 5;
+
+/// The requests of one xDS call, decoded from the request body's gRPC messages, at most
+/// [`MAX_REQUEST_BYTES`] each (tonic's refusals and statuses for a bad message). Between messages
+/// nothing is kept: the buffer a message was gathered in goes with it, so one large request (an ACK
+/// listing every name) does not leave its size behind for the stream's life.
+pub(super) struct RequestStream<T> {
+    /// In a `Mutex` only to be `Sync` (the request is borrowed across awaits before the stream's task
+    /// takes it); only ever reached through `get_mut`, which does not lock.
+    body: std::sync::Mutex<tonic::body::Body>,
+    buf: BytesMut,
+    ended: bool,
+    _message: PhantomData<fn() -> T>,
+}
+
+impl<T> RequestStream<T> {
+    pub(super) fn new(body: tonic::body::Body) -> Self {
+        Self {
+            body: std::sync::Mutex::new(body),
+            buf: BytesMut::new(),
+            ended: false,
+            _message: PhantomData,
+        }
+    }
+}
+
+impl<T: prost::Message + Default> RequestStream<T> {
+    /// The next whole message in the buffer, if there is one.
+    fn decode_next(&mut self) -> Result<Option<T>, Status> {
+        if self.buf.len() < PREFIX_BYTES {
+            return Ok(None);
+        }
+        match self.buf[0] {
+            0 => {}
+            1 => {
+                return Err(Status::internal(
+                    "protocol error: received message with compressed-flag but no grpc-encoding was specified",
+                ))
+            }
+            flag => {
+                return Err(Status::internal(format!(
+                    "protocol error: received message with invalid compression flag: {flag} (valid flags are 0 and 1) while receiving request"
+                )))
+            }
+        }
+        let len =
+            u32::from_be_bytes(self.buf[1..PREFIX_BYTES].try_into().expect("4 bytes")) as usize;
+        if len > MAX_REQUEST_BYTES {
+            return Err(Status::out_of_range(format!(
+                "Error, decoded message length too large: found {len} bytes, the limit is: {MAX_REQUEST_BYTES} bytes"
+            )));
+        }
+        if self.buf.len() < PREFIX_BYTES + len {
+            self.buf.reserve(PREFIX_BYTES + len - self.buf.len());
+            return Ok(None);
+        }
+        let mut message = self.buf.split_to(PREFIX_BYTES + len);
+        if self.buf.is_empty() {
+            // Let the allocation go with `message` (see the type's comment).
+            self.buf = BytesMut::new();
+        }
+        message.advance(PREFIX_BYTES);
+        T::decode(message.freeze())
+            .map(Some)
+            .map_err(|e| Status::internal(e.to_string()))
+    }
+}
+
+impl<T: prost::Message + Default> futures::Stream for RequestStream<T> {
+    type Item = Result<T, Status>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            if this.ended {
+                return Poll::Ready(None);
+            }
+            match this.decode_next() {
+                Ok(Some(message)) => return Poll::Ready(Some(Ok(message))),
+                Ok(None) => {}
+                Err(status) => {
+                    this.ended = true;
+                    return Poll::Ready(Some(Err(status)));
+                }
+            }
+            let body = this.body.get_mut().unwrap_or_else(|e| e.into_inner());
+            match ready!(Pin::new(body).poll_frame(cx)) {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        this.buf.extend_from_slice(&data);
+                    }
+                }
+                Some(Err(status)) => {
+                    this.ended = true;
+                    return Poll::Ready(Some(Err(status)));
+                }
+                None => {
+                    this.ended = true;
+                    if !this.buf.is_empty() {
+                        return Poll::Ready(Some(Err(Status::internal(
+                            "Unexpected EOF decoding stream.",
+                        ))));
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// The response stream of one xDS call as gRPC messages, each sent as the chunks of

@@ -11,7 +11,7 @@ use std::time::Duration;
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use futures::Stream;
 use tokio::sync::watch;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Request, Response, Status};
 
 use crate::auth::workload::{authenticate, ConnInfo, TokenVerifier};
 use crate::registry::ClientRegistry;
@@ -30,6 +30,7 @@ pub use xds_core::protocol::limits::{
 };
 
 mod body;
+use body::RequestStream;
 mod stream;
 pub mod transport;
 
@@ -240,7 +241,7 @@ impl<M: XdsMethods> tonic::server::NamedService for XdsServer<M> {
 
 impl<M: XdsMethods, B> tonic::codegen::Service<tonic::codegen::http::Request<B>> for XdsServer<M>
 where
-    B: tonic::codegen::Body + Send + 'static,
+    B: tonic::codegen::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<tonic::codegen::StdError> + Send + 'static,
 {
     type Response = tonic::codegen::http::Response<tonic::body::Body>;
@@ -261,12 +262,14 @@ where
 
 struct SotwMethod(AdsService);
 
-impl tonic::server::StreamingService<DiscoveryRequest> for SotwMethod {
-    type Response = SotwResponse;
-    type ResponseStream = ResponseStream<SotwResponse>;
-    type Future = tonic::codegen::BoxFuture<Response<Self::ResponseStream>, Status>;
+impl body::XdsMethod for SotwMethod {
+    type Req = DiscoveryRequest;
+    type Resp = SotwResponse;
 
-    fn call(&mut self, request: Request<Streaming<DiscoveryRequest>>) -> Self::Future {
+    fn call(
+        self,
+        request: Request<RequestStream<DiscoveryRequest>>,
+    ) -> tonic::codegen::BoxFuture<Response<ResponseStream<SotwResponse>>, Status> {
         let service = self.0.clone();
         Box::pin(async move {
             let peer = service.authenticate(&request).await?;
@@ -278,12 +281,14 @@ impl tonic::server::StreamingService<DiscoveryRequest> for SotwMethod {
 
 struct DeltaMethod(AdsService);
 
-impl tonic::server::StreamingService<DeltaDiscoveryRequest> for DeltaMethod {
-    type Response = DeltaResponse;
-    type ResponseStream = ResponseStream<DeltaResponse>;
-    type Future = tonic::codegen::BoxFuture<Response<Self::ResponseStream>, Status>;
+impl body::XdsMethod for DeltaMethod {
+    type Req = DeltaDiscoveryRequest;
+    type Resp = DeltaResponse;
 
-    fn call(&mut self, request: Request<Streaming<DeltaDiscoveryRequest>>) -> Self::Future {
+    fn call(
+        self,
+        request: Request<RequestStream<DeltaDiscoveryRequest>>,
+    ) -> tonic::codegen::BoxFuture<Response<ResponseStream<DeltaResponse>>, Status> {
         let service = self.0.clone();
         Box::pin(async move {
             let peer = service.authenticate(&request).await?;
@@ -304,7 +309,7 @@ fn dispatch<B>(
     std::convert::Infallible,
 >
 where
-    B: tonic::codegen::Body + Send + 'static,
+    B: tonic::codegen::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<tonic::codegen::StdError> + Send + 'static,
 {
     let path = req.uri().path();
