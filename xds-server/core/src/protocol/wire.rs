@@ -192,8 +192,8 @@ impl DeltaResponse {
 /// around each resource) followed by at most one resource's shared encoding. Resources of at least
 /// [`SHARED_MIN_BYTES`] are handed out as clones of the cache's `Bytes` (no copy: every client's
 /// answer points at the same memory); smaller ones are copied into the header, which gathers up to
-/// [`CHUNK_BYTES`] before it is handed out, so a response of many tiny resources is not thousands of
-/// tiny writes.
+/// [`CHUNK_BYTES`] before it is handed out, so a response of many small resources is a few frames,
+/// not thousands. The transport bounds how many copied chunks a stream has queued at once.
 pub trait GrpcPieces {
     /// The length of the protobuf encoding (what the gRPC prefix announces).
     fn message_len(&self) -> usize;
@@ -202,10 +202,12 @@ pub trait GrpcPieces {
     fn write_piece(&self, index: usize, head: &mut BytesMut) -> Option<Option<Bytes>>;
 }
 
-/// Resources at least this long are sent as the cache's shared bytes; shorter ones are copied (h2
-/// copies DATA payloads under 256 bytes into its write buffer anyway, and a separate frame for each
-/// tiny resource costs more than the copy).
-pub const SHARED_MIN_BYTES: usize = 256;
+/// Resources at least this long are sent as the cache's shared bytes; shorter ones are copied into
+/// chunks of up to [`CHUNK_BYTES`]. Measured: one chunk per resource of ~700 bytes (an EDS answer
+/// of 12 endpoints) cost more than the bytes it saved, because h2 queues every chunk as a frame in a
+/// per-connection slab that never shrinks (hundreds of KiB per client at 500 services). A resource
+/// of 2 KiB or more makes a frame whose bookkeeping is small beside its bytes.
+pub const SHARED_MIN_BYTES: usize = 2048;
 
 /// A chunk of copied bytes is handed out once it reaches this size (h2's default frame size).
 pub const CHUNK_BYTES: usize = 16 * 1024;
