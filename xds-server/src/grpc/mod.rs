@@ -11,7 +11,7 @@ use std::time::Duration;
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use futures::Stream;
 use tokio::sync::watch;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Request, Response, Status};
 
 use crate::auth::workload::{authenticate, ConnInfo, TokenVerifier};
 use crate::registry::ClientRegistry;
@@ -29,6 +29,8 @@ pub use xds_core::protocol::limits::{
     MAX_NODE_LABELS, MAX_REQUEST_BYTES, MAX_RESOURCE_NAME_BYTES, MAX_RESPONSES_PER_EVENT,
 };
 
+mod body;
+use body::RequestStream;
 mod stream;
 pub mod transport;
 
@@ -239,7 +241,7 @@ impl<M: XdsMethods> tonic::server::NamedService for XdsServer<M> {
 
 impl<M: XdsMethods, B> tonic::codegen::Service<tonic::codegen::http::Request<B>> for XdsServer<M>
 where
-    B: tonic::codegen::Body + Send + 'static,
+    B: tonic::codegen::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<tonic::codegen::StdError> + Send + 'static,
 {
     type Response = tonic::codegen::http::Response<tonic::body::Body>;
@@ -260,12 +262,14 @@ where
 
 struct SotwMethod(AdsService);
 
-impl tonic::server::StreamingService<DiscoveryRequest> for SotwMethod {
-    type Response = SotwResponse;
-    type ResponseStream = ResponseStream<SotwResponse>;
-    type Future = tonic::codegen::BoxFuture<Response<Self::ResponseStream>, Status>;
+impl body::XdsMethod for SotwMethod {
+    type Req = DiscoveryRequest;
+    type Resp = SotwResponse;
 
-    fn call(&mut self, request: Request<Streaming<DiscoveryRequest>>) -> Self::Future {
+    fn call(
+        self,
+        request: Request<RequestStream<DiscoveryRequest>>,
+    ) -> tonic::codegen::BoxFuture<Response<ResponseStream<SotwResponse>>, Status> {
         let service = self.0.clone();
         Box::pin(async move {
             let peer = service.authenticate(&request).await?;
@@ -277,12 +281,14 @@ impl tonic::server::StreamingService<DiscoveryRequest> for SotwMethod {
 
 struct DeltaMethod(AdsService);
 
-impl tonic::server::StreamingService<DeltaDiscoveryRequest> for DeltaMethod {
-    type Response = DeltaResponse;
-    type ResponseStream = ResponseStream<DeltaResponse>;
-    type Future = tonic::codegen::BoxFuture<Response<Self::ResponseStream>, Status>;
+impl body::XdsMethod for DeltaMethod {
+    type Req = DeltaDiscoveryRequest;
+    type Resp = DeltaResponse;
 
-    fn call(&mut self, request: Request<Streaming<DeltaDiscoveryRequest>>) -> Self::Future {
+    fn call(
+        self,
+        request: Request<RequestStream<DeltaDiscoveryRequest>>,
+    ) -> tonic::codegen::BoxFuture<Response<ResponseStream<DeltaResponse>>, Status> {
         let service = self.0.clone();
         Box::pin(async move {
             let peer = service.authenticate(&request).await?;
@@ -303,24 +309,14 @@ fn dispatch<B>(
     std::convert::Infallible,
 >
 where
-    B: tonic::codegen::Body + Send + 'static,
+    B: tonic::codegen::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<tonic::codegen::StdError> + Send + 'static,
 {
     let path = req.uri().path();
     if path == sotw {
-        Box::pin(async move {
-            let codec = tonic_prost::ProstCodec::<SotwResponse, DiscoveryRequest>::default();
-            let mut grpc = tonic::server::Grpc::new(codec)
-                .apply_max_message_size_config(Some(MAX_REQUEST_BYTES), None);
-            Ok(grpc.streaming(SotwMethod(service), req).await)
-        })
+        Box::pin(async move { Ok(body::serve_streaming(SotwMethod(service), req).await) })
     } else if path == delta {
-        Box::pin(async move {
-            let codec = tonic_prost::ProstCodec::<DeltaResponse, DeltaDiscoveryRequest>::default();
-            let mut grpc = tonic::server::Grpc::new(codec)
-                .apply_max_message_size_config(Some(MAX_REQUEST_BYTES), None);
-            Ok(grpc.streaming(DeltaMethod(service), req).await)
-        })
+        Box::pin(async move { Ok(body::serve_streaming(DeltaMethod(service), req).await) })
     } else {
         Box::pin(async move { Ok(status(&ProtocolError::UnknownMethod).into_http()) })
     }

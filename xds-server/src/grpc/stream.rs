@@ -8,13 +8,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
-use futures::Stream;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Request, Response, Status};
 use tracing::{debug, info, warn};
 
+use super::body::RequestStream;
 use super::transport::ConnectionDrain;
 use super::{status, AdsService, Counters, ResponseStream, Snapshots};
 use crate::auth::workload::LogLimiter;
@@ -63,7 +63,7 @@ impl Drop for LiveStream {
 
 /// What the stream loop needs of a protocol state machine (state of the world or Delta).
 pub(super) trait StreamMachine: Inspect + Send + 'static {
-    type Req: Send + 'static;
+    type Req: prost::Message + Default + Send + 'static;
     type Resp: prost::Message + Send + 'static;
     const PROTOCOL: Protocol;
     fn on_request(
@@ -197,14 +197,12 @@ enum Step<R> {
 async fn run_stream<M: StreamMachine>(
     stream_id: u64,
     conn: M,
-    mut inbound: Streaming<M::Req>,
+    mut inbound: RequestStream<M::Req>,
     service: AdsService,
     tx: mpsc::Sender<Result<M::Resp, Status>>,
     // The stream's connection's: set when the connection must go (maximum age, shutdown).
     drain: Option<ConnectionDrain>,
-) where
-    Streaming<M::Req>: Stream<Item = Result<M::Req, Status>> + Unpin,
-{
+) {
     let AdsService {
         mut snapshots,
         mut lookup_changes,
@@ -524,11 +522,8 @@ impl AdsService {
     pub(super) fn open<M: StreamMachine>(
         &self,
         conn: M,
-        request: Request<Streaming<M::Req>>,
-    ) -> Response<ResponseStream<M::Resp>>
-    where
-        Streaming<M::Req>: Stream<Item = Result<M::Req, Status>> + Unpin,
-    {
+        request: Request<RequestStream<M::Req>>,
+    ) -> Response<ResponseStream<M::Resp>> {
         let stream_id = self.next_stream_id.fetch_add(1, Ordering::Relaxed);
         let drain = request.extensions().get::<ConnectionDrain>().cloned();
         let (tx, rx) = mpsc::channel(STREAM_QUEUE);

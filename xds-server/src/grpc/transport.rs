@@ -109,6 +109,9 @@ fn optional_duration(text: &str) -> Result<MaxConnectionAge, String> {
     }
 }
 
+/// Bytes of response data h2 queues per stream (see `serve_connection`).
+const SEND_BUFFER_BYTES: usize = 64 * 1024;
+
 /// Set on a connection when it must go (its maximum age, or the server shutting down): the streams on
 /// it end so their clients reopen them elsewhere. Every request carries its connection's
 /// (`Request::extensions`).
@@ -310,6 +313,11 @@ async fn serve_connection<IO>(
         .keep_alive_timeout(settings.keepalive_timeout)
         // Clients that open and reset streams in a loop (CVE-2023-44487, "rapid reset").
         .max_pending_accept_reset_streams(Some(64))
+        // What h2 queues per stream ahead of the socket (hyper's default is 400 KiB). Responses are
+        // chunks of shared bytes and small copied ones (`wire::GrpcChunks`): this bounds the copies
+        // a stream holds while sending, and the frames h2 keeps in a per-connection slab that never
+        // shrinks. Throughput is not the queue's size but the socket's.
+        .max_send_buf_size(SEND_BUFFER_BYTES)
         .max_header_list_size(64 * 1024);
     let conn = builder.serve_connection(TokioIo::new(io), service);
     let mut conn = pin!(conn);

@@ -11,6 +11,7 @@ use crate::protocol::error::ProtocolError;
 use crate::protocol::inspect::{SyncStatus, TypeReport};
 use crate::protocol::limits;
 use crate::protocol::machine::{Machine, TypeConversation};
+use crate::protocol::shared::{SharedHeld, SharedNames};
 use crate::protocol::sotw::{shorten_error, Nack, RequestKind};
 use crate::protocol::wire::{DeltaEntry, DeltaResponse};
 use crate::snapshot::{Resource, ResourceType, Scope, Snapshot};
@@ -21,10 +22,11 @@ use std::sync::Arc;
 pub struct DeltaTypeState {
     /// Subscribed to everything of the type (CDS/LDS with no names, or `*`).
     pub wildcard: bool,
-    /// Explicitly subscribed names.
-    pub names: BTreeSet<String>,
-    /// What the client holds: name → content hash (the resource version is its hex form).
-    pub held: BTreeMap<String, u64>,
+    /// Explicitly subscribed names; shared with clients subscribed to the same.
+    pub names: SharedNames,
+    /// What the client holds: name → content hash (the resource version is its hex form); shared with
+    /// clients holding the same.
+    pub held: SharedHeld,
     /// The last response's nonce and the versions it carried, until ACKed or NACKed.
     pub pending: Option<(String, BTreeMap<String, u64>)>,
     /// Versions the client refused; never sent again.
@@ -113,28 +115,30 @@ impl DeltaConnection {
                 .collect();
             st.stale = Stale::All;
         }
-        let mut new_names = BTreeSet::new();
+        let mut subscribe = Vec::new();
         for name in &req.resource_names_subscribe {
             if name == "*" {
                 if !st.wildcard {
                     st.wildcard = true;
                     st.stale = Stale::All;
                 }
-            } else if st.names.insert(name.clone()) {
-                new_names.insert(name.clone());
+            } else {
+                subscribe.push(name);
             }
         }
+        let mut unsubscribe = Vec::new();
         for name in &req.resource_names_unsubscribe {
             if name == "*" {
                 st.wildcard = false;
                 st.stale = Stale::All;
             } else {
-                st.names.remove(name);
-                // The client drops it; forget it so a re-subscribe sends it again.
-                st.held.remove(name);
-                new_names.remove(name);
+                unsubscribe.push(name);
             }
         }
+        let new_names = st.names.update(subscribe, unsubscribe.iter().copied());
+        // The client drops them; forget them so a re-subscribe sends them again.
+        st.held
+            .apply(unsubscribe.iter().map(|name| (name.as_str(), None)));
         if !new_names.is_empty() {
             st.stale.add(Scope::Names(&new_names));
         }
@@ -157,10 +161,11 @@ impl DeltaConnection {
                         };
                         for (name, v) in &versions {
                             st.rejected.insert(name.clone(), *v);
-                            // Envoy kept its previous version, which we no longer know exactly:
-                            // forget it, so the next good version is always sent.
-                            st.held.remove(name);
                         }
+                        // Envoy kept its previous versions, which we no longer know exactly:
+                        // forget them, so the next good version is always sent.
+                        st.held
+                            .apply(versions.keys().map(|name| (name.as_str(), None)));
                         st.last_nack = Some(nack.clone());
                         what = RequestKind::Nack(nack);
                     } else {
@@ -215,7 +220,7 @@ impl DeltaConnection {
         let mut current: BTreeMap<String, Option<Arc<Resource>>> = BTreeMap::new();
         match st.stale.scope() {
             Scope::Everything => {
-                let filter = (!st.wildcard).then_some(&st.names);
+                let filter = (!st.wildcard).then_some(&*st.names);
                 for r in snapshot.resources_for(kind, client, filter) {
                     current.insert(r.name.clone(), Some(r));
                 }
@@ -275,11 +280,13 @@ impl DeltaConnection {
         }
         let nonce = self.next_nonce();
         let st = self.types.get_mut(&kind)?;
-        for name in &removed {
-            st.held.remove(name);
-        }
-        for (name, v) in &sent {
-            st.held.insert(name.clone(), *v);
+        st.held.apply(
+            removed
+                .iter()
+                .map(|name| (name.as_str(), None))
+                .chain(sent.iter().map(|(name, v)| (name.as_str(), Some(*v)))),
+        );
+        for name in sent.keys() {
             // Superseded: a refused resource stays refused only in the content that was refused.
             st.rejected.remove(name);
         }

@@ -11,5 +11,6 @@ pub mod inspect;
 pub mod limits;
 pub mod machine;
 pub mod node;
+pub mod shared;
 pub mod sotw;
 pub mod wire;

@@ -14,6 +14,7 @@ use crate::protocol::error::ProtocolError;
 use crate::protocol::inspect::{SyncStatus, TypeReport};
 use crate::protocol::limits;
 use crate::protocol::machine::{Machine, TypeConversation};
+use crate::protocol::shared::{entry_digest, SharedHeld, SharedNames};
 use crate::protocol::wire::SotwResponse;
 use crate::snapshot::{Resource, ResourceType, Scope, Snapshot};
 use std::sync::Arc;
@@ -21,8 +22,8 @@ use std::sync::Arc;
 /// What one type URL's conversation looks like so far.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TypeState {
-    /// `None` = wildcard (all resources of the type).
-    pub names: Option<BTreeSet<String>>,
+    /// `None` = wildcard (all resources of the type). Shared with clients subscribed to the same.
+    pub names: Option<SharedNames>,
     /// Hash of the last request's name list, in its order.
     names_digest: u64,
     /// The snapshot generation this type was last fully checked against; the next snapshot re-checks
@@ -34,7 +35,8 @@ pub struct TypeState {
     pub nack: Option<Nack>,
     /// What the client was sent, name → content hash. EDS and RDS answers carry only what changed
     /// (the protocol lets SotW send a subset for these types; Envoy keeps the rest), CDS and LDS all.
-    held: BTreeMap<String, u64>,
+    /// Shared with clients holding the same.
+    held: SharedHeld,
     /// XOR of [`digest`]s over `held`: the type's version, updated in O(changes).
     version: u64,
     /// EDS/RDS resources the client refused, with the refused content; not sent again.
@@ -115,26 +117,15 @@ pub fn shorten_error(message: &str) -> String {
 /// One resource's share of a type version. XOR-combined, so a version follows single-resource changes
 /// without re-hashing the rest.
 fn digest(name: &str, hash: u64) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    name.hash(&mut h);
-    hash.hash(&mut h);
-    h.finish()
+    // The held map's own digest (`SharedHeld::digest`) is the same sum.
+    entry_digest(name, hash)
 }
 
 /// A name's new content hash, or `None` when the client no longer holds it.
 type HeldChange = (String, Option<u64>);
 
-fn apply(held: &mut BTreeMap<String, u64>, changes: Vec<HeldChange>) {
-    for (name, hash) in changes {
-        match hash {
-            Some(h) => {
-                held.insert(name, h);
-            }
-            None => {
-                held.remove(&name);
-            }
-        }
-    }
+fn apply(held: &mut SharedHeld, changes: Vec<HeldChange>) {
+    held.apply(changes);
 }
 
 fn names_digest(names: &[String]) -> u64 {
@@ -206,12 +197,15 @@ impl AdsConnection {
             if !kind.is_wildcard_type() {
                 // Envoy kept what it had before, which we no longer know exactly: forget the refused
                 // resources so the next good content of each is sent, and remember the bad content.
+                let mut dropped = Vec::new();
                 for r in sent.iter().flat_map(|s| &s.contents) {
                     st.rejected.insert(r.name.clone(), r.hash);
-                    if let Some(h) = st.held.remove(&r.name) {
-                        st.version ^= digest(&r.name, h);
+                    if let Some(h) = st.held.get(&r.name) {
+                        st.version ^= digest(&r.name, *h);
+                        dropped.push((r.name.as_str(), None));
                     }
                 }
+                st.held.apply(dropped);
             }
             st.nack = Some(nack.clone());
             (RequestKind::Nack(nack), None)
@@ -295,7 +289,7 @@ impl AdsConnection {
             if matches!(answer, Answer::Changes(Scope::Nothing)) {
                 return None;
             }
-            let resources = snapshot.resources_for(kind, client, st.names.as_ref());
+            let resources = snapshot.resources_for(kind, client, st.names.as_deref());
             let version = resources.iter().fold(0, |v, r| v ^ digest(&r.name, r.hash));
             (resources, version)
         } else {
@@ -337,7 +331,7 @@ impl AdsConnection {
                     _ => self
                         .types
                         .get(&dep)
-                        .and_then(|d| d.names.clone())
+                        .and_then(|d| d.names.as_deref().cloned())
                         .unwrap_or_default(),
                 };
                 (dep, names)
@@ -347,7 +341,11 @@ impl AdsConnection {
         let st = self.types.get_mut(&kind)?;
         match updates {
             Some(changes) => apply(&mut st.held, changes),
-            None => st.held = resources.iter().map(|r| (r.name.clone(), r.hash)).collect(),
+            None => {
+                st.held = SharedHeld::of(version, resources.len(), || {
+                    resources.iter().map(|r| (r.name.clone(), r.hash)).collect()
+                })
+            }
         }
         st.version = version;
         st.sent = Some(Sent {
@@ -404,7 +402,7 @@ impl TypeConversation for TypeState {
             kind,
             subscribed: self.subscribed,
             wildcard: self.names.is_none(),
-            names: self.names.as_ref().map_or(0, BTreeSet::len),
+            names: self.names.as_ref().map_or(0, |n| n.len()),
             version_sent: sent,
             version_acked: self.acked_version.clone(),
             nack: self
@@ -431,7 +429,7 @@ fn changed_resources(
     match answer {
         Answer::Full | Answer::Changes(Scope::Everything) => {
             // Every subscribed name, and what the client holds but no longer subscribes to.
-            candidates.extend(st.names.iter().flatten().map(String::as_str));
+            candidates.extend(st.names.iter().flat_map(|n| n.iter()).map(String::as_str));
             candidates.extend(st.held.keys().map(String::as_str));
         }
         Answer::Changes(Scope::Names(names)) => candidates.extend(names.iter().map(String::as_str)),

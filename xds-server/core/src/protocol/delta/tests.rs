@@ -248,3 +248,59 @@ fn changes_made_while_a_response_is_in_flight_all_go_out_with_the_ack() {
     assert!(out[0].resources.is_empty());
     assert_eq!(out[0].removed_resources, vec!["c.shop:8080"]);
 }
+
+/// Delta clients with the same subscriptions share their name set and held map; an unsubscribe by
+/// one copies on write and leaves the others as they were.
+#[test]
+fn clients_with_equal_state_share_it_and_changes_copy_on_write() {
+    let services: &[(&str, &[&str])] = &[("dshare-a", &["10.0.0.1"]), ("dshare-b", &["10.0.0.2"])];
+    let first = snapshot(None, services);
+    let both = ["dshare-a.shop:8080", "dshare-b.shop:8080"];
+    let mut conns: Vec<DeltaConnection> = (0..2).map(|_| DeltaConnection::new()).collect();
+    for conn in &mut conns {
+        let (_, out) = conn
+            .on_request(&req(ENDPOINT_TYPE, &both, &[], ""), &first)
+            .unwrap();
+        assert_eq!(out[0].resources.len(), 2);
+        conn.on_request(&req(ENDPOINT_TYPE, &[], &[], &out[0].nonce), &first)
+            .unwrap();
+    }
+    let state = |conn: &DeltaConnection| conn.type_state(ResourceType::Endpoint).unwrap().clone();
+    let (a, b) = (state(&conns[0]), state(&conns[1]));
+    assert!(a.names.is_shared_with(&b.names));
+    assert!(a.held.is_shared_with(&b.held));
+    assert_eq!(a.held.len(), 2);
+
+    let (_, out) = conns[0]
+        .on_request(
+            &req(ENDPOINT_TYPE, &[], &["dshare-a.shop:8080"], ""),
+            &first,
+        )
+        .unwrap();
+    assert!(out.is_empty());
+    let (a2, b2) = (state(&conns[0]), state(&conns[1]));
+    assert_eq!(
+        a2.names.iter().collect::<Vec<_>>(),
+        vec!["dshare-b.shop:8080"]
+    );
+    assert_eq!(
+        a2.held.keys().collect::<Vec<_>>(),
+        vec!["dshare-b.shop:8080"]
+    );
+    assert!(b2.held.is_shared_with(&b.held));
+    assert_eq!(b2.names.len(), 2);
+    // Subscribing again sends it again, and the two share once more.
+    let (_, out) = conns[0]
+        .on_request(
+            &req(ENDPOINT_TYPE, &["dshare-a.shop:8080"], &[], ""),
+            &first,
+        )
+        .unwrap();
+    assert_eq!(names(&out[0]), vec!["dshare-a.shop:8080"]);
+    conns[0]
+        .on_request(&req(ENDPOINT_TYPE, &[], &[], &out[0].nonce), &first)
+        .unwrap();
+    let a3 = state(&conns[0]);
+    assert!(a3.held.is_shared_with(&b2.held));
+    assert!(a3.names.is_shared_with(&b2.names));
+}

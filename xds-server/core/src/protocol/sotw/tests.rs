@@ -548,3 +548,96 @@ fn a_claimed_identity_must_be_the_proven_one() {
     .unwrap();
     assert_eq!(secrets_in(&out), vec![("ROOTCA".into(), "ca".into())]);
 }
+
+/// Clients subscribed to and holding the same resources share one name set and one held map per
+/// type; a change reaching all of them leaves them sharing again, and one client's NACK changes only
+/// its own state.
+#[test]
+fn clients_with_equal_state_share_it_and_changes_copy_on_write() {
+    let services: &[(&str, &[&str])] = &[
+        ("share-a", &["10.0.0.1"]),
+        ("share-b", &["10.0.0.2"]),
+        ("share-c", &["10.0.0.3"]),
+    ];
+    let first = snapshot(None, services);
+    let names = [
+        "share-a.shop:8080",
+        "share-b.shop:8080",
+        "share-c.shop:8080",
+    ];
+    let mut conns: Vec<AdsConnection> = (0..3).map(|_| AdsConnection::new()).collect();
+    let mut last = Vec::new();
+    for conn in &mut conns {
+        let cds = one(conn, &request(CLUSTER_TYPE, &[], "", ""), &first).unwrap();
+        assert!(one(conn, &ack(&cds, &[]), &first).is_none());
+        let eds = one(conn, &request(ENDPOINT_TYPE, &names, "", ""), &first).unwrap();
+        assert!(one(conn, &ack(&eds, &names), &first).is_none());
+        last.push(eds);
+    }
+    let state = |conn: &AdsConnection, kind| conn.type_state(kind).unwrap().clone();
+    for kind in [ResourceType::Cluster, ResourceType::Endpoint] {
+        let a = state(&conns[0], kind);
+        for other in &conns[1..] {
+            let b = state(other, kind);
+            assert!(a.held.is_shared_with(&b.held), "{kind:?} held");
+            assert_eq!(a.held.len(), 3);
+        }
+    }
+    let eds = state(&conns[0], ResourceType::Endpoint);
+    let eds1 = state(&conns[1], ResourceType::Endpoint);
+    assert!(eds
+        .names
+        .as_ref()
+        .unwrap()
+        .is_shared_with(eds1.names.as_ref().unwrap()));
+
+    // One endpoint changes: every client is sent only that, and they share the new map.
+    let second = snapshot(
+        Some(&first),
+        &[
+            ("share-a", &["10.0.0.1"]),
+            ("share-b", &["10.0.0.9"]),
+            ("share-c", &["10.0.0.3"]),
+        ],
+    );
+    for conn in &mut conns {
+        let pushed = push(conn, &second);
+        assert_eq!(pushed.len(), 1);
+        assert_eq!(cla_names(&pushed[0]), vec!["share-b.shop:8080"]);
+        last.push(pushed[0].clone());
+    }
+    let after: Vec<_> = conns
+        .iter()
+        .map(|c| state(c, ResourceType::Endpoint))
+        .collect();
+    assert!(after[0].held.is_shared_with(&after[1].held));
+    assert!(after[1].held.is_shared_with(&after[2].held));
+    assert!(!after[0].held.is_shared_with(&eds.held));
+    // The old map is as it was (the clones above still hold it).
+    assert_ne!(
+        eds.held.get("share-b.shop:8080"),
+        after[0].held.get("share-b.shop:8080")
+    );
+    assert_eq!(version_string(after[0].held.digest()), last[3].version_info);
+
+    // Client 0 refuses the change: it forgets what it was sent; the others keep sharing.
+    let mut nack = ack(&last[3], &names);
+    nack.version_info = last[0].version_info.clone();
+    nack.error_detail = Some(envoy_types::pb::google::rpc::Status {
+        code: 13,
+        message: "bad".into(),
+        ..Default::default()
+    });
+    assert!(matches!(
+        on_req(&mut conns[0], &nack, &second).unwrap().0,
+        RequestKind::Nack(_)
+    ));
+    let refused = state(&conns[0], ResourceType::Endpoint);
+    assert_eq!(refused.held.len(), 2);
+    assert!(!refused.held.contains_key("share-b.shop:8080"));
+    let kept = state(&conns[1], ResourceType::Endpoint);
+    assert_eq!(kept.held.len(), 3);
+    assert!(kept
+        .held
+        .is_shared_with(&state(&conns[2], ResourceType::Endpoint).held));
+}
