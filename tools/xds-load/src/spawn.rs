@@ -11,7 +11,7 @@ use anyhow::{bail, Context};
 use super::procfs::{self, ProcSample};
 
 /// The log line the server writes once it serves (its sources have a complete view).
-const READY_LINE: &str = "first complete snapshot built";
+pub const READY_LINE: &str = "first complete snapshot built";
 const PUBLISH_LINE: &str = "publishing new snapshot";
 const RELOAD_LINE: &str = "endpoints file reloaded";
 
@@ -47,7 +47,18 @@ impl ServerProcess {
         log_path: &Path,
         extra: &[String],
     ) -> anyhow::Result<Self> {
-        let port = crate::ports::free_port();
+        Self::start_on(crate::ports::free_port(), bin, endpoints, log_path, extra)
+    }
+
+    /// [`ServerProcess::start`] on a given xDS port: a replacement for a server that died, on its
+    /// address, as a restarted pod behind the same Service.
+    pub fn start_on(
+        port: u16,
+        bin: &Path,
+        endpoints: &Path,
+        log_path: &Path,
+        extra: &[String],
+    ) -> anyhow::Result<Self> {
         let log = OpenOptions::new()
             .create(true)
             .append(true)
