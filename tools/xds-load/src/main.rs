@@ -104,13 +104,16 @@ struct Args {
     /// Where the suite writes its JSON report (default: <target>/bench/suite-<unix time>.json).
     #[arg(long)]
     json_out: Option<PathBuf>,
+    /// Suite: skip the load scenarios (full config, changes, churn, baseline).
+    #[arg(long)]
+    no_load: bool,
     /// Suite: skip the reconnect storm.
     #[arg(long)]
     no_storm: bool,
     /// Suite: skip the scale-out across two replicas.
     #[arg(long)]
     no_scaleout: bool,
-    /// Suite, scale-out: the replicas' --max-connection-age in seconds (default 60, 10 with --quick).
+    /// Suite, scale-out: the replicas' --max-connection-age in seconds (default 60, 8 with --quick).
     #[arg(long)]
     max_connection_age_s: Option<f64>,
 }
@@ -169,6 +172,7 @@ async fn run_suite(args: &Args, load: Config) -> anyhow::Result<()> {
     } else {
         load::suite::SuiteConfig::full(load)
     };
+    suite.run_load = !args.no_load;
     if args.no_storm {
         suite.storm = None;
     }
