@@ -116,6 +116,9 @@ struct Args {
     /// Suite, scale-out: the replicas' --max-connection-age in seconds (default 60, 8 with --quick).
     #[arg(long)]
     max_connection_age_s: Option<f64>,
+    /// Suite, scale-out: the replicas' --max-connection-age-grace in seconds (default 10, 1 with --quick).
+    #[arg(long)]
+    max_connection_age_grace_s: Option<f64>,
 }
 
 #[tokio::main]
@@ -181,6 +184,9 @@ async fn run_suite(args: &Args, load: Config) -> anyhow::Result<()> {
     }
     if let (Some(age), Some(s)) = (args.max_connection_age_s, &mut suite.scaleout) {
         s.max_connection_age_s = age;
+    }
+    if let (Some(grace), Some(s)) = (args.max_connection_age_grace_s, &mut suite.scaleout) {
+        s.grace_s = grace;
     }
     let report = load::suite::run(&suite).await?;
     let path = args

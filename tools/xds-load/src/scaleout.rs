@@ -105,6 +105,8 @@ pub struct ScaleoutReport {
     pub first_violation: Option<String>,
     /// Streams that ended (max age, the kill); every client reconnects.
     pub stream_ends: u64,
+    /// The first stream that ended with an error (a max-age end is `UNAVAILABLE`).
+    pub first_stream_error: Option<String>,
     /// Peak RSS of each replica (replica 0: its first run, up to the kill), bytes.
     pub peak_rss: [u64; REPLICAS],
     /// Peak RSS of the restarted replica, bytes.
@@ -440,6 +442,7 @@ async fn run_one(
         violations: tracker.violations.load(Ordering::Acquire),
         first_violation: tracker.first_violation(),
         stream_ends: shared.stream_ends.load(Ordering::Relaxed),
+        first_stream_error: tracker.first_failure(),
         peak_rss,
         restarted_peak_rss,
         loadavg_start,
@@ -499,7 +502,8 @@ async fn run_client(
     protocol: Protocol,
     id: Identity,
 ) {
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ ((id.index as u64 + 1) * 0x2545_f491_4f6c_dd1d));
+    let mut rng =
+        Rng(0x9e37_79b9_7f4a_7c15 ^ (id.index as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d));
     let mut st = ClientState::new(tracker.clusters());
     let base = Duration::from_millis(250);
     let mut bound = base;
@@ -551,7 +555,9 @@ async fn run_client(
             return;
         }
         shared.stream_ends.fetch_add(1, Ordering::Relaxed);
-        let _ = result;
+        if let Err(e) = result {
+            tracker.fail(id.index, format!("{e:#}"));
+        }
         if st.synced() {
             bound = base;
         }
