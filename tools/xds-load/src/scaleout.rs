@@ -171,10 +171,10 @@ impl ScaleoutReport {
 }
 
 /// What the clients and the driver share.
-struct Shared {
-    urls: [String; REPLICAS],
+pub(crate) struct Shared {
+    urls: Vec<String>,
     /// Replicas a new connection may go to (the Service's ready endpoints).
-    ready: [AtomicBool; REPLICAS],
+    ready: Vec<AtomicBool>,
     /// Per client: its current replica, or [`NONE`].
     replica: Vec<AtomicU8>,
     /// Every connection opened: (ns since the tracker's base, client, replica).
@@ -267,14 +267,6 @@ async fn run_one(
     for s in &mut servers {
         s.wait_ready(Duration::from_secs(120)).await?;
     }
-    let shared = Arc::new(Shared {
-        urls: [servers[0].url(), servers[1].url()],
-        ready: [AtomicBool::new(true), AtomicBool::new(true)],
-        replica: (0..clients).map(|_| AtomicU8::new(NONE)).collect(),
-        history: Mutex::new(Vec::new()),
-        refused: AtomicU64::new(0),
-        stream_ends: AtomicU64::new(0),
-    });
     let timeout = Duration::from_secs(settings.timeout_s);
 
     // Phase 1: connect.
@@ -285,26 +277,13 @@ async fn run_one(
         settings.grace_s
     );
     let tracker = Tracker::new(clients, &scenario.cluster_names());
-    let gate = Arc::new(tokio::sync::Semaphore::new(
-        config.connect_concurrency.max(1),
-    ));
-    let tasks: Vec<_> = (0..clients)
-        .map(|index| {
-            let (r, z) = scenario.locality(index);
-            let id = Identity {
-                index,
-                region: scenario::region_name(r),
-                zone: scenario::zone_name(r, z),
-            };
-            tokio::spawn(run_client(
-                tracker.clone(),
-                shared.clone(),
-                gate.clone(),
-                protocol,
-                id,
-            ))
-        })
-        .collect();
+    let (shared, tasks) = spawn_clients(
+        &tracker,
+        &scenario,
+        vec![servers[0].url(), servers[1].url()],
+        protocol,
+        config.connect_concurrency,
+    );
     let abort_all = || tasks.iter().for_each(|t| t.abort());
     let all_synced = || {
         (0..clients).all(|i| {
@@ -493,6 +472,45 @@ impl Rng {
     }
 }
 
+/// Starts `tracker.clients` clients that reach the servers at `urls` as through a Service (each new
+/// connection to a random ready one); returns what they share and their tasks.
+pub(crate) fn spawn_clients(
+    tracker: &Arc<Tracker>,
+    scenario: &Scenario,
+    urls: Vec<String>,
+    protocol: Protocol,
+    connect_concurrency: usize,
+) -> (Arc<Shared>, Vec<tokio::task::JoinHandle<()>>) {
+    let clients = tracker.clients;
+    let shared = Arc::new(Shared {
+        ready: urls.iter().map(|_| AtomicBool::new(true)).collect(),
+        urls,
+        replica: (0..clients).map(|_| AtomicU8::new(NONE)).collect(),
+        history: Mutex::new(Vec::new()),
+        refused: AtomicU64::new(0),
+        stream_ends: AtomicU64::new(0),
+    });
+    let gate = Arc::new(tokio::sync::Semaphore::new(connect_concurrency.max(1)));
+    let tasks = (0..clients)
+        .map(|index| {
+            let (r, z) = scenario.locality(index);
+            let id = Identity {
+                index,
+                region: scenario::region_name(r),
+                zone: scenario::zone_name(r, z),
+            };
+            tokio::spawn(run_client(
+                tracker.clone(),
+                shared.clone(),
+                gate.clone(),
+                protocol,
+                id,
+            ))
+        })
+        .collect();
+    (shared, tasks)
+}
+
 /// One client: connect to a random ready replica, run one ADS stream on that connection, and when it
 /// ends (max age, the replica killed) start over with a new connection and a new pick.
 async fn run_client(
@@ -511,11 +529,11 @@ async fn run_client(
     // come as the server sends clients away.
     let mut permit = gate.acquire_owned().await.ok();
     loop {
-        let ready: Vec<usize> = (0..REPLICAS)
+        let ready: Vec<usize> = (0..shared.urls.len())
             .filter(|&r| shared.ready[r].load(Ordering::Acquire))
             .collect();
         let replica = if ready.is_empty() {
-            (rng.next() % REPLICAS as u64) as usize
+            (rng.next() % shared.urls.len() as u64) as usize
         } else {
             ready[(rng.next() % ready.len() as u64) as usize]
         };

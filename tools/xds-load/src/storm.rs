@@ -1,6 +1,9 @@
 //! Reconnect storm: every client holds its full config, the server is killed (SIGKILL, as a crashed or
 //! evicted pod) and a fresh one starts on the same address; every client reconnects with its usual
-//! backoff (250 ms doubling to 5 s, [`crate::client::run_client`]).
+//! backoff. The clients are the scale-out's ([`crate::scaleout`]) with one server behind the "Service":
+//! each stream on a new connection of its own, as Envoy opens one (a tonic `Channel` left to reconnect
+//! by itself left some clients hanging for good after the kill), after Envoy's jittered exponential
+//! backoff (250 ms base, 5 s cap).
 //!
 //! Measured: the new server's start (spawn) → every client holds its full config again on a stream to
 //! the new server; the new server's peak RSS and memory per client; and every response the clients get
@@ -154,7 +157,13 @@ async fn run_one(
 
     progress!(config, "{name}: connecting {} clients", config.clients);
     let tracker = Tracker::new(config.clients, &scenario.cluster_names());
-    let handles = crate::spawn_clients(&config, &tracker, &scenario, first.url(), protocol);
+    let (_shared, tasks) = crate::scaleout::spawn_clients(
+        &tracker,
+        &scenario,
+        vec![first.url()],
+        protocol,
+        config.connect_concurrency,
+    );
     crate::wait_until(&mut first, timeout, || {
         tracker.complete.load(Ordering::Acquire) >= config.clients
     })
@@ -218,8 +227,8 @@ async fn run_one(
 
     tracker.stop();
     server.kill();
-    for h in handles.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-        h.abort();
+    for t in &tasks {
+        t.abort();
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let violations_total = tracker.violations.load(Ordering::Acquire);
