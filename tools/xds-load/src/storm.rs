@@ -63,8 +63,8 @@ pub struct StormReport {
     pub first_violation: Option<String>,
     /// Empty or partial responses before the kill (also must be 0).
     pub violations_before: u64,
-    /// Streams that failed (every client's stream fails once at the kill, and again for each attempt
-    /// that found no server).
+    /// Streams that failed (every client's stream fails at the kill; refused connects are not
+    /// streams and are not counted).
     pub stream_failures: u64,
     pub loadavg_start: f64,
     pub loadavg_end: f64,
