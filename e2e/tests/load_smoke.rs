@@ -1,12 +1,17 @@
-//! The load generator (`xds-load`, `tools/xds-load`) at tiny scale against the real server binary: both
-//! protocols, shared and baseline, single changes and a short churn. Every client must get its full
-//! config, every change must reach every client, and every report field the README quotes must be
-//! filled in.
+//! The benchmark suite (`xds-load --suite`, `scripts/bench.sh`) at tiny scale against the real server
+//! binary, so the tool cannot rot: the load scenarios (both protocols, shared and baseline, single
+//! changes and a short churn), the reconnect storm and the scale-out across two replicas with a
+//! seconds-long maximum connection age. Every client must get its full config, every change must reach
+//! every client, no response may be empty or partial, every report field the docs quote must be filled
+//! in, and the suite's table must have every row with a measured value (performance is not asserted).
 
+use xds_load::scaleout::ScaleoutSettings;
+use xds_load::storm::StormSettings;
+use xds_load::suite::{Goal, SuiteConfig};
 use xds_load::{self as load, Config, Mode, Protocol};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn load_generator_measures_every_figure_at_small_scale() {
+async fn load_suite_measures_every_figure_at_small_scale() {
     // It times xDS exchanges: no other test's servers and Envoys beside it (as when it was a test
     // binary of its own).
     let _alone = e2e::alone::alone();
@@ -33,7 +38,25 @@ async fn load_generator_measures_every_figure_at_small_scale() {
         change_timeout_s: 10,
         progress: true,
     };
-    let report = load::run(&config).await.expect("load run");
+    let suite_config = SuiteConfig {
+        load: config,
+        storm: Some(StormSettings {
+            clients: 20,
+            timeout_s: 30,
+        }),
+        scaleout: Some(ScaleoutSettings {
+            clients: 20,
+            max_connection_age_s: 2.0,
+            grace_s: 0.5,
+            sample_every_s: 1.0,
+            timeout_s: 30,
+        }),
+        run_load: true,
+        quick: false,
+    };
+    let suite = load::suite::run(&suite_config).await.expect("suite run");
+    println!("{}", suite.table());
+    let report = suite.load.as_ref().expect("the load scenarios ran");
     println!("{}", report.human());
 
     let names: Vec<String> = report.runs.iter().map(|r| r.name()).collect();
@@ -115,9 +138,86 @@ async fn load_generator_measures_every_figure_at_small_scale() {
     }
     assert!(!report.target_scenario);
     assert_eq!(report.targets.len(), 2 * 5, "five targets per shared run");
-    let json = serde_json::to_value(&report).expect("report serialises");
+    let json = serde_json::to_value(report).expect("report serialises");
     assert!(json["runs"][0]["single"]["convergence"]["p99_ms"].is_number());
     assert!(report.human().contains("baseline (--no-shared-cache)"));
+
+    for storm in &suite.storm {
+        let p = &storm.protocol;
+        assert_eq!(
+            storm.resynced, 20,
+            "storm/{p}: every client back: {storm:?}"
+        );
+        assert_eq!(
+            (storm.violations, storm.violations_before),
+            (0, 0),
+            "storm/{p}: {:?}",
+            storm.first_violation
+        );
+        assert!(
+            storm.stream_failures >= 20,
+            "storm/{p}: every stream broke at the kill"
+        );
+    }
+    for s in &suite.scaleout {
+        let p = &s.protocol;
+        assert!(s.full_config_s.is_some(), "scale-out/{p}: {s:?}");
+        assert_eq!(
+            s.split_connected.on.iter().sum::<usize>(),
+            20,
+            "scale-out/{p}"
+        );
+        assert!(s.failover_s.is_some(), "scale-out/{p}: all moved: {s:?}");
+        assert_eq!(s.violations, 0, "scale-out/{p}: {:?}", s.first_violation);
+        assert!(
+            s.connections_opened > 20 && !s.after_restart.is_empty(),
+            "scale-out/{p}: clients reconnected at their age: {s:?}"
+        );
+    }
+    let scenarios: Vec<&str> = suite.rows.iter().map(|r| r.scenario.as_str()).collect();
+    for name in [
+        "sotw/shared (20 clients)",
+        "sotw/baseline (20 clients)",
+        "delta/shared (20 clients)",
+        "delta/baseline (20 clients)",
+        "baseline ÷ shared, sotw",
+        "baseline ÷ shared, delta",
+        "storm/sotw (20 clients)",
+        "storm/delta (20 clients)",
+        "scale-out/sotw (2 replicas, 20 clients, age 2s)",
+        "scale-out/delta (2 replicas, 20 clients, age 2s)",
+    ] {
+        assert!(
+            scenarios.contains(&name),
+            "no rows for {name}: {scenarios:?}"
+        );
+    }
+    // 6 per shared run, 1 per baseline run, 5 ratios per protocol, 4 per storm, 6 per scale-out.
+    assert_eq!(
+        suite.rows.len(),
+        2 * (6 + 1 + 5 + 4 + 6),
+        "{:#?}",
+        suite.rows
+    );
+    for row in &suite.rows {
+        let value = row.measured.unwrap_or(f64::NAN);
+        assert!(
+            value.is_finite(),
+            "{} / {}: not measured",
+            row.scenario,
+            row.metric
+        );
+        assert_eq!(row.met.is_some(), row.goal != Goal::Report, "{row:?}");
+    }
+    let table = suite.table();
+    assert!(table.contains("kill one replica") && table.contains("targets: "));
+    let json = serde_json::to_value(&suite).expect("suite report serialises");
+    assert_eq!(
+        json["rows"].as_array().map(Vec::len),
+        Some(suite.rows.len())
+    );
+    assert!(json["storm"][0]["resync_all_s"].is_number());
+    assert!(json["scaleout"][0]["after_restart"][0]["on"].is_array());
 }
 
 /// `xds-load --source kubernetes` at tiny scale: the server on the test API server, every change an

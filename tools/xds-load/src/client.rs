@@ -13,7 +13,10 @@
 //! still holds every earlier marker, so a client that skips states records them all at once.
 //!
 //! A client whose stream fails reconnects (after 250 ms, doubling to 5 s), as Envoy does, and
-//! subscribes again; failures are counted and reported.
+//! subscribes again; failures are counted and reported. What a client holds is counted per stream (a new
+//! stream must deliver the whole config again), and every response is checked for what a control plane
+//! must never send, however it restarts: a CDS answer with fewer clusters than the scenario has, a load
+//! assignment without endpoints, a listener or route answer without them ([`Tracker::violations`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -100,6 +103,12 @@ pub struct Tracker {
     /// Streams that failed or were ended by the server (each client then reconnects).
     pub failures: AtomicU64,
     first_failure: Mutex<Option<String>>,
+    /// Responses that were empty or partial (see the module doc); must stay 0.
+    pub violations: AtomicU64,
+    first_violation: Mutex<Option<String>>,
+    /// Per client: when its current stream delivered the full config (nanoseconds since base;
+    /// `u64::MAX` while the stream has not, or no stream is open).
+    stream_synced_at: Vec<AtomicU64>,
     stopping: AtomicBool,
 }
 
@@ -134,6 +143,9 @@ impl Tracker {
             responses: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             first_failure: Mutex::new(None),
+            violations: AtomicU64::new(0),
+            first_violation: Mutex::new(None),
+            stream_synced_at: (0..clients).map(|_| AtomicU64::new(u64::MAX)).collect(),
             stopping: AtomicBool::new(false),
         })
     }
@@ -186,12 +198,38 @@ impl Tracker {
         lock(&self.first_failure).clone()
     }
 
+    pub fn first_violation(&self) -> Option<String> {
+        lock(&self.first_violation).clone()
+    }
+
+    /// When `client`'s current stream delivered its full config (nanoseconds since base), if it has.
+    pub fn stream_synced_at(&self, client: usize) -> Option<u64> {
+        Some(self.stream_synced_at[client].load(Ordering::Acquire)).filter(|&t| t != u64::MAX)
+    }
+
+    /// Clients whose current stream delivered the full config at or after `since_ns`.
+    pub fn synced_since(&self, since_ns: u64) -> usize {
+        self.stream_synced_at
+            .iter()
+            .filter(|t| {
+                let t = t.load(Ordering::Acquire);
+                t != u64::MAX && t >= since_ns
+            })
+            .count()
+    }
+
+    /// An empty or partial response reached a client.
+    fn violation(&self, client: usize, what: String) {
+        self.violations.fetch_add(1, Ordering::Relaxed);
+        lock(&self.first_violation).get_or_insert_with(|| format!("client {client}: {what}"));
+    }
+
     /// Client streams ending from now on are the run ending, not failures.
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::Release);
     }
 
-    fn stopping(&self) -> bool {
+    pub fn stopping(&self) -> bool {
         self.stopping.load(Ordering::Acquire)
     }
 
@@ -233,14 +271,19 @@ impl Tracker {
     }
 
     fn check_complete(&self, client: usize, st: &mut ClientState) {
-        if st.complete {
+        if st.stream_complete {
             return;
         }
         let n = self.clusters();
         if st.cds_count == n && st.eds_count == n && st.listener && st.route {
-            st.complete = true;
-            self.completed_at[client].store(self.now_ns(), Ordering::Release);
-            self.complete.fetch_add(1, Ordering::AcqRel);
+            st.stream_complete = true;
+            let now = self.now_ns();
+            self.stream_synced_at[client].store(now, Ordering::Release);
+            if !st.complete {
+                st.complete = true;
+                self.completed_at[client].store(now, Ordering::Release);
+                self.complete.fetch_add(1, Ordering::AcqRel);
+            }
         }
     }
 }
@@ -249,21 +292,24 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// What one client holds.
-struct ClientState {
+/// What one client holds on its current stream (and which changes it has seen over all of them).
+pub struct ClientState {
     cds_count: usize,
     /// Bitset: clusters whose endpoints were received.
     eds: Vec<u64>,
     eds_count: usize,
     listener: bool,
     route: bool,
+    /// Full config at least once (for the time to first full config).
     complete: bool,
+    /// Full config on the current stream.
+    stream_complete: bool,
     /// Per cluster: the newest change this client recorded (0: none).
     seen_change: Vec<u32>,
 }
 
 impl ClientState {
-    fn new(clusters: usize) -> Self {
+    pub fn new(clusters: usize) -> Self {
         ClientState {
             cds_count: 0,
             eds: vec![0; clusters.div_ceil(64)],
@@ -271,10 +317,30 @@ impl ClientState {
             listener: false,
             route: false,
             complete: false,
+            stream_complete: false,
             seen_change: vec![0; clusters],
         }
     }
+
+    /// Whether the current (or last) stream delivered the full config.
+    pub fn synced(&self) -> bool {
+        self.stream_complete
+    }
+
+    /// A new stream holds nothing until the server sends it again (changes seen stay seen).
+    fn new_stream(&mut self) {
+        self.cds_count = 0;
+        self.eds.iter_mut().for_each(|w| *w = 0);
+        self.eds_count = 0;
+        self.listener = false;
+        self.route = false;
+        self.stream_complete = false;
+    }
 }
+
+/// `ClusterLoadAssignment.endpoints` (repeated `LocalityLbEndpoints`): absent in an encoded assignment
+/// that has no endpoints.
+const CLA_ENDPOINTS: u32 = 2;
 
 /// Who a client is: node id `load-N`, cluster `load`, a locality from the scenario.
 #[derive(Debug, Clone)]
@@ -314,10 +380,15 @@ pub async fn run_client(
     let mut backoff = Duration::from_millis(250);
     loop {
         let started = Instant::now();
-        let result = match protocol {
-            Protocol::Sotw => sotw(&tracker, channel.clone(), &id, &mut st, &mut opened).await,
-            Protocol::Delta => delta(&tracker, channel.clone(), &id, &mut st, &mut opened).await,
-        };
+        let result = run_stream(
+            &tracker,
+            channel.clone(),
+            protocol,
+            &id,
+            &mut st,
+            &mut opened,
+        )
+        .await;
         if tracker.stopping() {
             return;
         }
@@ -331,6 +402,24 @@ pub async fn run_client(
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
+}
+
+/// One ADS stream on `channel`, from the first request until it ends (`Ok`: the server ended it).
+pub async fn run_stream(
+    tracker: &Arc<Tracker>,
+    channel: Channel,
+    protocol: Protocol,
+    id: &Identity,
+    st: &mut ClientState,
+    opened: &mut Option<tokio::sync::oneshot::Sender<()>>,
+) -> anyhow::Result<()> {
+    st.new_stream();
+    let result = match protocol {
+        Protocol::Sotw => sotw(tracker, channel, id, st, opened).await,
+        Protocol::Delta => delta(tracker, channel, id, st, opened).await,
+    };
+    tracker.stream_synced_at[id.index].store(u64::MAX, Ordering::Release);
+    result
 }
 
 /// Tells the connecting task (once) that this client's stream is open.
@@ -437,6 +526,16 @@ async fn sotw(
                     .iter()
                     .filter(|n| tracker.clusters.contains_key(**n))
                     .count();
+                if st.cds_count < tracker.clusters() {
+                    tracker.violation(
+                        id.index,
+                        format!(
+                            "SotW CDS with {} of {} clusters",
+                            st.cds_count,
+                            tracker.clusters()
+                        ),
+                    );
+                }
                 // Envoy subscribes to the endpoints of every EDS cluster it got.
                 let field: Bytes = if names
                     .iter()
@@ -461,10 +560,22 @@ async fn sotw(
                 send(&tx, ack(&Bytes::new()))?;
             }
             wire::ENDPOINT_TYPE => {
+                if resp.resources.is_empty() {
+                    tracker.violation(id.index, "SotW EDS answer with no load assignment".into());
+                }
                 for r in &resp.resources {
                     let Some(name) = wire::string_field(&r.value, 1) else {
                         continue;
                     };
+                    if wire::string_field(&r.value, CLA_ENDPOINTS).is_none() {
+                        tracker.violation(
+                            id.index,
+                            format!(
+                                "SotW load assignment {} without endpoints",
+                                String::from_utf8_lossy(name)
+                            ),
+                        );
+                    }
                     let idx = std::str::from_utf8(name)
                         .ok()
                         .and_then(|n| tracker.clusters.get(n));
@@ -480,6 +591,9 @@ async fn sotw(
                 }
             }
             wire::LISTENER_TYPE => {
+                if resp.resources.is_empty() {
+                    tracker.violation(id.index, "SotW LDS answer without listeners".into());
+                }
                 st.listener |= !resp.resources.is_empty();
                 send(&tx, ack(&Bytes::new()))?;
                 if !rds_requested {
@@ -490,10 +604,14 @@ async fn sotw(
                 }
             }
             wire::ROUTE_TYPE => {
-                st.route |= resp
+                let outbound = resp
                     .resources
                     .iter()
                     .any(|r| wire::string_field(&r.value, 1) == Some(b"outbound"));
+                if !outbound {
+                    tracker.violation(id.index, "SotW RDS answer without `outbound`".into());
+                }
+                st.route |= outbound;
                 send(&tx, ack(&route_names))?;
             }
             other => anyhow::bail!("response of unexpected type {other}"),
@@ -538,6 +656,7 @@ async fn delta(
     let mut cds_count = 0;
     let mut eds_subscribed = vec![false; n];
     let (mut lds_requested, mut rds_requested) = (false, false);
+    let mut cds_answered = false;
     while let Some(raw) = inbound.message().await? {
         tracker.bytes.fetch_add(raw.len() as u64, Ordering::Relaxed);
         tracker.responses.fetch_add(1, Ordering::Relaxed);
@@ -561,6 +680,7 @@ async fn delta(
                 }
                 for name in &resp.removed_resources {
                     if let Some(&idx) = tracker.clusters.get(name) {
+                        tracker.violation(id.index, format!("Delta CDS removed {name}"));
                         let i = idx as usize;
                         if cds[i / 64] & (1 << (i % 64)) != 0 {
                             cds[i / 64] &= !(1 << (i % 64));
@@ -569,15 +689,36 @@ async fn delta(
                     }
                 }
                 st.cds_count = cds_count;
+                // The first answer on a stream is the whole set; later ones carry changes only.
+                if !cds_answered && cds_count < n {
+                    tracker.violation(
+                        id.index,
+                        format!("Delta CDS first answer with {cds_count} of {n} clusters"),
+                    );
+                }
+                cds_answered = true;
                 if !subscribe.is_empty() {
                     send(&tx, delta_request(wire::ENDPOINT_TYPE, "", subscribe, None))?;
                 }
                 send(&tx, ack)?;
             }
             wire::ENDPOINT_TYPE => {
+                for name in &resp.removed_resources {
+                    tracker.violation(id.index, format!("Delta EDS removed {name}"));
+                }
                 for r in &resp.resources {
-                    let (Some(&idx), Some(any)) = (tracker.clusters.get(&r.name), &r.resource)
+                    let Some(&idx) = tracker.clusters.get(&r.name) else {
+                        continue;
+                    };
+                    let Some(any) = r
+                        .resource
+                        .as_ref()
+                        .filter(|a| wire::string_field(&a.value, CLA_ENDPOINTS).is_some())
                     else {
+                        tracker.violation(
+                            id.index,
+                            format!("Delta load assignment {} without endpoints", r.name),
+                        );
                         continue;
                     };
                     tracker.on_assignment(st, idx, &any.value);
@@ -592,6 +733,10 @@ async fn delta(
                 }
             }
             wire::LISTENER_TYPE => {
+                if !resp.removed_resources.is_empty() || (!st.listener && resp.resources.is_empty())
+                {
+                    tracker.violation(id.index, "Delta LDS answer without listeners".into());
+                }
                 st.listener |= !resp.resources.is_empty();
                 send(&tx, ack)?;
                 if !rds_requested {
@@ -603,7 +748,13 @@ async fn delta(
                 }
             }
             wire::ROUTE_TYPE => {
-                st.route |= resp.resources.iter().any(|r| r.name == "outbound");
+                let outbound = resp.resources.iter().any(|r| r.name == "outbound");
+                if resp.removed_resources.iter().any(|r| r == "outbound")
+                    || (!st.route && !outbound)
+                {
+                    tracker.violation(id.index, "Delta RDS answer without `outbound`".into());
+                }
+                st.route |= outbound;
                 send(&tx, ack)?;
             }
             other => anyhow::bail!("response of unexpected type {other}"),

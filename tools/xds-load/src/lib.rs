@@ -20,6 +20,9 @@
 //!    server RSS sampled throughout;
 //! 5. stop the clients and the server; repeat for the baseline and for the other protocol.
 //!
+//! [`suite::run`] runs all of that plus the reconnect storm ([`storm`]) and the scale-out across two
+//! replicas ([`scaleout`]) and reports one table of targets (`xds-load --suite`, `scripts/bench.sh`).
+//!
 //! Also here, because the end-to-end harness (`e2e`, which depends on this crate) needs them too:
 //! [`ports`] (free TCP ports), [`tmp`] (temporary directories), [`paths`] (workspace and target
 //! directory) and [`tail`].
@@ -30,8 +33,11 @@ pub mod paths;
 pub mod ports;
 pub mod procfs;
 pub mod report;
+pub mod scaleout;
 pub mod scenario;
 pub mod spawn;
+pub mod storm;
+pub mod suite;
 pub mod tmp;
 pub mod wire;
 

@@ -108,6 +108,31 @@ struct Args {
     /// No progress on stderr.
     #[arg(long)]
     quiet: bool,
+    /// Run the whole suite (these load scenarios, the reconnect storm, the scale-out across two
+    /// replicas) and print one table of targets (what scripts/bench.sh runs).
+    #[arg(long)]
+    suite: bool,
+    /// The suite at 500 clients with short phases, about two minutes (implies --suite).
+    #[arg(long)]
+    quick: bool,
+    /// Where the suite writes its JSON report (default: <target>/bench/suite-<unix time>.json).
+    #[arg(long)]
+    json_out: Option<PathBuf>,
+    /// Suite: skip the load scenarios (full config, changes, churn, baseline).
+    #[arg(long)]
+    no_load: bool,
+    /// Suite: skip the reconnect storm.
+    #[arg(long)]
+    no_storm: bool,
+    /// Suite: skip the scale-out across two replicas.
+    #[arg(long)]
+    no_scaleout: bool,
+    /// Suite, scale-out: the replicas' --max-connection-age in seconds (default 60, 8 with --quick).
+    #[arg(long)]
+    max_connection_age_s: Option<f64>,
+    /// Suite, scale-out: the replicas' --max-connection-age-grace in seconds (default 10, 1 with --quick).
+    #[arg(long)]
+    max_connection_age_grace_s: Option<f64>,
 }
 
 #[tokio::main]
@@ -131,8 +156,11 @@ async fn main() -> anyhow::Result<()> {
         churn_write_interval_ms: args.churn_write_interval_ms,
         baseline: !args.no_baseline,
         baseline_churn: args.baseline_churn,
-        baseline_flag: args.baseline_flag,
-        server_bin: args.server_bin.unwrap_or_else(load::default_server_bin),
+        baseline_flag: args.baseline_flag.clone(),
+        server_bin: args
+            .server_bin
+            .clone()
+            .unwrap_or_else(load::default_server_bin),
         clients_per_connection: args.clients_per_connection,
         connect_concurrency: args.connect_concurrency,
         initial_timeout_s: args.initial_timeout,
@@ -140,6 +168,9 @@ async fn main() -> anyhow::Result<()> {
         progress: !args.quiet,
     };
     let _ = args.baseline; // the default; `--baseline` exists to undo an earlier `--no-baseline`
+    if args.suite || args.quick {
+        return run_suite(&args, config).await;
+    }
     if let SourceArg::Kubernetes = args.source {
         let options = load::kube::KubeOptions {
             burst_changes: args.burst_changes,
@@ -164,5 +195,35 @@ async fn main() -> anyhow::Result<()> {
     } else {
         print!("{}", report.human());
     }
+    Ok(())
+}
+
+async fn run_suite(args: &Args, load: Config) -> anyhow::Result<()> {
+    let mut suite = if args.quick {
+        load::suite::SuiteConfig::quick(load)
+    } else {
+        load::suite::SuiteConfig::full(load)
+    };
+    suite.run_load = !args.no_load;
+    if args.no_storm {
+        suite.storm = None;
+    }
+    if args.no_scaleout {
+        suite.scaleout = None;
+    }
+    if let (Some(age), Some(s)) = (args.max_connection_age_s, &mut suite.scaleout) {
+        s.max_connection_age_s = age;
+    }
+    if let (Some(grace), Some(s)) = (args.max_connection_age_grace_s, &mut suite.scaleout) {
+        s.grace_s = grace;
+    }
+    let report = load::suite::run(&suite).await?;
+    let path = args
+        .json_out
+        .clone()
+        .unwrap_or_else(|| report.default_json_path());
+    report.write_json(&path)?;
+    print!("{}", report.table());
+    println!("JSON: {}", path.display());
     Ok(())
 }

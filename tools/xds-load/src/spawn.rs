@@ -11,7 +11,7 @@ use anyhow::{bail, Context};
 use super::procfs::{self, ProcSample};
 
 /// The log line the server writes once it serves (its sources have a complete view).
-const READY_LINE: &str = "first complete snapshot built";
+pub const READY_LINE: &str = "first complete snapshot built";
 const PUBLISH_LINE: &str = "publishing new snapshot";
 const RELOAD_LINE: &str = "endpoints file reloaded";
 
@@ -47,13 +47,25 @@ impl ServerProcess {
         log_path: &Path,
         extra: &[String],
     ) -> anyhow::Result<Self> {
+        Self::start_on(crate::ports::free_port(), bin, endpoints, log_path, extra)
+    }
+
+    /// [`ServerProcess::start`] on a given xDS port: a replacement for a server that died, on its
+    /// address, as a restarted pod behind the same Service.
+    pub fn start_on(
+        port: u16,
+        bin: &Path,
+        endpoints: &Path,
+        log_path: &Path,
+        extra: &[String],
+    ) -> anyhow::Result<Self> {
         let source = [
             "--source".into(),
             "file".into(),
             "--endpoints".into(),
             endpoints.into(),
         ];
-        Self::start_with_source(bin, &source, log_path, extra)
+        Self::start_with_source_on(port, bin, &source, log_path, extra)
     }
 
     /// Starts the server on another source than the endpoints file: `source` are its flags (e.g.
@@ -64,7 +76,16 @@ impl ServerProcess {
         log_path: &Path,
         extra: &[String],
     ) -> anyhow::Result<Self> {
-        let port = crate::ports::free_port();
+        Self::start_with_source_on(crate::ports::free_port(), bin, source, log_path, extra)
+    }
+
+    fn start_with_source_on(
+        port: u16,
+        bin: &Path,
+        source: &[std::ffi::OsString],
+        log_path: &Path,
+        extra: &[String],
+    ) -> anyhow::Result<Self> {
         let log = OpenOptions::new()
             .create(true)
             .append(true)
