@@ -127,6 +127,9 @@ struct Args {
     /// Suite: skip the scale-out across two replicas.
     #[arg(long)]
     no_scaleout: bool,
+    /// Suite: skip the Kubernetes source's scenarios (EndpointSlice changes, churn, burst).
+    #[arg(long)]
+    no_kubernetes: bool,
     /// Suite, scale-out: the replicas' --max-connection-age in seconds (default 60, 8 with --quick).
     #[arg(long)]
     max_connection_age_s: Option<f64>,
@@ -211,6 +214,9 @@ async fn run_suite(args: &Args, load: Config) -> anyhow::Result<()> {
     if args.no_scaleout {
         suite.scaleout = None;
     }
+    suite.kubernetes = (!args.no_kubernetes).then_some(load::kube::KubeOptions {
+        burst_changes: args.burst_changes,
+    });
     if let (Some(age), Some(s)) = (args.max_connection_age_s, &mut suite.scaleout) {
         s.max_connection_age_s = age;
     }
