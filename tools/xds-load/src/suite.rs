@@ -294,45 +294,13 @@ pub fn kube_rows(report: &KubeReport) -> Vec<Row> {
     let mut rows = Vec::new();
     for r in &report.report.runs {
         let s = format!("kubernetes, {} ({} clients)", r.protocol.name(), r.clients);
-        if let Some(single) = &r.single {
-            rows.push(
-                Row::new(
-                    &s,
-                    "one EndpointSlice change at every client, p99",
-                    Goal::Below(150.0),
-                    "ms",
-                    single.convergence.map(|d| d.p99_ms),
-                )
-                .unless(
-                    single.converged == single.changes,
-                    &format!("{}/{} converged", single.converged, single.changes),
-                ),
-            );
-        }
-        if let Some(churn) = &r.churn {
-            rows.push(
-                Row::new(
-                    &s,
-                    &format!("churn {}/s, p99 convergence", churn.rate_per_s),
-                    Goal::Below(500.0),
-                    "ms",
-                    churn.convergence.map(|d| d.p99_ms),
-                )
-                .unless(
-                    churn.converged == churn.changes,
-                    &format!("{}/{} converged", churn.converged, churn.changes),
-                ),
-            );
-            rows.push(Row::new(
-                &s,
-                "churn, RSS growth middle → end",
-                Goal::AtMost(10.0),
-                "%",
-                (churn.rss_mid > 0).then(|| {
-                    100.0 * (churn.rss_end as f64 - churn.rss_mid as f64) / churn.rss_mid as f64
-                }),
-            ));
-        }
+        rows.extend(change_rows(
+            &s,
+            r,
+            "one EndpointSlice change at every client, p99",
+            150.0,
+            500.0,
+        ));
     }
     for b in &report.bursts {
         rows.push(Row::new(
@@ -386,12 +354,46 @@ fn shared_rows(s: &str, r: &RunReport) -> Vec<Row> {
         "s",
         r.initial.all_s,
     )];
+    rows.extend(change_rows(
+        s,
+        r,
+        "one endpoint change (file renamed), p99 convergence",
+        200.0,
+        1000.0,
+    ));
+    rows.push(Row::new(
+        s,
+        "server peak RSS",
+        Goal::Below(1024.0),
+        "MiB",
+        Some(r.server.peak_rss as f64 / MIB),
+    ));
+    rows.push(Row::new(
+        s,
+        "server memory per connected client",
+        Goal::AtMost(64.0),
+        "KiB",
+        Some(r.server.per_client_bytes / 1024.0),
+    ));
+    rows
+}
+
+/// A run's single-change p99 (`single_metric`, under `single_ms`) and churn rows (p99 under
+/// `churn_ms`, RSS growth), whichever source made the changes.
+fn change_rows(
+    s: &str,
+    r: &RunReport,
+    single_metric: &str,
+    single_ms: f64,
+    churn_ms: f64,
+) -> Vec<Row> {
+    let mut rows = Vec::new();
     if let Some(single) = &r.single {
         rows.push(
             Row::new(
                 s,
-                "one endpoint change (file renamed), p99 convergence",
-                Goal::Below(200.0),
+                single_metric,
+                Goal::Below(single_ms),
                 "ms",
                 single.convergence.map(|d| d.p99_ms),
             )
@@ -406,7 +408,7 @@ fn shared_rows(s: &str, r: &RunReport) -> Vec<Row> {
             Row::new(
                 s,
                 &format!("churn {}/s, p99 convergence", churn.rate_per_s),
-                Goal::Below(1000.0),
+                Goal::Below(churn_ms),
                 "ms",
                 churn.convergence.map(|d| d.p99_ms),
             )
@@ -425,20 +427,6 @@ fn shared_rows(s: &str, r: &RunReport) -> Vec<Row> {
             }),
         ));
     }
-    rows.push(Row::new(
-        s,
-        "server peak RSS",
-        Goal::Below(1024.0),
-        "MiB",
-        Some(r.server.peak_rss as f64 / MIB),
-    ));
-    rows.push(Row::new(
-        s,
-        "server memory per connected client",
-        Goal::AtMost(64.0),
-        "KiB",
-        Some(r.server.per_client_bytes / 1024.0),
-    ));
     rows
 }
 
