@@ -12,13 +12,15 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use envoy_types::pb::envoy::config::core::v3::{Locality as EnvoyLocality, Node};
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use envoy_types::util::pack_any;
+use prost::bytes::Bytes;
+use prost::Message;
 
 use xds_core::model::{
     ClientInfo, Endpoint, Health, Locality, Registry, Service, ServiceId, ServicePort,
 };
 use xds_core::policy::{FailoverPolicy, PolicySet};
 use xds_core::protocol::delta::DeltaConnection;
-use xds_core::protocol::sotw::AdsConnection;
+use xds_core::protocol::sotw::{AdsConnection, SotwRequest};
 use xds_core::snapshot::{ResourceType, Snapshot, TranslateSettings, CLUSTER_TYPE, ENDPOINT_TYPE};
 use xds_core::translate::input::ClusterInput;
 use xds_core::translate::{self, resources, LocalityClass};
@@ -178,7 +180,7 @@ fn per_client_push(c: &mut Criterion) {
                 resource_names: names,
                 ..DiscoveryRequest::default()
             };
-            conn.on_request(&req, &first).unwrap();
+            conn.on_request(&(&req).into(), &first).unwrap();
         }
         conn.on_snapshot(&first);
         conn
@@ -228,6 +230,41 @@ fn per_client_push(c: &mut Criterion) {
     c.bench_function(
         "sotw client: first full config (CDS + 500 CLAs, warm cache)",
         |b| b.iter(|| black_box(sotw())),
+    );
+
+    // Every SotW ACK repeats the whole subscription: 500 EDS names per client per push.
+    let mut conn = sotw();
+    let pushed = conn.on_snapshot(&second);
+    let eds = pushed
+        .iter()
+        .find(|r| r.type_url == ENDPOINT_TYPE)
+        .expect("an EDS push");
+    let ack = Bytes::from(
+        DiscoveryRequest {
+            version_info: eds.version_info.clone(),
+            type_url: ENDPOINT_TYPE.into(),
+            response_nonce: eds.nonce.clone(),
+            resource_names: names.clone(),
+            ..DiscoveryRequest::default()
+        }
+        .encode_to_vec(),
+    );
+    c.bench_function(
+        "sotw ACK of 500 EDS names: decode as DiscoveryRequest",
+        |b| b.iter(|| DiscoveryRequest::decode(black_box(ack.clone())).expect("valid")),
+    );
+    c.bench_function("sotw ACK of 500 EDS names: decode as SotwRequest", |b| {
+        b.iter(|| SotwRequest::decode(black_box(ack.clone())).expect("valid"))
+    });
+    c.bench_function(
+        "sotw ACK of 500 EDS names: decode as SotwRequest + on_request",
+        |b| {
+            b.iter(|| {
+                let req = SotwRequest::decode(black_box(ack.clone())).expect("valid");
+                let (_, out) = conn.on_request(&req, &second).expect("an ACK");
+                assert!(out.is_empty(), "a plain ACK is not answered");
+            })
+        },
     );
 }
 

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
+use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use futures::Stream;
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
@@ -18,7 +18,7 @@ use crate::registry::ClientRegistry;
 use xds_core::model::{LocalityLookup, PeerIdentity};
 use xds_core::protocol::delta::DeltaConnection;
 use xds_core::protocol::error::{GrpcCode, ProtocolError};
-use xds_core::protocol::sotw::AdsConnection;
+use xds_core::protocol::sotw::{AdsConnection, SotwRequest};
 use xds_core::protocol::wire::{DeltaResponse, SotwResponse};
 use xds_core::snapshot::Snapshot;
 
@@ -263,12 +263,12 @@ where
 struct SotwMethod(AdsService);
 
 impl body::XdsMethod for SotwMethod {
-    type Req = DiscoveryRequest;
+    type Req = SotwRequest;
     type Resp = SotwResponse;
 
     fn call(
         self,
-        request: Request<RequestStream<DiscoveryRequest>>,
+        request: Request<RequestStream<SotwRequest>>,
     ) -> tonic::codegen::BoxFuture<Response<ResponseStream<SotwResponse>>, Status> {
         let service = self.0.clone();
         Box::pin(async move {

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
-use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
+use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
@@ -23,7 +23,7 @@ use crate::registry::{lock, Inspect, Protocol, XdsEvent};
 use xds_core::model::shown;
 use xds_core::protocol::delta::DeltaConnection;
 use xds_core::protocol::error::ProtocolError;
-use xds_core::protocol::sotw::{AdsConnection, RequestKind};
+use xds_core::protocol::sotw::{AdsConnection, RequestKind, SotwRequest};
 use xds_core::protocol::wire::{DeltaResponse, SotwResponse};
 use xds_core::snapshot::{ResourceType, Snapshot};
 
@@ -89,12 +89,12 @@ fn short_type(url: &str) -> &'static str {
 }
 
 impl StreamMachine for AdsConnection {
-    type Req = DiscoveryRequest;
+    type Req = SotwRequest;
     type Resp = SotwResponse;
     const PROTOCOL: Protocol = Protocol::Sotw;
     fn on_request(
         &mut self,
-        req: &DiscoveryRequest,
+        req: &SotwRequest,
         snapshot: &Snapshot,
     ) -> Result<(RequestKind, Vec<SotwResponse>), ProtocolError> {
         AdsConnection::on_request(self, req, snapshot)
@@ -105,10 +105,10 @@ impl StreamMachine for AdsConnection {
     fn locality_pending(&self) -> bool {
         AdsConnection::locality_pending(self)
     }
-    fn request_type(req: &DiscoveryRequest) -> &str {
+    fn request_type(req: &SotwRequest) -> &str {
         &req.type_url
     }
-    fn request_nonce(req: &DiscoveryRequest) -> &str {
+    fn request_nonce(req: &SotwRequest) -> &str {
         &req.response_nonce
     }
     fn describe(resp: &SotwResponse) -> (&'static str, usize, &str) {

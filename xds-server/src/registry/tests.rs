@@ -33,7 +33,7 @@ fn statuses_follow_the_conversation_and_the_entry_goes_with_the_stream() {
     );
 
     let (_, out) = lock(&conn)
-        .on_request(&req(CLUSTER_TYPE, &[], "", ""), &snap)
+        .on_request(&req(CLUSTER_TYPE, &[], "", "").into(), &snap)
         .unwrap();
     let c = &registry.list()[0];
     assert_eq!(
@@ -49,18 +49,18 @@ fn statuses_follow_the_conversation_and_the_entry_goes_with_the_stream() {
 
     lock(&conn)
         .on_request(
-            &req(CLUSTER_TYPE, &[], &out[0].version_info, &out[0].nonce),
+            &req(CLUSTER_TYPE, &[], &out[0].version_info, &out[0].nonce).into(),
             &snap,
         )
         .unwrap();
     assert_eq!(status(&registry, ResourceType::Cluster), SyncStatus::Synced);
 
     let (_, eds) = lock(&conn)
-        .on_request(&req(ENDPOINT_TYPE, &["a.shop:80"], "", ""), &snap)
+        .on_request(&req(ENDPOINT_TYPE, &["a.shop:80"], "", "").into(), &snap)
         .unwrap();
     let mut nack = req(ENDPOINT_TYPE, &["a.shop:80"], "", &eds[0].nonce);
     nack.error_detail = Some(xds::error_detail("dump\n\nbad endpoint"));
-    lock(&conn).on_request(&nack, &snap).unwrap();
+    lock(&conn).on_request(&(&nack).into(), &snap).unwrap();
     registry.nacked(7, ResourceType::Endpoint);
     let c = &registry.list()[0];
     let eds_row = c

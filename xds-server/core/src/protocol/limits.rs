@@ -4,7 +4,7 @@
 //! [`MAX_REQUEST_BYTES`]).
 
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
+use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use envoy_types::pb::google::protobuf::value::Kind;
 
 use crate::model::shown;
@@ -13,7 +13,7 @@ use crate::protocol::error::{NameList, ProtocolError};
 use crate::protocol::node::{
     META_IDENTITY, META_LABELS, META_LISTENER_ADDRESS, META_NAMESPACE, META_POD_IP, META_POD_NAME,
 };
-use crate::protocol::sotw::AdsConnection;
+use crate::protocol::sotw::{AdsConnection, SotwRequest};
 use crate::snapshot::ResourceType;
 
 /// Largest request accepted, in bytes (gRPC's customary default, stated so it is a decision). Envoy's
@@ -184,7 +184,7 @@ fn check_names<'a>(
     kind: ResourceType,
     list: NameList,
     held: (usize, usize),
-    added: impl Iterator<Item = &'a String>,
+    added: impl Iterator<Item = &'a str>,
 ) -> Result<(), ProtocolError> {
     let (mut count, mut bytes) = held;
     for name in added {
@@ -206,16 +206,21 @@ fn check_names<'a>(
 }
 
 /// Refuses a state-of-the-world request that would grow the stream's state past the limits.
-pub fn check_sotw(conn: &AdsConnection, req: &DiscoveryRequest) -> Result<(), ProtocolError> {
+pub fn check_sotw(conn: &AdsConnection, req: &SotwRequest) -> Result<(), ProtocolError> {
     check_node(conn.client().is_none(), req.node.as_ref())?;
     // A state-of-the-world request replaces the subscription: its own names are the whole set.
+    let names = &req.resource_names;
     match ResourceType::from_type_url(&req.type_url) {
-        Some(kind) => check_names(
-            kind,
-            NameList::Subscription,
-            (0, 0),
-            req.resource_names.iter(),
-        ),
+        // Every ACK repeats the subscription: what decoding noted settles the usual case without
+        // looking at each name again.
+        Some(_)
+            if names.longest() <= RESOURCE_NAME.max
+                && names.len() <= MAX_NAMES_PER_TYPE
+                && names.total_bytes() <= NAME_BYTES_PER_TYPE.max =>
+        {
+            Ok(())
+        }
+        Some(kind) => check_names(kind, NameList::Subscription, (0, 0), names.iter()),
         None => Ok(()), // ignored, holds nothing
     }
 }
@@ -235,6 +240,7 @@ pub fn check_delta(
         .resource_names_subscribe
         .iter()
         .filter(|n| *n != "*" && !st.is_some_and(|s| s.names.contains(*n)))
+        .map(String::as_str)
         .peekable();
     if added.peek().is_some() {
         // What is held passed these checks when it was added; summed only when something is added
@@ -248,7 +254,7 @@ pub fn check_delta(
         kind,
         NameList::InitialResourceVersions,
         (0, 0),
-        req.initial_resource_versions.keys(),
+        req.initial_resource_versions.keys().map(String::as_str),
     )
 }
 

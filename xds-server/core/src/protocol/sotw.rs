@@ -5,10 +5,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
-
-use std::hash::{Hash, Hasher};
-
 use crate::model::ClientInfo;
 use crate::protocol::error::ProtocolError;
 use crate::protocol::inspect::{SyncStatus, TypeReport};
@@ -18,6 +14,9 @@ use crate::protocol::shared::{entry_digest, SharedHeld, SharedNames};
 use crate::protocol::wire::SotwResponse;
 use crate::snapshot::{Resource, ResourceType, Scope, Snapshot};
 use std::sync::Arc;
+
+mod request;
+pub use request::{ResourceNames, SotwRequest};
 
 /// What one type URL's conversation looks like so far.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -128,12 +127,6 @@ fn apply(held: &mut SharedHeld, changes: Vec<HeldChange>) {
     held.apply(changes);
 }
 
-fn names_digest(names: &[String]) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    names.hash(&mut h);
-    h.finish()
-}
-
 fn version_string(v: u64) -> String {
     format!("{v:016x}")
 }
@@ -152,7 +145,7 @@ impl AdsConnection {
     /// past the [`limits`] is refused before it changes anything.
     pub fn on_request(
         &mut self,
-        req: &DiscoveryRequest,
+        req: &SotwRequest,
         snapshot: &Snapshot,
     ) -> Result<(RequestKind, Vec<SotwResponse>), ProtocolError> {
         limits::check_sotw(self, req)?;
@@ -168,10 +161,10 @@ impl AdsConnection {
             return Ok((RequestKind::StaleNonce, Vec::new()));
         }
         let wildcard = kind.is_wildcard_type()
-            && (req.resource_names.is_empty() || req.resource_names.iter().any(|n| n == "*"));
+            && (req.resource_names.is_empty() || req.resource_names.has_wildcard());
         // Every ACK repeats the whole subscription (hundreds of names, in the same order): a hash of
         // the list as sent recognises it without building or searching a set.
-        let listed = names_digest(&req.resource_names);
+        let listed = req.resource_names.digest();
         let same_names = match &st.names {
             None => wildcard,
             Some(_) if st.subscribed && listed == st.names_digest => !wildcard,
@@ -184,7 +177,7 @@ impl AdsConnection {
         st.names_digest = listed;
         let names_changed = !st.subscribed || !same_names;
         if !same_names {
-            st.names = (!wildcard).then(|| req.resource_names.iter().cloned().collect());
+            st.names = (!wildcard).then(|| req.resource_names.iter().map(str::to_owned).collect());
         }
         st.subscribed = true;
 

@@ -60,13 +60,13 @@ fn answers_one_config_per_node_with_each_held_resource() {
         };
         let mut req = xds::request(node, CLUSTER_TYPE, &[], "", "");
         let (_, out) = crate::registry::lock(&conn)
-            .on_request(&req, &snap)
+            .on_request(&(&req).into(), &snap)
             .unwrap();
         if ack {
             req.version_info = out[0].version_info.clone();
             req.response_nonce = out[0].nonce.clone();
             crate::registry::lock(&conn)
-                .on_request(&req, &snap)
+                .on_request(&(&req).into(), &snap)
                 .unwrap();
         }
     }
@@ -145,12 +145,12 @@ fn secrets_are_listed_by_name_and_version_without_their_contents() {
         ..DiscoveryRequest::default()
     };
     let (_, out) = crate::registry::lock(&conn)
-        .on_request(&req, &snap)
+        .on_request(&(&req).into(), &snap)
         .unwrap();
     req.version_info = out[0].version_info.clone();
     req.response_nonce = out[0].nonce.clone();
     crate::registry::lock(&conn)
-        .on_request(&req, &snap)
+        .on_request(&(&req).into(), &snap)
         .unwrap();
     let all = CsdsService::new(rx, registry)
         .answer(&ClientStatusRequest::default())

@@ -97,18 +97,20 @@ fn node_id_and_cluster_are_capped_on_the_first_request_only() {
 fn sotw_counts_one_requests_names() {
     let snap = snapshot();
     let mut conn = AdsConnection::new();
-    let mut req = DiscoveryRequest {
+    let mut req = SotwRequest {
         node: Some(node("n", "c")),
         type_url: ENDPOINT_TYPE.into(),
-        resource_names: names("a", MAX_NAMES_PER_TYPE),
-        ..DiscoveryRequest::default()
+        resource_names: names("a", MAX_NAMES_PER_TYPE).into_iter().collect(),
+        ..SotwRequest::default()
     };
     assert_eq!(check_sotw(&conn, &req), Ok(()));
     conn.on_request(&req, &snap).unwrap();
     // The next request replaces the subscription: only its own names count.
-    req.resource_names = names("b", MAX_NAMES_PER_TYPE);
+    let mut next = names("b", MAX_NAMES_PER_TYPE);
+    req.resource_names = next.iter().collect();
     assert_eq!(check_sotw(&conn, &req), Ok(()));
-    req.resource_names.push("one-too-many".into());
+    next.push("one-too-many".into());
+    req.resource_names = next.iter().collect();
     assert_eq!(
         conn.on_request(&req, &snap).unwrap_err(),
         one_eds_name_too_many()
@@ -122,10 +124,10 @@ fn sotw_counts_one_requests_names() {
 fn sotw_refuses_a_long_node_id_before_reading_the_node() {
     let snap = snapshot();
     let mut conn = AdsConnection::new();
-    let req = DiscoveryRequest {
+    let req = SotwRequest {
         node: Some(node(&"x".repeat(MAX_NODE_ID_BYTES + 1), "c")),
         type_url: CLUSTER_TYPE.into(),
-        ..DiscoveryRequest::default()
+        ..SotwRequest::default()
     };
     assert!(matches!(
         conn.on_request(&req, &snap),
@@ -289,11 +291,11 @@ fn labels_are_capped_in_number_key_and_value() {
 #[test]
 fn a_resource_name_is_capped_in_both_protocols() {
     let long = "n".repeat(MAX_RESOURCE_NAME_BYTES + 1);
-    let sotw = DiscoveryRequest {
+    let sotw = SotwRequest {
         node: Some(node("n", "c")),
         type_url: ENDPOINT_TYPE.into(),
-        resource_names: vec!["a".into(), long.clone()],
-        ..DiscoveryRequest::default()
+        resource_names: ["a", long.as_str()].into_iter().collect(),
+        ..SotwRequest::default()
     };
     let err = check_sotw(&AdsConnection::new(), &sotw).unwrap_err();
     assert!(

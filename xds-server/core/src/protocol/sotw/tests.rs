@@ -6,7 +6,7 @@ use crate::snapshot::{CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE};
 use crate::testing::{envoy, mesh, xds};
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
-use envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse;
+use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use prost::Message;
 use std::sync::Arc;
 
@@ -38,7 +38,7 @@ fn on_req(
     req: &DiscoveryRequest,
     snap: &Snapshot,
 ) -> Result<(RequestKind, Vec<DiscoveryResponse>), ProtocolError> {
-    let (what, out) = conn.on_request(req, snap)?;
+    let (what, out) = conn.on_request(&req.into(), snap)?;
     Ok((what, out.iter().map(SotwResponse::to_proto).collect()))
 }
 

@@ -28,10 +28,14 @@ fn synced_cds_client(snap: &Snapshot) -> (Arc<ClientRegistry>, clients::Registra
         type_url: CLUSTER_TYPE.into(),
         ..DiscoveryRequest::default()
     };
-    let (_, out) = clients::lock(&conn).on_request(&req, snap).unwrap();
+    let (_, out) = clients::lock(&conn)
+        .on_request(&(&req).into(), snap)
+        .unwrap();
     req.version_info = out[0].version_info.clone();
     req.response_nonce = out[0].nonce.clone();
-    clients::lock(&conn).on_request(&req, snap).unwrap();
+    clients::lock(&conn)
+        .on_request(&(&req).into(), snap)
+        .unwrap();
     (registry, registration)
 }
 
