@@ -36,7 +36,7 @@ use serde::Deserialize;
 
 use crate::config::error::{Document, Invalid};
 use crate::config::scalar::port_number;
-use crate::config::yaml::{self, FieldPath};
+use crate::config::yaml::{self, FieldPath, UniqueKeys};
 use crate::config::{FileError, FileKind};
 use crate::model::{
     labels, Endpoint, Health, Locality, NetworkGateway, Registry, Service, ServiceId, ServicePort,
@@ -97,10 +97,10 @@ struct RawPort {
 struct RawEndpoint {
     address: String,
     port: Option<i64>,
-    ports: Option<BTreeMap<String, i64>>,
+    ports: Option<UniqueKeys<i64>>,
     locality: Option<RawLocality>,
     #[serde(default)]
-    labels: BTreeMap<String, String>,
+    labels: UniqueKeys<String>,
     ready: Option<bool>,
     draining: Option<bool>,
     identity: Option<String>,
@@ -163,6 +163,14 @@ pub fn parse_endpoints(source_name: &str, text: &str) -> Result<Registry, FileEr
         kind: ENDPOINTS_FILE,
         file: source_name.to_string(),
     };
+
+    // The usual file is good: one parse. Every free-form mapping in the format refuses duplicate
+    // keys itself (`UniqueKeys`) and serde refuses duplicate fields and a second document, so a
+    // file that deserializes whole passes the first pass below; anything else takes the passes in
+    // order, so that the error is the one they give.
+    if let Ok(raw) = serde_yaml_ng::from_str::<RawFile>(text) {
+        return build(raw).map_err(|e| doc.invalid(e));
+    }
 
     // Pass 1: well-formed YAML without duplicate keys, exactly one non-empty document.
     let mut documents = serde_yaml_ng::Deserializer::from_str(text);
@@ -405,7 +413,7 @@ fn build_endpoint(
         port_overrides.insert(name, number);
     }
 
-    if let Some(key) = raw.labels.keys().find(|k| k.trim().is_empty()) {
+    if let Some(key) = raw.labels.0.keys().find(|k| k.trim().is_empty()) {
         return Err((
             path.key("labels").key(key),
             "label keys must not be empty".to_string(),
@@ -435,7 +443,7 @@ fn build_endpoint(
         address,
         port_overrides,
         locality,
-        labels: raw.labels,
+        labels: raw.labels.0,
         health,
         identity,
     })

@@ -2,6 +2,7 @@
 //! paths, turning serde_yaml_ng errors into (line, field, reason), finding the line of a field for
 //! errors found after deserialization, "did you mean" hints and name checks.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -266,6 +267,50 @@ pub(crate) fn is_duplicate_key(err: &serde_yaml_ng::Error) -> bool {
 }
 
 const DUPLICATE_KEY: &str = "duplicate key `";
+
+/// A mapping that refuses duplicate keys while it is deserialized, as [`probe`] does for a whole
+/// document. With every free-form mapping of a format held in one, a document that deserializes
+/// whole has passed what [`probe`] checks, so the common case needs one parse instead of two.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct UniqueKeys<V>(pub BTreeMap<String, V>);
+
+impl<V> Default for UniqueKeys<V> {
+    fn default() -> Self {
+        UniqueKeys(BTreeMap::new())
+    }
+}
+
+impl<V> IntoIterator for UniqueKeys<V> {
+    type Item = (String, V);
+    type IntoIter = std::collections::btree_map::IntoIter<String, V>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+impl<'de, V: de::Deserialize<'de>> de::Deserialize<'de> for UniqueKeys<V> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Entries<V>(std::marker::PhantomData<V>);
+        impl<'de, V: de::Deserialize<'de>> Visitor<'de> for Entries<V> {
+            type Value = UniqueKeys<V>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a mapping")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out = BTreeMap::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    if out.contains_key(&key) {
+                        return Err(de::Error::custom(format!("{DUPLICATE_KEY}{key}`")));
+                    }
+                    let value = map.next_value()?;
+                    out.insert(key, value);
+                }
+                Ok(UniqueKeys(out))
+            }
+        }
+        d.deserialize_map(Entries(std::marker::PhantomData))
+    }
+}
 
 struct Probe;
 

@@ -166,6 +166,11 @@ fn duplicate_keys_are_rejected() {
     ));
     assert_eq!(line, Some(9));
     assert_eq!(field, "services[0].endpoints[0].labels.app");
+    let (_, field, reason, _) = invalid(&one_service(
+        "  - address: 10.0.0.1\n    ports:\n      http: 81\n      http: 82\n",
+    ));
+    assert_eq!(field, "services[0].endpoints[0].ports.http");
+    assert!(reason.starts_with("duplicate key `http`"), "{reason}");
 }
 
 #[test]
