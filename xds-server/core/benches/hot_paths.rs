@@ -231,6 +231,10 @@ fn per_client_push(c: &mut Criterion) {
         "sotw client: first full config (CDS + 500 CLAs, warm cache)",
         |b| b.iter(|| black_box(sotw())),
     );
+    c.bench_function(
+        "delta client: first full config (CDS + 500 CLAs, warm cache)",
+        |b| b.iter(|| black_box(delta())),
+    );
 
     // Every SotW ACK repeats the whole subscription: 500 EDS names per client per push.
     let mut conn = sotw();

@@ -18,7 +18,7 @@ use crate::snapshot::{Resource, ResourceType, Scope, Snapshot};
 use std::sync::Arc;
 
 /// What one type's conversation looks like so far.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct DeltaTypeState {
     /// Subscribed to everything of the type (CDS/LDS with no names, or `*`).
     pub wildcard: bool,
@@ -27,8 +27,9 @@ pub struct DeltaTypeState {
     /// What the client holds: name → content hash (the resource version is its hex form); shared with
     /// clients holding the same.
     pub held: SharedHeld,
-    /// The last response's nonce and the versions it carried, until ACKed or NACKed.
-    pub pending: Option<(String, BTreeMap<String, u64>)>,
+    /// The last response's nonce and the resources it carried (shared with the cache, not copies of
+    /// their names), until ACKed or NACKed.
+    pub pending: Option<(String, Vec<Arc<Resource>>)>,
     /// Versions the client refused; never sent again.
     pub rejected: BTreeMap<String, u64>,
     pub last_nack: Option<Nack>,
@@ -149,23 +150,22 @@ impl DeltaConnection {
         };
         if !req.response_nonce.is_empty() {
             match st.pending.take() {
-                Some((nonce, versions)) if nonce == req.response_nonce => {
+                Some((nonce, sent)) if nonce == req.response_nonce => {
                     if let Some(status) = &req.error_detail {
                         let nack = Nack {
-                            version: versions
-                                .values()
-                                .map(|h| version(*h))
+                            version: sent
+                                .iter()
+                                .map(|r| version(r.hash))
                                 .collect::<Vec<_>>()
                                 .join(","),
                             message: shorten_error(&status.message),
                         };
-                        for (name, v) in &versions {
-                            st.rejected.insert(name.clone(), *v);
+                        for r in &sent {
+                            st.rejected.insert(r.name.clone(), r.hash);
                         }
                         // Envoy kept its previous versions, which we no longer know exactly:
                         // forget them, so the next good version is always sent.
-                        st.held
-                            .apply(versions.keys().map(|name| (name.as_str(), None)));
+                        st.held.apply(sent.iter().map(|r| (r.name.as_str(), None)));
                         st.last_nack = Some(nack.clone());
                         what = RequestKind::Nack(nack);
                     } else {
@@ -199,7 +199,7 @@ impl DeltaConnection {
             if let Some(resp) = self.respond(kind, snapshot) {
                 if let Some(dep) = kind.dependent().and_then(|d| self.types.get_mut(&d)) {
                     dep.force
-                        .extend(resp.resources.iter().map(|r| r.name.clone()));
+                        .extend(resp.resources.iter().map(|r| r.name().to_owned()));
                 }
                 out.push(resp);
             }
@@ -216,62 +216,65 @@ impl DeltaConnection {
             return None;
         }
         let wanted = |name: &str| st.wildcard || st.names.contains(name);
-        // The names to look at: current resources by name, or `None` for a name that is gone.
-        let mut current: BTreeMap<String, Option<Arc<Resource>>> = BTreeMap::new();
+        // What to look at: resources found, and names looked at that have none (or are not wanted).
+        // Borrowed, not cloned: a full answer looks at every subscribed name for every client.
+        let mut found: Vec<Arc<Resource>> = Vec::new();
+        let mut missing: Vec<&str> = Vec::new();
+        let mut look_up: Vec<&str> = Vec::new();
         match st.stale.scope() {
             Scope::Everything => {
                 let filter = (!st.wildcard).then_some(&*st.names);
-                for r in snapshot.resources_for(kind, client, filter) {
-                    current.insert(r.name.clone(), Some(r));
-                }
-                for name in st.held.keys() {
-                    current.entry(name.clone()).or_insert(None);
-                }
+                found = snapshot.resources_for(kind, client, filter);
+                let present: BTreeSet<&str> = found.iter().map(|r| r.name.as_str()).collect();
+                let gone = |name: &&str| !present.contains(name);
+                missing.extend(st.held.keys().map(String::as_str).filter(gone));
+                look_up.extend(
+                    st.force
+                        .iter()
+                        .map(String::as_str)
+                        .filter(|n| gone(n) && !st.held.contains_key(*n)),
+                );
             }
             Scope::Names(names) => {
-                for name in names {
-                    let r = snapshot
-                        .resource(kind, client, name)
-                        .filter(|_| wanted(name));
-                    current.insert(name.clone(), r);
-                }
+                look_up.extend(names.iter().map(String::as_str));
+                look_up.extend(
+                    st.force
+                        .iter()
+                        .filter(|n| !names.contains(*n))
+                        .map(String::as_str),
+                );
             }
-            Scope::Nothing => {}
+            Scope::Nothing => look_up.extend(st.force.iter().map(String::as_str)),
         }
-        for name in &st.force {
-            if !current.contains_key(name) {
-                let r = snapshot
-                    .resource(kind, client, name)
-                    .filter(|_| wanted(name));
-                current.insert(name.clone(), r);
+        for name in look_up {
+            match snapshot
+                .resource(kind, client, name)
+                .filter(|_| wanted(name))
+            {
+                Some(r) => found.push(r),
+                None => missing.push(name),
             }
         }
+        // In name order, as Envoy logs them.
+        found.sort_by(|a, b| a.name.cmp(&b.name));
         let mut resources = Vec::new();
-        let mut sent = BTreeMap::new();
-        let mut removed = Vec::new();
-        for (name, r) in current {
-            match r {
-                Some(r) => {
-                    let unchanged = st.held.get(&name) == Some(&r.hash);
-                    let refused = st.rejected.get(&name) == Some(&r.hash);
-                    if refused || (unchanged && !st.force.contains(&name)) {
-                        continue;
-                    }
-                    sent.insert(name.clone(), r.hash);
-                    resources.push(DeltaEntry {
-                        name,
-                        version: version(r.hash),
-                        resource: r,
-                    });
-                }
-                // Envoy refuses an SDS update that removes a secret it uses ("Missing SDS
-                // resources"): a secret that went away stays with the client as it was.
-                None if st.held.contains_key(&name) && kind != ResourceType::Secret => {
-                    removed.push(name)
-                }
-                None => {}
+        for r in found {
+            let unchanged = st.held.get(&r.name) == Some(&r.hash);
+            let refused = st.rejected.get(&r.name) == Some(&r.hash);
+            if refused || (unchanged && !st.force.contains(&r.name)) {
+                continue;
             }
+            resources.push(DeltaEntry { resource: r });
         }
+        // Envoy refuses an SDS update that removes a secret it uses ("Missing SDS resources"): a
+        // secret that went away stays with the client as it was.
+        let mut removed: Vec<String> = missing
+            .into_iter()
+            .filter(|name| st.held.contains_key(*name) && kind != ResourceType::Secret)
+            .map(str::to_owned)
+            .collect();
+        removed.sort();
+        removed.dedup();
         let st = self.types.get_mut(&kind)?;
         st.stale = Stale::Clean;
         st.force.clear();
@@ -280,15 +283,16 @@ impl DeltaConnection {
         }
         let nonce = self.next_nonce();
         let st = self.types.get_mut(&kind)?;
+        let sent: Vec<Arc<Resource>> = resources.iter().map(|e| e.resource.clone()).collect();
         st.held.apply(
             removed
                 .iter()
                 .map(|name| (name.as_str(), None))
-                .chain(sent.iter().map(|(name, v)| (name.as_str(), Some(*v)))),
+                .chain(sent.iter().map(|r| (r.name.as_str(), Some(r.hash)))),
         );
-        for name in sent.keys() {
+        for r in &sent {
             // Superseded: a refused resource stays refused only in the content that was refused.
-            st.rejected.remove(name);
+            st.rejected.remove(&r.name);
         }
         st.pending = Some((nonce.clone(), sent));
         let system_version = format!("{}", snapshot.generation);

@@ -13,8 +13,7 @@ use std::sync::Arc;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryResponse, DiscoveryResponse};
 use prost::encoding::{
-    encode_key, encode_varint, encoded_len_varint, key_len, skip_field, string, DecodeContext,
-    WireType,
+    encode_key, encode_varint, encoded_len_varint, key_len, skip_field, DecodeContext, WireType,
 };
 use prost::Message;
 
@@ -30,10 +29,9 @@ pub struct SotwResponse {
 }
 
 /// One entry of `DeltaDiscoveryResponse.resources` (`envoy.service.discovery.v3.Resource`).
+/// Name and version come from the resource itself, so an entry allocates nothing per client.
 #[derive(Debug, Clone)]
 pub struct DeltaEntry {
-    pub name: String,
-    pub version: String,
     pub resource: Arc<Resource>,
 }
 
@@ -51,7 +49,7 @@ fn string_len(tag: u32, s: &str) -> usize {
     if s.is_empty() {
         0
     } else {
-        string::encoded_len(tag, &s.to_string())
+        bytes_field_len(tag, s.len())
     }
 }
 
@@ -112,10 +110,21 @@ impl Message for SotwResponse {
 }
 
 impl DeltaEntry {
+    pub fn name(&self) -> &str {
+        &self.resource.name
+    }
+
+    /// The version the client is told: the content hash as 16 lowercase hex digits.
+    pub fn version(&self) -> [u8; 16] {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let hash = self.resource.hash;
+        std::array::from_fn(|i| HEX[((hash >> (60 - 4 * i)) & 0xf) as usize])
+    }
+
     fn body_len(&self) -> usize {
-        string_len(1, &self.version)
+        bytes_field_len(1, 16)
             + bytes_field_len(2, self.resource.encoded.len())
-            + string_len(3, &self.name)
+            + string_len(3, self.name())
     }
 }
 
@@ -125,9 +134,9 @@ impl Message for DeltaResponse {
         for e in &self.resources {
             encode_key(2, WireType::LengthDelimited, buf);
             encode_varint(e.body_len() as u64, buf);
-            put_string(1, &e.version, buf);
+            put_bytes_field(1, &e.version(), buf);
             put_bytes_field(2, &e.resource.encoded, buf);
-            put_string(3, &e.name, buf);
+            put_string(3, e.name(), buf);
         }
         put_string(4, &self.type_url, buf);
         put_string(5, &self.nonce, buf);
@@ -319,13 +328,13 @@ impl GrpcPieces for DeltaResponse {
             return Some(None);
         }
         if index >= 2 {
-            put_string(3, &self.resources[index - 2].name, head);
+            put_string(3, self.resources[index - 2].name(), head);
         }
         if index <= n {
             let entry = &self.resources[index - 1];
             encode_key(2, WireType::LengthDelimited, head);
             encode_varint(entry.body_len() as u64, head);
-            put_string(1, &entry.version, head);
+            put_bytes_field(1, &entry.version(), head);
             let encoded = &entry.resource.encoded;
             encode_key(2, WireType::LengthDelimited, head);
             encode_varint(encoded.len() as u64, head);

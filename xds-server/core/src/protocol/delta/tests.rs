@@ -11,7 +11,7 @@ fn req(type_url: &str, sub: &[&str], unsub: &[&str], nonce: &str) -> DeltaDiscov
 }
 
 fn names(r: &DeltaResponse) -> Vec<&str> {
-    r.resources.iter().map(|r| r.name.as_str()).collect()
+    r.resources.iter().map(|r| r.name()).collect()
 }
 
 fn names_of(r: &DeltaResponse) -> Vec<(String, String)> {
@@ -111,7 +111,7 @@ fn eds_follows_subscribe_and_unsubscribe_and_reconnect_skips_held_versions() {
         .on_request(&req(ENDPOINT_TYPE, &["a.shop:8080"], &[], ""), &s1)
         .unwrap();
     assert_eq!(names(&out[0]), vec!["a.shop:8080"]);
-    let held_a = out[0].resources[0].version.clone();
+    let held_a = String::from_utf8(out[0].resources[0].version().to_vec()).unwrap();
     let (_, out) = c
         .on_request(
             &req(ENDPOINT_TYPE, &["b.shop:8080"], &[], &out[0].nonce),

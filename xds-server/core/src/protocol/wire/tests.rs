@@ -45,8 +45,6 @@ fn delta_encoding_equals_envoy_types() {
         resources: rs
             .iter()
             .map(|r| DeltaEntry {
-                name: r.name.clone(),
-                version: format!("{:016x}", r.hash),
                 resource: r.clone(),
             })
             .collect(),
@@ -159,8 +157,6 @@ fn delta_chunks_concatenate_to_the_grpc_message() {
             resources: resources
                 .iter()
                 .map(|r| DeltaEntry {
-                    name: r.name.clone(),
-                    version: format!("{:016x}", r.hash),
                     resource: r.clone(),
                 })
                 .collect(),
