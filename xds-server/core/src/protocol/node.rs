@@ -6,8 +6,8 @@ use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
 
 use crate::model::{
-    shown, ClientInfo, ClientKind, Inbound, ListenerOverride, Locality, LocalityLookup, PeerIdentity, PodHint,
-    SpiffeId,
+    shown, ClientInfo, ClientKind, Inbound, ListenerOverride, Locality, LocalityLookup,
+    PeerIdentity, PodHint, SpiffeId,
 };
 
 /// Node metadata keys we read. Documented in the README.
@@ -201,7 +201,8 @@ const GRPC_ONLY_FEATURES: [&str; 1] = ["xds.config.resource-in-sotw"];
 pub fn client_kind(node: &Node) -> ClientKind {
     let agent = node.user_agent_name.as_bytes();
     let grpc_agent = agent.len() >= GRPC_USER_AGENT_PREFIX.len()
-        && agent[..GRPC_USER_AGENT_PREFIX.len()].eq_ignore_ascii_case(GRPC_USER_AGENT_PREFIX.as_bytes());
+        && agent[..GRPC_USER_AGENT_PREFIX.len()]
+            .eq_ignore_ascii_case(GRPC_USER_AGENT_PREFIX.as_bytes());
     let grpc_feature = node
         .client_features
         .iter()

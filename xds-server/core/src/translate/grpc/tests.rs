@@ -38,14 +38,29 @@ fn every_target_form_resolves_to_its_service_port() {
         "ledger.bank.svc:9091",
         "ledger.bank.svc.cluster.local:9091",
     ] {
-        assert_eq!(resolved(&r, form, None), at("bank", "ledger", 9091), "{form}");
+        assert_eq!(
+            resolved(&r, form, None),
+            at("bank", "ledger", 9091),
+            "{form}"
+        );
     }
     // Without a port: the service's first port.
-    for form in ["ledger.bank", "ledger.bank.svc", "ledger.bank.svc.cluster.local"] {
-        assert_eq!(resolved(&r, form, None), at("bank", "ledger", 9090), "{form}");
+    for form in [
+        "ledger.bank",
+        "ledger.bank.svc",
+        "ledger.bank.svc.cluster.local",
+    ] {
+        assert_eq!(
+            resolved(&r, form, None),
+            at("bank", "ledger", 9090),
+            "{form}"
+        );
     }
     // A bare name: the only service of that name, from any namespace.
-    assert_eq!(resolved(&r, "ledger:9091", Some("shop")), at("bank", "ledger", 9091));
+    assert_eq!(
+        resolved(&r, "ledger:9091", Some("shop")),
+        at("bank", "ledger", 9091)
+    );
     assert_eq!(resolved(&r, "cart", None), at("shop", "cart", 8080));
     // A port the service does not have, an unknown service or namespace: nothing.
     assert_eq!(resolved(&r, "ledger.bank:9999", None), None);
@@ -60,8 +75,14 @@ fn a_bare_name_resolves_like_kubernetes_dns() {
         svc("audit", "ledger", &[7070], vec![]),
     ]);
     // The client's own namespace first.
-    assert_eq!(resolved(&r, "ledger:9090", Some("bank")), at("bank", "ledger", 9090));
-    assert_eq!(resolved(&r, "ledger", Some("audit")), at("audit", "ledger", 7070));
+    assert_eq!(
+        resolved(&r, "ledger:9090", Some("bank")),
+        at("bank", "ledger", 9090)
+    );
+    assert_eq!(
+        resolved(&r, "ledger", Some("audit")),
+        at("audit", "ledger", 7070)
+    );
     // Elsewhere the name is ambiguous: nothing rather than a guess.
     assert_eq!(resolved(&r, "ledger:9090", Some("shop")), None);
     assert_eq!(resolved(&r, "ledger:9090", None), None);
@@ -147,7 +168,9 @@ fn the_cluster_is_round_robin_eds_with_failure_percentage_detection_fully_set() 
     // Nothing gRPC refuses or cannot do.
     assert!(c.transport_socket.is_none() && c.health_checks.is_empty());
     assert!(c.typed_extension_protocol_options.is_empty());
-    let od = c.outlier_detection.expect("the default policy detects failures");
+    let od = c
+        .outlier_detection
+        .expect("the default policy detects failures");
     let set = |v: &Option<UInt32Value>| v.as_ref().map(|v| v.value);
     // gRPC ignores these: not sent, so nobody reads them as in force.
     assert!(od.consecutive_5xx.is_none() && od.consecutive_gateway_failure.is_none());
@@ -155,7 +178,11 @@ fn the_cluster_is_round_robin_eds_with_failure_percentage_detection_fully_set() 
     assert_eq!(set(&od.enforcing_failure_percentage), Some(100));
     assert_eq!(
         set(&od.failure_percentage_request_volume),
-        Some(defaults.consecutive_5xx.min(defaults.consecutive_gateway_failure))
+        Some(
+            defaults
+                .consecutive_5xx
+                .min(defaults.consecutive_gateway_failure)
+        )
     );
     assert_eq!(set(&od.failure_percentage_minimum_hosts), Some(1));
     assert_eq!(
@@ -183,7 +210,10 @@ fn detection_switched_off_in_the_policy_is_off_for_grpc() {
         consecutive_gateway_failure: 0,
         ..OutlierDetection::default()
     });
-    assert_eq!(od.enforcing_failure_percentage, Some(UInt32Value { value: 0 }));
+    assert_eq!(
+        od.enforcing_failure_percentage,
+        Some(UInt32Value { value: 0 })
+    );
     assert_eq!(
         od.failure_percentage_request_volume,
         Some(UInt32Value { value: 1 })
@@ -283,7 +313,12 @@ fn load_assignment_keeps_envoys_levels_weights_every_locality_and_sends_unready_
                     ("10.0.0.2".into(), HealthStatus::Unhealthy as i32)
                 ]
             ),
-            (1, "us-east1-c".into(), 1, vec![("10.0.0.3".into(), healthy)]),
+            (
+                1,
+                "us-east1-c".into(),
+                1,
+                vec![("10.0.0.3".into(), healthy)]
+            ),
             (
                 2,
                 "us-west1-a".into(),
@@ -325,7 +360,11 @@ fn an_address_is_sent_once_and_priorities_stay_gap_free() {
     let class = LocalityClass::of(&mesh::client(b.clone()), &policy);
     let input = ClusterInput::plain(Arc::new(service.clone()), &service.ports[0]);
     let plan = priorities(&class, &input, &policy);
-    assert_eq!(plan.levels.len(), 3, "b, c and d are three levels for Envoy");
+    assert_eq!(
+        plan.levels.len(),
+        3,
+        "b, c and d are three levels for Envoy"
+    );
     let cla = load_assignment("ledger.bank:9090", &input, &class, &plan);
     assert_grpc_accepts(&cla);
     let zones: Vec<(u32, String)> = cla
@@ -348,9 +387,18 @@ fn a_gateway_is_sent_once_weighted_by_the_endpoints_it_stands_for() {
         &[9090],
         vec![
             on_network(endpoint("10.0.0.1", c.clone(), Health::Healthy), "n1"),
-            on_network(endpoint("10.1.0.1", remote_b.clone(), Health::Healthy), "n2"),
-            on_network(endpoint("10.1.0.2", remote_b.clone(), Health::Healthy), "n2"),
-            on_network(endpoint("10.1.0.3", remote_d.clone(), Health::Healthy), "n2"),
+            on_network(
+                endpoint("10.1.0.1", remote_b.clone(), Health::Healthy),
+                "n2",
+            ),
+            on_network(
+                endpoint("10.1.0.2", remote_b.clone(), Health::Healthy),
+                "n2",
+            ),
+            on_network(
+                endpoint("10.1.0.3", remote_d.clone(), Health::Healthy),
+                "n2",
+            ),
         ],
     );
     let mut r = registry(vec![service.clone()]);
