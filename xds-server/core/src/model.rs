@@ -367,7 +367,8 @@ pub struct ClientInfo {
 /// What speaks xDS on the other end of a stream. A proxyless gRPC client (grpcio, grpc-go, grpc-java,
 /// grpc-js-xds) load-balances by itself from an API listener per target; it is sent resources it can
 /// parse (`translate::grpc`), never Envoy's listener, which it would refuse.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ClientKind {
     #[default]
     Envoy,
