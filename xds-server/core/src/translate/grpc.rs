@@ -13,21 +13,16 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 
 use envoy_types::pb::envoy::config::cluster::v3::{
-    cluster::{self, ClusterDiscoveryType, DiscoveryType, EdsClusterConfig},
+    cluster::{self, ClusterDiscoveryType, DiscoveryType},
     Cluster, OutlierDetection as EnvoyOutlierDetection,
 };
-use envoy_types::pb::envoy::config::core::v3::Locality as EnvoyLocality;
 use envoy_types::pb::envoy::config::endpoint::v3::{
-    lb_endpoint::HostIdentifier, ClusterLoadAssignment, Endpoint as EnvoyEndpoint, LbEndpoint,
-    LocalityLbEndpoints,
+    ClusterLoadAssignment, LbEndpoint, LocalityLbEndpoints,
 };
 use envoy_types::pb::envoy::config::listener::v3::{ApiListener, Listener};
 use envoy_types::pb::envoy::config::route::v3::{
     route::Action, route_action::ClusterSpecifier, route_match::PathSpecifier, RetryPolicy, Route,
     RouteAction, RouteConfiguration, RouteMatch, VirtualHost,
-};
-use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
-    http_connection_manager::RouteSpecifier, HttpConnectionManager, Rds,
 };
 use envoy_types::pb::google::protobuf::UInt32Value;
 use envoy_types::util::pack_any;
@@ -37,8 +32,8 @@ use crate::policy::{FailoverPolicy, OutlierDetection};
 use crate::translate::input::ClusterInput;
 use crate::translate::priorities::{LocalityClass, PriorityPlan};
 use crate::translate::resources::{
-    ads_config_source, bare_name_namespace, duration, health_status, locality_weights,
-    router_filter, socket_address,
+    bare_name_namespace, duration, eds_over_ads, envoy_locality, lb_endpoint, locality_weights,
+    rds_connection_manager,
 };
 
 /// The host suffixes Kubernetes DNS accepts after `NAME.NAMESPACE`, longest first.
@@ -130,14 +125,8 @@ pub fn resolve_authority<'a>(
 /// connection manager fetches the route configuration of the same name over ADS and has the router as
 /// its only filter (gRPC NACKs a manager with no filters or a router that is not last).
 pub fn api_listener(authority: &str) -> Listener {
-    let hcm = HttpConnectionManager {
-        route_specifier: Some(RouteSpecifier::Rds(Rds {
-            config_source: Some(ads_config_source()),
-            route_config_name: authority.to_string(),
-        })),
-        http_filters: vec![router_filter()],
-        ..HttpConnectionManager::default()
-    };
+    // No stat prefix: gRPC keeps no statistics by it.
+    let hcm = rds_connection_manager("", authority);
     Listener {
         name: authority.to_string(),
         api_listener: Some(ApiListener {
@@ -193,10 +182,7 @@ pub fn cluster(name: &str, policy: &FailoverPolicy) -> Cluster {
     Cluster {
         name: name.to_string(),
         cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32)),
-        eds_cluster_config: Some(EdsClusterConfig {
-            eds_config: Some(ads_config_source()),
-            service_name: name.to_string(),
-        }),
+        eds_cluster_config: Some(eds_over_ads(name)),
         lb_policy: cluster::LbPolicy::RoundRobin as i32,
         outlier_detection: policy.outlier_detection.as_ref().map(outlier_detection),
         ..Cluster::default()
@@ -271,27 +257,13 @@ pub fn load_assignment(
             let lb_endpoints: Vec<LbEndpoint> = hosts
                 .into_iter()
                 .filter(|host| seen.insert((host.address, host.port)))
-                .map(|host| LbEndpoint {
-                    health_status: health_status(host.health) as i32,
-                    host_identifier: Some(HostIdentifier::Endpoint(EnvoyEndpoint {
-                        address: Some(socket_address(&host.address.to_string(), host.port)),
-                        ..EnvoyEndpoint::default()
-                    })),
-                    load_balancing_weight: Some(UInt32Value {
-                        value: host.behind.max(1),
-                    }),
-                    ..LbEndpoint::default()
-                })
+                .map(|host| lb_endpoint(&host, Some(host.behind.max(1))))
                 .collect();
             if lb_endpoints.is_empty() {
                 continue;
             }
             groups.push(LocalityLbEndpoints {
-                locality: Some(EnvoyLocality {
-                    region: locality.region.clone(),
-                    zone: locality.zone.clone(),
-                    sub_zone: locality.subzone.clone(),
-                }),
+                locality: Some(envoy_locality(locality)),
                 lb_endpoints,
                 load_balancing_weight: Some(UInt32Value {
                     value: weight.max(1),

@@ -3,7 +3,11 @@ use crate::model::{Endpoint, Health, Locality};
 use crate::testing::envoy;
 use crate::testing::mesh::{self, endpoint, on_network};
 use crate::translate::priorities::priorities;
+use crate::translate::resources::ads_config_source;
 use envoy_types::pb::envoy::config::core::v3::HealthStatus;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    http_connection_manager::RouteSpecifier, HttpConnectionManager,
+};
 use prost::Message;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -259,6 +263,19 @@ fn assert_grpc_accepts(cla: &ClusterLoadAssignment) {
     assert!(cla.policy.is_none(), "no overprovisioning factor");
 }
 
+/// Under the default policy, the input, class and plan of `service`'s first port for a client at
+/// `locality`.
+fn default_plan(
+    service: &Service,
+    locality: &Locality,
+) -> (FailoverPolicy, ClusterInput, LocalityClass, PriorityPlan) {
+    let policy = FailoverPolicy::default();
+    let class = LocalityClass::of(&mesh::client(locality.clone()), &policy);
+    let input = ClusterInput::plain(Arc::new(service.clone()), &service.ports[0]);
+    let plan = priorities(&class, &input, &policy);
+    (policy, input, class, plan)
+}
+
 type Summary = Vec<(u32, String, u32, Vec<(String, i32)>)>;
 
 fn summary(cla: &ClusterLoadAssignment) -> Summary {
@@ -294,10 +311,7 @@ fn load_assignment_keeps_envoys_levels_weights_every_locality_and_sends_unready_
             endpoint("10.0.0.4", west.clone(), Health::Draining),
         ],
     );
-    let policy = FailoverPolicy::default();
-    let class = LocalityClass::of(&mesh::client(b.clone()), &policy);
-    let input = ClusterInput::plain(Arc::new(service.clone()), &service.ports[0]);
-    let plan = priorities(&class, &input, &policy);
+    let (policy, input, class, plan) = default_plan(&service, &b);
     let cla = load_assignment("ledger.bank:9090", &input, &class, &plan);
     assert_grpc_accepts(&cla);
     let healthy = HealthStatus::Healthy as i32;
@@ -356,10 +370,7 @@ fn an_address_is_sent_once_and_priorities_stay_gap_free() {
             endpoint("10.0.0.9", d.clone(), Health::Healthy),
         ],
     );
-    let policy = FailoverPolicy::default();
-    let class = LocalityClass::of(&mesh::client(b.clone()), &policy);
-    let input = ClusterInput::plain(Arc::new(service.clone()), &service.ports[0]);
-    let plan = priorities(&class, &input, &policy);
+    let (_, input, class, plan) = default_plan(&service, &b);
     assert_eq!(
         plan.levels.len(),
         3,
