@@ -368,6 +368,13 @@ pub fn explain_grpc(
                 .to_string(),
         );
     }
+    if policy.mtls == MtlsMode::Strict {
+        e.notes.push(
+            "mtls: STRICT is Envoy's: a gRPC client is sent the cluster without TLS (gRPC's xDS \
+             credentials need certificate providers this server does not serve)"
+                .to_string(),
+        );
+    }
     e.notes.push(match &policy.outlier_detection {
         Some(od) => format!(
             "outlier detection for gRPC is by failure percentage: a host serving at least {} \

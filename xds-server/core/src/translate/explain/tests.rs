@@ -633,6 +633,19 @@ fn a_grpc_client_is_explained_with_a_whole_priority_failing_over_and_no_spillove
         "{:?}",
         grpc.notes
     );
+    assert!(!grpc.notes.iter().any(|n| n.contains("mtls")));
+    let strict = FailoverPolicy {
+        mtls: MtlsMode::Strict,
+        ..policy.clone()
+    };
+    let grpc = explain_grpc(&class, &plain(&svc), &strict);
+    assert!(
+        grpc.notes
+            .iter()
+            .any(|n| n.starts_with("mtls: STRICT is Envoy's")),
+        "{:?}",
+        grpc.notes
+    );
     // Nothing healthy: no panic mode, calls fail.
     let panicky = FailoverPolicy {
         panic_threshold: 50,
