@@ -5,9 +5,12 @@ use std::collections::BTreeMap;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
 
+use crate::translate::mtls::INBOUND_LISTENER;
+use crate::translate::resources::LISTENER_NAME;
+
 use crate::model::{
-    shown, ClientInfo, Inbound, ListenerOverride, Locality, LocalityLookup, PeerIdentity, PodHint,
-    SpiffeId,
+    shown, ClientInfo, ClientKind, Inbound, ListenerOverride, Locality, LocalityLookup,
+    PeerIdentity, PodHint, SpiffeId,
 };
 
 /// Node metadata keys we read. Documented in the README.
@@ -76,6 +79,26 @@ impl ClientIdentity {
             self.client = Some(client);
         }
         Ok(self.refresh())
+    }
+
+    /// A client whose node did not say it is a gRPC client ([`client_kind`]) but whose first LDS
+    /// request names listeners that are not Envoy's: only an xDS client that dials targets (a gRPC
+    /// library) asks for listeners by name, Envoy asks for all of them. Called before anything was
+    /// sent to the client, so it never holds resources of the other kind.
+    pub fn recognise_listener_names<'a>(&mut self, names: impl Iterator<Item = &'a str>) {
+        let Some(client) = &mut self.client else {
+            return;
+        };
+        let envoys = [LISTENER_NAME, INBOUND_LISTENER];
+        let (mut any, mut wildcard, mut envoy_named) = (false, false, false);
+        for name in names {
+            any = true;
+            wildcard |= name == "*";
+            envoy_named |= envoys.contains(&name);
+        }
+        if client.kind == ClientKind::Envoy && any && !wildcard && !envoy_named {
+            client.kind = ClientKind::Grpc;
+        }
     }
 
     /// True while the locality should come from a pod the lookup does not know yet.
@@ -187,6 +210,33 @@ pub fn claim_agrees(
     }
 }
 
+/// What gRPC libraries put first in `node.user_agent_name` ("gRPC C-core …", "gRPC Node Pure JS",
+/// "gRPC Go", "gRPC Java"); Envoy says "envoy".
+const GRPC_USER_AGENT_PREFIX: &str = "grpc";
+
+/// Client features only gRPC's xDS clients announce (Envoy does not): a client that hides its user
+/// agent is still recognised.
+const GRPC_ONLY_FEATURES: [&str; 1] = ["xds.config.resource-in-sotw"];
+
+/// Envoy or a proxyless gRPC client, from what its node says about its software. No special metadata
+/// is needed (Istio asks gRPC clients for `GENERATOR=grpc`); an unknown client is taken for an Envoy,
+/// which is what every client was before gRPC clients were served.
+pub fn client_kind(node: &Node) -> ClientKind {
+    let agent = node.user_agent_name.as_bytes();
+    let grpc_agent = agent.len() >= GRPC_USER_AGENT_PREFIX.len()
+        && agent[..GRPC_USER_AGENT_PREFIX.len()]
+            .eq_ignore_ascii_case(GRPC_USER_AGENT_PREFIX.as_bytes());
+    let grpc_feature = node
+        .client_features
+        .iter()
+        .any(|f| GRPC_ONLY_FEATURES.contains(&f.as_str()));
+    if grpc_agent || grpc_feature {
+        ClientKind::Grpc
+    } else {
+        ClientKind::Envoy
+    }
+}
+
 pub fn client_info(node: Option<&Node>) -> Result<ClientInfo, NodeError> {
     let node = node.ok_or(NodeError::Missing)?;
     let locality = node
@@ -198,6 +248,7 @@ pub fn client_info(node: Option<&Node>) -> Result<ClientInfo, NodeError> {
         node_id: node.id.clone(),
         cluster: node.cluster.clone(),
         locality,
+        kind: client_kind(node),
         ..ClientInfo::default()
     };
     let Some(meta) = &node.metadata else {

@@ -153,6 +153,10 @@ impl AdsConnection {
         let Some(kind) = ResourceType::from_type_url(&req.type_url) else {
             return Ok((RequestKind::unknown_type(&req.type_url), Vec::new()));
         };
+        if kind == ResourceType::Listener && self.types.values().all(|t| t.sent.is_none()) {
+            self.client
+                .recognise_listener_names(req.resource_names.iter());
+        }
         let st = self.types.entry(kind).or_default();
         if !req.response_nonce.is_empty()
             && st.sent.as_ref().map(|s| s.nonce.as_str()) != Some(req.response_nonce.as_str())
@@ -210,7 +214,12 @@ impl AdsConnection {
             st.acked_version = Some(req.version_info.clone());
             st.nack = None;
             let rerequest = std::mem::take(&mut st.resend_on_request);
-            let answer = if names_changed {
+            let answer = if names_changed && kind.is_wildcard_type() && !wildcard {
+                // A client that names its listeners or clusters (a gRPC client) learns from this
+                // answer that new names do not exist, even when it is the same as the last one;
+                // without it, it would wait out its 15 s does-not-exist timer.
+                Some(Answer::Full)
+            } else if names_changed {
                 Some(Answer::Changes(Scope::Everything))
             } else if rerequest {
                 Some(Answer::Changes(Scope::Nothing)) // the forced names only

@@ -58,7 +58,7 @@ pub fn cluster_name(id: &ServiceId, port: &ServicePort) -> String {
     format!("{}.{}:{}", id.name, id.namespace, port.port)
 }
 
-fn duration(d: std::time::Duration) -> PbDuration {
+pub(crate) fn duration(d: std::time::Duration) -> PbDuration {
     PbDuration {
         seconds: d.as_secs() as i64,
         nanos: d.subsec_nanos() as i32,
@@ -70,6 +70,14 @@ pub(crate) fn ads_config_source() -> ConfigSource {
         resource_api_version: ApiVersion::V3 as i32,
         config_source_specifier: Some(ConfigSourceSpecifier::Ads(AggregatedConfigSource {})),
         ..ConfigSource::default()
+    }
+}
+
+/// Where an EDS cluster's endpoints come from: ADS, under the cluster's own name.
+pub(crate) fn eds_over_ads(name: &str) -> EdsClusterConfig {
+    EdsClusterConfig {
+        eds_config: Some(ads_config_source()),
+        service_name: name.to_string(),
     }
 }
 
@@ -116,10 +124,7 @@ pub fn cluster(
     Cluster {
         name: name.to_string(),
         cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32)),
-        eds_cluster_config: Some(EdsClusterConfig {
-            eds_config: Some(ads_config_source()),
-            service_name: name.to_string(),
-        }),
+        eds_cluster_config: Some(eds_over_ads(name)),
         connect_timeout: Some(duration(std::time::Duration::from_secs(1))),
         outlier_detection: policy.outlier_detection.as_ref().map(outlier_detection),
         common_lb_config: Some(CommonLbConfig {
@@ -237,7 +242,7 @@ fn outlier_detection(od: &OutlierDetection) -> EnvoyOutlierDetection {
     }
 }
 
-fn health_status(health: Health) -> HealthStatus {
+pub(crate) fn health_status(health: Health) -> HealthStatus {
     match health {
         Health::Healthy => HealthStatus::Healthy,
         Health::Unhealthy => HealthStatus::Unhealthy,
@@ -267,26 +272,13 @@ pub fn load_assignment(
         for (at, (locality, hosts)) in hosts_of_level.into_iter().enumerate() {
             groups.push(LocalityLbEndpoints {
                 load_balancing_weight: weights.as_ref().map(|w| UInt32Value { value: w[at] }),
-                locality: Some(EnvoyLocality {
-                    region: locality.region.clone(),
-                    zone: locality.zone.clone(),
-                    sub_zone: locality.subzone.clone(),
-                }),
+                locality: Some(envoy_locality(locality)),
                 lb_endpoints: hosts
                     .into_iter()
-                    .map(|host| LbEndpoint {
-                        health_status: health_status(host.health) as i32,
-                        host_identifier: Some(HostIdentifier::Endpoint(EnvoyEndpoint {
-                            address: Some(socket_address(&host.address.to_string(), host.port)),
-                            ..EnvoyEndpoint::default()
-                        })),
-                        // Unset for a plain endpoint (weight 1), so a mesh without networks encodes
-                        // exactly as before.
-                        load_balancing_weight: host
-                            .gateway_for
-                            .is_some()
-                            .then_some(UInt32Value { value: host.behind }),
-                        ..LbEndpoint::default()
+                    // The weight is unset for a plain endpoint (weight 1), so a mesh without
+                    // networks encodes exactly as before.
+                    .map(|host| {
+                        lb_endpoint(&host, host.gateway_for.is_some().then_some(host.behind))
                     })
                     .collect(),
                 priority: level.priority,
@@ -304,6 +296,27 @@ pub fn load_assignment(
             ..LoadAssignmentPolicy::default()
         }),
         ..ClusterLoadAssignment::default()
+    }
+}
+
+pub(crate) fn envoy_locality(locality: &Locality) -> EnvoyLocality {
+    EnvoyLocality {
+        region: locality.region.clone(),
+        zone: locality.zone.clone(),
+        sub_zone: locality.subzone.clone(),
+    }
+}
+
+/// One host of a load assignment with its health as sent, and `weight` if set.
+pub(crate) fn lb_endpoint(host: &SentHost, weight: Option<u32>) -> LbEndpoint {
+    LbEndpoint {
+        health_status: health_status(host.health) as i32,
+        host_identifier: Some(HostIdentifier::Endpoint(EnvoyEndpoint {
+            address: Some(socket_address(&host.address.to_string(), host.port)),
+            ..EnvoyEndpoint::default()
+        })),
+        load_balancing_weight: weight.map(|value| UInt32Value { value }),
+        ..LbEndpoint::default()
     }
 }
 
@@ -406,23 +419,38 @@ pub(crate) fn socket_address(address: &str, port: u16) -> Address {
     }
 }
 
-/// The outbound HTTP listener every client gets, on the address it asked for.
-pub fn listener(address: &str, port: u16) -> Listener {
-    let hcm = HttpConnectionManager {
-        stat_prefix: LISTENER_NAME.to_string(),
+/// The router: the last HTTP filter of every connection manager we send (and for gRPC clients the
+/// only one).
+pub(crate) fn router_filter() -> HttpFilter {
+    HttpFilter {
+        name: "envoy.filters.http.router".to_string(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(
+            Router::default(),
+        ))),
+        ..HttpFilter::default()
+    }
+}
+
+/// An HTTP connection manager that takes the routes `route_config_name` over ADS and has the router
+/// as its only filter (what gRPC requires of an API listener's, too).
+pub(crate) fn rds_connection_manager(
+    stat_prefix: &str,
+    route_config_name: &str,
+) -> HttpConnectionManager {
+    HttpConnectionManager {
+        stat_prefix: stat_prefix.to_string(),
         route_specifier: Some(RouteSpecifier::Rds(Rds {
             config_source: Some(ads_config_source()),
-            route_config_name: ROUTE_CONFIG_NAME.to_string(),
+            route_config_name: route_config_name.to_string(),
         })),
-        http_filters: vec![HttpFilter {
-            name: "envoy.filters.http.router".to_string(),
-            config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(
-                Router::default(),
-            ))),
-            ..HttpFilter::default()
-        }],
+        http_filters: vec![router_filter()],
         ..HttpConnectionManager::default()
-    };
+    }
+}
+
+/// The outbound HTTP listener every client gets, on the address it asked for.
+pub fn listener(address: &str, port: u16) -> Listener {
+    let hcm = rds_connection_manager(LISTENER_NAME, ROUTE_CONFIG_NAME);
     Listener {
         name: LISTENER_NAME.to_string(),
         address: Some(socket_address(address, port)),
@@ -483,6 +511,20 @@ fn domains(id: &ServiceId, port: &ServicePort, default_port: bool, bare: bool) -
     out
 }
 
+/// The namespace a bare service name means for a client in `client_namespace`, given the namespaces
+/// that have a service of that name: like Kubernetes DNS, the client's own namespace first; else the
+/// only one there is; an ambiguous name means nothing rather than a guess.
+pub(crate) fn bare_name_namespace<'a>(
+    namespaces: &BTreeSet<&'a str>,
+    client_namespace: Option<&str>,
+) -> Option<&'a str> {
+    match client_namespace.and_then(|ns| namespaces.get(ns)) {
+        Some(own) => Some(own),
+        None if namespaces.len() == 1 => namespaces.first().copied(),
+        None => None,
+    }
+}
+
 /// One virtual host per service port. A bare service name resolves like Kubernetes DNS: to the client's
 /// own namespace first; else to the only service with that name; an ambiguous name is left out rather
 /// than routed to a guess.
@@ -499,11 +541,8 @@ pub fn route_configuration<'a>(
             .insert(svc.id.namespace.as_str());
     }
     let bare_ok = |id: &ServiceId| {
-        let namespaces = &namespaces_by_name[id.name.as_str()];
-        match client_namespace {
-            Some(ns) if namespaces.contains(ns) => ns == id.namespace,
-            _ => namespaces.len() == 1,
-        }
+        bare_name_namespace(&namespaces_by_name[id.name.as_str()], client_namespace)
+            == Some(id.namespace.as_str())
     };
     let mut virtual_hosts = Vec::new();
     for svc in &services {
