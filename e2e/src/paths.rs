@@ -44,6 +44,66 @@ pub fn envoy_bin() -> PathBuf {
     .clone()
 }
 
+/// The Python that has `grpcio` (the C-core proxyless gRPC client): `$GRPC_PYTHON`, else
+/// `<workspace>/.venv/bin/python`. Panics (never skips) if it is missing or cannot import `grpc`.
+pub fn grpc_python() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let (path, origin) = match std::env::var_os("GRPC_PYTHON") {
+            Some(p) if !p.is_empty() => (PathBuf::from(p), "$GRPC_PYTHON"),
+            _ => (
+                workspace_root().join(".venv/bin/python"),
+                "the default location",
+            ),
+        };
+        let imports = Command::new(&path)
+            .args(["-c", "import grpc"])
+            .output()
+            .is_ok_and(|out| out.status.success());
+        if !imports {
+            panic!(
+                "no Python with grpcio at {} ({origin}). The gRPC end-to-end tests drive a real \
+                 grpcio client: run `bash scripts/ensure-grpc-clients.sh` (installs grpcio into \
+                 .venv), or set GRPC_PYTHON to a Python that can `import grpc`.",
+                path.display()
+            );
+        }
+        path
+    })
+    .clone()
+}
+
+/// The directory whose `node_modules` holds `@grpc/grpc-js` and `@grpc/grpc-js-xds`:
+/// `$GRPC_NODE_CLIENTS`, else `<workspace>/e2e/grpc-clients`. Panics (never skips) if they are missing.
+pub fn grpc_node_clients() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let (dir, origin) = match std::env::var_os("GRPC_NODE_CLIENTS") {
+            Some(p) if !p.is_empty() => (PathBuf::from(p), "$GRPC_NODE_CLIENTS"),
+            _ => (grpc_client_scripts(), "the default location"),
+        };
+        for package in ["@grpc/grpc-js", "@grpc/grpc-js-xds"] {
+            let manifest = dir.join("node_modules").join(package).join("package.json");
+            if !manifest.is_file() {
+                panic!(
+                    "{package} not found in {}/node_modules ({origin}). The gRPC end-to-end tests \
+                     drive a real grpc-js client: run `bash scripts/ensure-grpc-clients.sh` (npm ci \
+                     in e2e/grpc-clients), or set GRPC_NODE_CLIENTS to a directory where they are \
+                     installed.",
+                    dir.display()
+                );
+            }
+        }
+        dir
+    })
+    .clone()
+}
+
+/// The committed client drivers, `client.py` and `client.js` (and the npm package that pins grpc-js).
+pub fn grpc_client_scripts() -> PathBuf {
+    workspace_root().join("e2e/grpc-clients")
+}
+
 /// The `xds-server` binary: `$XDS_SERVER_BIN`, else built once per process with
 /// `cargo build -p xds-server --bin xds-server` (with `--release` when this crate is built in release
 /// mode, so the demo runs a release server) and taken from the target directory.

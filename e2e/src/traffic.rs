@@ -117,26 +117,48 @@ pub fn until_served_by(
     timeout: Duration,
     settle: usize,
 ) -> Switch {
+    let mut first = true;
+    watch_switch(target, since, timeout, settle, || {
+        if !first {
+            std::thread::sleep(interval);
+        }
+        first = false;
+        let outcome = request(addr, host);
+        Some((Instant::now(), outcome))
+    })
+}
+
+/// Takes outcomes from `next` (each with the instant it was known) until one is `Ok(target)`, or
+/// `timeout` passes since `since`, then `settle` more to see that traffic stays there. `next` may
+/// return `None` when nothing came within its own wait; the watch then goes on until `timeout`, and
+/// a settle period ends early. Shared by the Envoy traffic here and the proxyless gRPC clients'
+/// calls ([`crate::grpc_client`]).
+pub fn watch_switch(
+    target: &str,
+    since: Instant,
+    timeout: Duration,
+    settle: usize,
+    mut next: impl FnMut() -> Option<(Instant, Result<String, String>)>,
+) -> Switch {
     let mut tally = Tally::default();
     let mut elapsed = None;
     loop {
-        let outcome = request(addr, host);
-        tally.record(&outcome);
-        if outcome.as_deref() == Ok(target) {
-            elapsed = Some(since.elapsed());
-            break;
+        if let Some((at, outcome)) = next() {
+            tally.record(&outcome);
+            if outcome.as_deref() == Ok(target) {
+                elapsed = Some(at.saturating_duration_since(since));
+                break;
+            }
         }
         if since.elapsed() > timeout {
             break;
         }
-        std::thread::sleep(interval);
     }
     let failures_before = tally.failures;
     let mut after = Tally::default();
     if elapsed.is_some() {
         for _ in 0..settle {
-            std::thread::sleep(interval);
-            let outcome = request(addr, host);
+            let Some((_, outcome)) = next() else { break };
             tally.record(&outcome);
             after.record(&outcome);
         }
