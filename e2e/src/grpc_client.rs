@@ -311,9 +311,25 @@ impl Drop for GrpcClient {
     }
 }
 
-/// Longest failure detail kept in an outcome: details carry addresses and ports that would make every
-/// failure a reason of its own in a [`Tally`].
+/// Longest failure detail kept in an outcome, so that a [`Tally`] groups failures by what they say.
 const MAX_DETAIL: usize = 80;
+
+/// A failure's details with every run of digits as `#`: they carry ports, addresses and elapsed times
+/// ("Deadline exceeded after 0.995s") that would make every failure a reason of its own.
+fn failure_reason(details: &str) -> String {
+    let mut out = String::new();
+    for c in details.chars() {
+        if !c.is_ascii_digit() {
+            out.push(c);
+        } else if !out.ends_with('#') {
+            out.push('#');
+        }
+        if out.chars().count() >= MAX_DETAIL {
+            break;
+        }
+    }
+    out
+}
 
 /// A driver's line: `{"ok":true,"body":..,"backend":..}` or `{"ok":false,"code":..,"error":..}`.
 fn parse_call(line: &str) -> Call {
@@ -333,10 +349,13 @@ fn parse_call(line: &str) -> Call {
             backend: Some(text("backend")),
         };
     }
-    let detail: String = text("error").chars().take(MAX_DETAIL).collect();
     Call {
         at,
-        outcome: Err(format!("{}: {detail}", text("code"))),
+        outcome: Err(format!(
+            "{}: {}",
+            text("code"),
+            failure_reason(&text("error"))
+        )),
         backend: None,
     }
 }
@@ -358,6 +377,17 @@ mod tests {
         assert!(reason.starts_with("UNAVAILABLE: x"), "{reason}");
         assert_eq!(reason.len(), "UNAVAILABLE: ".len() + MAX_DETAIL);
         assert!(parse_call("not json").outcome.is_err());
+        let timed_out = |after: &str| {
+            parse_call(&format!(
+                r#"{{"ok":false,"code":"DEADLINE_EXCEEDED","error":"Deadline exceeded after {after}s"}}"#
+            ))
+            .outcome
+        };
+        assert_eq!(timed_out("0.995"), timed_out("1.002"));
+        assert_eq!(
+            timed_out("0.995").unwrap_err(),
+            "DEADLINE_EXCEEDED: Deadline exceeded after #.#s"
+        );
     }
 
     #[test]
