@@ -360,6 +360,34 @@ pub struct ClientInfo {
     /// Where this sidecar terminates inbound mTLS and where its app listens (node metadata
     /// `inbound_port`, `app_port`); `None`: no inbound listener.
     pub inbound: Option<Inbound>,
+    /// Envoy, or a gRPC library's own xDS client: they are sent different resources.
+    pub kind: ClientKind,
+}
+
+/// What speaks xDS on the other end of a stream. A proxyless gRPC client (grpcio, grpc-go, grpc-java,
+/// grpc-js-xds) load-balances by itself from an API listener per target; it is sent resources it can
+/// parse (`translate::grpc`), never Envoy's listener, which it would refuse.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientKind {
+    #[default]
+    Envoy,
+    Grpc,
+}
+
+impl ClientKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Envoy => "envoy",
+            Self::Grpc => "grpc",
+        }
+    }
+}
+
+impl std::fmt::Display for ClientKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A sidecar's inbound mTLS port and its app's port on 127.0.0.1.

@@ -6,8 +6,8 @@ use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
 
 use crate::model::{
-    shown, ClientInfo, Inbound, ListenerOverride, Locality, LocalityLookup, PeerIdentity, PodHint,
-    SpiffeId,
+    shown, ClientInfo, ClientKind, Inbound, ListenerOverride, Locality, LocalityLookup,
+    PeerIdentity, PodHint, SpiffeId,
 };
 
 /// Node metadata keys we read. Documented in the README.
@@ -187,6 +187,33 @@ pub fn claim_agrees(
     }
 }
 
+/// What gRPC libraries put first in `node.user_agent_name` ("gRPC C-core …", "gRPC Node Pure JS",
+/// "gRPC Go", "gRPC Java"); Envoy says "envoy".
+const GRPC_USER_AGENT_PREFIX: &str = "grpc";
+
+/// Client features only gRPC's xDS clients announce (Envoy does not): a client that hides its user
+/// agent is still recognised.
+const GRPC_ONLY_FEATURES: [&str; 1] = ["xds.config.resource-in-sotw"];
+
+/// Envoy or a proxyless gRPC client, from what its node says about its software. No special metadata
+/// is needed (Istio asks gRPC clients for `GENERATOR=grpc`); an unknown client is taken for an Envoy,
+/// which is what every client was before gRPC clients were served.
+pub fn client_kind(node: &Node) -> ClientKind {
+    let agent = node.user_agent_name.as_bytes();
+    let grpc_agent = agent.len() >= GRPC_USER_AGENT_PREFIX.len()
+        && agent[..GRPC_USER_AGENT_PREFIX.len()]
+            .eq_ignore_ascii_case(GRPC_USER_AGENT_PREFIX.as_bytes());
+    let grpc_feature = node
+        .client_features
+        .iter()
+        .any(|f| GRPC_ONLY_FEATURES.contains(&f.as_str()));
+    if grpc_agent || grpc_feature {
+        ClientKind::Grpc
+    } else {
+        ClientKind::Envoy
+    }
+}
+
 pub fn client_info(node: Option<&Node>) -> Result<ClientInfo, NodeError> {
     let node = node.ok_or(NodeError::Missing)?;
     let locality = node
@@ -198,6 +225,7 @@ pub fn client_info(node: Option<&Node>) -> Result<ClientInfo, NodeError> {
         node_id: node.id.clone(),
         cluster: node.cluster.clone(),
         locality,
+        kind: client_kind(node),
         ..ClientInfo::default()
     };
     let Some(meta) = &node.metadata else {

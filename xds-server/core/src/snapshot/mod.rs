@@ -15,10 +15,10 @@ use envoy_types::util::pack_any;
 
 use crate::model::secrets::SecretSet;
 use crate::model::SpiffeId;
-use crate::model::{ClientInfo, Inbound, Registry};
+use crate::model::{ClientInfo, ClientKind, Inbound, Registry};
 use crate::policy::{FailoverPolicy, PolicySet, ResolvedPolicy};
 use crate::translate::input::ClusterInput;
-use crate::translate::{self, mtls, resources, LocalityClass};
+use crate::translate::{self, grpc, mtls, resources, LocalityClass};
 use tracing::warn;
 
 pub const CLUSTER_TYPE: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
@@ -176,6 +176,10 @@ pub struct ClusterEntry {
     pub policy: ResolvedPolicy,
     pub cluster: Arc<Resource>,
     eds: DashMap<LocalityClass, Arc<Resource>>,
+    /// The CDS resource for proxyless gRPC clients, built when the first one asks.
+    grpc_cluster: std::sync::OnceLock<Arc<Resource>>,
+    /// gRPC clients' EDS answers per class: the same plan as `eds`, in gRPC's form.
+    grpc_eds: DashMap<LocalityClass, Arc<Resource>>,
     /// `false` only for the benchmark baseline: every call builds and encodes its own answer.
     shared: bool,
 }
@@ -191,6 +195,8 @@ impl ClusterEntry {
             policy,
             cluster,
             eds: DashMap::new(),
+            grpc_cluster: std::sync::OnceLock::new(),
+            grpc_eds: DashMap::new(),
             shared,
         }
     }
@@ -215,6 +221,38 @@ impl ClusterEntry {
         }
     }
 
+    /// The CDS resource for clients of `kind`. Shared by every client of that kind unless sharing is
+    /// off.
+    pub fn cluster_resource_for(&self, kind: ClientKind) -> Arc<Resource> {
+        let build_grpc = || {
+            Resource::new(
+                self.name().to_string(),
+                grpc::cluster(self.name(), &self.policy.policy),
+            )
+        };
+        match kind {
+            ClientKind::Envoy => self.cluster_resource(),
+            ClientKind::Grpc if self.shared => self.grpc_cluster.get_or_init(build_grpc).clone(),
+            ClientKind::Grpc => build_grpc(),
+        }
+    }
+
+    /// The EDS answer for one class of clients of `kind`, computed and encoded at most once.
+    pub fn load_assignment_for(&self, kind: ClientKind, class: &LocalityClass) -> Arc<Resource> {
+        if kind == ClientKind::Envoy {
+            return self.load_assignment(class);
+        }
+        let build = || {
+            let plan = translate::priorities(class, &self.input, &self.policy.policy);
+            let cla = grpc::load_assignment(self.name(), &self.input, class, &plan);
+            Resource::new(self.name().to_string(), cla)
+        };
+        if !self.shared {
+            return build();
+        }
+        memoised(&self.grpc_eds, class, build)
+    }
+
     /// The EDS answer for one class of clients, computed and encoded at most once.
     pub fn load_assignment(&self, class: &LocalityClass) -> Arc<Resource> {
         let build = || {
@@ -229,12 +267,14 @@ impl ClusterEntry {
         memoised(&self.eds, class, build)
     }
 
-    /// Bytes of encoded EDS answers held for this cluster (one per class seen).
+    /// Bytes of encoded CDS and EDS answers held for this cluster (one per class and kind seen).
     pub fn cached_bytes(&self) -> usize {
         self.cluster.any.value.len()
+            + self.grpc_cluster.get().map_or(0, |c| c.any.value.len())
             + self
                 .eds
                 .iter()
+                .chain(self.grpc_eds.iter())
                 .map(|e| e.value().any.value.len())
                 .sum::<usize>()
     }
@@ -341,8 +381,12 @@ pub struct CacheKeys<'a> {
     snapshot: &'a Snapshot,
     /// The distinct policies of the snapshot's clusters (most clusters share one), by address.
     policies: Vec<(*const FailoverPolicy, &'a FailoverPolicy)>,
-    /// Per policy (same index), the classes of connected clients under it.
+    /// Per policy (same index), the classes of connected clients under it: Envoys', gRPC clients'.
     classes: Vec<HashSet<LocalityClass>>,
+    grpc_classes: Vec<HashSet<LocalityClass>>,
+    /// Some gRPC client is connected: its listeners and routes (keyed by target authorities that
+    /// name a service port, so bounded by the service set) are kept.
+    grpc_clients: bool,
     listeners: HashSet<(String, u16)>,
     namespaces: HashSet<Option<String>>,
     inbound: HashSet<(String, Inbound)>,
@@ -353,8 +397,16 @@ pub struct CacheKeys<'a> {
 impl CacheKeys<'_> {
     /// `client` is connected: keep what it may be answered from.
     pub fn add(&mut self, client: &ClientInfo) {
+        let classes = match client.kind {
+            ClientKind::Envoy => &mut self.classes,
+            ClientKind::Grpc => &mut self.grpc_classes,
+        };
         for (i, (_, policy)) in self.policies.iter().enumerate() {
-            self.classes[i].insert(LocalityClass::of(client, policy));
+            classes[i].insert(LocalityClass::of(client, policy));
+        }
+        if client.kind == ClientKind::Grpc {
+            self.grpc_clients = true;
+            return;
         }
         let s = self.snapshot;
         self.listeners.insert(s.listener_key(client));
@@ -517,6 +569,11 @@ pub struct Snapshot {
     /// the same, so evicting from the current snapshot evicts from what the next one carries forward.
     listeners: Arc<DashMap<(String, u16), Arc<Resource>>>,
     routes: Arc<DashMap<Option<String>, Arc<Resource>>>,
+    /// gRPC clients' API listeners by target authority, and their routes by (authority, cluster):
+    /// only authorities that name a service port get an entry, so these are bounded by the service
+    /// set (and [`MAX_MEMO_KEYS`]) whatever names clients ask for. Shared like `listeners`.
+    grpc_listeners: Arc<DashMap<String, Arc<Resource>>>,
+    grpc_routes: Arc<DashMap<(String, String), Arc<Resource>>>,
     /// Inbound mTLS listeners per (bind address, ports) and app clusters per app port: they depend
     /// only on the client, so every snapshot shares them.
     inbound: Arc<DashMap<(String, Inbound), Arc<Resource>>>,
@@ -586,6 +643,10 @@ impl Snapshot {
                     .zip(registry.services.iter())
                     .all(|((a_id, a), (b_id, b))| a_id == b_id && a.ports == b.ports)
         });
+        let (grpc_listeners, grpc_routes) = match previous {
+            Some(p) if same_routes => (p.grpc_listeners.clone(), p.grpc_routes.clone()),
+            _ => (Arc::default(), Arc::default()),
+        };
         let (listeners, routes) = match previous {
             Some(p) if same_routes => (p.listeners.clone(), p.routes.clone()),
             Some(p) if settings.shared_cache => {
@@ -615,6 +676,8 @@ impl Snapshot {
             clusters,
             listeners,
             routes,
+            grpc_listeners,
+            grpc_routes,
             inbound: previous.map(|p| p.inbound.clone()).unwrap_or_default(),
             apps: previous.map(|p| p.apps.clone()).unwrap_or_default(),
             // Carried over; [`Snapshot::with_secrets`] replaces them.
@@ -705,6 +768,8 @@ impl Snapshot {
         CacheKeys {
             snapshot: self,
             classes: vec![HashSet::new(); policies.len()],
+            grpc_classes: vec![HashSet::new(); policies.len()],
+            grpc_clients: false,
             policies,
             listeners: HashSet::new(),
             namespaces: HashSet::new(),
@@ -730,6 +795,12 @@ impl Snapshot {
                 .position(|(k, _)| *k == key)
                 .expect("`needed` was collected from this snapshot");
             c.eds.retain(|class, _| needed.classes[i].contains(class));
+            c.grpc_eds
+                .retain(|class, _| needed.grpc_classes[i].contains(class));
+        }
+        if !needed.grpc_clients {
+            self.grpc_listeners.clear();
+            self.grpc_routes.clear();
         }
         self.listeners.retain(|k, _| needed.listeners.contains(k));
         self.routes.retain(|k, _| needed.namespaces.contains(k));
@@ -752,10 +823,10 @@ impl Snapshot {
         let mut eds_answers = 0;
         let mut bytes = 0;
         for c in self.clusters.values() {
-            for e in c.eds.iter() {
+            for e in c.eds.iter().chain(c.grpc_eds.iter()) {
                 classes.insert(e.key().clone());
             }
-            eds_answers += c.eds.len();
+            eds_answers += c.eds.len() + c.grpc_eds.len();
             bytes += c.cached_bytes();
         }
         bytes += self
@@ -767,6 +838,12 @@ impl Snapshot {
             .routes
             .iter()
             .map(|r| r.value().any.value.len())
+            .sum::<usize>();
+        bytes += self
+            .grpc_listeners
+            .iter()
+            .map(|l| l.value().any.value.len())
+            .chain(self.grpc_routes.iter().map(|r| r.value().any.value.len()))
             .sum::<usize>();
         bytes += self
             .inbound
@@ -783,8 +860,8 @@ impl Snapshot {
             clusters: self.clusters.len(),
             classes: classes.len(),
             eds_answers,
-            listeners: self.listeners.len() + self.inbound.len(),
-            route_configs: self.routes.len(),
+            listeners: self.listeners.len() + self.inbound.len() + self.grpc_listeners.len(),
+            route_configs: self.routes.len() + self.grpc_routes.len(),
             bytes,
         }
     }
@@ -859,6 +936,39 @@ impl Snapshot {
         memoised(&self.routes, &client.namespace, build)
     }
 
+    /// A gRPC client's API listener for the target `authority`, if it names a service port. Unknown
+    /// names are looked up and answered with nothing, never memoised.
+    fn grpc_listener(&self, client: &ClientInfo, authority: &str) -> Option<Arc<Resource>> {
+        grpc::resolve_authority(&self.registry, authority, client.namespace.as_deref())?;
+        let build = || Resource::new(authority.to_string(), grpc::api_listener(authority));
+        if !self.settings.shared_cache {
+            return Some(build());
+        }
+        Some(memoised(
+            &self.grpc_listeners,
+            &authority.to_string(),
+            build,
+        ))
+    }
+
+    /// A gRPC client's routes for the target `authority` (the listener names them after it).
+    fn grpc_routes_for(&self, client: &ClientInfo, authority: &str) -> Option<Arc<Resource>> {
+        let (service, port) =
+            grpc::resolve_authority(&self.registry, authority, client.namespace.as_deref())?;
+        let cluster = resources::cluster_name(&service.id, port);
+        let build = || {
+            Resource::new(
+                authority.to_string(),
+                grpc::route_configuration(authority, &cluster),
+            )
+        };
+        if !self.settings.shared_cache {
+            return Some(build());
+        }
+        let key = (authority.to_string(), cluster.clone());
+        Some(memoised(&self.grpc_routes, &key, build))
+    }
+
     /// What `client` should have of one type. `names` is the subscription (`None` = wildcard); names that
     /// do not exist are left out, as the protocol allows.
     pub fn resources_for(
@@ -868,7 +978,21 @@ impl Snapshot {
         names: Option<&BTreeSet<String>>,
     ) -> Vec<Arc<Resource>> {
         let wanted = |name: &str| names.is_none_or(|n| n.contains(name));
+        let grpc = client.kind == ClientKind::Grpc;
         match kind {
+            // A gRPC client names what it wants by its targets' authorities, and is never sent
+            // Envoy's listener: it validates every resource of a response and would refuse it.
+            ResourceType::Listener | ResourceType::Route if grpc => names
+                .into_iter()
+                .flatten()
+                .filter_map(|n| self.resource(kind, client, n))
+                .collect(),
+            ResourceType::Cluster if grpc => self
+                .clusters
+                .values()
+                .filter(|c| wanted(c.name()))
+                .map(|c| c.cluster_resource_for(client.kind))
+                .collect(),
             ResourceType::Cluster => self
                 .clusters
                 .values()
@@ -896,7 +1020,7 @@ impl Snapshot {
                                 classes.len() - 1
                             }
                         };
-                        c.load_assignment(&classes[i].1)
+                        c.load_assignment_for(client.kind, &classes[i].1)
                     })
                     .collect()
             }
@@ -928,6 +1052,18 @@ impl Snapshot {
         client: &ClientInfo,
         name: &str,
     ) -> Option<Arc<Resource>> {
+        if client.kind == ClientKind::Grpc {
+            return match kind {
+                ResourceType::Listener => self.grpc_listener(client, name),
+                ResourceType::Route => self.grpc_routes_for(client, name),
+                ResourceType::Cluster => self
+                    .clusters
+                    .get(name)
+                    .map(|c| c.cluster_resource_for(client.kind)),
+                ResourceType::Endpoint => self.load_assignment(name, client),
+                ResourceType::Secret => self.secrets.for_client(client, name),
+            };
+        }
         match kind {
             ResourceType::Cluster if name == mtls::APP_CLUSTER => self.app_for(client),
             ResourceType::Cluster => self.clusters.get(name).map(|c| c.cluster_resource()),
@@ -942,7 +1078,7 @@ impl Snapshot {
     /// One cluster's EDS answer for `client`, if the cluster exists.
     pub fn load_assignment(&self, cluster: &str, client: &ClientInfo) -> Option<Arc<Resource>> {
         let c = self.clusters.get(cluster)?;
-        Some(c.load_assignment(&c.class_of(client)))
+        Some(c.load_assignment_for(client.kind, &c.class_of(client)))
     }
 }
 

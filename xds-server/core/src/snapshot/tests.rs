@@ -571,3 +571,134 @@ fn a_new_service_set_comes_with_the_routes_of_the_namespaces_in_use() {
     );
     assert_eq!(second.stats().route_configs, 2, "nothing built on demand");
 }
+
+fn grpc_client(zone: &str, node: &str) -> ClientInfo {
+    ClientInfo {
+        kind: ClientKind::Grpc,
+        namespace: Some("shop".into()),
+        ..client(zone, node)
+    }
+}
+
+/// What a gRPC client dialing `xds:///AUTHORITY` fetches, in its order: LDS, RDS, CDS, EDS.
+fn grpc_fetch(snap: &Snapshot, client: &ClientInfo, authority: &str) -> Vec<Arc<Resource>> {
+    let target = names(&[authority]);
+    let lds = snap.resources_for(ResourceType::Listener, client, Some(&target));
+    let rds = snap.resources_for(ResourceType::Route, client, Some(&target));
+    let cluster = names(&["a.shop:8080"]);
+    let cds = snap.resources_for(ResourceType::Cluster, client, Some(&cluster));
+    let eds = snap.resources_for(ResourceType::Endpoint, client, Some(&cluster));
+    [lds, rds, cds, eds].concat()
+}
+
+#[test]
+fn a_grpc_client_gets_an_api_listener_per_target_and_never_envoys_listener() {
+    let snap = xds::snapshot(None, registry("10.0.0.1"));
+    let c = grpc_client("z1", "g1");
+    for authority in [
+        "a.shop:8080",
+        "a:8080",
+        "a.shop.svc.cluster.local:8080",
+        "a",
+    ] {
+        let got = grpc_fetch(&snap, &c, authority);
+        let kinds: Vec<&str> = got.iter().map(|r| r.any.type_url.as_str()).collect();
+        assert_eq!(
+            kinds,
+            [LISTENER_TYPE, ROUTE_TYPE, CLUSTER_TYPE, ENDPOINT_TYPE],
+            "{authority}"
+        );
+        assert_eq!(got[0].name, authority);
+        assert_eq!(got[1].name, authority);
+        assert_eq!(
+            got[0].any,
+            pack_any(grpc::api_listener(authority)),
+            "{authority}"
+        );
+    }
+    // Envoy's listener, by name or by wildcard, is not a gRPC client's.
+    let outbound = names(&[resources::LISTENER_NAME]);
+    assert!(snap
+        .resources_for(ResourceType::Listener, &c, Some(&outbound))
+        .is_empty());
+    assert!(snap
+        .resources_for(ResourceType::Listener, &c, None)
+        .is_empty());
+    // Subscribed names that resolve to nothing are simply absent: a response without them tells
+    // the client they do not exist.
+    let mixed = names(&["a.shop:8080", "nope.shop:8080", "a.shop:9999"]);
+    let lds = snap.resources_for(ResourceType::Listener, &c, Some(&mixed));
+    assert_eq!(
+        lds.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+        ["a.shop:8080"]
+    );
+}
+
+#[test]
+fn grpc_answers_are_memoised_per_kind_and_class_and_unknown_names_cache_nothing() {
+    let snap = xds::snapshot(None, registry("10.0.0.1"));
+    let one = grpc_fetch(&snap, &grpc_client("z1", "g1"), "a.shop:8080");
+    let two = grpc_fetch(&snap, &grpc_client("z1", "g2"), "a.shop:8080");
+    assert!(one.iter().zip(&two).all(|(a, b)| Arc::ptr_eq(a, b)));
+    let other_zone = grpc_fetch(&snap, &grpc_client("z2", "g3"), "a.shop:8080");
+    assert!(
+        Arc::ptr_eq(&one[2], &other_zone[2]),
+        "CDS is the same for all"
+    );
+    assert!(!Arc::ptr_eq(&one[3], &other_zone[3]), "EDS is per class");
+    let envoy = client("z1", "e1");
+    let envoy_eds = snap.load_assignment("a.shop:8080", &envoy).unwrap();
+    assert_ne!(envoy_eds.encoded, one[3].encoded, "gRPC's own form");
+    let stats = snap.stats();
+    assert_eq!(stats.eds_answers, 3);
+    // Arbitrary names a client makes up resolve to nothing and leave the cache as it was.
+    let c = grpc_client("z1", "g4");
+    for i in 0..2000 {
+        let made_up = names(&[&format!("svc-{i}.shop:8080"), &format!("a.shop:{}", 1 + i)]);
+        let made_up: BTreeSet<String> =
+            made_up.into_iter().filter(|n| n != "a.shop:8080").collect();
+        assert!(snap
+            .resources_for(ResourceType::Listener, &c, Some(&made_up))
+            .is_empty());
+        assert!(snap
+            .resources_for(ResourceType::Route, &c, Some(&made_up))
+            .is_empty());
+    }
+    assert_eq!(snap.stats(), stats);
+    // Once no gRPC client is connected, their answers go; Envoys' stay.
+    let mut needed = snap.cache_keys();
+    needed.add(&envoy);
+    snap.retain_for(&needed);
+    assert_eq!(snap.stats().eds_answers, 1);
+    assert_eq!(snap.stats().route_configs, 0);
+    assert_eq!(snap.stats().listeners, 0);
+}
+
+#[test]
+fn envoys_answers_are_byte_identical_whatever_grpc_clients_ask() {
+    let encode_all = |snap: &Snapshot| {
+        ask_everything(snap, &client("z1", "e1"))
+            .iter()
+            .map(|r| (r.name.clone(), r.encoded.clone()))
+            .collect::<Vec<_>>()
+    };
+    let before = {
+        let fresh = xds::snapshot(None, registry("10.0.0.1"));
+        encode_all(&fresh)
+    };
+    let snap = xds::snapshot(None, registry("10.0.0.1"));
+    grpc_fetch(&snap, &grpc_client("z1", "g1"), "a.shop:8080");
+    assert_eq!(encode_all(&snap), before);
+    // And Envoy's CDS and EDS are still exactly the Envoy translator's.
+    let policy = FailoverPolicy::default();
+    let cds = snap.resources_for(ResourceType::Cluster, &client("z1", "e1"), None);
+    let a = snap.cluster("a.shop:8080").unwrap();
+    assert_eq!(
+        cds[0].any,
+        pack_any(resources::cluster(
+            "a.shop:8080",
+            &policy,
+            &a.input.peer_identities()
+        ))
+    );
+}

@@ -19,7 +19,7 @@
 
 use serde::Serialize;
 
-use crate::model::{labels, Health, Locality};
+use crate::model::{labels, ClientKind, Health, Locality};
 use crate::policy::{FailoverPolicy, HealthCheckProtocol, MtlsMode};
 use crate::translate::input::{ClusterInput, SentHost};
 use crate::translate::priorities::{distribute_text, priorities, LevelReason, LocalityClass};
@@ -51,6 +51,8 @@ pub struct Explanation {
     pub no_healthy_upstream: bool,
     /// min(100, Σ health scores). Below 100 the load is scaled up to fill 100%.
     pub normalized_total_health: u32,
+    /// The kind of client this is for: Envoy's load split, or gRPC's ([`explain_grpc`]).
+    pub client_kind: ClientKind,
     /// What the levels leave out: backups that cannot be used and endpoints the client cannot reach
     /// (another network without a gateway), each with the reason; then how Envoy detects failures
     /// on its own (active health checks, outlier detection off), which this prediction cannot see.
@@ -318,8 +320,67 @@ pub fn explain(
         panic: split.total_panic,
         no_healthy_upstream: split.no_healthy_upstream,
         normalized_total_health: split.normalized_total_health,
+        client_kind: ClientKind::Envoy,
         notes,
     }
+}
+
+/// What gRPC does instead of Envoy's spillover, in `xdsctl explain` for a gRPC client.
+pub const GRPC_FAILOVER_NOTE: &str = "gRPC client: every call goes to one priority, the first \
+     with a healthy endpoint; gRPC fails over a whole priority at once, when it is in \
+     TRANSIENT_FAILURE (every endpoint unhealthy, unreachable or ejected) or after 10 s CONNECTING, \
+     and ignores the overprovisioning factor and the panic threshold (Envoy's percentages do not apply)";
+
+/// [`explain`] for a proxyless gRPC client of `class`: the same levels (gRPC is sent the same
+/// plan), but gRPC's load split: all of it on the first level with a healthy endpoint, none when
+/// there is none (calls fail: gRPC has no panic mode). Failure detection notes are gRPC's.
+pub fn explain_grpc(
+    class: &LocalityClass,
+    input: &ClusterInput,
+    policy: &FailoverPolicy,
+) -> Explanation {
+    let mut e = explain(class, input, policy);
+    let serving = e.levels.iter().position(|l| l.healthy > 0);
+    for (i, level) in e.levels.iter_mut().enumerate() {
+        level.panic = false;
+        level.health_score = if level.healthy > 0 { 100 } else { 0 };
+        level.load_percent = if Some(i) == serving { 100 } else { 0 };
+        for share in &mut level.localities {
+            share.expected_percent = if Some(i) == serving {
+                share.share_of_level
+            } else {
+                0.0
+            };
+        }
+    }
+    e.load = e.levels.iter().map(|l| l.load_percent).collect();
+    e.panic = false;
+    e.no_healthy_upstream = serving.is_none();
+    e.normalized_total_health = if serving.is_some() { 100 } else { 0 };
+    e.client_kind = ClientKind::Grpc;
+    let envoy_notes = failure_detection_notes(policy);
+    e.notes.retain(|n| !envoy_notes.contains(n));
+    e.notes.insert(0, GRPC_FAILOVER_NOTE.to_string());
+    if policy.health_check.is_some() {
+        e.notes.push(
+            "active health checks are Envoy's: a gRPC client does not probe, only the health \
+             sent in EDS and outlier detection move its calls"
+                .to_string(),
+        );
+    }
+    e.notes.push(match &policy.outlier_detection {
+        Some(od) => format!(
+            "outlier detection for gRPC is by failure percentage: a host serving at least {} \
+             calls in an interval ({:?}) with more than {}% failed is ejected at the interval's end",
+            super::grpc::outlier_detection(od)
+                .failure_percentage_request_volume
+                .map_or(1, |v| v.value),
+            od.interval,
+            super::grpc::FAILURE_PERCENTAGE_THRESHOLD
+        ),
+        None => "outlier detection is disabled: failing calls do not eject endpoints".to_string(),
+    });
+    e
 }
 
 /// Under `mtls: STRICT`, which servers the client accepts (secure naming), so an unpinned service

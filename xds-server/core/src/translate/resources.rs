@@ -58,7 +58,7 @@ pub fn cluster_name(id: &ServiceId, port: &ServicePort) -> String {
     format!("{}.{}:{}", id.name, id.namespace, port.port)
 }
 
-fn duration(d: std::time::Duration) -> PbDuration {
+pub(crate) fn duration(d: std::time::Duration) -> PbDuration {
     PbDuration {
         seconds: d.as_secs() as i64,
         nanos: d.subsec_nanos() as i32,
@@ -237,7 +237,7 @@ fn outlier_detection(od: &OutlierDetection) -> EnvoyOutlierDetection {
     }
 }
 
-fn health_status(health: Health) -> HealthStatus {
+pub(crate) fn health_status(health: Health) -> HealthStatus {
     match health {
         Health::Healthy => HealthStatus::Healthy,
         Health::Unhealthy => HealthStatus::Unhealthy,
@@ -406,6 +406,18 @@ pub(crate) fn socket_address(address: &str, port: u16) -> Address {
     }
 }
 
+/// The router: the last HTTP filter of every connection manager we send (and for gRPC clients the
+/// only one).
+pub(crate) fn router_filter() -> HttpFilter {
+    HttpFilter {
+        name: "envoy.filters.http.router".to_string(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(
+            Router::default(),
+        ))),
+        ..HttpFilter::default()
+    }
+}
+
 /// The outbound HTTP listener every client gets, on the address it asked for.
 pub fn listener(address: &str, port: u16) -> Listener {
     let hcm = HttpConnectionManager {
@@ -414,13 +426,7 @@ pub fn listener(address: &str, port: u16) -> Listener {
             config_source: Some(ads_config_source()),
             route_config_name: ROUTE_CONFIG_NAME.to_string(),
         })),
-        http_filters: vec![HttpFilter {
-            name: "envoy.filters.http.router".to_string(),
-            config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(
-                Router::default(),
-            ))),
-            ..HttpFilter::default()
-        }],
+        http_filters: vec![router_filter()],
         ..HttpConnectionManager::default()
     };
     Listener {
@@ -483,6 +489,20 @@ fn domains(id: &ServiceId, port: &ServicePort, default_port: bool, bare: bool) -
     out
 }
 
+/// The namespace a bare service name means for a client in `client_namespace`, given the namespaces
+/// that have a service of that name: like Kubernetes DNS, the client's own namespace first; else the
+/// only one there is; an ambiguous name means nothing rather than a guess.
+pub(crate) fn bare_name_namespace<'a>(
+    namespaces: &BTreeSet<&'a str>,
+    client_namespace: Option<&str>,
+) -> Option<&'a str> {
+    match client_namespace.and_then(|ns| namespaces.get(ns)) {
+        Some(own) => Some(own),
+        None if namespaces.len() == 1 => namespaces.first().copied(),
+        None => None,
+    }
+}
+
 /// One virtual host per service port. A bare service name resolves like Kubernetes DNS: to the client's
 /// own namespace first; else to the only service with that name; an ambiguous name is left out rather
 /// than routed to a guess.
@@ -499,11 +519,8 @@ pub fn route_configuration<'a>(
             .insert(svc.id.namespace.as_str());
     }
     let bare_ok = |id: &ServiceId| {
-        let namespaces = &namespaces_by_name[id.name.as_str()];
-        match client_namespace {
-            Some(ns) if namespaces.contains(ns) => ns == id.namespace,
-            _ => namespaces.len() == 1,
-        }
+        bare_name_namespace(&namespaces_by_name[id.name.as_str()], client_namespace)
+            == Some(id.namespace.as_str())
     };
     let mut virtual_hosts = Vec::new();
     for svc in &services {

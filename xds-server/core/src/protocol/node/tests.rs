@@ -120,3 +120,29 @@ fn bad_metadata_is_a_clear_error() {
         .to_string();
     assert!(err.contains("`labels`"), "{err}");
 }
+
+#[test]
+fn grpc_clients_are_recognised_by_user_agent_or_features_without_metadata() {
+    let with = |agent: &str, features: &[&str]| {
+        let n = Node {
+            user_agent_name: agent.into(),
+            client_features: features.iter().map(|f| f.to_string()).collect(),
+            ..node(vec![])
+        };
+        client_info(Some(&n)).unwrap().kind
+    };
+    assert_eq!(with("envoy", &[]), ClientKind::Envoy);
+    assert_eq!(
+        with("envoy", &["envoy.lb.does_not_support_overprovisioning"]),
+        ClientKind::Envoy
+    );
+    assert_eq!(with("", &[]), ClientKind::Envoy);
+    assert_eq!(with("gRPC C-core linux/x86_64", &[]), ClientKind::Grpc);
+    assert_eq!(with("gRPC Node Pure JS", &[]), ClientKind::Grpc);
+    assert_eq!(with("grpc-go", &[]), ClientKind::Grpc);
+    // A client that hides its user agent but announces a feature only gRPC has.
+    assert_eq!(with("", &["xds.config.resource-in-sotw"]), ClientKind::Grpc);
+    // A short or non-ASCII agent is compared safely.
+    assert_eq!(with("gR", &[]), ClientKind::Envoy);
+    assert_eq!(with("gRPé", &[]), ClientKind::Envoy);
+}

@@ -588,3 +588,60 @@ fn notes_say_which_servers_an_mtls_client_accepts() {
         ["mTLS: servers must present spiffe://td/ns/shop/sa/a or spiffe://td/ns/shop/sa/b"]
     );
 }
+
+#[test]
+fn a_grpc_client_is_explained_with_a_whole_priority_failing_over_and_no_spillover() {
+    let mut svc = nine_zones();
+    let policy = failover_policy();
+    let class = class_in("r1", "r1-a", &policy);
+    // Half of the region's other zones draining: Envoy spills 30% onward, gRPC does not.
+    for e in svc
+        .endpoints
+        .iter_mut()
+        .filter(|e| e.locality.zone == "r1-b" || e.locality.zone == "r1-a")
+    {
+        e.health = if e.locality.zone == "r1-a" {
+            Health::Unhealthy
+        } else {
+            Health::Draining
+        };
+    }
+    let envoy = explain(&class, &plain(&svc), &policy);
+    assert_eq!(envoy.load, vec![0, 70, 30, 0]);
+    assert_eq!(envoy.client_kind, ClientKind::Envoy);
+    let grpc = explain_grpc(&class, &plain(&svc), &policy);
+    assert_eq!(grpc.client_kind, ClientKind::Grpc);
+    assert_eq!(grpc.load, vec![0, 100, 0, 0]);
+    assert_eq!(
+        grpc.levels
+            .iter()
+            .map(|l| l.load_percent)
+            .collect::<Vec<_>>(),
+        grpc.load
+    );
+    // The same levels as Envoy's.
+    let endpoints = |x: &Explanation| {
+        x.levels
+            .iter()
+            .map(|l| (l.priority, l.endpoints.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(endpoints(&grpc), endpoints(&envoy));
+    assert_eq!(grpc.notes[0], GRPC_FAILOVER_NOTE);
+    assert!(
+        grpc.notes.iter().any(|n| n.contains("failure percentage")),
+        "{:?}",
+        grpc.notes
+    );
+    // Nothing healthy: no panic mode, calls fail.
+    let panicky = FailoverPolicy {
+        panic_threshold: 50,
+        ..policy
+    };
+    for e in svc.endpoints.iter_mut() {
+        e.health = Health::Unhealthy;
+    }
+    let grpc = explain_grpc(&class, &plain(&svc), &panicky);
+    assert_eq!(grpc.load, vec![0, 0, 0, 0]);
+    assert!(grpc.no_healthy_upstream && !grpc.panic);
+}
