@@ -12,7 +12,7 @@ use std::time::SystemTime;
 use dashmap::DashMap;
 use tokio::sync::broadcast;
 
-use xds_core::model::{ClientInfo, Locality, PeerIdentity};
+use xds_core::model::{ClientInfo, ClientKind, Locality, PeerIdentity};
 use xds_core::policy::FailoverPolicy;
 pub use xds_core::protocol::inspect::{Inspect, Protocol, SyncStatus, TypeReport};
 use xds_core::snapshot::ResourceType;
@@ -40,6 +40,8 @@ pub struct ClientSummary {
     pub types: Vec<TypeSummary>,
     /// The identity its connection proved (client certificate or token); `None`: none.
     pub peer: Option<PeerIdentity>,
+    /// Envoy or a proxyless gRPC client.
+    pub kind: ClientKind,
 }
 
 /// What happened on the xDS port, for tailing.
@@ -277,6 +279,7 @@ fn summarize(e: &Entry) -> Option<ClientSummary> {
             connected_at: e.connected_at,
             types,
             peer: c.peer.clone(),
+            kind: c.kind,
         });
     });
     out

@@ -115,6 +115,9 @@ pub struct ExplainArgs {
     /// Only this service port.
     #[arg(long)]
     pub port: Option<u16>,
+    /// Explain for a proxyless gRPC client at `--locality` (a connected one is known by `--node`).
+    #[arg(long, requires = "locality")]
+    pub grpc: bool,
 }
 
 pub fn explain_client(a: &ExplainArgs) -> Result<pb::explain_priorities_request::Client, Failure> {
@@ -132,9 +135,15 @@ pub fn explain_client(a: &ExplainArgs) -> Result<pb::explain_priorities_request:
             .ok_or_else(|| Failure::Usage(format!("--label `{l}`: expected KEY=VALUE")))?;
         labels.insert(k.to_string(), v.to_string());
     }
+    let kind = if a.grpc {
+        pb::ClientKind::Grpc
+    } else {
+        pb::ClientKind::Envoy
+    };
     Ok(Client::Manual(pb::ManualClient {
         locality: Some(locality),
         labels,
+        kind: kind as i32,
     }))
 }
 

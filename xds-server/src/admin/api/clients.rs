@@ -3,7 +3,9 @@
 
 use tonic::Status;
 
-use super::convert::{hash_text, locality_pb, parse_type, protocol_pb, sync_status_pb, unix_ms};
+use super::convert::{
+    client_kind_pb, hash_text, locality_pb, parse_type, protocol_pb, sync_status_pb, unix_ms,
+};
 use super::{current, pb};
 use crate::admin::render::render_any;
 use crate::grpc::Snapshots;
@@ -25,6 +27,7 @@ pub fn client_pb(c: &ClientSummary) -> pb::Client {
             .as_ref()
             .map_or_else(String::new, |p| p.id.to_string()),
         identity_proof: c.peer.as_ref().map_or("", |p| p.proof.as_str()).to_string(),
+        kind: client_kind_pb(c.kind) as i32,
         types: c
             .types
             .iter()

@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use super::pb;
 use crate::registry as clients;
-use xds_core::model::Locality;
+use xds_core::model::{ClientKind, Locality};
 use xds_core::policy::PolicyOrigin;
 use xds_core::snapshot::ResourceType;
 
@@ -35,6 +35,13 @@ pub(super) fn protocol_pb(p: clients::Protocol) -> pb::Protocol {
     match p {
         clients::Protocol::Sotw => pb::Protocol::Sotw,
         clients::Protocol::Delta => pb::Protocol::Delta,
+    }
+}
+
+pub(super) fn client_kind_pb(k: ClientKind) -> pb::ClientKind {
+    match k {
+        ClientKind::Envoy => pb::ClientKind::Envoy,
+        ClientKind::Grpc => pb::ClientKind::Grpc,
     }
 }
 

@@ -4,14 +4,14 @@
 
 use tonic::Status;
 
-use super::convert::origin_text;
+use super::convert::{client_kind_pb, origin_text};
 use super::services::{find_service, served};
 use super::{current, pb};
 use crate::grpc::Snapshots;
 use crate::registry::ClientRegistry;
-use xds_core::model::{ClientInfo, Locality};
+use xds_core::model::{ClientInfo, ClientKind, Locality};
 use xds_core::snapshot::Snapshot;
-use xds_core::translate::explain::{explain, ExplainedLocality, Explanation};
+use xds_core::translate::explain::{explain, explain_grpc, ExplainedLocality, Explanation};
 use xds_core::translate::LocalityClass;
 
 /// ExplainPrioritiesRequest → its answer: the port and the client it names, then the explanation
@@ -44,7 +44,10 @@ fn requested_client(
             let client = registry.client_info(&node).ok_or_else(|| {
                 Status::not_found(format!("no connected client with node id `{node}`"))
             })?;
-            let text = format!("node {node} ({})", client.locality);
+            let text = match client.kind {
+                ClientKind::Grpc => format!("node {node} ({}, gRPC client)", client.locality),
+                ClientKind::Envoy => format!("node {node} ({})", client.locality),
+            };
             Ok((client, text))
         }
         Some(pb::explain_priorities_request::Client::Manual(m)) => {
@@ -56,9 +59,17 @@ fn requested_client(
                     m.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 text.push_str(&format!(" labels {}", labels.join(",")));
             }
+            let kind = match pb::ClientKind::try_from(m.kind) {
+                Ok(pb::ClientKind::Grpc) => {
+                    text.push_str(" (gRPC client)");
+                    ClientKind::Grpc
+                }
+                _ => ClientKind::Envoy,
+            };
             let client = ClientInfo {
                 locality,
                 labels: m.labels,
+                kind,
                 ..ClientInfo::default()
             };
             Ok((client, text))
@@ -101,9 +112,13 @@ pub fn explain_for(
             let served = served(snapshot, &service.id, p)?;
             let policy = &served.policy.policy;
             let class = LocalityClass::of(client, policy);
+            let explanation = match client.kind {
+                ClientKind::Envoy => explain(&class, &served.input, policy),
+                ClientKind::Grpc => explain_grpc(&class, &served.input, policy),
+            };
             Ok(pb::Explanation {
                 policy: origin_text(&served.policy.origin),
-                ..explanation_pb(explain(&class, &served.input, policy))
+                ..explanation_pb(explanation)
             })
         })
         .collect::<Result<Vec<pb::Explanation>, Status>>()?;
@@ -126,6 +141,7 @@ fn explanation_pb(e: Explanation) -> pb::Explanation {
         locality_class: e.class,
         overprovisioning_factor: e.overprovisioning_factor,
         panic_threshold: e.panic_threshold,
+        client_kind: client_kind_pb(e.client_kind) as i32,
         levels: e
             .levels
             .into_iter()

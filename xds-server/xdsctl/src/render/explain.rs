@@ -11,11 +11,27 @@ pub fn explain_text(r: &pb::ExplainPrioritiesResponse) -> String {
         if n > 0 {
             out.push('\n');
         }
+        let grpc = e.client_kind == pb::ClientKind::Grpc as i32;
+        let spillover = if grpc {
+            "gRPC client: no spillover (one priority at a time), no panic mode".to_string()
+        } else {
+            format!(
+                "overprovisioning factor {}, panic threshold {}%",
+                e.overprovisioning_factor, e.panic_threshold
+            )
+        };
         out.push_str(&format!(
-            "service {}  port {}  cluster {}\nclient  {}  class {}\npolicy  {}  overprovisioning factor {}, panic threshold {}%\n\n",
-            e.service, e.port, e.cluster, r.client, e.locality_class,
-            if e.policy.is_empty() { &r.policy } else { &e.policy },
-            e.overprovisioning_factor, e.panic_threshold
+            "service {}  port {}  cluster {}\nclient  {}  class {}\npolicy  {}  {spillover}\n\n",
+            e.service,
+            e.port,
+            e.cluster,
+            r.client,
+            e.locality_class,
+            if e.policy.is_empty() {
+                &r.policy
+            } else {
+                &e.policy
+            },
         ));
         let mut rows = Vec::new();
         for l in &e.levels {
@@ -77,14 +93,21 @@ pub fn explain_text(r: &pb::ExplainPrioritiesResponse) -> String {
             .map(|(i, l)| format!("P{i} {l}%"))
             .collect();
         out.push_str(&format!(
-            "\nexpected load: {}",
+            "\n{}: {}",
+            if grpc {
+                "expected load (gRPC)"
+            } else {
+                "expected load"
+            },
             if split.is_empty() {
                 "-".to_string()
             } else {
                 split.join(", ")
             }
         ));
-        if e.no_healthy_upstream {
+        if e.no_healthy_upstream && grpc {
+            out.push_str("  (no healthy endpoint: calls fail with UNAVAILABLE)");
+        } else if e.no_healthy_upstream {
             out.push_str("  (no healthy upstream: requests fail with 503)");
         } else if e.panic {
             out.push_str("  (every level in panic: split by host count)");
@@ -243,6 +266,25 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("locality weights"), "{text}");
+
+        // For a gRPC client: no Envoy spillover figures, gRPC's split, and why.
+        r.explanations[0].client_kind = pb::ClientKind::Grpc as i32;
+        r.explanations[0].notes = vec!["gRPC client: every call goes to one priority".into()];
+        let text = explain_text(&r);
+        assert!(
+            text.contains("gRPC client: no spillover (one priority at a time), no panic mode"),
+            "{text}"
+        );
+        assert!(!text.contains("overprovisioning factor 140"), "{text}");
+        assert!(
+            text.contains("expected load (gRPC): P0 100%, P1 0%\nnote: gRPC client:"),
+            "{text}"
+        );
+        r.explanations[0].no_healthy_upstream = true;
+        assert!(
+            explain_text(&r).contains("(no healthy endpoint: calls fail with UNAVAILABLE)"),
+            "{text}"
+        );
 
         // A distribute level: its rule, then each locality's weight and shares.
         let share = |zone: &str, weight, pattern: &str, of_level, expected| pb::LocalityShare {

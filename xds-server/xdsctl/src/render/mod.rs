@@ -67,6 +67,14 @@ pub fn protocol_text(p: i32) -> &'static str {
     }
 }
 
+pub fn client_kind_text(k: i32) -> &'static str {
+    match pb::ClientKind::try_from(k) {
+        Ok(pb::ClientKind::Envoy) => "envoy",
+        Ok(pb::ClientKind::Grpc) => "grpc",
+        _ => "-",
+    }
+}
+
 pub fn status_label(s: i32) -> &'static str {
     SyncStatus::try_from(s).map_or("NOT SENT", SyncStatus::label)
 }

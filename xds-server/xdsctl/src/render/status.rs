@@ -2,7 +2,7 @@
 
 use xds_admin_api::{self as pb, SyncStatus};
 
-use super::{locality_text, protocol_text, status_label, table};
+use super::{client_kind_text, locality_text, protocol_text, status_label, table};
 
 pub fn status_table(r: &pb::ListClientsResponse) -> String {
     if r.clients.is_empty() {
@@ -18,6 +18,11 @@ pub fn status_table(r: &pb::ListClientsResponse) -> String {
     }
     // IDENTITY only when some client proved one: a mesh without workload identity keeps its layout.
     let identities = r.clients.iter().any(|c| !c.identity.is_empty());
+    // KIND only when some client is a proxyless gRPC client: an Envoy-only mesh keeps its layout.
+    let kinds = r
+        .clients
+        .iter()
+        .any(|c| c.kind == pb::ClientKind::Grpc as i32);
     let rows: Vec<Vec<String>> = r
         .clients
         .iter()
@@ -28,6 +33,9 @@ pub fn status_table(r: &pb::ListClientsResponse) -> String {
                 locality_text(c.locality.as_ref()),
                 protocol_text(c.protocol).to_string(),
             ];
+            if kinds {
+                row.insert(1, client_kind_text(c.kind).to_string());
+            }
             if identities {
                 row.push(if c.identity.is_empty() {
                     "none (no key)".to_string()
@@ -47,6 +55,9 @@ pub fn status_table(r: &pb::ListClientsResponse) -> String {
         })
         .collect();
     let mut header = vec!["NODE", "CLUSTER", "LOCALITY", "PROTOCOL"];
+    if kinds {
+        header.insert(1, "KIND");
+    }
     if identities {
         header.push("IDENTITY");
     }
@@ -154,6 +165,45 @@ mod tests {
         assert!(lines[1].contains("none (no key)"), "{text}");
         assert!(
             lines[2].contains("spiffe://cluster.local/ns/bank/sa/ledger (certificate)"),
+            "{text}"
+        );
+        // No KIND column while every client is an Envoy.
+        assert!(!lines[0].contains("KIND"), "{text}");
+    }
+
+    #[test]
+    fn grpc_clients_are_listed_beside_envoys_and_marked() {
+        let client = |node: &str, kind: pb::ClientKind| pb::Client {
+            node_id: node.into(),
+            cluster: "bank".into(),
+            protocol: pb::Protocol::Sotw as i32,
+            kind: kind as i32,
+            types: vec![
+                type_status("CDS", SyncStatus::Synced),
+                type_status("EDS", SyncStatus::Synced),
+                type_status("LDS", SyncStatus::Synced),
+                type_status("RDS", SyncStatus::Synced),
+            ],
+            ..pb::Client::default()
+        };
+        let r = pb::ListClientsResponse {
+            clients: vec![
+                client("envoy-1", pb::ClientKind::Envoy),
+                client("ledger-client", pb::ClientKind::Grpc),
+            ],
+        };
+        let text = status_table(&r);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "NODE            KIND    CLUSTER   LOCALITY   PROTOCOL   CDS      EDS      LDS      RDS"
+        );
+        assert!(
+            lines[1].starts_with("envoy-1         envoy   bank"),
+            "{text}"
+        );
+        assert!(
+            lines[2].starts_with("ledger-client   grpc    bank"),
             "{text}"
         );
     }

@@ -181,3 +181,37 @@ fn prefer_same_node_ranks_the_clients_node_first_when_it_knows_its_node() {
         [vec!["10.0.0.2"], vec!["10.0.0.1"], vec!["10.0.0.3"]]
     );
 }
+
+#[test]
+fn explain_for_a_grpc_client_gives_the_same_levels_and_grpcs_load_split() {
+    let snap = snapshot(PolicySet::default());
+    let envoy = ClientInfo {
+        locality: Locality::new("us-east1", "us-east1-b", ""),
+        ..ClientInfo::default()
+    };
+    let grpc = ClientInfo {
+        kind: ClientKind::Grpc,
+        ..envoy.clone()
+    };
+    let e = explain_for(&snap, "checkout", None, &envoy, String::new()).unwrap();
+    let g = explain_for(&snap, "checkout", None, &grpc, String::new()).unwrap();
+    let (e, g) = (&e.explanations[0], &g.explanations[0]);
+    assert_eq!(e.client_kind, pb::ClientKind::Envoy as i32);
+    assert_eq!(g.client_kind, pb::ClientKind::Grpc as i32);
+    let endpoints = |x: &pb::Explanation| {
+        x.levels
+            .iter()
+            .map(|l| (l.priority, l.endpoints.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(endpoints(g), endpoints(e));
+    assert_eq!(g.load, vec![100, 0, 0]);
+    assert!(
+        g.notes[0].contains("fails over a whole priority at once")
+            && g.notes[0].contains("TRANSIENT_FAILURE")
+            && g.notes[0].contains("10 s CONNECTING")
+            && g.notes[0].contains("ignores the overprovisioning factor"),
+        "{:?}",
+        g.notes
+    );
+}
