@@ -22,10 +22,14 @@ const EU: Zone = Zone {
     zone: "eu-west1-a",
 };
 
+/// The mesh's policy: where eu-west1's clients fail over to, and short ejections (as in the Envoy
+/// failover tests) so that outlier detection, should it eject a killed zone's backends, lets them back
+/// within seconds of their return.
 fn policy(eu_failover_to: &str) -> String {
     format!(
         "kind: FailoverPolicy\nmetadata: {{name: echo, namespace: demo}}\nspec:\n  service: echo\n  \
-         failover: [{{from: {}, to: {eu_failover_to}}}]\n",
+         failover: [{{from: {}, to: {eu_failover_to}}}]\n  outlierDetection: {{consecutive5xx: 3, \
+         interval: 1s, baseEjectionTime: 2s, maxEjectionPercent: 100}}\n",
         EU.region
     )
 }
@@ -109,6 +113,32 @@ fn failover_scenario(library: GrpcLibrary) {
     let west = mesh.grpc_client(library, &format!("{name}-west-a"), WEST_A, WEST_A);
     // No backend in its region: the policy sends it to us-west1.
     let eu = mesh.grpc_client(library, &format!("{name}-eu"), EU, WEST_A);
+
+    // The admin API knows them for what they are.
+    let status = mesh.server.xdsctl(&["status"]);
+    println!("{library}: xdsctl status:\n{status}");
+    let header = status.lines().next().unwrap_or_default();
+    assert!(
+        header.contains("KIND"),
+        "{library}: no KIND column:\n{status}"
+    );
+    for client in [&east, &west, &eu] {
+        let row = status
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(client.node_id()))
+            .unwrap_or_else(|| {
+                panic!(
+                    "{library}: {} not in xdsctl status:\n{status}",
+                    client.node_id()
+                )
+            });
+        assert_eq!(
+            row.split_whitespace().nth(1),
+            Some("grpc"),
+            "{library}: {} not marked as a gRPC client:\n{status}",
+            client.node_id()
+        );
+    }
 
     // Own zone first, for each client its own order.
     let steady = east.tally(100);
