@@ -155,7 +155,8 @@ fn failover_scenario(library: GrpcLibrary) {
     let sw = east.switch(EAST_C.zone, WITHIN, SETTLE, || mesh.kill_zone(EAST_B));
     check_switch(library, "us-east1-b killed", &sw, EAST_C, &[WEST_A]);
     // The other region's client never noticed.
-    assert!(west.tally(20).all(WEST_A.zone));
+    let unaffected = west.tally(20);
+    assert!(unaffected.all(WEST_A.zone), "{library}: {unaffected}");
 
     // The zone comes back: the client reconnects to it (on its backoff) and returns, losing nothing.
     let sw = east.switch(EAST_B.zone, WITHIN, SETTLE, || mesh.restore_zone(EAST_B));
@@ -176,6 +177,26 @@ fn failover_scenario(library: GrpcLibrary) {
         mesh.set_zone_ready(EAST_B, true)
     });
     check_switch(library, "us-east1-b ready again", &sw, EAST_B, &[WEST_A]);
+    assert_eq!(sw.tally.failures, 0, "{library}: {}", sw.tally);
+
+    // The other region's client has its own order: with its zone drained it goes to us-east1 (both
+    // zones, one priority for it), while the us-east1-b client stays where it is.
+    let sw = west.switch(EAST_B.zone, WITHIN, SETTLE, || {
+        mesh.set_zone_ready(WEST_A, false)
+    });
+    println!(
+        "{library}: us-west1-a not ready: the us-west1-a client on us-east1 after {} ms; {}",
+        sw.millis(),
+        sw.tally
+    );
+    assert!(sw.switched(), "{library}: {}", sw.tally);
+    assert_eq!(sw.tally.failures, 0, "{library}: {}", sw.tally);
+    assert_eq!(sw.after.count(WEST_A.zone), 0, "{library}: {}", sw.after);
+    assert!(east.tally(20).all(EAST_B.zone));
+    let sw = west.switch(WEST_A.zone, WITHIN, SETTLE, || {
+        mesh.set_zone_ready(WEST_A, true)
+    });
+    check_switch(library, "us-west1-a ready again", &sw, WEST_A, &[]);
     assert_eq!(sw.tally.failures, 0, "{library}: {}", sw.tally);
 
     // The server dies: the clients go on with their last config.
