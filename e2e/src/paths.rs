@@ -27,10 +27,7 @@ pub fn sample_token_bootstrap() -> PathBuf {
 pub fn envoy_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let (path, origin) = match std::env::var_os("ENVOY_BIN") {
-            Some(p) if !p.is_empty() => (PathBuf::from(p), "$ENVOY_BIN"),
-            _ => (workspace_root().join(".venv/bin/envoy"), "the default location"),
-        };
+        let (path, origin) = env_or("ENVOY_BIN", || workspace_root().join(".venv/bin/envoy"));
         if !path.is_file() {
             panic!(
                 "Envoy not found at {} ({origin}). The end-to-end tests need a real Envoy: run \
@@ -49,13 +46,7 @@ pub fn envoy_bin() -> PathBuf {
 pub fn grpc_python() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let (path, origin) = match std::env::var_os("GRPC_PYTHON") {
-            Some(p) if !p.is_empty() => (PathBuf::from(p), "$GRPC_PYTHON"),
-            _ => (
-                workspace_root().join(".venv/bin/python"),
-                "the default location",
-            ),
-        };
+        let (path, origin) = env_or("GRPC_PYTHON", || workspace_root().join(".venv/bin/python"));
         let imports = Command::new(&path)
             .args(["-c", "import grpc"])
             .output()
@@ -78,10 +69,7 @@ pub fn grpc_python() -> PathBuf {
 pub fn grpc_node_clients() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let (dir, origin) = match std::env::var_os("GRPC_NODE_CLIENTS") {
-            Some(p) if !p.is_empty() => (PathBuf::from(p), "$GRPC_NODE_CLIENTS"),
-            _ => (grpc_client_scripts(), "the default location"),
-        };
+        let (dir, origin) = env_or("GRPC_NODE_CLIENTS", grpc_client_scripts);
         for package in ["@grpc/grpc-js", "@grpc/grpc-js-xds"] {
             let manifest = dir.join("node_modules").join(package).join("package.json");
             if !manifest.is_file() {
@@ -137,6 +125,14 @@ pub fn xdsctl_bin() -> PathBuf {
         build_bin("xdsctl", "xdsctl")
     })
     .clone()
+}
+
+/// `$VAR` when set and not empty, else `default()`; with where it came from, for error messages.
+fn env_or(var: &str, default: impl FnOnce() -> PathBuf) -> (PathBuf, String) {
+    match std::env::var_os(var).filter(|p| !p.is_empty()) {
+        Some(p) => (PathBuf::from(p), format!("${var}")),
+        None => (default(), "the default location".to_string()),
+    }
 }
 
 /// A binary named by an environment variable, which must then exist.
