@@ -303,7 +303,9 @@ async fn run_stream<M: StreamMachine>(
                                     .connected_clients
                                     .get_or_create(&metrics::protocol_label(protocol))
                                     .inc();
-                                info!(stream_id, protocol, node = %node_log,
+                                // The message stays `Envoy connected` for every kind of client
+                                // (tests and dashboards match it); `kind` tells gRPC clients apart.
+                                info!(stream_id, protocol, node = %node_log, kind = %c.kind,
                                       cluster = %logged(&c.cluster),
                                       locality = %logged(&c.locality.to_string()), "Envoy connected");
                                 clients.emit(XdsEvent::Connected {
@@ -507,7 +509,7 @@ async fn run_stream<M: StreamMachine>(
     }
     let machine = lock(&conn);
     if let Some(c) = machine.client() {
-        info!(stream_id, protocol, node = %logged(&c.node_id), "Envoy disconnected");
+        info!(stream_id, protocol, node = %logged(&c.node_id), kind = %c.kind, "Envoy disconnected");
     }
     drop(machine);
     // Deregistered first, so the sweep no longer counts this client.

@@ -5,6 +5,9 @@ use std::collections::BTreeMap;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
 
+use crate::translate::mtls::INBOUND_LISTENER;
+use crate::translate::resources::LISTENER_NAME;
+
 use crate::model::{
     shown, ClientInfo, ClientKind, Inbound, ListenerOverride, Locality, LocalityLookup,
     PeerIdentity, PodHint, SpiffeId,
@@ -76,6 +79,24 @@ impl ClientIdentity {
             self.client = Some(client);
         }
         Ok(self.refresh())
+    }
+
+    /// A client whose node did not say it is a gRPC client ([`client_kind`]) but whose first LDS
+    /// request names listeners that are not Envoy's: only an xDS client that dials targets (a gRPC
+    /// library) asks for listeners by name, Envoy asks for all of them. Called before anything was
+    /// sent to the client, so it never holds resources of the other kind.
+    pub fn recognise_listener_names(&mut self, names: &[String]) {
+        let Some(client) = &mut self.client else {
+            return;
+        };
+        let envoys = [LISTENER_NAME, INBOUND_LISTENER];
+        let named = !names.is_empty() && names.iter().all(|n| n != "*");
+        if client.kind == ClientKind::Envoy
+            && named
+            && !names.iter().any(|n| envoys.contains(&n.as_str()))
+        {
+            client.kind = ClientKind::Grpc;
+        }
     }
 
     /// True while the locality should come from a pod the lookup does not know yet.

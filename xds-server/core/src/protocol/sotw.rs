@@ -160,6 +160,9 @@ impl AdsConnection {
         let Some(kind) = ResourceType::from_type_url(&req.type_url) else {
             return Ok((RequestKind::unknown_type(&req.type_url), Vec::new()));
         };
+        if kind == ResourceType::Listener && self.types.values().all(|t| t.sent.is_none()) {
+            self.client.recognise_listener_names(&req.resource_names);
+        }
         let st = self.types.entry(kind).or_default();
         if !req.response_nonce.is_empty()
             && st.sent.as_ref().map(|s| s.nonce.as_str()) != Some(req.response_nonce.as_str())

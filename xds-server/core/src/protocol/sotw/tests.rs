@@ -6,6 +6,8 @@ use crate::snapshot::{CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE};
 use crate::testing::{envoy, mesh, xds};
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::config::listener::v3::Listener;
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse;
 use prost::Message;
 use std::sync::Arc;
@@ -640,4 +642,144 @@ fn clients_with_equal_state_share_it_and_changes_copy_on_write() {
     assert!(kept
         .held
         .is_shared_with(&state(&conns[2], ResourceType::Endpoint).held));
+}
+
+/// What grpcio sends: its user agent, no metadata, the node on the first request only.
+fn grpc_node() -> Node {
+    Node {
+        user_agent_name: "gRPC C-core".into(),
+        client_features: vec!["envoy.lb.does_not_support_overprovisioning".into()],
+        ..xds::node("grpc-1", "")
+    }
+}
+
+/// A request after the first one: gRPC sends no node.
+fn without_node(mut req: DiscoveryRequest) -> DiscoveryRequest {
+    req.node = None;
+    req
+}
+
+#[test]
+fn a_grpc_client_is_answered_lds_rds_cds_eds_by_its_targets_name_and_acks_need_nothing_more() {
+    let snap = snapshot(None, &[("a", &["10.0.0.1"]), ("b", &["10.0.0.2"])]);
+    let mut conn = AdsConnection::new();
+    let target = "a.shop:8080";
+    let first = xds::request(grpc_node(), LISTENER_TYPE, &[target], "", "");
+    let lds = one(&mut conn, &first, &snap).unwrap();
+    assert_eq!(conn.client().unwrap().kind, crate::model::ClientKind::Grpc);
+    assert_eq!(
+        lds.resources.len(),
+        1,
+        "only the target, never outbound_http"
+    );
+    let listener = Listener::decode(lds.resources[0].value.as_slice()).unwrap();
+    assert_eq!(listener.name, target);
+    assert!(listener.api_listener.is_some());
+    assert!(one(
+        &mut conn,
+        &without_node(xds::ack(grpc_node(), &lds, &[target])),
+        &snap
+    )
+    .is_none());
+    let rds = one(
+        &mut conn,
+        &without_node(xds::request(grpc_node(), ROUTE_TYPE, &[target], "", "")),
+        &snap,
+    )
+    .unwrap();
+    let routes = RouteConfiguration::decode(rds.resources[0].value.as_slice()).unwrap();
+    assert_eq!(routes.virtual_hosts[0].domains, [target]);
+    let cds = one(
+        &mut conn,
+        &without_node(xds::request(grpc_node(), CLUSTER_TYPE, &[EDS_A], "", "")),
+        &snap,
+    )
+    .unwrap();
+    assert_eq!(cds.resources.len(), 1, "the named cluster only");
+    let eds = one(
+        &mut conn,
+        &without_node(xds::request(grpc_node(), ENDPOINT_TYPE, &[EDS_A], "", "")),
+        &snap,
+    )
+    .unwrap();
+    let cla = ClusterLoadAssignment::decode(eds.resources[0].value.as_slice()).unwrap();
+    assert!(cla
+        .endpoints
+        .iter()
+        .all(|g| g.load_balancing_weight.is_some()));
+    for resp in [&rds, &cds, &eds] {
+        let ack = without_node(xds::ack(grpc_node(), resp, &[]));
+        let ack = DiscoveryRequest {
+            resource_names: if resp.type_url == ROUTE_TYPE {
+                vec![target.to_string()]
+            } else {
+                vec![EDS_A.to_string()]
+            },
+            ..ack
+        };
+        assert!(one(&mut conn, &ack, &snap).is_none(), "{}", resp.type_url);
+    }
+    for kind in [
+        ResourceType::Listener,
+        ResourceType::Route,
+        ResourceType::Cluster,
+        ResourceType::Endpoint,
+    ] {
+        let st = conn.type_state(kind).unwrap();
+        assert_eq!(
+            st.acked_version,
+            st.sent.as_ref().map(|s| s.version.clone()),
+            "{kind:?}"
+        );
+    }
+    // A second target: the LDS answer carries both (a name left out would be a deletion).
+    let both = without_node(xds::request(
+        grpc_node(),
+        LISTENER_TYPE,
+        &[target, "b.shop:8080"],
+        &lds.version_info,
+        &lds.nonce,
+    ));
+    let lds2 = one(&mut conn, &both, &snap).unwrap();
+    let names: Vec<String> = lds2
+        .resources
+        .iter()
+        .map(|r| Listener::decode(r.value.as_slice()).unwrap().name)
+        .collect();
+    assert_eq!(names, [target, "b.shop:8080"]);
+}
+
+#[test]
+fn a_client_that_names_listeners_by_target_is_a_grpc_client_even_without_a_user_agent() {
+    let snap = snapshot(None, &[("a", &["10.0.0.1"])]);
+    let mut conn = AdsConnection::new();
+    let lds = one(
+        &mut conn,
+        &request(LISTENER_TYPE, &["a.shop:8080"], "", ""),
+        &snap,
+    )
+    .unwrap();
+    assert_eq!(conn.client().unwrap().kind, crate::model::ClientKind::Grpc);
+    assert_eq!(lds.resources.len(), 1);
+    // Envoy asks for every listener (or for its own by name): it stays an Envoy.
+    for names in [
+        &[][..],
+        &["*"][..],
+        &[crate::translate::resources::LISTENER_NAME][..],
+    ] {
+        let mut conn = AdsConnection::new();
+        let lds = one(&mut conn, &request(LISTENER_TYPE, names, "", ""), &snap).unwrap();
+        assert_eq!(conn.client().unwrap().kind, crate::model::ClientKind::Envoy);
+        let listener = Listener::decode(lds.resources[0].value.as_slice()).unwrap();
+        assert_eq!(listener.name, crate::translate::resources::LISTENER_NAME);
+    }
+    // Once something was sent the kind no longer changes.
+    let mut conn = AdsConnection::new();
+    one(&mut conn, &request(CLUSTER_TYPE, &[], "", ""), &snap).unwrap();
+    one(
+        &mut conn,
+        &request(LISTENER_TYPE, &["a.shop:8080"], "", ""),
+        &snap,
+    );
+    assert_eq!(conn.client().unwrap().kind, crate::model::ClientKind::Envoy);
 }

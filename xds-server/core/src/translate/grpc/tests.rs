@@ -418,7 +418,7 @@ fn a_gateway_is_sent_once_weighted_by_the_endpoints_it_stands_for() {
             g.lb_endpoints
                 .iter()
                 .filter(|lb| envoy::host(lb).0 == "192.0.2.2")
-                .map(|lb| (g.priority, lb.load_balancing_weight.clone().unwrap().value))
+                .map(|lb| (g.priority, lb.load_balancing_weight.unwrap().value))
         })
         .collect();
     assert_eq!(gateway, [(0, 3)], "{cla:?}");
