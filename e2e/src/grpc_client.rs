@@ -153,6 +153,7 @@ pub struct Call {
 pub struct GrpcClient {
     library: GrpcLibrary,
     node_id: String,
+    target: String,
     child: Option<Child>,
     /// Counts this client for tests that run [`alone`](crate::alone::alone).
     _live: crate::alone::Live,
@@ -199,6 +200,7 @@ impl GrpcClient {
         GrpcClient {
             library,
             node_id: opts.node_id,
+            target: opts.target,
             child: Some(child),
             _live: live,
             calls,
@@ -213,6 +215,11 @@ impl GrpcClient {
 
     pub fn node_id(&self) -> &str {
         &self.node_id
+    }
+
+    /// What it dials, e.g. `xds:///echo.demo:8080`.
+    pub fn target(&self) -> &str {
+        &self.target
     }
 
     /// The driver's stderr (the library's own logging included).

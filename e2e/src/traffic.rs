@@ -170,3 +170,72 @@ pub fn watch_switch(
         after,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Outcomes as a scripted source: each with an instant `ms` after `t0`.
+    fn script(
+        t0: Instant,
+        outcomes: &[(u64, Result<&str, &str>)],
+    ) -> Vec<(Instant, Result<String, String>)> {
+        outcomes
+            .iter()
+            .map(|(ms, o)| {
+                let at = t0 + Duration::from_millis(*ms);
+                (at, o.map(str::to_string).map_err(str::to_string))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_switch_counts_failures_before_the_target_and_settles_after_it() {
+        let t0 = Instant::now();
+        let mut outcomes = script(
+            t0,
+            &[
+                (1, Ok("b")),
+                (2, Err("refused")),
+                (3, Err("refused")),
+                (40, Ok("c")),
+                (41, Ok("c")),
+                (42, Err("reset")),
+                (43, Ok("x")),
+            ],
+        )
+        .into_iter();
+        let sw = watch_switch("c", t0, Duration::from_secs(60), 2, || outcomes.next());
+        assert_eq!(sw.elapsed, Some(Duration::from_millis(40)));
+        assert_eq!(sw.failures_before, 2);
+        assert_eq!((sw.tally.count("b"), sw.tally.count("c")), (1, 2));
+        assert_eq!(sw.tally.failures, 3, "{}", sw.tally);
+        // The settle period is the two outcomes after the switch, no more.
+        assert_eq!(sw.after.total(), 2);
+        assert_eq!(sw.after.failures, 1);
+        assert_eq!(outcomes.next().map(|(_, o)| o), Some(Ok("x".to_string())));
+    }
+
+    #[test]
+    fn no_switch_once_the_timeout_passed_and_a_silent_source_ends_the_settle_period() {
+        let since = Instant::now();
+        let mut outcomes = script(since, &[(0, Ok("b")), (0, Err("refused"))]).into_iter();
+        // Each outcome takes 2 ms to come; the timeout is 1 ms.
+        let sw = watch_switch("c", since, Duration::from_millis(1), 10, || {
+            std::thread::sleep(Duration::from_millis(2));
+            outcomes.next()
+        });
+        assert!(!sw.switched());
+        assert_eq!(sw.millis(), u128::MAX);
+        assert_eq!(
+            sw.tally.total(),
+            1,
+            "stops at the first outcome past the timeout"
+        );
+
+        let mut outcomes = script(since, &[(1, Ok("c"))]).into_iter();
+        let sw = watch_switch("c", since, Duration::from_secs(60), 10, || outcomes.next());
+        assert!(sw.switched());
+        assert_eq!(sw.after.total(), 0);
+    }
+}

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use e2e::backend::Backend;
 use e2e::grpc_client::{GrpcClient, GrpcClientOptions, GrpcLibrary};
-use e2e::topology::{Mesh, Zone, EAST_B, EAST_C, WEST_A};
+use e2e::topology::{Mesh, Zone, EAST_B, EAST_C, NAMESPACE, WEST_A};
 use e2e::traffic::Switch;
 
 /// A region with no backends: its clients go wherever the failover rule for it points.
@@ -139,6 +139,34 @@ fn failover_scenario(library: GrpcLibrary) {
             client.node_id()
         );
     }
+
+    // The other spellings of the target Kubernetes DNS accepts reach the same service: a bare name
+    // from the client's namespace, and the fully qualified one.
+    let spellings: Vec<GrpcClient> = ["echo:8080", "echo.demo.svc.cluster.local:8080"]
+        .iter()
+        .enumerate()
+        .map(|(i, authority)| {
+            let opts = GrpcClientOptions::new(
+                &format!("{name}-spelling-{i}"),
+                EAST_B,
+                mesh.server.addr(),
+                authority,
+            )
+            .namespace(NAMESPACE);
+            GrpcClient::start(library, opts)
+        })
+        .collect();
+    for client in &spellings {
+        let first = client.wait_served_by(EAST_B.zone, WITHIN, 10);
+        println!("{library}: {} served: {}", client.target(), first.tally);
+        assert!(
+            first.switched() && first.after.all(EAST_B.zone),
+            "{library}: {}: {}",
+            client.target(),
+            first.tally
+        );
+    }
+    drop(spellings);
 
     // Own zone first, for each client its own order.
     let steady = east.tally(100);
