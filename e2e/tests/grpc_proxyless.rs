@@ -106,6 +106,28 @@ fn check_switch(library: GrpcLibrary, what: &str, sw: &Switch, to: Zone, forbidd
     );
 }
 
+/// Waits (up to [`WITHIN`]) until `xdsctl status` lists every client of `clients`, each marked
+/// `grpc` in the KIND column, and returns the table.
+fn wait_listed_as_grpc(mesh: &Mesh, library: GrpcLibrary, clients: &[&GrpcClient]) -> String {
+    let marked = |status: &str, client: &GrpcClient| {
+        status.lines().any(|l| {
+            let mut columns = l.split_whitespace();
+            columns.next() == Some(client.node_id()) && columns.next() == Some("grpc")
+        })
+    };
+    let mut last = String::new();
+    let listed = e2e::poll(WITHIN, Duration::from_millis(100), || {
+        last = mesh.server.xdsctl(&["status"]);
+        let header = last.lines().next().unwrap_or_default();
+        (header.split_whitespace().nth(1) == Some("KIND")
+            && clients.iter().all(|c| marked(&last, c)))
+        .then(|| last.clone())
+    });
+    listed.unwrap_or_else(|| {
+        panic!("{library}: not every client is listed as a gRPC client by xdsctl status:\n{last}")
+    })
+}
+
 fn failover_scenario(library: GrpcLibrary) {
     let name = library.name();
     let mut mesh = Mesh::start_grpc_with_policy(2, Some(&policy(WEST_A.region)));
@@ -115,30 +137,8 @@ fn failover_scenario(library: GrpcLibrary) {
     let eu = mesh.grpc_client(library, &format!("{name}-eu"), EU, WEST_A);
 
     // The admin API knows them for what they are.
-    let status = mesh.server.xdsctl(&["status"]);
+    let status = wait_listed_as_grpc(&mesh, library, &[&east, &west, &eu]);
     println!("{library}: xdsctl status:\n{status}");
-    let header = status.lines().next().unwrap_or_default();
-    assert!(
-        header.contains("KIND"),
-        "{library}: no KIND column:\n{status}"
-    );
-    for client in [&east, &west, &eu] {
-        let row = status
-            .lines()
-            .find(|l| l.split_whitespace().next() == Some(client.node_id()))
-            .unwrap_or_else(|| {
-                panic!(
-                    "{library}: {} not in xdsctl status:\n{status}",
-                    client.node_id()
-                )
-            });
-        assert_eq!(
-            row.split_whitespace().nth(1),
-            Some("grpc"),
-            "{library}: {} not marked as a gRPC client:\n{status}",
-            client.node_id()
-        );
-    }
 
     // The other spellings of the target Kubernetes DNS accepts reach the same service: a bare name
     // from the client's namespace, and the fully qualified one.
@@ -239,6 +239,9 @@ fn failover_scenario(library: GrpcLibrary) {
     check_switch(library, "server restarted", &sw, EAST_C, &[WEST_A]);
     assert_eq!(sw.tally.failures, 0, "{library}: {}", sw.tally);
     mesh.set_zone_ready(EAST_B, true);
+    // Every client is back on the server (each reconnects on its own backoff), so the next step
+    // times the policy's way to the client, not a reconnection.
+    wait_listed_as_grpc(&mesh, library, &[&east, &west, &eu]);
 
     // The policy's failover target for eu-west1 moves from us-west1 to us-east1.
     let eu_before = eu.tally(20);
