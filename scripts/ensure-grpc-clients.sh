@@ -44,7 +44,7 @@ if ! cmp -s "$CLIENTS/package-lock.json" "$CLIENTS/node_modules/.package-lock.js
         exit 1
     fi
     echo "ensure-grpc-clients: npm ci in $CLIENTS" >&2
-    (cd "$CLIENTS" && npm ci --silent --no-audit --no-fund)
+    (cd "$CLIENTS" && npm ci --loglevel=error --no-audit --no-fund)
     cp "$CLIENTS/package-lock.json" "$CLIENTS/node_modules/.package-lock.json.installed"
 fi
 
