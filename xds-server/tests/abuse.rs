@@ -857,6 +857,65 @@ async fn long_names_and_accumulated_name_bytes_are_refused() {
     server.assert_healthy().await;
 }
 
+/// A gRPC client names its listeners, and the names are whatever it sends: thousands of made-up
+/// targets (bare and qualified, many ports) are answered with only the one that names a service
+/// port, twice over with new names, and leave no cache entry behind.
+#[tokio::test]
+async fn made_up_grpc_targets_are_answered_with_nothing_and_cache_nothing() {
+    let server = TestServer::start(3, 1, true).await;
+    let grpc_node = Node {
+        user_agent_name: "gRPC C-core".into(),
+        ..node()
+    };
+    let real = cluster(0);
+    let made_up = |round: usize| -> Vec<String> {
+        let mut names: Vec<String> = (0..5_000)
+            .flat_map(|i| {
+                [
+                    format!("x{round}-{i}.shop:8080"),
+                    format!("s{}:{}", i % 3, 1 + (i + round * 5_000) % 65_535),
+                ]
+            })
+            .filter(|n| *n != real && !n.ends_with(":8080") || n.starts_with('x'))
+            .collect();
+        names.push(real.clone());
+        names
+    };
+    let mut c = server.sotw().await;
+    let names = made_up(0);
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    c.send(xds::request(
+        grpc_node.clone(),
+        LISTENER_TYPE,
+        &refs,
+        "",
+        "",
+    ))
+    .await;
+    let lds = c.recv().await.expect("LDS answer");
+    assert_eq!(lds.resources.len(), 1, "only the real target");
+    let stats = || server.snapshots.borrow().as_ref().unwrap().stats();
+    let cached = stats();
+    assert_eq!(cached.listeners, 1, "{cached:?}");
+    let names = made_up(1);
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut next = xds::request(
+        grpc_node,
+        LISTENER_TYPE,
+        &refs,
+        &lds.version_info,
+        &lds.nonce,
+    );
+    next.node = None;
+    c.send(next).await;
+    let lds = c.recv().await.expect("LDS answer");
+    assert_eq!(lds.resources.len(), 1);
+    assert_eq!(stats(), cached, "new names, nothing new cached");
+    drop(c);
+    server.wait_streams(0).await;
+    server.assert_healthy().await;
+}
+
 /// A client that repeats a NACK with the same nonce is logged and counted once (`xds_nacks_total`), not
 /// at every repeat; the stream goes on.
 #[tokio::test]

@@ -220,7 +220,12 @@ impl AdsConnection {
             st.acked_version = Some(req.version_info.clone());
             st.nack = None;
             let rerequest = std::mem::take(&mut st.resend_on_request);
-            let answer = if names_changed {
+            let answer = if names_changed && kind.is_wildcard_type() && !wildcard {
+                // A client that names its listeners or clusters (a gRPC client) learns from this
+                // answer that new names do not exist, even when it is the same as the last one;
+                // without it, it would wait out its 15 s does-not-exist timer.
+                Some(Answer::Full)
+            } else if names_changed {
                 Some(Answer::Changes(Scope::Everything))
             } else if rerequest {
                 Some(Answer::Changes(Scope::Nothing)) // the forced names only

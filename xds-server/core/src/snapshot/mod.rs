@@ -574,6 +574,8 @@ pub struct Snapshot {
     /// set (and [`MAX_MEMO_KEYS`]) whatever names clients ask for. Shared like `listeners`.
     grpc_listeners: Arc<DashMap<String, Arc<Resource>>>,
     grpc_routes: Arc<DashMap<(String, String), Arc<Resource>>>,
+    /// Services by name, for gRPC targets with a bare name; built when a gRPC client first asks.
+    services_by_name: std::sync::OnceLock<grpc::ServicesByName>,
     /// Inbound mTLS listeners per (bind address, ports) and app clusters per app port: they depend
     /// only on the client, so every snapshot shares them.
     inbound: Arc<DashMap<(String, Inbound), Arc<Resource>>>,
@@ -678,6 +680,7 @@ impl Snapshot {
             routes,
             grpc_listeners,
             grpc_routes,
+            services_by_name: std::sync::OnceLock::new(),
             inbound: previous.map(|p| p.inbound.clone()).unwrap_or_default(),
             apps: previous.map(|p| p.apps.clone()).unwrap_or_default(),
             // Carried over; [`Snapshot::with_secrets`] replaces them.
@@ -936,10 +939,27 @@ impl Snapshot {
         memoised(&self.routes, &client.namespace, build)
     }
 
+    /// The service port a gRPC client's target `authority` names, if any.
+    fn resolve_authority(
+        &self,
+        client: &ClientInfo,
+        authority: &str,
+    ) -> Option<(&crate::model::Service, &crate::model::ServicePort)> {
+        let by_name = self
+            .services_by_name
+            .get_or_init(|| grpc::ServicesByName::new(&self.registry));
+        grpc::resolve_authority(
+            &self.registry,
+            by_name,
+            authority,
+            client.namespace.as_deref(),
+        )
+    }
+
     /// A gRPC client's API listener for the target `authority`, if it names a service port. Unknown
     /// names are looked up and answered with nothing, never memoised.
     fn grpc_listener(&self, client: &ClientInfo, authority: &str) -> Option<Arc<Resource>> {
-        grpc::resolve_authority(&self.registry, authority, client.namespace.as_deref())?;
+        self.resolve_authority(client, authority)?;
         let build = || Resource::new(authority.to_string(), grpc::api_listener(authority));
         if !self.settings.shared_cache {
             return Some(build());
@@ -953,8 +973,7 @@ impl Snapshot {
 
     /// A gRPC client's routes for the target `authority` (the listener names them after it).
     fn grpc_routes_for(&self, client: &ClientInfo, authority: &str) -> Option<Arc<Resource>> {
-        let (service, port) =
-            grpc::resolve_authority(&self.registry, authority, client.namespace.as_deref())?;
+        let (service, port) = self.resolve_authority(client, authority)?;
         let cluster = resources::cluster_name(&service.id, port);
         let build = || {
             Resource::new(

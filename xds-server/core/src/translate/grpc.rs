@@ -9,7 +9,7 @@
 //! resource in a response and NACKs the lot for one field it does not accept (see
 //! `docs/grpc.md`).
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 
 use envoy_types::pb::envoy::config::cluster::v3::{
@@ -73,6 +73,22 @@ pub fn parse_authority(authority: &str) -> Option<(&str, Option<&str>, Option<u1
     Some((name, namespace, port))
 }
 
+/// The services of each name, so that a bare `NAME` target is resolved without scanning the whole
+/// registry for every name a client subscribes to (it may send thousands). Built once per snapshot,
+/// when the first gRPC client asks.
+#[derive(Debug, Default)]
+pub struct ServicesByName(HashMap<String, Vec<ServiceId>>);
+
+impl ServicesByName {
+    pub fn new(registry: &Registry) -> Self {
+        let mut by_name: HashMap<String, Vec<ServiceId>> = HashMap::new();
+        for id in registry.services.keys() {
+            by_name.entry(id.name.clone()).or_default().push(id.clone());
+        }
+        Self(by_name)
+    }
+}
+
 /// The service port a gRPC target authority means for a client in `client_namespace`, if any:
 ///
 /// * `NAME.NAMESPACE`, `NAME.NAMESPACE.svc`, `NAME.NAMESPACE.svc.cluster.local`: that service;
@@ -84,6 +100,7 @@ pub fn parse_authority(authority: &str) -> Option<(&str, Option<&str>, Option<u1
 /// A name that resolves to nothing is simply absent from answers: it creates no cache entry.
 pub fn resolve_authority<'a>(
     registry: &'a Registry,
+    by_name: &ServicesByName,
     authority: &str,
     client_namespace: Option<&str>,
 ) -> Option<(&'a Service, &'a ServicePort)> {
@@ -94,17 +111,12 @@ pub fn resolve_authority<'a>(
             name: name.to_string(),
         })?,
         None => {
-            let candidates: Vec<&Service> = registry
-                .services
-                .values()
-                .filter(|s| s.id.name == name)
-                .collect();
+            let candidates = by_name.0.get(name)?;
             let namespaces: BTreeSet<&str> =
-                candidates.iter().map(|s| s.id.namespace.as_str()).collect();
+                candidates.iter().map(|id| id.namespace.as_str()).collect();
             let namespace = bare_name_namespace(&namespaces, client_namespace)?;
-            candidates
-                .into_iter()
-                .find(|s| s.id.namespace == namespace)?
+            let id = candidates.iter().find(|id| id.namespace == namespace)?;
+            registry.services.get(id)?
         }
     };
     let port = match port {

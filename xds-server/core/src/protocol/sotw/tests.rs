@@ -747,6 +747,18 @@ fn a_grpc_client_is_answered_lds_rds_cds_eds_by_its_targets_name_and_acks_need_n
         .map(|r| Listener::decode(r.value.as_slice()).unwrap().name)
         .collect();
     assert_eq!(names, [target, "b.shop:8080"]);
+    // A target that does not exist is answered at once (the same two listeners): the client learns
+    // it does not exist instead of waiting out its timer.
+    let with_unknown = without_node(xds::request(
+        grpc_node(),
+        LISTENER_TYPE,
+        &[target, "b.shop:8080", "nope.shop:8080"],
+        &lds2.version_info,
+        &lds2.nonce,
+    ));
+    let lds3 = one(&mut conn, &with_unknown, &snap).expect("an answer to the new name");
+    assert_eq!(lds3.version_info, lds2.version_info);
+    assert_eq!(lds3.resources, lds2.resources);
 }
 
 #[test]

@@ -19,7 +19,7 @@ fn svc(ns: &str, name: &str, ports: &[u16], endpoints: Vec<Endpoint>) -> Service
 
 /// (namespace, name, port) an authority resolves to.
 fn resolved(r: &Registry, authority: &str, ns: Option<&str>) -> Option<(String, String, u16)> {
-    resolve_authority(r, authority, ns)
+    resolve_authority(r, &ServicesByName::new(r), authority, ns)
         .map(|(s, p)| (s.id.namespace.clone(), s.id.name.clone(), p.port))
 }
 
