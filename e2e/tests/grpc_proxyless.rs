@@ -3,10 +3,10 @@
 //! gRPC backends in three zones of two regions.
 //!
 //! One scenario per library, as a sequence on one mesh (each setup costs seconds on a loaded
-//! machine): own zone first; the zone killed → the next zone (failed calls counted and printed, not
-//! asserted: a gRPC client notices a dead zone only through its connections); the zone back → traffic
-//! returns; the zone marked not ready → drained with no failed call, and back; a client in the other
-//! region keeps its own order; the server killed → calls go on on the last config, and a change made
+//! machine): own zone first; the zone killed → the next zone, then the region → the other region
+//! (failed calls counted and printed, not asserted: a gRPC client notices a dead zone only through its
+//! connections); the zones back → traffic returns; the zone marked not ready → drained with no
+//! failed call, and back; a client in the other region keeps its own order; the server killed → calls go on on the last config, and a change made
 //! meanwhile arrives after the restart; a policy change (the failover target region) reaches a client.
 
 use std::time::Duration;
@@ -186,7 +186,14 @@ fn failover_scenario(library: GrpcLibrary) {
     let unaffected = west.tally(20);
     assert!(unaffected.all(WEST_A.zone), "{library}: {unaffected}");
 
-    // The zone comes back: the client reconnects to it (on its backoff) and returns, losing nothing.
+    // The whole region dies: on to the other region.
+    let sw = east.switch(WEST_A.zone, WITHIN, SETTLE, || mesh.kill_zone(EAST_C));
+    check_switch(library, "us-east1-c killed too", &sw, WEST_A, &[]);
+    // The region's zones come back one by one: the client reconnects to each (on its backoff) and
+    // climbs back up its order, losing nothing.
+    let sw = east.switch(EAST_C.zone, WITHIN, SETTLE, || mesh.restore_zone(EAST_C));
+    check_switch(library, "us-east1-c back", &sw, EAST_C, &[]);
+    assert_eq!(sw.tally.failures, 0, "{library}: {}", sw.tally);
     let sw = east.switch(EAST_B.zone, WITHIN, SETTLE, || mesh.restore_zone(EAST_B));
     check_switch(library, "us-east1-b back", &sw, EAST_B, &[WEST_A]);
     assert_eq!(sw.tally.failures, 0, "{library}: {}", sw.tally);
