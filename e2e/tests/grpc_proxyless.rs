@@ -6,8 +6,9 @@
 //! machine): own zone first; the zone killed → the next zone, then the region → the other region
 //! (failed calls counted and printed, not asserted: a gRPC client notices a dead zone only through its
 //! connections); the zones back → traffic returns; the zone marked not ready → drained with no
-//! failed call, and back; a client in the other region keeps its own order; the server killed → calls go on on the last config, and a change made
-//! meanwhile arrives after the restart; a policy change (the failover target region) reaches a client.
+//! failed call, and back; a client in the other region keeps its own order; the server killed →
+//! calls go on on the last config, and a change made meanwhile arrives after the restart; a policy
+//! change (the failover target region) reaches a client.
 
 use std::time::Duration;
 
