@@ -8,7 +8,8 @@
 //! - [`http`]: a tiny blocking HTTP/1.1 client (no dependencies).
 //! - [`backend::Backend`]: an HTTP server answering 200 with its name; can be stopped (connections are
 //!   then refused) and restarted on the same port; [`backend::Backend::start_grpc`] makes one that
-//!   speaks HTTP/2 and the gRPC health protocol ([`grpc_backend`]).
+//!   speaks HTTP/2, the gRPC health protocol and the unary `/e2e.Echo/Who` that proxyless gRPC
+//!   clients call ([`grpc_backend`]).
 //! - [`grpc_client::GrpcClient`]: a proxyless gRPC client (grpcio or grpc-js, installed by
 //!   `scripts/ensure-grpc-clients.sh`) calling a service through xDS, its calls tallied like traffic.
 //! - [`server::XdsServer`]: the control plane as a child process, its log captured to a file.
