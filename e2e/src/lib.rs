@@ -8,7 +8,10 @@
 //! - [`http`]: a tiny blocking HTTP/1.1 client (no dependencies).
 //! - [`backend::Backend`]: an HTTP server answering 200 with its name; can be stopped (connections are
 //!   then refused) and restarted on the same port; [`backend::Backend::start_grpc`] makes one that
-//!   speaks HTTP/2 and the gRPC health protocol ([`grpc_backend`]).
+//!   speaks HTTP/2, the gRPC health protocol and the unary `/e2e.Echo/Who` that proxyless gRPC
+//!   clients call ([`grpc_backend`]).
+//! - [`grpc_client::GrpcClient`]: a proxyless gRPC client (grpcio or grpc-js, installed by
+//!   `scripts/ensure-grpc-clients.sh`) calling a service through xDS, its calls tallied like traffic.
 //! - [`server::XdsServer`]: the control plane as a child process, its log captured to a file.
 //! - [`envoy::Envoy`]: an Envoy started from `deploy/envoy/sidecar-bootstrap.yaml` (the shipped sample,
 //!   patched only for node id, locality, metadata, admin port, xDS address and ADS flavour), plus admin
@@ -33,6 +36,7 @@ pub mod backend;
 pub mod envoy;
 pub mod failover;
 pub mod grpc_backend;
+pub mod grpc_client;
 pub mod http;
 pub mod k8s;
 pub mod modes;

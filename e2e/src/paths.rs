@@ -27,10 +27,7 @@ pub fn sample_token_bootstrap() -> PathBuf {
 pub fn envoy_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let (path, origin) = match std::env::var_os("ENVOY_BIN") {
-            Some(p) if !p.is_empty() => (PathBuf::from(p), "$ENVOY_BIN"),
-            _ => (workspace_root().join(".venv/bin/envoy"), "the default location"),
-        };
+        let (path, origin) = env_or("ENVOY_BIN", || workspace_root().join(".venv/bin/envoy"));
         if !path.is_file() {
             panic!(
                 "Envoy not found at {} ({origin}). The end-to-end tests need a real Envoy: run \
@@ -42,6 +39,57 @@ pub fn envoy_bin() -> PathBuf {
         path
     })
     .clone()
+}
+
+/// The Python that has `grpcio` (the C-core proxyless gRPC client): `$GRPC_PYTHON`, else
+/// `<workspace>/.venv/bin/python`. Panics (never skips) if it is missing or cannot import `grpc`.
+pub fn grpc_python() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let (path, origin) = env_or("GRPC_PYTHON", || workspace_root().join(".venv/bin/python"));
+        let imports = Command::new(&path)
+            .args(["-c", "import grpc"])
+            .output()
+            .is_ok_and(|out| out.status.success());
+        if !imports {
+            panic!(
+                "no Python with grpcio at {} ({origin}). The gRPC end-to-end tests drive a real \
+                 grpcio client: run `bash scripts/ensure-grpc-clients.sh` (installs grpcio into \
+                 .venv), or set GRPC_PYTHON to a Python that can `import grpc`.",
+                path.display()
+            );
+        }
+        path
+    })
+    .clone()
+}
+
+/// The directory whose `node_modules` holds `@grpc/grpc-js` and `@grpc/grpc-js-xds`:
+/// `$GRPC_NODE_CLIENTS`, else `<workspace>/e2e/grpc-clients`. Panics (never skips) if they are missing.
+pub fn grpc_node_clients() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let (dir, origin) = env_or("GRPC_NODE_CLIENTS", grpc_client_scripts);
+        for package in ["@grpc/grpc-js", "@grpc/grpc-js-xds"] {
+            let manifest = dir.join("node_modules").join(package).join("package.json");
+            if !manifest.is_file() {
+                panic!(
+                    "{package} not found in {}/node_modules ({origin}). The gRPC end-to-end tests \
+                     drive a real grpc-js client: run `bash scripts/ensure-grpc-clients.sh` (npm ci \
+                     in e2e/grpc-clients), or set GRPC_NODE_CLIENTS to a directory where they are \
+                     installed.",
+                    dir.display()
+                );
+            }
+        }
+        dir
+    })
+    .clone()
+}
+
+/// The committed client drivers, `client.py` and `client.js` (and the npm package that pins grpc-js).
+pub fn grpc_client_scripts() -> PathBuf {
+    workspace_root().join("e2e/grpc-clients")
 }
 
 /// The `xds-server` binary: `$XDS_SERVER_BIN`, else built once per process with
@@ -77,6 +125,14 @@ pub fn xdsctl_bin() -> PathBuf {
         build_bin("xdsctl", "xdsctl")
     })
     .clone()
+}
+
+/// `$VAR` when set and not empty, else `default()`; with where it came from, for error messages.
+fn env_or(var: &str, default: impl FnOnce() -> PathBuf) -> (PathBuf, String) {
+    match std::env::var_os(var).filter(|p| !p.is_empty()) {
+        Some(p) => (PathBuf::from(p), format!("${var}")),
+        None => (default(), "the default location".to_string()),
+    }
 }
 
 /// A binary named by an environment variable, which must then exist.

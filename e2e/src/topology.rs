@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use crate::backend::{Backend, BackendProtocol};
 use crate::envoy::{Envoy, EnvoyOptions, XdsProtocol};
+use crate::grpc_client::{GrpcClient, GrpcClientOptions, GrpcLibrary};
 use crate::server::{ServerArgs, XdsServer};
 use crate::tmp::TempDir;
 
@@ -22,6 +23,8 @@ pub const SERVICE_PORT: u16 = 8080;
 pub const CLUSTER: &str = "echo.demo:8080";
 /// The Host header clients use.
 pub const HOST: &str = "echo.demo";
+/// What a proxyless gRPC client dials (`xds:///echo.demo:8080`): the service's `NAME.NAMESPACE:PORT`.
+pub const GRPC_AUTHORITY: &str = "echo.demo:8080";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Zone {
@@ -164,6 +167,45 @@ impl Mesh {
         envoy
     }
 
+    /// Options for a proxyless gRPC client in `zone` of [`NAMESPACE`] dialing [`GRPC_AUTHORITY`]
+    /// through this mesh's server.
+    pub fn grpc_client_options(&self, node_id: &str, zone: Zone) -> GrpcClientOptions {
+        GrpcClientOptions::new(node_id, zone, self.server.addr(), GRPC_AUTHORITY)
+            .namespace(NAMESPACE)
+    }
+
+    /// Starts a proxyless gRPC client of `library` in `zone` and waits until a call is answered by
+    /// `served_by`'s backends (the mesh must have been started with gRPC backends).
+    pub fn grpc_client(
+        &self,
+        library: GrpcLibrary,
+        node_id: &str,
+        zone: Zone,
+        served_by: Zone,
+    ) -> GrpcClient {
+        assert_eq!(
+            self.backend_protocol,
+            BackendProtocol::Grpc,
+            "gRPC clients need gRPC backends: start the mesh with Mesh::start_grpc_with_policy"
+        );
+        let client = GrpcClient::start(library, self.grpc_client_options(node_id, zone));
+        let first = client.wait_served_by(served_by.zone, Duration::from_secs(60), 0);
+        println!(
+            "{library} client {node_id} in {}: first answer from {} after {} ms; {}",
+            zone.zone,
+            served_by.zone,
+            first.millis(),
+            first.tally
+        );
+        assert!(
+            first.switched(),
+            "the {library} client {node_id} got no answer from {} within 60s: {}",
+            served_by.zone,
+            first.tally
+        );
+        client
+    }
+
     pub fn backends_in(&self, zone: Zone) -> impl Iterator<Item = &Backend> {
         self.members
             .iter()
@@ -207,6 +249,19 @@ impl Mesh {
         });
         self.write_endpoints();
         self.members.len() - 1
+    }
+
+    /// Replaces the policy file (atomically) the server was started with: the mesh must have been
+    /// started with a policy.
+    pub fn set_policy(&self, policy_yaml: &str) {
+        let policies = self.dir.join("policies");
+        assert!(
+            policies.is_dir(),
+            "the mesh was started without a policy, so the server watches no policy directory"
+        );
+        let tmp = self.dir.join(".policy.yaml.tmp");
+        std::fs::write(&tmp, policy_yaml).expect("write policy");
+        std::fs::rename(&tmp, policies.join("policy.yaml")).expect("rename policy");
     }
 
     /// The endpoints file as it should be now.

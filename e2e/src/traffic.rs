@@ -117,26 +117,48 @@ pub fn until_served_by(
     timeout: Duration,
     settle: usize,
 ) -> Switch {
+    let mut first = true;
+    watch_switch(target, since, timeout, settle, || {
+        if !first {
+            std::thread::sleep(interval);
+        }
+        first = false;
+        let outcome = request(addr, host);
+        Some((Instant::now(), outcome))
+    })
+}
+
+/// Takes outcomes from `next` (each with the instant it was known) until one is `Ok(target)`, or
+/// `timeout` passes since `since`, then `settle` more to see that traffic stays there. `next` may
+/// return `None` when nothing came within its own wait; the watch then goes on until `timeout`, and
+/// a settle period ends early. Shared by the Envoy traffic here and the proxyless gRPC clients'
+/// calls ([`crate::grpc_client`]).
+pub fn watch_switch(
+    target: &str,
+    since: Instant,
+    timeout: Duration,
+    settle: usize,
+    mut next: impl FnMut() -> Option<(Instant, Result<String, String>)>,
+) -> Switch {
     let mut tally = Tally::default();
     let mut elapsed = None;
     loop {
-        let outcome = request(addr, host);
-        tally.record(&outcome);
-        if outcome.as_deref() == Ok(target) {
-            elapsed = Some(since.elapsed());
-            break;
+        if let Some((at, outcome)) = next() {
+            tally.record(&outcome);
+            if outcome.as_deref() == Ok(target) {
+                elapsed = Some(at.saturating_duration_since(since));
+                break;
+            }
         }
         if since.elapsed() > timeout {
             break;
         }
-        std::thread::sleep(interval);
     }
     let failures_before = tally.failures;
     let mut after = Tally::default();
     if elapsed.is_some() {
         for _ in 0..settle {
-            std::thread::sleep(interval);
-            let outcome = request(addr, host);
+            let Some((_, outcome)) = next() else { break };
             tally.record(&outcome);
             after.record(&outcome);
         }
@@ -146,5 +168,74 @@ pub fn until_served_by(
         failures_before,
         tally,
         after,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Outcomes as a scripted source: each with an instant `ms` after `t0`.
+    fn script(
+        t0: Instant,
+        outcomes: &[(u64, Result<&str, &str>)],
+    ) -> Vec<(Instant, Result<String, String>)> {
+        outcomes
+            .iter()
+            .map(|(ms, o)| {
+                let at = t0 + Duration::from_millis(*ms);
+                (at, o.map(str::to_string).map_err(str::to_string))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_switch_counts_failures_before_the_target_and_settles_after_it() {
+        let t0 = Instant::now();
+        let mut outcomes = script(
+            t0,
+            &[
+                (1, Ok("b")),
+                (2, Err("refused")),
+                (3, Err("refused")),
+                (40, Ok("c")),
+                (41, Ok("c")),
+                (42, Err("reset")),
+                (43, Ok("x")),
+            ],
+        )
+        .into_iter();
+        let sw = watch_switch("c", t0, Duration::from_secs(60), 2, || outcomes.next());
+        assert_eq!(sw.elapsed, Some(Duration::from_millis(40)));
+        assert_eq!(sw.failures_before, 2);
+        assert_eq!((sw.tally.count("b"), sw.tally.count("c")), (1, 2));
+        assert_eq!(sw.tally.failures, 3, "{}", sw.tally);
+        // The settle period is the two outcomes after the switch, no more.
+        assert_eq!(sw.after.total(), 2);
+        assert_eq!(sw.after.failures, 1);
+        assert_eq!(outcomes.next().map(|(_, o)| o), Some(Ok("x".to_string())));
+    }
+
+    #[test]
+    fn no_switch_once_the_timeout_passed_and_a_silent_source_ends_the_settle_period() {
+        let since = Instant::now();
+        let mut outcomes = script(since, &[(0, Ok("b")), (0, Err("refused"))]).into_iter();
+        // Each outcome takes 2 ms to come; the timeout is 1 ms.
+        let sw = watch_switch("c", since, Duration::from_millis(1), 10, || {
+            std::thread::sleep(Duration::from_millis(2));
+            outcomes.next()
+        });
+        assert!(!sw.switched());
+        assert_eq!(sw.millis(), u128::MAX);
+        assert_eq!(
+            sw.tally.total(),
+            1,
+            "stops at the first outcome past the timeout"
+        );
+
+        let mut outcomes = script(since, &[(1, Ok("c"))]).into_iter();
+        let sw = watch_switch("c", since, Duration::from_secs(60), 10, || outcomes.next());
+        assert!(sw.switched());
+        assert_eq!(sw.after.total(), 0);
     }
 }

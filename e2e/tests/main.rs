@@ -17,6 +17,7 @@ mod endpoints_edit;
 mod examples;
 mod explain;
 mod failover;
+mod grpc_proxyless;
 mod harness;
 mod kube_client;
 mod kubernetes;
