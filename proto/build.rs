@@ -25,6 +25,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ("xds.admin.v1.Event.protocol", "protocol"),
         ("xds.admin.v1.TypeStatus.status", "sync_status"),
         ("xds.admin.v1.ClientResource.status", "sync_status"),
+        ("xds.admin.v1.Client.kind", "client_kind"),
+        ("xds.admin.v1.ManualClient.kind", "client_kind"),
+        (
+            "xds.admin.v1.ExplainPrioritiesResponse.client_kind",
+            "client_kind",
+        ),
     ] {
         builder = builder.field_attribute(
             field,

@@ -140,6 +140,16 @@ fn failover_scenario(library: GrpcLibrary) {
     // The admin API knows them for what they are.
     let status = wait_listed_as_grpc(&mesh, library, &[&east, &west, &eu]);
     println!("{library}: xdsctl status:\n{status}");
+    // And scripts reading `-o json` get the kind by name.
+    let json: serde_json::Value =
+        serde_json::from_str(&mesh.server.xdsctl(&["status", "-o", "json"])).expect("JSON");
+    let kinds: Vec<&str> = json["clients"]
+        .as_array()
+        .expect("clients")
+        .iter()
+        .map(|c| c["kind"].as_str().unwrap_or("(not a name)"))
+        .collect();
+    assert_eq!(kinds, ["GRPC"; 3], "{json}");
 
     // The other spellings of the target Kubernetes DNS accepts reach the same service: a bare name
     // from the client's namespace, and the fully qualified one.

@@ -31,6 +31,13 @@ pub mod json {
             super::Protocol::try_from(*value).map_or("PROTOCOL_UNSPECIFIED", |v| v.as_str_name()),
         )
     }
+
+    pub fn client_kind<S: Serializer>(value: &i32, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(
+            super::ClientKind::try_from(*value)
+                .map_or("CLIENT_KIND_UNSPECIFIED", |v| v.as_str_name()),
+        )
+    }
 }
 
 impl SyncStatus {
