@@ -45,7 +45,7 @@ pub struct DeltaResponse {
     pub nonce: String,
 }
 
-fn string_len(tag: u32, s: &str) -> usize {
+pub(crate) fn string_len(tag: u32, s: &str) -> usize {
     if s.is_empty() {
         0
     } else {
@@ -53,7 +53,7 @@ fn string_len(tag: u32, s: &str) -> usize {
     }
 }
 
-fn put_string(tag: u32, s: &str, buf: &mut impl BufMut) {
+pub(crate) fn put_string(tag: u32, s: &str, buf: &mut impl BufMut) {
     if !s.is_empty() {
         encode_key(tag, WireType::LengthDelimited, buf);
         encode_varint(s.len() as u64, buf);
@@ -62,11 +62,11 @@ fn put_string(tag: u32, s: &str, buf: &mut impl BufMut) {
 }
 
 /// A length-delimited field holding an already encoded message.
-fn bytes_field_len(tag: u32, len: usize) -> usize {
+pub(crate) fn bytes_field_len(tag: u32, len: usize) -> usize {
     key_len(tag) + encoded_len_varint(len as u64) + len
 }
 
-fn put_bytes_field(tag: u32, bytes: &[u8], buf: &mut impl BufMut) {
+pub(crate) fn put_bytes_field(tag: u32, bytes: &[u8], buf: &mut impl BufMut) {
     encode_key(tag, WireType::LengthDelimited, buf);
     encode_varint(bytes.len() as u64, buf);
     buf.put_slice(bytes);

@@ -13,6 +13,8 @@ use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use envoy_types::pb::google::rpc::Status;
 use prost::encoding::{self, DecodeContext, WireType};
 use prost::{DecodeError, Message};
+
+use crate::protocol::wire::{bytes_field_len, put_bytes_field, put_string, string_len};
 use std::hash::BuildHasher;
 
 /// `DiscoveryRequest`'s field numbers (envoy/service/discovery/v3/discovery.proto).
@@ -161,23 +163,16 @@ impl<S: AsRef<str>> FromIterator<S> for ResourceNames {
 
 impl Message for SotwRequest {
     fn encode_raw(&self, buf: &mut impl BufMut) {
-        if !self.version_info.is_empty() {
-            encoding::string::encode(tag::VERSION_INFO, &self.version_info, buf);
-        }
+        put_string(tag::VERSION_INFO, &self.version_info, buf);
         if let Some(node) = &self.node {
             encoding::message::encode(tag::NODE, node, buf);
         }
         for name in self.resource_names.iter() {
-            encoding::encode_key(tag::RESOURCE_NAMES, WireType::LengthDelimited, buf);
-            encoding::encode_varint(name.len() as u64, buf);
-            buf.put_slice(name.as_bytes());
+            // Repeated strings are written even when empty.
+            put_bytes_field(tag::RESOURCE_NAMES, name.as_bytes(), buf);
         }
-        if !self.type_url.is_empty() {
-            encoding::string::encode(tag::TYPE_URL, &self.type_url, buf);
-        }
-        if !self.response_nonce.is_empty() {
-            encoding::string::encode(tag::RESPONSE_NONCE, &self.response_nonce, buf);
-        }
+        put_string(tag::TYPE_URL, &self.type_url, buf);
+        put_string(tag::RESPONSE_NONCE, &self.response_nonce, buf);
         if let Some(status) = &self.error_detail {
             encoding::message::encode(tag::ERROR_DETAIL, status, buf);
         }
@@ -216,14 +211,7 @@ impl Message for SotwRequest {
     }
 
     fn encoded_len(&self) -> usize {
-        let string = |tag, s: &String| {
-            if s.is_empty() {
-                0
-            } else {
-                encoding::string::encoded_len(tag, s)
-            }
-        };
-        string(tag::VERSION_INFO, &self.version_info)
+        string_len(tag::VERSION_INFO, &self.version_info)
             + self
                 .node
                 .as_ref()
@@ -231,14 +219,10 @@ impl Message for SotwRequest {
             + self
                 .resource_names
                 .iter()
-                .map(|n| {
-                    encoding::key_len(tag::RESOURCE_NAMES)
-                        + encoding::encoded_len_varint(n.len() as u64)
-                        + n.len()
-                })
+                .map(|n| bytes_field_len(tag::RESOURCE_NAMES, n.len()))
                 .sum::<usize>()
-            + string(tag::TYPE_URL, &self.type_url)
-            + string(tag::RESPONSE_NONCE, &self.response_nonce)
+            + string_len(tag::TYPE_URL, &self.type_url)
+            + string_len(tag::RESPONSE_NONCE, &self.response_nonce)
             + self
                 .error_detail
                 .as_ref()
