@@ -93,11 +93,9 @@ impl ResourceNames {
         foldhash::fast::FixedState::default().hash_one((&self.text, &self.ends))
     }
 
-    fn push(&mut self, name: &[u8]) -> Result<(), std::str::Utf8Error> {
-        std::str::from_utf8(name)?;
-        self.text.extend_from_slice(name);
+    fn push(&mut self, name: &str) {
+        self.text.extend_from_slice(name.as_bytes());
         self.end_name(name.len());
-        Ok(())
     }
 
     /// Records the name just appended to `text`, `len` bytes long.
@@ -155,7 +153,7 @@ impl<S: AsRef<str>> FromIterator<S> for ResourceNames {
     fn from_iter<I: IntoIterator<Item = S>>(names: I) -> Self {
         let mut out = ResourceNames::default();
         for name in names {
-            out.push(name.as_ref().as_bytes()).expect("a str is UTF-8");
+            out.push(name.as_ref());
         }
         out
     }
