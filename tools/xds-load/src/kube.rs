@@ -25,7 +25,7 @@ use serde_json::{json, Value};
 use test_apiserver::{ApiServer, KindInfo};
 
 use crate::client::{Change, Tracker};
-use crate::report::{Dist, Initial, Report, RunReport, ServerFigures, Target};
+use crate::report::{Dist, Report, RunReport, Target};
 use crate::scenario::{self, Scenario, NAMESPACE, PORT};
 use crate::spawn::ServerProcess;
 use crate::{procfs, ChangeSink, Changer, Config, Mode, Protocol, Sampler, SourceWrite};
@@ -202,12 +202,6 @@ impl ChangeSink for SliceWriter {
     }
 }
 
-fn progress(config: &Config, line: impl AsRef<str>) {
-    if config.progress {
-        eprintln!("xds-load: {}", line.as_ref());
-    }
-}
-
 /// The Kubernetes scenario with the default [`KubeOptions`] (a 500-change burst).
 pub async fn run(config: &Config) -> anyhow::Result<KubeReport> {
     run_with(config, &KubeOptions::default()).await
@@ -247,9 +241,7 @@ async fn run_one(
     protocol: Protocol,
 ) -> anyhow::Result<(RunReport, Option<Burst>)> {
     let name = format!("{}/kubernetes", protocol.name());
-    let run_started = Instant::now();
-    let loadavg_start = procfs::loadavg();
-    let loadgen_before = procfs::sample_self();
+    let start = crate::run::RunStart::now();
     let dir = crate::tmp::TempDir::new("load-kube");
     let scenario = Scenario::new(
         config.services,
@@ -283,7 +275,7 @@ async fn run_one(
     tokio::time::sleep(Duration::from_millis(300)).await;
     let idle = server.sample().context("sampling the server")?;
     let sampler = Sampler::start(server.pid());
-    progress(
+    crate::say(
         config,
         format!(
             "{name}: server ready on the API server's {} services (idle RSS {:.1} MiB); connecting {} clients",
@@ -294,71 +286,28 @@ async fn run_one(
     );
 
     // Every client's first full config.
-    let tracker = Tracker::new(config.clients, &scenario.cluster_names());
-    let t0 = tracker.now_ns();
-    let handles = crate::spawn_clients(config, &tracker, &scenario, server.url(), protocol);
-    crate::wait_until(
-        &mut server,
-        Duration::from_secs(config.initial_timeout_s),
-        || tracker.complete.load(Ordering::Acquire) >= config.clients,
-    )
-    .await?;
-    let after_initial = server.sample().unwrap_or_default();
-    let completion: Vec<u64> = tracker
-        .completion_times()
-        .into_iter()
-        .flatten()
-        .map(|t| t.saturating_sub(t0))
-        .collect();
-    let complete = completion.len();
-    let initial = Initial {
-        complete,
-        all_s: (complete == config.clients)
-            .then(|| completion.iter().max().copied().unwrap_or(0) as f64 / 1e9),
-        per_client: Dist::of_ns(completion.iter().copied()),
-        bytes: tracker.bytes.load(Ordering::Relaxed),
-        responses: tracker.responses.load(Ordering::Relaxed),
-        server_cpu_s: after_initial.cpu_s - idle.cpu_s,
-    };
-    progress(
-        config,
-        format!(
-            "{name}: {complete}/{} clients with full config",
-            config.clients
-        ),
-    );
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let connected = server.sample().unwrap_or_default();
+    let connected =
+        crate::run::connect_all(config, &name, &mut server, &scenario, protocol, &idle).await?;
+    let tracker = connected.tracker.clone();
+    let complete = connected.initial.complete;
 
     let mut changer = Changer::new(scenario, Box::new(SliceWriter { api: api.clone() }));
     let timeout = Duration::from_secs(config.change_timeout_s);
-    let single = if config.changes > 0 && complete > 0 {
-        crate::single_changes(config, &name, &mut server, &tracker, &mut changer, timeout).await?
-    } else {
-        None
+    // Every churn change its own API write: the API server has no quiet period to respect.
+    let each_alone = Config {
+        churn_write_interval_ms: 0,
+        ..config.clone()
     };
-    let before_churn = server.sample().unwrap_or_default();
-    let churn = if config.churn_rate > 0.0 && config.churn_seconds > 0.0 && complete > 0 {
-        // Every change its own API write: the API server has no quiet period to respect.
-        let each_alone = Config {
-            churn_write_interval_ms: 0,
-            ..config.clone()
-        };
-        Some(
-            crate::churn(
-                &each_alone,
-                &name,
-                &mut server,
-                &tracker,
-                &mut changer,
-                &sampler,
-                timeout,
-            )
-            .await?,
-        )
-    } else {
-        None
-    };
+    let phases = crate::run::changes(
+        config,
+        &name,
+        &mut server,
+        &connected,
+        &mut changer,
+        &sampler,
+        Some(&each_alone),
+    )
+    .await?;
     let burst = if options.burst_changes > 0 && complete > 0 {
         Some(
             burst(
@@ -376,48 +325,18 @@ async fn run_one(
         None
     };
 
-    let last = server.sample().unwrap_or_default();
-    let cache = server.cache_stats();
-    let warnings = server.warnings();
-    for w in warnings.iter().take(5) {
-        progress(config, format!("{name}: server warning: {w}"));
-    }
-    tracker.stop();
-    server.kill();
-    for h in handles.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-        h.abort();
-    }
     drop(sampler);
-    let loadgen = procfs::sample_self();
-    let report = RunReport {
-        protocol,
-        mode: Mode::Shared,
-        clients: config.clients,
-        connections: config.clients.div_ceil(config.clients_per_connection),
-        initial,
-        single,
-        churn,
-        server: ServerFigures {
-            idle_rss: idle.rss,
-            connected_rss: connected.rss,
-            per_client_bytes: (connected.rss as f64 - idle.rss as f64) / config.clients as f64,
-            peak_rss: last.hwm,
-            peak_rss_before_churn: before_churn.hwm,
-            cpu_s: last.cpu_s,
-            warnings: warnings.len(),
-            cache,
-        },
-        bytes_total: tracker.bytes.load(Ordering::Relaxed),
-        responses_total: tracker.responses.load(Ordering::Relaxed),
-        loadgen_cpu_s: loadgen.cpu_s - loadgen_before.cpu_s,
-        loadgen_peak_rss: loadgen.hwm,
-        stream_failures: tracker.failures.load(Ordering::Relaxed),
-        first_failure: tracker.first_failure(),
-        seconds: run_started.elapsed().as_secs_f64(),
-        loadavg_start,
-        loadavg_end: procfs::loadavg(),
-    };
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let report = crate::run::finish(
+        config,
+        &name,
+        server,
+        connected,
+        start,
+        idle,
+        (protocol, Mode::Shared),
+        phases,
+    )
+    .await;
     Ok((report, burst))
 }
 
@@ -444,7 +363,7 @@ async fn burst(
             None => break,
         }
     }
-    progress(
+    crate::say(
         config,
         format!(
             "{name}: burst of {} changes over {} services",
@@ -482,7 +401,7 @@ async fn burst(
             .unwrap_or(first);
         last.saturating_sub(first) as f64 / 1e6
     });
-    progress(
+    crate::say(
         config,
         format!(
             "{name}: burst: {}",

@@ -33,6 +33,7 @@ pub mod paths;
 pub mod ports;
 pub mod procfs;
 pub mod report;
+pub(crate) mod run;
 pub mod scaleout;
 pub mod scenario;
 pub mod spawn;
@@ -52,7 +53,7 @@ use tokio::task::AbortHandle;
 
 use client::{Change, Identity, Tracker};
 use procfs::ProcSample;
-use report::{Churn, Dist, Initial, Report, RunReport, ServerFigures, Single};
+use report::{Churn, Dist, Report, RunReport, Single};
 use scenario::Scenario;
 use spawn::ServerProcess;
 
@@ -239,10 +240,15 @@ pub(crate) fn preflight(config: &Config) -> anyhow::Result<()> {
 
 macro_rules! progress {
     ($cfg:expr, $($arg:tt)*) => {
-        if $cfg.progress {
-            eprintln!("xds-load: {}", format!($($arg)*));
-        }
+        crate::say($cfg, format!($($arg)*))
     };
+}
+
+/// A progress line on stderr, when the run reports progress.
+pub(crate) fn say(config: &Config, line: impl AsRef<str>) {
+    if config.progress {
+        eprintln!("xds-load: {}", line.as_ref());
+    }
 }
 
 /// The server's RSS and CPU, sampled every 250 ms for the whole run.
@@ -499,18 +505,9 @@ pub(crate) fn spawn_clients(
 
 async fn run_one(config: &Config, protocol: Protocol, mode: Mode) -> anyhow::Result<RunReport> {
     let name = format!("{}/{}", protocol.name(), mode.name());
-    let run_started = Instant::now();
-    let loadavg_start = procfs::loadavg();
-    let loadgen_before = procfs::sample_self();
+    let start = run::RunStart::now();
     let dir = crate::tmp::TempDir::new("load");
-    let scenario = Scenario::new(
-        config.services,
-        config.endpoints_per_service,
-        config.regions,
-        config.zones,
-    );
-    let endpoints = dir.join("endpoints.yaml");
-    scenario::write_atomically(&endpoints, scenario.render().as_bytes())?;
+    let (scenario, endpoints) = run::scenario_file(config, dir.path())?;
     let extra = match mode {
         Mode::Shared => Vec::new(),
         Mode::Baseline => vec![config.baseline_flag.clone()],
@@ -533,140 +530,32 @@ async fn run_one(config: &Config, protocol: Protocol, mode: Mode) -> anyhow::Res
     );
 
     // Phase 1: every client's first full config.
-    let tracker = Tracker::new(config.clients, &scenario.cluster_names());
-    let t0 = tracker.now_ns();
-    let handles = spawn_clients(config, &tracker, &scenario, server.url(), protocol);
-    let mut last_progress = Instant::now();
-    let all = wait_until(
+    let connected =
+        run::connect_all(config, &name, &mut server, &scenario, protocol, &idle).await?;
+    let mut changer = Changer::new(scenario, Box::new(EndpointsFile(endpoints.clone())));
+    // The baseline runs full config and single changes only, unless told otherwise.
+    let churn = (mode == Mode::Shared || config.baseline_churn).then_some(config);
+    let phases = run::changes(
+        config,
+        &name,
         &mut server,
-        Duration::from_secs(config.initial_timeout_s),
-        || {
-            let done = tracker.complete.load(Ordering::Acquire);
-            if config.progress && last_progress.elapsed() > Duration::from_secs(2) {
-                last_progress = Instant::now();
-                eprintln!(
-                    "xds-load: {name}: {done}/{} clients with full config, {} streams open",
-                    config.clients,
-                    tracker.live.load(Ordering::Acquire)
-                );
-            }
-            done >= config.clients
-        },
+        &connected,
+        &mut changer,
+        &sampler,
+        churn,
     )
     .await?;
-    let after_initial = server.sample().unwrap_or_default();
-    let completion: Vec<u64> = tracker
-        .completion_times()
-        .into_iter()
-        .flatten()
-        .map(|t| t.saturating_sub(t0))
-        .collect();
-    let complete = completion.len();
-    let initial = Initial {
-        complete,
-        all_s: (complete == config.clients)
-            .then(|| completion.iter().max().copied().unwrap_or(0) as f64 / 1e9),
-        per_client: Dist::of_ns(completion.iter().copied()),
-        bytes: tracker.bytes.load(Ordering::Relaxed),
-        responses: tracker.responses.load(Ordering::Relaxed),
-        server_cpu_s: after_initial.cpu_s - idle.cpu_s,
-    };
-    progress!(
+    Ok(run::finish(
         config,
-        "{name}: {complete}/{} clients with full config{}",
-        config.clients,
-        initial
-            .all_s
-            .map_or(String::new(), |s| format!(" in {s:.2} s"))
-    );
-    if !all {
-        progress!(
-            config,
-            "{name}: gave up waiting after {} s",
-            config.initial_timeout_s
-        );
-    }
-    // Let the initial burst's buffers drain before taking the connected RSS.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let connected = server.sample().unwrap_or_default();
-
-    let mut changer = Changer::new(scenario, Box::new(EndpointsFile(endpoints.clone())));
-    let timeout = Duration::from_secs(config.change_timeout_s);
-
-    // Phase 2: single changes.
-    let single = if config.changes > 0 && complete > 0 {
-        single_changes(config, &name, &mut server, &tracker, &mut changer, timeout).await?
-    } else {
-        None
-    };
-
-    let before_churn = server.sample().unwrap_or_default();
-
-    // Phase 3: churn.
-    let do_churn = config.churn_rate > 0.0
-        && config.churn_seconds > 0.0
-        && complete > 0
-        && (mode == Mode::Shared || config.baseline_churn);
-    let churn = if do_churn {
-        Some(
-            churn(
-                config,
-                &name,
-                &mut server,
-                &tracker,
-                &mut changer,
-                &sampler,
-                timeout,
-            )
-            .await?,
-        )
-    } else {
-        None
-    };
-
-    let last = server.sample().unwrap_or_default();
-    let cache = server.cache_stats();
-    let warnings = server.warnings();
-    for w in warnings.iter().take(5) {
-        progress!(config, "{name}: server warning: {w}");
-    }
-    tracker.stop();
-    server.kill();
-    for h in handles.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-        h.abort();
-    }
-    let loadgen = procfs::sample_self();
-    let report = RunReport {
-        protocol,
-        mode,
-        clients: config.clients,
-        connections: config.clients.div_ceil(config.clients_per_connection),
-        initial,
-        single,
-        churn,
-        server: ServerFigures {
-            idle_rss: idle.rss,
-            connected_rss: connected.rss,
-            per_client_bytes: (connected.rss as f64 - idle.rss as f64) / config.clients as f64,
-            peak_rss: last.hwm,
-            peak_rss_before_churn: before_churn.hwm,
-            cpu_s: last.cpu_s,
-            warnings: warnings.len(),
-            cache,
-        },
-        bytes_total: tracker.bytes.load(Ordering::Relaxed),
-        responses_total: tracker.responses.load(Ordering::Relaxed),
-        loadgen_cpu_s: loadgen.cpu_s - loadgen_before.cpu_s,
-        loadgen_peak_rss: loadgen.hwm,
-        stream_failures: tracker.failures.load(Ordering::Relaxed),
-        first_failure: tracker.first_failure(),
-        seconds: run_started.elapsed().as_secs_f64(),
-        loadavg_start,
-        loadavg_end: procfs::loadavg(),
-    };
-    // Give aborted client tasks a moment to drop their connections before the next run.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    Ok(report)
+        &name,
+        server,
+        connected,
+        start,
+        idle,
+        (protocol, mode),
+        phases,
+    )
+    .await)
 }
 
 /// Single changes: one endpoint at a time, each waiting for the previous one to converge; convergence

@@ -245,14 +245,7 @@ async fn run_one(
     let clients = settings.clients;
     let loadavg_start = procfs::loadavg();
     let dir = crate::tmp::TempDir::new("scaleout");
-    let scenario = Scenario::new(
-        config.services,
-        config.endpoints_per_service,
-        config.regions,
-        config.zones,
-    );
-    let endpoints = dir.join("endpoints.yaml");
-    scenario::write_atomically(&endpoints, scenario.render().as_bytes())?;
+    let (scenario, endpoints) = crate::run::scenario_file(config, dir.path())?;
     let flags = server_flags(settings);
     let start = |replica: usize, port: Option<u16>, run: usize| {
         let log = dir.join(&format!("xds-server-{replica}-{run}.log"));

@@ -13,14 +13,13 @@
 //! be 0.
 
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use serde::Serialize;
 
 use crate::client::Tracker;
 use crate::report::Dist;
-use crate::scenario::{self, Scenario};
 use crate::spawn::ServerProcess;
 use crate::suite::{Goal, Row};
 use crate::{procfs, Config, Protocol};
@@ -136,14 +135,7 @@ async fn run_one(
     let name = protocol.name();
     let loadavg_start = procfs::loadavg();
     let dir = crate::tmp::TempDir::new("storm");
-    let scenario = Scenario::new(
-        config.services,
-        config.endpoints_per_service,
-        config.regions,
-        config.zones,
-    );
-    let endpoints = dir.join("endpoints.yaml");
-    scenario::write_atomically(&endpoints, scenario.render().as_bytes())?;
+    let (scenario, endpoints) = crate::run::scenario_file(&config, dir.path())?;
     let mut first = ServerProcess::start(
         &config.server_bin,
         &endpoints,
@@ -193,19 +185,17 @@ async fn run_one(
         &dir.join("xds-server-2.log"),
         &[],
     )?;
-    let mut last_progress = Instant::now();
-    let all = crate::wait_until(&mut server, timeout, || {
-        let back = tracker.synced_since(start_ns);
-        if config.progress && last_progress.elapsed() > Duration::from_secs(2) {
-            last_progress = Instant::now();
-            eprintln!(
-                "xds-load: storm: {name}: {back}/{} clients with full config again, {} streams open",
-                config.clients,
-                tracker.live.load(Ordering::Acquire)
-            );
-        }
-        back >= config.clients
-    })
+    let all = crate::run::wait_for_clients(
+        &config,
+        &mut server,
+        timeout,
+        &format!(
+            "storm: {name}: {{}}/{} clients with full config again",
+            config.clients
+        ),
+        &tracker,
+        || tracker.synced_since(start_ns),
+    )
     .await?;
     let times: Vec<u64> = (0..config.clients)
         .filter_map(|i| tracker.stream_synced_at(i))
