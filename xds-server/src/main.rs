@@ -5,7 +5,9 @@ use xds_server::app::{self, Args};
 
 /// Thousands of streams allocate and free many small buffers (request names, responses) from several
 /// threads; glibc's malloc spent a third of the server's CPU there under load and kept freed memory
-/// fragmented. mimalloc is faster at this and returns memory.
+/// fragmented. mimalloc is faster at this and returns memory. Feature `system-allocator` keeps glibc's,
+/// for heap profilers that hook malloc (`heaptrack`, see docs/benchmarks.md).
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -33,6 +33,10 @@ use xds_core::snapshot::{ResourceType, Snapshot};
 /// holds for its client.
 const STREAM_QUEUE: usize = 1;
 
+/// What the stream's queue carries: boxed, because tokio's channel allocates its slots 32 at a time
+/// whatever its capacity, and 32 unboxed responses (~100 bytes each) would be ~3 KiB per stream.
+type Queued<R> = Result<Box<R>, Status>;
+
 static REFUSAL_LOG: LogLimiter = LogLimiter::new();
 
 /// Node fields (id, cluster, locality) in log lines: at most this much of each. The limits allow a
@@ -199,7 +203,7 @@ async fn run_stream<M: StreamMachine>(
     conn: M,
     mut inbound: RequestStream<M::Req>,
     service: AdsService,
-    tx: mpsc::Sender<Result<M::Resp, Status>>,
+    tx: mpsc::Sender<Queued<M::Resp>>,
     // The stream's connection's: set when the connection must go (maximum age, shutdown).
     drain: Option<ConnectionDrain>,
 ) {
@@ -492,11 +496,11 @@ async fn run_stream<M: StreamMachine>(
             }
         };
         log(&first);
-        permit.send(Ok(first));
+        permit.send(Ok(Box::new(first)));
         // The rest of one input's answer (make-before-break order) goes out as the client takes it.
         for resp in responses {
             log(&resp);
-            if tx.send(Ok(resp)).await.is_err() {
+            if tx.send(Ok(Box::new(resp))).await.is_err() {
                 break;
             }
         }
@@ -542,6 +546,8 @@ impl AdsService {
             let _live = live;
             stream.await
         });
-        Response::new(Box::pin(ReceiverStream::new(rx)))
+        Response::new(Box::pin(
+            ReceiverStream::new(rx).map(|r| r.map(|resp| *resp)),
+        ))
     }
 }

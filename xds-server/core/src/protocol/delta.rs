@@ -102,7 +102,7 @@ impl DeltaConnection {
         let Some(kind) = ResourceType::from_type_url(&req.type_url) else {
             return Ok((RequestKind::unknown_type(&req.type_url), Vec::new()));
         };
-        let st = self.types.entry(kind).or_default();
+        let st = self.types.get_or_default(kind);
         let first = !st.subscribed;
         if first {
             st.subscribed = true;

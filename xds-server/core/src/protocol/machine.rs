@@ -4,7 +4,6 @@
 //! [`DeltaConnection`](super::delta::DeltaConnection) are its two instances, each adding its protocol's
 //! `on_request` and `on_snapshot`.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
@@ -24,10 +23,59 @@ pub trait TypeConversation: Default + Send {
     fn report(&self, kind: ResourceType) -> TypeReport;
 }
 
+/// Per resource type, its conversation: a client asks about four or five types, so a vector
+/// searched in order. (A `BTreeMap` allocates a node of eleven entries: ~3 KiB per client.)
+pub struct TypeMap<S>(Vec<(ResourceType, S)>);
+
+impl<S> Default for TypeMap<S> {
+    fn default() -> Self {
+        Self(Vec::new())
+    }
+}
+
+impl<S> TypeMap<S> {
+    pub fn get(&self, kind: &ResourceType) -> Option<&S> {
+        self.0.iter().find(|(k, _)| k == kind).map(|(_, s)| s)
+    }
+
+    pub fn get_mut(&mut self, kind: &ResourceType) -> Option<&mut S> {
+        self.0.iter_mut().find(|(k, _)| k == kind).map(|(_, s)| s)
+    }
+
+    /// The type's conversation, started if the client had not asked about the type before.
+    pub fn get_or_default(&mut self, kind: ResourceType) -> &mut S
+    where
+        S: Default,
+    {
+        // Kept in the order of [`ResourceType`], as the admin API lists them.
+        let at = match self.0.binary_search_by_key(&kind, |(k, _)| *k) {
+            Ok(at) => at,
+            Err(at) => {
+                self.0.insert(at, (kind, S::default()));
+                at
+            }
+        };
+        &mut self.0[at].1
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &S> {
+        self.0.iter().map(|(_, s)| s)
+    }
+
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut S> {
+        self.0.iter_mut().map(|(_, s)| s)
+    }
+
+    /// In the order of [`ResourceType`].
+    pub fn iter(&self) -> impl Iterator<Item = (&ResourceType, &S)> {
+        self.0.iter().map(|(k, s)| (k, s))
+    }
+}
+
 /// One stream's protocol machine: the client, and `S` per resource type it asked about.
 pub struct Machine<S> {
     pub(super) client: ClientIdentity,
-    pub(super) types: BTreeMap<ResourceType, S>,
+    pub(super) types: TypeMap<S>,
     nonce: u64,
 }
 
@@ -35,7 +83,7 @@ impl<S> Default for Machine<S> {
     fn default() -> Self {
         Self {
             client: ClientIdentity::default(),
-            types: BTreeMap::new(),
+            types: TypeMap::default(),
             nonce: 0,
         }
     }

@@ -53,8 +53,9 @@ pub struct Sent {
     pub version: String,
     pub nonce: String,
     pub resources: usize,
-    /// Name and content hash of each resource in the response, so a NACK knows what was refused.
-    /// The resources themselves (shared with the cache), not copies of their names.
+    /// The resources in the response (shared with the cache, not copies of their names), so a NACK
+    /// knows what was refused. Kept only until the client answers: its ACK releases them, since a
+    /// client's first EDS and CDS answers name every cluster and 5,000 clients would each keep them.
     contents: Vec<Arc<Resource>>,
 }
 
@@ -157,7 +158,7 @@ impl AdsConnection {
             self.client
                 .recognise_listener_names(req.resource_names.iter());
         }
-        let st = self.types.entry(kind).or_default();
+        let st = self.types.get_or_default(kind);
         if !req.response_nonce.is_empty()
             && st.sent.as_ref().map(|s| s.nonce.as_str()) != Some(req.response_nonce.as_str())
         {
@@ -213,6 +214,9 @@ impl AdsConnection {
         } else {
             st.acked_version = Some(req.version_info.clone());
             st.nack = None;
+            if let Some(sent) = &mut st.sent {
+                sent.contents = Vec::new();
+            }
             let rerequest = std::mem::take(&mut st.resend_on_request);
             let answer = if names_changed && kind.is_wildcard_type() && !wildcard {
                 // A client that names its listeners or clusters (a gRPC client) learns from this
@@ -364,7 +368,7 @@ impl AdsConnection {
         }
         if let Some((dep, names)) = dependent_force {
             if !names.is_empty() {
-                let d = self.types.entry(dep).or_default();
+                let d = self.types.get_or_default(dep);
                 d.force.extend(names);
                 d.resend_on_request = true;
             }
@@ -392,14 +396,8 @@ impl TypeConversation for TypeState {
             (Some(v), _) if self.acked_version.as_ref() == Some(v) => SyncStatus::Synced,
             _ => SyncStatus::Stale,
         };
-        let held = if kind.is_wildcard_type() {
-            self.sent
-                .iter()
-                .flat_map(|s| s.contents.iter().map(|r| (r.name.clone(), r.hash)))
-                .collect()
-        } else {
-            self.held.iter().map(|(n, h)| (n.clone(), *h)).collect()
-        };
+        // CDS and LDS hold exactly the last answer; EDS and RDS what every answer added up to.
+        let held = self.held.iter().map(|(n, h)| (n.clone(), *h)).collect();
         TypeReport {
             kind,
             subscribed: self.subscribed,

@@ -388,7 +388,7 @@ fn initial_answers_count_as_synced_so_the_first_change_is_incremental() {
     let names = [EDS_A, "b.shop:8080"];
     one(&mut conn, &request(CLUSTER_TYPE, &[], "", ""), &first).unwrap();
     let eds = one(&mut conn, &request(ENDPOINT_TYPE, &names, "", ""), &first).unwrap();
-    let synced = |c: &AdsConnection| c.types[&ResourceType::Endpoint].synced_at;
+    let synced = |c: &AdsConnection| c.types.get(&ResourceType::Endpoint).unwrap().synced_at;
     assert_eq!(synced(&conn), Some(first.generation));
     // A plain ACK changes nothing.
     one(&mut conn, &ack(&eds, &names), &first);
@@ -794,4 +794,45 @@ fn a_client_that_names_listeners_by_target_is_a_grpc_client_even_without_a_user_
         &snap,
     );
     assert_eq!(conn.client().unwrap().kind, crate::model::ClientKind::Envoy);
+}
+
+#[test]
+fn an_ack_releases_the_answers_resources_and_the_report_still_lists_what_the_client_holds() {
+    use crate::protocol::inspect::Inspect;
+    let snap = snapshot(None, &[("a", &["10.0.0.1"]), ("b", &["10.0.0.2"])]);
+    let mut conn = AdsConnection::new();
+    let kept = |conn: &AdsConnection, kind| {
+        conn.types
+            .get(&kind)
+            .unwrap()
+            .sent
+            .as_ref()
+            .map_or(0, |s| s.contents.len())
+    };
+    let held = |conn: &AdsConnection, kind| {
+        let report = conn.type_reports().into_iter().find(|r| r.kind == kind);
+        let mut names: Vec<String> = report.unwrap().held.into_iter().map(|(n, _)| n).collect();
+        names.sort();
+        names
+    };
+    let cds = one(&mut conn, &request(CLUSTER_TYPE, &[], "", ""), &snap).unwrap();
+    let names = [EDS_A, "b.shop:8080"];
+    let eds = one(&mut conn, &request(ENDPOINT_TYPE, &names, "", ""), &snap).unwrap();
+    assert_eq!(kept(&conn, ResourceType::Cluster), 2);
+    assert_eq!(kept(&conn, ResourceType::Endpoint), 2);
+    one(&mut conn, &ack(&cds, &[]), &snap);
+    one(&mut conn, &ack(&eds, &names), &snap);
+    assert_eq!(kept(&conn, ResourceType::Cluster), 0);
+    assert_eq!(kept(&conn, ResourceType::Endpoint), 0);
+    assert_eq!(held(&conn, ResourceType::Cluster), names);
+    assert_eq!(held(&conn, ResourceType::Endpoint), names);
+    // The next answer is kept until its own ACK, so a NACK of it knows what was refused.
+    let second = snapshot(Some(&snap), &[("a", &["10.0.0.9"]), ("b", &["10.0.0.2"])]);
+    let pushed = push(&mut conn, &second);
+    assert_eq!(kept(&conn, ResourceType::Endpoint), 1);
+    let mut nack = ack(&pushed[0], &names);
+    nack.version_info = eds.version_info.clone();
+    nack.error_detail = Some(xds::error_detail("bad"));
+    on_req(&mut conn, &nack, &second).unwrap();
+    assert_eq!(held(&conn, ResourceType::Endpoint), vec!["b.shop:8080"]);
 }
