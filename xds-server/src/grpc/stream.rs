@@ -460,25 +460,29 @@ async fn run_stream<M: StreamMachine>(
         let Some(first) = responses.next() else {
             continue;
         };
-        let node_id = lock(&conn)
-            .client()
-            .map(|c| c.node_id.clone())
+        // Only the event tail and debug logs name the client: a push to thousands of clients skips
+        // copying each one's node id otherwise.
+        let named = clients.tailing() || tracing::enabled!(tracing::Level::DEBUG);
+        let node_id = named
+            .then(|| lock(&conn).client().map(|c| c.node_id.clone()))
+            .flatten()
             .unwrap_or_default();
-        let node_log = logged(&node_id);
+        let node_log = if named {
+            logged(&node_id)
+        } else {
+            String::new()
+        };
         let mut log = |resp: &M::Resp| {
             let (kind, count, nonce) = M::describe(resp);
             debug!(stream_id, node = %node_log, kind, resources = count, nonce, "push");
             let bytes = prost::Message::encoded_len(resp);
             if let Some(kind) = ResourceType::from_type_url(M::response_type(resp)) {
-                let m = metrics();
-                let label = metrics::type_label(kind);
-                m.pushes.get_or_create(&label).inc();
-                m.push_resources.get_or_create(&label).inc_by(count as u64);
-                m.push_bytes.get_or_create(&label).inc_by(bytes as u64);
+                let m = metrics::push_metrics(kind);
+                m.pushes.inc();
+                m.resources.inc_by(count as u64);
+                m.bytes.inc_by(bytes as u64);
                 if let Some(built) = cause {
-                    m.push_latency
-                        .get_or_create(&label)
-                        .observe(built.elapsed().as_secs_f64());
+                    m.latency.observe(built.elapsed().as_secs_f64());
                     let entry = unacked.entry(kind).or_insert((String::new(), built));
                     entry.0 = nonce.to_string();
                 }
