@@ -683,6 +683,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .with_token_verifier(token_verifier);
     let serving = crate::grpc::Transport::new(args.transport.clone())
         .add_service(health_service)
+        .add_service(
+            crate::grpc::lrs::LrsService::new(
+                ads.clone(),
+                std::sync::Arc::new(std::sync::Mutex::new(xds_core::observed::LoadBook::new(
+                    std::time::Duration::from_secs(30),
+                ))),
+                std::time::Duration::from_secs(5),
+            )
+            .into_server(),
+        )
         .add_service(ads.clone().into_sds_server())
         .add_service(ads.into_server())
         .serve_with_incoming_shutdown(security.xds_incoming(listener), shutdown.clone());

@@ -18,6 +18,7 @@
 
 pub mod config;
 pub mod model;
+pub mod observed;
 pub mod policy;
 pub mod protocol;
 pub mod snapshot;
