@@ -392,3 +392,6 @@ fn publish_metrics(
             .set(priority.map_or(-1, i64::from));
     }
 }
+
+#[cfg(test)]
+mod tests;
