@@ -125,6 +125,22 @@ impl Reporter {
         if report.cluster_stats.is_empty() {
             return Ok(());
         }
+        if self.identity.is_pending() {
+            // Its class is its pod's locality, not known yet (retried on every report): counting the
+            // load under no locality would start a class of its own.
+            let localities: usize = report
+                .cluster_stats
+                .iter()
+                .map(|c| c.upstream_locality_stats.len())
+                .sum();
+            metrics()
+                .lrs_reports_dropped
+                .get_or_create(&ReasonLabel {
+                    reason: LOCALITY_PENDING.to_string(),
+                })
+                .inc_by(localities as u64);
+            return Ok(());
+        }
         let snapshot: Option<Arc<Snapshot>> = self.snapshots.borrow().clone();
         let class = client.locality.clone();
         let grpc = client.kind == ClientKind::Grpc;
@@ -189,6 +205,9 @@ impl Reporter {
         Ok(())
     }
 }
+
+/// The drop reason of reports from a client whose pod's locality is not known yet.
+const LOCALITY_PENDING: &str = "locality_pending";
 
 type LoadStatsStream =
     std::pin::Pin<Box<dyn Stream<Item = Result<LoadStatsResponse, Status>> + Send>>;
