@@ -240,18 +240,19 @@ impl LoadReportingService for LrsService {
         // One answer sets the interval for the stream's life. Without load_reporting_interval grpcio
         // crashes and grpc-js throws; grpc-js never reports the first cluster of an explicit list, so
         // every cluster is asked for.
-        let stream = futures::stream::unfold(
-            (requests, reporter, false),
-            move |(mut requests, mut reporter, answered)| async move {
+        // `None` once the stream failed: nothing more is read, and the reporter (dropped with the
+        // state) forgets the client at once.
+        let stream =
+            futures::stream::unfold(Some((requests, reporter, false)), move |state| async move {
+                let (mut requests, mut reporter, answered) = state?;
                 loop {
                     let report = match requests.next().await? {
                         Ok(report) => report,
-                        Err(status) => return Some((Err(status), (requests, reporter, true))),
+                        Err(status) => return Some((Err(status), None)),
                     };
                     if let Err(err) = reporter.report(&report, Instant::now()) {
                         warn!(client = reporter.id, error = %err, "load report refused");
-                        // The status ends the response; dropping the reporter forgets the client.
-                        return Some((Err(status(&err)), (requests, reporter, true)));
+                        return Some((Err(status(&err)), None));
                     }
                     if !answered {
                         let response = LoadStatsResponse {
@@ -259,11 +260,10 @@ impl LoadReportingService for LrsService {
                             load_reporting_interval: Some(prost_duration(interval)),
                             ..Default::default()
                         };
-                        return Some((Ok(response), (requests, reporter, true)));
+                        return Some((Ok(response), Some((requests, reporter, true))));
                     }
                 }
-            },
-        );
+            });
         Ok(Response::new(Box::pin(stream)))
     }
 }
