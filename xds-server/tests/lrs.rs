@@ -537,3 +537,48 @@ async fn a_client_located_by_its_pod_reports_under_the_pods_locality_once_known(
         [(WEB.into(), "r/b/-".into(), "b".into(), 0, 3, 0, 1)]
     );
 }
+
+/// Many clients naming clusters and localities the server does not serve, each unique, with claimed
+/// localities of their own: nothing is kept, and the one real row they report is all the book holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn made_up_clusters_and_localities_from_many_clients_hold_nothing() {
+    let server = TestServer::start(&["--load-report-interval", "1s"]).await;
+    let mut reporters = Vec::new();
+    for i in 0..100 {
+        let mut envoy = server.reporter(None).await.unwrap();
+        envoy.open(node(&format!("envoy-{i}"), "a", false)).await;
+        let mut made_up = report(WEB, &[("a", 0, 1, 0, 0)]);
+        for j in 0..200 {
+            let zone = format!("zone-{i}-{j}");
+            made_up.cluster_stats.extend(
+                report(&format!("made-up-{i}-{j}.shop:80"), &[("a", 0, 1, 0, 0)]).cluster_stats,
+            );
+            made_up.cluster_stats[0].upstream_locality_stats.extend(
+                report(WEB, &[(&zone, 0, 1, 0, 0)]).cluster_stats[0]
+                    .upstream_locality_stats
+                    .clone(),
+            );
+        }
+        envoy.send(made_up).await;
+        reporters.push(envoy);
+    }
+    let load = server
+        .load_until("every client's one real row", |l| {
+            l.services.first().is_some_and(|s| {
+                s.localities
+                    .first()
+                    .is_some_and(|r| r.requests_total == 100)
+            })
+        })
+        .await;
+    assert_eq!(
+        rows(&load),
+        [(WEB.into(), "r/a/-".into(), "a".into(), 0, 100, 0, 100)]
+    );
+    assert_eq!(lock_book(&server.book).total_rows(), 1);
+    drop(reporters);
+    server
+        .load_until("all 100 forgotten", |l| l.reporting_clients == 0)
+        .await;
+    assert_eq!(lock_book(&server.book).total_rows(), 1);
+}
