@@ -12,12 +12,15 @@
 //! - [`protocol`]: the SotW and Delta state machines (request in, responses out) on one core for the
 //!   client's identity and locality, node parsing, response encoding, the per-stream limits and the one
 //!   `ProtocolError` (with its gRPC code) a stream is refused with, and what the admin API may inspect.
+//! - [`observed`]: the load clients report over LRS, bounded to what the snapshot serves; the serving
+//!   priority and failover detection.
 //!
 //! And, for tests only (here and, with feature `test-support`, other crates'), `testing`: the builders
 //! of test data.
 
 pub mod config;
 pub mod model;
+pub mod observed;
 pub mod policy;
 pub mod protocol;
 pub mod snapshot;

@@ -36,6 +36,7 @@ pub mod transport;
 
 pub use transport::{Transport, TransportSettings};
 
+pub mod lrs;
 mod sweep;
 
 pub use sweep::CacheSweep;

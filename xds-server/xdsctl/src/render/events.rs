@@ -70,6 +70,15 @@ pub fn event_line(e: &pb::Event) -> String {
             one_line(&e.error)
         ),
         "lagged" => format!("{at}  (fell behind: {} events not shown)", e.resources),
+        "failover" => format!(
+            "{at}  FAILOVER      {}  clients in {}  priority {} -> {}  (error ratio of {} before: {:.1}%)",
+            e.service,
+            e.client_class,
+            e.from_priority,
+            e.to_priority,
+            e.from_priority,
+            e.error_ratio * 100.0
+        ),
         other => format!("{at}  {other}  {}", e.node_id),
     }
 }
@@ -95,6 +104,21 @@ mod tests {
         assert_eq!(
             event_line(&e),
             "1970-01-01T00:00:00.000Z  NACKED        envoy-1  LDS  version v2: bad bind"
+        );
+        let failover = pb::Event {
+            kind: "failover".into(),
+            at_unix_ms: 0,
+            service: "web.shop:80".into(),
+            client_class: "r/a/-".into(),
+            from_priority: 0,
+            to_priority: 1,
+            error_ratio: 0.75,
+            ..pb::Event::default()
+        };
+        assert_eq!(
+            event_line(&failover),
+            "1970-01-01T00:00:00.000Z  FAILOVER      web.shop:80  clients in r/a/-  priority 0 -> 1  \
+             (error ratio of 0 before: 75.0%)"
         );
     }
 }
