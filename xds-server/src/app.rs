@@ -24,6 +24,7 @@ use xds_core::model::Registry;
 use xds_core::policy::{PolicySet, PolicyStatus};
 use xds_core::snapshot::TranslateSettings;
 
+mod fleet;
 mod publish;
 
 async fn kube_client(
@@ -619,10 +620,26 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "cache statistics log",
         publish::log_cache_stats(snapshot_rx.clone()),
     );
+    // The fleet verdict's ejected localities are the publisher's fourth input (`fleet` fills it).
+    let (ejections_tx, ejections_rx) = watch::channel(Arc::default());
+    let (fleet_report_tx, fleet_report_rx) = watch::channel(Arc::default());
     supervise::spawn(
         "snapshot publisher",
-        publish::publish_snapshots(registry_rx, policy_rx, secrets_rx, snapshot_tx, settings),
+        publish::publish_snapshots(
+            publish::PublishInputs {
+                registry: registry_rx,
+                policies: policy_rx,
+                secrets: secrets_rx,
+                ejections: ejections_rx,
+            },
+            snapshot_tx,
+            settings,
+        ),
     );
+    // What clients report over LRS: read by the fleet verdict and the LRS service alike.
+    let load_book = Arc::new(std::sync::Mutex::new(xds_core::observed::LoadBook::new(
+        std::time::Duration::from_secs(30),
+    )));
 
     // Standard gRPC health (Kubernetes `grpc` probes, grpc-health-probe): NOT_SERVING until the sources
     // have a complete view and the first snapshot exists, SERVING after.
@@ -645,6 +662,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     // The admin API (xdsctl), CSDS, health and reflection read the same client registry the ADS
     // streams report to.
     let clients = ClientRegistry::new();
+    supervise::spawn(
+        "fleet verdict",
+        fleet::evaluate_fleet(
+            load_book.clone(),
+            snapshot_rx.clone(),
+            fleet::FleetOutputs {
+                ejections: ejections_tx,
+                report: fleet_report_tx,
+                events: clients.clone(),
+            },
+            fleet::EVALUATION_PERIOD,
+        ),
+    );
     let admin_listener = tokio::net::TcpListener::bind(args.admin_addr)
         .await
         .with_context(|| format!("binding the admin address {}", args.admin_addr))?;
@@ -655,7 +685,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             clients.clone(),
             policy_status_rx,
             services_source,
-        ),
+        )
+        .with_fleet_verdicts(fleet_report_rx),
         CsdsService::new(snapshot_rx.clone(), clients.clone()),
         security.admin_auth(),
     )?;
@@ -686,9 +717,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .add_service(
             crate::grpc::lrs::LrsService::new(
                 ads.clone(),
-                std::sync::Arc::new(std::sync::Mutex::new(xds_core::observed::LoadBook::new(
-                    std::time::Duration::from_secs(30),
-                ))),
+                load_book,
                 std::time::Duration::from_secs(5),
             )
             .into_server(),

@@ -105,6 +105,50 @@ impl LoadBook {
         self.dropped_rows
     }
 
+    /// Every cluster × locality over `window` ending at `now`, summed over priorities and clients;
+    /// `reporters` counts the clients that sent it requests within `window`. A locality is written
+    /// `region/zone/subzone` in the rows.
+    pub fn locality_windows(
+        &mut self,
+        now: Instant,
+        window: Duration,
+    ) -> Vec<fleet::LocalityWindow> {
+        let mut sums: BTreeMap<(&str, &str), (u32, u64, u64)> = BTreeMap::new();
+        for rows in self.clients.values() {
+            let mut mine: BTreeMap<(&str, &str), (u64, u64)> = BTreeMap::new();
+            for (key, row) in rows {
+                let recent = row
+                    .samples
+                    .iter()
+                    .filter(|(at, _, _)| now.saturating_duration_since(*at) <= window);
+                let sum = mine.entry((&key.cluster, &key.locality)).or_default();
+                for &(_, requests, errors) in recent {
+                    sum.0 += requests;
+                    sum.1 += errors;
+                }
+            }
+            for (key, (requests, errors)) in mine.into_iter().filter(|(_, (r, _))| *r > 0) {
+                let sum = sums.entry(key).or_default();
+                sum.0 += 1;
+                sum.1 += requests;
+                sum.2 += errors;
+            }
+        }
+        sums.into_iter()
+            .map(|((cluster, locality), (reporters, requests, errors))| {
+                let mut parts = locality.splitn(3, '/');
+                let mut part = || parts.next().unwrap_or_default();
+                fleet::LocalityWindow {
+                    cluster: cluster.to_string(),
+                    locality: crate::model::Locality::new(part(), part(), part()),
+                    reporters,
+                    requests,
+                    errors,
+                }
+            })
+            .collect()
+    }
+
     /// Every row's figures over the window ending at `now`.
     pub fn view(&mut self, now: Instant) -> Vec<RowView> {
         let window = self.window;

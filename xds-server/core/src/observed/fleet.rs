@@ -173,6 +173,9 @@ pub struct ClusterVerdict {
     pub localities: Vec<LocalityVerdict>,
 }
 
+/// The verdicts of the last evaluation, by cluster name: what the admin API shows.
+pub type FleetReport = std::sync::Arc<Vec<ClusterVerdict>>;
+
 /// What happened to a locality in one evaluation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TransitionKind {

@@ -87,6 +87,27 @@ pub fn event_pb(e: &XdsEvent) -> pb::Event {
             out.version = version.clone();
             out.error = error.clone();
         }
+        XdsEvent::Fleet {
+            at,
+            kind,
+            service,
+            locality,
+            reporters: _,
+            requests,
+            errors,
+            reason,
+        } => {
+            out.kind = (*kind).into();
+            out.at_unix_ms = unix_ms(*at);
+            out.service = service.clone();
+            out.locality = locality.clone();
+            out.error_ratio = if *requests == 0 {
+                0.0
+            } else {
+                *errors as f64 / *requests as f64
+            };
+            out.reason = reason.clone();
+        }
     }
     out
 }

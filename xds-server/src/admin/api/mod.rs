@@ -14,6 +14,7 @@ use tonic::{Request, Response, Status};
 use super::proto as pb;
 use crate::grpc::Snapshots;
 use crate::registry::ClientRegistry;
+use xds_core::observed::fleet::FleetReport;
 use xds_core::policy::PolicyStatus;
 use xds_core::snapshot::Snapshot;
 
@@ -26,7 +27,7 @@ mod services;
 pub use clients::{client_pb, client_resources, newest};
 pub use convert::{hash_text, origin_text, parse_type, sync_status_pb, unix_ms};
 pub use events::event_pb;
-pub use explain::explain_for;
+pub use explain::{explain_for, with_fleet_verdicts};
 pub use services::{find_service, policies_pb, policy_settings_pb, services_pb};
 
 /// The default `--admin-addr`.
@@ -39,6 +40,8 @@ pub struct AdminService {
     policy_status: watch::Receiver<PolicyStatus>,
     /// Where services come from: `file:PATH` or `kubernetes`.
     source: String,
+    /// The fleet verdict's last evaluation (`fleetFailover`), for ExplainPriorities.
+    fleet: watch::Receiver<FleetReport>,
 }
 
 impl AdminService {
@@ -53,7 +56,15 @@ impl AdminService {
             clients,
             policy_status,
             source: source.into(),
+            // No verdicts until `with_fleet_verdicts`: a channel whose sender is gone still reads.
+            fleet: watch::channel(FleetReport::default()).1,
         }
+    }
+
+    /// Shows the fleet verdicts `fleet` publishes in ExplainPriorities.
+    pub fn with_fleet_verdicts(mut self, fleet: watch::Receiver<FleetReport>) -> Self {
+        self.fleet = fleet;
+        self
     }
 
     pub fn into_server(self) -> pb::admin_server::AdminServer<Self> {
@@ -138,7 +149,8 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         request: Request<pb::ExplainPrioritiesRequest>,
     ) -> Result<Response<pb::ExplainPrioritiesResponse>, Status> {
-        explain::explain_request(&self.clients, &self.snapshots, request.into_inner())
+        let fleet = self.fleet.borrow().clone();
+        explain::explain_request(&self.clients, &self.snapshots, &fleet, request.into_inner())
             .map(Response::new)
     }
 

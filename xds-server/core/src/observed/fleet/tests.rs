@@ -405,3 +405,48 @@ fn windows_are_fetched_once_per_span_and_split_by_cluster() {
         ]
     );
 }
+
+#[test]
+fn the_load_book_sums_a_window_per_locality_and_counts_clients_that_sent_requests() {
+    use crate::observed::{LoadBook, LocalityLoad, RowKey};
+    let mut book = LoadBook::new(Duration::from_secs(30));
+    let t0 = Instant::now();
+    let key = |locality: &str, priority| RowKey {
+        cluster: CLUSTER.to_string(),
+        locality: locality.to_string(),
+        priority,
+    };
+    let load = |successful, errors| LocalityLoad {
+        successful,
+        errors,
+        in_flight: 0,
+    };
+    // Client 1: two reports on eu/a, one of them older than the window; client 2 on eu/a at two
+    // priorities; client 3 reported eu/a but sent nothing.
+    book.record(1, key("eu/a/", 0), &load(5, 5), t0);
+    book.record(1, key("eu/a/", 0), &load(1, 9), t0 + Duration::from_secs(8));
+    book.record(2, key("eu/a/", 0), &load(3, 1), t0 + Duration::from_secs(9));
+    book.record(2, key("eu/a/", 1), &load(2, 0), t0 + Duration::from_secs(9));
+    book.record(3, key("eu/a/", 0), &load(0, 0), t0 + Duration::from_secs(9));
+    book.record(3, key("eu/b/", 0), &load(7, 0), t0 + Duration::from_secs(9));
+    let windows = book.locality_windows(t0 + Duration::from_secs(12), Duration::from_secs(10));
+    assert_eq!(
+        windows,
+        [
+            LocalityWindow {
+                cluster: CLUSTER.to_string(),
+                locality: zone("a"),
+                reporters: 2,
+                requests: 16,
+                errors: 10,
+            },
+            LocalityWindow {
+                cluster: CLUSTER.to_string(),
+                locality: zone("b"),
+                reporters: 1,
+                requests: 7,
+                errors: 0,
+            },
+        ]
+    );
+}
