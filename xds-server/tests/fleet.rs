@@ -332,7 +332,7 @@ async fn observe_mode_reports_the_verdict_and_leaves_eds_alone() {
         .into_inner();
     let e = &explained.explanations[0];
     let fleet = e.fleet.as_ref().expect("the fleet verdict");
-    assert_eq!(fleet.mode, "observe");
+    assert_eq!(fleet.settings.as_ref().unwrap().mode, "observe");
     let z1 = fleet
         .localities
         .iter()
