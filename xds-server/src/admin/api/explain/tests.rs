@@ -226,7 +226,7 @@ fn explain_shows_the_fleet_verdict_and_its_evidence_for_the_cluster_it_judged() 
         locality: Locality::new("us-east1", "us-east1-b", ""),
         ..ClientInfo::default()
     };
-    let mut cluster = xds_core::observed::fleet::fleet_clusters(&snap);
+    let mut cluster = xds_core::observed::fleet::fleet_clusters(&snap, &FleetVerdicts::new());
     assert!(cluster.is_empty(), "fleet failover is off by default");
     let entry = snap.cluster("checkout.shop:8080").unwrap();
     let settings = FleetFailover {
