@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use crate::model::Locality;
 
+pub mod fleet;
 mod served;
 mod serving;
 #[cfg(test)]
@@ -389,7 +390,11 @@ impl LoadBook {
         for client in self.clients.values() {
             let mut seen_here: Vec<(&str, &Locality)> = Vec::new();
             for ((cluster, locality, _), row) in &client.rows {
-                let Some((requests, errors)) = row.within(now, window) else {
+                // A client that sent the locality nothing is no witness of how it fares.
+                let Some((requests, errors)) = row
+                    .within(now, window)
+                    .filter(|&(requests, _)| requests > 0)
+                else {
                     continue;
                 };
                 let entry = out

@@ -264,6 +264,9 @@ fn locality_windows_sum_classes_and_priorities_and_count_clients_once() {
     let now = start + Duration::from_secs(20);
     book.record(3, &zone("c"), CLUSTER, &load(zone("a"), 0, 7, 0), now)
         .unwrap();
+    // A client that reported the locality but sent it nothing is no witness (the fleet verdict
+    // counts reporters).
+    let _ = book.record(4, &zone("c"), CLUSTER, &load(zone("a"), 0, 0, 0), now);
     assert_eq!(
         book.locality_windows(now, Duration::from_secs(10)),
         [LocalityWindow {
