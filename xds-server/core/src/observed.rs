@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
+pub mod fleet;
 #[cfg(test)]
 mod tests;
 

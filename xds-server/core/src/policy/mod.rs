@@ -218,6 +218,123 @@ impl Default for OutlierDetection {
     }
 }
 
+/// `fleetFailover.mode`: what the server does when the load reports of many clients show a locality
+/// failing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum FleetMode {
+    /// Reports are not judged (the default).
+    #[default]
+    Off,
+    /// Verdicts are logged, counted and sent as events; EDS is never changed.
+    Observe,
+    /// A failing locality's endpoints are sent UNHEALTHY to every client of the service.
+    Enforce,
+}
+
+impl FleetMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::Observe => "observe",
+            Self::Enforce => "enforce",
+        }
+    }
+}
+
+impl std::fmt::Display for FleetMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A ratio in (0, 1], kept in parts per million so that policies stay `Eq` and `Hash` (they key the
+/// snapshot's reuse of cluster entries).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Ratio {
+    per_million: u32,
+}
+
+impl Ratio {
+    pub const ONE: Self = Self {
+        per_million: 1_000_000,
+    };
+
+    /// The nearest ratio to `value` (rounded to parts per million), or `None` outside (0, 1] (or a
+    /// value that rounds to 0).
+    pub fn new(value: f64) -> Option<Self> {
+        if !(value > 0.0 && value <= 1.0) {
+            return None;
+        }
+        let per_million = (value * 1_000_000.0).round() as u32;
+        (per_million > 0).then_some(Self { per_million })
+    }
+
+    pub fn value(self) -> f64 {
+        f64::from(self.per_million) / 1_000_000.0
+    }
+
+    /// Whether `errors` out of `requests` reach this ratio (exactly, in integers).
+    pub fn reached_by(self, errors: u64, requests: u64) -> bool {
+        requests > 0
+            && u128::from(errors) * 1_000_000 >= u128::from(self.per_million) * u128::from(requests)
+    }
+}
+
+impl std::fmt::Display for Ratio {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.value())
+    }
+}
+
+/// `fleetFailover`: the server's own verdict on a locality, from the load reports (LRS) of every
+/// client of the service. One Envoy ejects a host only after its own consecutive errors, so each
+/// client pays for the same outage, and a quiet client (or one that starts after the failure) takes
+/// long to notice; the server, hearing from the whole fleet, knows earlier than any of them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FleetFailover {
+    pub mode: FleetMode,
+    /// Clients that must have reported requests to the locality within `window`; at least 2, so one
+    /// client's reports (a broken client, a lying one) never eject anything.
+    pub min_reporters: u32,
+    /// Requests to the locality within `window`, summed over the reporters.
+    pub min_requests: u64,
+    /// Errors / requests at or above which the locality is failing.
+    pub error_ratio: Ratio,
+    /// The span of reports judged.
+    pub window: Duration,
+    /// How long an ejected locality stays out before it is tried again (doubled for each ejection in
+    /// a row, up to [`FleetFailover::MAX_EJECT_FOR`] or `ejectFor` if longer).
+    pub eject_for: Duration,
+    /// Never more than this percent of the service port's endpoints ejected at once.
+    pub max_ejected_percent: u32,
+}
+
+impl FleetFailover {
+    /// The longest a repeated ejection lasts (unless `ejectFor` itself is longer): Envoy's default
+    /// `max_ejection_time` for outlier detection.
+    pub const MAX_EJECT_FOR: Duration = Duration::from_secs(300);
+
+    pub fn is_on(&self) -> bool {
+        self.mode != FleetMode::Off
+    }
+}
+
+impl Default for FleetFailover {
+    fn default() -> Self {
+        Self {
+            mode: FleetMode::Off,
+            min_reporters: 2,
+            min_requests: 20,
+            error_ratio: Ratio {
+                per_million: 500_000,
+            },
+            window: Duration::from_secs(10),
+            eject_for: Duration::from_secs(30),
+            max_ejected_percent: 50,
+        }
+    }
+}
+
 /// The validated settings the translator applies to one service.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct FailoverPolicy {
@@ -246,6 +363,8 @@ pub struct FailoverPolicy {
     pub panic_threshold: u32,
     /// Whether sidecars talk to this service over mTLS (certificates from SDS).
     pub mtls: MtlsMode,
+    /// Whether the server marks localities unhealthy from the fleet's load reports.
+    pub fleet_failover: FleetFailover,
 }
 
 /// `spec.mtls`: how sidecars connect to a service's endpoints.
@@ -281,6 +400,7 @@ impl Default for FailoverPolicy {
             overprovisioning_factor: 140,
             panic_threshold: 0,
             mtls: MtlsMode::Disable,
+            fleet_failover: FleetFailover::default(),
         }
     }
 }

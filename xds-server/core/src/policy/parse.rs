@@ -22,6 +22,8 @@
 //!   overprovisioningFactor: 140    # 100..=100000
 //!   panicThreshold: 0              # percent
 //!   mtls: STRICT                   # STRICT | DISABLE (default): sidecar-to-sidecar mTLS via SDS
+//!   fleetFailover: {mode: enforce, minReporters: 2, minRequests: 20, errorRatio: 0.5, window: 10s,
+//!                   ejectFor: 30s, maxEjectedPercent: 50}   # mode: off (default) | observe | enforce
 //! ```
 //!
 //! Every field of `spec` is optional and defaults to [`FailoverPolicy::default`]; `policies/README.md`
@@ -34,9 +36,10 @@ use std::sync::Arc;
 use serde::{Deserialize, Deserializer};
 
 use super::{
-    default_failover_priority, BackupService, DistributeRule, FailoverPolicy, HealthCheck,
-    HealthCheckProtocol, LocalityPattern, MtlsMode, OutlierDetection, PolicyEntry, PolicyOrigin,
-    PolicyScope, PriorityKey, RegionFailover, Spillover, ALL_OR_NOTHING_FACTOR,
+    default_failover_priority, BackupService, DistributeRule, FailoverPolicy, FleetFailover,
+    FleetMode, HealthCheck, HealthCheckProtocol, LocalityPattern, MtlsMode, OutlierDetection,
+    PolicyEntry, PolicyOrigin, PolicyScope, PriorityKey, Ratio, RegionFailover, Spillover,
+    ALL_OR_NOTHING_FACTOR,
 };
 use crate::config::error::Document;
 use crate::config::scalar::{DurationText, PortText};
@@ -97,6 +100,19 @@ struct RawSpec {
     distribute: Option<Vec<RawDistribute>>,
     health_check: Option<RawHealthCheck>,
     spillover: Option<String>,
+    fleet_failover: Option<RawFleetFailover>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawFleetFailover {
+    mode: Option<String>,
+    min_reporters: Option<i64>,
+    min_requests: Option<i64>,
+    error_ratio: Option<f64>,
+    window: Option<DurationText>,
+    eject_for: Option<DurationText>,
+    max_ejected_percent: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -17,7 +17,7 @@ use crate::model::secrets::SecretSet;
 use crate::model::SpiffeId;
 use crate::model::{ClientInfo, ClientKind, Inbound, Registry};
 use crate::policy::{FailoverPolicy, PolicySet, ResolvedPolicy};
-use crate::translate::input::ClusterInput;
+use crate::translate::input::{ClusterInput, FleetEjections};
 use crate::translate::{self, grpc, mtls, resources, LocalityClass};
 use tracing::warn;
 
@@ -563,6 +563,8 @@ pub struct Snapshot {
     pub built_at: std::time::Instant,
     pub registry: Arc<Registry>,
     pub policies: Arc<PolicySet>,
+    /// The fleet verdict's ejected localities this snapshot was built with.
+    pub ejections: Arc<FleetEjections>,
     settings: TranslateSettings,
     clusters: BTreeMap<String, Arc<ClusterEntry>>,
     /// Shared with the snapshots before and after this one while the service set and settings stay
@@ -586,11 +588,23 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// Builds the next snapshot, reusing `previous`'s per-cluster memos where service and policy are
-    /// unchanged.
+    /// unchanged. No locality is ejected by a fleet verdict.
     pub fn build(
         previous: Option<&Snapshot>,
         registry: Arc<Registry>,
         policies: Arc<PolicySet>,
+        settings: TranslateSettings,
+    ) -> Self {
+        Self::build_with_ejections(previous, registry, policies, Arc::default(), settings)
+    }
+
+    /// [`Snapshot::build`] with the fleet verdict's ejected localities: their hosts are sent
+    /// UNHEALTHY. A change in them rebuilds (and names in `Changes`) only the clusters concerned.
+    pub fn build_with_ejections(
+        previous: Option<&Snapshot>,
+        registry: Arc<Registry>,
+        policies: Arc<PolicySet>,
+        ejections: Arc<FleetEjections>,
         settings: TranslateSettings,
     ) -> Self {
         let mut clusters = BTreeMap::new();
@@ -607,7 +621,8 @@ impl Snapshot {
                     Some(filtered) => Arc::new(filtered),
                     None => shared.clone(),
                 };
-                let input = ClusterInput::new(&registry, own, port, &resolved.policy);
+                let mut input = ClusterInput::new(&registry, own, port, &resolved.policy);
+                input.ejected = ejections.of(&name);
                 let reused = previous
                     .and_then(|p| p.clusters.get(&name))
                     .filter(|old| old.input == input && old.policy == resolved);
@@ -674,6 +689,7 @@ impl Snapshot {
             built_at: std::time::Instant::now(),
             registry,
             policies,
+            ejections,
             settings,
             clusters,
             listeners,

@@ -702,3 +702,120 @@ fn envoys_answers_are_byte_identical_whatever_grpc_clients_ask() {
         ))
     );
 }
+
+/// (zone, priority, [(address, health)]): one locality group of a load assignment.
+type Group = (String, u32, Vec<(String, i32)>);
+
+/// Each locality group of an encoded load assignment.
+fn groups(r: &Resource) -> Vec<Group> {
+    use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+    use prost::Message;
+    let cla = ClusterLoadAssignment::decode(&*r.any.value).unwrap();
+    cla.endpoints
+        .iter()
+        .map(|g| {
+            let hosts = g
+                .lb_endpoints
+                .iter()
+                .map(|lb| (crate::testing::envoy::host(lb).0, lb.health_status))
+                .collect();
+            (g.locality.clone().unwrap().zone, g.priority, hosts)
+        })
+        .collect()
+}
+
+#[test]
+fn a_fleet_ejection_sends_its_locality_unhealthy_to_every_client_and_rebuilds_only_its_cluster() {
+    use envoy_types::pb::envoy::config::core::v3::HealthStatus;
+    let endpoints = vec![
+        mesh::endpoint("10.0.1.1", Locality::new("r", "z1", ""), Health::Healthy),
+        mesh::endpoint("10.0.1.2", Locality::new("r", "z1", ""), Health::Healthy),
+        mesh::endpoint("10.0.2.1", Locality::new("r", "z2", ""), Health::Healthy),
+        mesh::endpoint("10.0.2.2", Locality::new("r", "z2", ""), Health::Unhealthy),
+    ];
+    let registry = Arc::new(Registry::from_services([
+        mesh::shop_service("a", 8080, endpoints),
+        mesh::shop_service("b", 8080, vec![mesh::healthy("10.0.0.9")]),
+    ]));
+    let policies: Arc<PolicySet> = Arc::default();
+    let settings = TranslateSettings::default;
+    let first = Snapshot::build(None, registry.clone(), policies.clone(), settings());
+    let ejections = Arc::new(FleetEjections::new(BTreeMap::from([(
+        "a.shop:8080".to_string(),
+        BTreeSet::from([Locality::new("r", "z1", "")]),
+    )])));
+    let second = Snapshot::build_with_ejections(
+        Some(&first),
+        registry.clone(),
+        policies.clone(),
+        ejections,
+        settings(),
+    );
+    // Only a's EDS is re-checked; no CDS resource changed (Envoy keeps its outlier state).
+    assert_eq!(
+        second.scope(ResourceType::Endpoint, Some(first.generation)),
+        Scope::Names(&names(&["a.shop:8080"]))
+    );
+    assert_eq!(
+        second.scope(ResourceType::Cluster, Some(first.generation)),
+        Scope::Nothing
+    );
+    assert!(Arc::ptr_eq(
+        first.cluster("b.shop:8080").unwrap(),
+        second.cluster("b.shop:8080").unwrap()
+    ));
+
+    let (healthy, unhealthy) = (HealthStatus::Healthy as i32, HealthStatus::Unhealthy as i32);
+    let host = |ip: &str, health| (ip.to_string(), health);
+    for zone in ["z1", "z2"] {
+        let c = client(zone, "n1");
+        let before = groups(&first.load_assignment("a.shop:8080", &c).unwrap());
+        let after = groups(&second.load_assignment("a.shop:8080", &c).unwrap());
+        // The same levels and hosts (the plan is unchanged), only z1's health differs.
+        let z1_first = if zone == "z1" { 0 } else { 1 };
+        let z2_first = 1 - z1_first;
+        let mut wanted = vec![
+            (
+                "z1".to_string(),
+                z1_first,
+                vec![host("10.0.1.1", healthy), host("10.0.1.2", healthy)],
+            ),
+            (
+                "z2".to_string(),
+                z2_first,
+                vec![host("10.0.2.1", healthy), host("10.0.2.2", unhealthy)],
+            ),
+        ];
+        wanted.sort_by_key(|(_, priority, _)| *priority);
+        assert_eq!(before, wanted);
+        let mut expected = before.clone();
+        for (z, _, hosts) in &mut expected {
+            if z == "z1" {
+                for (_, health) in hosts {
+                    *health = unhealthy;
+                }
+            }
+        }
+        assert_eq!(after, expected, "client in {zone}");
+        // A gRPC client of the class gets the ejection too.
+        let g = grpc_client(zone, "g1");
+        let grpc = groups(
+            &second.resources_for(ResourceType::Endpoint, &g, Some(&names(&["a.shop:8080"])))[0],
+        );
+        let z1 = grpc.iter().find(|(z, _, _)| z == "z1").unwrap();
+        assert!(z1.2.iter().all(|(_, h)| *h == unhealthy), "{grpc:?}");
+        let z2 = grpc.iter().find(|(z, _, _)| z == "z2").unwrap();
+        assert_eq!(z2.2[0], host("10.0.2.1", healthy));
+    }
+    // Lifting the ejection is a change of a's EDS again, back to what it was.
+    let third = Snapshot::build(Some(&second), registry, policies, settings());
+    assert_eq!(
+        third.scope(ResourceType::Endpoint, Some(second.generation)),
+        Scope::Names(&names(&["a.shop:8080"]))
+    );
+    let c = client("z1", "n1");
+    assert_eq!(
+        third.load_assignment("a.shop:8080", &c).unwrap().hash,
+        first.load_assignment("a.shop:8080", &c).unwrap().hash
+    );
+}

@@ -75,6 +75,38 @@ pub struct Block<'a> {
     pub endpoints: &'a [Endpoint],
 }
 
+/// The localities the fleet verdict took out of service (`fleetFailover`, enforced), per cluster name:
+/// their hosts are sent UNHEALTHY to every client of the cluster. A plain input of the snapshot, filled
+/// by the server from the load reports; the translator does not know where it came from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FleetEjections {
+    by_cluster: BTreeMap<String, BTreeSet<Locality>>,
+}
+
+impl FleetEjections {
+    pub fn new(by_cluster: BTreeMap<String, BTreeSet<Locality>>) -> Self {
+        let by_cluster = by_cluster
+            .into_iter()
+            .filter(|(_, localities)| !localities.is_empty())
+            .collect();
+        Self { by_cluster }
+    }
+
+    /// The ejected localities of one cluster (empty for most).
+    pub fn of(&self, cluster: &str) -> BTreeSet<Locality> {
+        self.by_cluster.get(cluster).cloned().unwrap_or_default()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_cluster.is_empty()
+    }
+
+    /// (cluster, its ejected localities), by cluster name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &BTreeSet<Locality>)> {
+        self.by_cluster.iter().map(|(c, l)| (c.as_str(), l))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterInput {
     pub service: Arc<Service>,
@@ -85,6 +117,9 @@ pub struct ClusterInput {
     /// The gateways of the networks these endpoints are on, and only those: a gateway elsewhere in
     /// the mesh changing does not touch this cluster.
     pub gateways: BTreeMap<String, NetworkGateway>,
+    /// Localities the fleet verdict ejected ([`FleetEjections`]): every host sent in one of them is
+    /// UNHEALTHY, whatever its readiness. Part of the input, so a verdict rebuilds only this cluster.
+    pub ejected: BTreeSet<Locality>,
 }
 
 impl ClusterInput {
@@ -96,6 +131,7 @@ impl ClusterInput {
             backups: Vec::new(),
             skipped: Vec::new(),
             gateways: BTreeMap::new(),
+            ejected: BTreeSet::new(),
         }
     }
 
@@ -230,6 +266,15 @@ impl ClusterInput {
         panic!("endpoint index out of range");
     }
 
+    /// How many endpoints of all blocks are in each locality.
+    pub fn endpoints_per_locality(&self) -> BTreeMap<&Locality, usize> {
+        let mut counts: BTreeMap<&Locality, usize> = BTreeMap::new();
+        for ep in self.blocks().flat_map(|b| b.endpoints) {
+            *counts.entry(&ep.locality).or_default() += 1;
+        }
+        counts
+    }
+
     /// How many endpoints there are in all blocks.
     pub fn len(&self) -> usize {
         self.service.endpoints.len()
@@ -260,7 +305,8 @@ impl ClusterInput {
     /// address and port; the endpoints behind each gateway replaced by one host at the gateway, in
     /// the first of their localities (Envoy keeps one host per address) — in a `distribute` level,
     /// the first of those the rule's `to` patterns match, so the host counts towards a pattern.
-    /// Unreachable endpoints are not in a level to begin with (see `priorities`).
+    /// Unreachable endpoints are not in a level to begin with (see `priorities`). Hosts in an
+    /// [ejected](Self::ejected) locality are UNHEALTHY.
     pub fn hosts(
         &self,
         level: &PriorityLevel,
@@ -322,6 +368,11 @@ impl ClusterInput {
             .map(|(locality, hosts)| {
                 let mut hosts: Vec<SentHost> =
                     hosts.into_iter().flat_map(|h| self.spread(h)).collect();
+                if self.ejected.contains(locality) {
+                    for host in &mut hosts {
+                        host.health = Health::Unhealthy;
+                    }
+                }
                 hosts.sort_by(|a, b| {
                     (a.address, a.port, &a.gateway_for).cmp(&(b.address, b.port, &b.gateway_for))
                 });

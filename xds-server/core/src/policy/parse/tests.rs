@@ -996,3 +996,122 @@ fn typos_of_the_new_keys_suggest_them() {
     let (_, _, reason) = spec_error("  mtls: strickt\n");
     assert!(reason.contains("did you mean `STRICT`?"), "{reason}");
 }
+
+#[test]
+fn fleet_failover_is_off_unless_written_and_every_key_is_read() {
+    let policy = |spec: &str| parse(&doc("shop", "p", spec)).unwrap()[0].policy.clone();
+    assert_eq!(
+        policy("  panicThreshold: 0\n").fleet_failover.mode,
+        FleetMode::Off
+    );
+    let p = policy(
+        "  fleetFailover: {mode: Enforce, minReporters: 3, minRequests: 50, errorRatio: 0.25, \
+         window: 5s, ejectFor: 1m, maxEjectedPercent: 34}\n",
+    );
+    assert_eq!(
+        p.fleet_failover,
+        FleetFailover {
+            mode: FleetMode::Enforce,
+            min_reporters: 3,
+            min_requests: 50,
+            error_ratio: Ratio::new(0.25).unwrap(),
+            window: Duration::from_secs(5),
+            eject_for: Duration::from_secs(60),
+            max_ejected_percent: 34,
+        }
+    );
+    // Unset keys keep the defaults; `off` may keep its settings for later.
+    let p = policy("  fleetFailover: {mode: observe}\n");
+    assert_eq!(
+        p.fleet_failover,
+        FleetFailover {
+            mode: FleetMode::Observe,
+            ..FleetFailover::default()
+        }
+    );
+    assert_eq!(
+        policy("  fleetFailover: {mode: off, minReporters: 4}\n")
+            .fleet_failover
+            .min_reporters,
+        4
+    );
+}
+
+#[test]
+fn fleet_failover_refuses_what_would_act_on_one_client_or_never_act() {
+    for (spec, field, wanted) in [
+        (
+            "{mode: enforced}",
+            "spec.fleetFailover.mode",
+            "did you mean `enforce`?",
+        ),
+        (
+            "{minReporters: 1}",
+            "spec.fleetFailover.minReporters",
+            "never acts on the reports of one client",
+        ),
+        (
+            "{minRequests: 0}",
+            "spec.fleetFailover.minRequests",
+            "must be between 1 and",
+        ),
+        (
+            "{errorRatio: 0}",
+            "spec.fleetFailover.errorRatio",
+            "above 0 and at most 1",
+        ),
+        (
+            "{errorRatio: 1.5}",
+            "spec.fleetFailover.errorRatio",
+            "got 1.5",
+        ),
+        (
+            "{window: 500ms}",
+            "spec.fleetFailover.window",
+            "at least 1s",
+        ),
+        (
+            "{window: 1m}",
+            "spec.fleetFailover.window",
+            "must be at least window",
+        ),
+        (
+            "{window: 20s, ejectFor: 10s}",
+            "spec.fleetFailover.ejectFor",
+            "old evidence",
+        ),
+        (
+            "{maxEjectedPercent: 101}",
+            "spec.fleetFailover.maxEjectedPercent",
+            "between 0 and 100",
+        ),
+        (
+            "{maxEjectedPercent: 0}",
+            "spec.fleetFailover.maxEjectedPercent",
+            "mode: observe",
+        ),
+        (
+            "{ejectfor: 1m}",
+            "spec.fleetFailover.ejectfor",
+            "did you mean `ejectFor`?",
+        ),
+    ] {
+        let (line, f, reason) = spec_error(&format!("  fleetFailover: {spec}\n"));
+        assert_eq!((line, f.as_str()), (Some(6), field), "{spec}: {reason}");
+        assert!(reason.contains(wanted), "{spec}: {reason}");
+    }
+}
+
+#[test]
+fn ratios_compare_exactly() {
+    let half = Ratio::new(0.5).unwrap();
+    assert!(half.reached_by(10, 20));
+    assert!(!half.reached_by(9, 20));
+    assert!(!half.reached_by(0, 0));
+    assert!(Ratio::ONE.reached_by(3, 3));
+    assert!(!Ratio::ONE.reached_by(2, 3));
+    assert_eq!(Ratio::new(0.0), None);
+    assert_eq!(Ratio::new(f64::NAN), None);
+    assert_eq!(Ratio::new(1e-9), None);
+    assert_eq!(half.value(), 0.5);
+}

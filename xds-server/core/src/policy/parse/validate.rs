@@ -322,7 +322,103 @@ pub(super) fn build(
         }
     }
 
+    if let Some(raw) = spec.fleet_failover {
+        policy.fleet_failover = build_fleet_failover(raw)?;
+    }
+
     Ok((scope, namespace, name, policy))
+}
+
+fn build_fleet_failover(raw: RawFleetFailover) -> Result<FleetFailover, Invalid> {
+    let path = FieldPath::root().key("spec").key("fleetFailover");
+    let mut fleet = FleetFailover::default();
+    if let Some(v) = raw.mode {
+        fleet.mode = match v.to_ascii_lowercase().as_str() {
+            "off" => FleetMode::Off,
+            "observe" => FleetMode::Observe,
+            "enforce" => FleetMode::Enforce,
+            _ => {
+                let hint = yaml::hint(&v, &["off", "observe", "enforce"]);
+                return Err((
+                    path.key("mode"),
+                    format!("must be `off` (the default), `observe` or `enforce`, got {v:?}{hint}"),
+                ));
+            }
+        };
+    }
+    if let Some(v) = raw.min_reporters {
+        fleet.min_reporters = in_range(
+            &path.key("minReporters"),
+            v,
+            2,
+            100_000,
+            " (clients; the server never acts on the reports of one client)",
+        )?;
+    }
+    if let Some(v) = raw.min_requests {
+        fleet.min_requests = u64::from(in_range(
+            &path.key("minRequests"),
+            v,
+            1,
+            1_000_000_000,
+            " (requests within the window, all reporters together)",
+        )?);
+    }
+    if let Some(v) = raw.error_ratio {
+        fleet.error_ratio = Ratio::new(v).ok_or_else(|| {
+            (
+                path.key("errorRatio"),
+                format!(
+                    "must be a fraction of the requests above 0 and at most 1 (0.5: half of them \
+                     failed), got {v}"
+                ),
+            )
+        })?;
+    }
+    if let Some(v) = &raw.window {
+        fleet.window = v.value_at(path.key("window"))?;
+        if fleet.window < std::time::Duration::from_secs(1) {
+            return Err((
+                path.key("window"),
+                format!(
+                    "must be at least 1s (clients report their load every few seconds), got {:?}",
+                    fleet.window
+                ),
+            ));
+        }
+    }
+    if let Some(v) = &raw.eject_for {
+        fleet.eject_for = v.value_at(path.key("ejectFor"))?;
+    }
+    if fleet.eject_for < fleet.window {
+        let key = if raw.eject_for.is_some() {
+            "ejectFor"
+        } else {
+            "window"
+        };
+        return Err((
+            path.key(key),
+            format!(
+                "ejectFor ({:?}) must be at least window ({:?}): the errors that ejected a locality \
+                 must have left the window before it is judged again, or it would be ejected again \
+                 on old evidence",
+                fleet.eject_for, fleet.window
+            ),
+        ));
+    }
+    if let Some(v) = raw.max_ejected_percent {
+        let key = path.key("maxEjectedPercent");
+        fleet.max_ejected_percent = in_range(&key, v, 0, 100, " (percent)")?;
+        if fleet.max_ejected_percent == 0 {
+            return Err((
+                key,
+                "0 means no locality can ever be ejected; use `mode: observe` to only watch the \
+                 verdicts"
+                    .to_string(),
+            ));
+        }
+    }
+    Ok(fleet)
 }
 
 /// One `failoverPriority` entry: `label` (compared with the client's value) or `label=value` (a pin).
