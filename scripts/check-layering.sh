@@ -56,7 +56,7 @@ check_modules() {
     done
 }
 # `testing` (feature test-support: builders for tests) is left out: tests of every stage may use it.
-check_modules xds-server/core/src model config policy translate snapshot observed protocol
+check_modules xds-server/core/src model config policy translate snapshot protocol observed
 check_modules xds-server/src watch metrics auth tls sources registry grpc admin app
 
 if [[ "$fail" != 0 ]]; then

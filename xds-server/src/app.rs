@@ -200,6 +200,17 @@ pub struct Args {
     #[arg(long, env = "XDS_METRICS_ADDR", default_value = "127.0.0.1:9090")]
     pub metrics_addr: SocketAddr,
 
+    /// How often clients report their load (LRS `load_reporting_interval`, sent to every client that
+    /// opens a load reporting stream).
+    #[arg(long, env = "XDS_LOAD_REPORT_INTERVAL", default_value = "5s",
+          value_parser = parse_at_least_a_second)]
+    pub load_report_interval: std::time::Duration,
+
+    /// How far back observed rates and error ratios look (`xdsctl top`, metrics). Default: six report
+    /// intervals. At least one interval.
+    #[arg(long, env = "XDS_LOAD_WINDOW", value_parser = parse_at_least_a_second)]
+    pub load_window: Option<std::time::Duration>,
+
     /// Port of the generated outbound HTTP listener (a client may override it in its node metadata).
     #[arg(long, env = "XDS_LISTENER_PORT", default_value_t = 15001)]
     pub listener_port: u16,
@@ -222,6 +233,18 @@ pub struct Args {
     /// Log format on stderr. Filter with RUST_LOG (default: info).
     #[arg(long, env = "XDS_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+}
+
+impl Args {
+    /// `--load-report-interval` and `--load-window` (six intervals unless given; never shorter than
+    /// one interval, which would hold no complete report).
+    pub fn load_settings(&self) -> crate::grpc::lrs::LoadSettings {
+        let interval = self.load_report_interval;
+        crate::grpc::lrs::LoadSettings {
+            interval,
+            window: self.load_window.unwrap_or(interval * 6).max(interval),
+        }
+    }
 }
 
 pub fn init_logging(format: LogFormat) {
@@ -645,6 +668,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     // The admin API (xdsctl), CSDS, health and reflection read the same client registry the ADS
     // streams report to.
     let clients = ClientRegistry::new();
+    // One book of observed load: written by the LRS streams, read by the admin API and the metrics.
+    let load_settings = args.load_settings();
+    let load_book = load_settings.new_book();
+    supervise::spawn(
+        "observed load",
+        crate::grpc::lrs::watch_load(
+            load_book.clone(),
+            snapshot_rx.clone(),
+            clients.clone(),
+            load_settings,
+        ),
+    );
     let admin_listener = tokio::net::TcpListener::bind(args.admin_addr)
         .await
         .with_context(|| format!("binding the admin address {}", args.admin_addr))?;
@@ -655,7 +690,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             clients.clone(),
             policy_status_rx,
             services_source,
-        ),
+        )
+        .with_load(load_book.clone(), load_settings),
         CsdsService::new(snapshot_rx.clone(), clients.clone()),
         security.admin_auth(),
     )?;
@@ -684,14 +720,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let serving = crate::grpc::Transport::new(args.transport.clone())
         .add_service(health_service)
         .add_service(
-            crate::grpc::lrs::LrsService::new(
-                ads.clone(),
-                std::sync::Arc::new(std::sync::Mutex::new(xds_core::observed::LoadBook::new(
-                    std::time::Duration::from_secs(30),
-                ))),
-                std::time::Duration::from_secs(5),
-            )
-            .into_server(),
+            crate::grpc::lrs::LrsService::new(ads.clone(), load_book, load_settings.interval)
+                .into_server(),
         )
         .add_service(ads.clone().into_sds_server())
         .add_service(ads.into_server())

@@ -50,6 +50,31 @@ pub struct PriorityLoadLabels {
     pub priority: String,
 }
 
+/// One observed row as a metric labels it: known service ports and localities only (the load book
+/// records nothing else), so the series are bounded by the snapshot.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct ObservedLabels {
+    pub service: String,
+    pub port: String,
+    pub locality: String,
+    pub priority: String,
+}
+
+/// A service port as seen by one class of reporting clients. `class` is the clients' locality when the
+/// service has endpoints there, else `other`: clients say where they are, so only localities the
+/// snapshot knows become labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct ServingLabels {
+    pub service: String,
+    pub port: String,
+    pub class: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
 fn latency_histogram() -> Histogram {
     // 1 ms … ~16 s.
     Histogram::new(exponential_buckets(0.001, 2.0, 15))
@@ -88,6 +113,17 @@ pub struct Metrics {
     /// Connections asked to go at their maximum age (--max-connection-age).
     pub connections_aged: Counter,
     pub ready: Gauge,
+    /// Open LRS streams.
+    pub lrs_streams: Gauge,
+    /// Reported localities not recorded, by reason (unknown cluster or locality, ...).
+    pub lrs_reports_dropped: Family<ReasonLabel, Counter>,
+    /// Requests clients reported, per service port, locality and priority (since start).
+    pub observed_requests: Family<ObservedLabels, Counter>,
+    pub observed_errors: Family<ObservedLabels, Counter>,
+    /// Errors / requests over the load window, per service port, locality and priority.
+    pub observed_error_ratio: Family<ObservedLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// The lowest priority carrying requests, per service port and client class; -1: none.
+    pub observed_serving_priority: Family<ServingLabels, Gauge>,
     // Computed when scraped.
     cache_clusters: Gauge,
     cache_classes: Gauge,
@@ -124,6 +160,12 @@ impl Default for Metrics {
             connections_refused: Counter::default(),
             connections_aged: Counter::default(),
             ready: Gauge::default(),
+            lrs_streams: Gauge::default(),
+            lrs_reports_dropped: Family::default(),
+            observed_requests: Family::default(),
+            observed_errors: Family::default(),
+            observed_error_ratio: Family::default(),
+            observed_serving_priority: Family::default(),
             cache_clusters: Gauge::default(),
             cache_classes: Gauge::default(),
             cache_eds_answers: Gauge::default(),
@@ -231,6 +273,36 @@ impl Default for Metrics {
             "ready",
             "1 once the sources have a complete view and xDS answers are served",
             m.ready.clone(),
+        );
+        r.register(
+            "lrs_streams",
+            "Open load reporting (LRS) streams",
+            m.lrs_streams.clone(),
+        );
+        r.register(
+            "lrs_reports_dropped",
+            "Reported localities not recorded, by reason (unknown_cluster, unknown_locality, priority, client_rows)",
+            m.lrs_reports_dropped.clone(),
+        );
+        r.register(
+            "observed_requests",
+            "Requests clients reported over LRS, by service, port, locality and priority",
+            m.observed_requests.clone(),
+        );
+        r.register(
+            "observed_errors",
+            "Failed requests clients reported over LRS, by service, port, locality and priority",
+            m.observed_errors.clone(),
+        );
+        r.register(
+            "observed_error_ratio",
+            "Failed / all requests reported within the load window, by service, port, locality and priority",
+            m.observed_error_ratio.clone(),
+        );
+        r.register(
+            "observed_serving_priority",
+            "The lowest priority that carried requests in the last report intervals, by service, port and client class (-1: none)",
+            m.observed_serving_priority.clone(),
         );
         r.register(
             "cache_clusters",

@@ -45,7 +45,7 @@ pub struct ClientSummary {
 }
 
 /// What happened on the xDS port, for tailing.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum XdsEvent {
     Connected {
@@ -83,6 +83,18 @@ pub enum XdsEvent {
         type_url: String,
         version: String,
         error: String,
+    },
+    /// The priority observed serving a service port's clients of one class moved (from LRS reports).
+    Failover {
+        at: SystemTime,
+        /// The cluster: `NAME.NAMESPACE:PORT`.
+        service: String,
+        /// The reporting clients' locality, `region/zone/sub_zone`.
+        class: String,
+        from_priority: i32,
+        to_priority: i32,
+        /// The error ratio of `from_priority` within the window before the change.
+        error_ratio: f64,
     },
 }
 

@@ -12,5 +12,6 @@ mod crd_manifest;
 mod deploy_manifests;
 mod health;
 mod locate;
+mod lrs;
 mod sds;
 mod transport;

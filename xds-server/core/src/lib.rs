@@ -12,6 +12,8 @@
 //! - [`protocol`]: the SotW and Delta state machines (request in, responses out) on one core for the
 //!   client's identity and locality, node parsing, response encoding, the per-stream limits and the one
 //!   `ProtocolError` (with its gRPC code) a stream is refused with, and what the admin API may inspect.
+//! - [`observed`]: the load clients report over LRS, bounded to what the snapshot serves; the serving
+//!   priority and failover detection.
 //!
 //! And, for tests only (here and, with feature `test-support`, other crates'), `testing`: the builders
 //! of test data.

@@ -7,7 +7,7 @@ use xds_admin_api as pb;
 
 use crate::cli::{Cli, Command, ExplainArgs, Kind, Output};
 use crate::failure::Failure;
-use crate::output::{print_event, print_out};
+use crate::output::{emit, print_event, print_out};
 use crate::render;
 use crate::transport::{Client, Transport};
 
@@ -33,6 +33,7 @@ pub async fn call(
         Command::Explain(a) => explain(c, transport, out, a, explain_client).await,
         Command::Policies => policies(c, transport, out).await,
         Command::Events { node, count } => events(c, transport, out, node, count).await,
+        Command::Top { service, once } => top(c, transport, out, service, once).await,
     }
 }
 
@@ -137,4 +138,42 @@ async fn events(
         }
     }
     Ok(())
+}
+
+/// `--once`: one GetLoad. Otherwise WatchLoad, each answer redrawn over the last (a table) or printed on
+/// a line of its own (JSON), until the server ends the stream or the user interrupts.
+async fn top(
+    client: &mut Client,
+    transport: &Transport,
+    out: Output,
+    service: Option<String>,
+    once: bool,
+) -> Result<(), Failure> {
+    let err = |s| transport.server_error(s);
+    let wanted = pb::GetLoadRequest {
+        service: service.unwrap_or_default(),
+    };
+    if once {
+        let r = client
+            .get_load(request(wanted))
+            .await
+            .map_err(err)?
+            .into_inner();
+        return print_out(out, &r, render::top::top_table);
+    }
+    let mut stream = client.watch_load(wanted).await.map_err(err)?.into_inner();
+    loop {
+        match stream.next().await {
+            Some(Ok(r)) => match out {
+                Output::Json => emit(&format!(
+                    "{}\n",
+                    serde_json::to_string(&r).expect("admin messages serialize")
+                )),
+                // Clear the screen and home the cursor, then draw: a live view like `top`.
+                Output::Table => emit(&format!("\x1b[2J\x1b[H{}", render::top::top_table(&r))),
+            },
+            Some(Err(status)) => return Err(transport.server_error(status)),
+            None => return Err(transport.unreachable("the server closed the load stream".into())),
+        }
+    }
 }

@@ -80,6 +80,16 @@ pub enum Command {
     Explain(ExplainArgs),
     /// Active failover policies, the services each decides, and rejected policies with their errors.
     Policies,
+    /// Observed traffic (what clients report over LRS) per service port, client class, locality and
+    /// priority, with error ratios and the serving priority; refreshed every report interval, like
+    /// `top`. `-o json`: one object per refresh, one per line.
+    Top {
+        /// Only this service: `NAME.NAMESPACE` or `NAME.NAMESPACE:PORT`.
+        service: Option<String>,
+        /// Print once and exit (with `-o json`: one pretty JSON document).
+        #[arg(long)]
+        once: bool,
+    },
     /// Tail xDS events: connects, disconnects, pushes, ACKs and NACKs. `-o json`: one object per line.
     Events {
         /// Only events of this node.

@@ -6,7 +6,8 @@
 //! xdsctl services                     services, endpoints, locality, health, source
 //! xdsctl explain SERVICE --node NODE | --locality R/Z/S [--label k=v]...
 //! xdsctl policies                     active and rejected failover policies
-//! xdsctl events [--node NODE]         tail connects, pushes, ACKs, NACKs, disconnects
+//! xdsctl events [--node NODE]         tail connects, pushes, ACKs, NACKs, disconnects, failovers
+//! xdsctl top [SERVICE] [--once]       observed traffic per locality and priority (LRS), live
 //! ```
 //!
 //! Tables by default, `-o json` for scripts. Exit status 1 on any error, with one line on stderr.

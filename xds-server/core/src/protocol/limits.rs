@@ -5,6 +5,7 @@
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
+use envoy_types::pb::envoy::service::load_stats::v3::LoadStatsRequest;
 use envoy_types::pb::google::protobuf::value::Kind;
 
 use crate::model::shown;
@@ -69,6 +70,18 @@ pub const MAX_NAME_BYTES_PER_TYPE: usize = MAX_REQUEST_BYTES;
 /// server's one-slot response queue this bounds what a stream's task ever holds for its client.
 pub const MAX_RESPONSES_PER_EVENT: usize = ResourceType::PUSH_ORDER.len();
 
+/// Most clusters one LRS report may name: no client holds more clusters than it may subscribe to.
+pub const MAX_LRS_CLUSTERS_PER_REPORT: usize = MAX_NAMES_PER_TYPE;
+
+/// Most localities one cluster of an LRS report may name. A cluster's answer names each locality its
+/// endpoints are in once; a thousand localities is far past any mesh.
+pub const MAX_LRS_LOCALITIES_PER_CLUSTER: usize = 1024;
+
+/// Most LRS reports a stream may send within one report interval. Clients report once per interval
+/// (plus the first request that opens the stream); a client sending many more is refused rather than
+/// given a CPU to spend.
+pub const MAX_LRS_REPORTS_PER_INTERVAL: usize = 4;
+
 /// One limit as a refusal names it: the constant's name (so the operator of a refused client can look
 /// it up), its value, and what it counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +111,9 @@ pub const LABEL_KEY: Limit = limit!(MAX_LABEL_KEY_BYTES, "bytes");
 pub const LABEL_VALUE: Limit = limit!(MAX_LABEL_VALUE_BYTES, "bytes");
 pub const RESOURCE_NAME: Limit = limit!(MAX_RESOURCE_NAME_BYTES, "bytes");
 pub const NAME_BYTES_PER_TYPE: Limit = limit!(MAX_NAME_BYTES_PER_TYPE, "bytes of resource names");
+pub const LRS_CLUSTERS: Limit = limit!(MAX_LRS_CLUSTERS_PER_REPORT, "clusters");
+pub const LRS_LOCALITIES: Limit = limit!(MAX_LRS_LOCALITIES_PER_CLUSTER, "localities");
+pub const LRS_REPORTS: Limit = limit!(MAX_LRS_REPORTS_PER_INTERVAL, "reports in one interval");
 
 /// The node metadata strings we read, each with the field a refusal names and its limit. Other keys are
 /// never read, so never kept.
@@ -256,6 +272,76 @@ pub fn check_delta(
         (0, 0),
         req.initial_resource_versions.keys().map(String::as_str),
     )
+}
+
+/// Refuses an LRS report (`LoadStatsRequest`) whose strings or lists are past the limits: the node on
+/// a stream's first report (as ADS checks it), each cluster name (as a resource name), the number of
+/// clusters and of localities per cluster, and each locality's strings.
+pub fn check_load_report(first: bool, report: &LoadStatsRequest) -> Result<(), ProtocolError> {
+    check_node(first, report.node.as_ref())?;
+    over("cluster_stats", report.cluster_stats.len(), LRS_CLUSTERS)?;
+    for cluster in &report.cluster_stats {
+        let name = || shown(&cluster.cluster_name, KEY_SHOWN_BYTES);
+        over(
+            "cluster_stats.cluster_name",
+            cluster.cluster_name.len(),
+            RESOURCE_NAME,
+        )?;
+        over(
+            format!("cluster_stats[{:?}].upstream_locality_stats", name()),
+            cluster.upstream_locality_stats.len(),
+            LRS_LOCALITIES,
+        )?;
+        for stats in &cluster.upstream_locality_stats {
+            let Some(l) = &stats.locality else { continue };
+            for (part, value) in [
+                ("region", &l.region),
+                ("zone", &l.zone),
+                ("sub_zone", &l.sub_zone),
+            ] {
+                over(
+                    format!(
+                        "cluster_stats[{:?}].upstream_locality_stats.locality.{part}",
+                        name()
+                    ),
+                    value.len(),
+                    LOCALITY,
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Counts one LRS stream's reports per report interval (sans-IO: the caller passes the time).
+#[derive(Debug, Clone)]
+pub struct ReportRate {
+    interval: std::time::Duration,
+    started: Option<std::time::Instant>,
+    count: usize,
+}
+
+impl ReportRate {
+    pub fn new(interval: std::time::Duration) -> Self {
+        Self {
+            interval,
+            started: None,
+            count: 0,
+        }
+    }
+
+    /// Counts a report arriving at `now`; refuses the one past [`MAX_LRS_REPORTS_PER_INTERVAL`]
+    /// within one interval.
+    pub fn admit(&mut self, now: std::time::Instant) -> Result<(), ProtocolError> {
+        match self.started {
+            Some(start) if now.saturating_duration_since(start) < self.interval => self.count += 1,
+            _ => {
+                self.started = Some(now);
+                self.count = 1;
+            }
+        }
+        over("LoadStatsRequest rate", self.count, LRS_REPORTS)
+    }
 }
 
 #[cfg(test)]

@@ -87,6 +87,22 @@ pub fn event_pb(e: &XdsEvent) -> pb::Event {
             out.version = version.clone();
             out.error = error.clone();
         }
+        XdsEvent::Failover {
+            at,
+            service,
+            class,
+            from_priority,
+            to_priority,
+            error_ratio,
+        } => {
+            out.kind = "failover".into();
+            out.at_unix_ms = unix_ms(*at);
+            out.service = service.clone();
+            out.client_class = class.clone();
+            out.from_priority = *from_priority;
+            out.to_priority = *to_priority;
+            out.error_ratio = *error_ratio;
+        }
     }
     out
 }

@@ -4,7 +4,8 @@
 //!
 //! This module is the tonic service, each call handed to the module of its job, and the admin port's
 //! router: `clients` (ListClients, GetClientConfig), `services` (ListServices, ListPolicies),
-//! `explain` (ExplainPriorities), `events` (WatchEvents); `convert` holds the conversions they share.
+//! `explain` (ExplainPriorities), `events` (WatchEvents), `load` (GetLoad, WatchLoad); `convert` holds
+//! the conversions they share.
 
 use std::sync::Arc;
 
@@ -12,6 +13,7 @@ use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
 use super::proto as pb;
+use crate::grpc::lrs::{LoadSettings, SharedLoadBook};
 use crate::grpc::Snapshots;
 use crate::registry::ClientRegistry;
 use xds_core::policy::PolicyStatus;
@@ -21,12 +23,14 @@ mod clients;
 mod convert;
 mod events;
 mod explain;
+mod load;
 mod services;
 
 pub use clients::{client_pb, client_resources, newest};
 pub use convert::{hash_text, origin_text, parse_type, sync_status_pb, unix_ms};
 pub use events::event_pb;
 pub use explain::explain_for;
+pub use load::load_pb;
 pub use services::{find_service, policies_pb, policy_settings_pb, services_pb};
 
 /// The default `--admin-addr`.
@@ -39,6 +43,9 @@ pub struct AdminService {
     policy_status: watch::Receiver<PolicyStatus>,
     /// Where services come from: `file:PATH` or `kubernetes`.
     source: String,
+    /// What clients report over LRS, and how often they do.
+    load: SharedLoadBook,
+    load_settings: LoadSettings,
 }
 
 impl AdminService {
@@ -53,7 +60,17 @@ impl AdminService {
             clients,
             policy_status,
             source: source.into(),
+            load: LoadSettings::default().new_book(),
+            load_settings: LoadSettings::default(),
         }
+    }
+
+    /// Answer GetLoad and WatchLoad from this book (the one the LRS service writes) instead of an
+    /// empty one of its own.
+    pub fn with_load(mut self, book: SharedLoadBook, settings: LoadSettings) -> Self {
+        self.load = book;
+        self.load_settings = settings;
+        self
     }
 
     pub fn into_server(self) -> pb::admin_server::AdminServer<Self> {
@@ -161,6 +178,34 @@ impl pb::admin_server::Admin for AdminService {
         Ok(Response::new(events::event_stream(
             self.clients.subscribe(),
             node,
+        )))
+    }
+
+    async fn get_load(
+        &self,
+        request: Request<pb::GetLoadRequest>,
+    ) -> Result<Response<pb::GetLoadResponse>, Status> {
+        let filter = request.into_inner().service;
+        load::load_pb(
+            &self.load,
+            &self.load_settings,
+            &filter,
+            std::time::Instant::now(),
+        )
+        .map(Response::new)
+    }
+
+    type WatchLoadStream = load::LoadStream;
+
+    async fn watch_load(
+        &self,
+        request: Request<pb::GetLoadRequest>,
+    ) -> Result<Response<Self::WatchLoadStream>, Status> {
+        let filter = request.into_inner().service;
+        Ok(Response::new(load::load_stream(
+            self.load.clone(),
+            self.load_settings,
+            filter,
         )))
     }
 }

@@ -70,6 +70,15 @@ pub fn event_line(e: &pb::Event) -> String {
             one_line(&e.error)
         ),
         "lagged" => format!("{at}  (fell behind: {} events not shown)", e.resources),
+        "failover" => format!(
+            "{at}  FAILOVER      {}  clients in {}  priority {} -> {}  (error ratio of {} before: {:.1}%)",
+            e.service,
+            e.client_class,
+            e.from_priority,
+            e.to_priority,
+            e.from_priority,
+            e.error_ratio * 100.0
+        ),
         other => format!("{at}  {other}  {}", e.node_id),
     }
 }

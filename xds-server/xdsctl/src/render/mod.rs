@@ -7,6 +7,7 @@ pub mod explain;
 pub mod policies;
 pub mod services;
 pub mod status;
+pub mod top;
 
 use xds_admin_api::{self as pb, SyncStatus};
 

@@ -366,3 +366,115 @@ fn delta_caps_the_accumulated_bytes_of_names() {
         "a refused request changes nothing"
     );
 }
+
+fn load_report(cluster: &str, localities: Vec<Locality>) -> LoadStatsRequest {
+    use envoy_types::pb::envoy::config::endpoint::v3::{ClusterStats, UpstreamLocalityStats};
+    LoadStatsRequest {
+        node: None,
+        cluster_stats: vec![ClusterStats {
+            cluster_name: cluster.into(),
+            upstream_locality_stats: localities
+                .into_iter()
+                .map(|l| UpstreamLocalityStats {
+                    locality: Some(l),
+                    ..UpstreamLocalityStats::default()
+                })
+                .collect(),
+            ..ClusterStats::default()
+        }],
+    }
+}
+
+fn envoy_locality(zone: &str) -> Locality {
+    Locality {
+        region: "r".into(),
+        zone: zone.into(),
+        sub_zone: String::new(),
+    }
+}
+
+#[test]
+fn load_reports_are_held_to_name_locality_and_count_limits() {
+    let ok = load_report("web.shop:80", vec![envoy_locality("a")]);
+    assert_eq!(check_load_report(true, &ok), Ok(()));
+    // The node is checked on the first report only, as for ADS.
+    let with_node = LoadStatsRequest {
+        node: Some(node(&"n".repeat(MAX_NODE_ID_BYTES + 1), "c")),
+        ..ok.clone()
+    };
+    assert_eq!(
+        check_load_report(true, &with_node),
+        Err(over_limit("node.id", MAX_NODE_ID_BYTES + 1, NODE_ID))
+    );
+    assert_eq!(check_load_report(false, &with_node), Ok(()));
+
+    let long = "c".repeat(MAX_RESOURCE_NAME_BYTES + 1);
+    assert_eq!(
+        check_load_report(false, &load_report(&long, vec![])),
+        Err(over_limit(
+            "cluster_stats.cluster_name",
+            MAX_RESOURCE_NAME_BYTES + 1,
+            RESOURCE_NAME
+        ))
+    );
+    let many = vec![envoy_locality("a"); MAX_LRS_LOCALITIES_PER_CLUSTER + 1];
+    assert_eq!(
+        check_load_report(false, &load_report("web.shop:80", many)),
+        Err(over_limit(
+            "cluster_stats[\"web.shop:80\"].upstream_locality_stats",
+            MAX_LRS_LOCALITIES_PER_CLUSTER + 1,
+            LRS_LOCALITIES
+        ))
+    );
+    let zone = "z".repeat(MAX_LOCALITY_BYTES + 1);
+    let err = check_load_report(
+        false,
+        &load_report("web.shop:80", vec![envoy_locality(&zone)]),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err,
+        over_limit(
+            "cluster_stats[\"web.shop:80\"].upstream_locality_stats.locality.zone",
+            MAX_LOCALITY_BYTES + 1,
+            LOCALITY
+        )
+    );
+    assert_eq!(err.code(), GrpcCode::InvalidArgument);
+    assert!(err.to_string().contains("MAX_LOCALITY_BYTES"), "{err}");
+
+    let mut too_many = ok.clone();
+    too_many.cluster_stats = vec![ok.cluster_stats[0].clone(); MAX_LRS_CLUSTERS_PER_REPORT + 1];
+    assert_eq!(
+        check_load_report(false, &too_many),
+        Err(over_limit(
+            "cluster_stats",
+            MAX_LRS_CLUSTERS_PER_REPORT + 1,
+            LRS_CLUSTERS
+        ))
+    );
+}
+
+#[test]
+fn reports_faster_than_the_interval_allows_are_refused() {
+    use std::time::{Duration, Instant};
+    let start = Instant::now();
+    let interval = Duration::from_secs(5);
+    let mut rate = ReportRate::new(interval);
+    for i in 0..MAX_LRS_REPORTS_PER_INTERVAL as u64 {
+        assert_eq!(rate.admit(start + Duration::from_millis(i)), Ok(()));
+    }
+    assert_eq!(
+        rate.admit(start + Duration::from_secs(1)),
+        Err(over_limit(
+            "LoadStatsRequest rate",
+            MAX_LRS_REPORTS_PER_INTERVAL + 1,
+            LRS_REPORTS
+        ))
+    );
+    // A client reporting once per interval, for a long time, is never refused.
+    let mut rate = ReportRate::new(interval);
+    for i in 0..1000 {
+        assert_eq!(rate.admit(start + interval * i), Ok(()));
+    }
+}
