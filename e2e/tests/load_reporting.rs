@@ -139,6 +139,16 @@ fn envoys_report_the_load_they_carry_and_their_failover(protocol: XdsProtocol) {
     // uncounted. Requests sent before Envoy has its routes fail in Envoy and reach no backend.
     let client_b = Envoy::start(mesh.envoy_options("lrs-envoy-b", EAST_B));
     let client_c = Envoy::start(mesh.envoy_options("lrs-envoy-c", EAST_C));
+    // Envoy counts a cluster's load from the first report period that starts after the cluster
+    // appeared: traffic before that would never be reported.
+    for client in [&client_b, &client_c] {
+        assert!(
+            client.wait_next_load_report(WITHIN),
+            "{} sent no load report: {:?}",
+            client.node_id(),
+            client.stats("load_reporter")
+        );
+    }
     let mut sent = Tally::default();
     for (client, zone) in [(&client_b, EAST_B), (&client_c, EAST_C)] {
         let own = traffic::until_served_by(
