@@ -281,7 +281,7 @@ impl Default for Metrics {
         );
         r.register(
             "lrs_reports_dropped",
-            "Reported localities not recorded, by reason (unknown_cluster, unknown_locality, priority, client_rows)",
+            "Reported localities not recorded, by reason (unknown_cluster, unknown_locality, priority, client_rows, locality_pending)",
             m.lrs_reports_dropped.clone(),
         );
         r.register(

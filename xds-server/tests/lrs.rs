@@ -17,7 +17,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::{Code, Status, Streaming};
 
-use xds_core::model::{Health, Locality, Registry, SpiffeId};
+use xds_core::model::{Health, Locality, LocalityLookup, PodHint, Registry, SpiffeId};
 use xds_core::protocol::limits::{MAX_LRS_LOCALITIES_PER_CLUSTER, MAX_RESOURCE_NAME_BYTES};
 use xds_core::testing::{mesh, xds};
 use xds_server::admin::api::AdminService;
@@ -86,6 +86,11 @@ impl Drop for TestServer {
 impl TestServer {
     /// The server with `flags` (as on the command line), token authentication on.
     async fn start(flags: &[&str]) -> Self {
+        Self::start_with(flags, None).await
+    }
+
+    /// As [`TestServer::start`], locating clients without a node locality through `lookup`.
+    async fn start_with(flags: &[&str], lookup: Option<Arc<dyn LocalityLookup>>) -> Self {
         let args =
             Args::try_parse_from(["xds-server"].into_iter().chain(flags.iter().copied())).unwrap();
         let settings = args.load_settings();
@@ -94,7 +99,8 @@ impl TestServer {
         let book = settings.new_book();
         let ads = AdsService::new(rx.clone())
             .with_clients(clients.clone())
-            .with_token_verifier(Some(Arc::new(Tokens)));
+            .with_token_verifier(Some(Arc::new(Tokens)))
+            .with_lookup(lookup);
         let xds_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (xds, admin) = (
@@ -485,4 +491,94 @@ async fn a_token_that_does_not_verify_is_refused_like_ads() {
     let mut good = server.reporter(Some("good")).await.unwrap();
     let first = good.open(node("envoy-1", "a", false)).await;
     assert!(first.send_all_clusters);
+}
+
+/// A lookup that knows the pod once the test says where it runs.
+#[derive(Default)]
+struct Pods(std::sync::Mutex<Option<Locality>>);
+
+impl LocalityLookup for Pods {
+    fn locality_of(&self, _pod: &PodHint) -> Option<Locality> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_located_by_its_pod_reports_under_the_pods_locality_once_known() {
+    let pods = Arc::new(Pods::default());
+    let server = TestServer::start_with(
+        &["--load-report-interval", "1s"],
+        Some(pods.clone() as Arc<dyn LocalityLookup>),
+    )
+    .await;
+    let mut envoy = server.reporter(None).await.unwrap();
+    let mut no_locality = xds::node("envoy-pod", "");
+    no_locality.locality = None;
+    no_locality.metadata = Some(xds::metadata(&[
+        ("pod_name", "web-1"),
+        ("namespace", "shop"),
+    ]));
+    envoy.open(no_locality).await;
+    // Unknown pod: the report counts nowhere (no class of "no locality").
+    envoy.send(report(WEB, &[("a", 0, 7, 0, 0)])).await;
+    tokio::time::sleep(server.settings.interval).await;
+    assert!(server.load("").await.unwrap().services.is_empty());
+    assert_eq!(lock_book(&server.book).total_rows(), 0);
+    // The pod shows up in zone b: the next report counts under its class.
+    *pods.0.lock().unwrap() = Some(zone("b"));
+    envoy.send(report(WEB, &[("b", 0, 3, 0, 0)])).await;
+    let load = server
+        .load_until("the report under the pod's class", |l| {
+            !l.services.is_empty()
+        })
+        .await;
+    assert_eq!(
+        rows(&load),
+        [(WEB.into(), "r/b/-".into(), "b".into(), 0, 3, 0, 1)]
+    );
+}
+
+/// Many clients naming clusters and localities the server does not serve, each unique, with claimed
+/// localities of their own: nothing is kept, and the one real row they report is all the book holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn made_up_clusters_and_localities_from_many_clients_hold_nothing() {
+    let server = TestServer::start(&["--load-report-interval", "1s"]).await;
+    let mut reporters = Vec::new();
+    for i in 0..100 {
+        let mut envoy = server.reporter(None).await.unwrap();
+        envoy.open(node(&format!("envoy-{i}"), "a", false)).await;
+        let mut made_up = report(WEB, &[("a", 0, 1, 0, 0)]);
+        for j in 0..200 {
+            let zone = format!("zone-{i}-{j}");
+            made_up.cluster_stats.extend(
+                report(&format!("made-up-{i}-{j}.shop:80"), &[("a", 0, 1, 0, 0)]).cluster_stats,
+            );
+            made_up.cluster_stats[0].upstream_locality_stats.extend(
+                report(WEB, &[(&zone, 0, 1, 0, 0)]).cluster_stats[0]
+                    .upstream_locality_stats
+                    .clone(),
+            );
+        }
+        envoy.send(made_up).await;
+        reporters.push(envoy);
+    }
+    let load = server
+        .load_until("every client's one real row", |l| {
+            l.services.first().is_some_and(|s| {
+                s.localities
+                    .first()
+                    .is_some_and(|r| r.requests_total == 100)
+            })
+        })
+        .await;
+    assert_eq!(
+        rows(&load),
+        [(WEB.into(), "r/a/-".into(), "a".into(), 0, 100, 0, 100)]
+    );
+    assert_eq!(lock_book(&server.book).total_rows(), 1);
+    drop(reporters);
+    server
+        .load_until("all 100 forgotten", |l| l.reporting_clients == 0)
+        .await;
+    assert_eq!(lock_book(&server.book).total_rows(), 1);
 }

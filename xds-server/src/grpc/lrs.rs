@@ -125,6 +125,22 @@ impl Reporter {
         if report.cluster_stats.is_empty() {
             return Ok(());
         }
+        if self.identity.is_pending() {
+            // Its class is its pod's locality, not known yet (retried on every report): counting the
+            // load under no locality would start a class of its own.
+            let localities: usize = report
+                .cluster_stats
+                .iter()
+                .map(|c| c.upstream_locality_stats.len())
+                .sum();
+            metrics()
+                .lrs_reports_dropped
+                .get_or_create(&ReasonLabel {
+                    reason: LOCALITY_PENDING.to_string(),
+                })
+                .inc_by(localities as u64);
+            return Ok(());
+        }
         let snapshot: Option<Arc<Snapshot>> = self.snapshots.borrow().clone();
         let class = client.locality.clone();
         let grpc = client.kind == ClientKind::Grpc;
@@ -190,6 +206,9 @@ impl Reporter {
     }
 }
 
+/// The drop reason of reports from a client whose pod's locality is not known yet.
+const LOCALITY_PENDING: &str = "locality_pending";
+
 type LoadStatsStream =
     std::pin::Pin<Box<dyn Stream<Item = Result<LoadStatsResponse, Status>> + Send>>;
 
@@ -221,18 +240,19 @@ impl LoadReportingService for LrsService {
         // One answer sets the interval for the stream's life. Without load_reporting_interval grpcio
         // crashes and grpc-js throws; grpc-js never reports the first cluster of an explicit list, so
         // every cluster is asked for.
-        let stream = futures::stream::unfold(
-            (requests, reporter, false),
-            move |(mut requests, mut reporter, answered)| async move {
+        // `None` once the stream failed: nothing more is read, and the reporter (dropped with the
+        // state) forgets the client at once.
+        let stream =
+            futures::stream::unfold(Some((requests, reporter, false)), move |state| async move {
+                let (mut requests, mut reporter, answered) = state?;
                 loop {
                     let report = match requests.next().await? {
                         Ok(report) => report,
-                        Err(status) => return Some((Err(status), (requests, reporter, true))),
+                        Err(status) => return Some((Err(status), None)),
                     };
                     if let Err(err) = reporter.report(&report, Instant::now()) {
                         warn!(client = reporter.id, error = %err, "load report refused");
-                        // The status ends the response; dropping the reporter forgets the client.
-                        return Some((Err(status(&err)), (requests, reporter, true)));
+                        return Some((Err(status(&err)), None));
                     }
                     if !answered {
                         let response = LoadStatsResponse {
@@ -240,11 +260,10 @@ impl LoadReportingService for LrsService {
                             load_reporting_interval: Some(prost_duration(interval)),
                             ..Default::default()
                         };
-                        return Some((Ok(response), (requests, reporter, true)));
+                        return Some((Ok(response), Some((requests, reporter, true))));
                     }
                 }
-            },
-        );
+            });
         Ok(Response::new(Box::pin(stream)))
     }
 }
@@ -392,3 +411,6 @@ fn publish_metrics(
             .set(priority.map_or(-1, i64::from));
     }
 }
+
+#[cfg(test)]
+mod tests;

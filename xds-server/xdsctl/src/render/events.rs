@@ -105,5 +105,20 @@ mod tests {
             event_line(&e),
             "1970-01-01T00:00:00.000Z  NACKED        envoy-1  LDS  version v2: bad bind"
         );
+        let failover = pb::Event {
+            kind: "failover".into(),
+            at_unix_ms: 0,
+            service: "web.shop:80".into(),
+            client_class: "r/a/-".into(),
+            from_priority: 0,
+            to_priority: 1,
+            error_ratio: 0.75,
+            ..pb::Event::default()
+        };
+        assert_eq!(
+            event_line(&failover),
+            "1970-01-01T00:00:00.000Z  FAILOVER      web.shop:80  clients in r/a/-  priority 0 -> 1  \
+             (error ratio of 0 before: 75.0%)"
+        );
     }
 }
