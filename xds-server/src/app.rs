@@ -24,6 +24,7 @@ use xds_core::model::Registry;
 use xds_core::policy::{PolicySet, PolicyStatus};
 use xds_core::snapshot::TranslateSettings;
 
+mod fleet;
 mod publish;
 
 async fn kube_client(
@@ -642,9 +643,21 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "cache statistics log",
         publish::log_cache_stats(snapshot_rx.clone()),
     );
+    // The fleet verdict's ejected localities are the publisher's fourth input (`fleet` fills it).
+    let (ejections_tx, ejections_rx) = watch::channel(Arc::default());
+    let (fleet_report_tx, fleet_report_rx) = watch::channel(Arc::default());
     supervise::spawn(
         "snapshot publisher",
-        publish::publish_snapshots(registry_rx, policy_rx, secrets_rx, snapshot_tx, settings),
+        publish::publish_snapshots(
+            publish::PublishInputs {
+                registry: registry_rx,
+                policies: policy_rx,
+                secrets: secrets_rx,
+                ejections: ejections_rx,
+            },
+            snapshot_tx,
+            settings,
+        ),
     );
 
     // Standard gRPC health (Kubernetes `grpc` probes, grpc-health-probe): NOT_SERVING until the sources
@@ -668,7 +681,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     // The admin API (xdsctl), CSDS, health and reflection read the same client registry the ADS
     // streams report to.
     let clients = ClientRegistry::new();
-    // One book of observed load: written by the LRS streams, read by the admin API and the metrics.
+    // One book of observed load: written by the LRS streams, read by the admin API, the metrics and
+    // the fleet verdict.
     let load_settings = args.load_settings();
     let load_book = load_settings.new_book();
     supervise::spawn(
@@ -678,6 +692,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             snapshot_rx.clone(),
             clients.clone(),
             load_settings,
+        ),
+    );
+    supervise::spawn(
+        "fleet verdict",
+        fleet::evaluate_fleet(
+            load_book.clone(),
+            snapshot_rx.clone(),
+            fleet::FleetOutputs {
+                ejections: ejections_tx,
+                report: fleet_report_tx,
+                events: clients.clone(),
+            },
+            fleet::EVALUATION_PERIOD,
         ),
     );
     let admin_listener = tokio::net::TcpListener::bind(args.admin_addr)
@@ -691,7 +718,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             policy_status_rx,
             services_source,
         )
-        .with_load(load_book.clone(), load_settings),
+        .with_load(load_book.clone(), load_settings)
+        .with_fleet_verdicts(fleet_report_rx),
         CsdsService::new(snapshot_rx.clone(), clients.clone()),
         security.admin_auth(),
     )?;

@@ -75,6 +75,21 @@ pub struct ReasonLabel {
     pub reason: String,
 }
 
+/// A service port judged by the fleet verdict: `service` is `NAMESPACE/NAME`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FleetServiceLabels {
+    pub service: String,
+    pub port: String,
+}
+
+/// A fleet verdict transition: `mode` observe or enforce, `kind` fleet_ejected, fleet_restored or
+/// fleet_observed.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FleetVerdictLabels {
+    pub mode: String,
+    pub kind: String,
+}
+
 fn latency_histogram() -> Histogram {
     // 1 ms … ~16 s.
     Histogram::new(exponential_buckets(0.001, 2.0, 15))
@@ -124,6 +139,9 @@ pub struct Metrics {
     pub observed_error_ratio: Family<ObservedLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// The lowest priority carrying requests, per service port and client class; -1: none.
     pub observed_serving_priority: Family<ServingLabels, Gauge>,
+    /// Localities the fleet verdict ejected now, per service port with `fleetFailover` on.
+    pub fleet_ejected_localities: Family<FleetServiceLabels, Gauge>,
+    pub fleet_verdicts: Family<FleetVerdictLabels, Counter>,
     // Computed when scraped.
     cache_clusters: Gauge,
     cache_classes: Gauge,
@@ -166,6 +184,8 @@ impl Default for Metrics {
             observed_errors: Family::default(),
             observed_error_ratio: Family::default(),
             observed_serving_priority: Family::default(),
+            fleet_ejected_localities: Family::default(),
+            fleet_verdicts: Family::default(),
             cache_clusters: Gauge::default(),
             cache_classes: Gauge::default(),
             cache_eds_answers: Gauge::default(),
@@ -339,6 +359,17 @@ impl Default for Metrics {
             "Share of a cluster's traffic Envoy sends to each priority, per client locality class, \
              from endpoint health and the overprovisioning factor",
             m.expected_load.clone(),
+        );
+        r.register(
+            "fleet_ejected_localities",
+            "Localities whose endpoints the fleet verdict (fleetFailover) sends UNHEALTHY, per \
+             service port",
+            m.fleet_ejected_localities.clone(),
+        );
+        r.register(
+            "fleet_verdicts",
+            "Fleet verdict transitions (fleet_ejected, fleet_restored, fleet_observed), by mode",
+            m.fleet_verdicts.clone(),
         );
         Metrics { registry, ..m }
     }

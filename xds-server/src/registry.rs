@@ -96,6 +96,20 @@ pub enum XdsEvent {
         /// The error ratio of `from_priority` within the window before the change.
         error_ratio: f64,
     },
+    /// The fleet verdict on a locality changed (`fleetFailover`).
+    Fleet {
+        at: SystemTime,
+        /// `fleet_ejected`, `fleet_restored` or `fleet_observed`.
+        kind: &'static str,
+        /// `NAME.NAMESPACE:PORT`.
+        service: String,
+        /// `region/zone/sub_zone`.
+        locality: String,
+        reporters: u32,
+        requests: u64,
+        errors: u64,
+        reason: String,
+    },
 }
 
 struct Entry {

@@ -10,6 +10,7 @@ mod abuse;
 mod check_policies;
 mod crd_manifest;
 mod deploy_manifests;
+mod fleet;
 mod health;
 mod locate;
 mod lrs;

@@ -7,7 +7,7 @@ use proptest::prelude::*;
 use xds_core::config::endpoints::parse_endpoints;
 use xds_core::policy::parse::parse_policies;
 
-const POLICY_SAMPLES: [&str; 9] = [
+const POLICY_SAMPLES: [&str; 10] = [
     include_str!("../../../policies/checkout.yaml"),
     include_str!("../../../policies/default.yaml"),
     include_str!("../../../policies/mtls.yaml"),
@@ -17,6 +17,7 @@ const POLICY_SAMPLES: [&str; 9] = [
     include_str!("../../../policies/pinned-network.yaml"),
     include_str!("../../../policies/all-or-nothing.yaml"),
     include_str!("../../../policies/per-port.yaml"),
+    include_str!("../../../policies/fleet-failover.yaml"),
 ];
 const ENDPOINTS_SAMPLE: &str = include_str!("../../../deploy/local/endpoints.yaml");
 

@@ -1,6 +1,7 @@
 //! Snapshot publishing: the stage between the sources and the services. Every change of the registry,
-//! the policies or the secrets becomes a new snapshot on the channel the ADS, SDS, admin and metrics
-//! servers read; none before the registry and the policies are both known.
+//! the policies, the secrets or the fleet verdict's ejected localities becomes a new snapshot on the
+//! channel the ADS, SDS, admin and metrics servers read; none before the registry and the policies are
+//! both known.
 
 use std::sync::Arc;
 
@@ -12,25 +13,39 @@ use crate::sources::secrets::SecretSet;
 use xds_core::model::Registry;
 use xds_core::policy::PolicySet;
 use xds_core::snapshot::{Snapshot, TranslateSettings};
+use xds_core::translate::input::FleetEjections;
 
-/// Rebuilds and publishes a snapshot whenever the registry, the policies or the secrets change, and
-/// never before the registry, the policies and the secrets are all known (`None` is "not complete
-/// yet"). `watch`
-/// channels coalesce bursts: a slow rebuild only ever sees the newest inputs. Returns when any input's
-/// sender is dropped.
+/// What a snapshot is built from, each on a `watch` channel (`None` is "not complete yet").
+pub(super) struct PublishInputs {
+    pub registry: watch::Receiver<Option<Arc<Registry>>>,
+    pub policies: watch::Receiver<Option<Arc<PolicySet>>>,
+    pub secrets: watch::Receiver<Option<Arc<SecretSet>>>,
+    /// The fleet verdict's ejected localities (`app::fleet`); empty until it judges anything.
+    pub ejections: watch::Receiver<Arc<FleetEjections>>,
+}
+
+/// Rebuilds and publishes a snapshot whenever the registry, the policies, the secrets or the fleet
+/// ejections change, and never before the registry, the policies and the secrets are all known.
+/// `watch` channels coalesce bursts: a slow rebuild only ever sees the newest inputs. Returns when any
+/// input's sender is dropped.
 pub(super) async fn publish_snapshots(
-    mut registry: watch::Receiver<Option<Arc<Registry>>>,
-    mut policies: watch::Receiver<Option<Arc<PolicySet>>>,
-    mut secrets: watch::Receiver<Option<Arc<SecretSet>>>,
+    inputs: PublishInputs,
     snapshots: watch::Sender<Option<Arc<Snapshot>>>,
     settings: TranslateSettings,
 ) -> anyhow::Result<()> {
+    let PublishInputs {
+        mut registry,
+        mut policies,
+        mut secrets,
+        mut ejections,
+    } = inputs;
     registry.mark_changed();
     loop {
         tokio::select! {
             r = registry.changed() => r.context("the services source stopped")?,
             p = policies.changed() => p.context("the policy source stopped")?,
             s = secrets.changed() => s.context("the secrets source stopped")?,
+            e = ejections.changed() => e.context("the fleet verdict stopped")?,
         }
         let Some(reg) = registry.borrow_and_update().clone() else {
             continue; // the source has no complete view yet
@@ -43,6 +58,7 @@ pub(super) async fn publish_snapshots(
         let Some(secret_set) = secrets.borrow_and_update().clone() else {
             continue;
         };
+        let ejected = ejections.borrow_and_update().clone();
         let previous = snapshots.borrow().clone();
         let changed: Vec<String> = match &previous {
             Some(p) => p
@@ -56,7 +72,8 @@ pub(super) async fn publish_snapshots(
         let started = std::time::Instant::now();
         let settings = settings.clone();
         let next = crate::cpu::off_runtime(move || {
-            Snapshot::build(previous.as_deref(), reg, pol, settings).with_secrets(secret_set)
+            Snapshot::build_with_ejections(previous.as_deref(), reg, pol, ejected, settings)
+                .with_secrets(secret_set)
         })
         .await;
         // Long lists (a first snapshot of thousands of services) are cut: the count says the rest.
@@ -67,6 +84,7 @@ pub(super) async fn publish_snapshots(
             changed = changed.len(),
             changed_services = ?&changed[..changed.len().min(SHOWN)],
             policies = next.policies.entries.len(),
+            fleet_ejections = next.ejections.iter().map(|(_, l)| l.len()).sum::<usize>(),
             identities = next.secret_set().identities.len(),
             build_us = started.elapsed().as_micros() as u64,
             "publishing new snapshot"

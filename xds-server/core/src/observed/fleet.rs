@@ -29,15 +29,7 @@ use crate::translate::input::FleetEjections;
 #[cfg(test)]
 mod tests;
 
-/// One cluster × locality over the window, summed over every client that reported it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LocalityWindow {
-    pub cluster: String,
-    pub locality: Locality,
-    pub reporters: u32,
-    pub requests: u64,
-    pub errors: u64,
-}
+pub use super::LocalityWindow;
 
 /// One service port the verdict judges, with what it is judged on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,6 +164,9 @@ pub struct ClusterVerdict {
     pub settings: FleetFailover,
     pub localities: Vec<LocalityVerdict>,
 }
+
+/// The verdicts of the last evaluation, by cluster name: what the admin API shows.
+pub type FleetReport = std::sync::Arc<Vec<ClusterVerdict>>;
 
 /// What happened to a locality in one evaluation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -306,6 +306,13 @@ pub fn explain(
             client_network.unwrap_or_default()
         )
     }));
+    notes.extend(input.ejected.iter().map(|locality| {
+        format!(
+            "locality {locality} is ejected by the fleet verdict (fleetFailover): the load reports \
+             of the service's clients show it failing, so its endpoints are sent UNHEALTHY to every \
+             client"
+        )
+    }));
     notes.extend(failure_detection_notes(policy));
     notes.extend(secure_naming_note(input, policy));
     Explanation {

@@ -103,6 +103,27 @@ pub fn event_pb(e: &XdsEvent) -> pb::Event {
             out.to_priority = *to_priority;
             out.error_ratio = *error_ratio;
         }
+        XdsEvent::Fleet {
+            at,
+            kind,
+            service,
+            locality,
+            reporters: _,
+            requests,
+            errors,
+            reason,
+        } => {
+            out.kind = (*kind).into();
+            out.at_unix_ms = unix_ms(*at);
+            out.service = service.clone();
+            out.locality = locality.clone();
+            out.error_ratio = if *requests == 0 {
+                0.0
+            } else {
+                *errors as f64 / *requests as f64
+            };
+            out.reason = reason.clone();
+        }
     }
     out
 }

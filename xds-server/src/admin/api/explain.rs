@@ -2,14 +2,17 @@
 //! each priority level of a service's ports, and the load Envoy would send to each, converted from
 //! xds-core's `explain`.
 
+use std::time::{Instant, SystemTime};
+
 use tonic::Status;
 
-use super::convert::{client_kind_pb, origin_text};
+use super::convert::{client_kind_pb, locality_pb, origin_text, unix_ms};
 use super::services::{find_service, served};
 use super::{current, pb};
 use crate::grpc::Snapshots;
 use crate::registry::ClientRegistry;
 use xds_core::model::{ClientInfo, ClientKind, Locality};
+use xds_core::observed::fleet::ClusterVerdict;
 use xds_core::snapshot::Snapshot;
 use xds_core::translate::explain::{explain, explain_grpc, ExplainedLocality, Explanation};
 use xds_core::translate::LocalityClass;
@@ -19,6 +22,7 @@ use xds_core::translate::LocalityClass;
 pub(super) fn explain_request(
     registry: &ClientRegistry,
     snapshots: &Snapshots,
+    fleet: &[ClusterVerdict],
     req: pb::ExplainPrioritiesRequest,
 ) -> Result<pb::ExplainPrioritiesResponse, Status> {
     let port = match req.port {
@@ -30,7 +34,60 @@ pub(super) fn explain_request(
     };
     let (client, text) = requested_client(registry, req.client)?;
     let snapshot = current(snapshots)?;
-    explain_for(&snapshot, &req.service, port, &client, text)
+    let mut answer = explain_for(&snapshot, &req.service, port, &client, text)?;
+    with_fleet_verdicts(&mut answer, fleet, Instant::now(), SystemTime::now());
+    Ok(answer)
+}
+
+/// Adds to each explanation the fleet verdict on its cluster, if fleet failover is on for it; the
+/// verdict's instants are shown as wall-clock times, `now` and `wall_now` being the same moment.
+pub fn with_fleet_verdicts(
+    answer: &mut pb::ExplainPrioritiesResponse,
+    fleet: &[ClusterVerdict],
+    now: Instant,
+    wall_now: SystemTime,
+) {
+    let wall = |at: Option<Instant>| {
+        at.map_or(0, |at| {
+            let wall_at = if at >= now {
+                wall_now + (at - now)
+            } else {
+                wall_now - (now - at)
+            };
+            unix_ms(wall_at)
+        })
+    };
+    for e in &mut answer.explanations {
+        let Some(v) = fleet.iter().find(|v| v.cluster == e.cluster) else {
+            continue;
+        };
+        let s = &v.settings;
+        e.fleet = Some(pb::FleetVerdict {
+            mode: v.mode.to_string(),
+            min_reporters: s.min_reporters,
+            min_requests: s.min_requests,
+            error_ratio: s.error_ratio.value(),
+            window_seconds: s.window.as_secs() as u32,
+            eject_for_seconds: s.eject_for.as_secs() as u32,
+            max_ejected_percent: s.max_ejected_percent,
+            localities: v
+                .localities
+                .iter()
+                .map(|l| pb::FleetLocality {
+                    locality: Some(locality_pb(&l.locality)),
+                    state: l.state.as_str().to_string(),
+                    reporters: l.evidence.reporters,
+                    requests: l.evidence.requests,
+                    errors: l.evidence.errors,
+                    error_ratio: l.evidence.error_ratio(),
+                    since_unix_ms: wall(l.since),
+                    until_unix_ms: wall(l.until),
+                    probation_until_unix_ms: wall(l.probation_until),
+                    ejections: l.ejections,
+                })
+                .collect(),
+        });
+    }
 }
 
 /// The client a request names, and how the answer describes it: a connected node by its id, or a
@@ -210,6 +267,7 @@ fn explanation_pb(e: Explanation) -> pb::Explanation {
         normalized_total_health: e.normalized_total_health,
         notes: e.notes,
         policy: String::new(),
+        fleet: None,
     }
 }
 

@@ -16,6 +16,7 @@ use super::proto as pb;
 use crate::grpc::lrs::{LoadSettings, SharedLoadBook};
 use crate::grpc::Snapshots;
 use crate::registry::ClientRegistry;
+use xds_core::observed::fleet::FleetReport;
 use xds_core::policy::PolicyStatus;
 use xds_core::snapshot::Snapshot;
 
@@ -29,7 +30,7 @@ mod services;
 pub use clients::{client_pb, client_resources, newest};
 pub use convert::{hash_text, origin_text, parse_type, sync_status_pb, unix_ms};
 pub use events::event_pb;
-pub use explain::explain_for;
+pub use explain::{explain_for, with_fleet_verdicts};
 pub use load::load_pb;
 pub use services::{find_service, policies_pb, policy_settings_pb, services_pb};
 
@@ -46,6 +47,8 @@ pub struct AdminService {
     /// What clients report over LRS, and how often they do.
     load: SharedLoadBook,
     load_settings: LoadSettings,
+    /// The fleet verdict's last evaluation (`fleetFailover`), for ExplainPriorities.
+    fleet: watch::Receiver<FleetReport>,
 }
 
 impl AdminService {
@@ -62,6 +65,8 @@ impl AdminService {
             source: source.into(),
             load: LoadSettings::default().new_book(),
             load_settings: LoadSettings::default(),
+            // No verdicts until `with_fleet_verdicts`: a channel whose sender is gone still reads.
+            fleet: watch::channel(FleetReport::default()).1,
         }
     }
 
@@ -70,6 +75,12 @@ impl AdminService {
     pub fn with_load(mut self, book: SharedLoadBook, settings: LoadSettings) -> Self {
         self.load = book;
         self.load_settings = settings;
+        self
+    }
+
+    /// Shows the fleet verdicts `fleet` publishes in ExplainPriorities.
+    pub fn with_fleet_verdicts(mut self, fleet: watch::Receiver<FleetReport>) -> Self {
+        self.fleet = fleet;
         self
     }
 
@@ -155,7 +166,8 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         request: Request<pb::ExplainPrioritiesRequest>,
     ) -> Result<Response<pb::ExplainPrioritiesResponse>, Status> {
-        explain::explain_request(&self.clients, &self.snapshots, request.into_inner())
+        let fleet = self.fleet.borrow().clone();
+        explain::explain_request(&self.clients, &self.snapshots, &fleet, request.into_inner())
             .map(Response::new)
     }
 

@@ -42,6 +42,7 @@ struct Publisher {
     registry: watch::Sender<Option<Arc<Registry>>>,
     policies: watch::Sender<Option<Arc<PolicySet>>>,
     secrets: watch::Sender<Option<Arc<SecretSet>>>,
+    ejections: watch::Sender<Arc<FleetEjections>>,
     snapshots: watch::Receiver<Option<Arc<Snapshot>>>,
     task: JoinHandle<anyhow::Result<()>>,
 }
@@ -56,11 +57,15 @@ impl Publisher {
         let (registry, registry_rx) = watch::channel(None);
         let (policies, policies_rx) = watch::channel(None);
         let (secrets, secrets_rx) = watch::channel(secrets);
+        let (ejections, ejections_rx) = watch::channel(Arc::default());
         let (snapshots_tx, snapshots) = watch::channel(None);
         let task = tokio::spawn(publish_snapshots(
-            registry_rx,
-            policies_rx,
-            secrets_rx,
+            PublishInputs {
+                registry: registry_rx,
+                policies: policies_rx,
+                secrets: secrets_rx,
+                ejections: ejections_rx,
+            },
             snapshots_tx,
             TranslateSettings::default(),
         ));
@@ -68,6 +73,7 @@ impl Publisher {
             registry,
             policies,
             secrets,
+            ejections,
             snapshots,
             task,
         }
@@ -166,13 +172,14 @@ async fn nothing_is_published_before_the_secrets_are_listed() {
 
 #[tokio::test]
 async fn returns_when_any_input_is_dropped() {
-    for input in ["registry", "policies", "secrets"] {
+    for input in ["registry", "policies", "secrets", "ejections"] {
         let mut p = Publisher::start();
         // Putting another channel's sender in its place drops the one the publisher listens to.
         match input {
             "registry" => p.registry = watch::channel(None).0,
             "policies" => p.policies = watch::channel(None).0,
-            _ => p.secrets = watch::channel(None).0,
+            "secrets" => p.secrets = watch::channel(None).0,
+            _ => p.ejections = watch::channel(Arc::default()).0,
         }
         settle().await;
         assert!(
@@ -180,6 +187,48 @@ async fn returns_when_any_input_is_dropped() {
             "still running with the {input} sender dropped"
         );
         let error = p.task.await.unwrap().unwrap_err();
-        assert!(error.to_string().contains("source stopped"), "{error:#}");
+        assert!(error.to_string().contains("stopped"), "{error:#}");
     }
+}
+
+#[tokio::test]
+async fn fleet_ejections_republish_only_the_cluster_they_name() {
+    use std::collections::{BTreeMap, BTreeSet};
+    use xds_core::model::Locality;
+    use xds_core::snapshot::{ResourceType, Scope};
+    let mut p = Publisher::start();
+    // Ejections before the first snapshot publish nothing on their own.
+    let ejected = BTreeSet::from([Locality::new("r", "z1", "")]);
+    p.ejections
+        .send_replace(Arc::new(FleetEjections::new(BTreeMap::from([(
+            "web.shop:8080".to_string(),
+            ejected.clone(),
+        )]))));
+    assert!(p.next().await.is_none(), "registry unknown");
+    p.registry.send_replace(Some(registry(&["cart", "web"])));
+    p.policies
+        .send_replace(Some(Arc::new(PolicySet::default())));
+    let first = p.next().await.expect("published");
+    assert_eq!(
+        first.cluster("web.shop:8080").unwrap().input.ejected,
+        ejected
+    );
+    // Lifting the ejection: a new snapshot whose EDS change names web only.
+    p.ejections.send_replace(Arc::default());
+    let second = p.next().await.expect("an ejection change republishes");
+    assert!(second
+        .cluster("web.shop:8080")
+        .unwrap()
+        .input
+        .ejected
+        .is_empty());
+    let changed = BTreeSet::from(["web.shop:8080".to_string()]);
+    assert_eq!(
+        second.scope(ResourceType::Endpoint, Some(first.generation)),
+        Scope::Names(&changed)
+    );
+    assert_eq!(
+        second.scope(ResourceType::Cluster, Some(first.generation)),
+        Scope::Nothing
+    );
 }

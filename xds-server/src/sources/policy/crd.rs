@@ -70,6 +70,38 @@ pub struct FailoverPolicySpec {
     /// (cannot be combined with `overprovisioningFactor`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spillover: Option<String>,
+    /// The server's own verdict from the clients' load reports: a locality failing for at least
+    /// `minReporters` clients is sent UNHEALTHY to every client (`enforce`) or only reported
+    /// (`observe`). Default: off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet_failover: Option<FleetFailoverSpec>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FleetFailoverSpec {
+    /// `off` (default), `observe` (log, event and metric only) or `enforce`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// Clients that must report the locality failing (default 2; at least 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_reporters: Option<u32>,
+    /// Requests to the locality within `window`, all reporters together (default 20).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_requests: Option<u32>,
+    /// Failed / all requests at or above which the locality is failing, in (0, 1] (default 0.5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_ratio: Option<f64>,
+    /// The span of reports judged (default `10s`, at least `1s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<String>,
+    /// How long an ejected locality stays out before it is tried again (default `30s`, at least
+    /// `window`); doubled for each ejection in a row, up to 5m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eject_for: Option<String>,
+    /// Never more than this percent of the service port's endpoints ejected (default 50; 1..100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ejected_percent: Option<u32>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]

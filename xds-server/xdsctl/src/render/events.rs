@@ -79,6 +79,14 @@ pub fn event_line(e: &pb::Event) -> String {
             e.from_priority,
             e.error_ratio * 100.0
         ),
+        "fleet_ejected" | "fleet_restored" | "fleet_observed" => format!(
+            "{at}  {:<13} {}  {}  error ratio {:.3}: {}",
+            e.kind,
+            e.service,
+            e.locality,
+            e.error_ratio,
+            one_line(&e.reason)
+        ),
         other => format!("{at}  {other}  {}", e.node_id),
     }
 }
@@ -119,6 +127,20 @@ mod tests {
             event_line(&failover),
             "1970-01-01T00:00:00.000Z  FAILOVER      web.shop:80  clients in r/a/-  priority 0 -> 1  \
              (error ratio of 0 before: 75.0%)"
+        );
+        let fleet = pb::Event {
+            kind: "fleet_ejected".into(),
+            at_unix_ms: 0,
+            service: "web.shop:8080".into(),
+            locality: "eu/eu-a/".into(),
+            error_ratio: 0.75,
+            reason: "error ratio 0.750 ≥ 0.5 from 3 clients".into(),
+            ..pb::Event::default()
+        };
+        assert_eq!(
+            event_line(&fleet),
+            "1970-01-01T00:00:00.000Z  fleet_ejected web.shop:8080  eu/eu-a/  error ratio 0.750: \
+             error ratio 0.750 ≥ 0.5 from 3 clients"
         );
     }
 }

@@ -116,7 +116,67 @@ pub fn explain_text(r: &pb::ExplainPrioritiesResponse) -> String {
         for note in &e.notes {
             out.push_str(&format!("note: {note}\n"));
         }
+        if let Some(fleet) = &e.fleet {
+            out.push_str(&fleet_text(fleet));
+        }
     }
+    out
+}
+
+/// The fleet verdict (`fleetFailover`): its settings, then each locality's state and evidence.
+fn fleet_text(f: &pb::FleetVerdict) -> String {
+    let mut out = format!(
+        "\nfleet verdict: mode {}  (≥ {} clients, ≥ {} requests, error ratio ≥ {} within {}s; \
+         eject for {}s; at most {}% of endpoints)\n",
+        f.mode,
+        f.min_reporters,
+        f.min_requests,
+        f.error_ratio,
+        f.window_seconds,
+        f.eject_for_seconds,
+        f.max_ejected_percent
+    );
+    let remaining = |at_ms: i64| {
+        if at_ms == 0 {
+            "-".to_string()
+        } else {
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            format!("{}s", (at_ms - now_ms).max(0).div_euclid(1000))
+        }
+    };
+    let rows: Vec<Vec<String>> = f
+        .localities
+        .iter()
+        .map(|l| {
+            vec![
+                locality_text(l.locality.as_ref()),
+                l.state.clone(),
+                l.reporters.to_string(),
+                l.requests.to_string(),
+                l.errors.to_string(),
+                format!("{:.3}", l.error_ratio),
+                remaining(l.until_unix_ms),
+                remaining(l.probation_until_unix_ms),
+                l.ejections.to_string(),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &[
+            "LOCALITY",
+            "STATE",
+            "CLIENTS",
+            "REQUESTS",
+            "ERRORS",
+            "RATIO",
+            "BACK IN",
+            "PROBATION",
+            "EJECTIONS",
+        ],
+        &rows,
+    ));
     out
 }
 
@@ -183,6 +243,66 @@ fn locality_weights_text(levels: &[pb::Level]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fleet_verdict_shows_settings_state_and_evidence() {
+        let locality = |zone: &str| {
+            Some(pb::Locality {
+                region: "r".into(),
+                zone: zone.into(),
+                sub_zone: String::new(),
+            })
+        };
+        let text = fleet_text(&pb::FleetVerdict {
+            mode: "enforce".into(),
+            min_reporters: 2,
+            min_requests: 20,
+            error_ratio: 0.5,
+            window_seconds: 10,
+            eject_for_seconds: 30,
+            max_ejected_percent: 50,
+            localities: vec![
+                pb::FleetLocality {
+                    locality: locality("z1"),
+                    state: "ejected".into(),
+                    reporters: 3,
+                    requests: 60,
+                    errors: 45,
+                    error_ratio: 0.75,
+                    since_unix_ms: 1,
+                    until_unix_ms: 2,
+                    probation_until_unix_ms: 0,
+                    ejections: 1,
+                },
+                pb::FleetLocality {
+                    locality: locality("z2"),
+                    state: "ok".into(),
+                    reporters: 3,
+                    requests: 80,
+                    ..pb::FleetLocality::default()
+                },
+            ],
+        });
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[1],
+            "fleet verdict: mode enforce  (≥ 2 clients, ≥ 20 requests, error ratio ≥ 0.5 within \
+             10s; eject for 30s; at most 50% of endpoints)"
+        );
+        let cells = |line: &str| {
+            line.split_whitespace()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            cells(lines[3]),
+            ["r/z1/-", "ejected", "3", "60", "45", "0.750", "0s", "-", "1"]
+        );
+        assert_eq!(
+            cells(lines[4]),
+            ["r/z2/-", "ok", "3", "80", "0", "0.000", "-", "-", "0"]
+        );
+    }
 
     #[test]
     fn explain_lists_levels_with_reasons_and_the_load_split() {

@@ -658,3 +658,34 @@ fn a_grpc_client_is_explained_with_a_whole_priority_failing_over_and_no_spillove
     assert_eq!(grpc.load, vec![0, 0, 0, 0]);
     assert!(grpc.no_healthy_upstream && !grpc.panic);
 }
+
+#[test]
+fn a_fleet_ejected_zone_is_unhealthy_in_the_explanation_and_named_in_a_note() {
+    let svc = nine_zones();
+    let policy = failover_policy();
+    let class = class_in("r1", "r1-a", &policy);
+    let mut input = plain(&svc);
+    let before = explain(&class, &input, &policy);
+    assert_eq!(before.load[0], 100);
+    input.ejected = [Locality::new("r1", "r1-a", "")].into();
+    let after = explain(&class, &input, &policy);
+    // The same levels; the client's own zone (P0) is sent UNHEALTHY, so P0 takes no load.
+    assert_eq!(
+        after.levels.iter().map(zones).collect::<Vec<_>>(),
+        before.levels.iter().map(zones).collect::<Vec<_>>()
+    );
+    assert_eq!(after.levels[0].endpoints[0].health, "UNHEALTHY");
+    assert_eq!(after.levels[0].healthy, 0);
+    assert_eq!(after.levels[1].endpoints[0].health, "HEALTHY");
+    assert_eq!(after.load[0], 0);
+    assert_eq!(after.load[1], 100);
+    assert!(
+        after
+            .notes
+            .iter()
+            .any(|n| n.starts_with("locality r1/r1-a/- is ejected by the fleet verdict")),
+        "{:?}",
+        after.notes
+    );
+    assert!(!before.notes.iter().any(|n| n.contains("fleet verdict")));
+}

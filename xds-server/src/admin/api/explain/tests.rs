@@ -215,3 +215,85 @@ fn explain_for_a_grpc_client_gives_the_same_levels_and_grpcs_load_split() {
         g.notes
     );
 }
+
+#[test]
+fn explain_shows_the_fleet_verdict_and_its_evidence_for_the_cluster_it_judged() {
+    use std::time::{Duration, Instant, SystemTime};
+    use xds_core::observed::fleet::{FleetVerdicts, LocalityWindow};
+    use xds_core::policy::{FleetFailover, FleetMode};
+    let snap = snapshot(PolicySet::default());
+    let client = ClientInfo {
+        locality: Locality::new("us-east1", "us-east1-b", ""),
+        ..ClientInfo::default()
+    };
+    let mut cluster = xds_core::observed::fleet::fleet_clusters(&snap);
+    assert!(cluster.is_empty(), "fleet failover is off by default");
+    let entry = snap.cluster("checkout.shop:8080").unwrap();
+    let settings = FleetFailover {
+        mode: FleetMode::Enforce,
+        max_ejected_percent: 50,
+        ..FleetFailover::default()
+    };
+    cluster.push(xds_core::observed::fleet::FleetCluster {
+        cluster: entry.name().to_string(),
+        service: entry.input.service.id.clone(),
+        port: 8080,
+        settings,
+        endpoints: entry
+            .input
+            .endpoints_per_locality()
+            .into_iter()
+            .map(|(l, n)| (l.clone(), n))
+            .collect(),
+        windows: vec![LocalityWindow {
+            cluster: entry.name().to_string(),
+            locality: Locality::new("us-east1", "us-east1-b", ""),
+            reporters: 3,
+            requests: 40,
+            errors: 30,
+        }],
+    });
+    let mut verdicts = FleetVerdicts::new();
+    let now = Instant::now();
+    verdicts.evaluate(now, &cluster);
+    let wall_now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+    let mut r = explain_for(&snap, "checkout", None, &client, String::new()).unwrap();
+    with_fleet_verdicts(&mut r, &verdicts.verdicts(), now, wall_now);
+    let f = r.explanations[0].fleet.as_ref().expect("a verdict");
+    assert_eq!(
+        (
+            f.mode.as_str(),
+            f.min_reporters,
+            f.window_seconds,
+            f.max_ejected_percent
+        ),
+        ("enforce", 2, 10, 50)
+    );
+    let b = f
+        .localities
+        .iter()
+        .find(|l| l.locality.as_ref().unwrap().zone == "us-east1-b")
+        .unwrap();
+    assert_eq!(
+        (
+            b.state.as_str(),
+            b.reporters,
+            b.requests,
+            b.errors,
+            b.error_ratio,
+            b.since_unix_ms,
+            b.until_unix_ms,
+            b.ejections
+        ),
+        ("ejected", 3, 40, 30, 0.75, 1_000_000, 1_030_000, 1)
+    );
+    assert!(f
+        .localities
+        .iter()
+        .filter(|l| l.locality.as_ref().unwrap().zone != "us-east1-b")
+        .all(|l| l.state == "ok" && l.until_unix_ms == 0));
+    // A cluster the verdict does not judge gets none.
+    let mut plain = explain_for(&snap, "checkout", None, &client, String::new()).unwrap();
+    with_fleet_verdicts(&mut plain, &[], now, wall_now);
+    assert_eq!(plain.explanations[0].fleet, None);
+}
