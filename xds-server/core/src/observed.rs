@@ -91,6 +91,28 @@ impl Dropped {
     }
 }
 
+/// A client's row within its own rows: the cluster and locality are shared with the
+/// [`ServedClusters`] they were checked against, so a row allocates nothing for its key.
+type ClientRowKey = (Arc<str>, Arc<Locality>, u32);
+
+/// One client's rows; its class is kept once, not per row.
+#[derive(Debug)]
+struct ClientRows {
+    class: Locality,
+    rows: BTreeMap<ClientRowKey, Row>,
+}
+
+impl ClientRows {
+    fn key(&self, (cluster, locality, priority): &ClientRowKey) -> RowKey {
+        RowKey {
+            cluster: cluster.to_string(),
+            class: self.class.clone(),
+            locality: Locality::clone(locality),
+            priority: *priority,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Row {
     /// (when, requests, errors) per report.
@@ -155,7 +177,7 @@ struct WindowSum {
 pub struct LoadBook {
     window: Duration,
     served: Arc<ServedClusters>,
-    clients: BTreeMap<u64, BTreeMap<RowKey, Row>>,
+    clients: BTreeMap<u64, ClientRows>,
     /// Cumulative (requests, errors) per row, kept after clients leave.
     totals: BTreeMap<RowKey, (u64, u64)>,
     dropped: BTreeMap<Dropped, u64>,
@@ -190,8 +212,10 @@ impl LoadBook {
     pub fn set_served(&mut self, served: Arc<ServedClusters>) {
         let keep = |key: &RowKey| served.knows(&key.cluster, &key.locality);
         self.totals.retain(|key, _| keep(key));
-        for rows in self.clients.values_mut() {
-            rows.retain(|key, _| keep(key));
+        for client in self.clients.values_mut() {
+            client
+                .rows
+                .retain(|(cluster, locality, _), _| served.knows(cluster, locality));
         }
         self.served = served;
     }
@@ -221,12 +245,12 @@ impl LoadBook {
         load: &ReportedLoad,
         now: Instant,
     ) -> Result<(), Dropped> {
-        let Some(served) = self.served.get(cluster) else {
+        let Some((cluster_name, served)) = self.served.entry(cluster) else {
             return Err(Dropped::UnknownCluster);
         };
-        if !served.localities.contains(&load.locality) {
+        let Some(locality) = served.localities.get(&load.locality) else {
             return Err(Dropped::UnknownLocality);
-        }
+        };
         if load.priority > MAX_PRIORITY {
             return Err(Dropped::Priority);
         }
@@ -236,8 +260,18 @@ impl LoadBook {
             locality: load.locality.clone(),
             priority: load.priority,
         };
-        let rows = self.clients.entry(client).or_default();
-        if !rows.contains_key(&key) && rows.len() >= MAX_ROWS_PER_CLIENT {
+        let client_key = (cluster_name.clone(), locality.clone(), load.priority);
+        let rows = self.clients.entry(client).or_insert_with(|| ClientRows {
+            class: class.clone(),
+            rows: BTreeMap::new(),
+        });
+        if rows.class != *class {
+            // The client's class changed (its pod moved): its window starts again under the new one.
+            rows.class = class.clone();
+            rows.rows.clear();
+        }
+        let rows = &mut rows.rows;
+        if !rows.contains_key(&client_key) && rows.len() >= MAX_ROWS_PER_CLIENT {
             return Err(Dropped::ClientRows);
         }
         let requests = load.successful.saturating_add(load.errors);
@@ -246,7 +280,7 @@ impl LoadBook {
             total.0 = total.0.saturating_add(requests);
             total.1 = total.1.saturating_add(load.errors);
         }
-        let row = rows.entry(key).or_default();
+        let row = rows.entry(client_key).or_default();
         row.samples.push_back((now, requests, load.errors));
         while row.samples.len() > MAX_SAMPLES_PER_ROW {
             row.samples.pop_front();
@@ -265,7 +299,7 @@ impl LoadBook {
         self.expire(now);
         self.clients
             .values()
-            .filter(|rows| rows.values().any(|row| !row.samples.is_empty()))
+            .filter(|client| client.rows.values().any(|row| !row.samples.is_empty()))
             .count()
     }
 
@@ -282,7 +316,7 @@ impl LoadBook {
     /// Drops the samples older than the window.
     fn expire(&mut self, now: Instant) {
         let keep = self.window;
-        for row in self.clients.values_mut().flat_map(|rows| rows.values_mut()) {
+        for row in self.clients.values_mut().flat_map(|c| c.rows.values_mut()) {
             while let Some(&(at, _, _)) = row.samples.front() {
                 if now.saturating_duration_since(at) <= keep {
                     break;
@@ -295,12 +329,12 @@ impl LoadBook {
     /// Each row's sum within `window` of `now`, over the clients that reported it.
     fn sums(&self, now: Instant, window: Duration) -> BTreeMap<RowKey, WindowSum> {
         let mut sums: BTreeMap<RowKey, WindowSum> = BTreeMap::new();
-        for rows in self.clients.values() {
-            for (key, row) in rows {
+        for client in self.clients.values() {
+            for (key, row) in &client.rows {
                 let Some((requests, errors)) = row.within(now, window) else {
                     continue;
                 };
-                let sum = sums.entry(key.clone()).or_default();
+                let sum = sums.entry(client.key(key)).or_default();
                 sum.requests = sum.requests.saturating_add(requests);
                 sum.errors = sum.errors.saturating_add(errors);
                 sum.in_flight = sum.in_flight.saturating_add(row.in_flight);
@@ -353,22 +387,24 @@ impl LoadBook {
         let window = window.min(self.window);
         self.expire(now);
         let mut out: BTreeMap<(String, Locality), LocalityWindow> = BTreeMap::new();
-        for rows in self.clients.values() {
-            let mut seen_here: Vec<(String, Locality)> = Vec::new();
-            for (key, row) in rows {
+        for client in self.clients.values() {
+            let mut seen_here: Vec<(&str, &Locality)> = Vec::new();
+            for ((cluster, locality, _), row) in &client.rows {
                 let Some((requests, errors)) = row.within(now, window) else {
                     continue;
                 };
-                let id = (key.cluster.clone(), key.locality.clone());
-                let entry = out.entry(id.clone()).or_insert_with(|| LocalityWindow {
-                    cluster: key.cluster.clone(),
-                    locality: key.locality.clone(),
-                    reporters: 0,
-                    requests: 0,
-                    errors: 0,
-                });
+                let entry = out
+                    .entry((cluster.to_string(), Locality::clone(locality)))
+                    .or_insert_with(|| LocalityWindow {
+                        cluster: cluster.to_string(),
+                        locality: Locality::clone(locality),
+                        reporters: 0,
+                        requests: 0,
+                        errors: 0,
+                    });
                 entry.requests = entry.requests.saturating_add(requests);
                 entry.errors = entry.errors.saturating_add(errors);
+                let id = (&**cluster, &**locality);
                 if !seen_here.contains(&id) {
                     entry.reporters += 1;
                     seen_here.push(id);

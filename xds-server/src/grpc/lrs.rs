@@ -305,10 +305,16 @@ pub async fn watch_load(
             }
             _ = tick.tick() => {
                 let now = Instant::now();
-                let (window, recent) = {
-                    let mut book = lock_book(&book);
-                    (book.view(now), book.view_within(now, settings.serving_window()))
-                };
+                // Summing every client's rows is CPU work under the book's lock: on a blocking
+                // thread, so the threads serving streams keep serving.
+                let (window, recent) = crate::cpu::off_runtime({
+                    let book = book.clone();
+                    move || {
+                        let mut book = lock_book(&book);
+                        (book.view(now), book.view_within(now, settings.serving_window()))
+                    }
+                })
+                .await;
                 for failover in tracker.update(&recent, &window) {
                     info!(cluster = %failover.cluster, class = %failover.class,
                           from = failover.from, to = failover.to,

@@ -2,6 +2,7 @@
 //! client was sent (gRPC reports every locality at priority 0).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use crate::model::{ClientInfo, Locality};
 use crate::snapshot::{ClusterEntry, Snapshot};
@@ -13,13 +14,14 @@ pub struct ServedCluster {
     /// `NAME.NAMESPACE`.
     pub service: String,
     pub port: u16,
-    /// Every locality its endpoints (its own and its backups') are in: the only ones recorded.
-    pub localities: BTreeSet<Locality>,
+    /// Every locality its endpoints (its own and its backups') are in: the only ones recorded. Shared
+    /// with the load book's rows.
+    pub localities: BTreeSet<Arc<Locality>>,
 }
 
 /// The clusters of one snapshot by name: what bounds the rows of the [`LoadBook`](super::LoadBook).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ServedClusters(BTreeMap<String, ServedCluster>);
+pub struct ServedClusters(BTreeMap<Arc<str>, ServedCluster>);
 
 impl ServedClusters {
     pub fn of(snapshot: &Snapshot) -> Self {
@@ -37,10 +39,10 @@ impl ServedClusters {
                         localities: input
                             .blocks()
                             .flat_map(|block| block.endpoints)
-                            .map(|ep| ep.locality.clone())
+                            .map(|ep| Arc::new(ep.locality.clone()))
                             .collect(),
                     };
-                    (entry.name().to_string(), served)
+                    (Arc::from(entry.name()), served)
                 })
                 .collect(),
         )
@@ -50,13 +52,18 @@ impl ServedClusters {
         self.0.get(cluster)
     }
 
+    /// The cluster with its shared name.
+    pub(super) fn entry(&self, cluster: &str) -> Option<(&Arc<str>, &ServedCluster)> {
+        self.0.get_key_value(cluster)
+    }
+
     /// Whether `cluster` is served and has endpoints in `locality`.
     pub fn knows(&self, cluster: &str, locality: &Locality) -> bool {
         self.get(cluster)
             .is_some_and(|c| c.localities.contains(locality))
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&String, &ServedCluster)> {
+    pub fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &ServedCluster)> {
         self.0.iter()
     }
 }

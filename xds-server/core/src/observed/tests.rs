@@ -48,7 +48,10 @@ fn served_clusters_name_service_port_and_localities() {
     let web = served.get(CLUSTER).unwrap();
     assert_eq!((web.service.as_str(), web.port), ("web.shop", 80));
     assert_eq!(
-        web.localities.iter().cloned().collect::<Vec<_>>(),
+        web.localities
+            .iter()
+            .map(|l| Locality::clone(l))
+            .collect::<Vec<_>>(),
         [zone("a"), zone("b"), zone("c")]
     );
     assert!(served.knows(CLUSTER, &zone("b")));
@@ -178,30 +181,60 @@ fn rows_of_services_and_localities_that_go_are_dropped_totals_included() {
 #[test]
 fn rows_per_client_and_totals_are_bounded() {
     let now = Instant::now();
-    let mut book = book(Duration::from_secs(10));
-    // Each client claims a new class per row: only the row caps bound what it adds.
-    let class = |i: usize| Locality::new("r", &format!("claimed-{i}"), "");
-    for i in 0..MAX_ROWS_PER_CLIENT + 5 {
-        let _ = book.record(1, &class(i), CLUSTER, &load(zone("a"), 0, 1, 0), now);
+    // More clusters than a client may hold rows.
+    let clusters = MAX_ROWS_PER_CLIENT + 5;
+    let registry = crate::model::Registry::from_services((0..clusters).map(|i| {
+        mesh::shop_service(
+            &format!("s{i}"),
+            80,
+            vec![mesh::endpoint("10.0.0.1", zone("a"), Health::Healthy)],
+        )
+    }));
+    let mut book = LoadBook::new(Duration::from_secs(10));
+    book.set_served(Arc::new(ServedClusters::of(&xds::snapshot(
+        None,
+        Arc::new(registry),
+    ))));
+    let cluster = |i: usize| format!("s{i}.shop:80");
+    for i in 0..clusters {
+        let _ = book.record(1, &zone("a"), &cluster(i), &load(zone("a"), 0, 1, 0), now);
     }
     assert_eq!(book.dropped(Dropped::ClientRows), 5);
     assert_eq!(book.total_rows(), MAX_ROWS_PER_CLIENT);
+    // Every client in a class of its own (classes are where clients say they are): only the totals'
+    // cap bounds what they leave behind.
     let clients = MAX_TOTAL_ROWS / MAX_ROWS_PER_CLIENT + 3;
     for client in 2..=clients as u64 {
+        let class = Locality::new("r", &format!("claimed-{client}"), "");
         for i in 0..MAX_ROWS_PER_CLIENT {
-            let class = class(client as usize * MAX_ROWS_PER_CLIENT + i);
-            book.record(client, &class, CLUSTER, &load(zone("a"), 0, 1, 0), now)
+            book.record(client, &class, &cluster(i), &load(zone("a"), 0, 1, 0), now)
                 .unwrap();
         }
     }
     assert_eq!(book.total_rows(), MAX_TOTAL_ROWS);
     // Past the totals' cap a row still counts in the window while its client is connected.
-    let view = book.view(now);
-    assert_eq!(view.len(), clients * MAX_ROWS_PER_CLIENT);
+    assert_eq!(book.view(now).len(), clients * MAX_ROWS_PER_CLIENT);
     for client in 1..=clients as u64 {
         book.forget(client);
     }
     assert_eq!(book.view(now).len(), MAX_TOTAL_ROWS);
+}
+
+#[test]
+fn a_client_whose_class_changes_starts_its_window_again() {
+    let now = Instant::now();
+    let mut book = book(Duration::from_secs(10));
+    book.record(1, &zone("a"), CLUSTER, &load(zone("a"), 0, 5, 0), now)
+        .unwrap();
+    book.record(1, &zone("b"), CLUSTER, &load(zone("b"), 0, 7, 0), now)
+        .unwrap();
+    let live: Vec<(Locality, u32)> = book
+        .view(now)
+        .into_iter()
+        .filter(|r| r.reporters > 0)
+        .map(|r| (r.key.class, r.reporters))
+        .collect();
+    assert_eq!(live, [(zone("b"), 1)]);
 }
 
 #[test]

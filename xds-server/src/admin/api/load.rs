@@ -120,7 +120,11 @@ pub(super) fn load_stream(
                     return None;
                 }
                 tick.tick().await;
-                let answer = load_pb(&book, &settings, &filter, Instant::now());
+                // Summing the book is CPU work under its lock: off the threads serving streams.
+                let answer = crate::cpu::off_runtime(move || {
+                    load_pb(&book, &settings, &filter, Instant::now())
+                })
+                .await;
                 let failed = answer.is_err();
                 Some((answer, (tick, failed)))
             }

@@ -198,12 +198,12 @@ impl pb::admin_server::Admin for AdminService {
         request: Request<pb::GetLoadRequest>,
     ) -> Result<Response<pb::GetLoadResponse>, Status> {
         let filter = request.into_inner().service;
-        load::load_pb(
-            &self.load,
-            &self.load_settings,
-            &filter,
-            std::time::Instant::now(),
-        )
+        let (book, settings) = (self.load.clone(), self.load_settings);
+        // Summing the book is CPU work under its lock: off the threads serving streams.
+        crate::cpu::off_runtime(move || {
+            load::load_pb(&book, &settings, &filter, std::time::Instant::now())
+        })
+        .await
         .map(Response::new)
     }
 
