@@ -48,8 +48,8 @@ impl Drop for Server {
 }
 
 /// shop/web with two endpoints in zone z1 and two in z2, under a fleetFailover `mode`; returns the
-/// server, its xDS port and its admin port.
-fn start(mode: &str) -> (Server, u16, u16) {
+/// server and its xDS, admin and metrics ports.
+fn start(mode: &str) -> (Server, u16, u16, u16) {
     let dir = std::env::temp_dir().join(format!("xds-fleet-{mode}-{}", std::process::id()));
     std::fs::create_dir_all(dir.join("policies")).unwrap();
     let endpoint = |ip: &str, zone: &str| {
@@ -79,18 +79,35 @@ fn start(mode: &str) -> (Server, u16, u16) {
         ),
     )
     .unwrap();
-    let (xds_port, admin_port) = (free_port(), free_port());
+    let (xds_port, admin_port, metrics_port) = (free_port(), free_port(), free_port());
     let child = Command::new(env!("CARGO_BIN_EXE_xds-server"))
         .args(["--endpoints", dir.join("endpoints.yaml").to_str().unwrap()])
         .args(["--policies", dir.join("policies").to_str().unwrap()])
         .args(["--xds-addr", &format!("127.0.0.1:{xds_port}")])
         .args(["--admin-addr", &format!("127.0.0.1:{admin_port}")])
-        .args(["--metrics-addr", &format!("127.0.0.1:{}", free_port())])
+        .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("start xds-server");
-    (Server(child, dir), xds_port, admin_port)
+    (Server(child, dir), xds_port, admin_port, metrics_port)
+}
+
+/// The metrics page.
+async fn metrics(port: u16) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    tokio::time::timeout(DEADLINE, s.read_to_string(&mut out))
+        .await
+        .expect("the metrics page in time")
+        .unwrap();
+    out
 }
 
 async fn channel(port: u16) -> tonic::transport::Channel {
@@ -207,7 +224,7 @@ fn all(zone: &str, health: HealthStatus) -> (String, Vec<i32>) {
 
 #[tokio::test]
 async fn a_zone_failing_for_two_reporters_is_sent_unhealthy_to_a_quiet_client_and_restored() {
-    let (_server, xds_port, _) = start("enforce");
+    let (_server, xds_port, _, metrics_port) = start("enforce");
     // The quiet client: in z1, subscribed to web's endpoints, never reporting anything.
     let (tx, rx) = mpsc::channel(8);
     let mut answers = AggregatedDiscoveryServiceClient::new(channel(xds_port).await)
@@ -259,6 +276,14 @@ async fn a_zone_failing_for_two_reporters_is_sent_unhealthy_to_a_quiet_client_an
         ],
         "z1 is sent UNHEALTHY, z2 untouched"
     );
+    // The gauge and the counter were set before the ejection was published.
+    let page = metrics(metrics_port).await;
+    for line in [
+        "xds_fleet_ejected_localities{service=\"shop/web\",port=\"8080\"} 1",
+        "xds_fleet_verdicts_total{mode=\"enforce\",kind=\"fleet_ejected\"} 1",
+    ] {
+        assert!(page.lines().any(|l| l == line), "{line} not in:\n{page}");
+    }
     tx.send(xds::ack(quiet.clone(), &ejected, &[CLUSTER]))
         .await
         .unwrap();
@@ -279,7 +304,7 @@ async fn a_zone_failing_for_two_reporters_is_sent_unhealthy_to_a_quiet_client_an
 
 #[tokio::test]
 async fn observe_mode_reports_the_verdict_and_leaves_eds_alone() {
-    let (_server, xds_port, admin_port) = start("observe");
+    let (_server, xds_port, admin_port, _) = start("observe");
     let mut admin = pb::admin_client::AdminClient::new(channel(admin_port).await);
     let mut events = admin
         .watch_events(pb::WatchEventsRequest::default())
@@ -332,7 +357,7 @@ async fn observe_mode_reports_the_verdict_and_leaves_eds_alone() {
         .into_inner();
     let e = &explained.explanations[0];
     let fleet = e.fleet.as_ref().expect("the fleet verdict");
-    assert_eq!(fleet.mode, "observe");
+    assert_eq!(fleet.settings.as_ref().unwrap().mode, "observe");
     let z1 = fleet
         .localities
         .iter()

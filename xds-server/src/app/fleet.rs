@@ -64,7 +64,7 @@ pub(super) fn evaluate_once(
     outputs: &FleetOutputs,
     now: Instant,
 ) {
-    let mut clusters = fleet_clusters(snapshot);
+    let mut clusters = fleet_clusters(snapshot, verdicts);
     if !clusters.is_empty() {
         let mut book = lock(book);
         attach_windows(&mut clusters, |window| book.locality_windows(now, window));

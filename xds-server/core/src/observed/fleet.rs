@@ -46,12 +46,15 @@ pub struct FleetCluster {
     pub windows: Vec<LocalityWindow>,
 }
 
-/// The service ports of `snapshot` whose policy has fleet failover on, without their windows (see
-/// [`attach_windows`]).
-pub fn fleet_clusters(snapshot: &Snapshot) -> Vec<FleetCluster> {
+/// The service ports of `snapshot` whose policy has fleet failover on, and those `judged` judges
+/// still (their policy just turned it off, so their ejections are lifted with that reason), without
+/// their windows (see [`attach_windows`]).
+pub fn fleet_clusters(snapshot: &Snapshot, judged: &FleetVerdicts) -> Vec<FleetCluster> {
     snapshot
         .clusters()
-        .filter(|entry| entry.policy.policy.fleet_failover.is_on())
+        .filter(|entry| {
+            entry.policy.policy.fleet_failover.is_on() || judged.clusters.contains_key(entry.name())
+        })
         .map(|entry| FleetCluster {
             cluster: entry.name().to_string(),
             service: entry.input.service.id.clone(),
@@ -68,15 +71,23 @@ pub fn fleet_clusters(snapshot: &Snapshot) -> Vec<FleetCluster> {
         .collect()
 }
 
-/// Fills each cluster's `windows` from `windows_over(window)`, called once per distinct window.
+/// Fills the `windows` of each cluster with fleet failover on from `windows_over(window)`, called once
+/// per distinct window.
 pub fn attach_windows(
     clusters: &mut [FleetCluster],
     mut windows_over: impl FnMut(Duration) -> Vec<LocalityWindow>,
 ) {
-    let spans: BTreeSet<Duration> = clusters.iter().map(|c| c.settings.window).collect();
+    let spans: BTreeSet<Duration> = clusters
+        .iter()
+        .filter(|c| c.settings.is_on())
+        .map(|c| c.settings.window)
+        .collect();
     for span in spans {
         let rows = windows_over(span);
-        for cluster in clusters.iter_mut().filter(|c| c.settings.window == span) {
+        for cluster in clusters
+            .iter_mut()
+            .filter(|c| c.settings.is_on() && c.settings.window == span)
+        {
             cluster.windows = rows
                 .iter()
                 .filter(|row| row.cluster == cluster.cluster)

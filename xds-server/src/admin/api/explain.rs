@@ -7,7 +7,7 @@ use std::time::{Instant, SystemTime};
 use tonic::Status;
 
 use super::convert::{client_kind_pb, locality_pb, origin_text, unix_ms};
-use super::services::{find_service, served};
+use super::services::{find_service, fleet_failover_pb, served};
 use super::{current, pb};
 use crate::grpc::Snapshots;
 use crate::registry::ClientRegistry;
@@ -61,15 +61,8 @@ pub fn with_fleet_verdicts(
         let Some(v) = fleet.iter().find(|v| v.cluster == e.cluster) else {
             continue;
         };
-        let s = &v.settings;
         e.fleet = Some(pb::FleetVerdict {
-            mode: v.mode.to_string(),
-            min_reporters: s.min_reporters,
-            min_requests: s.min_requests,
-            error_ratio: s.error_ratio.value(),
-            window_seconds: s.window.as_secs() as u32,
-            eject_for_seconds: s.eject_for.as_secs() as u32,
-            max_ejected_percent: s.max_ejected_percent,
+            settings: Some(fleet_failover_pb(&v.settings)),
             localities: v
                 .localities
                 .iter()

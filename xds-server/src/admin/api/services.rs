@@ -10,8 +10,8 @@ use super::convert::{locality_pb, origin_text};
 use super::pb;
 use xds_core::model::{Health, Registry, Service, ServiceId, ServicePort};
 use xds_core::policy::{
-    FailoverPolicy, HealthCheckProtocol, MtlsMode, PolicyOrigin, PolicyScope, PolicyStatus,
-    Spillover,
+    FailoverPolicy, FleetFailover, HealthCheckProtocol, MtlsMode, PolicyOrigin, PolicyScope,
+    PolicyStatus, Spillover,
 };
 use xds_core::snapshot::{ClusterEntry, Snapshot};
 use xds_core::translate::resources::cluster_name;
@@ -240,7 +240,20 @@ pub fn policy_settings_pb(p: &FailoverPolicy) -> pb::Policy {
                 None => b.service.to_string(),
             })
             .collect(),
+        fleet_failover: Some(fleet_failover_pb(&p.fleet_failover)),
         ..pb::Policy::default()
+    }
+}
+
+pub fn fleet_failover_pb(f: &FleetFailover) -> pb::FleetFailover {
+    pb::FleetFailover {
+        mode: f.mode.to_string(),
+        min_reporters: f.min_reporters,
+        min_requests: f.min_requests,
+        error_ratio: f.error_ratio.value(),
+        window_ms: f.window.as_millis() as u64,
+        eject_for_ms: f.eject_for.as_millis() as u64,
+        max_ejected_percent: f.max_ejected_percent,
     }
 }
 

@@ -99,16 +99,24 @@ impl Rig {
     }
 
     fn fleet_events(&mut self) -> Vec<(String, String, String)> {
+        self.fleet_events_with_reasons()
+            .into_iter()
+            .map(|(kind, service, locality, _)| (kind, service, locality))
+            .collect()
+    }
+
+    fn fleet_events_with_reasons(&mut self) -> Vec<(String, String, String, String)> {
         let mut out = Vec::new();
         while let Ok(e) = self.events.try_recv() {
             if let XdsEvent::Fleet {
                 kind,
                 service,
                 locality,
+                reason,
                 ..
             } = e
             {
-                out.push((kind.to_string(), service, locality));
+                out.push((kind.to_string(), service, locality, reason));
             }
         }
         out
@@ -158,17 +166,20 @@ fn two_failing_clients_eject_a_zone_and_turning_it_off_restores_it() {
     );
 
     // The policy switched off: restored at once.
-    rig.evaluate(&snapshot(FleetMode::Off), t0 + Duration::from_secs(3));
+    let off = snapshot(FleetMode::Off);
+    rig.evaluate(&off, t0 + Duration::from_secs(3));
     assert_eq!(rig.new_ejections(), Some(vec![]));
+    let events = rig.fleet_events_with_reasons();
+    assert_eq!(events.len(), 1, "{events:?}");
+    let (kind, service, locality, reason) = &events[0];
     assert_eq!(
-        rig.fleet_events(),
-        [(
-            "fleet_restored".to_string(),
-            CLUSTER.to_string(),
-            "r/z1/".to_string()
-        )]
+        (kind.as_str(), service.as_str(), locality.as_str()),
+        ("fleet_restored", CLUSTER, "r/z1/")
     );
+    assert!(reason.contains("fleetFailover is off"), "{reason}");
     assert!(rig.report.borrow().is_empty());
+    // Forgotten: the next evaluation of an off policy looks at nothing.
+    assert!(fleet_clusters(&off, &rig.verdicts).is_empty());
 }
 
 #[test]

@@ -3,6 +3,7 @@
 
 use xds_admin_api as pb;
 
+use super::policies::fleet_failover_text;
 use super::{locality_text, table};
 
 pub fn explain_text(r: &pb::ExplainPrioritiesResponse) -> String {
@@ -125,17 +126,12 @@ pub fn explain_text(r: &pb::ExplainPrioritiesResponse) -> String {
 
 /// The fleet verdict (`fleetFailover`): its settings, then each locality's state and evidence.
 fn fleet_text(f: &pb::FleetVerdict) -> String {
-    let mut out = format!(
-        "\nfleet verdict: mode {}  (≥ {} clients, ≥ {} requests, error ratio ≥ {} within {}s; \
-         eject for {}s; at most {}% of endpoints)\n",
-        f.mode,
-        f.min_reporters,
-        f.min_requests,
-        f.error_ratio,
-        f.window_seconds,
-        f.eject_for_seconds,
-        f.max_ejected_percent
-    );
+    let settings = f
+        .settings
+        .as_ref()
+        .map(fleet_failover_text)
+        .unwrap_or_default();
+    let mut out = format!("\nfleet verdict: {settings}\n");
     let remaining = |at_ms: i64| {
         if at_ms == 0 {
             "-".to_string()
@@ -254,13 +250,15 @@ mod tests {
             })
         };
         let text = fleet_text(&pb::FleetVerdict {
-            mode: "enforce".into(),
-            min_reporters: 2,
-            min_requests: 20,
-            error_ratio: 0.5,
-            window_seconds: 10,
-            eject_for_seconds: 30,
-            max_ejected_percent: 50,
+            settings: Some(pb::FleetFailover {
+                mode: "enforce".into(),
+                min_reporters: 2,
+                min_requests: 20,
+                error_ratio: 0.5,
+                window_ms: 10_000,
+                eject_for_ms: 30_000,
+                max_ejected_percent: 50,
+            }),
             localities: vec![
                 pb::FleetLocality {
                     locality: locality("z1"),
@@ -286,8 +284,8 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines[1],
-            "fleet verdict: mode enforce  (≥ 2 clients, ≥ 20 requests, error ratio ≥ 0.5 within \
-             10s; eject for 30s; at most 50% of endpoints)"
+            "fleet verdict: enforce: error ratio ≥ 0.5 from ≥ 2 clients and ≥ 20 requests within \
+             10s; eject for 30s; at most 50% of endpoints"
         );
         let cells = |line: &str| {
             line.split_whitespace()

@@ -17,6 +17,22 @@ fn millis_text(ms: u64) -> String {
     }
 }
 
+/// `fleetFailover` in one line: `enforce: error ratio ≥ 0.5 from ≥ 2 clients and ≥ 20 requests within
+/// 10s; eject for 30s; at most 50% of endpoints`.
+pub fn fleet_failover_text(f: &pb::FleetFailover) -> String {
+    format!(
+        "{}: error ratio ≥ {} from ≥ {} clients and ≥ {} requests within {}; eject for {}; at most \
+         {}% of endpoints",
+        f.mode,
+        f.error_ratio,
+        f.min_reporters,
+        f.min_requests,
+        millis_text(f.window_ms),
+        millis_text(f.eject_for_ms),
+        f.max_ejected_percent
+    )
+}
+
 /// One policy's settings, one `  key  value` line each (optional settings only when set).
 fn policy_settings_text(p: &pb::Policy) -> Vec<(&'static str, String)> {
     let mut lines = vec![("failoverPriority", p.failover_priority.join(", "))];
@@ -84,6 +100,9 @@ fn policy_settings_text(p: &pb::Policy) -> Vec<(&'static str, String)> {
     ));
     if p.mtls == "STRICT" {
         lines.push(("mtls", p.mtls.clone()));
+    }
+    if let Some(fleet) = p.fleet_failover.as_ref().filter(|f| f.mode != "off") {
+        lines.push(("fleetFailover", fleet_failover_text(fleet)));
     }
     lines
 }
@@ -231,6 +250,15 @@ mod tests {
                     outlier_detection_enabled: false,
                     spillover: "allOrNothing".into(),
                     overprovisioning_factor: 100_000,
+                    fleet_failover: Some(pb::FleetFailover {
+                        mode: "observe".into(),
+                        min_reporters: 3,
+                        min_requests: 20,
+                        error_ratio: 0.25,
+                        window_ms: 10_000,
+                        eject_for_ms: 1_500,
+                        max_ejected_percent: 50,
+                    }),
                     ..base.clone()
                 },
             ],
@@ -279,6 +307,7 @@ shop/web-http  (service shop/web port http)
   healthCheck        http GET /healthz every 5s, timeout 500ms, unhealthy after 3, healthy after 2
   outlierDetection   off
   spillover          allOrNothing, overprovisioning factor 100000, panic threshold 0%
+  fleetFailover      observe: error ratio ≥ 0.25 from ≥ 3 clients and ≥ 20 requests within 10s; eject for 1.5s; at most 50% of endpoints
 
 EFFECTIVE POLICY PER SERVICE PORT
 SERVICE PORT           POLICY                                                                                            FAILOVER PRIORITY

@@ -226,7 +226,7 @@ fn explain_shows_the_fleet_verdict_and_its_evidence_for_the_cluster_it_judged() 
         locality: Locality::new("us-east1", "us-east1-b", ""),
         ..ClientInfo::default()
     };
-    let mut cluster = xds_core::observed::fleet::fleet_clusters(&snap);
+    let mut cluster = xds_core::observed::fleet::fleet_clusters(&snap, &FleetVerdicts::new());
     assert!(cluster.is_empty(), "fleet failover is off by default");
     let entry = snap.cluster("checkout.shop:8080").unwrap();
     let settings = FleetFailover {
@@ -260,14 +260,15 @@ fn explain_shows_the_fleet_verdict_and_its_evidence_for_the_cluster_it_judged() 
     let mut r = explain_for(&snap, "checkout", None, &client, String::new()).unwrap();
     with_fleet_verdicts(&mut r, &verdicts.verdicts(), now, wall_now);
     let f = r.explanations[0].fleet.as_ref().expect("a verdict");
+    let settings = f.settings.as_ref().unwrap();
     assert_eq!(
         (
-            f.mode.as_str(),
-            f.min_reporters,
-            f.window_seconds,
-            f.max_ejected_percent
+            settings.mode.as_str(),
+            settings.min_reporters,
+            settings.window_ms,
+            settings.max_ejected_percent
         ),
-        ("enforce", 2, 10, 50)
+        ("enforce", 2, 10_000, 50)
     );
     let b = f
         .localities
