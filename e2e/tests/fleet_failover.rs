@@ -6,11 +6,11 @@
 //! client's reports never eject anything); client 2 stays idle. The zone's backend dies: every
 //! request of clients 1 and 3 still succeeds (the route retries into the next priority), but each
 //! first attempt fails in us-east1-b and their reports say so. The server's verdict is a
-//! `fleet_ejected` event and us-east1-b UNHEALTHY in EDS; only then client 2 sends its first
+//! `fleet_ejected` event, `ejected` in `xdsctl explain` and us-east1-b UNHEALTHY in EDS; only then client 2 sends its first
 //! requests: all served by us-east1-c, with no connection failure and no retry in its Envoy's stats,
 //! and nothing sent to us-east1-b's host. The zone comes back: after `ejectFor` the verdict is lifted
 //! (`fleet_restored`) and traffic returns. With `mode: observe` the verdict is only an event
-//! (`fleet_observed`): EDS does not change.
+//! (`fleet_observed`, `observed` in `xdsctl explain`): EDS does not change.
 //!
 //! The delay from the zone's death to the verdict is measured and printed.
 //!
@@ -147,6 +147,30 @@ impl Fleet {
     }
 }
 
+/// The state (`ok`, `observed`, `ejected`) `xdsctl explain` gives `zone` in the fleet verdict on the
+/// service port, as `node` is served.
+fn explained_fleet_state(fleet: &Fleet, node: &str, zone: Zone) -> String {
+    let json = fleet
+        .mesh
+        .server
+        .xdsctl_json(&["explain", "echo.demo", "--node", node]);
+    json["explanations"][0]["fleet"]["localities"]
+        .as_array()
+        .and_then(|localities| {
+            localities
+                .iter()
+                .find(|l| l["locality"]["zone"] == zone.zone)
+        })
+        .and_then(|l| l["state"].as_str())
+        .map(str::to_string)
+        .unwrap_or_else(|| {
+            panic!(
+                "xdsctl explain shows no fleet verdict on {}: {json}",
+                zone.zone
+            )
+        })
+}
+
 /// us-east1-b's hosts in `envoy`'s cluster.
 fn zone_hosts(envoy: &Envoy, zone: Zone) -> Vec<HostStatus> {
     envoy
@@ -201,6 +225,8 @@ fn a_zone_the_fleet_saw_die_is_never_touched_by_a_client_that_starts_after_the_v
             two_before,
             "the verdict reached client 2 as a new EDS answer"
         );
+
+        assert_eq!(explained_fleet_state(&fleet, "fleet-2", EAST_B), "ejected");
 
         // Client 2's first requests, after the verdict.
         let first = traffic::send(two.listener_addr(), HOST, FIRST_REQUESTS, EVERY);
@@ -281,6 +307,7 @@ fn observe_mode_reports_the_verdict_and_changes_nothing_in_eds(protocol: XdsProt
             delay.as_millis(),
             EAST_B.zone
         );
+        assert_eq!(explained_fleet_state(&fleet, "fleet-2", EAST_B), "observed");
         let versions_after: Vec<Option<String>> = fleet
             .clients
             .iter()
