@@ -5,11 +5,14 @@
 // a deadline. Writes one JSON line per call to stdout, like client.py:
 //   {"ok": true, "body": "us-east1-b", "backend": "us-east1-b-0", "ms": 3}
 //   {"ok": false, "code": "UNAVAILABLE", "error": "...", "ms": 1}
-// Stops by itself after --max-seconds, or when stdout is closed (the harness went away).
+// Stops by itself after --max-seconds, or when stdout is closed (the harness went away). Once the
+// --stop-file exists it makes no more calls, prints {"stopped": true} once, and stays up with its
+// channel (so its xDS and load-report streams live on) until --max-seconds or killed.
 'use strict';
 
 // Registers the xds: scheme with grpc-js; must come before any channel is made.
 require('@grpc/grpc-js-xds').register();
+const fs = require('fs');
 const grpc = require('@grpc/grpc-js');
 
 function parseArgs(argv) {
@@ -19,13 +22,15 @@ function parseArgs(argv) {
     'interval-ms': 20,
     'deadline-ms': 1000,
     'max-seconds': 600,
+    'stop-file': '',
   };
   for (let i = 0; i < argv.length; i += 2) {
     const key = argv[i].replace(/^--/, '');
     if (!(key in args) || i + 1 >= argv.length) {
       throw new Error(`client.js: unknown or incomplete argument ${argv[i]}`);
     }
-    args[key] = key === 'target' || key === 'method' ? argv[i + 1] : Number(argv[i + 1]);
+    const text = key === 'target' || key === 'method' || key === 'stop-file';
+    args[key] = text ? argv[i + 1] : Number(argv[i + 1]);
   }
   if (!args.target) {
     throw new Error('client.js: --target is required (e.g. xds:///echo.demo:8080)');
@@ -50,6 +55,14 @@ function callOnce() {
   if (Date.now() >= stopAt) {
     client.close();
     process.exit(0);
+  }
+  if (args['stop-file'] && fs.existsSync(args['stop-file'])) {
+    process.stdout.write(JSON.stringify({ stopped: true }) + '\n');
+    setTimeout(() => {
+      client.close();
+      process.exit(0);
+    }, Math.max(0, stopAt - Date.now()));
+    return;
   }
   const started = Date.now();
   let backend = '';

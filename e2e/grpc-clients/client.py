@@ -5,7 +5,9 @@ calls the unary METHOD (raw bytes, no schema) one call at a time, one every --in
 a deadline. Writes one JSON line per call to stdout:
   {"ok": true, "body": "us-east1-b", "backend": "us-east1-b-0", "ms": 3}
   {"ok": false, "code": "UNAVAILABLE", "error": "...", "ms": 1}
-Stops by itself after --max-seconds, or when stdout is closed (the harness went away).
+Stops by itself after --max-seconds, or when stdout is closed (the harness went away). Once the
+--stop-file exists it makes no more calls, prints {"stopped": true} once, and stays up with its channel
+(so its xDS and load-report streams live on) until --max-seconds or killed.
 """
 
 import argparse
@@ -24,6 +26,7 @@ def main() -> int:
     parser.add_argument("--interval-ms", type=int, default=20)
     parser.add_argument("--deadline-ms", type=int, default=1000)
     parser.add_argument("--max-seconds", type=float, default=600.0)
+    parser.add_argument("--stop-file", default="")
     args = parser.parse_args()
     if not os.environ.get("GRPC_XDS_BOOTSTRAP"):
         print("client.py: GRPC_XDS_BOOTSTRAP is not set", file=sys.stderr)
@@ -36,6 +39,13 @@ def main() -> int:
     stop_at = time.monotonic() + args.max_seconds
     next_at = time.monotonic()
     while time.monotonic() < stop_at:
+        if args.stop_file and os.path.exists(args.stop_file):
+            try:
+                print(json.dumps({"stopped": True}), flush=True)
+            except BrokenPipeError:
+                return 0
+            time.sleep(max(0.0, stop_at - time.monotonic()))
+            break
         started = time.monotonic()
         try:
             body, state = call.with_call(b"", timeout=args.deadline_ms / 1000.0)

@@ -182,6 +182,16 @@ pub struct HostStatus {
     pub failed_outlier_check: bool,
     /// Failed the cluster's active health check (`/failed_active_hc` in the text `/clusters`).
     pub failed_active_health_check: bool,
+    /// The host's counters as this Envoy keeps them (`rq_total`, `rq_error`, `cx_connect_fail`,
+    /// ...); a counter Envoy leaves out of the JSON is 0.
+    pub stats: BTreeMap<String, u64>,
+}
+
+impl HostStatus {
+    /// One of [`HostStatus::stats`], 0 if absent.
+    pub fn stat(&self, name: &str) -> u64 {
+        self.stats.get(name).copied().unwrap_or(0)
+    }
 }
 
 /// Loads the sample bootstrap (the mTLS one with [`EnvoyOptions::xds_tls`]) and patches it for one
@@ -244,17 +254,25 @@ pub fn bootstrap(opts: &EnvoyOptions, admin_port: u16, listener_port: u16) -> Ya
     *field(ads, "api_type") = Yaml::from(opts.protocol.api_type());
 
     if let Some(token) = &opts.xds_token {
-        // No static xds_cluster: Google gRPC connects to target_uri itself.
+        // No static xds_cluster: Google gRPC connects to target_uri itself, for ADS and for load
+        // reports alike (both streams carry the token).
         let path = |p: &Path| Yaml::from(p.display().to_string());
-        let google = field(seq0(field(ads, "grpc_services")), "google_grpc");
-        *field(google, "target_uri") = Yaml::from(opts.xds.to_string());
-        let ssl = field(field(google, "channel_credentials"), "ssl_credentials");
-        *field(field(ssl, "root_certs"), "filename") = path(&token.ca);
-        let plugin = field(
-            field(seq0(field(google, "call_credentials")), "from_plugin"),
-            "typed_config",
-        );
-        *field(field(plugin, "secret_data"), "filename") = path(&token.token_file);
+        let patch = |grpc_services: &mut Yaml| {
+            let google = field(seq0(grpc_services), "google_grpc");
+            *field(google, "target_uri") = Yaml::from(opts.xds.to_string());
+            let ssl = field(field(google, "channel_credentials"), "ssl_credentials");
+            *field(field(ssl, "root_certs"), "filename") = path(&token.ca);
+            let plugin = field(
+                field(seq0(field(google, "call_credentials")), "from_plugin"),
+                "typed_config",
+            );
+            *field(field(plugin, "secret_data"), "filename") = path(&token.token_file);
+        };
+        patch(field(ads, "grpc_services"));
+        patch(field(
+            field(field(&mut doc, "cluster_manager"), "load_stats_config"),
+            "grpc_services",
+        ));
     }
 
     let admin_addr = field(field(field(&mut doc, "admin"), "address"), "socket_address");
@@ -631,6 +649,27 @@ impl Envoy {
         self.stat(name).and_then(|v| v.parse().ok())
     }
 
+    /// Waits (up to `timeout`) until this Envoy's load-report stream (LRS) has moved on: another
+    /// request or answer on it (`load_reporter.requests` counts only the stream's first request,
+    /// `load_reporter.responses` every answer; xds-server answers every report). False if it did not.
+    /// Either starts a new report period, and from then on Envoy reports the load of every cluster
+    /// it has now: it counts a cluster's load only from the first report period that begins after
+    /// the cluster appeared, and never reports requests sent before that (measured: 60 of the first
+    /// 151 requests of a new Envoy, sent at once, went unreported).
+    pub fn wait_next_load_report(&self, timeout: Duration) -> bool {
+        let moves = || {
+            ["load_reporter.requests", "load_reporter.responses"]
+                .iter()
+                .map(|name| self.stat_u64(name).unwrap_or(0))
+                .sum::<u64>()
+        };
+        let before = moves();
+        crate::poll(timeout, Duration::from_millis(50), || {
+            (moves() > before).then_some(())
+        })
+        .is_some()
+    }
+
     /// `cluster.NAME.version_text`: the version of the last EDS answer this cluster accepted.
     pub fn eds_version(&self, cluster: &str) -> Option<String> {
         self.stat(&format!("cluster.{cluster}.version_text"))
@@ -662,6 +701,21 @@ fn host_status(h: &Json) -> HostStatus {
         failed_active_health_check: h["health_status"]["failed_active_health_check"]
             .as_bool()
             .unwrap_or(false),
+        stats: h["stats"]
+            .as_array()
+            .map(|stats| {
+                stats
+                    .iter()
+                    .filter_map(|stat| {
+                        let value = stat["value"]
+                            .as_u64()
+                            .or_else(|| stat["value"].as_str()?.parse().ok())
+                            .unwrap_or(0);
+                        Some((stat["name"].as_str()?.to_string(), value))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
     }
 }
 

@@ -157,9 +157,17 @@ pub struct GrpcClient {
     child: Option<Child>,
     /// Counts this client for tests that run [`alone`](crate::alone::alone).
     _live: crate::alone::Live,
-    calls: Receiver<Call>,
+    calls: Receiver<Line>,
+    /// Once this file exists the driver makes no more calls ([`GrpcClient::stop_calls`]).
+    stop_file: PathBuf,
     log_path: PathBuf,
     _dir: TempDir,
+}
+
+/// What the driver printed: a call, or that it stopped calling.
+enum Line {
+    Call(Call),
+    Stopped,
 }
 
 impl GrpcClient {
@@ -171,6 +179,7 @@ impl GrpcClient {
         let bootstrap_path = dir.join("bootstrap.json");
         std::fs::write(&bootstrap_path, opts.bootstrap().to_string()).expect("write bootstrap");
         let log_path = dir.join("client.log");
+        let stop_file = dir.join("stop");
         let log = std::fs::File::create(&log_path).expect("create client log");
         let mut child = library
             .command()
@@ -178,6 +187,8 @@ impl GrpcClient {
             .args(["--interval-ms", &opts.interval.as_millis().to_string()])
             .args(["--deadline-ms", &opts.deadline.as_millis().to_string()])
             .args(["--max-seconds", &MAX_RUN.as_secs().to_string()])
+            .arg("--stop-file")
+            .arg(&stop_file)
             .env("GRPC_XDS_BOOTSTRAP", &bootstrap_path)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -191,7 +202,7 @@ impl GrpcClient {
             .spawn(move || {
                 for line in BufReader::new(stdout).lines() {
                     let Ok(line) = line else { break };
-                    if tx.send(parse_call(&line)).is_err() {
+                    if tx.send(parse_line(&line)).is_err() {
                         break;
                     }
                 }
@@ -204,6 +215,7 @@ impl GrpcClient {
             child: Some(child),
             _live: live,
             calls,
+            stop_file,
             log_path,
             _dir: dir,
         }
@@ -230,7 +242,11 @@ impl GrpcClient {
     /// The next call, waiting up to `wait` for it. Panics if the driver is gone.
     pub fn next_call(&self, wait: Duration) -> Option<Call> {
         match self.calls.recv_timeout(wait) {
-            Ok(call) => Some(call),
+            Ok(Line::Call(call)) => Some(call),
+            Ok(Line::Stopped) => panic!(
+                "the {} client {} was told to stop calling, yet a call is awaited",
+                self.library, self.node_id
+            ),
             Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => panic!(
                 "the {} client {} exited; its log:\n{}",
@@ -244,6 +260,41 @@ impl GrpcClient {
     /// Drops the calls reported so far, so what is read next happened after this point.
     pub fn skip_pending(&self) -> usize {
         self.calls.try_iter().count()
+    }
+
+    /// Every call from now on (none skipped) until `n` of them were answered by `body`, tallied;
+    /// `None` if that did not happen within `within` (the tally so far is lost then: the test fails).
+    pub fn tally_until_served(&self, body: &str, n: usize, within: Duration) -> Option<Tally> {
+        let deadline = Instant::now() + within;
+        let mut tally = Tally::default();
+        while tally.count(body) < n {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            if let Some(call) = self.next_call(left.min(LINE_WAIT)) {
+                tally.record(&call.outcome);
+            }
+        }
+        Some(tally)
+    }
+
+    /// Tells the driver to make no more calls (it stays up, its channel and the channel's xDS and
+    /// load-report streams too) and returns the calls it reported until it stopped, none skipped:
+    /// with what was read before, every call it ever made.
+    pub fn stop_calls(&self) -> Tally {
+        std::fs::write(&self.stop_file, b"").expect("write the stop file");
+        let mut tally = Tally::default();
+        loop {
+            match self.calls.recv_timeout(LINE_WAIT) {
+                Ok(Line::Call(call)) => tally.record(&call.outcome),
+                Ok(Line::Stopped) => return tally,
+                Err(_) => panic!(
+                    "the {} client {} did not say it stopped calling within {LINE_WAIT:?} ({tally} \
+                     so far); its log:\n{}",
+                    self.library,
+                    self.node_id,
+                    crate::tail(&self.log(), 40)
+                ),
+            }
+        }
     }
 
     /// The next `n` calls, tallied by answering zone. Panics if the driver stops reporting.
@@ -338,6 +389,16 @@ fn failure_reason(details: &str) -> String {
     out
 }
 
+/// A driver's line: a call, or `{"stopped":true}`.
+fn parse_line(line: &str) -> Line {
+    let stopped = serde_json::from_str::<Json>(line).is_ok_and(|v| v["stopped"] == true);
+    if stopped {
+        Line::Stopped
+    } else {
+        Line::Call(parse_call(line))
+    }
+}
+
 /// A driver's line: `{"ok":true,"body":..,"backend":..}` or `{"ok":false,"code":..,"error":..}`.
 fn parse_call(line: &str) -> Call {
     let at = Instant::now();
@@ -384,6 +445,11 @@ mod tests {
         assert!(reason.starts_with("UNAVAILABLE: x"), "{reason}");
         assert_eq!(reason.len(), "UNAVAILABLE: ".len() + MAX_DETAIL);
         assert!(parse_call("not json").outcome.is_err());
+        assert!(matches!(parse_line(r#"{"stopped":true}"#), Line::Stopped));
+        assert!(matches!(
+            parse_line(r#"{"ok":true,"body":"b"}"#),
+            Line::Call(_)
+        ));
         let timed_out = |after: &str| {
             parse_call(&format!(
                 r#"{{"ok":false,"code":"DEADLINE_EXCEEDED","error":"Deadline exceeded after {after}s"}}"#

@@ -16,6 +16,8 @@
 //! - [`envoy::Envoy`]: an Envoy started from `deploy/envoy/sidecar-bootstrap.yaml` (the shipped sample,
 //!   patched only for node id, locality, metadata, admin port, xDS address and ADS flavour), plus admin
 //!   helpers.
+//! - [`load`]: the load clients report (LRS) as `xdsctl top` shows it, per locality zone, and a wait
+//!   until it caught up with what a test sent.
 //! - [`modes`]: run a test in both ADS flavours, SotW and Delta ([`both_protocols!`]), proving each
 //!   really ran in its flavour.
 //! - [`traffic`]: send requests through Envoy, tally answers by body, measure failovers.
@@ -39,6 +41,7 @@ pub mod grpc_backend;
 pub mod grpc_client;
 pub mod http;
 pub mod k8s;
+pub mod load;
 pub mod modes;
 pub mod paths;
 pub mod pki;

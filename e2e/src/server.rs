@@ -4,10 +4,11 @@
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs::OpenOptions;
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::Mutex;
+use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::tmp::TempDir;
@@ -237,6 +238,30 @@ impl XdsServer {
             .unwrap_or_else(|e| panic!("xdsctl {args:?}: bad JSON: {e}\n{text}"))
     }
 
+    /// Follows `xdsctl events ARGS` (e.g. `-o json`, `--node NODE`) as a child process. The events
+    /// stream replays nothing: start it before what it should see.
+    pub fn tail_events(&self, args: &[&str]) -> EventTail {
+        let mut child = Command::new(crate::paths::xdsctl_bin())
+            .args(["--admin-addr", &self.admin_addr().to_string(), "events"])
+            .args(args)
+            .env_remove("XDS_ADMIN_ADDR")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn xdsctl events");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        EventTail { child, lines }
+    }
+
     /// The Prometheus endpoint: `http://{metrics_addr}/metrics`, `/healthz`, `/readyz`.
     pub fn metrics_addr(&self) -> SocketAddr {
         ([127, 0, 0, 1], self.metrics_port).into()
@@ -364,6 +389,71 @@ impl Drop for XdsServer {
         LOGS.lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&self.port);
+    }
+}
+
+/// `xdsctl events` running as a child process ([`XdsServer::tail_events`]); killed when dropped.
+pub struct EventTail {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl EventTail {
+    /// The lines printed until one satisfies `until` (included). Panics with the lines read if none
+    /// does within `timeout`.
+    pub fn read_until(&self, timeout: Duration, until: impl Fn(&str) -> bool) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        let mut out = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let done = until(&line);
+                    out.push(line);
+                    if done {
+                        return out;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        panic!(
+            "xdsctl events: the awaited line never came within {timeout:?}; got:\n{}",
+            out.join("\n")
+        );
+    }
+
+    /// With `-o json`: the events printed so far and not read yet, each parsed; waits for none.
+    pub fn take_json(&self) -> Vec<serde_json::Value> {
+        self.lines
+            .try_iter()
+            .map(|line| {
+                serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("xdsctl events: bad JSON line: {e}: {line}"))
+            })
+            .collect()
+    }
+
+    /// With `-o json`: the events read until one satisfies `until` (included), each parsed.
+    pub fn read_json_until(
+        &self,
+        timeout: Duration,
+        until: impl Fn(&serde_json::Value) -> bool,
+    ) -> Vec<serde_json::Value> {
+        let parse = |line: &str| -> serde_json::Value {
+            serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("xdsctl events: bad JSON line: {e}: {line}"))
+        };
+        self.read_until(timeout, |line| until(&parse(line)))
+            .iter()
+            .map(|line| parse(line))
+            .collect()
+    }
+}
+
+impl Drop for EventTail {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

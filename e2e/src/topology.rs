@@ -83,6 +83,15 @@ impl Mesh {
         Self::build(per_zone, policy_yaml, &[], BackendProtocol::Grpc)
     }
 
+    /// Like [`Mesh::start_grpc_with_policy`], with more `xds-server` arguments.
+    pub fn start_grpc_with_server_args(
+        per_zone: usize,
+        policy_yaml: Option<&str>,
+        server_args: &[String],
+    ) -> Mesh {
+        Self::build(per_zone, policy_yaml, server_args, BackendProtocol::Grpc)
+    }
+
     /// Like [`Mesh::start_with_policy`], with more `xds-server` arguments (e.g. TLS flags).
     pub fn start_with_server_args(
         per_zone: usize,

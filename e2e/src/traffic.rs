@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// Per-request deadline. Envoy answers in milliseconds; anything slower counts as a failure.
@@ -46,6 +47,17 @@ impl Tally {
         self.by_body.get(body).copied().unwrap_or(0)
     }
 
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: &Tally) {
+        for (body, n) in &other.by_body {
+            *self.by_body.entry(body.clone()).or_default() += n;
+        }
+        self.failures += other.failures;
+        for (e, n) in &other.errors {
+            *self.errors.entry(e.clone()).or_default() += n;
+        }
+    }
+
     /// True if every request succeeded with `body`.
     pub fn all(&self, body: &str) -> bool {
         self.total() > 0 && self.count(body) == self.total()
@@ -79,6 +91,21 @@ pub fn send(addr: SocketAddr, host: &str, n: usize, interval: Duration) -> Tally
             std::thread::sleep(interval);
         }
         tally.record(&request(addr, host));
+    }
+    tally
+}
+
+/// Sends a request every `interval` until `stop` is set (from another thread), and tallies them.
+pub fn send_until_stopped(
+    addr: SocketAddr,
+    host: &str,
+    interval: Duration,
+    stop: &AtomicBool,
+) -> Tally {
+    let mut tally = Tally::default();
+    while !stop.load(Ordering::SeqCst) {
+        tally.record(&request(addr, host));
+        std::thread::sleep(interval);
     }
     tally
 }

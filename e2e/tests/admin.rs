@@ -3,10 +3,8 @@
 //! client, gRPC health and server reflection.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::process::{Command, Output, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use e2e::envoy::Envoy;
@@ -492,72 +490,16 @@ fn csds_reports_each_resource_of_each_node(protocol: XdsProtocol) {
     assert_eq!(answers, [2, 2]);
 }
 
-/// `xdsctl events -o json` as a child process; its lines arrive on the channel.
-struct Tail {
-    child: std::process::Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Tail {
-    fn start(server: &XdsServer, args: &[&str]) -> Tail {
-        let mut child = Command::new(e2e::paths::xdsctl_bin())
-            .args(["--admin-addr", &server.admin_addr().to_string(), "events"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn xdsctl events");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        Tail { child, lines }
-    }
-
-    /// Lines until one satisfies `until`, or the timeout.
-    fn read_until(&self, until: impl Fn(&str) -> bool) -> Vec<String> {
-        let deadline = Instant::now() + WAIT;
-        let mut out = Vec::new();
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    let done = until(&line);
-                    out.push(line);
-                    if done {
-                        return out;
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-        panic!(
-            "xdsctl events: the awaited line never came; got:\n{}",
-            out.join("\n")
-        );
-    }
-}
-
-impl Drop for Tail {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn events_show_the_connect_then_pushes_and_acks(protocol: XdsProtocol) {
     let mesh = Mesh::start(1).protocol(protocol);
     let node = "tailed-client";
-    let tail = Tail::start(&mesh.server, &["-o", "json", "--node", node]);
+    let tail = mesh.server.tail_events(&["-o", "json", "--node", node]);
     // The stream is open once the server counts a reader; give it a moment.
     std::thread::sleep(Duration::from_millis(500));
     let mut envoy = mesh.envoy(node, EAST_B);
-    let lines = tail.read_until(|l| l.contains("\"acked\"") && l.contains("RouteConfiguration"));
+    let lines = tail.read_until(WAIT, |l| {
+        l.contains("\"acked\"") && l.contains("RouteConfiguration")
+    });
     let events: Vec<Value> = lines
         .iter()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -597,10 +539,10 @@ fn events_show_the_connect_then_pushes_and_acks(protocol: XdsProtocol) {
     }
 
     // The table form, ended by the disconnect.
-    let tail = Tail::start(&mesh.server, &["--node", node, "--count", "1"]);
+    let tail = mesh.server.tail_events(&["--node", node, "--count", "1"]);
     std::thread::sleep(Duration::from_millis(500));
     envoy.kill();
-    let lines = tail.read_until(|l| l.contains("disconnected"));
+    let lines = tail.read_until(WAIT, |l| l.contains("disconnected"));
     println!("{lines:?}");
     assert!(
         lines

@@ -380,6 +380,33 @@ fn envoy_with_the_token_bootstrap_gets_its_key_and_follows_a_rotated_token(proto
         certs.contains(LEDGER),
         "Envoy's /certs lack {LEDGER}: {certs}"
     );
+    // The load-report stream (`cluster_manager.load_stats_config`) is a stream of its own, opened
+    // with the same Google gRPC settings: the server answered it.
+    let reporting = e2e::poll(WAIT, Duration::from_millis(100), || {
+        (envoy.stat_u64("load_reporter.responses").unwrap_or(0) > 0).then_some(())
+    });
+    assert!(
+        reporting.is_some(),
+        "the load-report stream was never answered: {:?}",
+        envoy.stats("load_reporter")
+    );
+    // And it carries the token: with a garbage token in the file, the server refuses Envoy's next
+    // load-report stream (UNAUTHENTICATED, 16) as it refuses its next ADS stream.
+    write_token(&token_file, "garbage");
+    server.kill();
+    server.restart();
+    let refused = e2e::poll(WAIT, Duration::from_millis(100), || {
+        envoy
+            .log()
+            .lines()
+            .any(|l| l.contains("StreamLoadStats gRPC config stream closed: 16"))
+            .then_some(())
+    });
+    assert!(
+        refused.is_some(),
+        "the load-report stream with a garbage token was not refused as unauthenticated; Envoy's log:\n{}",
+        e2e::tail(&envoy.log(), 30)
+    );
 
     // Rotation: kubelet replaces the file; the old token stops being valid.
     scene
@@ -453,8 +480,9 @@ fn token_auth_with_secrets_needs_tls() {
     );
 }
 
-/// The token sample is the plain sample with the ADS `grpc_services` entry replaced by Google gRPC
-/// (TLS, the token file as call credentials) and no static `xds_cluster`, so the two cannot drift.
+/// The token sample is the plain sample with the ADS and load-report `grpc_services` entries replaced
+/// by Google gRPC (TLS, the token file as call credentials; the same entry for both streams) and no
+/// static `xds_cluster`, so the two cannot drift.
 #[test]
 fn the_token_sample_is_the_plain_sample_with_google_grpc_and_call_credentials() {
     let load = |p: PathBuf| -> serde_yaml_ng::Value {
@@ -469,8 +497,21 @@ fn the_token_sample_is_the_plain_sample_with_google_grpc_and_call_credentials() 
             .remove("grpc_services")
             .unwrap()
     };
+    let load_reports = |doc: &mut serde_yaml_ng::Value| {
+        doc["cluster_manager"]["load_stats_config"]
+            .as_mapping_mut()
+            .unwrap()
+            .remove("grpc_services")
+            .unwrap()
+    };
     let google = grpc(&mut token)[0]["google_grpc"].clone();
+    let load_reports_google = load_reports(&mut token)[0]["google_grpc"].clone();
+    assert_eq!(
+        load_reports_google, google,
+        "the load-report stream must reach the server exactly as ADS does, token included"
+    );
     grpc(&mut plain);
+    load_reports(&mut plain);
     plain.as_mapping_mut().unwrap().remove("static_resources");
     assert_eq!(token, plain);
     assert_eq!(

@@ -16,6 +16,9 @@ use envoy_types::pb::envoy::config::cluster::v3::{
     cluster::{self, ClusterDiscoveryType, DiscoveryType},
     Cluster, OutlierDetection as EnvoyOutlierDetection,
 };
+use envoy_types::pb::envoy::config::core::v3::{
+    config_source::ConfigSourceSpecifier, ApiVersion, ConfigSource, SelfConfigSource,
+};
 use envoy_types::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, LbEndpoint, LocalityLbEndpoints,
 };
@@ -175,7 +178,8 @@ pub fn route_configuration(authority: &str, cluster: &str) -> RouteConfiguration
 }
 
 /// An EDS-over-ADS cluster balanced round robin (gRPC NACKs every policy but ROUND_ROBIN and
-/// RING_HASH). Left out, because gRPC does not do them: active health checks (endpoint health comes
+/// RING_HASH) whose load the client reports to this server (`lrs_server: {self: {}}`, the only form
+/// gRPC accepts; gRPC clients have no bootstrap setting for it, unlike Envoy). Left out, because gRPC does not do them: active health checks (endpoint health comes
 /// from the source), the panic threshold, the merge window and mTLS (gRPC's xDS credentials need
 /// certificate providers we do not serve).
 pub fn cluster(name: &str, policy: &FailoverPolicy) -> Cluster {
@@ -185,7 +189,17 @@ pub fn cluster(name: &str, policy: &FailoverPolicy) -> Cluster {
         eds_cluster_config: Some(eds_over_ads(name)),
         lb_policy: cluster::LbPolicy::RoundRobin as i32,
         outlier_detection: policy.outlier_detection.as_ref().map(outlier_detection),
+        lrs_server: Some(report_load_to_self()),
         ..Cluster::default()
+    }
+}
+
+/// `self: {}`: report load to the server this cluster came from.
+fn report_load_to_self() -> ConfigSource {
+    ConfigSource {
+        resource_api_version: ApiVersion::V3 as i32,
+        config_source_specifier: Some(ConfigSourceSpecifier::Self_(SelfConfigSource::default())),
+        ..ConfigSource::default()
     }
 }
 

@@ -169,6 +169,15 @@ fn the_cluster_is_round_robin_eds_with_failure_percentage_detection_fully_set() 
     let eds = c.eds_cluster_config.unwrap();
     assert_eq!(eds.service_name, "ledger.bank:9090");
     assert_eq!(eds.eds_config, Some(ads_config_source()));
+    // Load is reported to this server, in the one form gRPC accepts (`self`).
+    let lrs = c.lrs_server.expect("gRPC clients report load");
+    assert!(
+        matches!(
+            lrs.config_source_specifier,
+            Some(ConfigSourceSpecifier::Self_(_))
+        ),
+        "{lrs:?}"
+    );
     // Nothing gRPC refuses or cannot do.
     assert!(c.transport_socket.is_none() && c.health_checks.is_empty());
     assert!(c.typed_extension_protocol_options.is_empty());
