@@ -4,7 +4,6 @@
 //! shows in ExplainPriorities while EDS stays as it was. Every wait is for a condition, with a
 //! generous deadline.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -26,17 +25,11 @@ use xds_admin_api as pb;
 use xds_core::snapshot::ENDPOINT_TYPE;
 use xds_core::testing::xds;
 
+use crate::health::free_port;
+
 const CLUSTER: &str = "web.shop:8080";
 /// Far above what any step takes, even on a loaded machine.
 const DEADLINE: Duration = Duration::from_secs(60);
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct Server(Child, PathBuf);
 impl Drop for Server {
