@@ -106,45 +106,68 @@ impl<T> RequestStream<T> {
     }
 }
 
+/// The length of the gRPC message at the start of `buf` (prefix included), once its prefix is
+/// there: `Ok(None)` until then. A compressed or oversized message is refused as tonic refuses it.
+fn message_len(buf: &[u8]) -> Result<Option<usize>, Status> {
+    let Some(prefix) = buf.get(..PREFIX_BYTES) else {
+        return Ok(None);
+    };
+    match prefix[0] {
+        0 => {}
+        1 => {
+            return Err(Status::internal(
+                "protocol error: received message with compressed-flag but no grpc-encoding was specified",
+            ))
+        }
+        flag => {
+            return Err(Status::internal(format!(
+                "protocol error: received message with invalid compression flag: {flag} (valid flags are 0 and 1) while receiving request"
+            )))
+        }
+    }
+    let len = u32::from_be_bytes(prefix[1..].try_into().expect("4 bytes")) as usize;
+    if len > MAX_REQUEST_BYTES {
+        return Err(Status::out_of_range(format!(
+            "Error, decoded message length too large: found {len} bytes, the limit is: {MAX_REQUEST_BYTES} bytes"
+        )));
+    }
+    Ok(Some(PREFIX_BYTES + len))
+}
+
+fn decode<T: prost::Message + Default>(mut message: Bytes) -> Result<T, Status> {
+    message.advance(PREFIX_BYTES);
+    T::decode(message).map_err(|e| Status::internal(e.to_string()))
+}
+
 impl<T: prost::Message + Default> RequestStream<T> {
     /// The next whole message in the buffer, if there is one.
     fn decode_next(&mut self) -> Result<Option<T>, Status> {
-        if self.buf.len() < PREFIX_BYTES {
+        let Some(len) = message_len(&self.buf)? else {
+            return Ok(None);
+        };
+        if self.buf.len() < len {
+            self.buf.reserve(len - self.buf.len());
             return Ok(None);
         }
-        match self.buf[0] {
-            0 => {}
-            1 => {
-                return Err(Status::internal(
-                    "protocol error: received message with compressed-flag but no grpc-encoding was specified",
-                ))
-            }
-            flag => {
-                return Err(Status::internal(format!(
-                    "protocol error: received message with invalid compression flag: {flag} (valid flags are 0 and 1) while receiving request"
-                )))
-            }
-        }
-        let len =
-            u32::from_be_bytes(self.buf[1..PREFIX_BYTES].try_into().expect("4 bytes")) as usize;
-        if len > MAX_REQUEST_BYTES {
-            return Err(Status::out_of_range(format!(
-                "Error, decoded message length too large: found {len} bytes, the limit is: {MAX_REQUEST_BYTES} bytes"
-            )));
-        }
-        if self.buf.len() < PREFIX_BYTES + len {
-            self.buf.reserve(PREFIX_BYTES + len - self.buf.len());
-            return Ok(None);
-        }
-        let mut message = self.buf.split_to(PREFIX_BYTES + len);
+        let message = self.buf.split_to(len);
         if self.buf.is_empty() {
             // Let the allocation go with `message` (see the type's comment).
             self.buf = BytesMut::new();
         }
-        message.advance(PREFIX_BYTES);
-        T::decode(message.freeze())
-            .map(Some)
-            .map_err(|e| Status::internal(e.to_string()))
+        decode(message.freeze()).map(Some)
+    }
+
+    /// A frame that starts with a whole message, when nothing is buffered (an ACK is usually one
+    /// DATA frame): the message is decoded from the frame's own bytes, not copied first (the names
+    /// of a SotW ACK then stay a slice of it, see `SotwRequest`). What follows it is buffered.
+    fn decode_frame(&mut self, data: &mut Bytes) -> Result<Option<T>, Status> {
+        if !self.buf.is_empty() {
+            return Ok(None);
+        }
+        match message_len(data)? {
+            Some(len) if data.len() >= len => decode(data.split_to(len)).map(Some),
+            _ => Ok(None),
+        }
     }
 }
 
@@ -168,8 +191,17 @@ impl<T: prost::Message + Default> futures::Stream for RequestStream<T> {
             let body = this.body.get_mut().unwrap_or_else(|e| e.into_inner());
             match ready!(Pin::new(body).poll_frame(cx)) {
                 Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data() {
+                    if let Ok(mut data) = frame.into_data() {
+                        let whole = this.decode_frame(&mut data);
                         this.buf.extend_from_slice(&data);
+                        match whole {
+                            Ok(Some(message)) => return Poll::Ready(Some(Ok(message))),
+                            Ok(None) => {}
+                            Err(status) => {
+                                this.ended = true;
+                                return Poll::Ready(Some(Err(status)));
+                            }
+                        }
                     }
                 }
                 Some(Err(status)) => {
@@ -253,5 +285,111 @@ impl<R: GrpcPieces + Unpin + Send + 'static> http_body::Body for ResponseBody<R>
 
     fn is_end_stream(&self) -> bool {
         self.ended
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
+    use futures::StreamExt;
+    use prost::Message;
+    use std::collections::VecDeque;
+
+    /// A request body that hands out the given DATA frames, then ends.
+    struct Frames(VecDeque<Bytes>);
+
+    impl http_body::Body for Frames {
+        type Data = Bytes;
+        type Error = Status;
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+            Poll::Ready(self.get_mut().0.pop_front().map(|d| Ok(Frame::data(d))))
+        }
+    }
+
+    fn grpc_message(nonce: &str) -> Vec<u8> {
+        let body = DiscoveryRequest {
+            response_nonce: nonce.into(),
+            resource_names: (0..20).map(|i| format!("outbound|80||s{i}.ns")).collect(),
+            ..DiscoveryRequest::default()
+        }
+        .encode_to_vec();
+        let mut out = vec![0];
+        out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        out.extend_from_slice(&body);
+        out
+    }
+
+    async fn decoded(frames: Vec<Vec<u8>>) -> Vec<Result<String, Status>> {
+        let body = Frames(frames.into_iter().map(Bytes::from).collect());
+        RequestStream::<DiscoveryRequest>::new(tonic::body::Body::new(body))
+            .map(|r| r.map(|req| req.response_nonce))
+            .collect()
+            .await
+    }
+
+    #[tokio::test]
+    async fn messages_whole_split_and_shared_between_frames_decode_in_order() {
+        let (a, b, c, d) = (
+            grpc_message("a"),
+            grpc_message("b"),
+            grpc_message("c"),
+            grpc_message("d"),
+        );
+        // a and half of b in one frame, the rest of b, c whole, d in three pieces.
+        let mut first = a.clone();
+        first.extend_from_slice(&b[..b.len() / 2]);
+        let frames = vec![
+            first,
+            b[b.len() / 2..].to_vec(),
+            c.clone(),
+            d[..3].to_vec(),
+            d[3..10].to_vec(),
+            d[10..].to_vec(),
+        ];
+        let got: Vec<String> = decoded(frames)
+            .await
+            .into_iter()
+            .map(|r| r.expect("decodes"))
+            .collect();
+        assert_eq!(got, ["a", "b", "c", "d"]);
+        // Two messages in one frame.
+        let mut both = a.clone();
+        both.extend_from_slice(&c);
+        let got: Vec<String> = decoded(vec![both])
+            .await
+            .into_iter()
+            .map(|r| r.expect("decodes"))
+            .collect();
+        assert_eq!(got, ["a", "c"]);
+    }
+
+    #[tokio::test]
+    async fn a_cut_off_an_oversized_or_a_compressed_message_is_refused() {
+        let a = grpc_message("a");
+        let cut = decoded(vec![a[..a.len() - 1].to_vec()]).await;
+        assert_eq!(cut.len(), 1);
+        assert!(cut[0].as_ref().unwrap_err().message().contains("EOF"));
+
+        let mut big = vec![0];
+        big.extend_from_slice(&((MAX_REQUEST_BYTES + 1) as u32).to_be_bytes());
+        let over = decoded(vec![big]).await;
+        let status = over[0].as_ref().unwrap_err();
+        assert_eq!(status.code(), tonic::Code::OutOfRange);
+        assert!(status.message().contains(&MAX_REQUEST_BYTES.to_string()));
+
+        let mut compressed = a.clone();
+        compressed[0] = 1;
+        let refused = decoded(vec![a.clone(), compressed]).await;
+        assert_eq!(refused[0].as_ref().unwrap(), "a");
+        assert!(refused[1]
+            .as_ref()
+            .unwrap_err()
+            .message()
+            .contains("compressed-flag"));
+        assert_eq!(refused.len(), 2, "nothing after a refused message");
     }
 }

@@ -4,10 +4,10 @@
 //! 500 EDS names (~15 KB) after each push, 5,000 Envoys 75 MB per endpoint change. Decoded as
 //! `DiscoveryRequest`, that is one `String` allocation per name per ACK, which profiles showed as a
 //! fifth of the server's CPU during a push. [`SotwRequest`] decodes the same message but keeps the
-//! names back to back in one buffer ([`ResourceNames`]), so the common case (the same names as last
-//! time, recognised by a digest of the list) allocates nothing per name.
+//! names as they came, a slice of the message ([`ResourceNames`]), so the common case (the same names
+//! as last time, recognised by a digest of the list) copies and allocates nothing per name.
 
-use bytes::{Buf, BufMut};
+use bytes::{Buf, BufMut, Bytes};
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use envoy_types::pb::google::rpc::Status;
@@ -39,31 +39,90 @@ pub struct SotwRequest {
     pub error_detail: Option<Status>,
 }
 
-/// A request's resource names, in the order sent, back to back in one buffer: decoding an ACK of
-/// 500 names costs two growing buffers, not 500 allocations. What the limits and the wildcard test
-/// need is noted while decoding, so the common ACK never looks at the names again.
+/// A request's resource names, in the order sent, as they came on the wire: each name's length
+/// (a varint) and bytes, one name after the other with the field's key byte between them. Decoded
+/// from a `Bytes` message this is a slice of the message itself: an ACK of 500 names is one walk
+/// over its bytes (lengths, UTF-8, what the limits and the wildcard test need), no copy and no
+/// allocation. What the limits and the wildcard test need is noted while decoding, so the common
+/// ACK never looks at the names again.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ResourceNames {
-    /// The names back to back, each checked to be UTF-8 when added.
-    text: Vec<u8>,
-    /// Where each name ends in `text`.
-    ends: Vec<u32>,
+    /// `len name (KEY len name)*`, each name checked to be UTF-8 when taken.
+    wire: Bytes,
+    count: usize,
+    /// Bytes of all names together (without their lengths and keys).
+    total: usize,
     longest: usize,
     wildcard: bool,
 }
 
+/// What one walk over a run of names found.
+#[derive(Default)]
+struct RunStats {
+    count: usize,
+    total: usize,
+    longest: usize,
+    wildcard: bool,
+}
+
+impl RunStats {
+    fn note(&mut self, name: &[u8]) {
+        self.count += 1;
+        self.total += name.len();
+        self.longest = self.longest.max(name.len());
+        self.wildcard |= name == b"*";
+    }
+}
+
+/// A varint at the start of `bytes`: its value and its length, or `None` when it is cut off or
+/// longer than ten bytes.
+fn read_varint(bytes: &[u8]) -> Option<(u64, usize)> {
+    let mut value = 0u64;
+    for (i, &b) in bytes.iter().take(10).enumerate() {
+        value |= u64::from(b & 0x7f) << (7 * i);
+        if b < 0x80 {
+            return Some((value, i + 1));
+        }
+    }
+    None
+}
+
+/// The run of names at the start of `chunk` (the first name's key already read), if every name in
+/// it is whole and UTF-8: its length in bytes and what it holds. `None` sends the caller to the
+/// name-by-name path, which reports what is wrong the way prost would.
+fn scan_run(chunk: &[u8]) -> Option<(usize, RunStats)> {
+    let mut stats = RunStats::default();
+    let mut at = 0;
+    loop {
+        let (len, n) = read_varint(&chunk[at..])?;
+        let start = at + n;
+        let end = start.checked_add(usize::try_from(len).ok()?)?;
+        let name = chunk.get(start..end)?;
+        // Names are nearly always ASCII, which is checked several times faster than UTF-8.
+        if !name.is_ascii() && std::str::from_utf8(name).is_err() {
+            return None;
+        }
+        stats.note(name);
+        at = end;
+        if chunk.get(at) != Some(&NAME_KEY) {
+            return Some((at, stats));
+        }
+        at += 1;
+    }
+}
+
 impl ResourceNames {
     pub fn len(&self) -> usize {
-        self.ends.len()
+        self.count
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
+        self.count == 0
     }
 
     /// Bytes of all names together.
     pub fn total_bytes(&self) -> usize {
-        self.text.len()
+        self.total
     }
 
     /// Bytes of the longest name.
@@ -78,33 +137,48 @@ impl ResourceNames {
 
     /// The names in the order the client sent them.
     pub fn iter(&self) -> impl Iterator<Item = &str> + '_ {
-        let starts = std::iter::once(0).chain(self.ends.iter().copied());
-        starts.zip(&self.ends).map(|(start, &end)| {
-            std::str::from_utf8(&self.text[start as usize..end as usize])
-                .expect("checked to be UTF-8 when added")
+        let wire = &self.wire[..];
+        let mut at = 0;
+        std::iter::from_fn(move || {
+            if at >= wire.len() {
+                return None;
+            }
+            if at > 0 {
+                at += 1; // the key between two names
+            }
+            let (len, n) = read_varint(&wire[at..]).expect("checked when taken");
+            let start = at + n;
+            at = start + len as usize;
+            Some(std::str::from_utf8(&wire[start..at]).expect("checked to be UTF-8 when taken"))
         })
     }
 
     /// Equal for equal lists (same names in the same order); two different lists share one only by
     /// a 64-bit hash collision. It only ever compares a stream's request with the same stream's
     /// previous one, so a fixed-seed fast hash is enough: a client that crafted a collision would
-    /// only confuse its own subscription, which it can change openly anyway.
+    /// only confuse its own subscription, which it can change openly anyway. (A client spelling a
+    /// length with a longer varint than needed gets a different digest for the same list, and is
+    /// only compared name by name.)
     pub fn digest(&self) -> u64 {
-        foldhash::fast::FixedState::default().hash_one((&self.text, &self.ends))
+        foldhash::fast::FixedState::default().hash_one(&self.wire[..])
     }
 
-    fn push(&mut self, name: &str) {
-        self.text.extend_from_slice(name.as_bytes());
-        self.end_name(name.len());
-    }
-
-    /// Records the name just appended to `text`, `len` bytes long.
-    fn end_name(&mut self, len: usize) {
-        let end = self.text.len();
-        self.wildcard |= &self.text[end - len..] == b"*";
-        self.longest = self.longest.max(len);
-        // `text` is bounded by the request size limit, far below 4 GiB.
-        self.ends.push(end as u32);
+    /// Adds a run of names (`len name (KEY len name)*`, checked) after those held.
+    fn append_run(&mut self, run: Bytes, stats: RunStats) {
+        if self.wire.is_empty() {
+            self.wire = run;
+        } else {
+            // Names split by another field: rare, so joined by copying.
+            let mut joined = Vec::with_capacity(self.wire.len() + 1 + run.len());
+            joined.extend_from_slice(&self.wire);
+            joined.push(NAME_KEY);
+            joined.extend_from_slice(&run);
+            self.wire = joined.into();
+        }
+        self.count += stats.count;
+        self.total += stats.total;
+        self.longest = self.longest.max(stats.longest);
+        self.wildcard |= stats.wildcard;
     }
 
     fn merge(
@@ -114,64 +188,69 @@ impl ResourceNames {
         ctx: DecodeContext,
     ) -> Result<(), DecodeError> {
         encoding::check_wire_type(WireType::LengthDelimited, wire_type)?;
-        self.take_name(buf, ctx.clone())?;
-        // Clients send the names one after the other: take the rest here, without a round through
-        // prost's field loop per name (what this saves is most of an ACK's decoding).
-        while buf.chunk().first() == Some(&NAME_KEY) {
+        // Clients send the names one after the other: the whole run is taken at once (from a
+        // `Bytes` message, as a slice of it), without a round through prost's field loop per name.
+        if let Some((len, stats)) = scan_run(buf.chunk()) {
+            let run = buf.copy_to_bytes(len);
+            self.append_run(run, stats);
+            return Ok(());
+        }
+        // A name cut off or not UTF-8 (an error, said as prost says it), or a message that is not
+        // in one piece: name by name.
+        let mut run = Vec::new();
+        let mut stats = RunStats::default();
+        loop {
+            take_name(buf, ctx.clone(), &mut run, &mut stats)?;
+            if buf.chunk().first() != Some(&NAME_KEY) {
+                break;
+            }
             buf.advance(1);
-            self.take_name(buf, ctx.clone())?;
+            run.push(NAME_KEY);
         }
+        self.append_run(run.into(), stats);
         Ok(())
     }
+}
 
-    /// One name: its length, then its bytes.
-    fn take_name(&mut self, buf: &mut impl Buf, ctx: DecodeContext) -> Result<(), DecodeError> {
-        let len = encoding::decode_varint(buf)?;
-        if len > buf.remaining() as u64 {
-            // prost's own error for a length past the end.
-            let mut short = Vec::new();
-            encoding::encode_varint(1, &mut short);
-            return encoding::skip_field(
-                WireType::LengthDelimited,
-                tag::RESOURCE_NAMES,
-                &mut short.as_slice(),
-                ctx,
-            );
-        }
-        let len = len as usize;
-        if self.text.is_empty() {
-            // The names usually fill the rest of the message: one allocation for all of them.
-            self.text.reserve(buf.remaining());
-        }
-        let start = self.text.len();
-        match buf.chunk().get(..len) {
-            Some(name) => {
-                self.text.extend_from_slice(name);
-                buf.advance(len);
-            }
-            None => {
-                self.text.resize(start + len, 0);
-                buf.copy_to_slice(&mut self.text[start..]);
-            }
-        }
-        let name = &self.text[start..];
-        // Names are nearly always ASCII, which is checked several times faster than UTF-8.
-        if !name.is_ascii() && std::str::from_utf8(name).is_err() {
-            // prost's own error for a string field that is not UTF-8.
-            let mut again = Vec::with_capacity(len + 10);
-            encoding::encode_varint(len as u64, &mut again);
-            again.extend_from_slice(&self.text[start..]);
-            let mut ignored = String::new();
-            return encoding::string::merge(
-                WireType::LengthDelimited,
-                &mut ignored,
-                &mut again.as_slice(),
-                ctx,
-            );
-        }
-        self.end_name(len);
-        Ok(())
+/// One name (its length, then its bytes) from `buf` onto `run` as `len name`.
+fn take_name(
+    buf: &mut impl Buf,
+    ctx: DecodeContext,
+    run: &mut Vec<u8>,
+    stats: &mut RunStats,
+) -> Result<(), DecodeError> {
+    let len = encoding::decode_varint(buf)?;
+    if len > buf.remaining() as u64 {
+        // prost's own error for a length past the end.
+        let mut short = Vec::new();
+        encoding::encode_varint(1, &mut short);
+        return encoding::skip_field(
+            WireType::LengthDelimited,
+            tag::RESOURCE_NAMES,
+            &mut short.as_slice(),
+            ctx,
+        );
     }
+    let len = len as usize;
+    let mut name = vec![0; len];
+    buf.copy_to_slice(&mut name);
+    if std::str::from_utf8(&name).is_err() {
+        // prost's own error for a string field that is not UTF-8.
+        let mut again = Vec::with_capacity(len + 10);
+        encoding::encode_varint(len as u64, &mut again);
+        again.extend_from_slice(&name);
+        let mut ignored = String::new();
+        return encoding::string::merge(
+            WireType::LengthDelimited,
+            &mut ignored,
+            &mut again.as_slice(),
+            ctx,
+        );
+    }
+    encoding::encode_varint(len as u64, run);
+    run.extend_from_slice(&name);
+    stats.note(&name);
+    Ok(())
 }
 
 /// The key of one `resource_names` entry: field 3, length-delimited (one byte, as the field number
@@ -180,10 +259,19 @@ const NAME_KEY: u8 = ((tag::RESOURCE_NAMES as u8) << 3) | WireType::LengthDelimi
 
 impl<S: AsRef<str>> FromIterator<S> for ResourceNames {
     fn from_iter<I: IntoIterator<Item = S>>(names: I) -> Self {
-        let mut out = ResourceNames::default();
+        let mut run = Vec::new();
+        let mut stats = RunStats::default();
         for name in names {
-            out.push(name.as_ref());
+            let name = name.as_ref().as_bytes();
+            if stats.count > 0 {
+                run.push(NAME_KEY);
+            }
+            encoding::encode_varint(name.len() as u64, &mut run);
+            run.extend_from_slice(name);
+            stats.note(name);
         }
+        let mut out = ResourceNames::default();
+        out.append_run(run.into(), stats);
         out
     }
 }
@@ -284,7 +372,6 @@ impl From<DiscoveryRequest> for SotwRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
     use envoy_types::pb::envoy::service::discovery::v3::ResourceLocator;
 
     fn discovery_request(names: &[&str]) -> DiscoveryRequest {
@@ -391,6 +478,43 @@ mod tests {
         encoding::encode_varint(10, &mut short);
         short.extend_from_slice(b"abc");
         assert!(SotwRequest::decode(short.as_slice()).is_err());
+    }
+
+    #[test]
+    fn names_are_a_slice_of_the_message_they_came_in() {
+        let long = "n".repeat(300); // a two-byte length
+        let sent = discovery_request(&["a.ns", &long, "*"]);
+        let raw = Bytes::from(sent.encode_to_vec());
+        let got = SotwRequest::decode(raw.clone()).unwrap();
+        let inside = raw.as_ptr_range();
+        assert!(inside.contains(&got.resource_names.wire.as_ptr()), "copied");
+        assert_eq!(
+            got.resource_names.iter().collect::<Vec<_>>(),
+            ["a.ns", long.as_str(), "*"]
+        );
+        assert_eq!(got.resource_names.longest(), 300);
+        assert!(got.resource_names.has_wildcard());
+        assert_eq!(got, SotwRequest::from(&sent));
+    }
+
+    #[test]
+    fn a_message_in_pieces_decodes_the_same() {
+        // A `Buf` whose names cross from one piece to the next takes the name-by-name path.
+        let names: Vec<String> = (0..50)
+            .map(|i| format!("outbound|80||svc-{i}.ns"))
+            .collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let raw = discovery_request(&names).encode_to_vec();
+        for cut in [1, 40, raw.len() / 2, raw.len() - 3] {
+            let pieces = (&raw[..cut]).chain(&raw[cut..]);
+            let got = SotwRequest::decode(pieces).unwrap();
+            assert_eq!(got.resource_names.iter().collect::<Vec<_>>(), names);
+            assert_eq!(got.resource_names.len(), 50);
+            assert_eq!(
+                got.resource_names.digest(),
+                names.iter().collect::<ResourceNames>().digest()
+            );
+        }
     }
 
     #[test]
