@@ -194,10 +194,11 @@ async fn load_suite_measures_every_figure_at_small_scale() {
             "no rows for {name}: {scenarios:?}"
         );
     }
-    // 6 per shared run, 1 per baseline run, 5 ratios per protocol, 4 per storm, 6 per scale-out.
+    // 10 per shared run (6 targets, the push p50 and what bounds it), 1 per baseline run, 5 ratios
+    // per protocol, 4 per storm, 6 per scale-out.
     assert_eq!(
         suite.rows.len(),
-        2 * (6 + 1 + 5 + 4 + 6),
+        2 * (10 + 1 + 5 + 4 + 6),
         "{:#?}",
         suite.rows
     );
@@ -284,13 +285,15 @@ async fn load_generator_drives_the_kubernetes_source_at_small_scale() {
     assert_eq!(r.server.warnings, 0, "the server warned");
     // One for the single changes, two for the churn (p99, RSS), one for the burst.
     assert_eq!(report.report.targets.len(), 4);
-    // The suite's rows for this source: single p99, churn p99 and RSS, the burst; all measured.
+    // The suite's rows for this source: single p99 (with the push p50, each side's CPU per change and
+    // the floor they make), churn p99 and RSS, the burst; all measured.
     let rows = load::suite::kube_rows(&report);
-    assert_eq!(rows.len(), 4, "{rows:#?}");
+    assert_eq!(rows.len(), 8, "{rows:#?}");
     for row in &rows {
         assert!(row.measured.is_some_and(f64::is_finite), "{row:?}");
-        assert!(row.met.is_some(), "{row:?}");
+        assert_eq!(row.met.is_some(), row.goal != Goal::Report, "{row:?}");
     }
+    assert_eq!(rows.iter().filter(|r| r.met.is_some()).count(), 4);
     let json = serde_json::to_value(&report).expect("report serialises");
     assert_eq!(json["source"], "kubernetes");
     assert!(json["bursts"][0]["all_ms"].is_number());

@@ -570,6 +570,7 @@ pub(crate) async fn single_changes(
     timeout: Duration,
 ) -> anyhow::Result<Option<Single>> {
     let cpu_before = server.sample().unwrap_or_default().cpu_s;
+    let loadgen_before = procfs::sample_self().cpu_s;
     let bytes_before = tracker.bytes.load(Ordering::Relaxed);
     let mut changes = Vec::new();
     for k in 0..config.changes {
@@ -642,6 +643,7 @@ pub(crate) async fn single_changes(
         missing_clients,
         bytes: tracker.bytes.load(Ordering::Relaxed) - bytes_before,
         server_cpu_s: server.sample().unwrap_or_default().cpu_s - cpu_before,
+        loadgen_cpu_s: procfs::sample_self().cpu_s - loadgen_before,
     }))
 }
 
@@ -662,6 +664,7 @@ pub(crate) async fn churn(
         config.churn_seconds
     );
     let before = server.sample().unwrap_or_default();
+    let loadgen_before = procfs::sample_self().cpu_s;
     let bytes_before = tracker.bytes.load(Ordering::Relaxed);
     let publishes_before = server.publishes().len();
     let period = if config.churn_write_interval_ms == 0 {
@@ -718,6 +721,7 @@ pub(crate) async fn churn(
         }
     }
     let after = server.sample().unwrap_or_default();
+    let loadgen_after = procfs::sample_self().cpu_s;
     let samples = sampler.between(start, end);
     let rss = |f: f64| {
         samples
@@ -742,6 +746,7 @@ pub(crate) async fn churn(
         rss_max: samples.iter().map(|s| s.rss).max().unwrap_or(0),
         server_cpu_s: after.cpu_s - before.cpu_s,
         server_cores: (after.cpu_s - before.cpu_s) / seconds,
+        loadgen_cores: (loadgen_after - loadgen_before) / seconds,
         bytes: tracker.bytes.load(Ordering::Relaxed) - bytes_before,
         missing_clients,
     })

@@ -77,6 +77,8 @@ pub struct Single {
     pub missing_clients: Vec<usize>,
     pub bytes: u64,
     pub server_cpu_s: f64,
+    /// The load generator's own CPU over the same changes (it shares the machine's cores).
+    pub loadgen_cpu_s: f64,
 }
 
 /// Sustained churn.
@@ -103,6 +105,8 @@ pub struct Churn {
     pub server_cpu_s: f64,
     /// Server CPU seconds per second of churn.
     pub server_cores: f64,
+    /// The load generator's CPU seconds per second of churn.
+    pub loadgen_cores: f64,
     pub bytes: u64,
     pub missing_clients: Vec<usize>,
 }
@@ -442,9 +446,10 @@ impl Report {
                 );
                 let _ = writeln!(
                     o,
-                    "    {} sent, server CPU {:.2} s",
+                    "    {} sent, server CPU {:.2} s, load generator CPU {:.2} s",
                     mib(s.bytes),
-                    s.server_cpu_s
+                    s.server_cpu_s,
+                    s.loadgen_cpu_s
                 );
                 if !s.missing_clients.is_empty() {
                     let _ = writeln!(
@@ -468,11 +473,12 @@ impl Report {
                 );
                 let _ = writeln!(
                     o,
-                    "    file written every {:.0} ms, {} snapshots published, server CPU {:.1} s ({:.2} cores), {} sent",
+                    "    file written every {:.0} ms, {} snapshots published, server CPU {:.1} s ({:.2} cores, load generator {:.2}), {} sent",
                     ch.write_interval_ms,
                     ch.publishes,
                     ch.server_cpu_s,
                     ch.server_cores,
+                    ch.loadgen_cores,
                     mib(ch.bytes)
                 );
                 let _ = writeln!(

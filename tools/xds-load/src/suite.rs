@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use crate::kube::{KubeOptions, KubeReport};
 use crate::procfs::{self, Machine};
-use crate::report::{Report, RunReport};
+use crate::report::{Report, RunReport, Single};
 use crate::scaleout::{ScaleoutReport, ScaleoutSettings};
 use crate::storm::{StormReport, StormSettings};
 use crate::{Config, Mode};
@@ -300,6 +300,7 @@ pub fn kube_rows(report: &KubeReport) -> Vec<Row> {
             "one EndpointSlice change at every client, p99",
             150.0,
             500.0,
+            report.report.machine.cpus,
         ));
     }
     for b in &report.bursts {
@@ -329,7 +330,7 @@ pub fn load_rows(report: &Report) -> Vec<Row> {
             ));
             continue;
         }
-        rows.extend(shared_rows(&s, r));
+        rows.extend(shared_rows(&s, r, report.machine.cpus));
     }
     for ratio in &report.ratios {
         let s = format!("baseline ÷ shared, {}", ratio.protocol.name());
@@ -346,7 +347,7 @@ pub fn load_rows(report: &Report) -> Vec<Row> {
     rows
 }
 
-fn shared_rows(s: &str, r: &RunReport) -> Vec<Row> {
+fn shared_rows(s: &str, r: &RunReport, cpus: usize) -> Vec<Row> {
     let mut rows = vec![Row::new(
         s,
         "full config at every client",
@@ -360,6 +361,7 @@ fn shared_rows(s: &str, r: &RunReport) -> Vec<Row> {
         "one endpoint change (file renamed), p99 convergence",
         200.0,
         1000.0,
+        cpus,
     ));
     rows.push(Row::new(
         s,
@@ -378,14 +380,44 @@ fn shared_rows(s: &str, r: &RunReport) -> Vec<Row> {
     rows
 }
 
+/// What bounds a run's single changes on a machine of `cpus` cores shared with the load generator:
+/// the push p50, each side's CPU per change, and the least time the two could take together (their
+/// CPU summed over the cores), all reported, none a target.
+fn push_rows(s: &str, single: &Single, cpus: usize) -> Vec<Row> {
+    let per_change =
+        |cpu_s: f64| (single.changes > 0).then(|| 1000.0 * cpu_s / single.changes as f64);
+    let (server, clients) = (
+        per_change(single.server_cpu_s),
+        per_change(single.loadgen_cpu_s),
+    );
+    let floor = server
+        .zip(clients)
+        .filter(|_| cpus > 0)
+        .map(|(a, b)| (a + b) / cpus as f64);
+    [
+        (
+            "— push p50 (snapshot published → last client)",
+            single.push.map(|d| d.p50_ms),
+        ),
+        ("— server CPU per change", server),
+        ("— load generator CPU per change", clients),
+        ("— both together ÷ cores: the push's floor here", floor),
+    ]
+    .into_iter()
+    .map(|(metric, value)| Row::new(s, metric, Goal::Report, "ms", value))
+    .collect()
+}
+
 /// A run's single-change p99 (`single_metric`, under `single_ms`) and churn rows (p99 under
-/// `churn_ms`, RSS growth), whichever source made the changes.
+/// `churn_ms`, RSS growth), whichever source made the changes; with the p99, what bounds it
+/// ([`push_rows`]).
 fn change_rows(
     s: &str,
     r: &RunReport,
     single_metric: &str,
     single_ms: f64,
     churn_ms: f64,
+    cpus: usize,
 ) -> Vec<Row> {
     let mut rows = Vec::new();
     if let Some(single) = &r.single {
@@ -402,6 +434,7 @@ fn change_rows(
                 &format!("{}/{} converged", single.converged, single.changes),
             ),
         );
+        rows.extend(push_rows(s, single, cpus));
     }
     if let Some(churn) = &r.churn {
         rows.push(
@@ -538,6 +571,36 @@ fn commit(root: &Path) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::Dist;
+
+    #[test]
+    fn the_push_floor_is_both_sides_cpu_per_change_over_the_cores() {
+        let single = Single {
+            changes: 4,
+            server_cpu_s: 1.2,
+            loadgen_cpu_s: 0.8,
+            push: Some(Dist {
+                count: 4,
+                p50_ms: 180.0,
+                p99_ms: 200.0,
+                max_ms: 200.0,
+            }),
+            ..Single::default()
+        };
+        let rows = push_rows("s", &single, 2);
+        let values: Vec<Option<f64>> = rows.iter().map(|r| r.measured).collect();
+        let close = |got: Option<f64>, want: f64| got.is_some_and(|v| (v - want).abs() < 1e-9);
+        assert!(close(values[0], 180.0), "{values:?}");
+        assert!(close(values[1], 300.0), "{values:?}");
+        assert!(close(values[2], 200.0), "{values:?}");
+        assert!(close(values[3], 250.0), "{values:?}");
+        assert!(rows
+            .iter()
+            .all(|r| r.goal == Goal::Report && r.met.is_none()));
+        // No changes made: nothing per change, no floor.
+        let none = push_rows("s", &Single::default(), 2);
+        assert!(none.iter().all(|r| r.measured.is_none()), "{none:?}");
+    }
 
     #[test]
     fn rows_say_whether_and_by_how_much_a_target_was_missed() {
