@@ -711,15 +711,11 @@ fn groups(r: &Resource) -> Vec<Group> {
     use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
     use prost::Message;
     let cla = ClusterLoadAssignment::decode(&*r.any.value).unwrap();
-    cla.endpoints
-        .iter()
-        .map(|g| {
-            let hosts = g
-                .lb_endpoints
-                .iter()
-                .map(|lb| (crate::testing::envoy::host(lb).0, lb.health_status))
-                .collect();
-            (g.locality.clone().unwrap().zone, g.priority, hosts)
+    crate::testing::envoy::locality_groups(&cla)
+        .into_iter()
+        .map(|(priority, zone, hosts)| {
+            let hosts = hosts.into_iter().map(|(a, _, h, _)| (a, h)).collect();
+            (zone, priority, hosts)
         })
         .collect()
 }

@@ -2,7 +2,9 @@
 
 use envoy_types::pb::envoy::config::core::v3::data_source::Specifier;
 use envoy_types::pb::envoy::config::core::v3::{address, socket_address::PortSpecifier};
-use envoy_types::pb::envoy::config::endpoint::v3::{lb_endpoint::HostIdentifier, LbEndpoint};
+use envoy_types::pb::envoy::config::endpoint::v3::{
+    lb_endpoint::HostIdentifier, ClusterLoadAssignment, LbEndpoint,
+};
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{secret, Secret};
 use prost::Message;
 
@@ -18,6 +20,31 @@ pub fn host(lb: &LbEndpoint) -> (String, u32) {
         panic!("port expected")
     };
     (sa.address.clone(), port)
+}
+
+/// One host of a load assignment as tests compare it: (address, port, health, weight).
+pub type HostRow = (String, u32, i32, Option<u32>);
+
+/// One locality group of a load assignment: (priority, zone, its hosts in order).
+pub type LocalityGroup = (u32, String, Vec<HostRow>);
+
+/// Each locality group of a load assignment, in order.
+pub fn locality_groups(cla: &ClusterLoadAssignment) -> Vec<LocalityGroup> {
+    cla.endpoints
+        .iter()
+        .map(|g| {
+            let hosts = g
+                .lb_endpoints
+                .iter()
+                .map(|lb| {
+                    let (address, port) = host(lb);
+                    let weight = lb.load_balancing_weight.as_ref().map(|w| w.value);
+                    (address, port, lb.health_status, weight)
+                })
+                .collect();
+            (g.priority, g.locality.as_ref().unwrap().zone.clone(), hosts)
+        })
+        .collect()
 }
 
 /// (name, certificate chain or trusted CA) of an encoded SDS `Secret` with inline bytes.

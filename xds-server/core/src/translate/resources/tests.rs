@@ -90,24 +90,8 @@ fn load_assignment_groups_by_priority_and_locality_with_health() {
 }
 
 /// (priority, zone, [(address, port, health, weight)]) of each locality group.
-type Group = (u32, String, Vec<(String, u32, i32, Option<u32>)>);
-
-fn groups(cla: &ClusterLoadAssignment) -> Vec<Group> {
-    cla.endpoints
-        .iter()
-        .map(|g| {
-            let hosts = g
-                .lb_endpoints
-                .iter()
-                .map(|lb| {
-                    let (address, port) = envoy::host(lb);
-                    let weight = lb.load_balancing_weight.as_ref().map(|w| w.value);
-                    (address, port, lb.health_status, weight)
-                })
-                .collect();
-            (g.priority, g.locality.as_ref().unwrap().zone.clone(), hosts)
-        })
-        .collect()
+fn groups(cla: &ClusterLoadAssignment) -> Vec<envoy::LocalityGroup> {
+    envoy::locality_groups(cla)
 }
 
 /// A gateway whose host name resolved to several addresses is one host per address, the endpoints
