@@ -554,6 +554,15 @@ pub struct ResolvedPolicy {
     pub origin: PolicyOrigin,
 }
 
+/// The built-in policy, one shared value: every service port without a policy of its own resolves to
+/// the same `Arc`, so what is worked out per policy (a client's locality class, for one) is worked out
+/// once for all of them.
+fn built_in() -> Arc<FailoverPolicy> {
+    static BUILT_IN: std::sync::LazyLock<Arc<FailoverPolicy>> =
+        std::sync::LazyLock::new(|| Arc::new(FailoverPolicy::default()));
+    BUILT_IN.clone()
+}
+
 /// All active policies. At most one entry per scope (the loader rejects duplicates).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PolicySet {
@@ -616,7 +625,7 @@ impl PolicySet {
         }
         let inherited = inherited.map(|(_, e)| e);
         let base = inherited.map(resolved).unwrap_or_else(|| ResolvedPolicy {
-            policy: Arc::new(FailoverPolicy::default()),
+            policy: built_in(),
             origin: PolicyOrigin::BuiltIn,
         });
         let Some(value) = distribution else {

@@ -39,6 +39,10 @@ fn most_specific_scope_wins() {
     let resolved = empty.resolve_port(&ServiceId::new("a", "b"), &http(), None);
     assert_eq!(resolved.origin, PolicyOrigin::BuiltIn);
     assert_eq!(*resolved.policy, FailoverPolicy::default());
+    // Every port without a policy shares the built-in one (what is worked out per policy, a
+    // client's class, is then worked out once for all of them).
+    let other = empty.resolve_port(&ServiceId::new("c", "d"), &http(), None);
+    assert!(Arc::ptr_eq(&resolved.policy, &other.policy));
 }
 
 fn http() -> ServicePort {

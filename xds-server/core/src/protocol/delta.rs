@@ -246,11 +246,9 @@ impl DeltaConnection {
             }
             Scope::Nothing => look_up.extend(st.force.iter().map(String::as_str)),
         }
+        let mut lookup = snapshot.lookup(kind, client);
         for name in look_up {
-            match snapshot
-                .resource(kind, client, name)
-                .filter(|_| wanted(name))
-            {
+            match lookup.get(name).filter(|_| wanted(name)) {
                 Some(r) => found.push(r),
                 None => missing.push(name),
             }

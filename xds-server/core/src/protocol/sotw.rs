@@ -438,10 +438,11 @@ fn changed_resources(
     let mut updates = Vec::new();
     let mut version = st.version;
     let mut out = Vec::new();
+    let mut lookup = snapshot.lookup(kind, client);
     for name in candidates {
         let held = st.held.get(name).copied();
         let current = if subscribed(name) {
-            snapshot.resource(kind, client, name)
+            lookup.get(name)
         } else {
             None
         };

@@ -5,6 +5,7 @@
 //! requested bind address, the routes once per client namespace. A new snapshot reuses the memo of every
 //! cluster whose service and policy did not change, so an endpoint change re-encodes only what it touched.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -143,8 +144,8 @@ pub const MAX_MEMO_KEYS: usize = 1024;
 /// The memoised answer for `key`, else `build()`'s, kept if the memo has room. `build` runs without any
 /// shard lock held: a DashMap `entry().or_insert_with(build)` would hold the shard's write lock for the
 /// whole translation, stalling every client whose key hashes to that shard.
-fn memoised<K: Eq + Hash + Clone>(
-    memo: &DashMap<K, Arc<Resource>>,
+fn memoised<K: Eq + Hash + Clone, S: std::hash::BuildHasher + Clone>(
+    memo: &DashMap<K, Arc<Resource>, S>,
     key: &K,
     build: impl FnOnce() -> Arc<Resource>,
 ) -> Arc<Resource> {
@@ -167,6 +168,56 @@ fn route_resource(registry: &Registry, namespace: Option<&str>) -> Arc<Resource>
     )
 }
 
+/// A client's locality class per policy, during one lookup of many clusters: the class depends only on
+/// the policy's keys, and most clusters share one policy, so it is worked out once per distinct policy
+/// (up to [`ClassMemo::MAX`]; past that, per cluster). Keyed by the policy's address, which is stable
+/// while the snapshot holding the policy is borrowed, as it is for the memo's whole life.
+#[derive(Default)]
+struct ClassMemo(Vec<(*const FailoverPolicy, LocalityClass)>);
+
+impl ClassMemo {
+    const MAX: usize = 32;
+
+    fn class(&mut self, cluster: &ClusterEntry, client: &ClientInfo) -> Cow<'_, LocalityClass> {
+        let key = Arc::as_ptr(&cluster.policy.policy);
+        if let Some(i) = self.0.iter().position(|(k, _)| *k == key) {
+            return Cow::Borrowed(&self.0[i].1);
+        }
+        let class = cluster.class_of(client);
+        if self.0.len() >= Self::MAX {
+            return Cow::Owned(class);
+        }
+        self.0.push((key, class));
+        Cow::Borrowed(&self.0.last().expect("just pushed").1)
+    }
+}
+
+/// Resources of one kind for one client, looked up by name ([`Snapshot::lookup`]).
+pub struct Lookup<'s> {
+    snapshot: &'s Snapshot,
+    kind: ResourceType,
+    client: &'s ClientInfo,
+    classes: ClassMemo,
+}
+
+impl Lookup<'_> {
+    /// What [`Snapshot::resource`] answers for this name.
+    pub fn get(&mut self, name: &str) -> Option<Arc<Resource>> {
+        if self.kind != ResourceType::Endpoint {
+            return self.snapshot.resource(self.kind, self.client, name);
+        }
+        let c = self.snapshot.clusters.get(name)?;
+        let class = self.classes.class(c, self.client);
+        Some(c.load_assignment_for(self.client.kind, &class))
+    }
+}
+
+/// A cluster's EDS answers per locality class. Every client's every lookup hashes a class (a full
+/// answer is one lookup per cluster): hashed with foldhash, not the default SipHash, which was most of
+/// a lookup's cost. Seeded per map; the classes are the clients' own locality labels, bounded by the
+/// limits, and [`MAX_MEMO_KEYS`] bounds how many a map holds.
+type ClassAnswers = DashMap<LocalityClass, Arc<Resource>, foldhash::fast::RandomState>;
+
 /// Everything the snapshot needs to answer for one Envoy cluster (one service port).
 #[derive(Debug)]
 pub struct ClusterEntry {
@@ -175,11 +226,11 @@ pub struct ClusterEntry {
     pub input: ClusterInput,
     pub policy: ResolvedPolicy,
     pub cluster: Arc<Resource>,
-    eds: DashMap<LocalityClass, Arc<Resource>>,
+    eds: ClassAnswers,
     /// The CDS resource for proxyless gRPC clients, built when the first one asks.
     grpc_cluster: std::sync::OnceLock<Arc<Resource>>,
     /// gRPC clients' EDS answers per class: the same plan as `eds`, in gRPC's form.
-    grpc_eds: DashMap<LocalityClass, Arc<Resource>>,
+    grpc_eds: ClassAnswers,
     /// `false` only for the benchmark baseline: every call builds and encodes its own answer.
     shared: bool,
 }
@@ -194,9 +245,9 @@ impl ClusterEntry {
             input,
             policy,
             cluster,
-            eds: DashMap::new(),
+            eds: ClassAnswers::default(),
             grpc_cluster: std::sync::OnceLock::new(),
-            grpc_eds: DashMap::new(),
+            grpc_eds: ClassAnswers::default(),
             shared,
         }
     }
@@ -1040,23 +1091,11 @@ impl Snapshot {
                 let Some(names) = names else {
                     return Vec::new();
                 };
-                // A client's class depends only on the policy's keys, and most clusters share one
-                // policy: work it out once per distinct policy, not once per cluster.
-                let mut classes: Vec<(*const FailoverPolicy, LocalityClass)> = Vec::new();
+                let mut classes = ClassMemo::default();
                 names
                     .iter()
                     .filter_map(|n| self.clusters.get(n))
-                    .map(|c| {
-                        let key = Arc::as_ptr(&c.policy.policy);
-                        let i = match classes.iter().position(|(k, _)| *k == key) {
-                            Some(i) => i,
-                            None => {
-                                classes.push((key, c.class_of(client)));
-                                classes.len() - 1
-                            }
-                        };
-                        c.load_assignment_for(client.kind, &classes[i].1)
-                    })
+                    .map(|c| c.load_assignment_for(client.kind, &classes.class(c, client)))
                     .collect()
             }
             ResourceType::Listener => std::iter::once(self.listener_for(client))
@@ -1107,6 +1146,17 @@ impl Snapshot {
             ResourceType::Listener => Some(self.listener_for(client)).filter(|l| l.name == name),
             ResourceType::Secret => self.secrets.for_client(client, name),
             ResourceType::Route => Some(self.routes_for(client)).filter(|r| r.name == name),
+        }
+    }
+
+    /// Resources of `kind` for `client`, looked up one name at a time (an answer of many names):
+    /// the client's locality class is worked out once per policy, not once per cluster.
+    pub fn lookup<'s>(&'s self, kind: ResourceType, client: &'s ClientInfo) -> Lookup<'s> {
+        Lookup {
+            snapshot: self,
+            kind,
+            client,
+            classes: ClassMemo::default(),
         }
     }
 

@@ -815,3 +815,55 @@ fn a_fleet_ejection_sends_its_locality_unhealthy_to_every_client_and_rebuilds_on
         first.load_assignment("a.shop:8080", &c).unwrap().hash
     );
 }
+
+/// A lookup of many names works out the client's class once per policy: with clusters under two
+/// policies whose classes differ, every answer is still the one `resource` gives (the same shared
+/// encoding), for Envoy and gRPC clients, and names of no cluster find nothing.
+#[test]
+fn a_lookup_of_many_names_answers_as_resource_does_under_each_policy() {
+    use crate::policy::PriorityKey;
+    let policies = mesh::policies(
+        PolicyScope::Service(ServiceId::new("shop", "b")),
+        FailoverPolicy {
+            failover_priority: vec![PriorityKey::label(crate::model::labels::ZONE)],
+            ..FailoverPolicy::default()
+        },
+    );
+    let snap = xds::snapshot_with(None, registry("10.0.0.1"), policies);
+    let (a, b) = (
+        snap.cluster("a.shop:8080").unwrap(),
+        snap.cluster("b.shop:8080").unwrap(),
+    );
+    let names = [
+        "a.shop:8080",
+        "b.shop:8080",
+        "missing.shop:80",
+        "a.shop:8080",
+    ];
+    for c in [
+        client("z1", "n1"),
+        client("z2", "n2"),
+        grpc_client("z1", "g1"),
+    ] {
+        assert_ne!(
+            a.class_of(&c),
+            b.class_of(&c),
+            "the two policies see different classes"
+        );
+        let mut lookup = snap.lookup(ResourceType::Endpoint, &c);
+        for name in names {
+            let direct = snap.resource(ResourceType::Endpoint, &c, name);
+            match (lookup.get(name), direct) {
+                (Some(got), Some(want)) => assert!(Arc::ptr_eq(&got, &want), "{name}"),
+                (None, None) => {}
+                other => panic!("{name}: {other:?}"),
+            }
+        }
+        let mut cds = snap.lookup(ResourceType::Cluster, &c);
+        assert_eq!(
+            cds.get("a.shop:8080").map(|r| r.hash),
+            snap.resource(ResourceType::Cluster, &c, "a.shop:8080")
+                .map(|r| r.hash)
+        );
+    }
+}
