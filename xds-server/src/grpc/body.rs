@@ -180,41 +180,39 @@ impl<T: prost::Message + Default> futures::Stream for RequestStream<T> {
             if this.ended {
                 return Poll::Ready(None);
             }
-            match this.decode_next() {
+            // A message from what is buffered, else from the next frame (decoded in place when it
+            // holds one whole), else more to read; a refusal ends the stream.
+            let step = match this.decode_next() {
+                Ok(None) => {
+                    let body = this.body.get_mut().unwrap_or_else(|e| e.into_inner());
+                    match ready!(Pin::new(body).poll_frame(cx)) {
+                        Some(Ok(frame)) => match frame.into_data() {
+                            Ok(mut data) => {
+                                let whole = this.decode_frame(&mut data);
+                                this.buf.extend_from_slice(&data);
+                                whole
+                            }
+                            Err(_) => Ok(None), // trailers
+                        },
+                        Some(Err(status)) => Err(status),
+                        None => {
+                            this.ended = true;
+                            if this.buf.is_empty() {
+                                Ok(None)
+                            } else {
+                                Err(Status::internal("Unexpected EOF decoding stream."))
+                            }
+                        }
+                    }
+                }
+                decoded => decoded,
+            };
+            match step {
                 Ok(Some(message)) => return Poll::Ready(Some(Ok(message))),
                 Ok(None) => {}
                 Err(status) => {
                     this.ended = true;
                     return Poll::Ready(Some(Err(status)));
-                }
-            }
-            let body = this.body.get_mut().unwrap_or_else(|e| e.into_inner());
-            match ready!(Pin::new(body).poll_frame(cx)) {
-                Some(Ok(frame)) => {
-                    if let Ok(mut data) = frame.into_data() {
-                        let whole = this.decode_frame(&mut data);
-                        this.buf.extend_from_slice(&data);
-                        match whole {
-                            Ok(Some(message)) => return Poll::Ready(Some(Ok(message))),
-                            Ok(None) => {}
-                            Err(status) => {
-                                this.ended = true;
-                                return Poll::Ready(Some(Err(status)));
-                            }
-                        }
-                    }
-                }
-                Some(Err(status)) => {
-                    this.ended = true;
-                    return Poll::Ready(Some(Err(status)));
-                }
-                None => {
-                    this.ended = true;
-                    if !this.buf.is_empty() {
-                        return Poll::Ready(Some(Err(Status::internal(
-                            "Unexpected EOF decoding stream.",
-                        ))));
-                    }
                 }
             }
         }

@@ -1091,12 +1091,8 @@ impl Snapshot {
                 let Some(names) = names else {
                     return Vec::new();
                 };
-                let mut classes = ClassMemo::default();
-                names
-                    .iter()
-                    .filter_map(|n| self.clusters.get(n))
-                    .map(|c| c.load_assignment_for(client.kind, &classes.class(c, client)))
-                    .collect()
+                let mut lookup = self.lookup(kind, client);
+                names.iter().filter_map(|n| lookup.get(n)).collect()
             }
             ResourceType::Listener => std::iter::once(self.listener_for(client))
                 .chain(self.inbound_for(client))

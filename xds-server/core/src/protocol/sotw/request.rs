@@ -74,17 +74,22 @@ impl RunStats {
     }
 }
 
-/// A varint at the start of `bytes`: its value and its length, or `None` when it is cut off or
-/// longer than ten bytes.
+/// The varint at the start of `bytes` (prost's decoder): its value and how many bytes it took, or
+/// `None` when it is cut off or malformed.
 fn read_varint(bytes: &[u8]) -> Option<(u64, usize)> {
-    let mut value = 0u64;
-    for (i, &b) in bytes.iter().take(10).enumerate() {
-        value |= u64::from(b & 0x7f) << (7 * i);
-        if b < 0x80 {
-            return Some((value, i + 1));
-        }
+    let mut rest = bytes;
+    let value = encoding::decode_varint(&mut rest).ok()?;
+    Some((value, bytes.len() - rest.len()))
+}
+
+/// Appends one name to a run being built (`len name (KEY len name)*`) and notes it.
+fn push_name(run: &mut Vec<u8>, stats: &mut RunStats, name: &[u8]) {
+    if stats.count > 0 {
+        run.push(NAME_KEY);
     }
-    None
+    encoding::encode_varint(name.len() as u64, run);
+    run.extend_from_slice(name);
+    stats.note(name);
 }
 
 /// The run of names at the start of `chunk` (the first name's key already read), if every name in
@@ -205,14 +210,13 @@ impl ResourceNames {
                 break;
             }
             buf.advance(1);
-            run.push(NAME_KEY);
         }
         self.append_run(run.into(), stats);
         Ok(())
     }
 }
 
-/// One name (its length, then its bytes) from `buf` onto `run` as `len name`.
+/// One name (its length, then its bytes) from `buf` onto `run` ([`push_name`]).
 fn take_name(
     buf: &mut impl Buf,
     ctx: DecodeContext,
@@ -247,9 +251,7 @@ fn take_name(
             ctx,
         );
     }
-    encoding::encode_varint(len as u64, run);
-    run.extend_from_slice(&name);
-    stats.note(&name);
+    push_name(run, stats, &name);
     Ok(())
 }
 
@@ -262,13 +264,7 @@ impl<S: AsRef<str>> FromIterator<S> for ResourceNames {
         let mut run = Vec::new();
         let mut stats = RunStats::default();
         for name in names {
-            let name = name.as_ref().as_bytes();
-            if stats.count > 0 {
-                run.push(NAME_KEY);
-            }
-            encoding::encode_varint(name.len() as u64, &mut run);
-            run.extend_from_slice(name);
-            stats.note(name);
+            push_name(&mut run, &mut stats, name.as_ref().as_bytes());
         }
         let mut out = ResourceNames::default();
         out.append_run(run.into(), stats);

@@ -89,11 +89,6 @@ fn load_assignment_groups_by_priority_and_locality_with_health() {
     );
 }
 
-/// (priority, zone, [(address, port, health, weight)]) of each locality group.
-fn groups(cla: &ClusterLoadAssignment) -> Vec<envoy::LocalityGroup> {
-    envoy::locality_groups(cla)
-}
-
 /// A gateway whose host name resolved to several addresses is one host per address, the endpoints
 /// it stands for shared among them (rounded, at least 1 each).
 #[test]
@@ -127,7 +122,7 @@ fn a_gateway_with_several_addresses_is_one_host_per_address_sharing_its_weight()
     let cla = load_assignment("checkout.shop:8080", &input, &class, &plan, &policy);
     let h = HealthStatus::Healthy as i32;
     assert_eq!(
-        groups(&cla),
+        envoy::locality_groups(&cla),
         vec![(
             0,
             "b".to_string(),
@@ -197,7 +192,7 @@ fn split_horizon_sends_each_remote_network_as_its_gateway_weighted_by_endpoints(
     );
     let s = |a: &str| a.to_string();
     assert_eq!(
-        groups(&cla_for(Some("n1"))),
+        envoy::locality_groups(&cla_for(Some("n1"))),
         vec![
             // n2: 3 endpoints in zone b (one healthy) and one in zone c → one healthy gateway
             // host of weight 4 where the best of them ranks (Envoy keeps one host per address)
@@ -223,7 +218,7 @@ fn split_horizon_sends_each_remote_network_as_its_gateway_weighted_by_endpoints(
         ]
     );
     // On n2, n2's own endpoints are direct and n1 goes through its gateway.
-    let on_n2 = groups(&cla_for(Some("n2")));
+    let on_n2 = envoy::locality_groups(&cla_for(Some("n2")));
     assert_eq!(
         on_n2[0].2,
         vec![
@@ -234,7 +229,7 @@ fn split_horizon_sends_each_remote_network_as_its_gateway_weighted_by_endpoints(
         ]
     );
     // A client without a network label gets every endpoint directly, no weights.
-    let flat = groups(&cla_for(None));
+    let flat = envoy::locality_groups(&cla_for(None));
     let hosts: usize = flat.iter().map(|g| g.2.len()).sum();
     assert_eq!(hosts, 10);
     assert!(flat.iter().flat_map(|g| &g.2).all(|h| h.3.is_none()));
@@ -279,7 +274,7 @@ fn one_gateway_host_per_cluster_even_across_levels_and_backups() {
     // its endpoints' localities, by name), and the backup's level, left empty, is gone: levels
     // stay gap-free.
     assert_eq!(
-        groups(&cla),
+        envoy::locality_groups(&cla),
         vec![
             (0, s("us-east1-b"), vec![(s("10.1.0.1"), 8080, h, None)]),
             (
