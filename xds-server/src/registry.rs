@@ -1,6 +1,6 @@
 //! Every connected Envoy, what each was sent and acknowledged, and a stream of xDS events.
 //!
-//! Each ADS stream registers its protocol machine here (behind a mutex the stream's task takes for
+//! Each ADS stream registers its protocol machine here (behind a mutex the stream's loop takes for
 //! every request or snapshot, never across an await), so the admin API reads the same state the
 //! protocol works from instead of a copy kept in sync by hand. Events go to a bounded broadcast
 //! channel: a slow reader loses old events (and is told how many), never slows a stream.

@@ -311,8 +311,8 @@ async fn stuck_client_neither_delays_others_nor_queues_a_backlog() {
         stale += 1;
         stuck.send(ack(&eds, &names)).await;
     }
-    // In flight: what the transport holds (about one message each side of a full window), the one
-    // response in the stream's channel, and one input's answer in the stream's task.
+    // In flight: what the transport holds (about one message each side of a full window, and the
+    // chunk it took from the body last) and one input's answer in the stream's loop.
     let bound = 4 + MAX_RESPONSES_PER_EVENT;
     assert!(
         stale <= bound,

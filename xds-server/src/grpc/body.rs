@@ -29,7 +29,7 @@ const GRPC_CONTENT_TYPE: &str = "application/grpc";
 const ENCODING_HEADER: &str = "grpc-encoding";
 const ACCEPT_ENCODING_HEADER: &str = "grpc-accept-encoding";
 
-/// One xDS method (SotW or Delta): opens the stream's task for a request stream.
+/// One xDS method (SotW or Delta): opens the stream's loop for a request stream.
 pub(super) trait XdsMethod: Send + 'static {
     type Req: prost::Message + Default + Send + 'static;
     type Resp: GrpcPieces + Unpin + Send + 'static;
@@ -87,7 +87,7 @@ const PREFIX_BYTES: usize = 5;
 /// nothing is kept: the buffer a message was gathered in goes with it, so one large request (an ACK
 /// listing every name) does not leave its size behind for the stream's life.
 pub(super) struct RequestStream<T> {
-    /// In a `Mutex` only to be `Sync` (the request is borrowed across awaits before the stream's task
+    /// In a `Mutex` only to be `Sync` (the request is borrowed across awaits before the stream's loop
     /// takes it); only ever reached through `get_mut`, which does not lock.
     body: std::sync::Mutex<tonic::body::Body>,
     buf: BytesMut,

@@ -65,12 +65,13 @@ struct Counters {
 pub struct StreamStats {
     /// Streams opened since start.
     pub opened: u64,
-    /// Streams whose task is still running.
+    /// Streams open: their loop has not ended (nor been dropped with its connection).
     pub live: usize,
     /// Snapshots a stream never computed an answer from because a newer one replaced it while the
     /// stream waited for its client (latest state wins).
     pub snapshots_skipped: u64,
-    /// The most responses any stream's task has held at once (queued to its client or about to be).
+    /// The most responses any stream's loop has held at once (one input's answer, sent as the client
+    /// takes it).
     pub max_held_responses: usize,
 }
 
@@ -178,7 +179,7 @@ impl AdsService {
         .await
     }
 
-    /// ADS streams whose task is running (clones of a service share the count).
+    /// ADS streams open (clones of a service share the count).
     pub fn live_streams(&self) -> usize {
         self.counters.live.load(Ordering::Relaxed)
     }

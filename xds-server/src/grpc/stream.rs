@@ -1,4 +1,4 @@
-//! One ADS stream's task: the loop that feeds requests and snapshots to a protocol machine
+//! One ADS stream: the loop that feeds requests and snapshots to a protocol machine
 //! ([`StreamMachine`], implemented by both) and sends what it answers, with backpressure, metrics, the
 //! client registry and the logs.
 
@@ -8,34 +8,23 @@ use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 use tracing::{debug, info, warn};
 
 use super::body::RequestStream;
+use super::sweep::CacheSweep;
 use super::transport::ConnectionDrain;
 use super::{status, AdsService, Counters, ResponseStream, Snapshots};
 use crate::auth::workload::LogLimiter;
 use crate::metrics::{self, metrics};
-use crate::registry::{lock, Inspect, Protocol, XdsEvent};
+use crate::registry::{lock, Inspect, Protocol, Registration, XdsEvent};
 use xds_core::model::shown;
 use xds_core::protocol::delta::DeltaConnection;
 use xds_core::protocol::error::ProtocolError;
 use xds_core::protocol::sotw::{AdsConnection, RequestKind, SotwRequest};
 use xds_core::protocol::wire::{DeltaResponse, SotwResponse};
 use xds_core::snapshot::{ResourceType, Snapshot};
-
-/// Responses a stream's task hands to the transport ahead of the client. One: a slow client is sent the
-/// newest state when it catches up, not a backlog of stale answers (see [`run_stream`]). With
-/// [`MAX_RESPONSES_PER_EVENT`](super::MAX_RESPONSES_PER_EVENT) this bounds what a stream's task ever
-/// holds for its client.
-const STREAM_QUEUE: usize = 1;
-
-/// What the stream's queue carries: boxed, because tokio's channel allocates its slots 32 at a time
-/// whatever its capacity, and 32 unboxed responses (~100 bytes each) would be ~3 KiB per stream.
-type Queued<R> = Result<Box<R>, Status>;
 
 static REFUSAL_LOG: LogLimiter = LogLimiter::new();
 
@@ -48,7 +37,7 @@ fn logged(text: &str) -> String {
     shown(text, LOG_FIELD_BYTES)
 }
 
-/// Counts a stream as live for as long as its task runs, however the task ends.
+/// Counts a stream as live for as long as its loop exists, however it ends.
 struct LiveStream(Arc<Counters>);
 
 impl LiveStream {
@@ -182,31 +171,38 @@ enum Step<R> {
     Close(Option<Status>),
 }
 
-/// One ADS stream: feeds requests and snapshots to the protocol machine and sends what it answers.
+/// One ADS stream: feeds requests and snapshots to the protocol machine and yields what it answers.
 ///
-/// Backpressure. The loop takes its next input (a request, a snapshot, a pod change) only once the
-/// client has taken what was sent before: it first reserves a slot in the response channel, which has
-/// [`STREAM_QUEUE`] (one) slot, and only then waits for input. A slow or stuck client therefore stalls
-/// only its own task, and what the task holds for it is bounded: the one response in the channel plus
-/// the rest of one input's answer (at most
-/// [`MAX_RESPONSES_PER_EVENT`](super::MAX_RESPONSES_PER_EVENT)), beyond what the transport buffers
-/// (the HTTP/2 window). Nothing is lost or queued without bound meanwhile:
+/// The loop is the response body itself: the transport's task for this stream (hyper's, which sends
+/// the body) runs it whenever it polls for the next response, and every input it waits on wakes that
+/// one task. There is no second task per stream and no queue between the loop and the transport.
+///
+/// Backpressure. The transport asks for the next response only once the client has taken room for
+/// the one before (HTTP/2 flow control, with `SEND_BUFFER_BYTES` queued per stream): until then the
+/// loop is not polled, so it takes no input (a request, a snapshot, a pod change). A slow or stuck
+/// client therefore stalls only its own stream, and what the loop holds for it is bounded: the rest of
+/// one input's answer (at most [`MAX_RESPONSES_PER_EVENT`](super::MAX_RESPONSES_PER_EVENT)), beyond
+/// what the transport buffers. Nothing is lost or queued without bound meanwhile:
 /// * snapshots: the `watch` channel keeps only the newest, so a client that catches up is answered from
 ///   the current state, never a backlog of stale ones (skipped snapshots are counted);
 /// * requests: stay unread in the transport, whose HTTP/2 flow control stops the client from sending
 ///   more, and are handled in order once there is room. Reading them meanwhile would not help: handling
 ///   a request can itself produce responses, which would then need an unbounded queue.
 ///
-/// Other streams never wait on this one: each has its own task, and publishing a snapshot never blocks.
-async fn run_stream<M: StreamMachine>(
+/// Other streams never wait on this one: each is polled by its own transport task, and publishing a
+/// snapshot never blocks. However the stream ends (the loop returns, or the transport drops it because
+/// the client went away), [`StreamEnd`] does the bookkeeping.
+fn run_stream<M: StreamMachine>(
     stream_id: u64,
     conn: M,
     mut inbound: RequestStream<M::Req>,
     service: AdsService,
-    tx: mpsc::Sender<Queued<M::Resp>>,
     // The stream's connection's: set when the connection must go (maximum age, shutdown).
     drain: Option<ConnectionDrain>,
-) {
+    live: LiveStream,
+) -> impl futures::Stream<Item = Result<M::Resp, Status>> + Send + 'static {
+    async_stream::stream! {
+    let _live = live;
     let AdsService {
         mut snapshots,
         mut lookup_changes,
@@ -218,10 +214,9 @@ async fn run_stream<M: StreamMachine>(
     } = service;
     if snapshots.borrow().is_none() {
         debug!(stream_id, "waiting for the sources' first complete view");
-        // A client may give up while we wait: don't outlive it.
-        tokio::select! {
-            ready = snapshots.wait_for(Option::is_some) => if ready.is_err() { return },
-            _ = tx.closed() => return,
+        // A client that gives up meanwhile drops the stream, and this wait with it.
+        if snapshots.wait_for(Option::is_some).await.is_err() {
+            return;
         }
     }
     // Snapshots published before the first request are covered by answering that request.
@@ -239,7 +234,13 @@ async fn run_stream<M: StreamMachine>(
     let current = |s: &Snapshots| s.borrow().clone().expect("present once the wait is over");
     // Shared with the admin API, which reads it between our turns; never held across an await.
     let conn = Arc::new(Mutex::new(conn));
-    let registration = clients.register(stream_id, M::PROTOCOL, conn.clone());
+    let mut end = StreamEnd {
+        stream_id,
+        conn: conn.clone(),
+        registration: Some(clients.register(stream_id, M::PROTOCOL, conn.clone())),
+        sweep,
+        connected: false,
+    };
     // For logs: cut to LOG_FIELD_BYTES.
     let node = |conn: &Mutex<M>| {
         lock(conn)
@@ -265,16 +266,11 @@ async fn run_stream<M: StreamMachine>(
     let mut unacked: BTreeMap<ResourceType, (String, Instant)> = BTreeMap::new();
     // Per type, the nonce of the last NACK logged: a client repeating a NACK is logged once.
     let mut nacked: BTreeMap<ResourceType, String> = BTreeMap::new();
-    let mut connected = false;
     // A client located through its pod, whose pod the watch has not seen yet, is looked up again
     // when the pods change (`lookup_changes`), not on a timer: pod events do not publish snapshots
     // (they would rebuild one on every pod churn).
     let pending = |conn: &Mutex<M>| lock(conn).locality_pending();
     loop {
-        // Room for the next response first, input second (see above).
-        let Ok(permit) = tx.reserve().await else {
-            break; // the client is gone
-        };
         let step = tokio::select! {
             req = inbound.next() => match req {
                 None => Step::Close(None),
@@ -302,7 +298,7 @@ async fn run_stream<M: StreamMachine>(
                             sync(&snapshot);
                             if first {
                                 let c = client.as_ref().expect("set by the first request");
-                                connected = true;
+                                end.connected = true;
                                 metrics()
                                     .connected_clients
                                     .get_or_create(&metrics::protocol_label(protocol))
@@ -428,13 +424,12 @@ async fn run_stream<M: StreamMachine>(
                     Step::Send(responses, Some(snapshot.built_at))
                 }
             }
-            _ = tx.closed() => Step::Close(None),
             reason = &mut drained => {
                 debug!(stream_id, node = %node(&conn), ?reason, "connection draining; ending the stream");
                 Step::Close(Some(reason.status()))
             }
             // `connected` is set by the first request (a refused one ends the stream).
-            _ = &mut first_request_deadline, if !connected => {
+            _ = &mut first_request_deadline, if !end.connected => {
                 debug!(stream_id, "no first request in time; ending the stream");
                 Step::Close(Some(Status::deadline_exceeded(format!(
                     "no request on this stream within {:?} (--first-request-timeout)",
@@ -446,20 +441,17 @@ async fn run_stream<M: StreamMachine>(
             Step::Send(responses, cause) => (responses, cause),
             Step::Close(status) => {
                 if let Some(status) = status {
-                    permit.send(Err(status));
+                    yield Err(status);
                 }
                 break;
             }
         };
-        // Held now: what is still in the channel (not counting our permit) plus this answer.
-        let queued = tx.max_capacity() - tx.capacity() - 1;
         counters
             .max_held
-            .fetch_max(queued + responses.len(), Ordering::Relaxed);
-        let mut responses = responses.into_iter();
-        let Some(first) = responses.next() else {
+            .fetch_max(responses.len(), Ordering::Relaxed);
+        if responses.is_empty() {
             continue;
-        };
+        }
         // Only the event tail and debug logs name the client: a push to thousands of clients skips
         // copying each one's node id otherwise.
         let named = clients.tailing() || tracing::enabled!(tracing::Level::DEBUG);
@@ -499,36 +491,49 @@ async fn run_stream<M: StreamMachine>(
                 });
             }
         };
-        log(&first);
-        permit.send(Ok(Box::new(first)));
-        // The rest of one input's answer (make-before-break order) goes out as the client takes it.
+        // One input's answer (make-before-break order) goes out as the client takes it.
         for resp in responses {
             log(&resp);
-            if tx.send(Ok(Box::new(resp))).await.is_err() {
-                break;
-            }
+            yield Ok(resp);
         }
     }
-    if connected {
-        metrics()
-            .connected_clients
-            .get_or_create(&metrics::protocol_label(protocol))
-            .dec();
     }
-    let machine = lock(&conn);
-    if let Some(c) = machine.client() {
-        info!(stream_id, protocol, node = %logged(&c.node_id), kind = %c.kind, "Envoy disconnected");
-    }
-    drop(machine);
-    // Deregistered first, so the sweep no longer counts this client.
-    drop(registration);
-    if connected {
-        sweep.client_left();
+}
+
+/// What ends with a stream, however it ends: the loop returning, or the transport dropping the stream
+/// mid-wait because the client went away.
+struct StreamEnd<M: StreamMachine> {
+    stream_id: u64,
+    conn: Arc<Mutex<M>>,
+    registration: Option<Registration>,
+    sweep: Arc<CacheSweep>,
+    /// Set by the first request that was answered.
+    connected: bool,
+}
+
+impl<M: StreamMachine> Drop for StreamEnd<M> {
+    fn drop(&mut self) {
+        let protocol = M::PROTOCOL.as_str();
+        if self.connected {
+            metrics()
+                .connected_clients
+                .get_or_create(&metrics::protocol_label(protocol))
+                .dec();
+        }
+        if let Some(c) = lock(&self.conn).client() {
+            info!(stream_id = self.stream_id, protocol, node = %logged(&c.node_id), kind = %c.kind,
+                  "Envoy disconnected");
+        }
+        // Deregistered first, so the sweep no longer counts this client.
+        drop(self.registration.take());
+        if self.connected {
+            self.sweep.client_left();
+        }
     }
 }
 
 impl AdsService {
-    /// Runs a new stream's loop on its own task; the response stream is what the transport sends.
+    /// A new stream: its loop is the response stream the transport sends (see [`run_stream`]).
     pub(super) fn open<M: StreamMachine>(
         &self,
         conn: M,
@@ -536,22 +541,14 @@ impl AdsService {
     ) -> Response<ResponseStream<M::Resp>> {
         let stream_id = self.next_stream_id.fetch_add(1, Ordering::Relaxed);
         let drain = request.extensions().get::<ConnectionDrain>().cloned();
-        let (tx, rx) = mpsc::channel(STREAM_QUEUE);
         let live = LiveStream::new(&self.counters);
-        let stream = run_stream(
+        Response::new(Box::pin(run_stream::<M>(
             stream_id,
             conn,
             request.into_inner(),
             self.clone(),
-            tx,
             drain,
-        );
-        tokio::spawn(async move {
-            let _live = live;
-            stream.await
-        });
-        Response::new(Box::pin(
-            ReceiverStream::new(rx).map(|r| r.map(|resp| *resp)),
-        ))
+            live,
+        )))
     }
 }

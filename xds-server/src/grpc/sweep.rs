@@ -34,11 +34,16 @@ impl CacheSweep {
 
     /// A client left: sweep after [`SWEEP_DELAY`], unless a sweep is already scheduled.
     pub fn client_left(self: &Arc<Self>) {
+        // Streams end in `Drop`, which may run where there is no runtime (one shutting down, a test's
+        // stream dropped after its runtime): nothing is left to sweep for there.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
         if self.scheduled.swap(true, Ordering::AcqRel) {
             return;
         }
         let this = self.clone();
-        tokio::spawn(async move {
+        runtime.spawn(async move {
             tokio::time::sleep(SWEEP_DELAY).await;
             // Cleared before sweeping: a client leaving during the sweep schedules the next one.
             this.scheduled.store(false, Ordering::Release);

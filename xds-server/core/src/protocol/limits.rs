@@ -66,8 +66,9 @@ pub const MAX_RESOURCE_NAME_BYTES: usize = 1024;
 /// accumulate over requests, so without it a stream could grow without end in 4 MiB steps.
 pub const MAX_NAME_BYTES_PER_TYPE: usize = MAX_REQUEST_BYTES;
 
-/// The most responses one request or snapshot produces on a stream: one per resource type. With the
-/// server's one-slot response queue this bounds what a stream's task ever holds for its client.
+/// The most responses one request or snapshot produces on a stream: one per resource type. As a stream
+/// takes its next input only once its client has taken room for the last response, this bounds what
+/// a stream ever holds for its client.
 pub const MAX_RESPONSES_PER_EVENT: usize = ResourceType::PUSH_ORDER.len();
 
 /// Most clusters one LRS report may name: no client holds more clusters than it may subscribe to.
