@@ -37,6 +37,9 @@ async fn load_suite_measures_every_figure_at_small_scale() {
         initial_timeout_s: 60,
         change_timeout_s: 10,
         progress: true,
+        // The endpoints file as JSON: the server's JSON path runs end to end here (every other test
+        // writes YAML).
+        endpoints_json: true,
     };
     let suite_config = SuiteConfig {
         load: config,
@@ -250,6 +253,7 @@ async fn load_generator_drives_the_kubernetes_source_at_small_scale() {
         initial_timeout_s: 60,
         change_timeout_s: 10,
         progress: true,
+        endpoints_json: false,
     };
     let options = load::kube::KubeOptions { burst_changes: 6 };
     let report = load::kube::run_with(&config, &options)

@@ -134,6 +134,8 @@ pub struct Config {
     pub change_timeout_s: u64,
     /// Progress on stderr.
     pub progress: bool,
+    /// The file source's endpoints file as JSON instead of YAML.
+    pub endpoints_json: bool,
 }
 
 impl Default for Config {
@@ -159,6 +161,7 @@ impl Default for Config {
             initial_timeout_s: 300,
             change_timeout_s: 30,
             progress: true,
+            endpoints_json: false,
         }
     }
 }

@@ -18,13 +18,18 @@ use crate::{Changer, Config, Mode, Protocol, Sampler};
 
 /// The configured scenario, written as an endpoints file in `dir`.
 pub(crate) fn scenario_file(config: &Config, dir: &Path) -> anyhow::Result<(Scenario, PathBuf)> {
-    let scenario = Scenario::new(
+    let mut scenario = Scenario::new(
         config.services,
         config.endpoints_per_service,
         config.regions,
         config.zones,
     );
-    let endpoints = dir.join("endpoints.yaml");
+    scenario.json = config.endpoints_json;
+    let endpoints = dir.join(if scenario.json {
+        "endpoints.json"
+    } else {
+        "endpoints.yaml"
+    });
     scenario::write_atomically(&endpoints, scenario.render().as_bytes())?;
     Ok((scenario, endpoints))
 }

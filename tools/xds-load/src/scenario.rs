@@ -46,6 +46,8 @@ pub struct Scenario {
     pub zones: usize,
     /// Current address of every endpoint, `[service][endpoint]`.
     addresses: Vec<Vec<String>>,
+    /// Write the endpoints file as JSON instead of YAML (`--endpoints-json`).
+    pub json: bool,
 }
 
 impl Scenario {
@@ -74,6 +76,7 @@ impl Scenario {
             regions,
             zones,
             addresses,
+            json: false,
         }
     }
 
@@ -101,8 +104,12 @@ impl Scenario {
         self.addresses[service][endpoint] = address;
     }
 
-    /// The endpoints file, in the format of `xds-core's `config::endpoints``.
+    /// The endpoints file, in the format of `xds-core's `config::endpoints``: YAML, or the same as
+    /// JSON when [`Scenario::json`] is set.
     pub fn render(&self) -> String {
+        if self.json {
+            return self.render_json();
+        }
         let mut out =
             String::with_capacity(self.services * (100 + self.endpoints_per_service * 90));
         out.push_str(
@@ -124,6 +131,40 @@ impl Scenario {
                 );
             }
         }
+        out
+    }
+}
+
+impl Scenario {
+    /// The YAML file's content as one JSON object (names and addresses need no escaping).
+    fn render_json(&self) -> String {
+        let mut out =
+            String::with_capacity(self.services * (120 + self.endpoints_per_service * 90));
+        out.push_str("{\"services\": [\n");
+        for (i, endpoints) in self.addresses.iter().enumerate() {
+            if i > 0 {
+                out.push_str(",\n");
+            }
+            let _ = write!(
+                out,
+                "{{\"name\": \"{}\", \"namespace\": \"{NAMESPACE}\", \
+                 \"ports\": [{{\"name\": \"http\", \"port\": {PORT}}}], \"endpoints\": [",
+                service_name(i)
+            );
+            for (j, address) in endpoints.iter().enumerate() {
+                let (r, z) = self.locality(j);
+                let _ = write!(
+                    out,
+                    "{}\n  {{\"address\": \"{address}\", \
+                     \"locality\": {{\"region\": \"{}\", \"zone\": \"{}\"}}}}",
+                    if j > 0 { "," } else { "" },
+                    region_name(r),
+                    zone_name(r, z)
+                );
+            }
+            out.push_str("]}");
+        }
+        out.push_str("\n]}\n");
         out
     }
 }
@@ -173,6 +214,13 @@ mod tests {
             xds_core::config::endpoints::parse_endpoints("load.yaml", &s.render()).unwrap();
         let ids: Vec<_> = registry.changed_services(&changed).into_iter().collect();
         assert_eq!(ids.len(), 1);
+        // The same mesh written as JSON is the same registry.
+        s.json = true;
+        let json = s.render();
+        assert!(json.starts_with('{'), "{}", &json[..40]);
+        let from_json = xds_core::config::endpoints::parse_endpoints("load.json", &json)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(from_json, changed);
         assert_eq!(
             xds_core::translate::resources::cluster_name(
                 ids[0],

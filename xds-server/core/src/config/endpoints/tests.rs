@@ -521,3 +521,51 @@ fn a_bad_identity_names_the_file_line_field_and_reason() {
     assert_eq!(field, "services[0].identity");
     assert!(reason.contains("the scheme is not `spiffe://`"), "{reason}");
 }
+
+/// The file as JSON (a YAML document converted, so the two hold the same).
+fn as_json(yaml: &str) -> String {
+    let value: serde_json::Value = serde_yaml_ng::from_str(yaml).expect("valid YAML");
+    serde_json::to_string_pretty(&value).expect("serializable")
+}
+
+#[test]
+fn a_json_file_is_read_by_the_json_parser_and_means_the_same() {
+    let json = as_json(EXAMPLE);
+    assert!(super::looks_like_json(&json));
+    // The fast path takes it whole (else it would be the YAML passes that read it).
+    serde_json::from_str::<super::RawFile>(&json).expect("the JSON parser reads the whole file");
+    assert_eq!(parse(&json).unwrap(), parse(EXAMPLE).unwrap());
+    assert!(!super::looks_like_json(EXAMPLE));
+    assert!(!super::looks_like_json("# generated\n{\"services\": []}"));
+}
+
+#[test]
+fn a_bad_json_file_gets_the_same_error_as_the_same_yaml() {
+    let yaml = one_service("  - {address: 10.0.0.1, port: 0}\n");
+    let json = as_json(&yaml);
+    let (_, yaml_field, yaml_reason, _) = invalid(&yaml);
+    let (line, field, reason, display) = invalid(&json);
+    assert_eq!(
+        (field.as_str(), reason.as_str()),
+        (yaml_field.as_str(), yaml_reason.as_str())
+    );
+    assert_eq!(field, "services[0].endpoints[0].port");
+    // Positions are the JSON text's own: the line of `"port": 0`.
+    let port_line = json
+        .lines()
+        .position(|l| l.contains("\"port\": 0"))
+        .unwrap()
+        + 1;
+    assert_eq!(line, Some(port_line), "{display}");
+
+    // A repeated key is refused whichever parser reads the file.
+    let duplicate = "{\"services\": [{\"name\": \"a\", \"namespace\": \"b\", \
+                     \"ports\": [{\"name\": \"http\", \"port\": 80}], \
+                     \"endpoints\": [{\"address\": \"10.0.0.1\", \
+                     \"labels\": {\"k\": \"1\", \"k\": \"2\"}}]}]}";
+    let err = parse(duplicate).unwrap_err().to_string();
+    assert!(
+        err.contains("duplicate") || err.contains("more than once"),
+        "{err}"
+    );
+}
