@@ -202,301 +202,301 @@ fn run_stream<M: StreamMachine>(
     live: LiveStream,
 ) -> impl futures::Stream<Item = Result<M::Resp, Status>> + Send + 'static {
     async_stream::stream! {
-    let _live = live;
-    let AdsService {
-        mut snapshots,
-        mut lookup_changes,
-        counters,
-        clients,
-        sweep,
-        first_request_timeout,
-        ..
-    } = service;
-    if snapshots.borrow().is_none() {
-        debug!(stream_id, "waiting for the sources' first complete view");
-        // A client that gives up meanwhile drops the stream, and this wait with it.
-        if snapshots.wait_for(Option::is_some).await.is_err() {
-            return;
-        }
-    }
-    // Snapshots published before the first request are covered by answering that request.
-    snapshots.mark_unchanged();
-    // A stream that never speaks holds a task and a registry entry: it gets a deadline (counted from
-    // now, when it could have been answered).
-    let first_request_deadline = tokio::time::sleep(first_request_timeout);
-    tokio::pin!(first_request_deadline);
-    let drained = ConnectionDrain::wait(drain.as_ref());
-    tokio::pin!(drained);
-    // Likewise pod changes before the first request: that request looks the pod up.
-    if let Some(changes) = &mut lookup_changes {
-        changes.mark_unchanged();
-    }
-    let current = |s: &Snapshots| s.borrow().clone().expect("present once the wait is over");
-    // Shared with the admin API, which reads it between our turns; never held across an await.
-    let conn = Arc::new(Mutex::new(conn));
-    let mut end = StreamEnd {
-        stream_id,
-        conn: conn.clone(),
-        registration: Some(clients.register(stream_id, M::PROTOCOL, conn.clone())),
-        sweep,
-        connected: false,
-    };
-    // For logs: cut to LOG_FIELD_BYTES.
-    let node = |conn: &Mutex<M>| {
-        lock(conn)
-            .client()
-            .map(|c| logged(&c.node_id))
-            .unwrap_or_default()
-    };
-    let protocol = M::PROTOCOL.as_str();
-    // The generation this stream last answered from: a jump means snapshots were skipped.
-    let mut synced: Option<u64> = None;
-    let mut sync = |snapshot: &Snapshot| {
-        if let Some(last) = synced {
-            if snapshot.generation > last + 1 {
-                counters
-                    .snapshots_skipped
-                    .fetch_add(snapshot.generation - last - 1, Ordering::Relaxed);
+        let _live = live;
+        let AdsService {
+            mut snapshots,
+            mut lookup_changes,
+            counters,
+            clients,
+            sweep,
+            first_request_timeout,
+            ..
+        } = service;
+        if snapshots.borrow().is_none() {
+            debug!(stream_id, "waiting for the sources' first complete view");
+            // A client that gives up meanwhile drops the stream, and this wait with it.
+            if snapshots.wait_for(Option::is_some).await.is_err() {
+                return;
             }
         }
-        synced = Some(synced.map_or(snapshot.generation, |l| l.max(snapshot.generation)));
-    };
-    // Per type: the nonce of the newest push a snapshot caused and the build time of the oldest
-    // snapshot not yet acknowledged; its ACK closes the convergence measurement.
-    let mut unacked: BTreeMap<ResourceType, (String, Instant)> = BTreeMap::new();
-    // Per type, the nonce of the last NACK logged: a client repeating a NACK is logged once.
-    let mut nacked: BTreeMap<ResourceType, String> = BTreeMap::new();
-    // A client located through its pod, whose pod the watch has not seen yet, is looked up again
-    // when the pods change (`lookup_changes`), not on a timer: pod events do not publish snapshots
-    // (they would rebuild one on every pod churn).
-    let pending = |conn: &Mutex<M>| lock(conn).locality_pending();
-    loop {
-        let step = tokio::select! {
-            req = inbound.next() => match req {
-                None => Step::Close(None),
-                Some(Err(status)) => {
-                    // A transport error, or a request over MAX_REQUEST_BYTES: say so (if the client
-                    // is still there to hear it).
-                    debug!(stream_id, node = %node(&conn), %status, "ADS stream error");
-                    Step::Close(Some(status))
+        // Snapshots published before the first request are covered by answering that request.
+        snapshots.mark_unchanged();
+        // A stream that never speaks holds its transport's task and a registry entry: it gets a deadline
+        // (counted from now, when it could have been answered).
+        let first_request_deadline = tokio::time::sleep(first_request_timeout);
+        tokio::pin!(first_request_deadline);
+        let drained = ConnectionDrain::wait(drain.as_ref());
+        tokio::pin!(drained);
+        // Likewise pod changes before the first request: that request looks the pod up.
+        if let Some(changes) = &mut lookup_changes {
+            changes.mark_unchanged();
+        }
+        let current = |s: &Snapshots| s.borrow().clone().expect("present once the wait is over");
+        // Shared with the admin API, which reads it between our turns; never held across an await.
+        let conn = Arc::new(Mutex::new(conn));
+        let mut end = StreamEnd {
+            stream_id,
+            conn: conn.clone(),
+            registration: Some(clients.register(stream_id, M::PROTOCOL, conn.clone())),
+            sweep,
+            connected: false,
+        };
+        // For logs: cut to LOG_FIELD_BYTES.
+        let node = |conn: &Mutex<M>| {
+            lock(conn)
+                .client()
+                .map(|c| logged(&c.node_id))
+                .unwrap_or_default()
+        };
+        let protocol = M::PROTOCOL.as_str();
+        // The generation this stream last answered from: a jump means snapshots were skipped.
+        let mut synced: Option<u64> = None;
+        let mut sync = |snapshot: &Snapshot| {
+            if let Some(last) = synced {
+                if snapshot.generation > last + 1 {
+                    counters
+                        .snapshots_skipped
+                        .fetch_add(snapshot.generation - last - 1, Ordering::Relaxed);
                 }
-                Some(Ok(req)) => {
-                    let snapshot = current(&snapshots);
-                    let mut machine = lock(&conn);
-                    let first = machine.client().is_none();
-                    // The machine checks the limits first: a refused request changes nothing.
-                    let handled = machine.on_request(&req, &snapshot);
-                    let client = machine.client().cloned();
-                    let acked = ResourceType::from_type_url(M::request_type(&req))
-                        .filter(|_| clients.tailing())
-                        .and_then(|kind| machine.version_acked(kind));
-                    drop(machine);
-                    let node_id = client.as_ref().map(|c| c.node_id.clone()).unwrap_or_default();
-                    let node_log = logged(&node_id);
-                    match handled {
-                        Ok((what, responses)) => {
-                            sync(&snapshot);
-                            if first {
-                                let c = client.as_ref().expect("set by the first request");
-                                end.connected = true;
-                                metrics()
-                                    .connected_clients
-                                    .get_or_create(&metrics::protocol_label(protocol))
-                                    .inc();
-                                // The message stays `Envoy connected` for every kind of client
-                                // (tests and dashboards match it); `kind` tells gRPC clients apart.
-                                info!(stream_id, protocol, node = %node_log, kind = %c.kind,
-                                      cluster = %logged(&c.cluster),
-                                      locality = %logged(&c.locality.to_string()), "Envoy connected");
-                                clients.emit(XdsEvent::Connected {
-                                    at: SystemTime::now(),
-                                    stream_id,
-                                    node: c.node_id.clone(),
-                                    protocol: M::PROTOCOL,
-                                    locality: c.locality.to_string(),
-                                });
-                            }
-                            let type_url = M::request_type(&req);
-                            match what {
-                                RequestKind::Nack(_)
-                                    if ResourceType::from_type_url(type_url).is_some_and(|k| {
-                                        nacked.get(&k).map(String::as_str)
-                                            == Some(M::request_nonce(&req))
-                                    }) =>
-                                {
-                                    debug!(stream_id, node = %node_log, type = short_type(type_url),
-                                           "NACK repeated (already logged)");
-                                }
-                                RequestKind::Nack(nack) => {
-                                    warn!(
-                                    stream_id, node = %node_log, type_url = %type_url,
-                                    rejected_version = %nack.version, error = %nack.message,
-                                    "Envoy rejected config (NACK); not re-sending that version");
-                                    if let Some(kind) = ResourceType::from_type_url(type_url) {
-                                        nacked.insert(kind, M::request_nonce(&req).to_string());
-                                        clients.nacked(stream_id, kind);
-                                        metrics().nacks.get_or_create(&metrics::type_label(kind)).inc();
-                                        unacked.remove(&kind);
-                                    }
-                                    clients.emit(XdsEvent::Nacked {
+            }
+            synced = Some(synced.map_or(snapshot.generation, |l| l.max(snapshot.generation)));
+        };
+        // Per type: the nonce of the newest push a snapshot caused and the build time of the oldest
+        // snapshot not yet acknowledged; its ACK closes the convergence measurement.
+        let mut unacked: BTreeMap<ResourceType, (String, Instant)> = BTreeMap::new();
+        // Per type, the nonce of the last NACK logged: a client repeating a NACK is logged once.
+        let mut nacked: BTreeMap<ResourceType, String> = BTreeMap::new();
+        // A client located through its pod, whose pod the watch has not seen yet, is looked up again
+        // when the pods change (`lookup_changes`), not on a timer: pod events do not publish snapshots
+        // (they would rebuild one on every pod churn).
+        let pending = |conn: &Mutex<M>| lock(conn).locality_pending();
+        loop {
+            let step = tokio::select! {
+                req = inbound.next() => match req {
+                    None => Step::Close(None),
+                    Some(Err(status)) => {
+                        // A transport error, or a request over MAX_REQUEST_BYTES: say so (if the client
+                        // is still there to hear it).
+                        debug!(stream_id, node = %node(&conn), %status, "ADS stream error");
+                        Step::Close(Some(status))
+                    }
+                    Some(Ok(req)) => {
+                        let snapshot = current(&snapshots);
+                        let mut machine = lock(&conn);
+                        let first = machine.client().is_none();
+                        // The machine checks the limits first: a refused request changes nothing.
+                        let handled = machine.on_request(&req, &snapshot);
+                        let client = machine.client().cloned();
+                        let acked = ResourceType::from_type_url(M::request_type(&req))
+                            .filter(|_| clients.tailing())
+                            .and_then(|kind| machine.version_acked(kind));
+                        drop(machine);
+                        let node_id = client.as_ref().map(|c| c.node_id.clone()).unwrap_or_default();
+                        let node_log = logged(&node_id);
+                        match handled {
+                            Ok((what, responses)) => {
+                                sync(&snapshot);
+                                if first {
+                                    let c = client.as_ref().expect("set by the first request");
+                                    end.connected = true;
+                                    metrics()
+                                        .connected_clients
+                                        .get_or_create(&metrics::protocol_label(protocol))
+                                        .inc();
+                                    // The message stays `Envoy connected` for every kind of client
+                                    // (tests and dashboards match it); `kind` tells gRPC clients apart.
+                                    info!(stream_id, protocol, node = %node_log, kind = %c.kind,
+                                          cluster = %logged(&c.cluster),
+                                          locality = %logged(&c.locality.to_string()), "Envoy connected");
+                                    clients.emit(XdsEvent::Connected {
                                         at: SystemTime::now(),
                                         stream_id,
-                                        node: node_id.clone(),
-                                        type_url: type_url.to_string(),
-                                        version: nack.version,
-                                        error: nack.message,
+                                        node: c.node_id.clone(),
+                                        protocol: M::PROTOCOL,
+                                        locality: c.locality.to_string(),
                                     });
                                 }
-                                RequestKind::Ack => {
-                                    let kind = ResourceType::from_type_url(type_url);
-                                    let nonce = M::request_nonce(&req);
-                                    if let Some(kind) = kind.filter(|k| {
-                                        unacked.get(k).is_some_and(|(n, _)| n == nonce)
-                                    }) {
-                                        let (_, built) = unacked.remove(&kind).expect("checked");
-                                        metrics()
-                                            .convergence
-                                            .get_or_create(&metrics::type_label(kind))
-                                            .observe(built.elapsed().as_secs_f64());
+                                let type_url = M::request_type(&req);
+                                match what {
+                                    RequestKind::Nack(_)
+                                        if ResourceType::from_type_url(type_url).is_some_and(|k| {
+                                            nacked.get(&k).map(String::as_str)
+                                                == Some(M::request_nonce(&req))
+                                        }) =>
+                                    {
+                                        debug!(stream_id, node = %node_log, type = short_type(type_url),
+                                               "NACK repeated (already logged)");
                                     }
-                                    if clients.tailing() {
-                                        clients.emit(XdsEvent::Acked {
+                                    RequestKind::Nack(nack) => {
+                                        warn!(
+                                        stream_id, node = %node_log, type_url = %type_url,
+                                        rejected_version = %nack.version, error = %nack.message,
+                                        "Envoy rejected config (NACK); not re-sending that version");
+                                        if let Some(kind) = ResourceType::from_type_url(type_url) {
+                                            nacked.insert(kind, M::request_nonce(&req).to_string());
+                                            clients.nacked(stream_id, kind);
+                                            metrics().nacks.get_or_create(&metrics::type_label(kind)).inc();
+                                            unacked.remove(&kind);
+                                        }
+                                        clients.emit(XdsEvent::Nacked {
                                             at: SystemTime::now(),
                                             stream_id,
                                             node: node_id.clone(),
                                             type_url: type_url.to_string(),
-                                            version: acked.unwrap_or_default(),
+                                            version: nack.version,
+                                            error: nack.message,
                                         });
                                     }
+                                    RequestKind::Ack => {
+                                        let kind = ResourceType::from_type_url(type_url);
+                                        let nonce = M::request_nonce(&req);
+                                        if let Some(kind) = kind.filter(|k| {
+                                            unacked.get(k).is_some_and(|(n, _)| n == nonce)
+                                        }) {
+                                            let (_, built) = unacked.remove(&kind).expect("checked");
+                                            metrics()
+                                                .convergence
+                                                .get_or_create(&metrics::type_label(kind))
+                                                .observe(built.elapsed().as_secs_f64());
+                                        }
+                                        if clients.tailing() {
+                                            clients.emit(XdsEvent::Acked {
+                                                at: SystemTime::now(),
+                                                stream_id,
+                                                node: node_id.clone(),
+                                                type_url: type_url.to_string(),
+                                                version: acked.unwrap_or_default(),
+                                            });
+                                        }
+                                    }
+                                    RequestKind::UnknownType(_) => debug!(
+                                        stream_id, node = %node_log, type = short_type(type_url),
+                                        type_url_bytes = type_url.len(),
+                                        "request for a type we do not serve; ignored"),
+                                    RequestKind::StaleNonce => debug!(
+                                        stream_id, node = %node_log, type = short_type(type_url),
+                                        "stale nonce; ignored"),
+                                    RequestKind::Initial => {}
                                 }
-                                RequestKind::UnknownType(_) => debug!(
-                                    stream_id, node = %node_log, type = short_type(type_url),
-                                    type_url_bytes = type_url.len(),
-                                    "request for a type we do not serve; ignored"),
-                                RequestKind::StaleNonce => debug!(
-                                    stream_id, node = %node_log, type = short_type(type_url),
-                                    "stale nonce; ignored"),
-                                RequestKind::Initial => {}
+                                Step::Send(responses, None)
                             }
-                            Step::Send(responses, None)
-                        }
-                        Err(err) => {
-                            // A client can be refused as often as it reconnects: a line per second.
-                            if let Some(left_out) = REFUSAL_LOG.allow() {
-                                warn!(stream_id, node = %node_log, error = %err, left_out,
-                                      "refusing ADS stream");
+                            Err(err) => {
+                                // A client can be refused as often as it reconnects: a line per second.
+                                if let Some(left_out) = REFUSAL_LOG.allow() {
+                                    warn!(stream_id, node = %node_log, error = %err, left_out,
+                                          "refusing ADS stream");
+                                }
+                                Step::Close(Some(status(&err)))
                             }
-                            Step::Close(Some(status(&err)))
                         }
                     }
-                }
-            },
-            changed = async { lookup_changes.as_mut().expect("checked").changed().await },
-                if lookup_changes.is_some() && pending(&conn) => {
-                if changed.is_err() {
-                    // The source is gone: nothing will locate this client any more.
-                    lookup_changes = None;
-                    continue;
-                }
-                let snapshot = current(&snapshots);
-                let mut machine = lock(&conn);
-                let responses = machine.on_snapshot(&snapshot);
-                sync(&snapshot);
-                if !machine.locality_pending() {
-                    if let Some(c) = machine.client() {
-                        info!(stream_id, node = %logged(&c.node_id),
-                              locality = %logged(&c.locality.to_string()),
-                              "client located through its pod");
+                },
+                changed = async { lookup_changes.as_mut().expect("checked").changed().await },
+                    if lookup_changes.is_some() && pending(&conn) => {
+                    if changed.is_err() {
+                        // The source is gone: nothing will locate this client any more.
+                        lookup_changes = None;
+                        continue;
                     }
-                }
-                Step::Send(responses, Some(snapshot.built_at))
-            }
-            changed = snapshots.changed() => {
-                if changed.is_err() {
-                    Step::Close(None)
-                } else {
-                    let snapshot = snapshots
-                        .borrow_and_update()
-                        .clone()
-                        .expect("snapshots are never unset");
-                    let responses = lock(&conn).on_snapshot(&snapshot);
+                    let snapshot = current(&snapshots);
+                    let mut machine = lock(&conn);
+                    let responses = machine.on_snapshot(&snapshot);
                     sync(&snapshot);
+                    if !machine.locality_pending() {
+                        if let Some(c) = machine.client() {
+                            info!(stream_id, node = %logged(&c.node_id),
+                                  locality = %logged(&c.locality.to_string()),
+                                  "client located through its pod");
+                        }
+                    }
                     Step::Send(responses, Some(snapshot.built_at))
                 }
-            }
-            reason = &mut drained => {
-                debug!(stream_id, node = %node(&conn), ?reason, "connection draining; ending the stream");
-                Step::Close(Some(reason.status()))
-            }
-            // `connected` is set by the first request (a refused one ends the stream).
-            _ = &mut first_request_deadline, if !end.connected => {
-                debug!(stream_id, "no first request in time; ending the stream");
-                Step::Close(Some(Status::deadline_exceeded(format!(
-                    "no request on this stream within {:?} (--first-request-timeout)",
-                    first_request_timeout
-                ))))
-            }
-        };
-        let (responses, cause) = match step {
-            Step::Send(responses, cause) => (responses, cause),
-            Step::Close(status) => {
-                if let Some(status) = status {
-                    yield Err(status);
+                changed = snapshots.changed() => {
+                    if changed.is_err() {
+                        Step::Close(None)
+                    } else {
+                        let snapshot = snapshots
+                            .borrow_and_update()
+                            .clone()
+                            .expect("snapshots are never unset");
+                        let responses = lock(&conn).on_snapshot(&snapshot);
+                        sync(&snapshot);
+                        Step::Send(responses, Some(snapshot.built_at))
+                    }
                 }
-                break;
-            }
-        };
-        counters
-            .max_held
-            .fetch_max(responses.len(), Ordering::Relaxed);
-        if responses.is_empty() {
-            continue;
-        }
-        // Only the event tail and debug logs name the client: a push to thousands of clients skips
-        // copying each one's node id otherwise.
-        let named = clients.tailing() || tracing::enabled!(tracing::Level::DEBUG);
-        let node_id = named
-            .then(|| lock(&conn).client().map(|c| c.node_id.clone()))
-            .flatten()
-            .unwrap_or_default();
-        let node_log = if named {
-            logged(&node_id)
-        } else {
-            String::new()
-        };
-        let mut log = |resp: &M::Resp| {
-            let (kind, count, nonce) = M::describe(resp);
-            debug!(stream_id, node = %node_log, kind, resources = count, nonce, "push");
-            let bytes = prost::Message::encoded_len(resp);
-            if let Some(kind) = ResourceType::from_type_url(M::response_type(resp)) {
-                let m = metrics::push_metrics(kind);
-                m.pushes.inc();
-                m.resources.inc_by(count as u64);
-                m.bytes.inc_by(bytes as u64);
-                if let Some(built) = cause {
-                    m.latency.observe(built.elapsed().as_secs_f64());
-                    let entry = unacked.entry(kind).or_insert((String::new(), built));
-                    entry.0 = nonce.to_string();
+                reason = &mut drained => {
+                    debug!(stream_id, node = %node(&conn), ?reason, "connection draining; ending the stream");
+                    Step::Close(Some(reason.status()))
                 }
+                // `connected` is set by the first request (a refused one ends the stream).
+                _ = &mut first_request_deadline, if !end.connected => {
+                    debug!(stream_id, "no first request in time; ending the stream");
+                    Step::Close(Some(Status::deadline_exceeded(format!(
+                        "no request on this stream within {:?} (--first-request-timeout)",
+                        first_request_timeout
+                    ))))
+                }
+            };
+            let (responses, cause) = match step {
+                Step::Send(responses, cause) => (responses, cause),
+                Step::Close(status) => {
+                    if let Some(status) = status {
+                        yield Err(status);
+                    }
+                    break;
+                }
+            };
+            counters
+                .max_held
+                .fetch_max(responses.len(), Ordering::Relaxed);
+            if responses.is_empty() {
+                continue;
             }
-            if clients.tailing() {
-                clients.emit(XdsEvent::Pushed {
-                    at: SystemTime::now(),
-                    stream_id,
-                    node: node_id.clone(),
-                    type_url: M::response_type(resp).to_string(),
-                    version: M::response_version(resp).to_string(),
-                    resources: count,
-                    bytes,
-                });
+            // Only the event tail and debug logs name the client: a push to thousands of clients skips
+            // copying each one's node id otherwise.
+            let named = clients.tailing() || tracing::enabled!(tracing::Level::DEBUG);
+            let node_id = named
+                .then(|| lock(&conn).client().map(|c| c.node_id.clone()))
+                .flatten()
+                .unwrap_or_default();
+            let node_log = if named {
+                logged(&node_id)
+            } else {
+                String::new()
+            };
+            let mut log = |resp: &M::Resp| {
+                let (kind, count, nonce) = M::describe(resp);
+                debug!(stream_id, node = %node_log, kind, resources = count, nonce, "push");
+                let bytes = prost::Message::encoded_len(resp);
+                if let Some(kind) = ResourceType::from_type_url(M::response_type(resp)) {
+                    let m = metrics::push_metrics(kind);
+                    m.pushes.inc();
+                    m.resources.inc_by(count as u64);
+                    m.bytes.inc_by(bytes as u64);
+                    if let Some(built) = cause {
+                        m.latency.observe(built.elapsed().as_secs_f64());
+                        let entry = unacked.entry(kind).or_insert((String::new(), built));
+                        entry.0 = nonce.to_string();
+                    }
+                }
+                if clients.tailing() {
+                    clients.emit(XdsEvent::Pushed {
+                        at: SystemTime::now(),
+                        stream_id,
+                        node: node_id.clone(),
+                        type_url: M::response_type(resp).to_string(),
+                        version: M::response_version(resp).to_string(),
+                        resources: count,
+                        bytes,
+                    });
+                }
+            };
+            // One input's answer (make-before-break order) goes out as the client takes it.
+            for resp in responses {
+                log(&resp);
+                yield Ok(resp);
             }
-        };
-        // One input's answer (make-before-break order) goes out as the client takes it.
-        for resp in responses {
-            log(&resp);
-            yield Ok(resp);
         }
-    }
     }
 }
 
