@@ -177,9 +177,10 @@ enum Step<R> {
 /// the body) runs it whenever it polls for the next response, and every input it waits on wakes that
 /// one task. There is no second task per stream and no queue between the loop and the transport.
 ///
-/// Backpressure. The transport asks for the next response only once the client has taken room for
-/// the one before (HTTP/2 flow control, with `SEND_BUFFER_BYTES` queued per stream): until then the
-/// loop is not polled, so it takes no input (a request, a snapshot, a pod change). A slow or stuck
+/// Backpressure. The transport takes a response from the loop, hands it to h2, and takes the next one
+/// only after h2 has room for it (HTTP/2 flow control, with `SEND_BUFFER_BYTES` queued per stream):
+/// while it waits for room the loop is not polled, so it takes no input (a request, a snapshot, a
+/// pod change) and is at most one response ahead of what the client has made room for. A slow or stuck
 /// client therefore stalls only its own stream, and what the loop holds for it is bounded: the rest of
 /// one input's answer (at most [`MAX_RESPONSES_PER_EVENT`](super::MAX_RESPONSES_PER_EVENT)), beyond
 /// what the transport buffers. Nothing is lost or queued without bound meanwhile:
