@@ -133,9 +133,7 @@ impl Scenario {
         }
         out
     }
-}
 
-impl Scenario {
     /// The YAML file's content as one JSON object (names and addresses need no escaping).
     fn render_json(&self) -> String {
         let mut out =
